@@ -1,0 +1,72 @@
+//! Per-endpoint packet and byte counters (`HM_METRICS`), keyed by endpoint, direction and
+//! reason.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::map,
+    maps::{HashMap, PerCpuHashMap},
+    programs::TcContext,
+};
+use hivemind_common::{
+    ENDPOINT_ID_UNKNOWN, EndpointInfo, MAX_ENDPOINTS, MAX_METRICS_ENTRIES, MetricsKey,
+    MetricsValue, reason,
+};
+
+/// Host-side veth ifindex -> endpoint. Written by the daemon.
+#[map(name = "HM_ENDPOINTS")]
+static HM_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+/// {endpoint, direction, reason} -> packets, bytes; one value per CPU, summed by the daemon.
+#[map(name = "HM_METRICS")]
+static HM_METRICS: PerCpuHashMap<MetricsKey, MetricsValue> =
+    PerCpuHashMap::with_max_entries(MAX_METRICS_ENTRIES, 0);
+
+/// Endpoint id of the interface the packet is on; traffic on an interface the daemon does not
+/// know is counted under `ENDPOINT_ID_UNKNOWN` (and still passes).
+#[inline(always)]
+fn endpoint_id(ctx: &TcContext) -> u32 {
+    // SAFETY: `ctx.skb.skb` is the context pointer the kernel handed to the program; reading a
+    // field of `__sk_buff` is a verifier-checked context access, not a packet access.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    match HM_ENDPOINTS.get_ptr(ifindex) {
+        // SAFETY: a pointer returned by a map lookup is valid for the program's run; the value
+        // is plain data, so a concurrent update can at worst give a stale id.
+        Some(info) => unsafe { (*info).endpoint_id },
+        None => ENDPOINT_ID_UNKNOWN,
+    }
+}
+
+/// Adds one packet of `ctx.len()` bytes to the endpoint's FORWARDED counter.
+#[inline(always)]
+pub(crate) fn count_forwarded(ctx: &TcContext, direction: u8) {
+    let key = MetricsKey::new(endpoint_id(ctx), direction, reason::FORWARDED);
+    add(&key, u64::from(ctx.len()));
+}
+
+#[inline(always)]
+fn add(key: &MetricsKey, bytes: u64) {
+    if let Some(value) = HM_METRICS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value of this CPU, valid for the program's run; BPF programs are not
+        // preempted by another program touching the same CPU slot in TC context.
+        unsafe {
+            (*value).packets += 1;
+            (*value).bytes += bytes;
+        }
+        return;
+    }
+    let first = MetricsValue { packets: 1, bytes };
+    if HM_METRICS
+        .insert(key, first, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Another CPU created the entry in between (or the map is full): add to whatever
+        // is there now; if the map is full the packet goes uncounted.
+        if let Some(value) = HM_METRICS.get_ptr_mut(key) {
+            // SAFETY: as above.
+            unsafe {
+                (*value).packets += 1;
+                (*value).bytes += bytes;
+            }
+        }
+    }
+}

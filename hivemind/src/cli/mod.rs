@@ -1,0 +1,209 @@
+//! The command line: `daemon` and `web` start a node; every other command is
+//! a client of a node's REST API.
+
+mod client;
+mod commands;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use client::{Client, ClientError};
+pub use commands::run_client_command;
+
+#[derive(Debug, Parser)]
+#[command(name = "hivemind", version, about = "Container orchestration with an eBPF data plane")]
+pub struct Cli {
+    /// URL of a node's API
+    #[arg(long, global = true, env = "HIVEMIND_SERVER", default_value = "http://127.0.0.1:3000")]
+    pub server: String,
+    /// API token
+    #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// Run a full node: API and dashboard, containerd, networking, eBPF data plane
+    Daemon(DaemonArgs),
+    /// Run the API and dashboard; with --mock, on an in-memory runtime without kernel features
+    Web(WebArgs),
+    /// Deploy and manage applications
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage named volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Pull and import images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Cluster nodes
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Cluster health summary
+    Health,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Directory for state, volumes, logs (and containerd's state when the daemon starts its own)
+    #[arg(long, default_value = "/var/lib/hivemind")]
+    pub data_dir: PathBuf,
+    /// containerd socket; when nothing answers there, the daemon starts containerd itself
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd: PathBuf,
+    /// This node's container subnet
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pub subnet: String,
+    /// Name of the node bridge
+    #[arg(long, default_value = "hm0")]
+    pub bridge: String,
+    /// Registry host[:port] to reach over plain HTTP (loopback registries always are)
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Port of the API and dashboard
+    #[arg(long, default_value_t = 3000)]
+    pub web_port: u16,
+    /// Address to listen on
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: std::net::IpAddr,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: std::net::IpAddr,
+    /// In-memory runtime and no kernel features, for UI development
+    #[arg(long)]
+    pub mock: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+impl DaemonArgs {
+    pub fn listen(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.web_port)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[arg(long)]
+    pub image: String,
+    #[arg(long)]
+    pub name: String,
+    /// Service domain for routing and discovery
+    #[arg(long)]
+    pub service: Option<String>,
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// CPUs per replica (CFS quota), e.g. 0.5
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory limit per replica, e.g. 512M
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// name:/path, repeatable
+    #[arg(long = "volume")]
+    pub volumes: Vec<String>,
+    /// KEY=VALUE, repeatable
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Container port, repeatable
+    #[arg(long = "port")]
+    pub ports: Vec<u16>,
+    /// k=v, repeatable
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Deploy an image as an app (or update an existing app)
+    Deploy(DeployArgs),
+    /// List apps
+    Ls,
+    /// List containers
+    Containers,
+    /// Show one container
+    ContainerInfo {
+        #[arg(long)]
+        container_id: String,
+    },
+    /// Replace every container of an app (volumes keep their data)
+    Restart {
+        #[arg(long)]
+        name: String,
+    },
+    /// Change the number of replicas
+    Scale {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        replicas: u32,
+    },
+    /// Show an app's logs
+    Logs {
+        #[arg(long)]
+        name: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Delete an app and its containers
+    Delete {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    Ls,
+    Delete {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image from a registry, showing progress
+    Pull {
+        #[arg(long)]
+        image: String,
+    },
+    /// Import an OCI image archive (tar)
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    Ls,
+}

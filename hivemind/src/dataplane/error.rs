@@ -1,0 +1,61 @@
+//! Errors of the eBPF data plane.
+
+use std::io;
+
+/// What can go wrong between the daemon and the kernel programs and maps.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("the embedded ebpf object is empty (the daemon was built with AYA_BUILD_SKIP)")]
+    ObjectMissing,
+    #[error("loading the ebpf object")]
+    Object(#[source] Box<aya::EbpfError>),
+    #[error("program {program} is missing from the ebpf object")]
+    ProgramMissing { program: &'static str },
+    #[error("program {program} is not of the expected type")]
+    ProgramType {
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("loading program {program} into the kernel")]
+    ProgramLoad {
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("no interface with ifindex {ifindex} in this network namespace")]
+    InterfaceNotFound {
+        ifindex: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("attaching program {program} to ifindex {ifindex}")]
+    Attach {
+        program: &'static str,
+        ifindex: u32,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {map} is missing from the ebpf object")]
+    MapMissing { map: &'static str },
+    #[error("map {map}: {operation}")]
+    Map {
+        map: &'static str,
+        operation: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+impl DataplaneError {
+    pub(super) fn map(
+        map: &'static str,
+        operation: &'static str,
+    ) -> impl FnOnce(aya::maps::MapError) -> Self {
+        move |source| Self::Map {
+            map,
+            operation,
+            source: Box::new(source),
+        }
+    }
+}

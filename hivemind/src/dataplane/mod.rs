@@ -1,0 +1,320 @@
+//! The eBPF data plane: loads the programs built from `hivemind-ebpf`, attaches them to the
+//! host-side veth of each container and reads their maps.
+//!
+//! Invariant: this module is the only place in the daemon that calls aya.
+//!
+//! Attachments are TCX links owned by file descriptors of this process and never pinned: when
+//! the daemon dies the kernel detaches them, so a restarted daemon attaches afresh without
+//! duplicates. TCX (kernel >= 6.6) needs no clsact qdisc.
+
+mod counters;
+mod error;
+
+use std::{
+    collections::HashMap as StdHashMap,
+    ffi::CStr,
+    io,
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError, PerCpuHashMap},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, Xdp,
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
+};
+use hivemind_common::{EndpointInfo, MAP_ENDPOINTS, MAP_METRICS, MetricsKey, MetricsValue};
+
+pub use counters::{Counter, EndpointCounters};
+pub use error::DataplaneError;
+
+/// TC ingress of a container's host-side veth (packets leaving the container).
+pub const PROG_FROM_CONTAINER: &str = "hm_lxc_from_container";
+/// TC egress of a container's host-side veth (packets going into the container).
+pub const PROG_TO_CONTAINER: &str = "hm_lxc_to_container";
+/// Empty TC program, the benchmark floor.
+pub const PROG_TC_PASS: &str = "hm_tc_pass";
+/// Empty XDP program, the benchmark floor.
+pub const PROG_XDP_PASS: &str = "hm_xdp_pass";
+
+/// The object built by `build.rs` from `hivemind-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hivemind-ebpf"));
+
+/// The two TC links of one endpoint; dropping them detaches the programs.
+struct EndpointLinks {
+    endpoint_id: u32,
+    _from_container: SchedClassifierLink,
+    _to_container: SchedClassifierLink,
+}
+
+/// The loaded programs, their maps and the links this process owns.
+pub struct Dataplane {
+    // Field order matters only for tidiness: links drop (detach) before the programs unload.
+    links: StdHashMap<u32, EndpointLinks>,
+    endpoints: HashMap<MapData, u32, EndpointInfo>,
+    metrics: PerCpuHashMap<MapData, MetricsKey, MetricsValue>,
+    ebpf: Ebpf,
+}
+
+impl Dataplane {
+    /// Loads the embedded object and its programs into the kernel; attaches nothing.
+    pub fn load() -> Result<Self, DataplaneError> {
+        if OBJECT.is_empty() {
+            return Err(DataplaneError::ObjectMissing);
+        }
+        bump_memlock_rlimit();
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| DataplaneError::Object(Box::new(e)))?;
+        for program in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER, PROG_TC_PASS] {
+            classifier(&mut ebpf, program)?
+                .load()
+                .map_err(|e| DataplaneError::ProgramLoad {
+                    program,
+                    source: Box::new(e),
+                })?;
+        }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP_PASS)
+            .ok_or(DataplaneError::ProgramMissing {
+                program: PROG_XDP_PASS,
+            })?
+            .try_into()
+            .map_err(|e| DataplaneError::ProgramType {
+                program: PROG_XDP_PASS,
+                source: Box::new(e),
+            })?;
+        xdp.load().map_err(|e| DataplaneError::ProgramLoad {
+            program: PROG_XDP_PASS,
+            source: Box::new(e),
+        })?;
+
+        let endpoints = ebpf
+            .take_map(MAP_ENDPOINTS)
+            .ok_or(DataplaneError::MapMissing { map: MAP_ENDPOINTS })?;
+        let endpoints =
+            HashMap::try_from(endpoints).map_err(DataplaneError::map(MAP_ENDPOINTS, "opening"))?;
+        let metrics = ebpf
+            .take_map(MAP_METRICS)
+            .ok_or(DataplaneError::MapMissing { map: MAP_METRICS })?;
+        let metrics = PerCpuHashMap::try_from(metrics)
+            .map_err(DataplaneError::map(MAP_METRICS, "opening"))?;
+        Ok(Self {
+            links: StdHashMap::new(),
+            endpoints,
+            metrics,
+            ebpf,
+        })
+    }
+
+    /// Attaches both TC programs to the host-side veth `ifindex` (of the calling thread's network
+    /// namespace) and records it as `endpoint_id`. Attaching an ifindex again replaces its
+    /// links and entry.
+    pub fn attach_endpoint(
+        &mut self,
+        ifindex: u32,
+        endpoint_id: u32,
+    ) -> Result<(), DataplaneError> {
+        let name = interface_name(ifindex)?;
+        // Replace, never duplicate: the old links detach when dropped here.
+        self.links.remove(&ifindex);
+        // The map entry goes in first so the first packets already count for the endpoint.
+        let info = EndpointInfo {
+            endpoint_id,
+            flags: 0,
+        };
+        self.endpoints
+            .insert(ifindex, info, 0)
+            .map_err(DataplaneError::map(MAP_ENDPOINTS, "inserting"))?;
+        let attached = self
+            .attach_tc(PROG_FROM_CONTAINER, &name, ifindex, TcAttachType::Ingress)
+            .and_then(|from| {
+                let to = self.attach_tc(PROG_TO_CONTAINER, &name, ifindex, TcAttachType::Egress)?;
+                Ok((from, to))
+            });
+        match attached {
+            Ok((from, to)) => {
+                self.links.insert(
+                    ifindex,
+                    EndpointLinks {
+                        endpoint_id,
+                        _from_container: from,
+                        _to_container: to,
+                    },
+                );
+                tracing::debug!(ifindex, endpoint_id, interface = %name, "endpoint attached");
+                Ok(())
+            }
+            Err(e) => {
+                // Leave nothing half-attached; the ingress link (if any) was dropped above.
+                if let Err(remove) = self.endpoints.remove(&ifindex) {
+                    tracing::warn!(ifindex, error = %remove, "removing endpoint entry after failed attach");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Detaches the programs from `ifindex` and forgets the endpoint's map entry and counters.
+    /// Succeeds if the endpoint is already gone.
+    pub fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let from_links = self.links.remove(&ifindex).map(|links| links.endpoint_id);
+        let endpoint_id = match self.endpoints.get(&ifindex, 0) {
+            Ok(info) => Some(info.endpoint_id),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(DataplaneError::map(MAP_ENDPOINTS, "looking up")(e)),
+        }
+        .or(from_links);
+        match self.endpoints.remove(&ifindex) {
+            Err(e) if !is_not_found(&e) => {
+                return Err(DataplaneError::map(MAP_ENDPOINTS, "removing")(e));
+            }
+            _ => {}
+        }
+        let Some(endpoint_id) = endpoint_id else {
+            return Ok(());
+        };
+        // Another interface may still carry the same endpoint id: keep its counters then.
+        if self.links.values().any(|l| l.endpoint_id == endpoint_id) {
+            return Ok(());
+        }
+        let stale: Vec<MetricsKey> = self
+            .metrics
+            .keys()
+            .filter_map(|key| match key {
+                Ok(key) if key.endpoint_id == endpoint_id => Some(Ok(key)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(DataplaneError::map(MAP_METRICS, "listing keys"))?;
+        for key in stale {
+            match self.metrics.remove(&key) {
+                Err(e) if !is_not_found(&e) => {
+                    return Err(DataplaneError::map(MAP_METRICS, "removing")(e));
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!(ifindex, endpoint_id, "endpoint detached");
+        Ok(())
+    }
+
+    /// The counters of `endpoint_id`, summed over CPUs.
+    pub fn endpoint_counters(&self, endpoint_id: u32) -> Result<EndpointCounters, DataplaneError> {
+        let mut counters = EndpointCounters::default();
+        for entry in self.metrics.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(entry) => entry,
+                // Removed between listing and reading: nothing to count.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
+            };
+            if key.endpoint_id == endpoint_id {
+                counters.add(&key, &counters::sum_cpus(per_cpu.iter()));
+            }
+        }
+        Ok(counters)
+    }
+
+    /// Whether `HM_ENDPOINTS` has an entry for `ifindex`.
+    pub fn has_endpoint_entry(&self, ifindex: u32) -> Result<bool, DataplaneError> {
+        match self.endpoints.get(&ifindex, 0) {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(DataplaneError::map(MAP_ENDPOINTS, "looking up")(e)),
+        }
+    }
+
+    /// The file descriptor of a loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
+    /// Valid while `self` lives.
+    #[doc(hidden)]
+    pub fn program_fd_for_test(&self, program: &'static str) -> Result<RawFd, DataplaneError> {
+        let fd = self
+            .ebpf
+            .program(program)
+            .ok_or(DataplaneError::ProgramMissing { program })?
+            .fd()
+            .map_err(|e| DataplaneError::ProgramLoad {
+                program,
+                source: Box::new(e),
+            })?;
+        Ok(fd.as_fd().as_raw_fd())
+    }
+
+    fn attach_tc(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        ifindex: u32,
+        attach_type: TcAttachType,
+    ) -> Result<SchedClassifierLink, DataplaneError> {
+        let attach_error = |e| DataplaneError::Attach {
+            program,
+            ifindex,
+            source: Box::new(e),
+        };
+        let prog = classifier(&mut self.ebpf, program)?;
+        // TCX only: a netlink (cls_bpf) filter would outlive the daemon.
+        let link_id = prog
+            .attach_with_options(
+                interface,
+                attach_type,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(attach_error)?;
+        prog.take_link(link_id).map_err(attach_error)
+    }
+}
+
+/// Whether a map operation failed only because the key is absent (aya reports a lookup miss as
+/// `KeyNotFound` but a delete miss as a raw ENOENT).
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(e) => e.io_error.kind() == io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(program)
+        .ok_or(DataplaneError::ProgramMissing { program })?
+        .try_into()
+        .map_err(|e| DataplaneError::ProgramType {
+            program,
+            source: Box::new(e),
+        })
+}
+
+/// The name of interface `ifindex` in the calling thread's network namespace.
+fn interface_name(ifindex: u32) -> Result<String, DataplaneError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write, NUL included.
+    let ret = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if ret.is_null() {
+        return Err(DataplaneError::InterfaceNotFound {
+            ifindex,
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into `buf`.
+    let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (before 5.11);
+/// failure is only logged, since current kernels account BPF memory to the cgroup instead.
+fn bump_memlock_rlimit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "raising RLIMIT_MEMLOCK failed");
+    }
+}

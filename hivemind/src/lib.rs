@@ -1,0 +1,17 @@
+//! Hivemind: a container orchestrator whose networking runs in the Linux kernel.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the code map.
+
+pub mod api;
+pub mod cli;
+pub mod command;
+pub mod containerd;
+pub mod daemon;
+pub mod dataplane;
+pub mod image;
+pub mod model;
+pub mod network;
+pub mod reconcile;
+pub mod runtime;
+pub mod serve;
+pub mod state;

@@ -1,0 +1,69 @@
+//! `hivemind`: one binary for the node daemon and the CLI.
+
+use clap::Parser;
+use hivemind::cli::{Cli, TopCommand, run_client_command};
+use hivemind::serve::{ServeOptions, serve};
+use hivemind::state::Subnet;
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    let options = match &cli.command {
+        TopCommand::Daemon(args) => Some((args.listen(), &args.node, false)),
+        TopCommand::Web(args) => Some((
+            std::net::SocketAddr::new(args.bind, args.port),
+            &args.node,
+            args.mock,
+        )),
+        _ => None,
+    };
+    let Some((listen, node, mock)) = options else {
+        return match run_client_command(&cli).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        };
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let subnet: Subnet = match node.subnet.parse() {
+        Ok(subnet) => subnet,
+        Err(e) => {
+            eprintln!("error: --subnet: {e}");
+            return 2;
+        }
+    };
+    let options = ServeOptions {
+        listen,
+        data_dir: node.data_dir.clone(),
+        containerd: node.containerd.clone(),
+        subnet,
+        bridge: node.bridge.clone(),
+        insecure_registries: node.insecure_registries.clone(),
+        mock,
+    };
+    match serve(options).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The desired-state model and the validation of everything a user sends.
+//!
+//! Every REST body and CLI flag that describes an app goes through
+//! [`DeployRequest::validate`] before anything changes: a bad field gets an
+//! error naming it and the rule it broke.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A rule a user's input broke, with the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Longest app or volume name: container ids, netns and hostnames derive from it.
+pub const MAX_NAME_LEN: usize = 40;
+/// Upper bound on replicas of one app on a single node.
+pub const MAX_REPLICAS: u32 = 100;
+
+/// Checks a DNS-label style name: lowercase letters, digits and '-', starting
+/// with a letter, not ending with '-'.
+pub fn validate_name(field: &str, name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {MAX_NAME_LEN} characters, got {}", name.len()),
+        ));
+    }
+    let first_is_letter = name.starts_with(|c: char| c.is_ascii_lowercase());
+    let chars_ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !first_is_letter || !chars_ok || name.ends_with('-') {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{name:?} is not a valid name: use lowercase letters, digits and '-', \
+                 starting with a letter and not ending with '-'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a memory size: plain bytes or a number with K, M, G (powers of 1024,
+/// as Docker reads `--memory`), optionally followed by `i` and/or `B`.
+pub fn parse_memory(field: &str, text: &str) -> Result<u64, ValidationError> {
+    let bad = || {
+        ValidationError::new(
+            field,
+            format!("{text:?} is not a memory size; use e.g. 512M, 1G or 67108864"),
+        )
+    };
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let without_b = upper.strip_suffix('B').unwrap_or(&upper);
+    let without_i = without_b.strip_suffix('I').unwrap_or(without_b);
+    let (digits, multiplier) = match without_i.chars().last() {
+        Some('K') => (&without_i[..without_i.len() - 1], 1u64 << 10),
+        Some('M') => (&without_i[..without_i.len() - 1], 1 << 20),
+        Some('G') => (&without_i[..without_i.len() - 1], 1 << 30),
+        Some('T') => (&without_i[..without_i.len() - 1], 1 << 40),
+        _ => (without_i, 1),
+    };
+    let value: f64 = digits.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad());
+    }
+    let bytes = (value * multiplier as f64) as u64;
+    if bytes < MIN_MEMORY {
+        return Err(ValidationError::new(
+            field,
+            format!("{text:?} is below the minimum of 6M that runc accepts"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// runc refuses memory limits below this.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// Memory as JSON: `"512M"` or a number of bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MemoryValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesRequest {
+    pub cpu: Option<f64>,
+    pub memory: Option<MemoryValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMountRequest {
+    pub name: String,
+    #[serde(rename = "mountPath", alias = "mount_path")]
+    pub mount_path: String,
+}
+
+/// The body of `POST /api/deploy`, as the reference guide writes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub image: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesRequest>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMountRequest>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Resources of one replica after validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs as a CFS quota fraction (0.5 = half a core).
+    pub cpu: Option<f64>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub name: String,
+    #[serde(rename = "mountPath")]
+    pub mount_path: String,
+}
+
+/// A validated app: what the reconciler keeps running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub name: String,
+    pub image: String,
+    pub service: Option<String>,
+    pub replicas: u32,
+    pub resources: Resources,
+    pub volumes: Vec<VolumeMount>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DeployRequest {
+    /// Validates every field; `image` is normalized by the caller, which owns
+    /// the reference grammar.
+    pub fn validate(&self) -> Result<AppSpec, ValidationError> {
+        validate_name("name", &self.name)?;
+        if self.image.trim().is_empty() {
+            return Err(ValidationError::new("image", "must not be empty"));
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        if replicas > MAX_REPLICAS {
+            return Err(ValidationError::new(
+                "replicas",
+                format!("must be at most {MAX_REPLICAS}, got {replicas}"),
+            ));
+        }
+        if let Some(service) = &self.service {
+            validate_domain("service", service)?;
+        }
+        let resources = self.validated_resources()?;
+        let volumes = self.validated_volumes()?;
+        for (key, value) in &self.env {
+            validate_env("env", key, value)?;
+        }
+        for (index, port) in self.ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(ValidationError::new(
+                    format!("ports[{index}]"),
+                    "must be between 1 and 65535",
+                ));
+            }
+        }
+        for (key, value) in &self.labels {
+            validate_label(key, value)?;
+        }
+        let mut labels = self.labels.clone();
+        labels.insert("app".to_string(), self.name.clone());
+        Ok(AppSpec {
+            name: self.name.clone(),
+            image: self.image.trim().to_string(),
+            service: self.service.clone(),
+            replicas,
+            resources,
+            volumes,
+            env: self.env.clone(),
+            ports: self.ports.clone(),
+            labels,
+        })
+    }
+
+    fn validated_resources(&self) -> Result<Resources, ValidationError> {
+        let Some(request) = &self.resources else {
+            return Ok(Resources::default());
+        };
+        let cpu = match request.cpu {
+            None => None,
+            Some(cpu) if cpu.is_finite() && (0.01..=1024.0).contains(&cpu) => Some(cpu),
+            Some(cpu) => {
+                return Err(ValidationError::new(
+                    "resources.cpu",
+                    format!("{cpu} is out of range: use a number of CPUs from 0.01 to 1024"),
+                ));
+            }
+        };
+        let memory = match &request.memory {
+            None => None,
+            Some(MemoryValue::Bytes(bytes)) if *bytes >= MIN_MEMORY => Some(*bytes),
+            Some(MemoryValue::Bytes(bytes)) => {
+                return Err(ValidationError::new(
+                    "resources.memory",
+                    format!("{bytes} bytes is below the minimum of 6M that runc accepts"),
+                ));
+            }
+            Some(MemoryValue::Text(text)) => Some(parse_memory("resources.memory", text)?),
+        };
+        Ok(Resources { cpu, memory })
+    }
+
+    fn validated_volumes(&self) -> Result<Vec<VolumeMount>, ValidationError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut volumes = Vec::new();
+        for (index, volume) in self.volumes.iter().enumerate() {
+            validate_name(&format!("volumes[{index}].name"), &volume.name)?;
+            validate_mount_path(&format!("volumes[{index}].mountPath"), &volume.mount_path)?;
+            if !seen.insert(volume.mount_path.clone()) {
+                return Err(ValidationError::new(
+                    format!("volumes[{index}].mountPath"),
+                    format!("{} is mounted twice", volume.mount_path),
+                ));
+            }
+            volumes.push(VolumeMount {
+                name: volume.name.clone(),
+                mount_path: volume.mount_path.clone(),
+            });
+        }
+        Ok(volumes)
+    }
+}
+
+/// An absolute, normalized path that is not `/` and has no `..`.
+pub fn validate_mount_path(field: &str, path: &str) -> Result<(), ValidationError> {
+    let ok = path.starts_with('/')
+        && path != "/"
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{path:?} must be an absolute path other than / without empty, . or .. parts"),
+        ))
+    }
+}
+
+fn validate_env(field: &str, key: &str, value: &str) -> Result<(), ValidationError> {
+    let key_ok = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !key_ok {
+        return Err(ValidationError::new(
+            field,
+            format!("{key:?} is not a valid variable name: use letters, digits and '_'"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(ValidationError::new(
+            format!("{field}.{key}"),
+            "must not contain NUL bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_label(key: &str, value: &str) -> Result<(), ValidationError> {
+    let ok = |s: &str| {
+        s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    };
+    if key.is_empty() || !ok(key) || !ok(value) {
+        return Err(ValidationError::new(
+            "labels",
+            format!(
+                "{key}={value} is not a valid label: keys and values are at most 63 of \
+                 letters, digits, '-', '_', '.', '/'"
+            ),
+        ));
+    }
+    if key == "app" {
+        return Err(ValidationError::new(
+            "labels",
+            "the label app is set to the app name by hivemind",
+        ));
+    }
+    Ok(())
+}
+
+/// A domain name such as `app.example.com` (labels of letters, digits, '-').
+pub fn validate_domain(field: &str, domain: &str) -> Result<(), ValidationError> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{domain:?} is not a valid domain name"),
+        ))
+    }
+}
+
+/// Parses `K=V` as the CLI takes `--env` and `--label`.
+pub fn parse_key_value(field: &str, text: &str) -> Result<(String, String), ValidationError> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(ValidationError::new(
+            field,
+            format!("{text:?} must have the form KEY=VALUE"),
+        )),
+    }
+}
+
+/// Parses `name:/path` as the CLI takes `--volume`.
+pub fn parse_volume(text: &str) -> Result<VolumeMountRequest, ValidationError> {
+    match text.split_once(':') {
+        Some((name, path)) => {
+            validate_name("volume", name)?;
+            validate_mount_path("volume", path)?;
+            Ok(VolumeMountRequest {
+                name: name.to_string(),
+                mount_path: path.to_string(),
+            })
+        }
+        None => Err(ValidationError::new(
+            "volume",
+            format!("{text:?} must have the form NAME:/path"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> DeployRequest {
+        DeployRequest {
+            image: "busybox".into(),
+            name: "web".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        assert!(validate_name("name", "web-1").is_ok());
+        for bad in ["", "Web", "1web", "web-", "we_b", &"a".repeat(41)] {
+            let err = validate_name("name", bad).unwrap_err();
+            assert_eq!(err.field, "name", "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_docker() {
+        assert_eq!(parse_memory("m", "512M").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("m", "1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("m", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("m", "67108864").unwrap(), 64 << 20);
+        assert!(parse_memory("m", "lots").is_err());
+        assert!(parse_memory("m", "-5M").is_err());
+        assert!(parse_memory("m", "1K").is_err());
+    }
+
+    #[test]
+    fn deploy_request_reports_the_bad_field() {
+        let mut r = request();
+        r.resources = Some(ResourcesRequest {
+            cpu: Some(-1.0),
+            memory: None,
+        });
+        assert_eq!(r.validate().unwrap_err().field, "resources.cpu");
+
+        let mut r = request();
+        r.volumes = vec![VolumeMountRequest {
+            name: "data".into(),
+            mount_path: "relative".into(),
+        }];
+        assert_eq!(r.validate().unwrap_err().field, "volumes[0].mountPath");
+
+        let mut r = request();
+        r.env.insert("1BAD".into(), "x".into());
+        assert_eq!(r.validate().unwrap_err().field, "env");
+
+        let mut r = request();
+        r.replicas = Some(1000);
+        assert_eq!(r.validate().unwrap_err().field, "replicas");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<DeployRequest>(
+            r#"{"image":"busybox","name":"web","replica":3}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `replica`"), "{err}");
+    }
+
+    #[test]
+    fn the_guide_body_parses() {
+        let body = r#"{"image":"your-registry/your-image:tag","name":"your-app-name",
+            "service":"optional-domain-name","resources":{"cpu":0.5,"memory":"512M"},
+            "volumes":[{"name":"my-data","mountPath":"/data"}],
+            "env":{"KEY1":"value1","KEY2":"value2"}}"#;
+        let spec = serde_json::from_str::<DeployRequest>(body)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(spec.resources.memory, Some(512 << 20));
+        assert_eq!(spec.resources.cpu, Some(0.5));
+        assert_eq!(spec.volumes[0].mount_path, "/data");
+        assert_eq!(spec.labels["app"], "your-app-name");
+    }
+
+    #[test]
+    fn cli_pairs_parse() {
+        assert_eq!(
+            parse_key_value("env", "A=b=c").unwrap(),
+            ("A".to_string(), "b=c".to_string())
+        );
+        assert!(parse_key_value("env", "novalue").is_err());
+        assert_eq!(parse_volume("data:/data").unwrap().mount_path, "/data");
+        assert!(parse_volume("data").is_err());
+        assert!(parse_volume("data:/../etc").is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! The reconciler: keeps the containers of each app as its record says.
+//!
+//! Order of operations, chosen so that a crash at any point leaks nothing:
+//! starting records the container (status `creating`) before it takes an
+//! address, a namespace or a containerd object; removing undoes them in
+//! reverse and deletes the record last. A restarted daemon finds every
+//! piece through the record and adopts or finishes it.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::daemon::{Node, NodeError, remove_dir_if_exists};
+use crate::network::{host_ifname, netns_path};
+use crate::runtime::{BindMount, ContainerSpec, TaskState};
+use crate::state::{AppRecord, ContainerRecord, ContainerStatus, now_secs};
+
+/// First restart delay after a container exits; doubles up to the cap.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Running this long forgets earlier failures.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// Restart pacing of one container.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub failures: u32,
+    pub not_before: Instant,
+    pub started: Instant,
+}
+
+impl Backoff {
+    fn delay(failures: u32) -> Duration {
+        BACKOFF_START
+            .saturating_mul(1u32 << failures.min(16))
+            .min(BACKOFF_CAP)
+    }
+}
+
+/// A fresh container id: `<app>-<6 hex>`.
+fn new_container_id(app: &str) -> String {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{app}-{:06x}", random & 0xff_ffff)
+}
+
+impl Node {
+    /// Brings one app's containers in line with its record (or removes them
+    /// all when the app is gone).
+    pub async fn reconcile_app(&self, name: &str) -> Result<(), NodeError> {
+        let lock = self.app_lock(name);
+        let _guard = lock.lock().await;
+        let tasks = self.runtime.list().await?;
+        let containers = self.store.containers_of(name)?;
+        let Some(app) = self.store.app(name)? else {
+            for container in containers {
+                self.remove_container(&container).await?;
+            }
+            return Ok(());
+        };
+
+        let (current, stale): (Vec<_>, Vec<_>) = containers
+            .into_iter()
+            .partition(|c| c.generation == app.generation);
+        let mut current = current;
+        // Extra replicas go newest first.
+        while current.len() > app.spec.replicas as usize {
+            if let Some(extra) = current.pop() {
+                self.remove_container(&extra).await?;
+            }
+        }
+        let mut first_error = None;
+        for container in &current {
+            let state = tasks.get(&container.id).copied();
+            if let Err(e) = self.keep_running(&app, container, state).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        for _ in current.len()..app.spec.replicas as usize {
+            if let Err(e) = self.start_new(&app).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        // Old generation goes once the new one was started.
+        for container in stale {
+            self.remove_container(&container).await?;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reconciles every app, then removes what no record explains.
+    pub async fn reconcile_all(&self) -> Result<(), NodeError> {
+        let mut names: Vec<String> = self.store.apps()?.into_iter().map(|a| a.spec.name).collect();
+        for container in self.store.containers()? {
+            if !names.contains(&container.app) {
+                names.push(container.app);
+            }
+        }
+        for name in names {
+            if let Err(e) = self.reconcile_app(&name).await {
+                tracing::warn!(app = %name, error = %e, "reconcile failed");
+            }
+        }
+        self.sweep_orphans().await
+    }
+
+    /// containerd containers and links of this node with no record.
+    async fn sweep_orphans(&self) -> Result<(), NodeError> {
+        let known: std::collections::BTreeSet<String> =
+            self.store.containers()?.into_iter().map(|c| c.id).collect();
+        for (id, _) in self.runtime.list().await? {
+            if !known.contains(&id) && self.owns(&id) {
+                tracing::info!(container = %id, "removing container with no record");
+                self.runtime.remove(&id, self.stop_grace).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a runtime container belongs to this node: its log lives in our
+    /// data dir. Containers of other daemons sharing a containerd are left be.
+    fn owns(&self, id: &str) -> bool {
+        self.container_dir(id).exists() || self.log_path(id).exists()
+    }
+
+    async fn keep_running(
+        &self,
+        app: &AppRecord,
+        container: &ContainerRecord,
+        state: Option<TaskState>,
+    ) -> Result<(), NodeError> {
+        match state {
+            Some(TaskState::Running { .. }) => {
+                if container.status != ContainerStatus::Running {
+                    let mut record = container.clone();
+                    record.status = ContainerStatus::Running;
+                    self.store.put_container(&record)?;
+                }
+                self.ensure_dataplane(container).await;
+                self.note_running(&container.id);
+                Ok(())
+            }
+            other => {
+                let mut record = container.clone();
+                if let Some(TaskState::Exited { code }) = other
+                    && record.status == ContainerStatus::Running
+                {
+                    tracing::info!(container = %record.id, exit_code = code, "container exited");
+                    record.status = ContainerStatus::Exited;
+                    record.exit_code = Some(code);
+                    self.store.put_container(&record)?;
+                    self.note_failure(&record.id);
+                }
+                if !self.may_start(&record.id) {
+                    return Ok(());
+                }
+                if record.started_at.is_some() {
+                    record.restarts += 1;
+                }
+                self.start(app, record).await
+            }
+        }
+    }
+
+    async fn start_new(&self, app: &AppRecord) -> Result<(), NodeError> {
+        let mut id = new_container_id(&app.spec.name);
+        while self.store.container(&id)?.is_some() {
+            id = new_container_id(&app.spec.name);
+        }
+        let ip = self.store.allocate_ip(self.net_config.subnet, &id)?;
+        let record = ContainerRecord {
+            host_ifname: host_ifname(&self.id, &id),
+            netns: netns_path(&self.id, &id).display().to_string(),
+            id,
+            app: app.spec.name.clone(),
+            node: self.name.clone(),
+            image: app.spec.image.clone(),
+            generation: app.generation,
+            ip,
+            resources: app.spec.resources,
+            status: ContainerStatus::Creating,
+            restarts: 0,
+            exit_code: None,
+            message: None,
+            created_at: now_secs(),
+            started_at: None,
+        };
+        self.store.put_container(&record)?;
+        std::fs::create_dir_all(self.container_dir(&record.id))
+            .map_err(|e| NodeError::Io(format!("create container dir: {e}")))?;
+        self.start(app, record).await
+    }
+
+    /// Network, data plane and task for a recorded container.
+    async fn start(&self, app: &AppRecord, mut record: ContainerRecord) -> Result<(), NodeError> {
+        match self.try_start(app, &record).await {
+            Ok(()) => {
+                record.status = ContainerStatus::Running;
+                record.message = None;
+                record.started_at = Some(now_secs());
+                self.store.put_container(&record)?;
+                self.note_running(&record.id);
+                tracing::info!(container = %record.id, app = %record.app, ip = %record.ip, "container started");
+                Ok(())
+            }
+            Err(e) => {
+                record.status = ContainerStatus::Failed;
+                record.message = Some(e.to_string());
+                self.store.put_container(&record)?;
+                self.note_failure(&record.id);
+                tracing::warn!(container = %record.id, error = %e, "container failed to start");
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_start(&self, app: &AppRecord, record: &ContainerRecord) -> Result<(), NodeError> {
+        let image = self.runtime.ensure_image(&app.spec.image, &|_| {}).await?;
+        let netns = PathBuf::from(&record.netns);
+        let attachment = self
+            .network
+            .attach(&netns, &record.host_ifname, record.ip)
+            .await?;
+        if let Some(dataplane) = &self.dataplane {
+            lock(dataplane).attach_endpoint(attachment.host_ifindex, endpoint_id(record))?;
+        }
+        let mut mounts = self.etc_files(record)?;
+        for volume in &app.spec.volumes {
+            let path = self
+                .store
+                .volume(&volume.name)?
+                .map(|v| PathBuf::from(v.path))
+                .unwrap_or_else(|| self.volume_dir(&volume.name));
+            std::fs::create_dir_all(&path)
+                .map_err(|e| NodeError::Io(format!("create volume dir {}: {e}", path.display())))?;
+            mounts.push(BindMount {
+                source: path,
+                destination: volume.mount_path.clone(),
+                readonly: false,
+            });
+        }
+        let spec = ContainerSpec {
+            id: record.id.clone(),
+            app: record.app.clone(),
+            image,
+            env: app.spec.env.clone(),
+            mounts,
+            resources: app.spec.resources,
+            netns: Some(netns),
+            hostname: record.id.clone(),
+            log_path: self.log_path(&record.id),
+        };
+        self.runtime.run(&spec).await?;
+        Ok(())
+    }
+
+    /// /etc/hosts, /etc/hostname and /etc/resolv.conf of a container.
+    fn etc_files(&self, record: &ContainerRecord) -> Result<Vec<BindMount>, NodeError> {
+        let dir = self.container_dir(&record.id);
+        std::fs::create_dir_all(&dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let files = [
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{}\t{}\n",
+                    record.ip, record.id
+                ),
+            ),
+            ("hostname", format!("{}\n", record.id)),
+            ("resolv.conf", resolv),
+        ];
+        let mut mounts = Vec::new();
+        for (name, content) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, content)
+                .map_err(|e| NodeError::Io(format!("write {}: {e}", path.display())))?;
+            mounts.push(BindMount {
+                source: path,
+                destination: format!("/etc/{name}"),
+                readonly: name != "hosts",
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// Re-attaches the data plane to a running container found after a
+    /// restart of the daemon (attachments die with the daemon's process).
+    async fn ensure_dataplane(&self, record: &ContainerRecord) {
+        let Some(dataplane) = &self.dataplane else {
+            return;
+        };
+        match self.network.ifindex(&record.host_ifname).await {
+            Ok(Some(ifindex)) => {
+                if let Err(e) = lock(dataplane).attach_endpoint(ifindex, endpoint_id(record)) {
+                    tracing::warn!(container = %record.id, error = %e, "data plane attach failed");
+                }
+            }
+            Ok(None) => tracing::warn!(container = %record.id, link = %record.host_ifname, "running container has no host link"),
+            Err(e) => tracing::warn!(container = %record.id, error = %e, "link lookup failed"),
+        }
+    }
+
+    /// Stops and removes a container and everything it held.
+    pub async fn remove_container(&self, record: &ContainerRecord) -> Result<(), NodeError> {
+        self.runtime.remove(&record.id, self.stop_grace).await?;
+        if let Some(dataplane) = &self.dataplane
+            && let Some(ifindex) = self.network.ifindex(&record.host_ifname).await?
+        {
+            lock(dataplane).detach_endpoint(ifindex)?;
+        }
+        self.network
+            .detach(&PathBuf::from(&record.netns), &record.host_ifname)
+            .await?;
+        self.store.release_ip(&record.id)?;
+        remove_dir_if_exists(&self.container_dir(&record.id))?;
+        match std::fs::remove_file(self.log_path(&record.id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(NodeError::Io(format!("remove log: {e}"))),
+        }
+        self.store.delete_container(&record.id)?;
+        if let Ok(mut backoff) = self.backoff.lock() {
+            backoff.remove(&record.id);
+        }
+        tracing::info!(container = %record.id, app = %record.app, "container removed");
+        Ok(())
+    }
+
+    fn may_start(&self, id: &str) -> bool {
+        match self.backoff.lock() {
+            Ok(backoff) => backoff.get(id).is_none_or(|b| Instant::now() >= b.not_before),
+            Err(_) => true,
+        }
+    }
+
+    fn note_failure(&self, id: &str) {
+        if let Ok(mut backoff) = self.backoff.lock() {
+            let now = Instant::now();
+            let entry = backoff.entry(id.to_string()).or_insert(Backoff {
+                failures: 0,
+                not_before: now,
+                started: now,
+            });
+            entry.not_before = now + Backoff::delay(entry.failures);
+            entry.failures += 1;
+        }
+    }
+
+    fn note_running(&self, id: &str) {
+        if let Ok(mut backoff) = self.backoff.lock()
+            && let Some(entry) = backoff.get_mut(id)
+            && entry.started.elapsed() >= BACKOFF_RESET
+        {
+            backoff.remove(id);
+        }
+    }
+
+    /// Per-container data plane counters, keyed by container id.
+    pub fn counters(&self) -> BTreeMap<String, crate::dataplane::EndpointCounters> {
+        let mut out = BTreeMap::new();
+        let (Some(dataplane), Ok(records)) = (&self.dataplane, self.store.containers()) else {
+            return out;
+        };
+        let dataplane = lock(dataplane);
+        for record in records {
+            if let Ok(counters) = dataplane.endpoint_counters(endpoint_id(&record)) {
+                out.insert(record.id, counters);
+            }
+        }
+        out
+    }
+}
+
+/// Endpoint id in the data plane: the container's address, unique on a node.
+pub fn endpoint_id(record: &ContainerRecord) -> u32 {
+    u32::from(record.ip)
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(Backoff::delay(0), Duration::from_secs(1));
+        assert_eq!(Backoff::delay(3), Duration::from_secs(8));
+        assert_eq!(Backoff::delay(30), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn container_ids_carry_the_app_name() {
+        let id = new_container_id("web");
+        assert!(id.starts_with("web-") && id.len() == 10, "{id}");
+    }
+}

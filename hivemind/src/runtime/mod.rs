@@ -1,0 +1,134 @@
+//! The container runtime seam: a trait with the containerd implementation
+//! (the real one) and an in-memory one for `web --mock` and unit tests.
+//!
+//! Invariant: only `runtime::containerd` and `image` talk to containerd.
+
+pub mod containerd;
+pub mod memory;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::image::{ImageError, Progress, ResolvedImage};
+use crate::model::Resources;
+
+pub use spec::oci_spec_json;
+
+/// Called with each pull step; the CLI shows them as progress.
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("containerd {operation} for container {id}: {status}")]
+    Containerd {
+        operation: &'static str,
+        id: String,
+        status: Box<tonic::Status>,
+    },
+    #[error("container {id} did not stop within {seconds}s of SIGKILL")]
+    StopTimeout { id: String, seconds: u64 },
+    #[error("container {0} has no snapshot mounts")]
+    NoMounts(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RuntimeError {
+    pub(crate) fn containerd(operation: &'static str, id: &str, status: tonic::Status) -> Self {
+        Self::Containerd {
+            operation,
+            id: id.to_string(),
+            status: Box::new(status),
+        }
+    }
+}
+
+/// A host path bind-mounted into a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+}
+
+/// Everything needed to run one container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub app: String,
+    pub image: ResolvedImage,
+    /// The user's variables; they override the image's.
+    pub env: BTreeMap<String, String>,
+    pub mounts: Vec<BindMount>,
+    pub resources: Resources,
+    /// Network namespace to join; `None` runs in a fresh, unconnected one.
+    pub netns: Option<PathBuf>,
+    pub hostname: String,
+    /// stdout and stderr are appended here by the containerd shim.
+    pub log_path: PathBuf,
+}
+
+/// What containerd says about a container's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TaskState {
+    Running { pid: u32 },
+    Exited { code: u32 },
+    /// Created or paused: present but not running.
+    Stopped,
+    /// The container exists with no task.
+    NoTask,
+}
+
+/// Resource usage read from the runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub memory_bytes: Option<u64>,
+    pub cpu_nanos: Option<u64>,
+}
+
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Returns the local image, pulling it first when it is missing.
+    async fn ensure_image(
+        &self,
+        reference: &str,
+        progress: &ProgressFn,
+    ) -> Result<ResolvedImage, RuntimeError>;
+
+    /// Pulls the image even when a copy is present (to pick up a moved tag).
+    async fn pull_image(
+        &self,
+        reference: &str,
+        progress: &ProgressFn,
+    ) -> Result<ResolvedImage, RuntimeError>;
+
+    /// Imports an OCI archive.
+    async fn import_image(
+        &self,
+        path: &Path,
+        progress: &ProgressFn,
+    ) -> Result<Vec<ResolvedImage>, RuntimeError>;
+
+    /// Creates the container if needed and starts a new task for it (a dead
+    /// task of the same container is removed first). Returns the pid.
+    async fn run(&self, spec: &ContainerSpec) -> Result<u32, RuntimeError>;
+
+    /// SIGTERM, then SIGKILL after `grace`; removes the task. Returns the exit
+    /// code when there was a task.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<Option<u32>, RuntimeError>;
+
+    /// Stops the container and removes it with its snapshot. Succeeds when it
+    /// is already gone.
+    async fn remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Every container of Hivemind in the runtime, with its task's state.
+    async fn list(&self) -> Result<BTreeMap<String, TaskState>, RuntimeError>;
+}

@@ -1,0 +1,240 @@
+//! Desired and observed state, as typed tables in redb under the data dir.
+//!
+//! Invariant: only this module opens the database. Values are JSON so that a
+//! record can gain fields without a migration; keys are names or ids.
+
+mod ipam;
+mod records;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use ipam::Subnet;
+pub use records::{AppRecord, ContainerRecord, ContainerStatus, VolumeRecord, now_secs};
+
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+/// Allocated container addresses: IPv4 as u32 -> container id.
+const IPAM: TableDefinition<u32, &str> = TableDefinition::new("ipam");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("state database: {0}")]
+    Database(String),
+    #[error("corrupt record {key} in table {table}: {source}")]
+    Corrupt {
+        table: String,
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("no free address left in {0}")]
+    SubnetFull(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The node's redb database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Self { db };
+        // Create every table so that readers never see "table does not exist".
+        let txn = store.db.begin_write()?;
+        txn.open_table(APPS)?;
+        txn.open_table(CONTAINERS)?;
+        txn.open_table(VOLUMES)?;
+        txn.open_table(IPAM)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(store)
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table_handle = txn.open_table(table)?;
+        match table_handle.get(key)? {
+            Some(value) => decode(table.name(), key, value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table_handle = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in table_handle.iter()? {
+            let (key, value) = entry?;
+            out.push(decode(table.name(), key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
+            table: "encode".to_string(),
+            key: key.to_string(),
+            source,
+        })?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?.insert(key, bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(table)?.remove(key)?.is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        self.get(APPS, name)
+    }
+    pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.list(APPS)
+    }
+    pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        self.put(APPS, &app.spec.name, app)
+    }
+    pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
+        self.remove(APPS, name)
+    }
+
+    pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        self.get(CONTAINERS, id)
+    }
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        self.list(CONTAINERS)
+    }
+    pub fn containers_of(&self, app: &str) -> Result<Vec<ContainerRecord>, StoreError> {
+        let mut containers: Vec<_> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.app == app)
+            .collect();
+        containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(containers)
+    }
+    pub fn put_container(&self, container: &ContainerRecord) -> Result<(), StoreError> {
+        self.put(CONTAINERS, &container.id, container)
+    }
+    pub fn delete_container(&self, id: &str) -> Result<bool, StoreError> {
+        self.remove(CONTAINERS, id)
+    }
+
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
+        self.get(VOLUMES, name)
+    }
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        self.list(VOLUMES)
+    }
+    pub fn put_volume(&self, volume: &VolumeRecord) -> Result<(), StoreError> {
+        self.put(VOLUMES, &volume.name, volume)
+    }
+    pub fn delete_volume(&self, name: &str) -> Result<bool, StoreError> {
+        self.remove(VOLUMES, name)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_string()))
+    }
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    table: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        table: table.to_string(),
+        key: key.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DeployRequest;
+
+    fn app(name: &str) -> AppRecord {
+        let spec = DeployRequest {
+            image: "busybox".into(),
+            name: name.into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        AppRecord::new(spec)
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put_app(&app("web")).unwrap();
+            store.put_meta("node_id", "abc").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.app("web").unwrap().unwrap().spec.name, "web");
+        assert_eq!(store.apps().unwrap().len(), 1);
+        assert_eq!(store.meta("node_id").unwrap().as_deref(), Some("abc"));
+        assert!(store.delete_app("web").unwrap());
+        assert!(!store.delete_app("web").unwrap());
+        assert!(store.app("web").unwrap().is_none());
+    }
+}

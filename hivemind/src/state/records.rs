@@ -1,0 +1,91 @@
+//! The records kept in the state tables.
+
+use std::net::Ipv4Addr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AppSpec, Resources};
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An app as stored: the validated spec plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub spec: AppSpec,
+    /// Bumped by `restart` and by every redeploy: containers of an older
+    /// generation are replaced.
+    pub generation: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl AppRecord {
+    pub fn new(spec: AppSpec) -> Self {
+        let now = now_secs();
+        Self {
+            spec,
+            generation: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    /// Recorded, not yet running in containerd.
+    Creating,
+    Running,
+    /// The process ended; the reconciler restarts it after a backoff.
+    Exited,
+    /// Could not be created or started; retried after a backoff.
+    Failed,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Running => "running",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One replica of an app on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub app: String,
+    pub node: String,
+    pub image: String,
+    pub generation: u64,
+    pub ip: Ipv4Addr,
+    /// Host-side veth name.
+    pub host_ifname: String,
+    /// Path of the container's network namespace.
+    pub netns: String,
+    pub resources: Resources,
+    pub status: ContainerStatus,
+    pub restarts: u32,
+    pub exit_code: Option<u32>,
+    pub message: Option<String>,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+}
+
+/// A named volume: a directory under the data dir.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub path: String,
+    pub created_at: u64,
+}

@@ -1,0 +1,274 @@
+//! Test images built offline and deterministically from Debian's
+//! busybox-static, as OCI image layouts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Applets linked in /bin next to busybox, so `sh -c` scripts and exec
+/// probes can call them by name.
+const APPLETS: &[&str] = &[
+    "sh", "cat", "cp", "echo", "ls", "mkdir", "rm", "sleep", "wget", "httpd", "env", "id", "ps",
+    "test", "[", "true", "false", "hostname", "ip", "nslookup", "ping", "date", "touch", "grep",
+    "head", "tail", "wc", "sed", "kill", "nc", "mount", "df", "uname", "printf", "stat",
+];
+
+/// The test app's entrypoint: it publishes what it sees over HTTP on :80.
+pub const APP_SCRIPT: &str = r#"#!/bin/sh
+echo "$GREETING" > /www/greeting
+if [ -d /data ]; then
+  echo boot >> /data/boots
+  cp /data/boots /www/boots
+fi
+if [ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]; then
+  cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /www/memory-limit
+elif [ -f /sys/fs/cgroup/memory.max ]; then
+  cat /sys/fs/cgroup/memory.max > /www/memory-limit
+fi
+exec busybox httpd -f -p 80 -h /www
+"#;
+
+/// An image written as an OCI layout in `dir`, with its pieces at hand.
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    /// The OCI image layout directory (oci-layout, index.json, blobs/).
+    pub dir: PathBuf,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digest: String,
+    /// sha256 of the uncompressed layer.
+    pub diff_id: String,
+    /// Chain id of the (single) layer: the snapshot name after unpacking.
+    pub chain_id: String,
+    /// Config and layer blobs as (digest, bytes), config first.
+    pub blobs: Vec<(String, Vec<u8>)>,
+    /// Name the default archive carries in its annotations.
+    pub ref_name: String,
+}
+
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// The test app image: busybox, applet links, /www, /bin/hm-test-app.
+pub fn build_test_image(dir: &Path) -> Result<TestImage> {
+    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX}"))?;
+    let mut tar = LayerBuilder::new();
+    tar.dir("bin")?;
+    tar.file("bin/busybox", &busybox, 0o755)?;
+    for applet in APPLETS {
+        tar.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    tar.file("bin/hm-test-app", APP_SCRIPT.as_bytes(), 0o755)?;
+    for d in ["www", "tmp", "etc", "proc", "sys", "dev"] {
+        tar.dir(d)?;
+    }
+    let config = json!({
+        "Entrypoint": ["/bin/hm-test-app"],
+        "Env": ["PATH=/bin", "GREETING=default"],
+        "WorkingDir": "/",
+    });
+    assemble(dir, tar.finish()?, config, "hivemind.test/hm/test-app:1")
+}
+
+/// A tiny image whose only file is /marker with `marker` in it: distinct
+/// blobs for tests that must not share content with the test app.
+pub fn build_marker_image(dir: &Path, marker: &str) -> Result<TestImage> {
+    let mut tar = LayerBuilder::new();
+    tar.file("marker", marker.as_bytes(), 0o644)?;
+    let config = json!({ "Cmd": ["/marker"] });
+    assemble(dir, tar.finish()?, config, "hivemind.test/hm/marker:1")
+}
+
+struct LayerBuilder(tar::Builder<Vec<u8>>);
+
+impl LayerBuilder {
+    fn new() -> Self {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.mode(tar::HeaderMode::Deterministic);
+        Self(builder)
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header
+    }
+
+    fn dir(&mut self, path: &str) -> Result<()> {
+        let mut header = Self::header(tar::EntryType::Directory, 0o755, 0);
+        self.0
+            .append_data(&mut header, format!("{path}/"), std::io::empty())?;
+        Ok(())
+    }
+
+    fn file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let mut header = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.0.append_data(&mut header, path, data)?;
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        let mut header = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.0.append_link(&mut header, path, target)?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<u8>> {
+        Ok(self.0.into_inner()?)
+    }
+}
+
+fn assemble(
+    dir: &Path,
+    layer_tar: Vec<u8>,
+    container_config: serde_json::Value,
+    ref_name: &str,
+) -> Result<TestImage> {
+    let diff_id = digest(&layer_tar);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    std::io::Write::write_all(&mut gz, &layer_tar)?;
+    let layer = gz.finish()?;
+    let layer_digest = digest(&layer);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": container_config,
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "history": [{ "created_by": "hivemind-tests", "created": "1970-01-01T00:00:00Z" }],
+    }))?;
+    let config_digest = digest(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
+        "layers": [{ "mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len() }],
+    }))?;
+    let manifest_digest = digest(&manifest);
+    let image = TestImage {
+        dir: dir.to_path_buf(),
+        manifest: manifest.clone(),
+        manifest_digest: manifest_digest.clone(),
+        config_digest: config_digest.clone(),
+        layer_digest: layer_digest.clone(),
+        chain_id: diff_id.clone(),
+        diff_id,
+        blobs: vec![(config_digest, config), (layer_digest, layer)],
+        ref_name: ref_name.to_string(),
+    };
+    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+    for (d, data) in image.blobs.iter().chain([&(manifest_digest, manifest)]) {
+        std::fs::write(image.blob_path(d), data)?;
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(dir.join("index.json"), image.index_json(ref_name)?)?;
+    Ok(image)
+}
+
+impl TestImage {
+    /// Path of a blob in the layout directory.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    fn index_json(&self, ref_name: &str) -> Result<Vec<u8>> {
+        Ok(serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": OCI_MANIFEST,
+                "digest": self.manifest_digest,
+                "size": self.manifest.len(),
+                "annotations": { "org.opencontainers.image.ref.name": ref_name },
+            }],
+        }))?)
+    }
+
+    /// The OCI layout as a tar, named [`TestImage::ref_name`].
+    pub fn write_oci_archive(&self, path: &Path) -> Result<()> {
+        self.write_oci_archive_named(path, &self.ref_name)
+    }
+
+    /// The OCI layout as a tar whose index names the image `ref_name` (a
+    /// full reference, in the `org.opencontainers.image.ref.name`
+    /// annotation).
+    pub fn write_oci_archive_named(&self, path: &Path, ref_name: &str) -> Result<()> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let mut tar = tar::Builder::new(file);
+        tar.mode(tar::HeaderMode::Deterministic);
+        let mut add = |name: &str, data: &[u8]| -> Result<()> {
+            let mut header =
+                LayerBuilder::header(tar::EntryType::Regular, 0o644, data.len() as u64);
+            tar.append_data(&mut header, name, data)?;
+            Ok(())
+        };
+        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        add("index.json", &self.index_json(ref_name)?)?;
+        for (d, data) in self
+            .blobs
+            .iter()
+            .chain([&(self.manifest_digest.clone(), self.manifest.clone())])
+        {
+            add(
+                &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+                data,
+            )?;
+        }
+        tar.into_inner()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_deterministically() {
+        if !Path::new(BUSYBOX).exists() {
+            eprintln!("skipped: {BUSYBOX} missing (apt-get install busybox-static)");
+            return;
+        }
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let one = build_test_image(a.path()).unwrap();
+        let two = build_test_image(b.path()).unwrap();
+        assert_eq!(one.manifest_digest, two.manifest_digest);
+        assert!(one.blob_path(&one.layer_digest).exists());
+        let archive = a.path().join("image.tar");
+        one.write_oci_archive(&archive).unwrap();
+        let mut names = Vec::new();
+        for entry in tar::Archive::new(std::fs::File::open(&archive).unwrap())
+            .entries()
+            .unwrap()
+        {
+            names.push(
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        assert!(names.contains(&"index.json".to_string()), "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Support for the end-to-end tests: namespaces, a real containerd, a real
+//! registry, an image built offline, and a daemon under test.
+#![allow(clippy::unwrap_used)]
+
+pub mod containerd;
+pub mod image;
+pub mod netns;
+pub mod registry;

@@ -1,0 +1,86 @@
+//! Network namespaces the tests create, and ways to run code inside them.
+//!
+//! Only the network namespace is entered (setns on /run/netns/NAME), never the
+//! mount namespace: `ip netns exec` remounts /sys and hides the cgroup mounts
+//! that runc needs.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// A named network namespace, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    /// Creates `/run/netns/<name>` with loopback up.
+    pub fn create(name: &str) -> Result<Self> {
+        // A namespace left over by an earlier, killed run of the same test.
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        run(Command::new("ip").args(["netns", "add", name]))?;
+        let ns = Self {
+            name: name.to_string(),
+        };
+        run(ns.command("ip").args(["link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// A command whose process runs in this network namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let path = self.path();
+        // SAFETY: between fork and exec only async-signal-safe calls happen:
+        // open(2) and setns(2) through nix, no allocation after the path was built.
+        unsafe {
+            command.pre_exec(move || {
+                let file = File::open(&path)?;
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        command
+    }
+
+    /// Runs `f` on a fresh thread that has entered this network namespace,
+    /// so every socket it opens lives there.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = self.path();
+        std::thread::spawn(move || -> Result<T> {
+            let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("setns {}", path.display()))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Runs a command to completion and fails with its stderr when it fails.
+pub fn run(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("spawn {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -1,0 +1,182 @@
+//! `cargo xtask`: what cargo cannot do alone.
+//!
+//! - `setup`: installs, idempotently, every system package and tool the project builds and
+//!   tests with (apt packages, nightly rust-src, bpf-linker).
+//! - `build-ebpf`: builds the eBPF object explicitly and prints its path.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Debian packages the build and the tests need.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "protobuf-compiler",
+    "containerd",
+    "runc",
+    "docker-registry",
+    "busybox-static",
+    "iproute2",
+    "curl",
+];
+/// bpf-linker must be built against the system LLVM 22, found through this directory.
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+#[derive(Parser)]
+#[command(about = "Hivemind development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain and system packages (idempotent).
+    Setup,
+    /// Build hivemind-ebpf for bpfel-unknown-none and print the object's path.
+    BuildEbpf,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup(),
+        Task::BuildEbpf => {
+            let object = build_ebpf()?;
+            println!("{}", object.display());
+            Ok(())
+        }
+    }
+}
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| !dpkg_installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: apt packages already installed");
+    } else {
+        println!("setup: installing apt packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    if nightly_has_rust_src()? {
+        println!("setup: nightly rust-src already installed");
+    } else {
+        println!("setup: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        println!("setup: bpf-linker already installed");
+    } else {
+        println!("setup: installing bpf-linker (builds against LLVM 22, takes a few minutes)");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![PathBuf::from(LLVM_BIN)];
+        dirs.extend(std::env::split_paths(&path));
+        let path = std::env::join_paths(dirs).context("building PATH")?;
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "^0.13",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path))?;
+    }
+    println!("setup: done");
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg")
+        .args(["-s", pkg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn nightly_has_rust_src() -> Result<bool> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup")?;
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("rust-src")))
+}
+
+/// Same command as `hivemind/build.rs` runs through aya-build.
+fn build_ebpf() -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    let ebpf_dir = root.join("hivemind-ebpf");
+    let target_dir = root.join("target").join("ebpf");
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker is not on PATH; run `cargo xtask setup`");
+    }
+    run(Command::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--package",
+            "hivemind-ebpf",
+            "--bins",
+            "--release",
+        ])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&ebpf_dir)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            [
+                &format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
+        )
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER"))?;
+    Ok(target_dir.join("bpfel-unknown-none/release/hivemind-ebpf"))
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
