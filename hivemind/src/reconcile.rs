@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::{Node, NodeError, remove_dir_if_exists};
 use crate::network::{host_ifname, netns_path};
 use crate::runtime::{BindMount, ContainerSpec, TaskState};
-use crate::state::{AppRecord, ContainerRecord, ContainerStatus, now_secs};
+use crate::state::{AppRecord, ContainerRecord, ContainerStatus, now_millis, now_secs};
 
 /// First restart delay after a container exits; doubles up to the cap.
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -188,6 +188,7 @@ impl Node {
             exit_code: None,
             message: None,
             created_at: now_secs(),
+            created_ms: now_millis(),
             started_at: None,
         };
         self.store.put_container(&record)?;

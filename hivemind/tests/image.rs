@@ -13,11 +13,12 @@ use containerd_client::tonic::Code;
 use hivemind::containerd::Containerd;
 use hivemind::image::{ImageError, ImageStore, Progress};
 use hivemind_tests::containerd::{TestContainerd, prerequisites};
-use hivemind_tests::image::{build_marker_image, build_test_image};
+use hivemind_tests::image::{OCI_MANIFEST, build_marker_image, build_test_image};
 use hivemind_tests::netns::NetNs;
 use hivemind_tests::registry::{REGISTRY_BIN, Registry};
 
 const PORT: u16 = 5000;
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Records every progress event of one operation.
 #[derive(Clone, Default)]
@@ -104,6 +105,25 @@ fn pull_resolve_corrupt_and_import() {
     let registry = Registry::start(&ns, &tmp.path().join("registry"), PORT).unwrap();
     registry.push(&ns, &app, "hm/test-app", "1").unwrap();
     registry.push(&ns, &marker, "hm/corrupt", "1").unwrap();
+    // A multi-platform index: arm64 points at the marker image, amd64 at
+    // the app; the pull must pick the app.
+    registry.push(&ns, &app, "hm/multi", "amd64").unwrap();
+    registry.push(&ns, &marker, "hm/multi", "arm64").unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            { "mediaType": OCI_MANIFEST, "digest": marker.manifest_digest, "size": marker.manifest.len(),
+              "platform": { "os": "linux", "architecture": "arm64" } },
+            { "mediaType": OCI_MANIFEST, "digest": app.manifest_digest, "size": app.manifest.len(),
+              "platform": { "os": "linux", "architecture": "amd64" } },
+        ],
+    }))
+    .unwrap();
+    registry
+        .push_manifest(&ns, "hm/multi", "1", OCI_INDEX, &index)
+        .unwrap();
+    let index_digest = hivemind_tests::image::digest(&index);
     // Same length, different bytes: only the digest check can notice.
     let blob = registry.blob_path(&marker.layer_digest);
     let mut bytes = std::fs::read(&blob).unwrap();
@@ -112,6 +132,10 @@ fn pull_resolve_corrupt_and_import() {
     std::fs::write(&blob, bytes).unwrap();
     let archive = tmp.path().join("app.tar");
     app.write_oci_archive_named(&archive, "localhost/hm/imported:2")
+        .unwrap();
+    let docker_archive = tmp.path().join("marker-docker.tar");
+    marker
+        .write_docker_archive(&docker_archive, "hm/saved:3")
         .unwrap();
 
     let host = registry.host();
@@ -124,7 +148,14 @@ fn pull_resolve_corrupt_and_import() {
             .block_on(async move {
                 tokio::time::timeout(
                     Duration::from_secs(240),
-                    scenario(socket, host, app, marker, archive),
+                    scenario(
+                        socket,
+                        host,
+                        app,
+                        marker,
+                        index_digest,
+                        [archive, docker_archive],
+                    ),
                 )
                 .await
                 .expect("scenario timed out")
@@ -144,7 +175,8 @@ async fn scenario(
     host: String,
     app: hivemind_tests::image::TestImage,
     marker: hivemind_tests::image::TestImage,
-    archive: std::path::PathBuf,
+    index_digest: String,
+    [archive, docker_archive]: [std::path::PathBuf; 2],
 ) {
     let cd = Containerd::connect(&socket).await.unwrap();
     let store = ImageStore::new(cd.clone(), vec![]);
@@ -227,6 +259,17 @@ async fn scenario(
     assert_eq!(store.resolve(&corrupt).await.unwrap(), None);
     recorder.take();
 
+    // A multi-platform index: linux/amd64 chosen, the index is the digest,
+    // and the index's GC label keeps the chosen manifest alive.
+    let multi = format!("{host}/hm/multi:1");
+    let pulled_multi = store.pull(&multi, &progress).await.unwrap();
+    assert_eq!(pulled_multi.digest, index_digest);
+    assert_eq!(pulled_multi.chain_id, app.chain_id);
+    assert_eq!(pulled_multi.config, pulled.config);
+    collect_garbage(&cd).await;
+    assert_eq!(store.resolve(&multi).await.unwrap(), Some(pulled_multi));
+    recorder.take();
+
     // An invalid reference never reaches the network.
     let err = store
         .pull("localhost:5000/FOO", &progress)
@@ -244,4 +287,32 @@ async fn scenario(
     assert_eq!(image.config, pulled.config);
     let resolved = store.resolve("localhost/hm/imported:2").await.unwrap();
     assert_eq!(resolved.as_ref(), Some(image));
+    recorder.take();
+
+    // A legacy docker-save archive: uncompressed layers, a new snapshot.
+    let saved = store
+        .import_archive(&docker_archive, &progress)
+        .await
+        .unwrap();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(saved[0].name, "docker.io/hm/saved:3");
+    assert_eq!(saved[0].chain_id, marker.chain_id);
+    assert_eq!(saved[0].config.cmd, vec!["/marker"]);
+    let events = recorder.take();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Progress::Unpacking { .. })),
+        "{events:?}"
+    );
+    collect_garbage(&cd).await;
+    assert_eq!(
+        store.resolve("hm/saved:3").await.unwrap().as_ref(),
+        Some(&saved[0])
+    );
+
+    eprintln!(
+        "pulled {} ({}, snapshot {}), refused {corrupt}, imported {}",
+        pulled.name, pulled.digest, pulled.chain_id, image.name
+    );
 }

@@ -236,6 +236,40 @@ impl TestImage {
     }
 }
 
+impl TestImage {
+    /// A legacy `docker save` tar (manifest.json, `<id>.json`,
+    /// `<id>/layer.tar` uncompressed) tagged `repo_tag`.
+    pub fn write_docker_archive(&self, path: &Path, repo_tag: &str) -> Result<()> {
+        let (config_digest, config) = &self.blobs[0];
+        let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
+        let mut layer_names = Vec::new();
+        let mut files = vec![(config_name.clone(), config.clone())];
+        for (layer_digest, layer) in &self.blobs[1..] {
+            let mut tar = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&layer[..]), &mut tar)?;
+            let name = format!("{}/layer.tar", layer_digest.trim_start_matches("sha256:"));
+            layer_names.push(name.clone());
+            files.push((name, tar));
+        }
+        let manifest = serde_json::to_vec(&json!([{
+            "Config": config_name,
+            "RepoTags": [repo_tag],
+            "Layers": layer_names,
+        }]))?;
+        files.push(("manifest.json".to_string(), manifest));
+        let file =
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let mut tar = tar::Builder::new(file);
+        for (name, data) in files {
+            let mut header =
+                LayerBuilder::header(tar::EntryType::Regular, 0o644, data.len() as u64);
+            tar.append_data(&mut header, name, &data[..])?;
+        }
+        tar.into_inner()?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

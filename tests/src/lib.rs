@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod containerd;
+pub mod daemon;
 pub mod image;
 pub mod netns;
 pub mod registry;

@@ -14,19 +14,33 @@ use anyhow::{Context, Result, bail};
 /// A named network namespace, deleted on drop.
 pub struct NetNs {
     pub name: String,
+    /// Whether dropping this value deletes the namespace.
+    owned: bool,
 }
 
 impl NetNs {
     /// Creates `/run/netns/<name>` with loopback up.
     pub fn create(name: &str) -> Result<Self> {
         // A namespace left over by an earlier, killed run of the same test.
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
         run(Command::new("ip").args(["netns", "add", name]))?;
         let ns = Self {
             name: name.to_string(),
+            owned: true,
         };
         run(ns.command("ip").args(["link", "set", "lo", "up"]))?;
         Ok(ns)
+    }
+
+    /// A handle on an existing namespace that does not delete it on drop.
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            owned: false,
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -66,7 +80,12 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        if !self.owned {
+            return;
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 

@@ -112,6 +112,26 @@ impl Registry {
         let image = image.clone();
         ns.run(move || push_blocking(&base, &image, &repo, &tag))?
     }
+
+    /// Puts a raw manifest or index (`media_type`) as `repo:reference`; what
+    /// it references must be in the repository already.
+    pub fn push_manifest(
+        &self,
+        ns: &NetNs,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let (base, repo, reference) = (self.base(), repo.to_string(), reference.to_string());
+        let (media_type, body) = (media_type.to_string(), body.to_vec());
+        ns.run(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?;
+            put_manifest(&client, &base, &repo, &reference, &media_type, &body)
+        })?
+    }
 }
 
 fn push_blocking(base: &str, image: &TestImage, repo: &str, tag: &str) -> Result<()> {
@@ -150,14 +170,25 @@ fn push_blocking(base: &str, image: &TestImage, repo: &str, tag: &str) -> Result
             );
         }
     }
+    put_manifest(&client, base, repo, tag, OCI_MANIFEST, &image.manifest)
+}
+
+fn put_manifest(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Result<()> {
     let response = client
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(image.manifest.clone())
+        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", media_type)
+        .body(body.to_vec())
         .send()?;
     if response.status().as_u16() != 201 {
         bail!(
-            "push manifest {repo}:{tag}: {} {}",
+            "push manifest {repo}:{reference}: {} {}",
             response.status(),
             response.text().unwrap_or_default()
         );

@@ -24,7 +24,7 @@ fn machine_resources() -> (usize, u64) {
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     let containers = node.store.containers()?;
     let (cores, memory) = machine_resources();
-    let cpu_allocated: f64 = containers.iter().filter_map(|c| c.resources.cpu).sum();
+    let cpu_allocated: f64 = containers.iter().filter_map(|c| c.resources.cpu).fold(0.0, |a, b| a + b);
     let memory_allocated: u64 = containers.iter().filter_map(|c| c.resources.memory).sum();
     let running = containers
         .iter()

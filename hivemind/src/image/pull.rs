@@ -224,6 +224,7 @@ pub async fn resolve_target(
     target: &Descriptor,
 ) -> Result<Option<ResolvedImage>, ImageError> {
     let Some(top) = read_document(cd, &target.digest).await? else {
+        eprintln!("DBG no top {}", target.digest);
         return Ok(None);
     };
     let manifest_bytes = if is_index(&target.media_type) {
@@ -231,13 +232,14 @@ pub async fn resolve_target(
         let (_, chosen) = select_platform(name, &index)?;
         match read_document(cd, &chosen.digest).await? {
             Some(bytes) => bytes,
-            None => return Ok(None),
+            None => { eprintln!("DBG no manifest {}", chosen.digest); return Ok(None) },
         }
     } else {
         top
     };
     let manifest = parse_manifest(&target.digest, &manifest_bytes)?;
     let Some(config_bytes) = read_document(cd, &manifest.config.digest).await? else {
+        eprintln!("DBG no config");
         return Ok(None);
     };
     let config = parse_config(&manifest.config.digest, &config_bytes)?;
@@ -245,6 +247,7 @@ pub async fn resolve_target(
         return Ok(None);
     };
     if !snapshot_exists(cd, &chain_id).await? {
+        eprintln!("DBG no snapshot {chain_id}");
         return Ok(None);
     }
     Ok(Some(ResolvedImage {

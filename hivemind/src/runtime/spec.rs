@@ -115,7 +115,6 @@ pub fn oci_spec_json(spec: &ContainerSpec) -> Value {
                 "effective": CAPABILITIES,
                 "permitted": CAPABILITIES,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
             "noNewPrivileges": true,
         },
         "root": {"path": "rootfs", "readonly": false},

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use ipam::Subnet;
-pub use records::{AppRecord, ContainerRecord, ContainerStatus, VolumeRecord, now_secs};
+pub use records::{AppRecord, ContainerRecord, ContainerStatus, VolumeRecord, now_millis, now_secs};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
@@ -156,7 +156,7 @@ impl Store {
             .into_iter()
             .filter(|c| c.app == app)
             .collect();
-        containers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        containers.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
         Ok(containers)
     }
     pub fn put_container(&self, container: &ContainerRecord) -> Result<(), StoreError> {

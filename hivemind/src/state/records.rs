@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{AppSpec, Resources};
 
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -79,6 +86,10 @@ pub struct ContainerRecord {
     pub exit_code: Option<u32>,
     pub message: Option<String>,
     pub created_at: u64,
+    /// Creation time in milliseconds: orders replicas (scale-down removes
+    /// the newest first).
+    #[serde(default)]
+    pub created_ms: u64,
     pub started_at: Option<u64>,
 }
 

@@ -1,0 +1,272 @@
+//! End to end on one node, as a user would drive it: a real containerd, a
+//! real registry serving an image built offline, the daemon and the CLI, all
+//! inside a network namespace this test creates.
+//!
+//! One test walks the whole life of an app because each step builds on the
+//! state of the previous one (and containerd start-up is the slow part).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hivemind_tests::containerd::{TestContainerd, prerequisites};
+use hivemind_tests::daemon::{
+    Daemon, api_json, api_url, ctr_ids, ctr_purge, eventually, http, netns_with_prefix,
+    remove_netns_with_prefix,
+};
+use hivemind_tests::image::build_test_image;
+use hivemind_tests::netns::NetNs;
+use hivemind_tests::registry::Registry;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
+const IMAGE_REPO: &str = "hm/test-app";
+
+/// Cleans up what the daemon made outside the temp dir, even on failure.
+struct Cleanup {
+    socket: std::path::PathBuf,
+    netns_prefix: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        ctr_purge(&self.socket);
+        if let Some(prefix) = &self.netns_prefix {
+            remove_netns_with_prefix(prefix);
+        }
+    }
+}
+
+fn containers(ns: &NetNs) -> Result<Vec<Value>> {
+    Ok(api_json(ns, "/api/containers")?
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn running_ids(ns: &NetNs, app: &str) -> Result<Vec<String>> {
+    Ok(containers(ns)?
+        .into_iter()
+        .filter(|c| c["app"] == app && c["status"] == "running")
+        .filter_map(|c| c["id"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn container_ip(ns: &NetNs, id: &str) -> Result<String> {
+    let info = api_json(ns, &format!("/api/containers/{id}"))?;
+    info["ip"]
+        .as_str()
+        .map(str::to_string)
+        .context("container without ip")
+}
+
+/// GET a file the test app serves, retrying while it starts.
+fn fetch(ns: &NetNs, ip: &str, file: &str) -> Result<String> {
+    eventually(&format!("http://{ip}/{file}"), Duration::from_secs(20), || {
+        match http(ns, "GET", &format!("http://{ip}/{file}"), None) {
+            Ok((200, body)) => Ok(Some(body.trim().to_string())),
+            Ok((status, body)) => bail!("status {status}: {body}"),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+fn assert_cli_ok(output: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed with {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn wait_replicas(ns: &NetNs, app: &str, n: usize) -> Result<Vec<String>> {
+    eventually(&format!("{n} running replicas of {app}"), Duration::from_secs(60), || {
+        let ids = running_ids(ns, app)?;
+        Ok((ids.len() == n).then_some(ids))
+    })
+}
+
+#[test]
+fn single_node_app_lifecycle() -> Result<()> {
+    if !prerequisites(
+        "single_node_app_lifecycle",
+        &["containerd", "runc", "ctr", "/usr/bin/docker-registry", "/bin/busybox"],
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let ns = NetNs::create(&format!("hme2e-{}", std::process::id()))?;
+    let containerd = TestContainerd::start(&ns, &dir.path().join("containerd"))?;
+    let mut cleanup = Cleanup {
+        socket: containerd.socket.clone(),
+        netns_prefix: None,
+    };
+    let image = build_test_image(&dir.path().join("image"))?;
+    let registry = Registry::start(&ns, &dir.path().join("registry"), 5000)?;
+    registry.push(&ns, &image, IMAGE_REPO, "1")?;
+    let reference = format!("{}/{IMAGE_REPO}:1", registry.host());
+
+    let data_dir = dir.path().join("data");
+    let mut daemon = Daemon::start(&ns, Path::new(BIN), &data_dir, &containerd.socket)?;
+    let node_id = api_json(&ns, "/api/nodes")?[0]["id"]
+        .as_str()
+        .context("node id")?
+        .to_string();
+    cleanup.netns_prefix = Some(format!("hm-{node_id}-"));
+
+    let result = lifecycle(&ns, &mut daemon, &containerd, &reference, &node_id);
+    if result.is_err() {
+        eprintln!("--- daemon log ---\n{}", daemon.log_tail());
+        eprintln!("--- containerd log ---\n{}", containerd.log_tail());
+    }
+    drop(daemon);
+    drop(cleanup);
+    result
+}
+
+fn lifecycle(
+    ns: &NetNs,
+    daemon: &mut Daemon,
+    containerd: &TestContainerd,
+    reference: &str,
+    node_id: &str,
+) -> Result<()> {
+    let socket = &containerd.socket;
+
+    // Deploy with env, a memory limit and a volume; the CLI shows the pull.
+    let output = daemon.cli(&[
+        "app", "deploy", "--image", reference, "--name", "web", "--env", "GREETING=hello",
+        "--memory", "64M", "--cpu", "0.5", "--volume", "data:/data",
+    ]);
+    let stdout = assert_cli_ok(&output, "app deploy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Pulling") && stderr.contains("Pulled"), "no pull progress: {stderr}");
+    assert!(stdout.contains("Deployed application web"), "{stdout}");
+
+    let ids = wait_replicas(ns, "web", 1)?;
+    let first = ids[0].clone();
+    let ip = container_ip(ns, &first)?;
+    assert_eq!(fetch(ns, &ip, "greeting")?, "hello", "env reaches the container");
+    assert_eq!(fetch(ns, &ip, "memory-limit")?, (64u64 << 20).to_string(), "memory limit applied");
+    assert_eq!(fetch(ns, &ip, "boots")?.lines().count(), 1, "volume written once");
+
+    // The eBPF program on the container's veth counted that traffic.
+    let info = api_json(ns, &format!("/api/containers/{first}"))?;
+    let to_container = info["network"]["to_container"]["packets"].as_u64().unwrap_or(0);
+    let from_container = info["network"]["from_container"]["packets"].as_u64().unwrap_or(0);
+    assert!(to_container > 0 && from_container > 0, "data plane counters: {info}");
+
+    // Table output names the container with its IP and limits.
+    let table = assert_cli_ok(&daemon.cli(&["app", "containers"]), "app containers");
+    assert!(table.contains(&first) && table.contains(&ip), "{table}");
+
+    // Scale to 3: three containers, three addresses, all serving.
+    assert_cli_ok(&daemon.cli(&["app", "scale", "--name", "web", "--replicas", "3"]), "scale 3");
+    let three = wait_replicas(ns, "web", 3)?;
+    let mut ips = Vec::new();
+    for id in &three {
+        let ip = container_ip(ns, id)?;
+        assert_eq!(fetch(ns, &ip, "greeting")?, "hello");
+        ips.push(ip);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "distinct addresses");
+    assert_eq!(ctr_ids(socket, &["tasks", "ls"])?.len(), 3);
+
+    // And back to 1: the first container stays, the others go.
+    assert_cli_ok(&daemon.cli(&["app", "scale", "--name", "web", "--replicas", "1"]), "scale 1");
+    let one = wait_replicas(ns, "web", 1)?;
+    assert_eq!(one, vec![first.clone()], "oldest replica kept");
+    assert_eq!(ctr_ids(socket, &["tasks", "ls"])?, vec![first.clone()]);
+
+    // Restart replaces the container; the volume keeps its data.
+    assert_cli_ok(&daemon.cli(&["app", "restart", "--name", "web"]), "restart");
+    let restarted = wait_replicas(ns, "web", 1)?;
+    assert_ne!(restarted[0], first, "restart makes a new container");
+    let ip = container_ip(ns, &restarted[0])?;
+    // One boot from the first replica, two from the scale-up, one now: the
+    // replicas share the volume.
+    assert_eq!(fetch(ns, &ip, "boots")?.lines().count(), 4, "volume data kept across restart");
+    let current = restarted[0].clone();
+
+    // A container whose process dies is started again.
+    ctr(socket, &["tasks", "kill", "--signal", "SIGKILL", &current])?;
+    eventually("container restarted after its process died", Duration::from_secs(30), || {
+        let info = api_json(ns, &format!("/api/containers/{current}"))?;
+        Ok((info["restarts"].as_u64() >= Some(1) && info["status"] == "running").then_some(()))
+    })?;
+    assert_eq!(fetch(ns, &ip, "boots")?.lines().count(), 5, "same container, same volume");
+
+    // kill -9 of the daemon: the container keeps running and is adopted.
+    daemon.kill9();
+    assert_eq!(fetch(ns, &ip, "greeting")?, "hello", "serving while the daemon is down");
+    daemon.restart(ns)?;
+    std::thread::sleep(Duration::from_secs(5)); // two reconcile periods
+    assert_eq!(running_ids(ns, "web")?, vec![current.clone()], "adopted, not duplicated");
+    assert_eq!(ctr_ids(socket, &["tasks", "ls"])?, vec![current.clone()]);
+    assert_eq!(ctr_ids(socket, &["containers", "ls"])?, vec![current.clone()]);
+    let info = api_json(ns, &format!("/api/containers/{current}"))?;
+    assert_eq!(info["restarts"].as_u64(), Some(1), "adoption is not a restart: {info}");
+    // The data plane is attached again after the restart.
+    fetch(ns, &ip, "greeting")?;
+    eventually("counters after re-attach", Duration::from_secs(10), || {
+        let info = api_json(ns, &format!("/api/containers/{current}"))?;
+        Ok((info["network"]["to_container"]["packets"].as_u64() > Some(0)).then_some(()))
+    })?;
+
+    // Bad input changes nothing and names the field.
+    let bad = daemon.cli(&["app", "deploy", "--image", reference, "--name", "Bad_Name"]);
+    assert_eq!(bad.status.code(), Some(2), "invalid name is a usage error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("name"));
+    let (status, body) = http(
+        ns,
+        "POST",
+        &api_url("/api/deploy"),
+        Some(r#"{"image":"x","name":"web","resources":{"memory":"lots"}}"#),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("resources.memory"), "{body}");
+    let (status, body) = http(ns, "POST", &api_url("/api/deploy"), Some("{not json"))?;
+    assert_eq!(status, 400, "{body}");
+    let missing = daemon.cli(&["app", "deploy", "--image", &format!("{reference}-missing"), "--name", "ghost"]);
+    assert_ne!(missing.status.code(), Some(0), "a missing tag fails");
+    assert!(api_json(ns, "/api/apps/ghost").is_err(), "nothing recorded for a failed pull");
+    assert_eq!(running_ids(ns, "web")?, vec![current.clone()], "bad input changed nothing");
+
+    // Logs are captured.
+    let logs = daemon.cli(&["app", "logs", "--name", "web"]);
+    assert_cli_ok(&logs, "app logs");
+
+    // Delete leaves nothing behind.
+    assert_cli_ok(&daemon.cli(&["app", "delete", "--name", "web"]), "delete");
+    assert!(containers(ns)?.is_empty(), "no container records");
+    assert!(ctr_ids(socket, &["tasks", "ls"])?.is_empty(), "no tasks");
+    assert!(ctr_ids(socket, &["containers", "ls"])?.is_empty(), "no containers");
+    let snapshots = ctr(socket, &["snapshots", "ls"])?;
+    assert!(!snapshots.contains("web-"), "no container snapshots: {snapshots}");
+    assert!(netns_with_prefix(&format!("hm-{node_id}-")).is_empty(), "no namespaces left");
+    let links = hivemind_tests::netns::run(ns.command("ip").args(["-o", "link", "show"]))?;
+    let veths: Vec<&str> = links.lines().filter(|l| l.contains(": hm") && !l.contains(": hm0")).collect();
+    assert!(veths.is_empty(), "no veths left: {veths:?}");
+    let data_dir = &daemon.data_dir;
+    let leftovers: Vec<_> = std::fs::read_dir(data_dir.join("containers"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "container dirs left: {leftovers:?}");
+    let nodes = api_json(ns, "/api/health")?;
+    assert_eq!(nodes["containers"]["total"], 0);
+
+    // The volume outlives the app and can then be deleted.
+    let volumes = assert_cli_ok(&daemon.cli(&["volume", "ls"]), "volume ls");
+    assert!(volumes.contains("data"), "{volumes}");
+    assert_cli_ok(&daemon.cli(&["volume", "delete", "--name", "data"]), "volume delete");
+    Ok(())
+}
+
+fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
+    hivemind_tests::daemon::ctr(socket, args)
+}

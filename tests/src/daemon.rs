@@ -1,0 +1,243 @@
+//! A `hivemind daemon` under test, running inside the test's network
+//! namespace, and the CLI and HTTP calls a user would make against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::netns::NetNs;
+
+pub const API_PORT: u16 = 3000;
+
+/// The daemon process; killed (SIGKILL) on drop.
+pub struct Daemon {
+    pub binary: PathBuf,
+    pub data_dir: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    ns_name: String,
+}
+
+impl Daemon {
+    /// Starts `binary daemon` in `ns` and waits (60 s at most) for its API.
+    pub fn start(
+        ns: &NetNs,
+        binary: &Path,
+        data_dir: &Path,
+        containerd_socket: &Path,
+    ) -> Result<Self> {
+        let mut daemon = Self {
+            binary: binary.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            containerd_socket: containerd_socket.to_path_buf(),
+            log: data_dir.with_extension("log"),
+            child: None,
+            ns_name: ns.name.clone(),
+        };
+        daemon.spawn(ns)?;
+        Ok(daemon)
+    }
+
+    fn spawn(&mut self, ns: &NetNs) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = ns
+            .command(&self.binary.display().to_string())
+            .args([
+                "daemon",
+                "--bind",
+                "127.0.0.1",
+                "--web-port",
+                &API_PORT.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--containerd")
+            .arg(&self.containerd_socket)
+            .env("RUST_LOG", "info,hivemind=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn hivemind daemon")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http(ns, "GET", &api_url("/api/health"), None) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("daemon exited with {status}:\n{}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("daemon API not up within 60s:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again with the same data dir.
+    pub fn restart(&mut self, ns: &NetNs) -> Result<()> {
+        self.kill9();
+        self.spawn(ns)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Runs the CLI against this daemon, from inside the namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        NetNs::existing(&self.ns_name)
+            .command(&self.binary.display().to_string())
+            .arg("--server")
+            .arg(api_url(""))
+            .args(args)
+            .output()
+            .expect("run the hivemind CLI")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn api_url(path: &str) -> String {
+    format!("http://127.0.0.1:{API_PORT}{path}")
+}
+
+/// One HTTP request from inside `ns`: (status, body).
+pub fn http(ns: &NetNs, method: &str, url: &str, body: Option<&str>) -> Result<(u16, String)> {
+    let method: reqwest::Method = method.parse().context("method")?;
+    let url = url.to_string();
+    let body = body.map(str::to_string);
+    ns.run(move || -> Result<(u16, String)> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        let mut request = client.request(method, &url);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send()?;
+        let status = response.status().as_u16();
+        Ok((status, response.text()?))
+    })?
+}
+
+/// GET a JSON document of the API.
+pub fn api_json(ns: &NetNs, path: &str) -> Result<Value> {
+    let (status, body) = http(ns, "GET", &api_url(path), None)?;
+    if status != 200 {
+        bail!("GET {path} answered {status}: {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
+}
+
+/// Retries `check` until it returns `Ok(Some(_))`, for at most `limit`.
+pub fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("{what}: not within {}s ({last})", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `ctr` against a containerd socket in Hivemind's namespace, for checks a
+/// user would make by hand and for cleanup.
+pub fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["--namespace", "hivemind"])
+        .args(args)
+        .output()
+        .context("run ctr")?;
+    if !output.status.success() {
+        bail!("ctr {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Ids in the first column of a `ctr ... ls` listing.
+pub fn ctr_ids(socket: &Path, args: &[&str]) -> Result<Vec<String>> {
+    Ok(ctr(socket, args)?
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .collect())
+}
+
+/// Kills and removes every task, container and container snapshot in
+/// Hivemind's containerd namespace: the cleanup of a failed test.
+pub fn ctr_purge(socket: &Path) {
+    for id in ctr_ids(socket, &["tasks", "ls"]).unwrap_or_default() {
+        let _ = ctr(
+            socket,
+            &["tasks", "kill", "--all", "--signal", "SIGKILL", &id],
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for id in ctr_ids(socket, &["tasks", "ls"]).unwrap_or_default() {
+        let _ = ctr(socket, &["tasks", "rm", "--force", &id]);
+    }
+    for id in ctr_ids(socket, &["containers", "ls"]).unwrap_or_default() {
+        let _ = ctr(socket, &["containers", "rm", &id]);
+    }
+}
+
+/// Network namespaces under /run/netns whose name starts with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| name.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Unmounts and removes the namespaces under /run/netns starting with `prefix`.
+pub fn remove_netns_with_prefix(prefix: &str) {
+    for name in netns_with_prefix(prefix) {
+        let path = Path::new("/run/netns").join(&name);
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&path);
+    }
+}
