@@ -8,12 +8,23 @@ use crate::model::AppSpec;
 pub enum Command {
     /// Creates the app, or replaces its containers with the new spec.
     Deploy(AppSpec),
-    Scale { name: String, replicas: u32 },
+    Scale {
+        name: String,
+        replicas: u32,
+    },
     /// Replaces every container of the app; volumes keep their data.
-    Restart { name: String },
-    DeleteApp { name: String },
-    CreateVolume { name: String },
-    DeleteVolume { name: String },
+    Restart {
+        name: String,
+    },
+    DeleteApp {
+        name: String,
+    },
+    CreateVolume {
+        name: String,
+    },
+    DeleteVolume {
+        name: String,
+    },
 }
 
 /// What a command did, for the API's answer.

@@ -31,12 +31,13 @@ pub struct Containerd {
 
 impl Containerd {
     pub async fn connect(socket: &Path) -> Result<Self, ConnectError> {
-        let channel = containerd_client::connect(socket)
-            .await
-            .map_err(|source| ConnectError::Connect {
-                path: socket.to_path_buf(),
-                source,
-            })?;
+        let channel =
+            containerd_client::connect(socket)
+                .await
+                .map_err(|source| ConnectError::Connect {
+                    path: socket.to_path_buf(),
+                    source,
+                })?;
         Ok(Self {
             channel,
             namespace: NAMESPACE.to_string(),
@@ -48,9 +49,7 @@ impl Containerd {
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Ok(value) = self.namespace.parse() {
-            request
-                .metadata_mut()
-                .insert("containerd-namespace", value);
+            request.metadata_mut().insert("containerd-namespace", value);
         }
         request
     }

@@ -154,7 +154,10 @@ impl Node {
                 app.updated_at = now_secs();
                 self.store.put_app(&app)?;
                 self.reconcile_app(&name).await?;
-                Ok(Outcome::Scaled { app: name, replicas })
+                Ok(Outcome::Scaled {
+                    app: name,
+                    replicas,
+                })
             }
             Command::Restart { name } => {
                 let mut app = self.require_app(&name)?;
@@ -186,7 +189,10 @@ impl Node {
             }
             Command::DeleteVolume { name } => {
                 if self.store.volume(&name)?.is_none() {
-                    return Err(NodeError::NotFound { kind: "volume", name });
+                    return Err(NodeError::NotFound {
+                        kind: "volume",
+                        name,
+                    });
                 }
                 let users: Vec<String> = self
                     .store
@@ -204,7 +210,10 @@ impl Node {
                 let dir = self.data_dir.join("volumes").join(&name);
                 remove_dir_if_exists(&dir)?;
                 self.store.delete_volume(&name)?;
-                Ok(Outcome::Deleted { kind: "volume", name })
+                Ok(Outcome::Deleted {
+                    kind: "volume",
+                    name,
+                })
             }
         }
     }

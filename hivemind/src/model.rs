@@ -39,7 +39,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ValidationError> {
     if name.len() > MAX_NAME_LEN {
         return Err(ValidationError::new(
             field,
-            format!("must be at most {MAX_NAME_LEN} characters, got {}", name.len()),
+            format!(
+                "must be at most {MAX_NAME_LEN} characters, got {}",
+                name.len()
+            ),
         ));
     }
     let first_is_letter = name.starts_with(|c: char| c.is_ascii_lowercase());

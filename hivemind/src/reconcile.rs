@@ -95,7 +95,12 @@ impl Node {
 
     /// Reconciles every app, then removes what no record explains.
     pub async fn reconcile_all(&self) -> Result<(), NodeError> {
-        let mut names: Vec<String> = self.store.apps()?.into_iter().map(|a| a.spec.name).collect();
+        let mut names: Vec<String> = self
+            .store
+            .apps()?
+            .into_iter()
+            .map(|a| a.spec.name)
+            .collect();
         for container in self.store.containers()? {
             if !names.contains(&container.app) {
                 names.push(container.app);
@@ -263,7 +268,8 @@ impl Node {
     /// /etc/hosts, /etc/hostname and /etc/resolv.conf of a container.
     fn etc_files(&self, record: &ContainerRecord) -> Result<Vec<BindMount>, NodeError> {
         let dir = self.container_dir(&record.id);
-        std::fs::create_dir_all(&dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let files = [
             (
@@ -302,7 +308,9 @@ impl Node {
                     tracing::warn!(container = %record.id, error = %e, "data plane attach failed");
                 }
             }
-            Ok(None) => tracing::warn!(container = %record.id, link = %record.host_ifname, "running container has no host link"),
+            Ok(None) => {
+                tracing::warn!(container = %record.id, link = %record.host_ifname, "running container has no host link")
+            }
             Err(e) => tracing::warn!(container = %record.id, error = %e, "link lookup failed"),
         }
     }
@@ -335,7 +343,9 @@ impl Node {
 
     fn may_start(&self, id: &str) -> bool {
         match self.backoff.lock() {
-            Ok(backoff) => backoff.get(id).is_none_or(|b| Instant::now() >= b.not_before),
+            Ok(backoff) => backoff
+                .get(id)
+                .is_none_or(|b| Instant::now() >= b.not_before),
             Err(_) => true,
         }
     }

@@ -48,39 +48,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     };
     let node_name = hostname();
 
-    let (runtime, network, dataplane, runtime_name, mtu): (
-        Arc<dyn ContainerRuntime>,
-        Arc<dyn ContainerNetwork>,
-        Option<Dataplane>,
-        String,
-        u32,
-    ) = if options.mock {
-        (
-            Arc::new(MemoryRuntime::new()),
-            Arc::new(NoNetwork),
-            None,
-            "in-memory (mock)".to_string(),
-            1450,
-        )
-    } else {
-        let cd = connect_or_start_containerd(&options.containerd, &options.data_dir).await?;
-        let mtu = Netlink::container_mtu().await?;
-        let config = NetworkConfig {
-            bridge: options.bridge.clone(),
-            subnet: options.subnet,
-            mtu,
-        };
-        let network = Netlink::new(config);
-        network.ensure_node().await?;
-        let dataplane = Dataplane::load().context("load the eBPF data plane")?;
-        (
-            Arc::new(ContainerdRuntime::new(cd, options.insecure_registries.clone())),
-            Arc::new(network),
-            Some(dataplane),
-            format!("containerd at {}", options.containerd.display()),
-            mtu,
-        )
-    };
+    let backends = backends(&options).await?;
 
     let node = Node::new(NodeParts {
         node_id,
@@ -88,15 +56,11 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         address: options.listen.to_string(),
         data_dir: options.data_dir.clone(),
         store,
-        runtime,
-        network,
-        net_config: NetworkConfig {
-            bridge: options.bridge.clone(),
-            subnet: options.subnet,
-            mtu,
-        },
-        dataplane,
-        runtime_name,
+        runtime: backends.runtime,
+        network: backends.network,
+        net_config: backends.net_config,
+        dataplane: backends.dataplane,
+        runtime_name: backends.runtime_name,
     });
     tracing::info!(node = %node.id, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
 
@@ -127,6 +91,44 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     reconciler.abort();
     tracing::info!("stopped; containers keep running and are adopted at the next start");
     Ok(())
+}
+
+/// The outside systems a node drives: real ones, or none for `--mock`.
+struct Backends {
+    runtime: Arc<dyn ContainerRuntime>,
+    network: Arc<dyn ContainerNetwork>,
+    net_config: NetworkConfig,
+    dataplane: Option<Dataplane>,
+    runtime_name: String,
+}
+
+async fn backends(options: &ServeOptions) -> Result<Backends> {
+    let mut net_config = NetworkConfig {
+        bridge: options.bridge.clone(),
+        subnet: options.subnet,
+        mtu: 1450,
+    };
+    if options.mock {
+        return Ok(Backends {
+            runtime: Arc::new(MemoryRuntime::new()),
+            network: Arc::new(NoNetwork),
+            net_config,
+            dataplane: None,
+            runtime_name: "in-memory (mock)".to_string(),
+        });
+    }
+    let cd = connect_or_start_containerd(&options.containerd, &options.data_dir).await?;
+    net_config.mtu = Netlink::container_mtu().await?;
+    let network = Netlink::new(net_config.clone());
+    network.ensure_node().await?;
+    let dataplane = Dataplane::load().context("load the eBPF data plane")?;
+    Ok(Backends {
+        runtime: Arc::new(ContainerdRuntime::new(cd, options.insecure_registries.clone())),
+        network: Arc::new(network),
+        net_config,
+        dataplane: Some(dataplane),
+        runtime_name: format!("containerd at {}", options.containerd.display()),
+    })
 }
 
 async fn shutdown_signal() {

@@ -161,6 +161,7 @@ fn pull_resolve_corrupt_and_import() {
                 .expect("scenario timed out")
             })
     });
+    std::fs::copy(&daemon.log, "/tmp/hm-containerd-debug.log").ok();
     if let Err(e) = &result {
         eprintln!("containerd log:\n{}", daemon.log_tail());
         panic!("{e:#}");

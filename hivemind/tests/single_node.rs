@@ -62,13 +62,15 @@ fn container_ip(ns: &NetNs, id: &str) -> Result<String> {
 
 /// GET a file the test app serves, retrying while it starts.
 fn fetch(ns: &NetNs, ip: &str, file: &str) -> Result<String> {
-    eventually(&format!("http://{ip}/{file}"), Duration::from_secs(20), || {
-        match http(ns, "GET", &format!("http://{ip}/{file}"), None) {
+    eventually(
+        &format!("http://{ip}/{file}"),
+        Duration::from_secs(20),
+        || match http(ns, "GET", &format!("http://{ip}/{file}"), None) {
             Ok((200, body)) => Ok(Some(body.trim().to_string())),
             Ok((status, body)) => bail!("status {status}: {body}"),
             Err(e) => Err(e),
-        }
-    })
+        },
+    )
 }
 
 fn assert_cli_ok(output: &std::process::Output, what: &str) -> String {
@@ -83,17 +85,27 @@ fn assert_cli_ok(output: &std::process::Output, what: &str) -> String {
 }
 
 fn wait_replicas(ns: &NetNs, app: &str, n: usize) -> Result<Vec<String>> {
-    eventually(&format!("{n} running replicas of {app}"), Duration::from_secs(60), || {
-        let ids = running_ids(ns, app)?;
-        Ok((ids.len() == n).then_some(ids))
-    })
+    eventually(
+        &format!("{n} running replicas of {app}"),
+        Duration::from_secs(60),
+        || {
+            let ids = running_ids(ns, app)?;
+            Ok((ids.len() == n).then_some(ids))
+        },
+    )
 }
 
 #[test]
 fn single_node_app_lifecycle() -> Result<()> {
     if !prerequisites(
         "single_node_app_lifecycle",
-        &["containerd", "runc", "ctr", "/usr/bin/docker-registry", "/bin/busybox"],
+        &[
+            "containerd",
+            "runc",
+            "ctr",
+            "/usr/bin/docker-registry",
+            "/bin/busybox",
+        ],
     ) {
         return Ok(());
     }
@@ -138,33 +150,70 @@ fn lifecycle(
 
     // Deploy with env, a memory limit and a volume; the CLI shows the pull.
     let output = daemon.cli(&[
-        "app", "deploy", "--image", reference, "--name", "web", "--env", "GREETING=hello",
-        "--memory", "64M", "--cpu", "0.5", "--volume", "data:/data",
+        "app",
+        "deploy",
+        "--image",
+        reference,
+        "--name",
+        "web",
+        "--env",
+        "GREETING=hello",
+        "--memory",
+        "64M",
+        "--cpu",
+        "0.5",
+        "--volume",
+        "data:/data",
     ]);
     let stdout = assert_cli_ok(&output, "app deploy");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Pulling") && stderr.contains("Pulled"), "no pull progress: {stderr}");
+    assert!(
+        stderr.contains("Pulling") && stderr.contains("Pulled"),
+        "no pull progress: {stderr}"
+    );
     assert!(stdout.contains("Deployed application web"), "{stdout}");
 
     let ids = wait_replicas(ns, "web", 1)?;
     let first = ids[0].clone();
     let ip = container_ip(ns, &first)?;
-    assert_eq!(fetch(ns, &ip, "greeting")?, "hello", "env reaches the container");
-    assert_eq!(fetch(ns, &ip, "memory-limit")?, (64u64 << 20).to_string(), "memory limit applied");
-    assert_eq!(fetch(ns, &ip, "boots")?.lines().count(), 1, "volume written once");
+    assert_eq!(
+        fetch(ns, &ip, "greeting")?,
+        "hello",
+        "env reaches the container"
+    );
+    assert_eq!(
+        fetch(ns, &ip, "memory-limit")?,
+        (64u64 << 20).to_string(),
+        "memory limit applied"
+    );
+    assert_eq!(
+        fetch(ns, &ip, "boots")?.lines().count(),
+        1,
+        "volume written once"
+    );
 
     // The eBPF program on the container's veth counted that traffic.
     let info = api_json(ns, &format!("/api/containers/{first}"))?;
-    let to_container = info["network"]["to_container"]["packets"].as_u64().unwrap_or(0);
-    let from_container = info["network"]["from_container"]["packets"].as_u64().unwrap_or(0);
-    assert!(to_container > 0 && from_container > 0, "data plane counters: {info}");
+    let to_container = info["network"]["to_container"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    let from_container = info["network"]["from_container"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        to_container > 0 && from_container > 0,
+        "data plane counters: {info}"
+    );
 
     // Table output names the container with its IP and limits.
     let table = assert_cli_ok(&daemon.cli(&["app", "containers"]), "app containers");
     assert!(table.contains(&first) && table.contains(&ip), "{table}");
 
     // Scale to 3: three containers, three addresses, all serving.
-    assert_cli_ok(&daemon.cli(&["app", "scale", "--name", "web", "--replicas", "3"]), "scale 3");
+    assert_cli_ok(
+        &daemon.cli(&["app", "scale", "--name", "web", "--replicas", "3"]),
+        "scale 3",
+    );
     let three = wait_replicas(ns, "web", 3)?;
     let mut ips = Vec::new();
     for id in &three {
@@ -178,7 +227,10 @@ fn lifecycle(
     assert_eq!(ctr_ids(socket, &["tasks", "ls"])?.len(), 3);
 
     // And back to 1: the first container stays, the others go.
-    assert_cli_ok(&daemon.cli(&["app", "scale", "--name", "web", "--replicas", "1"]), "scale 1");
+    assert_cli_ok(
+        &daemon.cli(&["app", "scale", "--name", "web", "--replicas", "1"]),
+        "scale 1",
+    );
     let one = wait_replicas(ns, "web", 1)?;
     assert_eq!(one, vec![first.clone()], "oldest replica kept");
     assert_eq!(ctr_ids(socket, &["tasks", "ls"])?, vec![first.clone()]);
@@ -190,27 +242,54 @@ fn lifecycle(
     let ip = container_ip(ns, &restarted[0])?;
     // One boot from the first replica, two from the scale-up, one now: the
     // replicas share the volume.
-    assert_eq!(fetch(ns, &ip, "boots")?.lines().count(), 4, "volume data kept across restart");
+    assert_eq!(
+        fetch(ns, &ip, "boots")?.lines().count(),
+        4,
+        "volume data kept across restart"
+    );
     let current = restarted[0].clone();
 
     // A container whose process dies is started again.
     ctr(socket, &["tasks", "kill", "--signal", "SIGKILL", &current])?;
-    eventually("container restarted after its process died", Duration::from_secs(30), || {
-        let info = api_json(ns, &format!("/api/containers/{current}"))?;
-        Ok((info["restarts"].as_u64() >= Some(1) && info["status"] == "running").then_some(()))
-    })?;
-    assert_eq!(fetch(ns, &ip, "boots")?.lines().count(), 5, "same container, same volume");
+    eventually(
+        "container restarted after its process died",
+        Duration::from_secs(30),
+        || {
+            let info = api_json(ns, &format!("/api/containers/{current}"))?;
+            Ok((info["restarts"].as_u64() >= Some(1) && info["status"] == "running").then_some(()))
+        },
+    )?;
+    assert_eq!(
+        fetch(ns, &ip, "boots")?.lines().count(),
+        5,
+        "same container, same volume"
+    );
 
     // kill -9 of the daemon: the container keeps running and is adopted.
     daemon.kill9();
-    assert_eq!(fetch(ns, &ip, "greeting")?, "hello", "serving while the daemon is down");
+    assert_eq!(
+        fetch(ns, &ip, "greeting")?,
+        "hello",
+        "serving while the daemon is down"
+    );
     daemon.restart(ns)?;
     std::thread::sleep(Duration::from_secs(5)); // two reconcile periods
-    assert_eq!(running_ids(ns, "web")?, vec![current.clone()], "adopted, not duplicated");
+    assert_eq!(
+        running_ids(ns, "web")?,
+        vec![current.clone()],
+        "adopted, not duplicated"
+    );
     assert_eq!(ctr_ids(socket, &["tasks", "ls"])?, vec![current.clone()]);
-    assert_eq!(ctr_ids(socket, &["containers", "ls"])?, vec![current.clone()]);
+    assert_eq!(
+        ctr_ids(socket, &["containers", "ls"])?,
+        vec![current.clone()]
+    );
     let info = api_json(ns, &format!("/api/containers/{current}"))?;
-    assert_eq!(info["restarts"].as_u64(), Some(1), "adoption is not a restart: {info}");
+    assert_eq!(
+        info["restarts"].as_u64(),
+        Some(1),
+        "adoption is not a restart: {info}"
+    );
     // The data plane is attached again after the restart.
     fetch(ns, &ip, "greeting")?;
     eventually("counters after re-attach", Duration::from_secs(10), || {
@@ -232,10 +311,24 @@ fn lifecycle(
     assert!(body.contains("resources.memory"), "{body}");
     let (status, body) = http(ns, "POST", &api_url("/api/deploy"), Some("{not json"))?;
     assert_eq!(status, 400, "{body}");
-    let missing = daemon.cli(&["app", "deploy", "--image", &format!("{reference}-missing"), "--name", "ghost"]);
+    let missing = daemon.cli(&[
+        "app",
+        "deploy",
+        "--image",
+        &format!("{reference}-missing"),
+        "--name",
+        "ghost",
+    ]);
     assert_ne!(missing.status.code(), Some(0), "a missing tag fails");
-    assert!(api_json(ns, "/api/apps/ghost").is_err(), "nothing recorded for a failed pull");
-    assert_eq!(running_ids(ns, "web")?, vec![current.clone()], "bad input changed nothing");
+    assert!(
+        api_json(ns, "/api/apps/ghost").is_err(),
+        "nothing recorded for a failed pull"
+    );
+    assert_eq!(
+        running_ids(ns, "web")?,
+        vec![current.clone()],
+        "bad input changed nothing"
+    );
 
     // Logs are captured.
     let logs = daemon.cli(&["app", "logs", "--name", "web"]);
@@ -245,12 +338,24 @@ fn lifecycle(
     assert_cli_ok(&daemon.cli(&["app", "delete", "--name", "web"]), "delete");
     assert!(containers(ns)?.is_empty(), "no container records");
     assert!(ctr_ids(socket, &["tasks", "ls"])?.is_empty(), "no tasks");
-    assert!(ctr_ids(socket, &["containers", "ls"])?.is_empty(), "no containers");
+    assert!(
+        ctr_ids(socket, &["containers", "ls"])?.is_empty(),
+        "no containers"
+    );
     let snapshots = ctr(socket, &["snapshots", "ls"])?;
-    assert!(!snapshots.contains("web-"), "no container snapshots: {snapshots}");
-    assert!(netns_with_prefix(&format!("hm-{node_id}-")).is_empty(), "no namespaces left");
+    assert!(
+        !snapshots.contains("web-"),
+        "no container snapshots: {snapshots}"
+    );
+    assert!(
+        netns_with_prefix(&format!("hm-{node_id}-")).is_empty(),
+        "no namespaces left"
+    );
     let links = hivemind_tests::netns::run(ns.command("ip").args(["-o", "link", "show"]))?;
-    let veths: Vec<&str> = links.lines().filter(|l| l.contains(": hm") && !l.contains(": hm0")).collect();
+    let veths: Vec<&str> = links
+        .lines()
+        .filter(|l| l.contains(": hm") && !l.contains(": hm0"))
+        .collect();
     assert!(veths.is_empty(), "no veths left: {veths:?}");
     let data_dir = &daemon.data_dir;
     let leftovers: Vec<_> = std::fs::read_dir(data_dir.join("containers"))
@@ -263,7 +368,10 @@ fn lifecycle(
     // The volume outlives the app and can then be deleted.
     let volumes = assert_cli_ok(&daemon.cli(&["volume", "ls"]), "volume ls");
     assert!(volumes.contains("data"), "{volumes}");
-    assert_cli_ok(&daemon.cli(&["volume", "delete", "--name", "data"]), "volume delete");
+    assert_cli_ok(
+        &daemon.cli(&["volume", "delete", "--name", "data"]),
+        "volume delete",
+    );
     Ok(())
 }
 

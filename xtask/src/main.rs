@@ -3,6 +3,8 @@
 //! - `setup`: installs, idempotently, every system package and tool the project builds and
 //!   tests with (apt packages, nightly rust-src, bpf-linker).
 //! - `build-ebpf`: builds the eBPF object explicitly and prints its path.
+//! - `test`: setup, then formatting, lints and every test (the README's test command).
+//! - `daemon`: setup, a release build, then `hivemind daemon` with the given arguments.
 
 use std::{
     path::{Path, PathBuf},
@@ -40,6 +42,17 @@ enum Task {
     Setup,
     /// Build hivemind-ebpf for bpfel-unknown-none and print the object's path.
     BuildEbpf,
+    /// Install what is missing, then check formatting and lints and run every test.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Install what is missing, build in release mode and run `hivemind daemon ARGS...`.
+    Daemon {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -50,7 +63,70 @@ fn main() -> Result<()> {
             println!("{}", object.display());
             Ok(())
         }
+        Task::Test { args } => test(&args),
+        Task::Daemon { args } => daemon(&args),
     }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup()?;
+    let root = workspace_root()?;
+    if !is_root() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!(
+                "the end-to-end tests need root (containerd, network namespaces, eBPF); CI=true makes that a failure"
+            );
+        }
+        println!("test: not root: the kernel and containerd tests will say they are skipped");
+    }
+    println!("test: cargo fmt --check");
+    run(Command::new("cargo")
+        .args(["fmt", "--all", "--check"])
+        .current_dir(&root))?;
+    println!("test: cargo clippy --all-targets -- -D warnings");
+    run(Command::new("cargo")
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(&root))?;
+    println!("test: cargo test --workspace");
+    run(Command::new("cargo")
+        .args(["test", "--workspace"])
+        .args(args)
+        .current_dir(&root))?;
+    println!("test: all passed");
+    Ok(())
+}
+
+fn daemon(args: &[String]) -> Result<()> {
+    setup()?;
+    let root = workspace_root()?;
+    println!("daemon: building hivemind (release)");
+    run(Command::new("cargo")
+        .args(["build", "--release", "--package", "hivemind"])
+        .current_dir(&root))?;
+    let binary = root.join("target/release/hivemind");
+    println!("daemon: {} daemon {}", binary.display(), args.join(" "));
+    run(Command::new(binary).arg("daemon").args(args))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 fn setup() -> Result<()> {

@@ -33,7 +33,10 @@ pub struct AppView {
 }
 
 pub fn app_view(app: &AppRecord, containers: &[ContainerRecord]) -> AppView {
-    let mine: Vec<&ContainerRecord> = containers.iter().filter(|c| c.app == app.spec.name).collect();
+    let mine: Vec<&ContainerRecord> = containers
+        .iter()
+        .filter(|c| c.app == app.spec.name)
+        .collect();
     let running = mine
         .iter()
         .filter(|c| c.status == ContainerStatus::Running && c.generation == app.generation)
@@ -117,7 +120,10 @@ pub async fn show(
         .store
         .app(&name)?
         .ok_or_else(|| ApiError::not_found(format!("app {name} not found")))?;
-    Ok(axum::Json(app_view(&app, &node.store.containers_of(&name)?)))
+    Ok(axum::Json(app_view(
+        &app,
+        &node.store.containers_of(&name)?,
+    )))
 }
 
 pub async fn delete(
@@ -125,8 +131,11 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     require_name(&name)?;
-    node.execute(Command::DeleteApp { name: name.clone() }).await?;
-    Ok(axum::Json(json!({"success": true, "message": format!("Deleted application {name}")})))
+    node.execute(Command::DeleteApp { name: name.clone() })
+        .await?;
+    Ok(axum::Json(
+        json!({"success": true, "message": format!("Deleted application {name}")}),
+    ))
 }
 
 pub async fn logs(
@@ -162,7 +171,11 @@ pub async fn scale(
     if request.replicas > crate::model::MAX_REPLICAS {
         let error = ValidationError::new(
             "replicas",
-            format!("must be at most {}, got {}", crate::model::MAX_REPLICAS, request.replicas),
+            format!(
+                "must be at most {}, got {}",
+                crate::model::MAX_REPLICAS,
+                request.replicas
+            ),
         );
         return Err(ApiError::bad_request("invalid_field", error.to_string()));
     }

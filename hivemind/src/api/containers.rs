@@ -47,15 +47,22 @@ pub fn container_view(c: &ContainerRecord) -> ContainerView {
     }
 }
 
-pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<ContainerView>>, ApiError> {
-    let mut containers: Vec<ContainerView> =
-        node.store.containers()?.iter().map(container_view).collect();
+pub async fn list(
+    State(node): State<AppState>,
+) -> Result<axum::Json<Vec<ContainerView>>, ApiError> {
+    let mut containers: Vec<ContainerView> = node
+        .store
+        .containers()?
+        .iter()
+        .map(container_view)
+        .collect();
     containers.sort_by(|a, b| a.app.cmp(&b.app).then(a.id.cmp(&b.id)));
     Ok(axum::Json(containers))
 }
 
 fn find(node: &AppState, id: &str) -> Result<ContainerRecord, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
         return Err(ApiError::bad_request(
             "invalid_field",
             format!("container id {id:?} is not valid: use letters, digits and '-'"),
@@ -119,43 +126,55 @@ pub async fn stream_logs(
         offsets.push(bytes.len() as u64);
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().collect();
-        let skip = query.tail.map_or(0, |tail| lines.len().saturating_sub(tail));
+        let skip = query
+            .tail
+            .map_or(0, |tail| lines.len().saturating_sub(tail));
         for line in &lines[skip..] {
             push_line(&mut initial, prefix, id, line);
         }
     }
     if !query.follow {
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], initial).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            initial,
+        )
+            .into_response());
     }
     let state = (Some(initial), sources, offsets, prefix);
-    let stream = futures::stream::unfold(state, |(first, sources, mut offsets, prefix)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, std::io::Error>(first), (None, sources, offsets, prefix)));
-        }
-        loop {
-            let mut chunk = String::new();
-            for (index, (id, path)) in sources.iter().enumerate() {
-                let Ok(bytes) = tokio::fs::read(path).await else { continue };
-                let offset = offsets[index] as usize;
-                if bytes.len() > offset {
-                    // Only whole lines; a partial last line waits.
-                    let new = &bytes[offset..];
-                    if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
-                        for line in String::from_utf8_lossy(&new[..=end]).lines() {
-                            push_line(&mut chunk, prefix, id, line);
+    let stream =
+        futures::stream::unfold(state, |(first, sources, mut offsets, prefix)| async move {
+            if let Some(first) = first {
+                return Some((
+                    Ok::<_, std::io::Error>(first),
+                    (None, sources, offsets, prefix),
+                ));
+            }
+            loop {
+                let mut chunk = String::new();
+                for (index, (id, path)) in sources.iter().enumerate() {
+                    let Ok(bytes) = tokio::fs::read(path).await else {
+                        continue;
+                    };
+                    let offset = offsets[index] as usize;
+                    if bytes.len() > offset {
+                        // Only whole lines; a partial last line waits.
+                        let new = &bytes[offset..];
+                        if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
+                            for line in String::from_utf8_lossy(&new[..=end]).lines() {
+                                push_line(&mut chunk, prefix, id, line);
+                            }
+                            offsets[index] += end as u64 + 1;
                         }
-                        offsets[index] += end as u64 + 1;
+                    } else if bytes.len() < offset {
+                        offsets[index] = 0;
                     }
-                } else if bytes.len() < offset {
-                    offsets[index] = 0;
                 }
+                if !chunk.is_empty() {
+                    return Some((Ok(chunk), (None, sources, offsets, prefix)));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            if !chunk.is_empty() {
-                return Some((Ok(chunk), (None, sources, offsets, prefix)));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
+        });
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),

@@ -63,7 +63,9 @@ impl From<NodeError> for ApiError {
             NodeError::Runtime(_) | NodeError::Network(_) | NodeError::Dataplane(_) => {
                 (StatusCode::BAD_GATEWAY, "runtime")
             }
-            NodeError::Store(_) | NodeError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            NodeError::Store(_) | NodeError::Io(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
         if status.is_server_error() {
             tracing::warn!(error = %message, "request failed");
@@ -92,9 +94,9 @@ impl From<crate::state::StoreError> for ApiError {
 /// misbehaving registry is not.
 fn image_status(e: &ImageError) -> (StatusCode, &'static str) {
     match e {
-        ImageError::InvalidReference { .. } | ImageError::Archive { .. } | ImageError::NoPlatform { .. } => {
-            (StatusCode::BAD_REQUEST, "invalid_image")
-        }
+        ImageError::InvalidReference { .. }
+        | ImageError::Archive { .. }
+        | ImageError::NoPlatform { .. } => (StatusCode::BAD_REQUEST, "invalid_image"),
         ImageError::NotFound { .. } => (StatusCode::NOT_FOUND, "image_not_found"),
         ImageError::Unauthorized { .. } => (StatusCode::FORBIDDEN, "registry_unauthorized"),
         _ => (StatusCode::BAD_GATEWAY, "image_pull_failed"),

@@ -51,9 +51,15 @@ pub async fn pull(
 }
 
 /// Imports an OCI image archive sent as the request body.
-pub async fn import(State(node): State<AppState>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
+pub async fn import(
+    State(node): State<AppState>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("invalid_body", "the body must be an OCI image archive (tar)"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be an OCI image archive (tar)",
+        ));
     }
     let dir = node.data_dir.join("tmp");
     tokio::fs::create_dir_all(&dir)

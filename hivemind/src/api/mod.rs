@@ -53,7 +53,11 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {} {}", request.method(), request.uri().path()))
+    ApiError::not_found(format!(
+        "no such endpoint: {} {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 async fn dashboard() -> axum::response::Html<&'static str> {
@@ -75,7 +79,10 @@ where
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(ApiError::bad_request(
                 "invalid_body",
-                rejection.body_text().replace("Failed to deserialize the JSON body into the target type: ", "invalid JSON body: "),
+                rejection.body_text().replace(
+                    "Failed to deserialize the JSON body into the target type: ",
+                    "invalid JSON body: ",
+                ),
             )),
         }
     }

@@ -24,7 +24,10 @@ fn machine_resources() -> (usize, u64) {
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     let containers = node.store.containers()?;
     let (cores, memory) = machine_resources();
-    let cpu_allocated: f64 = containers.iter().filter_map(|c| c.resources.cpu).fold(0.0, |a, b| a + b);
+    let cpu_allocated: f64 = containers
+        .iter()
+        .filter_map(|c| c.resources.cpu)
+        .fold(0.0, |a, b| a + b);
     let memory_allocated: u64 = containers.iter().filter_map(|c| c.resources.memory).sum();
     let running = containers
         .iter()
@@ -73,7 +76,10 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
             ));
         }
     }
-    for container in containers.iter().filter(|c| c.status == ContainerStatus::Failed) {
+    for container in containers
+        .iter()
+        .filter(|c| c.status == ContainerStatus::Failed)
+    {
         problems.push(format!(
             "container {}: {}",
             container.id,
@@ -84,7 +90,11 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
         .iter()
         .filter(|c| c.status == ContainerStatus::Running)
         .count();
-    let status = if problems.is_empty() { "healthy" } else { "degraded" };
+    let status = if problems.is_empty() {
+        "healthy"
+    } else {
+        "degraded"
+    };
     Ok(axum::Json(json!({
         "status": status,
         "node": {"id": node.id, "name": node.name, "state": "alive"},

@@ -17,9 +17,13 @@ pub async fn create(
     State(node): State<AppState>,
     Json(request): Json<CreateVolume>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let outcome = node.execute(Command::CreateVolume { name: request.name }).await?;
+    let outcome = node
+        .execute(Command::CreateVolume { name: request.name })
+        .await?;
     let Outcome::VolumeCreated { name, path } = outcome else {
-        return Err(ApiError::internal("volume create returned an unexpected outcome"));
+        return Err(ApiError::internal(
+            "volume create returned an unexpected outcome",
+        ));
     };
     Ok(axum::Json(json!({
         "success": true,
@@ -53,6 +57,9 @@ pub async fn delete(
 ) -> Result<axum::Json<Value>, ApiError> {
     crate::model::validate_name("name", &name)
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    node.execute(Command::DeleteVolume { name: name.clone() }).await?;
-    Ok(axum::Json(json!({"success": true, "message": format!("Deleted volume {name}")})))
+    node.execute(Command::DeleteVolume { name: name.clone() })
+        .await?;
+    Ok(axum::Json(
+        json!({"success": true, "message": format!("Deleted volume {name}")}),
+    ))
 }

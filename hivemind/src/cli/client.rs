@@ -16,7 +16,9 @@ pub mod exit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {server}: {source} (is `hivemind daemon` running? set --server or HIVEMIND_SERVER)")]
+    #[error(
+        "cannot connect to {server}: {source} (is `hivemind daemon` running? set --server or HIVEMIND_SERVER)"
+    )]
     Connect {
         server: String,
         source: reqwest::Error,
@@ -71,7 +73,10 @@ impl Client {
 
     /// Sends and turns non-2xx answers into [`ClientError::Api`] with the
     /// server's message.
-    pub async fn send(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = builder.send().await.map_err(|source| {
             if source.is_connect() || source.is_timeout() {
                 ClientError::Connect {
@@ -103,10 +108,18 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        json_of(self.send(self.request(Method::POST, path).json(body)).await?).await
+        json_of(
+            self.send(self.request(Method::POST, path).json(body))
+                .await?,
+        )
+        .await
     }
 
-    pub async fn post_stream(&self, path: &str, body: &Value) -> Result<reqwest::Response, ClientError> {
+    pub async fn post_stream(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::Response, ClientError> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::output::{human_bytes, print_list, print_message, print_object};
 use super::{
-    AppCommand, Client, ClientError, Cli, DeployArgs, ImageCommand, NodeCommand, OutputFormat,
+    AppCommand, Cli, Client, ClientError, DeployArgs, ImageCommand, NodeCommand, OutputFormat,
     TopCommand, VolumeCommand,
 };
 use crate::model::{
@@ -60,18 +60,27 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
     let client = Client::new(&cli.server, cli.token.clone());
     let format = cli.output;
     match &cli.command {
-        TopCommand::Daemon(_) | TopCommand::Web(_) => {
-            Err(ClientError::Other("daemon and web are not client commands".into()))
-        }
+        TopCommand::Daemon(_) | TopCommand::Web(_) => Err(ClientError::Other(
+            "daemon and web are not client commands".into(),
+        )),
         TopCommand::App(command) => app(&client, format, command).await,
         TopCommand::Volume(command) => volume(&client, format, command).await,
         TopCommand::Image(command) => image(&client, format, command).await,
         TopCommand::Node(NodeCommand::Ls) => {
             let nodes = client.get("/api/nodes").await?;
-            print_list(format, &nodes, &[
-                ("NAME", "name"), ("ID", "id"), ("STATE", "state"), ("ADDRESS", "address"),
-                ("SUBNET", "subnet"), ("CONTAINERS", "containers"), ("RESOURCES", "resources"),
-            ]);
+            print_list(
+                format,
+                &nodes,
+                &[
+                    ("NAME", "name"),
+                    ("ID", "id"),
+                    ("STATE", "state"),
+                    ("ADDRESS", "address"),
+                    ("SUBNET", "subnet"),
+                    ("CONTAINERS", "containers"),
+                    ("RESOURCES", "resources"),
+                ],
+            );
             Ok(())
         }
         TopCommand::Health => {
@@ -80,16 +89,38 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                 print_object(format, &health);
             } else {
                 println!("status: {}", health["status"].as_str().unwrap_or("unknown"));
-                println!("nodes: {}/{} alive", health["nodes"]["alive"], health["nodes"]["total"]);
-                println!("runtime: {} ({})", health["runtime"]["name"].as_str().unwrap_or("-"),
-                    if health["runtime"]["ok"] == true { "ok" } else { "failing" });
-                println!("network: bridge {} subnet {} mtu {} eBPF data plane {}",
+                println!(
+                    "nodes: {}/{} alive",
+                    health["nodes"]["alive"], health["nodes"]["total"]
+                );
+                println!(
+                    "runtime: {} ({})",
+                    health["runtime"]["name"].as_str().unwrap_or("-"),
+                    if health["runtime"]["ok"] == true {
+                        "ok"
+                    } else {
+                        "failing"
+                    }
+                );
+                println!(
+                    "network: bridge {} subnet {} mtu {} eBPF data plane {}",
                     health["network"]["bridge"].as_str().unwrap_or("-"),
                     health["network"]["subnet"].as_str().unwrap_or("-"),
                     health["network"]["mtu"],
-                    if health["network"]["dataplane"] == true { "loaded" } else { "off" });
-                println!("apps: {}/{} healthy", health["apps"]["healthy"], health["apps"]["total"]);
-                println!("containers: {}/{} running", health["containers"]["running"], health["containers"]["total"]);
+                    if health["network"]["dataplane"] == true {
+                        "loaded"
+                    } else {
+                        "off"
+                    }
+                );
+                println!(
+                    "apps: {}/{} healthy",
+                    health["apps"]["healthy"], health["apps"]["total"]
+                );
+                println!(
+                    "containers: {}/{} running",
+                    health["containers"]["running"], health["containers"]["total"]
+                );
                 for problem in health["problems"].as_array().into_iter().flatten() {
                     println!("problem: {}", problem.as_str().unwrap_or_default());
                 }
@@ -99,31 +130,56 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
     }
 }
 
-async fn app(client: &Client, format: OutputFormat, command: &AppCommand) -> Result<(), ClientError> {
+async fn app(
+    client: &Client,
+    format: OutputFormat,
+    command: &AppCommand,
+) -> Result<(), ClientError> {
     match command {
         AppCommand::Deploy(args) => {
             let request = deploy_request(args)?;
             pull(client, format, &request.image).await?;
-            let body = serde_json::to_value(&request).map_err(|e| ClientError::Other(e.to_string()))?;
+            let body =
+                serde_json::to_value(&request).map_err(|e| ClientError::Other(e.to_string()))?;
             let answer = client.post("/api/deploy", &body).await?;
             print_message(format, &answer);
         }
         AppCommand::Ls => {
             let apps = client.get("/api/apps").await?;
-            print_list(format, &apps, &[
-                ("NAME", "name"), ("IMAGE", "image"), ("REPLICAS", "replicas"), ("RUNNING", "running"),
-                ("STATUS", "status"), ("SERVICE", "service"),
-            ]);
+            print_list(
+                format,
+                &apps,
+                &[
+                    ("NAME", "name"),
+                    ("IMAGE", "image"),
+                    ("REPLICAS", "replicas"),
+                    ("RUNNING", "running"),
+                    ("STATUS", "status"),
+                    ("SERVICE", "service"),
+                ],
+            );
         }
         AppCommand::Containers => {
             let containers = client.get("/api/containers").await?;
-            print_list(format, &containers, &[
-                ("ID", "id"), ("APP", "app"), ("NODE", "node"), ("STATUS", "status"), ("IP", "ip"),
-                ("IMAGE", "image"), ("RESTARTS", "restarts"), ("RESOURCES", "resources"),
-            ]);
+            print_list(
+                format,
+                &containers,
+                &[
+                    ("ID", "id"),
+                    ("APP", "app"),
+                    ("NODE", "node"),
+                    ("STATUS", "status"),
+                    ("IP", "ip"),
+                    ("IMAGE", "image"),
+                    ("RESTARTS", "restarts"),
+                    ("RESOURCES", "resources"),
+                ],
+            );
         }
         AppCommand::ContainerInfo { container_id } => {
-            let info = client.get(&format!("/api/containers/{}", path_segment(container_id)?)).await?;
+            let info = client
+                .get(&format!("/api/containers/{}", path_segment(container_id)?))
+                .await?;
             print_object(format, &info);
         }
         AppCommand::Restart { name } => {
@@ -131,7 +187,9 @@ async fn app(client: &Client, format: OutputFormat, command: &AppCommand) -> Res
             print_message(format, &answer);
         }
         AppCommand::Scale { name, replicas } => {
-            let answer = client.post("/api/scale", &json!({"name": name, "replicas": replicas})).await?;
+            let answer = client
+                .post("/api/scale", &json!({"name": name, "replicas": replicas}))
+                .await?;
             print_message(format, &answer);
         }
         AppCommand::Logs { name, follow, tail } => {
@@ -144,38 +202,60 @@ async fn app(client: &Client, format: OutputFormat, command: &AppCommand) -> Res
             let mut stdout = std::io::stdout();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| ClientError::Other(format!("log stream: {e}")))?;
-                if stdout.write_all(&chunk).and_then(|_| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(&chunk)
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+                {
                     break;
                 }
             }
         }
         AppCommand::Delete { name } => {
-            let answer = client.delete(&format!("/api/apps/{}", path_segment(name)?)).await?;
+            let answer = client
+                .delete(&format!("/api/apps/{}", path_segment(name)?))
+                .await?;
             print_message(format, &answer);
         }
     }
     Ok(())
 }
 
-async fn volume(client: &Client, format: OutputFormat, command: &VolumeCommand) -> Result<(), ClientError> {
+async fn volume(
+    client: &Client,
+    format: OutputFormat,
+    command: &VolumeCommand,
+) -> Result<(), ClientError> {
     match command {
         VolumeCommand::Create { name } => {
-            let answer = client.post("/api/volumes/create", &json!({"name": name})).await?;
+            let answer = client
+                .post("/api/volumes/create", &json!({"name": name}))
+                .await?;
             print_message(format, &answer);
         }
         VolumeCommand::Ls => {
             let volumes = client.get("/api/volumes").await?;
-            print_list(format, &volumes, &[("NAME", "name"), ("USED BY", "used_by"), ("PATH", "path")]);
+            print_list(
+                format,
+                &volumes,
+                &[("NAME", "name"), ("USED BY", "used_by"), ("PATH", "path")],
+            );
         }
         VolumeCommand::Delete { name } => {
-            let answer = client.delete(&format!("/api/volumes/{}", path_segment(name)?)).await?;
+            let answer = client
+                .delete(&format!("/api/volumes/{}", path_segment(name)?))
+                .await?;
             print_message(format, &answer);
         }
     }
     Ok(())
 }
 
-async fn image(client: &Client, format: OutputFormat, command: &ImageCommand) -> Result<(), ClientError> {
+async fn image(
+    client: &Client,
+    format: OutputFormat,
+    command: &ImageCommand,
+) -> Result<(), ClientError> {
     match command {
         ImageCommand::Pull { image } => pull(client, format, image).await.map(|_| ()),
         ImageCommand::Import { file } => {
@@ -190,7 +270,9 @@ async fn image(client: &Client, format: OutputFormat, command: &ImageCommand) ->
 
 /// Pulls through the node, printing progress to stderr (not in JSON mode).
 async fn pull(client: &Client, format: OutputFormat, image: &str) -> Result<Value, ClientError> {
-    let response = client.post_stream("/api/images/pull", &json!({"image": image})).await?;
+    let response = client
+        .post_stream("/api/images/pull", &json!({"image": image}))
+        .await?;
     let mut body = response.bytes_stream();
     let mut buffer = Vec::new();
     let mut last = Value::Null;
@@ -200,7 +282,9 @@ async fn pull(client: &Client, format: OutputFormat, image: &str) -> Result<Valu
         buffer.extend_from_slice(&chunk);
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
             match event["event"].as_str() {
                 Some("error") => {
                     if show {
@@ -211,7 +295,9 @@ async fn pull(client: &Client, format: OutputFormat, image: &str) -> Result<Valu
                         event["message"].as_str().unwrap_or("failed")
                     )));
                 }
-                Some("resolving") if show => eprintln!("Pulling {}", event["reference"].as_str().unwrap_or(image)),
+                Some("resolving") if show => {
+                    eprintln!("Pulling {}", event["reference"].as_str().unwrap_or(image))
+                }
                 Some("layer") if show => {
                     let digest = event["digest"].as_str().unwrap_or_default();
                     let short = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -225,17 +311,25 @@ async fn pull(client: &Client, format: OutputFormat, image: &str) -> Result<Valu
                 Some("unpacking") if show => {
                     let digest = event["digest"].as_str().unwrap_or_default();
                     let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-                    eprintln!("\r  {}: unpacking              ", &short[..short.len().min(12)]);
+                    eprintln!(
+                        "\r  {}: unpacking              ",
+                        &short[..short.len().min(12)]
+                    );
                 }
-                Some("done") if show => eprintln!("Pulled {} ({})", event["image"].as_str().unwrap_or(image),
-                    event["digest"].as_str().unwrap_or_default()),
+                Some("done") if show => eprintln!(
+                    "Pulled {} ({})",
+                    event["image"].as_str().unwrap_or(image),
+                    event["digest"].as_str().unwrap_or_default()
+                ),
                 _ => {}
             }
             last = event;
         }
     }
     if last["event"] != "done" {
-        return Err(ClientError::Other(format!("pull {image}: the server ended the progress stream early")));
+        return Err(ClientError::Other(format!(
+            "pull {image}: the server ended the progress stream early"
+        )));
     }
     Ok(last)
 }
@@ -243,7 +337,9 @@ async fn pull(client: &Client, format: OutputFormat, image: &str) -> Result<Valu
 /// A name put into a URL path must not change the path.
 fn path_segment(text: &str) -> Result<&str, ClientError> {
     if text.is_empty() || text.contains(['/', '?', '#', '%', ' ']) {
-        return Err(ClientError::Usage(format!("{text:?} is not a valid name or id")));
+        return Err(ClientError::Usage(format!(
+            "{text:?} is not a valid name or id"
+        )));
     }
     Ok(text)
 }

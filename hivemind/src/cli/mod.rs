@@ -14,10 +14,19 @@ pub use client::{Client, ClientError};
 pub use commands::run_client_command;
 
 #[derive(Debug, Parser)]
-#[command(name = "hivemind", version, about = "Container orchestration with an eBPF data plane")]
+#[command(
+    name = "hivemind",
+    version,
+    about = "Container orchestration with an eBPF data plane"
+)]
 pub struct Cli {
     /// URL of a node's API
-    #[arg(long, global = true, env = "HIVEMIND_SERVER", default_value = "http://127.0.0.1:3000")]
+    #[arg(
+        long,
+        global = true,
+        env = "HIVEMIND_SERVER",
+        default_value = "http://127.0.0.1:3000"
+    )]
     pub server: String,
     /// API token
     #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]

@@ -7,7 +7,10 @@ use super::OutputFormat;
 /// Prints `value` as JSON, or as a table of `columns` (header, JSON field).
 pub fn print_list(format: OutputFormat, value: &Value, columns: &[(&str, &str)]) {
     if format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
         return;
     }
     let rows: Vec<Vec<String>> = value
@@ -15,7 +18,12 @@ pub fn print_list(format: OutputFormat, value: &Value, columns: &[(&str, &str)])
         .map(|items| {
             items
                 .iter()
-                .map(|item| columns.iter().map(|(_, field)| cell(&item[*field])).collect())
+                .map(|item| {
+                    columns
+                        .iter()
+                        .map(|(_, field)| cell(&item[*field]))
+                        .collect()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -35,7 +43,10 @@ pub fn print_list(format: OutputFormat, value: &Value, columns: &[(&str, &str)])
             .trim_end()
             .to_string()
     };
-    println!("{}", line(columns.iter().map(|(h, _)| h.to_string()).collect()));
+    println!(
+        "{}",
+        line(columns.iter().map(|(h, _)| h.to_string()).collect())
+    );
     for row in rows {
         println!("{}", line(row));
     }
@@ -44,7 +55,10 @@ pub fn print_list(format: OutputFormat, value: &Value, columns: &[(&str, &str)])
 /// Prints one object as `key: value` lines, or as JSON.
 pub fn print_object(format: OutputFormat, value: &Value) {
     if format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
         return;
     }
     if let Some(map) = value.as_object() {
@@ -59,7 +73,10 @@ pub fn print_object(format: OutputFormat, value: &Value) {
 /// Prints the `message` of a command's answer, or the whole answer as JSON.
 pub fn print_message(format: OutputFormat, value: &Value) {
     if format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else if let Some(message) = value["message"].as_str() {
         println!("{message}");
     }

@@ -247,7 +247,9 @@ impl TarIndex {
         layer: &Descriptor,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(), ImageError> {
-        let dbg_info = session.info(&layer.digest).await?; eprintln!("DBG store_layer {} {} {:?}", entry, layer.digest, dbg_info); if dbg_info.is_some() {
+        let dbg_info = session.info(&layer.digest).await?;
+        eprintln!("DBG store_layer {} {} {:?}", entry, layer.digest, dbg_info);
+        if dbg_info.is_some() {
             return Ok(());
         }
         let body = self.stream(entry)?;

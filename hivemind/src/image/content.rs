@@ -55,7 +55,7 @@ impl Session {
     pub async fn begin(cd: &Containerd) -> Result<Self, ImageError> {
         let lease = unique("hivemind-image");
         let expire = SystemTime::now() + LEASE_TTL;
-        let labels = HashMap::from([(LEASE_EXPIRE.to_string(), rfc3339(expire))]);
+        let labels = HashMap::from([(LEASE_EXPIRE.to_string(), rfc3339(expire))]); eprintln!("DBG lease {lease} {labels:?}"); let labels: HashMap<String,String> = HashMap::new();
         LeasesClient::new(cd.channel.clone())
             .create(cd.request(CreateRequest {
                 id: lease.clone(),

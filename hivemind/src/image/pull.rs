@@ -232,7 +232,10 @@ pub async fn resolve_target(
         let (_, chosen) = select_platform(name, &index)?;
         match read_document(cd, &chosen.digest).await? {
             Some(bytes) => bytes,
-            None => { eprintln!("DBG no manifest {}", chosen.digest); return Ok(None) },
+            None => {
+                eprintln!("DBG no manifest {}", chosen.digest);
+                return Ok(None);
+            }
         }
     } else {
         top

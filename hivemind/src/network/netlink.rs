@@ -43,7 +43,12 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
     }
 }
 
-async fn set_link(handle: &Handle, what: &'static str, name: &str, message: LinkMessage) -> Result<(), NetworkError> {
+async fn set_link(
+    handle: &Handle,
+    what: &'static str,
+    name: &str,
+    message: LinkMessage,
+) -> Result<(), NetworkError> {
     handle
         .link()
         .set(message)
@@ -53,8 +58,19 @@ async fn set_link(handle: &Handle, what: &'static str, name: &str, message: Link
 }
 
 /// Adds an address, treating "exists" as success.
-async fn add_address(handle: &Handle, index: u32, ip: Ipv4Addr, prefix: u8, name: &str) -> Result<(), NetworkError> {
-    match handle.address().add(index, IpAddr::V4(ip), prefix).execute().await {
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+    name: &str,
+) -> Result<(), NetworkError> {
+    match handle
+        .address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+    {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
         Err(e) => Err(nl_error("add address", name, e)),
@@ -76,7 +92,11 @@ impl Netlink {
         let handle = connect()?;
         let mut links = handle.link().get().execute();
         let mut best: Option<u32> = None;
-        while let Some(link) = links.try_next().await.map_err(|e| nl_error("list links", "*", e))? {
+        while let Some(link) = links
+            .try_next()
+            .await
+            .map_err(|e| nl_error("list links", "*", e))?
+        {
             let name = link_name(&link).unwrap_or_default();
             if name == "lo" || name.starts_with("hm") || name.starts_with("veth") {
                 continue;
@@ -117,7 +137,13 @@ impl ContainerNetwork for Netlink {
         let index = link.header.index;
         let gateway = self.config.subnet.gateway();
         add_address(&handle, index, gateway, self.config.subnet.prefix, bridge).await?;
-        set_link(&handle, "set bridge up", bridge, LinkUnspec::new_with_index(index).up().build()).await
+        set_link(
+            &handle,
+            "set bridge up",
+            bridge,
+            LinkUnspec::new_with_index(index).up().build(),
+        )
+        .await
     }
 
     async fn attach(
@@ -152,7 +178,9 @@ impl ContainerNetwork for Netlink {
             &handle,
             "move veth into netns",
             &peer,
-            LinkUnspec::new_with_name(&peer).setns_by_fd(ns_file.as_raw_fd()).build(),
+            LinkUnspec::new_with_name(&peer)
+                .setns_by_fd(ns_file.as_raw_fd())
+                .build(),
         )
         .await?;
 
@@ -179,7 +207,13 @@ impl ContainerNetwork for Netlink {
         run_in_netns(netns, move || async move {
             let handle = connect()?;
             if let Some(lo) = link_by_name(&handle, "lo").await? {
-                set_link(&handle, "set lo up", "lo", LinkUnspec::new_with_index(lo.header.index).up().build()).await?;
+                set_link(
+                    &handle,
+                    "set lo up",
+                    "lo",
+                    LinkUnspec::new_with_index(lo.header.index).up().build(),
+                )
+                .await?;
             }
             let link = link_by_name(&handle, &peer)
                 .await?
@@ -189,11 +223,20 @@ impl ContainerNetwork for Netlink {
                 &handle,
                 "rename to eth0",
                 &peer,
-                LinkUnspec::new_with_index(index).name("eth0".to_string()).mtu(mtu).build(),
+                LinkUnspec::new_with_index(index)
+                    .name("eth0".to_string())
+                    .mtu(mtu)
+                    .build(),
             )
             .await?;
             add_address(&handle, index, ip, prefix, "eth0").await?;
-            set_link(&handle, "set eth0 up", "eth0", LinkUnspec::new_with_index(index).up().build()).await?;
+            set_link(
+                &handle,
+                "set eth0 up",
+                "eth0",
+                LinkUnspec::new_with_index(index).up().build(),
+            )
+            .await?;
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gateway)
                 .output_interface(index)
@@ -231,7 +274,11 @@ impl ContainerNetwork for Netlink {
         let handle = connect()?;
         let mut links = handle.link().get().execute();
         let mut names = Vec::new();
-        while let Some(link) = links.try_next().await.map_err(|e| nl_error("list links", "*", e))? {
+        while let Some(link) = links
+            .try_next()
+            .await
+            .map_err(|e| nl_error("list links", "*", e))?
+        {
             if let Some(name) = link_name(&link)
                 && name.starts_with(prefix)
             {

@@ -79,8 +79,12 @@ pub struct ContainerSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TaskState {
-    Running { pid: u32 },
-    Exited { code: u32 },
+    Running {
+        pid: u32,
+    },
+    Exited {
+        code: u32,
+    },
     /// Created or paused: present but not running.
     Stopped,
     /// The container exists with no task.

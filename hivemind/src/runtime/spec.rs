@@ -192,7 +192,10 @@ mod tests {
         let json = oci_spec_json(&spec());
         assert_eq!(json["process"]["args"], json!(["/bin/app", "--serve"]));
         let env = json["process"]["env"].as_array().unwrap();
-        assert!(env.contains(&json!("GREETING=user")), "user env wins: {env:?}");
+        assert!(
+            env.contains(&json!("GREETING=user")),
+            "user env wins: {env:?}"
+        );
         assert!(env.contains(&json!("PATH=/bin")), "image env kept: {env:?}");
         assert_eq!(json["process"]["cwd"], "/srv");
         assert_eq!(json["process"]["user"], json!({"uid": 1000, "gid": 1000}));

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use ipam::Subnet;
-pub use records::{AppRecord, ContainerRecord, ContainerStatus, VolumeRecord, now_millis, now_secs};
+pub use records::{
+    AppRecord, ContainerRecord, ContainerStatus, VolumeRecord, now_millis, now_secs,
+};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
@@ -192,11 +194,7 @@ impl Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(
-    table: &str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         table: table.to_string(),
         key: key.to_string(),
