@@ -29,6 +29,37 @@ impl Recorder {
         let events = self.0.clone();
         move |p| events.lock().unwrap().push(p)
     }
+
+    /// Like [`Recorder::callback`], and on the first Unpacking event (all
+    /// blobs stored, nothing recorded yet) runs a full garbage collection
+    /// before the pull goes on: only the pull's lease protects its blobs.
+    fn callback_collecting_on_unpack(
+        &self,
+        socket: std::path::PathBuf,
+    ) -> impl Fn(Progress) + Send + Sync + use<> {
+        let events = self.0.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        move |p| {
+            if matches!(p, Progress::Unpacking { .. })
+                && !done.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let socket = socket.clone();
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(async {
+                            let cd = Containerd::connect(&socket).await.unwrap();
+                            collect_garbage(&cd).await;
+                        })
+                })
+                .join()
+                .unwrap();
+            }
+            events.lock().unwrap().push(p);
+        }
+    }
     fn take(&self) -> Vec<Progress> {
         std::mem::take(&mut self.0.lock().unwrap())
     }
@@ -161,7 +192,6 @@ fn pull_resolve_corrupt_and_import() {
                 .expect("scenario timed out")
             })
     });
-    std::fs::copy(&daemon.log, "/tmp/hm-containerd-debug.log").ok();
     if let Err(e) = &result {
         eprintln!("containerd log:\n{}", daemon.log_tail());
         panic!("{e:#}");
@@ -188,8 +218,10 @@ async fn scenario(
     // Nothing local yet.
     assert_eq!(store.resolve(&reference).await.unwrap(), None);
 
-    // First pull downloads, unpacks and records.
-    let pulled = store.pull(&reference, &progress).await.unwrap();
+    // First pull downloads, unpacks and records, even with a garbage
+    // collection in the middle.
+    let collecting = recorder.callback_collecting_on_unpack(socket.clone());
+    let pulled = store.pull(&reference, &collecting).await.unwrap();
     let events = recorder.take();
     assert_eq!(pulled.name, reference);
     assert_eq!(pulled.digest, app.manifest_digest);

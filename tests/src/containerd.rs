@@ -77,7 +77,7 @@ impl TestContainerd {
              # CRI is not used by Hivemind and slows the start.\n\
              disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
              [grpc]\n  address = \"{socket}\"\n\n\
-             [ttrpc]\n  address = \"{socket}.ttrpc\"\n\n[debug]\n  level = \"debug\"\n",
+             [ttrpc]\n  address = \"{socket}.ttrpc\"\n",
             root = root.display(),
             state = state.display(),
             socket = socket.display(),

@@ -16,9 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::content::{Session, unique};
 use super::manifest::{
-    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST,
-    Descriptor, MAX_DOCUMENT, is_index, is_manifest, parse_config, parse_index, parse_manifest,
-    select_platform, verify,
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, MAX_DOCUMENT, is_index,
+    is_manifest, parse_config, parse_index, parse_manifest, select_platform, verify,
 };
 use super::pull::{Documents, finish};
 use super::reference::normalize_reference;
@@ -28,7 +27,7 @@ use crate::containerd::Containerd;
 const READ_CHUNK: u64 = 256 << 10;
 
 /// Where each regular file of the tar lies.
-struct TarIndex {
+pub(super) struct TarIndex {
     path: PathBuf,
     files: HashMap<String, (u64, u64)>,
 }
@@ -57,7 +56,7 @@ pub async fn import(
     let result = if index.files.contains_key("index.json") {
         import_oci(&session, &index, progress).await
     } else if index.files.contains_key("manifest.json") {
-        import_docker(&session, &index, path, progress).await
+        super::docker_save::import(&session, &index, path, progress).await
     } else {
         Err(archive_error(
             path,
@@ -75,7 +74,7 @@ pub async fn import(
     Ok(images)
 }
 
-fn archive_error(path: &Path, reason: &str) -> ImageError {
+pub(super) fn archive_error(path: &Path, reason: &str) -> ImageError {
     ImageError::Archive {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -142,7 +141,7 @@ fn index_tar(path: &Path) -> Result<(TarIndex, TempFile), ImageError> {
     ))
 }
 
-fn clean(path: &str) -> String {
+pub(super) fn clean(path: &str) -> String {
     path.trim_start_matches("./")
         .trim_start_matches('/')
         .to_string()
@@ -163,7 +162,7 @@ fn resolve_relative(dir: &str, target: &str) -> String {
 }
 
 impl TarIndex {
-    fn locate(&self, name: &str) -> Result<(u64, u64), ImageError> {
+    pub(super) fn locate(&self, name: &str) -> Result<(u64, u64), ImageError> {
         self.files
             .get(name)
             .copied()
@@ -174,7 +173,7 @@ impl TarIndex {
         format!("blobs/{}", digest.replacen(':', "/", 1))
     }
 
-    async fn read(&self, name: &str) -> Result<Bytes, ImageError> {
+    pub(super) async fn read(&self, name: &str) -> Result<Bytes, ImageError> {
         let (offset, size) = self.locate(name)?;
         if size > MAX_DOCUMENT {
             return Err(archive_error(
@@ -240,16 +239,14 @@ impl TarIndex {
     }
 
     /// Streams a layer into the content store unless it is there already.
-    async fn store_layer(
+    pub(super) async fn store_layer(
         &self,
         session: &Session,
         entry: &str,
         layer: &Descriptor,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(), ImageError> {
-        let dbg_info = session.info(&layer.digest).await?;
-        eprintln!("DBG store_layer {} {} {:?}", entry, layer.digest, dbg_info);
-        if dbg_info.is_some() {
+        if session.info(&layer.digest).await?.is_some() {
             return Ok(());
         }
         let body = self.stream(entry)?;
@@ -336,99 +333,6 @@ async fn import_oci(
             .await?;
         }
         images.push(finish(session, &name, &documents, progress).await?);
-    }
-    Ok(images)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerSaveEntry {
-    config: String,
-    #[serde(default)]
-    repo_tags: Option<Vec<String>>,
-    layers: Vec<String>,
-}
-
-/// A `docker save` tar: the layers are uncompressed, so each one's digest
-/// is its diff id; a Docker schema 2 manifest is written for them.
-async fn import_docker(
-    session: &Session,
-    tar: &TarIndex,
-    path: &Path,
-    progress: &(dyn Fn(Progress) + Send + Sync),
-) -> Result<Vec<ResolvedImage>, ImageError> {
-    let listing = tar.read("manifest.json").await?;
-    let entries: Vec<DockerSaveEntry> = serde_json::from_slice(&listing)
-        .map_err(|e| archive_error(path, &format!("manifest.json: {e}")))?;
-    let mut images = Vec::new();
-    for entry in entries {
-        let config_bytes = tar.read(&clean(&entry.config)).await?;
-        let config_digest = super::manifest::sha256_digest(&config_bytes);
-        let config = parse_config(&config_digest, &config_bytes)?;
-        if config.rootfs.diff_ids.len() != entry.layers.len() {
-            return Err(archive_error(
-                path,
-                &format!(
-                    "{} lists a different number of layers than its config",
-                    entry.config
-                ),
-            ));
-        }
-        let mut layers = Vec::new();
-        for (file, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-            let (_, size) = tar.locate(&clean(file))?;
-            let layer = Descriptor {
-                media_type: DOCKER_LAYER.to_string(),
-                digest: diff_id.clone(),
-                size,
-                platform: None,
-                annotations: HashMap::new(),
-            };
-            tar.store_layer(session, &clean(file), &layer, progress)
-                .await?;
-            layers.push(layer);
-        }
-        let config_descriptor = Descriptor {
-            media_type: DOCKER_CONFIG.to_string(),
-            digest: config_digest.clone(),
-            size: config_bytes.len() as u64,
-            platform: None,
-            annotations: HashMap::new(),
-        };
-        let manifest_json = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST,
-            "config": config_descriptor,
-            "layers": layers,
-        });
-        let manifest_bytes = Bytes::from(
-            serde_json::to_vec(&manifest_json)
-                .map_err(|e| archive_error(path, &format!("cannot write a manifest: {e}")))?,
-        );
-        let manifest_digest = super::manifest::sha256_digest(&manifest_bytes);
-        let manifest = parse_manifest(&manifest_digest, &manifest_bytes)?;
-        let documents = Documents {
-            top: Descriptor {
-                media_type: DOCKER_MANIFEST.to_string(),
-                digest: manifest_digest.clone(),
-                size: manifest_bytes.len() as u64,
-                platform: None,
-                annotations: HashMap::new(),
-            },
-            index: None,
-            manifest_digest,
-            manifest_bytes,
-            manifest,
-            config_bytes,
-            config,
-        };
-        for tag in entry.repo_tags.unwrap_or_default() {
-            let name = normalize_reference(&tag)?;
-            progress(Progress::Resolving {
-                reference: name.clone(),
-            });
-            images.push(finish(session, &name, &documents, progress).await?);
-        }
     }
     Ok(images)
 }

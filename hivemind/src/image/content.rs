@@ -21,8 +21,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::ImageError;
 use crate::containerd::Containerd;
 
-/// gRPC metadata key containerd reads the lease from.
-const LEASE_HEADER: &str = "containerd.lease";
+/// gRPC metadata key containerd reads the lease from (containerd
+/// `leases/grpc.go`; the dotted `containerd.lease` is silently ignored, and
+/// then the garbage collector may remove blobs in the middle of a pull).
+const LEASE_HEADER: &str = "containerd-lease";
 /// Label that lets containerd expire a lease its owner forgot (crash).
 const LEASE_EXPIRE: &str = "containerd.io/gc.expire";
 const LEASE_TTL: Duration = Duration::from_secs(3600);
@@ -55,7 +57,7 @@ impl Session {
     pub async fn begin(cd: &Containerd) -> Result<Self, ImageError> {
         let lease = unique("hivemind-image");
         let expire = SystemTime::now() + LEASE_TTL;
-        let labels = HashMap::from([(LEASE_EXPIRE.to_string(), rfc3339(expire))]); eprintln!("DBG lease {lease} {labels:?}"); let labels: HashMap<String,String> = HashMap::new();
+        let labels = HashMap::from([(LEASE_EXPIRE.to_string(), rfc3339(expire))]);
         LeasesClient::new(cd.channel.clone())
             .create(cd.request(CreateRequest {
                 id: lease.clone(),

@@ -13,6 +13,7 @@
 
 mod archive;
 mod content;
+mod docker_save;
 mod manifest;
 mod pull;
 mod reference;

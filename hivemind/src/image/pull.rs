@@ -224,7 +224,6 @@ pub async fn resolve_target(
     target: &Descriptor,
 ) -> Result<Option<ResolvedImage>, ImageError> {
     let Some(top) = read_document(cd, &target.digest).await? else {
-        eprintln!("DBG no top {}", target.digest);
         return Ok(None);
     };
     let manifest_bytes = if is_index(&target.media_type) {
@@ -232,17 +231,13 @@ pub async fn resolve_target(
         let (_, chosen) = select_platform(name, &index)?;
         match read_document(cd, &chosen.digest).await? {
             Some(bytes) => bytes,
-            None => {
-                eprintln!("DBG no manifest {}", chosen.digest);
-                return Ok(None);
-            }
+            None => return Ok(None),
         }
     } else {
         top
     };
     let manifest = parse_manifest(&target.digest, &manifest_bytes)?;
     let Some(config_bytes) = read_document(cd, &manifest.config.digest).await? else {
-        eprintln!("DBG no config");
         return Ok(None);
     };
     let config = parse_config(&manifest.config.digest, &config_bytes)?;
@@ -250,7 +245,6 @@ pub async fn resolve_target(
         return Ok(None);
     };
     if !snapshot_exists(cd, &chain_id).await? {
-        eprintln!("DBG no snapshot {chain_id}");
         return Ok(None);
     }
     Ok(Some(ResolvedImage {
