@@ -13,5 +13,6 @@ pub mod model;
 pub mod network;
 pub mod reconcile;
 pub mod runtime;
+pub mod scheduler;
 pub mod serve;
 pub mod state;
