@@ -53,8 +53,8 @@ impl FromStr for Subnet {
         let prefix: u8 = prefix
             .parse()
             .map_err(|_| format!("{prefix:?} is not a prefix length"))?;
-        if !(8..=28).contains(&prefix) {
-            return Err(format!("prefix /{prefix} must be between /8 and /28"));
+        if !(8..=29).contains(&prefix) {
+            return Err(format!("prefix /{prefix} must be between /8 and /29"));
         }
         let mask = u32::MAX << (32 - u32::from(prefix));
         if u32::from(ip) & !mask != 0 {
@@ -148,6 +148,6 @@ mod tests {
         assert!("10.244.0.0/24".parse::<Subnet>().is_ok());
         assert!("10.244.0.1/24".parse::<Subnet>().is_err());
         assert!("10.244.0.0".parse::<Subnet>().is_err());
-        assert!("10.244.0.0/31".parse::<Subnet>().is_err());
+        assert!("10.244.0.0/30".parse::<Subnet>().is_err());
     }
 }
