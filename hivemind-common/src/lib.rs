@@ -11,19 +11,77 @@ use core::mem::size_of;
 pub const MAP_ENDPOINTS: &str = "HM_ENDPOINTS";
 /// Name of the per-CPU map from [`MetricsKey`] to [`MetricsValue`].
 pub const MAP_METRICS: &str = "HM_METRICS";
+/// Name of the LPM trie from a remote node's container subnet to [`TunnelInfo`].
+///
+/// Key: the LPM trie key `{ prefix_len: u32, data: u32 }` (8 bytes, `#[repr(C, packed)]` on
+/// both sides: `aya::maps::lpm_trie::Key<u32>` / `aya_ebpf::maps::lpm_trie::Key<u32>`), where
+/// `data` is the IPv4 network address in network byte order (its bytes in memory are the
+/// address octets, i.e. `u32::from_ne_bytes(addr.octets())`). The eBPF side looks up the
+/// packet's destination with `prefix_len = 32`.
+pub const MAP_TUNNELS: &str = "HM_TUNNELS";
 
 /// Maximum number of local endpoints (container veths) per node.
 pub const MAX_ENDPOINTS: u32 = 4096;
 /// Maximum number of metrics entries per node ({endpoint, direction, reason}).
 pub const MAX_METRICS_ENTRIES: u32 = 65536;
+/// Maximum number of remote node subnets in `HM_TUNNELS`.
+pub const MAX_TUNNELS: u32 = 1024;
 
 /// Packets leaving the container (TC ingress of its host-side veth).
 pub const DIR_FROM_CONTAINER: u8 = 1;
 /// Packets going into the container (TC egress of its host-side veth).
 pub const DIR_TO_CONTAINER: u8 = 2;
+/// Packets handed to the VXLAN device for encapsulation (TC egress of `hm-vxlan`).
+///
+/// `MetricsKey::endpoint_id` is the destination node's underlay IPv4 address as a host-order
+/// `u32` (`u32::from(Ipv4Addr)`); packets dropped before a tunnel was found count under 0.
+pub const DIR_TO_OVERLAY: u8 = 3;
+/// Decapsulated packets coming out of the VXLAN device (TC ingress of `hm-vxlan`).
+///
+/// `MetricsKey::endpoint_id` is the source node's underlay IPv4 address as a host-order `u32`;
+/// packets dropped before the tunnel metadata was read count under 0.
+pub const DIR_FROM_OVERLAY: u8 = 4;
+/// VXLAN packets arriving on the node's underlay interface (XDP). `endpoint_id` is always 0.
+pub const DIR_UNDERLAY: u8 = 5;
 
 /// Endpoint id used for traffic seen on an interface that has no `HM_ENDPOINTS` entry.
 pub const ENDPOINT_ID_UNKNOWN: u32 = 0;
+
+/// Name of the VXLAN device every node creates (external / collect_md mode).
+pub const OVERLAY_DEVICE: &str = "hm-vxlan";
+/// UDP destination port of the overlay (IANA VXLAN).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes the VXLAN encapsulation adds over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner
+/// Ethernet (14). Container MTU = underlay MTU - `VXLAN_OVERHEAD`.
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// MAC address of `hm-vxlan` on every node. The device is NOARP, so the kernel addresses every
+/// frame it routes there to the device's own MAC; with the same MAC everywhere the decapsulated
+/// frame is PACKET_HOST on the receiving node.
+pub const OVERLAY_MAC: [u8; 6] = [0x02, 0x68, 0x6d, 0x00, 0x00, 0x01];
+/// Inner source MAC that `hm_overlay_egress` writes into every frame it encapsulates. The VXLAN
+/// driver drops a received frame whose source MAC equals its own device MAC (as a loop,
+/// `SKB_DROP_REASON_LOCAL_MAC`), and [`OVERLAY_MAC`] is the same on every node, so the inner
+/// source must differ from it.
+pub const OVERLAY_SRC_MAC: [u8; 6] = [0x02, 0x68, 0x6d, 0x00, 0x00, 0x02];
+
+/// VXLAN network identifiers. Every VNI decision (which ones are accepted, what one means) is
+/// made here, so that carrying a source identity in the VNI later changes only this module.
+pub mod vni {
+    /// The cluster's default VNI: traffic without a more specific identity.
+    pub const DEFAULT: u32 = 1;
+    /// First VNI the overlay accepts.
+    pub const FIRST_ALLOWED: u32 = DEFAULT;
+    /// Last VNI the overlay accepts. Only the default today; source identities will widen the
+    /// range (VNIs are 24 bits, so never above `MAX`).
+    pub const LAST_ALLOWED: u32 = DEFAULT;
+    /// Largest VNI VXLAN can carry.
+    pub const MAX: u32 = 0x00ff_ffff;
+
+    /// Whether the overlay accepts (and may send) `vni`.
+    pub const fn allowed(vni: u32) -> bool {
+        vni >= FIRST_ALLOWED && vni <= LAST_ALLOWED
+    }
+}
 
 /// Value of `HM_ENDPOINTS`, keyed by the host-side veth ifindex.
 #[repr(C)]
@@ -40,7 +98,7 @@ const _: () = assert!(size_of::<EndpointInfo>() == 8);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MetricsKey {
     pub endpoint_id: u32,
-    /// One of `DIR_FROM_CONTAINER`, `DIR_TO_CONTAINER`.
+    /// One of the `DIR_*` constants.
     pub direction: u8,
     /// One of the codes in [`reason`].
     pub reason: u8,
@@ -59,6 +117,22 @@ impl MetricsKey {
         }
     }
 }
+
+/// Value of `HM_TUNNELS`: where to send packets for one remote node's container subnet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelInfo {
+    /// The remote node's underlay IPv4 address, network byte order (bytes in memory are the
+    /// address octets).
+    pub underlay_ip: u32,
+    /// VXLAN network identifier (24 bits used), host byte order.
+    pub vni: u32,
+    /// Reserved for later use (e.g. encryption); 0 today.
+    pub flags: u16,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<TunnelInfo>() == 12);
 
 /// Value of `HM_METRICS` (one per CPU; userspace sums them).
 #[repr(C)]
@@ -80,6 +154,22 @@ pub mod reason {
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
+    /// Not an IPv4 packet where only IPv4 is carried (the overlay is IPv4-only).
+    pub const DROP_NOT_IPV4: u8 = 128;
+    /// IPv4 packet too short for its header, or with a bad version or header length.
+    pub const DROP_MALFORMED_IPV4: u8 = 129;
+    /// No `HM_TUNNELS` entry covers the destination.
+    pub const DROP_NO_TUNNEL: u8 = 130;
+    /// Setting or reading the tunnel metadata failed (e.g. a packet on the VXLAN device's
+    /// ingress without tunnel metadata).
+    pub const DROP_TUNNEL_KEY: u8 = 131;
+    /// The VNI is outside the allowed range (`vni::allowed`).
+    pub const DROP_UNKNOWN_VNI: u8 = 132;
+    /// UDP to the VXLAN port, but truncated (VXLAN header or inner Ethernet missing) or with
+    /// a VXLAN flags word other than "I set, every reserved bit zero".
+    pub const DROP_MALFORMED_VXLAN: u8 = 133;
+    /// Rewriting packet bytes failed.
+    pub const DROP_REWRITE: u8 = 134;
 
     /// Whether `reason` is a drop reason.
     pub const fn is_drop(reason: u8) -> bool {
@@ -89,7 +179,7 @@ pub mod reason {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{EndpointInfo, MetricsKey, MetricsValue};
+    use super::{EndpointInfo, MetricsKey, MetricsValue, TunnelInfo};
 
     // SAFETY: EndpointInfo is #[repr(C)], made only of u32 fields, has no padding (size
     // asserted above) and every bit pattern is a valid value.
@@ -99,4 +189,38 @@ mod user {
     unsafe impl aya::Pod for MetricsKey {}
     // SAFETY: MetricsValue is #[repr(C)], two u64 fields, no padding, any bit pattern valid.
     unsafe impl aya::Pod for MetricsValue {}
+    // SAFETY: TunnelInfo is #[repr(C)], integer fields with the padding as an explicit field
+    // (size asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for TunnelInfo {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{reason, vni};
+
+    #[test]
+    fn drop_reasons_are_distinct_drops() {
+        let codes = [
+            reason::DROP_NOT_IPV4,
+            reason::DROP_MALFORMED_IPV4,
+            reason::DROP_NO_TUNNEL,
+            reason::DROP_TUNNEL_KEY,
+            reason::DROP_UNKNOWN_VNI,
+            reason::DROP_MALFORMED_VXLAN,
+            reason::DROP_REWRITE,
+        ];
+        for (i, a) in codes.iter().enumerate() {
+            assert!(reason::is_drop(*a));
+            assert!(codes[i + 1..].iter().all(|b| a != b), "code {a} reused");
+        }
+        assert!(!reason::is_drop(reason::FORWARDED));
+    }
+
+    #[test]
+    fn only_the_default_vni_is_allowed_today() {
+        assert!(vni::allowed(vni::DEFAULT));
+        assert!(!vni::allowed(0));
+        assert!(!vni::allowed(2));
+        assert!(!vni::allowed(vni::MAX + 1));
+    }
 }

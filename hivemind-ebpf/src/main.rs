@@ -4,6 +4,8 @@
 #![no_main]
 
 mod metrics;
+mod tunnel;
+mod underlay;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -34,6 +36,32 @@ pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
 fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     metrics::count_forwarded(ctx, direction);
     Ok(TC_ACT_OK)
+}
+
+/// TC egress of the VXLAN device `hm-vxlan`: picks the remote node for the destination and sets
+/// the tunnel key; no tunnel or not IPv4 -> dropped with a counted reason.
+#[classifier]
+pub fn hm_overlay_egress(ctx: TcContext) -> i32 {
+    match tunnel::egress(&ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+/// TC ingress of the VXLAN device `hm-vxlan`: decapsulated packets; checks the VNI and the
+/// inner IPv4 header, then lets the kernel route them to the local bridge.
+#[classifier]
+pub fn hm_overlay_ingress(ctx: TcContext) -> i32 {
+    match tunnel::ingress(&ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+/// XDP on the node's underlay interface: drops malformed VXLAN early, passes the rest.
+#[xdp]
+pub fn hm_xdp_underlay(ctx: XdpContext) -> u32 {
+    match underlay::validate(&ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
 }
 
 /// Empty XDP program: the floor for the per-packet cost benchmarks.

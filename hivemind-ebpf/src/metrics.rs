@@ -1,5 +1,5 @@
-//! Per-endpoint packet and byte counters (`HM_METRICS`), keyed by endpoint, direction and
-//! reason.
+//! Packet and byte counters (`HM_METRICS`), keyed by endpoint (or node, for the overlay
+//! directions), direction and reason.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -41,6 +41,13 @@ fn endpoint_id(ctx: &TcContext) -> u32 {
 pub(crate) fn count_forwarded(ctx: &TcContext, direction: u8) {
     let key = MetricsKey::new(endpoint_id(ctx), direction, reason::FORWARDED);
     add(&key, u64::from(ctx.len()));
+}
+
+/// Adds one packet of `bytes` bytes to `{endpoint_id, direction, reason}`; usable from any
+/// program type (TC and XDP alike).
+#[inline(always)]
+pub(crate) fn count(endpoint_id: u32, direction: u8, reason: u8, bytes: u64) {
+    add(&MetricsKey::new(endpoint_id, direction, reason), bytes);
 }
 
 #[inline(always)]

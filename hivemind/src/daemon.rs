@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cluster::{Clock, Cluster, RecordKey};
 use crate::command::{Command, Outcome};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::image::ImageError;
@@ -13,7 +14,10 @@ use crate::model::{ValidationError, validate_name};
 use crate::network::{ContainerNetwork, NetworkConfig, NetworkError};
 use crate::reconcile::Backoff;
 use crate::runtime::{ContainerRuntime, RuntimeError};
-use crate::state::{AppRecord, Store, StoreError, VolumeRecord, now_secs};
+use crate::state::{
+    APPS, AppRecord, PLACEMENTS, Placement, Store, StoreError, VOLUMES, VolumeRecord, now_secs,
+    to_value,
+};
 
 /// Everything that can go wrong carrying out a command.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum NodeError {
     Dataplane(#[from] DataplaneError),
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Schedule(#[from] crate::scheduler::ScheduleError),
 }
 
 impl From<ImageError> for NodeError {
@@ -49,13 +57,16 @@ pub struct NodeParts {
     /// Address of this node's API, as other nodes and clients reach it.
     pub address: String,
     pub data_dir: PathBuf,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub network: Arc<dyn ContainerNetwork>,
     pub net_config: NetworkConfig,
     pub dataplane: Option<Dataplane>,
     /// Human description of the runtime ("containerd at ...", "in-memory").
     pub runtime_name: String,
+    /// Membership and replication; `None` for `web --mock`, where this node
+    /// is alone and writes are versioned by a local clock.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 pub struct Node {
@@ -63,7 +74,7 @@ pub struct Node {
     pub name: String,
     pub address: String,
     pub data_dir: PathBuf,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub network: Arc<dyn ContainerNetwork>,
     pub net_config: NetworkConfig,
@@ -72,6 +83,12 @@ pub struct Node {
     pub started_at: u64,
     /// SIGTERM-to-SIGKILL grace when stopping a container.
     pub stop_grace: Duration,
+    pub cluster: Option<Arc<Cluster>>,
+    /// Versions local writes when there is no cluster.
+    clock: Clock,
+    /// Wakes the reconcile loop early (a command, a record from a peer, a
+    /// membership change).
+    pub wake: tokio::sync::Notify,
     pub(crate) app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) backoff: Mutex<HashMap<String, Backoff>>,
 }
@@ -89,6 +106,9 @@ impl Node {
             net_config: parts.net_config,
             dataplane: parts.dataplane.map(Mutex::new),
             runtime_name: parts.runtime_name,
+            cluster: parts.cluster,
+            clock: Clock::new(0),
+            wake: tokio::sync::Notify::new(),
             started_at: now_secs(),
             stop_grace: Duration::from_secs(10),
             app_locks: Mutex::new(HashMap::new()),
@@ -115,17 +135,46 @@ impl Node {
         locks.entry(name.to_string()).or_default().clone()
     }
 
+    /// Writes a replicated record: through the cluster (versioned, pushed to
+    /// peers) or, alone, with the local clock.
+    pub async fn write<T: serde::Serialize>(
+        &self,
+        table: &str,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), NodeError> {
+        let value = value.map(to_value).transpose()?;
+        let key = RecordKey::new(table, key);
+        match &self.cluster {
+            Some(cluster) => {
+                cluster.write(key, value).await?;
+            }
+            None => {
+                let record = crate::cluster::Record {
+                    key,
+                    version: self.clock.now(),
+                    value,
+                };
+                self.store.merge_record(&record)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Carries out one command.
     pub async fn execute(&self, command: Command) -> Result<Outcome, NodeError> {
+        let outcome = self.execute_inner(command).await;
+        self.wake.notify_one();
+        outcome
+    }
+
+    async fn execute_inner(&self, command: Command) -> Result<Outcome, NodeError> {
         match command {
             Command::Deploy(spec) => {
                 // Pull before anything is recorded: a bad image changes nothing.
                 let image = self.runtime.ensure_image(&spec.image, &|_| {}).await?;
                 let mut spec = spec;
                 spec.image = image.name;
-                for volume in &spec.volumes {
-                    self.ensure_volume(&volume.name)?;
-                }
                 let existing = self.store.app(&spec.name)?;
                 let created = existing.is_none();
                 let record = match existing {
@@ -139,8 +188,16 @@ impl Node {
                     }
                     None => AppRecord::new(spec),
                 };
-                self.store.put_app(&record)?;
                 let name = record.spec.name.clone();
+                // Placement is checked before anything is written.
+                let placement = self.placement_if_owner(&record.spec)?;
+                for volume in &record.spec.volumes {
+                    self.ensure_volume(&volume.name).await?;
+                }
+                self.write(APPS, &name, Some(&record)).await?;
+                if let Some(placement) = placement {
+                    self.write(PLACEMENTS, &name, Some(&placement)).await?;
+                }
                 self.reconcile_app(&name).await?;
                 Ok(Outcome::Deployed {
                     containers: self.container_ids(&name)?,
@@ -152,18 +209,19 @@ impl Node {
                 let mut app = self.require_app(&name)?;
                 app.spec.replicas = replicas;
                 app.updated_at = now_secs();
-                self.store.put_app(&app)?;
+                let placement = self.placement_if_owner(&app.spec)?;
+                self.write(APPS, &name, Some(&app)).await?;
+                if let Some(placement) = placement {
+                    self.write(PLACEMENTS, &name, Some(&placement)).await?;
+                }
                 self.reconcile_app(&name).await?;
-                Ok(Outcome::Scaled {
-                    app: name,
-                    replicas,
-                })
+                Ok(Outcome::Scaled { app: name, replicas })
             }
             Command::Restart { name } => {
                 let mut app = self.require_app(&name)?;
                 app.generation += 1;
                 app.updated_at = now_secs();
-                self.store.put_app(&app)?;
+                self.write(APPS, &name, Some(&app)).await?;
                 self.reconcile_app(&name).await?;
                 Ok(Outcome::Restarted {
                     containers: self.container_ids(&name)?,
@@ -172,7 +230,8 @@ impl Node {
             }
             Command::DeleteApp { name } => {
                 self.require_app(&name)?;
-                self.store.delete_app(&name)?;
+                self.write::<AppRecord>(APPS, &name, None).await?;
+                self.write::<Placement>(PLACEMENTS, &name, None).await?;
                 self.reconcile_app(&name).await?;
                 Ok(Outcome::Deleted { kind: "app", name })
             }
@@ -181,7 +240,7 @@ impl Node {
                 if self.store.volume(&name)?.is_some() {
                     return Err(NodeError::Conflict(format!("volume {name} already exists")));
                 }
-                let volume = self.ensure_volume(&name)?;
+                let volume = self.ensure_volume(&name).await?;
                 Ok(Outcome::VolumeCreated {
                     name,
                     path: volume.path,
@@ -189,10 +248,7 @@ impl Node {
             }
             Command::DeleteVolume { name } => {
                 if self.store.volume(&name)?.is_none() {
-                    return Err(NodeError::NotFound {
-                        kind: "volume",
-                        name,
-                    });
+                    return Err(NodeError::NotFound { kind: "volume", name });
                 }
                 let users: Vec<String> = self
                     .store
@@ -209,11 +265,8 @@ impl Node {
                 }
                 let dir = self.data_dir.join("volumes").join(&name);
                 remove_dir_if_exists(&dir)?;
-                self.store.delete_volume(&name)?;
-                Ok(Outcome::Deleted {
-                    kind: "volume",
-                    name,
-                })
+                self.write::<VolumeRecord>(VOLUMES, &name, None).await?;
+                Ok(Outcome::Deleted { kind: "volume", name })
             }
         }
     }
@@ -234,22 +287,21 @@ impl Node {
             .collect())
     }
 
-    /// Creates the volume's directory and record unless they exist.
-    fn ensure_volume(&self, name: &str) -> Result<VolumeRecord, NodeError> {
-        if let Some(volume) = self.store.volume(name)? {
-            std::fs::create_dir_all(&volume.path)
-                .map_err(|e| NodeError::Io(format!("create volume dir {}: {e}", volume.path)))?;
-            return Ok(volume);
-        }
+    /// Creates the volume's record unless it exists, and its directory on
+    /// this node.
+    pub(crate) async fn ensure_volume(&self, name: &str) -> Result<VolumeRecord, NodeError> {
         let path = self.volume_dir(name);
         std::fs::create_dir_all(&path)
             .map_err(|e| NodeError::Io(format!("create volume dir {}: {e}", path.display())))?;
+        if let Some(volume) = self.store.volume(name)? {
+            return Ok(volume);
+        }
         let volume = VolumeRecord {
             name: name.to_string(),
             path: path.display().to_string(),
             created_at: now_secs(),
         };
-        self.store.put_volume(&volume)?;
+        self.write(VOLUMES, name, Some(&volume)).await?;
         Ok(volume)
     }
 }

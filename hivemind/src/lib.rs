@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod command;
 pub mod containerd;
 pub mod daemon;
@@ -11,8 +12,10 @@ pub mod dataplane;
 pub mod image;
 pub mod model;
 pub mod network;
+pub mod placement;
 pub mod reconcile;
 pub mod runtime;
 pub mod scheduler;
 pub mod serve;
 pub mod state;
+pub mod topology;

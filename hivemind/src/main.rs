@@ -43,10 +43,17 @@ async fn run(cli: Cli) -> i32 {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let subnet: Subnet = match node.subnet.parse() {
+    let subnet = match node.subnet.as_deref().map(str::parse::<Subnet>).transpose() {
         Ok(subnet) => subnet,
         Err(e) => {
             eprintln!("error: --subnet: {e}");
+            return 2;
+        }
+    };
+    let cluster_cidr: Subnet = match node.cluster_cidr.parse() {
+        Ok(cidr) => cidr,
+        Err(e) => {
+            eprintln!("error: --cluster-cidr: {e}");
             return 2;
         }
     };
@@ -55,8 +62,13 @@ async fn run(cli: Cli) -> i32 {
         data_dir: node.data_dir.clone(),
         containerd: node.containerd.clone(),
         subnet,
+        cluster_cidr,
         bridge: node.bridge.clone(),
         insecure_registries: node.insecure_registries.clone(),
+        node_name: node.node_name.clone(),
+        gossip_port: node.gossip_port,
+        advertise: node.advertise,
+        join: node.join.clone(),
         mock,
     };
     match serve(options).await {

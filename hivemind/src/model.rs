@@ -141,6 +141,9 @@ pub struct DeployRequest {
     pub ports: Vec<u16>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Run only on this node (id or name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Resources of one replica after validation.
@@ -171,6 +174,8 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl DeployRequest {
@@ -207,6 +212,11 @@ impl DeployRequest {
         for (key, value) in &self.labels {
             validate_label(key, value)?;
         }
+        if let Some(node) = &self.node
+            && (node.is_empty() || node.len() > 253 || node.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ValidationError::new("node", format!("{node:?} is not a node id or name")));
+        }
         let mut labels = self.labels.clone();
         labels.insert("app".to_string(), self.name.clone());
         Ok(AppSpec {
@@ -219,6 +229,7 @@ impl DeployRequest {
             env: self.env.clone(),
             ports: self.ports.clone(),
             labels,
+            node: self.node.clone(),
         })
     }
 

@@ -61,12 +61,13 @@ impl Node {
             return Ok(());
         };
 
+        let wanted = self.local_replicas(&app)?;
         let (current, stale): (Vec<_>, Vec<_>) = containers
             .into_iter()
             .partition(|c| c.generation == app.generation);
         let mut current = current;
         // Extra replicas go newest first.
-        while current.len() > app.spec.replicas as usize {
+        while current.len() > wanted {
             if let Some(extra) = current.pop() {
                 self.remove_container(&extra).await?;
             }
@@ -78,7 +79,7 @@ impl Node {
                 first_error.get_or_insert(e);
             }
         }
-        for _ in current.len()..app.spec.replicas as usize {
+        for _ in current.len()..wanted {
             if let Err(e) = self.start_new(&app).await {
                 first_error.get_or_insert(e);
             }
@@ -95,6 +96,9 @@ impl Node {
 
     /// Reconciles every app, then removes what no record explains.
     pub async fn reconcile_all(&self) -> Result<(), NodeError> {
+        if let Err(e) = self.reconcile_placements().await {
+            tracing::warn!(error = %e, "placement failed");
+        }
         let mut names: Vec<String> = self
             .store
             .apps()?
@@ -119,7 +123,7 @@ impl Node {
         let known: std::collections::BTreeSet<String> =
             self.store.containers()?.into_iter().map(|c| c.id).collect();
         for (id, _) in self.runtime.list().await? {
-            if !known.contains(&id) && self.owns(&id) {
+            if !known.contains(&id) && self.owns_container(&id) {
                 tracing::info!(container = %id, "removing container with no record");
                 self.runtime.remove(&id, self.stop_grace).await?;
             }
@@ -129,7 +133,7 @@ impl Node {
 
     /// Whether a runtime container belongs to this node: its log lives in our
     /// data dir. Containers of other daemons sharing a containerd are left be.
-    fn owns(&self, id: &str) -> bool {
+    fn owns_container(&self, id: &str) -> bool {
         self.container_dir(id).exists() || self.log_path(id).exists()
     }
 
@@ -237,11 +241,8 @@ impl Node {
         }
         let mut mounts = self.etc_files(record)?;
         for volume in &app.spec.volumes {
-            let path = self
-                .store
-                .volume(&volume.name)?
-                .map(|v| PathBuf::from(v.path))
-                .unwrap_or_else(|| self.volume_dir(&volume.name));
+            // Volume data lives on each node that runs the app.
+            let path = self.volume_dir(&volume.name);
             std::fs::create_dir_all(&path)
                 .map_err(|e| NodeError::Io(format!("create volume dir {}: {e}", path.display())))?;
             mounts.push(BindMount {

@@ -1,6 +1,6 @@
 //! Starting a node: `hivemind daemon` and `hivemind web`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster::{Cluster, ClusterConfig, RecordKey, ReplicaStore};
 use crate::containerd::Containerd;
 use crate::daemon::{Node, NodeParts};
 use crate::dataplane::Dataplane;
@@ -15,7 +16,7 @@ use crate::network::{ContainerNetwork, Netlink, NetworkConfig, NoNetwork};
 use crate::runtime::ContainerRuntime;
 use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::memory::MemoryRuntime;
-use crate::state::{Store, Subnet};
+use crate::state::{SUBNETS, Store, Subnet};
 
 /// How often every app is reconciled, besides after each command.
 const RECONCILE_PERIOD: Duration = Duration::from_secs(2);
@@ -27,17 +28,30 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub containerd: PathBuf,
-    pub subnet: Subnet,
+    /// This node's container subnet; allocated from `cluster_cidr` when unset.
+    pub subnet: Option<Subnet>,
+    pub cluster_cidr: Subnet,
     pub bridge: String,
     pub insecure_registries: Vec<String>,
-    /// In-memory runtime, no kernel features.
+    pub node_name: Option<String>,
+    /// UDP port of the membership protocol.
+    pub gossip_port: u16,
+    /// Address other nodes reach this one at (API, gossip, VXLAN).
+    pub advertise: Option<Ipv4Addr>,
+    pub join: Vec<SocketAddr>,
+    /// In-memory runtime, no kernel features, no cluster.
     pub mock: bool,
 }
+
+/// How many /24s to try before giving up on a subnet.
+const SUBNET_ATTEMPTS: usize = 20;
+/// Time for a subnet claim to reach the other nodes before it is trusted.
+const CLAIM_SETTLE: Duration = Duration::from_secs(3);
 
 pub async fn serve(options: ServeOptions) -> Result<()> {
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("create data dir {}", options.data_dir.display()))?;
-    let store = Store::open(&options.data_dir.join("state.redb"))?;
+    let store = Arc::new(Store::open(&options.data_dir.join("state.redb"))?);
     let node_id = match store.meta("node_id")? {
         Some(id) => id,
         None => {
@@ -46,14 +60,36 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             id
         }
     };
-    let node_name = hostname();
+    let node_name = options.node_name.clone().unwrap_or_else(hostname);
+    let advertise = match options.advertise {
+        Some(ip) => ip,
+        None => match options.listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => Netlink::first_global_ipv4().await?.unwrap_or(Ipv4Addr::LOCALHOST),
+        },
+    };
+    let api_advertise = SocketAddr::new(advertise.into(), options.listen.port());
 
-    let backends = backends(&options).await?;
+    let cluster = if options.mock {
+        None
+    } else {
+        let config = ClusterConfig {
+            node_id: node_id.clone(),
+            gossip_bind: SocketAddr::new(options.listen.ip(), options.gossip_port),
+            gossip_advertise: SocketAddr::new(advertise.into(), options.gossip_port),
+            api_advertise,
+            join: options.join.clone(),
+        };
+        let replicas: Arc<dyn ReplicaStore> = store.clone();
+        Some(Cluster::start(config, replicas).await?)
+    };
+    let subnet = acquire_subnet(&store, cluster.as_deref(), &node_id, &options).await?;
+    let backends = backends(&options, subnet, advertise).await?;
 
     let node = Node::new(NodeParts {
         node_id,
         node_name,
-        address: options.listen.to_string(),
+        address: api_advertise.to_string(),
         data_dir: options.data_dir.clone(),
         store,
         runtime: backends.runtime,
@@ -61,36 +97,126 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         net_config: backends.net_config,
         dataplane: backends.dataplane,
         runtime_name: backends.runtime_name,
+        cluster: cluster.clone(),
     });
-    tracing::info!(node = %node.id, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
+    tracing::info!(node = %node.id, subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
+    node.publish_self(advertise).await?;
 
     // Adopt what survived a restart before answering requests.
     if let Err(e) = node.reconcile_all().await {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
-    let reconciler = {
+    let mut tasks = vec![tokio::spawn(reconcile_loop(node.clone()))];
+    if let Some(cluster) = &cluster {
+        let mut events = cluster.subscribe();
         let node = node.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(RECONCILE_PERIOD);
+        tasks.push(tokio::spawn(async move {
             loop {
-                ticker.tick().await;
-                if let Err(e) = node.reconcile_all().await {
-                    tracing::warn!(error = %e, "reconcile failed");
+                match events.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        node.wake.notify_one();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
-        })
-    };
+        }));
+    }
 
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listen on {}", options.listen))?;
     tracing::info!(address = %options.listen, "API and dashboard listening");
-    axum::serve(listener, crate::api::router(node))
+    let mut router = crate::api::router(node.clone());
+    if let Some(cluster) = &cluster {
+        router = router.merge(cluster.router());
+    }
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    reconciler.abort();
+    for task in tasks {
+        task.abort();
+    }
+    if let Some(cluster) = &cluster
+        && let Err(e) = cluster.leave().await
+    {
+        tracing::warn!(error = %e, "leaving the cluster failed");
+    }
     tracing::info!("stopped; containers keep running and are adopted at the next start");
     Ok(())
+}
+
+async fn reconcile_loop(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_PERIOD) => {}
+            _ = node.wake.notified() => {}
+        }
+        if let Err(e) = node.reconcile_all().await {
+            tracing::warn!(error = %e, "reconcile failed");
+        }
+        if let Err(e) = node.sync_tunnels().await {
+            tracing::warn!(error = %e, "tunnel sync failed");
+        }
+    }
+}
+
+/// This node's container subnet: the one it had, the one asked for, or a
+/// free /24 of the cluster CIDR claimed through the replicated `subnets`
+/// table. Two nodes claiming the same /24 at once both see the same winner
+/// (last writer wins); the loser claims another.
+async fn acquire_subnet(
+    store: &Store,
+    cluster: Option<&Cluster>,
+    node_id: &str,
+    options: &ServeOptions,
+) -> Result<Subnet> {
+    let claim = |subnet: Subnet| RecordKey::new(SUBNETS, subnet.network.to_string());
+    let known = match store.meta("subnet")? {
+        Some(text) => Some(text.parse::<Subnet>().map_err(anyhow::Error::msg)?),
+        None => options.subnet,
+    };
+    let Some(cluster) = cluster else {
+        return Ok(known.unwrap_or(Subnet {
+            network: options.cluster_cidr.network,
+            prefix: 24,
+        }));
+    };
+    if let Some(subnet) = known {
+        cluster.write(claim(subnet), Some(serde_json::json!(node_id))).await?;
+        store.put_meta("subnet", &subnet.to_string())?;
+        return Ok(subnet);
+    }
+    if !options.join.is_empty() {
+        // Learn the claims of the cluster before choosing.
+        tokio::time::sleep(CLAIM_SETTLE).await;
+    }
+    let cidr = options.cluster_cidr;
+    let count = 1u32 << (24u32.saturating_sub(u32::from(cidr.prefix)));
+    for _ in 0..SUBNET_ATTEMPTS {
+        let taken: Vec<(String, String)> = store
+            .records(SUBNETS)?
+            .into_iter()
+            .filter_map(|r| Some((r.key.key, r.value?.as_str()?.to_string())))
+            .collect();
+        let free = (0..count)
+            .map(|i| Subnet {
+                network: Ipv4Addr::from(u32::from(cidr.network) + (i << 8)),
+                prefix: 24,
+            })
+            .find(|s| !taken.iter().any(|(net, owner)| *net == s.network.to_string() && owner != node_id));
+        let Some(subnet) = free else {
+            bail!("no free /24 left in the cluster CIDR {cidr}");
+        };
+        cluster.write(claim(subnet), Some(serde_json::json!(node_id))).await?;
+        tokio::time::sleep(CLAIM_SETTLE).await;
+        let owner: Option<String> = store.value(SUBNETS, &subnet.network.to_string())?;
+        if owner.as_deref() == Some(node_id) {
+            store.put_meta("subnet", &subnet.to_string())?;
+            return Ok(subnet);
+        }
+        tracing::info!(subnet = %subnet, winner = ?owner, "subnet claimed by another node; trying the next");
+    }
+    bail!("could not claim a subnet in {SUBNET_ATTEMPTS} attempts")
 }
 
 /// The outside systems a node drives: real ones, or none for `--mock`.
@@ -102,10 +228,10 @@ struct Backends {
     runtime_name: String,
 }
 
-async fn backends(options: &ServeOptions) -> Result<Backends> {
+async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -> Result<Backends> {
     let mut net_config = NetworkConfig {
         bridge: options.bridge.clone(),
-        subnet: options.subnet,
+        subnet,
         mtu: 1450,
     };
     if options.mock {
@@ -121,7 +247,14 @@ async fn backends(options: &ServeOptions) -> Result<Backends> {
     net_config.mtu = Netlink::container_mtu().await?;
     let network = Netlink::new(net_config.clone());
     network.ensure_node().await?;
-    let dataplane = Dataplane::load().context("load the eBPF data plane")?;
+    let vxlan = network.ensure_overlay(options.cluster_cidr).await?;
+    let mut dataplane = Dataplane::load().context("load the eBPF data plane")?;
+    match network.ifindex_of_address(advertise).await? {
+        Some(underlay) => dataplane
+            .attach_overlay(vxlan, underlay)
+            .context("attach the overlay programs")?,
+        None => bail!("no interface holds the advertise address {advertise}; pass --advertise"),
+    }
     Ok(Backends {
         runtime: Arc::new(ContainerdRuntime::new(cd, options.insecure_registries.clone())),
         network: Arc::new(network),

@@ -6,7 +6,7 @@
 use std::{
     ffi::CString,
     fs::File,
-    net::UdpSocket,
+    net::{Ipv4Addr, UdpSocket},
     os::fd::AsRawFd as _,
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
@@ -15,10 +15,14 @@ use std::{
 };
 
 use hivemind::dataplane::{
-    Dataplane, PROG_FROM_CONTAINER, PROG_TC_PASS, PROG_TO_CONTAINER, PROG_XDP_PASS,
+    Counter, Dataplane, DataplaneError, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS,
+    PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TO_CONTAINER, PROG_XDP_PASS, PROG_XDP_UNDERLAY,
 };
+use hivemind_common::{OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_QUERY: libc::c_long = 16;
@@ -122,6 +126,22 @@ fn test_run(prog_fd: i32, packet: &[u8]) -> std::io::Result<u32> {
     put_u32(&mut attr, 32, 1); // test.repeat
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(get_u32(&attr, 4)) // test.retval
+}
+
+/// BPF_PROG_TEST_RUN once on `packet`; returns the program's return code and the packet as the
+/// program left it.
+fn test_run_out(prog_fd: i32, packet: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; packet.len() + 256];
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog_fd as u32); // test.prog_fd
+    put_u32(&mut attr, 8, packet.len() as u32); // test.data_size_in
+    put_u32(&mut attr, 12, out.len() as u32); // test.data_size_out
+    put_u64(&mut attr, 16, packet.as_ptr() as u64); // test.data_in
+    put_u64(&mut attr, 24, out.as_mut_ptr() as u64); // test.data_out
+    put_u32(&mut attr, 32, 1); // test.repeat
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(get_u32(&attr, 12) as usize);
+    Ok((get_u32(&attr, 4), out))
 }
 
 /// Number of programs attached through TCX to `ifindex` (of the calling thread's namespace).
@@ -340,4 +360,241 @@ fn veth_scenario(host_sock: &UdpSocket, ctr_sock: &UdpSocket, ifindex: u32) {
     drop(dp);
     assert_eq!(tcx_prog_count(ifindex, BPF_TCX_INGRESS), 0);
     assert_eq!(tcx_prog_count(ifindex, BPF_TCX_EGRESS), 0);
+}
+
+/// Outer Ethernet + IPv4 (with `ip_options` bytes of options) + UDP to `dst_port` carrying
+/// `payload`. Checksums are left zero (XDP does not check them).
+fn outer_udp(ip_options: &[u8], frag: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    assert_eq!(ip_options.len() % 4, 0);
+    let mut p = Vec::new();
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    let ihl = 5 + ip_options.len() / 4;
+    let total = (ihl * 4 + 8 + payload.len()) as u16;
+    p.push(0x40 | ihl as u8);
+    p.push(0);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0]); // id
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, 17, 0, 0]); // ttl, UDP, checksum
+    p.extend_from_slice(&[192, 168, 77, 1, 192, 168, 77, 2]);
+    p.extend_from_slice(ip_options);
+    p.extend_from_slice(&49152u16.to_be_bytes());
+    p.extend_from_slice(&dst_port.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A VXLAN header with `flags` (the first 4 bytes), `vni` and reserved last byte `last`,
+/// followed by an inner Ethernet + IPv4 header.
+fn vxlan_payload(flags: [u8; 4], vni: u32, last: u8) -> Vec<u8> {
+    let mut p = flags.to_vec();
+    p.extend_from_slice(&vni.to_be_bytes()[1..]);
+    p.push(last);
+    p.extend_from_slice(&OVERLAY_MAC);
+    p.extend_from_slice(&OVERLAY_SRC_MAC);
+    p.extend_from_slice(&[0x08, 0x00]);
+    p.extend_from_slice(&[0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 1, 0, 0]);
+    p.extend_from_slice(&[10, 244, 1, 2, 10, 244, 2, 2]);
+    p
+}
+
+const VXLAN_I: [u8; 4] = [0x08, 0, 0, 0];
+
+#[test]
+fn xdp_underlay_validates_vxlan() {
+    if !can_run("xdp_underlay_validates_vxlan") {
+        return;
+    }
+    let dp = Dataplane::load().expect("load dataplane");
+    let xdp = dp.program_fd_for_test(PROG_XDP_UNDERLAY).expect("fd");
+    let run = |packet: &[u8]| test_run(xdp, packet).expect("test run");
+    let valid_payload = vxlan_payload(VXLAN_I, vni::DEFAULT, 0);
+
+    // Valid VXLAN passes and is counted, with or without IPv4 options. The options (4 NOPs)
+    // make a parser that ignored the IHL read the options as the UDP ports and miss the packet,
+    // so the count proves the offset came from the IHL.
+    let valid = outer_udp(&[], 0, VXLAN_PORT, &valid_payload);
+    let with_options = outer_udp(&[1, 1, 1, 1], 0, VXLAN_PORT, &valid_payload);
+    assert_eq!(run(&valid), XDP_PASS);
+    assert_eq!(run(&with_options), XDP_PASS);
+    // Options followed by a bad VXLAN header: dropped, so the header was found behind them.
+    let options_bad_flags = outer_udp(
+        &[1, 1, 1, 1, 1, 1, 1, 1],
+        0,
+        VXLAN_PORT,
+        &vxlan_payload([0, 0, 0, 0], 1, 0),
+    );
+    assert_eq!(run(&options_bad_flags), XDP_DROP);
+
+    // Malformed VXLAN: dropped.
+    let truncated_header = outer_udp(&[], 0, VXLAN_PORT, &valid_payload[..6]);
+    let no_inner_ethernet = outer_udp(&[], 0, VXLAN_PORT, &valid_payload[..8 + 10]);
+    let i_flag_missing = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload([0, 0, 0, 0], 1, 0));
+    let reserved_flag = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload([0x0c, 0, 0, 0], 1, 0));
+    let reserved_byte = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload([0x08, 0, 1, 0], 1, 0));
+    let reserved_last = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload(VXLAN_I, 1, 7));
+    for packet in [
+        &truncated_header,
+        &no_inner_ethernet,
+        &i_flag_missing,
+        &reserved_flag,
+        &reserved_byte,
+        &reserved_last,
+    ] {
+        assert_eq!(run(packet), XDP_DROP, "{packet:02x?}");
+    }
+    // A VNI outside the allowed range.
+    let unknown_vni = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload(VXLAN_I, 2, 0));
+    assert_eq!(run(&unknown_vni), XDP_DROP);
+
+    // Not overlay traffic: passes untouched and uncounted, however it looks inside.
+    let first_fragment = outer_udp(&[], 0x2000, VXLAN_PORT, &[0xff; 4]);
+    let later_fragment = outer_udp(&[], 0x0010, VXLAN_PORT, &[0xff; 4]);
+    let other_port = outer_udp(&[], 0, 9000, &[0xff; 4]);
+    let mut tcp = outer_udp(&[], 0, VXLAN_PORT, &[0xff; 12]);
+    tcp[14 + 9] = 6;
+    let mut ipv6 = vec![
+        0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd, 0x60,
+    ];
+    ipv6.extend_from_slice(&[0; 39]);
+    ipv6[14 + 6] = 17; // next header UDP
+    let mut arp = valid.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut bad_ihl = valid.clone();
+    bad_ihl[14] = 0x44;
+    for packet in [
+        &first_fragment,
+        &later_fragment,
+        &other_port,
+        &tcp,
+        &ipv6,
+        &arp,
+        &bad_ihl,
+    ] {
+        assert_eq!(run(packet), XDP_PASS, "{packet:02x?}");
+    }
+
+    let c = dp.overlay_counters().expect("counters");
+    assert_eq!(
+        c.underlay_vxlan,
+        Counter {
+            packets: 2,
+            bytes: (valid.len() + with_options.len()) as u64
+        }
+    );
+    assert_eq!(
+        c.drops,
+        [
+            (reason::DROP_MALFORMED_VXLAN, 7),
+            (reason::DROP_UNKNOWN_VNI, 1)
+        ]
+        .into()
+    );
+    assert_eq!(c.sent, Counter::default());
+    assert_eq!(c.received, Counter::default());
+    // Overlay counters never leak into the endpoint counters.
+    assert_eq!(
+        dp.endpoint_counters(0).expect("counters"),
+        Default::default()
+    );
+}
+
+#[test]
+fn overlay_egress_and_ingress_under_test_run() {
+    if !can_run("overlay_egress_and_ingress_under_test_run") {
+        return;
+    }
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let egress = dp.program_fd_for_test(PROG_OVERLAY_EGRESS).expect("fd");
+    let ingress = dp.program_fd_for_test(PROG_OVERLAY_INGRESS).expect("fd");
+    // udp_packet goes to 10.199.0.1.
+    let packet = udp_packet(16);
+
+    // No tunnel: dropped.
+    assert_eq!(test_run(egress, &packet).expect("test run"), TC_ACT_SHOT);
+    // Not IPv4 (ARP), and an IPv4 header whose IHL claims more than the packet holds.
+    let mut arp = packet.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(test_run(egress, &arp).expect("test run"), TC_ACT_SHOT);
+    let mut truncated = packet[..34].to_vec();
+    truncated[14] = 0x4f;
+    assert_eq!(test_run(egress, &truncated).expect("test run"), TC_ACT_SHOT);
+    let mut version6 = packet.clone();
+    version6[14] = 0x65;
+    assert_eq!(test_run(egress, &version6).expect("test run"), TC_ACT_SHOT);
+
+    // Bad routes are refused before they reach the map.
+    let a = Ipv4Addr::new(10, 199, 0, 0);
+    let node = Ipv4Addr::new(192, 168, 77, 2);
+    assert!(matches!(
+        dp.set_tunnel(a, 24, node, 2),
+        Err(DataplaneError::InvalidVni { vni: 2 })
+    ));
+    assert!(matches!(
+        dp.set_tunnel(Ipv4Addr::new(10, 199, 0, 1), 24, node, 1),
+        Err(DataplaneError::InvalidSubnet { .. })
+    ));
+    assert!(matches!(
+        dp.set_tunnel(a, 33, node, 1),
+        Err(DataplaneError::InvalidSubnet { .. })
+    ));
+
+    // With a tunnel: the key is set (bpf_skb_set_tunnel_key needs no device under test run),
+    // the inner source MAC is rewritten, the rest of the frame is untouched.
+    dp.set_tunnel(a, 24, Ipv4Addr::new(192, 168, 77, 9), vni::DEFAULT)
+        .expect("set tunnel");
+    dp.set_tunnel(a, 24, node, vni::DEFAULT)
+        .expect("replace tunnel");
+    dp.set_tunnel(Ipv4Addr::new(10, 198, 0, 0), 16, node, vni::DEFAULT)
+        .expect("set tunnel");
+    assert_eq!(
+        dp.tunnels().expect("tunnels"),
+        vec![
+            (Ipv4Addr::new(10, 198, 0, 0), 16, node, 1),
+            (a, 24, node, 1)
+        ]
+    );
+    let (ret, out) = test_run_out(egress, &packet).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(out.len(), packet.len());
+    assert_eq!(&out[6..12], &OVERLAY_SRC_MAC);
+    assert_eq!(&out[..6], &packet[..6]);
+    assert_eq!(&out[12..], &packet[12..]);
+
+    // Ingress under test run has no tunnel metadata: dropped as such.
+    assert_eq!(test_run(ingress, &packet).expect("test run"), TC_ACT_SHOT);
+
+    let c = dp.overlay_counters().expect("counters");
+    assert_eq!(
+        c.sent,
+        Counter {
+            packets: 1,
+            bytes: packet.len() as u64
+        }
+    );
+    assert_eq!(c.sent_by_node[&node], c.sent);
+    assert_eq!(c.received, Counter::default());
+    assert_eq!(
+        c.drops,
+        [
+            (reason::DROP_NOT_IPV4, 1),
+            (reason::DROP_MALFORMED_IPV4, 2),
+            (reason::DROP_NO_TUNNEL, 1),
+            (reason::DROP_TUNNEL_KEY, 1),
+        ]
+        .into()
+    );
+
+    // Removing is idempotent; without the route the packet is dropped again.
+    dp.remove_tunnel(a, 24).expect("remove");
+    dp.remove_tunnel(a, 24).expect("remove twice");
+    assert_eq!(
+        dp.tunnels().expect("tunnels"),
+        vec![(Ipv4Addr::new(10, 198, 0, 0), 16, node, 1)]
+    );
+    assert_eq!(test_run(egress, &packet).expect("test run"), TC_ACT_SHOT);
+    let c = dp.overlay_counters().expect("counters");
+    assert_eq!(c.drops[&reason::DROP_NO_TUNNEL], 2);
 }

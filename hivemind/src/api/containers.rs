@@ -47,16 +47,84 @@ pub fn container_view(c: &ContainerRecord) -> ContainerView {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `local`: only this node's containers (what peers ask each other).
+    pub scope: Option<String>,
+}
+
+/// How long a node waits for a peer's answer.
+const PEER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// GETs `path` from every other live member; answers that fail are skipped.
+pub(super) async fn from_peers(node: &AppState, path: &str) -> Vec<Value> {
+    let Some(cluster) = &node.cluster else {
+        return Vec::new();
+    };
+    let client = reqwest::Client::new();
+    let requests = cluster
+        .live_members()
+        .into_iter()
+        .filter(|m| !m.is_self)
+        .map(|member| {
+            let url = format!("http://{}{path}", member.api);
+            let request = client.get(url).timeout(PEER_TIMEOUT).send();
+            async move {
+                match request.await {
+                    Ok(response) if response.status().is_success() => {
+                        response.json::<Value>().await.ok()
+                    }
+                    Ok(response) => {
+                        tracing::debug!(peer = %member.id, status = %response.status(), "peer answered with an error");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %member.id, error = %e, "peer did not answer");
+                        None
+                    }
+                }
+            }
+        });
+    futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 pub async fn list(
     State(node): State<AppState>,
-) -> Result<axum::Json<Vec<ContainerView>>, ApiError> {
-    let mut containers: Vec<ContainerView> = node
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<Vec<Value>>, ApiError> {
+    let mut containers: Vec<Value> = node
         .store
         .containers()?
         .iter()
-        .map(container_view)
+        .map(|c| json!(container_view(c)))
         .collect();
-    containers.sort_by(|a, b| a.app.cmp(&b.app).then(a.id.cmp(&b.id)));
+    match query.scope.as_deref() {
+        Some("local") => {}
+        None | Some("cluster") => {
+            for answer in from_peers(&node, "/api/containers?scope=local").await {
+                if let Value::Array(items) = answer {
+                    containers.extend(items);
+                }
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("scope: {other:?} must be local or cluster"),
+            ));
+        }
+    }
+    containers.sort_by_key(|c| {
+        (
+            c["app"].as_str().map(str::to_string),
+            c["id"].as_str().map(str::to_string),
+        )
+    });
     Ok(axum::Json(containers))
 }
 
@@ -76,8 +144,22 @@ fn find(node: &AppState, id: &str) -> Result<ContainerRecord, ApiError> {
 pub async fn show(
     State(node): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let record = find(&node, &id)?;
+    let record = match find(&node, &id) {
+        Ok(record) => record,
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND && query.scope.is_none() => {
+            // Maybe on another node.
+            let path = format!("/api/containers/{id}?scope=local");
+            return from_peers(&node, &path)
+                .await
+                .into_iter()
+                .find(|c| c["id"] == id.as_str())
+                .map(axum::Json)
+                .ok_or(e);
+        }
+        Err(e) => return Err(e),
+    };
     let mut view = serde_json::to_value(container_view(&record))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     view["netns"] = json!(record.netns);

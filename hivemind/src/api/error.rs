@@ -63,6 +63,8 @@ impl From<NodeError> for ApiError {
             NodeError::Runtime(_) | NodeError::Network(_) | NodeError::Dataplane(_) => {
                 (StatusCode::BAD_GATEWAY, "runtime")
             }
+            NodeError::Schedule(_) => (StatusCode::CONFLICT, "no_capacity"),
+            NodeError::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster"),
             NodeError::Store(_) | NodeError::Io(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

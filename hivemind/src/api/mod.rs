@@ -41,6 +41,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/volumes/create", post(volumes::create))
         .route("/api/volumes/{name}", delete(volumes::delete))
         .route("/api/nodes", get(nodes::list))
+        .route("/api/nodes/join", post(nodes::join))
         .route("/api/health", get(nodes::health))
         .route("/api/images/pull", post(images::pull))
         .route(

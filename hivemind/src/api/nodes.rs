@@ -4,53 +4,72 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::state::ContainerStatus;
-
-/// CPU cores and memory bytes of this machine.
-fn machine_resources() -> (usize, u64) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
-    (cores, memory)
-}
+use crate::state::{ContainerStatus, NODES, NodeInfo, PLACEMENTS, Placement};
 
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let containers = node.store.containers()?;
-    let (cores, memory) = machine_resources();
-    let cpu_allocated: f64 = containers
+    let infos: Vec<NodeInfo> = node.store.values(NODES)?;
+    let placements: Vec<Placement> = node.store.values(PLACEMENTS)?;
+    let members = match &node.cluster {
+        Some(cluster) => cluster.members(),
+        None => Vec::new(),
+    };
+    let mut ids: Vec<String> = infos.iter().map(|i| i.id.clone()).collect();
+    for member in &members {
+        if !ids.contains(&member.id) {
+            ids.push(member.id.clone());
+        }
+    }
+    ids.sort();
+    let nodes: Vec<Value> = ids
         .iter()
-        .filter_map(|c| c.resources.cpu)
-        .fold(0.0, |a, b| a + b);
-    let memory_allocated: u64 = containers.iter().filter_map(|c| c.resources.memory).sum();
-    let running = containers
-        .iter()
-        .filter(|c| c.status == ContainerStatus::Running)
-        .count();
-    Ok(axum::Json(json!([{
-        "id": node.id,
-        "name": node.name,
-        "address": node.address,
-        "state": "alive",
-        "subnet": node.net_config.subnet.to_string(),
-        "resources": {
-            "cpu_cores": cores,
-            "memory_bytes": memory,
-            "cpu_allocated": cpu_allocated,
-            "memory_allocated": memory_allocated,
-        },
-        "containers": containers.len(),
-        "running_containers": running,
-        "runtime": node.runtime_name,
-        "dataplane": node.dataplane.is_some(),
-        "started_at": node.started_at,
-    }])))
+        .map(|id| {
+            let info = infos.iter().find(|i| &i.id == id);
+            let member = members.iter().find(|m| &m.id == id);
+            let state = node
+                .member_state(id)
+                .map_or("unknown".to_string(), |s| format!("{s:?}").to_lowercase());
+            let replicas = placements
+                .iter()
+                .map(|p| p.nodes.iter().filter(|n| *n == id).count())
+                .sum::<usize>();
+            json!({
+                "id": id,
+                "name": info.map(|i| i.name.clone()),
+                "address": info.map(|i| i.api.clone()).or(member.map(|m| m.api.to_string())),
+                "gossip": member.map(|m| m.gossip.to_string()),
+                "underlay": info.map(|i| i.underlay.to_string()),
+                "state": state,
+                "since_ms": member.map(|m| m.since_ms),
+                "subnet": info.map(|i| i.subnet.clone()),
+                "resources": info.map(|i| json!({"cpu_cores": i.cpu_cores, "memory_bytes": i.memory_bytes})),
+                "containers": replicas,
+                "is_self": *id == node.id,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!(nodes)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub address: String,
+}
+
+pub async fn join(
+    State(node): State<AppState>,
+    super::Json(request): super::Json<JoinRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let address = crate::cli::parse_join(&request.address)
+        .map_err(|e| ApiError::bad_request("invalid_field", format!("address: {e}")))?;
+    let Some(cluster) = &node.cluster else {
+        return Err(ApiError::bad_request("no_cluster", "this node runs without a cluster (--mock)"));
+    };
+    cluster
+        .join(address)
+        .await
+        .map_err(|e| ApiError::bad_request("join_failed", e.to_string()))?;
+    Ok(axum::Json(json!({"success": true, "message": format!("Joining the cluster through {address}")})))
 }
 
 pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
@@ -90,6 +109,18 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
         .iter()
         .filter(|c| c.status == ContainerStatus::Running)
         .count();
+    let (total_nodes, alive_nodes) = match &node.cluster {
+        Some(cluster) => {
+            let members = cluster.members();
+            for member in &members {
+                if member.state == crate::cluster::MemberState::Down {
+                    problems.push(format!("node {}: down", member.id));
+                }
+            }
+            (members.len(), cluster.live_members().len())
+        }
+        None => (1, 1),
+    };
     let status = if problems.is_empty() {
         "healthy"
     } else {
@@ -98,7 +129,7 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
     Ok(axum::Json(json!({
         "status": status,
         "node": {"id": node.id, "name": node.name, "state": "alive"},
-        "nodes": {"total": 1, "alive": 1},
+        "nodes": {"total": total_nodes, "alive": alive_nodes},
         "runtime": {"name": node.runtime_name, "ok": runtime_ok},
         "network": {
             "bridge": node.net_config.bridge,

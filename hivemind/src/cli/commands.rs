@@ -51,6 +51,7 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         env,
         ports: args.ports.clone(),
         labels,
+        node: args.node.clone(),
     };
     request.validate().map_err(usage)?;
     Ok(request)
@@ -81,6 +82,12 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                     ("RESOURCES", "resources"),
                 ],
             );
+            Ok(())
+        }
+        TopCommand::Node(NodeCommand::Join { address }) => {
+            let body = json!({"address": address.to_string()});
+            let answer = client.post("/api/nodes/join", &body).await?;
+            print_message(format, &answer);
             Ok(())
         }
         TopCommand::Health => {

@@ -74,9 +74,24 @@ pub struct NodeArgs {
     /// containerd socket; when nothing answers there, the daemon starts containerd itself
     #[arg(long, default_value = "/run/containerd/containerd.sock")]
     pub containerd: PathBuf,
-    /// This node's container subnet
-    #[arg(long, default_value = "10.244.0.0/24")]
-    pub subnet: String,
+    /// This node's container subnet (default: a free /24 of --cluster-cidr)
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Range the nodes' container subnets come from
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// Name of this node (default: the hostname)
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// UDP port of the membership protocol
+    #[arg(long, default_value_t = 7946)]
+    pub gossip_port: u16,
+    /// Address other nodes reach this one at (default: the --bind address, else the first global IPv4)
+    #[arg(long)]
+    pub advertise: Option<std::net::Ipv4Addr>,
+    /// Gossip address (IP:PORT, port 7946 if omitted) of a node to join, repeatable
+    #[arg(long = "join", value_parser = parse_join)]
+    pub join: Vec<SocketAddr>,
     /// Name of the node bridge
     #[arg(long, default_value = "hm0")]
     pub bridge: String,
@@ -145,6 +160,9 @@ pub struct DeployArgs {
     /// k=v, repeatable
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Run only on this node (id or name)
+    #[arg(long)]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,5 +232,21 @@ pub enum ImageCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// List the cluster's nodes
     Ls,
+    /// Ask the node at --server to join the cluster of the node at ADDR (gossip IP[:PORT])
+    Join {
+        #[arg(value_parser = parse_join)]
+        address: SocketAddr,
+    },
+}
+
+/// `IP` or `IP:PORT` of a gossip endpoint; the port defaults to 7946.
+pub fn parse_join(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 7946))
+        .map_err(|_| format!("{text:?} is not an IP or IP:PORT"))
 }

@@ -1,8 +1,12 @@
-//! Turning the per-CPU `HM_METRICS` entries of one endpoint into [`EndpointCounters`].
+//! Turning the per-CPU `HM_METRICS` entries into [`EndpointCounters`] (one endpoint) and
+//! [`OverlayCounters`] (the node's overlay).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, MetricsKey, MetricsValue, reason};
+use hivemind_common::{
+    DIR_FROM_CONTAINER, DIR_FROM_OVERLAY, DIR_TO_CONTAINER, DIR_TO_OVERLAY, DIR_UNDERLAY,
+    MetricsKey, MetricsValue, reason,
+};
 use serde::Serialize;
 
 /// Packets and bytes.
@@ -34,6 +38,9 @@ impl EndpointCounters {
     /// Adds one entry of `HM_METRICS` (already summed over CPUs). Entries of other endpoints
     /// and of unknown directions are the caller's to filter out; unknown directions are ignored.
     pub(super) fn add(&mut self, key: &MetricsKey, value: &MetricsValue) {
+        if !is_endpoint_direction(key.direction) {
+            return;
+        }
         if reason::is_drop(key.reason) {
             let drops = self.drops.entry(key.reason).or_default();
             *drops = drops.saturating_add(value.packets);
@@ -43,6 +50,64 @@ impl EndpointCounters {
             DIR_FROM_CONTAINER => self.from_container.add(value),
             DIR_TO_CONTAINER => self.to_container.add(value),
             _ => {}
+        }
+    }
+}
+
+/// Whether `direction` is one of a container endpoint's (its entries are keyed by endpoint id;
+/// the overlay's are keyed by node address and must not be mixed in).
+pub(super) fn is_endpoint_direction(direction: u8) -> bool {
+    matches!(direction, DIR_FROM_CONTAINER | DIR_TO_CONTAINER)
+}
+
+/// Whether `direction` is one of the overlay's.
+pub(super) fn is_overlay_direction(direction: u8) -> bool {
+    matches!(direction, DIR_TO_OVERLAY | DIR_FROM_OVERLAY | DIR_UNDERLAY)
+}
+
+/// Everything the overlay programs of this node counted since the data plane was loaded.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OverlayCounters {
+    /// Packets handed to the VXLAN device for encapsulation (`hm_overlay_egress`), inner frame
+    /// sizes, all remote nodes together.
+    pub sent: Counter,
+    /// Decapsulated packets accepted from the VXLAN device (`hm_overlay_ingress`), inner frame
+    /// sizes.
+    pub received: Counter,
+    /// VXLAN packets that passed validation on the underlay interface (`hm_xdp_underlay`),
+    /// outer frame sizes.
+    pub underlay_vxlan: Counter,
+    /// `sent`, by the destination node's underlay address.
+    pub sent_by_node: BTreeMap<Ipv4Addr, Counter>,
+    /// `received`, by the source node's underlay address.
+    pub received_by_node: BTreeMap<Ipv4Addr, Counter>,
+    /// Dropped packets of the three programs, by drop reason (`hivemind_common::reason`).
+    pub drops: BTreeMap<u8, u64>,
+}
+
+impl OverlayCounters {
+    /// Adds one entry of `HM_METRICS` (already summed over CPUs); entries of other directions
+    /// are ignored.
+    pub(super) fn add(&mut self, key: &MetricsKey, value: &MetricsValue) {
+        if !is_overlay_direction(key.direction) {
+            return;
+        }
+        if reason::is_drop(key.reason) {
+            let drops = self.drops.entry(key.reason).or_default();
+            *drops = drops.saturating_add(value.packets);
+            return;
+        }
+        let node = Ipv4Addr::from(key.endpoint_id);
+        match key.direction {
+            DIR_TO_OVERLAY => {
+                self.sent.add(value);
+                self.sent_by_node.entry(node).or_default().add(value);
+            }
+            DIR_FROM_OVERLAY => {
+                self.received.add(value);
+                self.received_by_node.entry(node).or_default().add(value);
+            }
+            _ => self.underlay_vxlan.add(value),
         }
     }
 }
@@ -83,6 +148,8 @@ mod tests {
         counters.add(&dropped, &value(4, 400));
         counters.add(&dropped_other_dir, &value(1, 10));
         counters.add(&MetricsKey::new(7, 9, reason::FORWARDED), &value(50, 50));
+        // Overlay entries are keyed by node, not endpoint: never mixed in.
+        counters.add(&MetricsKey::new(7, DIR_TO_OVERLAY, 130), &value(8, 8));
         assert_eq!(
             counters,
             EndpointCounters {
@@ -97,5 +164,70 @@ mod tests {
                 drops: BTreeMap::from([(130, 5)]),
             }
         );
+    }
+
+    #[test]
+    fn overlay_splits_nodes_directions_and_drops() {
+        let node_b = u32::from(Ipv4Addr::new(192, 168, 77, 2));
+        let mut counters = OverlayCounters::default();
+        counters.add(
+            &MetricsKey::new(node_b, DIR_TO_OVERLAY, reason::FORWARDED),
+            &value(3, 300),
+        );
+        counters.add(
+            &MetricsKey::new(node_b, DIR_FROM_OVERLAY, reason::FORWARDED),
+            &value(2, 200),
+        );
+        counters.add(
+            &MetricsKey::new(0, DIR_UNDERLAY, reason::FORWARDED),
+            &value(2, 300),
+        );
+        counters.add(
+            &MetricsKey::new(0, DIR_TO_OVERLAY, reason::DROP_NO_TUNNEL),
+            &value(4, 400),
+        );
+        counters.add(
+            &MetricsKey::new(0, DIR_UNDERLAY, reason::DROP_MALFORMED_VXLAN),
+            &value(1, 60),
+        );
+        // Container entries are not the overlay's.
+        counters.add(
+            &MetricsKey::new(0, DIR_FROM_CONTAINER, reason::DROP_NO_TUNNEL),
+            &value(9, 9),
+        );
+        let b = Ipv4Addr::from(node_b);
+        assert_eq!(
+            counters.sent,
+            Counter {
+                packets: 3,
+                bytes: 300
+            }
+        );
+        assert_eq!(
+            counters.received,
+            Counter {
+                packets: 2,
+                bytes: 200
+            }
+        );
+        assert_eq!(
+            counters.underlay_vxlan,
+            Counter {
+                packets: 2,
+                bytes: 300
+            }
+        );
+        assert_eq!(counters.sent_by_node[&b], counters.sent);
+        assert_eq!(counters.received_by_node[&b], counters.received);
+        assert_eq!(
+            counters.drops,
+            BTreeMap::from([
+                (reason::DROP_NO_TUNNEL, 4),
+                (reason::DROP_MALFORMED_VXLAN, 1)
+            ])
+        );
+        let json = serde_json::to_value(&counters).expect("serializes");
+        assert_eq!(json["sent_by_node"]["192.168.77.2"]["packets"], 3);
+        assert_eq!(json["drops"]["130"], 4);
     }
 }

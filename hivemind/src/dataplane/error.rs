@@ -36,6 +36,26 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error(
+        "attaching xdp program {program} to ifindex {ifindex} (native mode: {native}; skb mode)"
+    )]
+    AttachXdp {
+        program: &'static str,
+        ifindex: u32,
+        /// Why native (driver) mode was refused before the skb-mode fallback also failed.
+        native: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error(
+        "invalid tunnel subnet {subnet}/{prefix}: the prefix must be at most 32 and the host bits zero"
+    )]
+    InvalidSubnet {
+        subnet: std::net::Ipv4Addr,
+        prefix: u8,
+    },
+    #[error("vni {vni} is outside the overlay's allowed range")]
+    InvalidVni { vni: u32 },
     #[error("map {map} is missing from the ebpf object")]
     MapMissing { map: &'static str },
     #[error("map {map}: {operation}")]

@@ -1,5 +1,6 @@
 //! The eBPF data plane: loads the programs built from `hivemind-ebpf`, attaches them to the
-//! host-side veth of each container and reads their maps.
+//! host-side veth of each container, to the VXLAN device and the underlay interface (see
+//! `overlay`), and reads and writes their maps.
 //!
 //! Invariant: this module is the only place in the daemon that calls aya.
 //!
@@ -9,6 +10,7 @@
 
 mod counters;
 mod error;
+mod overlay;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -19,21 +21,29 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuHashMap},
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuHashMap},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp,
         tc::{SchedClassifierLink, TcAttachOptions},
     },
 };
-use hivemind_common::{EndpointInfo, MAP_ENDPOINTS, MAP_METRICS, MetricsKey, MetricsValue};
+use hivemind_common::{
+    EndpointInfo, MAP_ENDPOINTS, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue, TunnelInfo,
+};
 
-pub use counters::{Counter, EndpointCounters};
+pub use counters::{Counter, EndpointCounters, OverlayCounters};
 pub use error::DataplaneError;
 
 /// TC ingress of a container's host-side veth (packets leaving the container).
 pub const PROG_FROM_CONTAINER: &str = "hm_lxc_from_container";
 /// TC egress of a container's host-side veth (packets going into the container).
 pub const PROG_TO_CONTAINER: &str = "hm_lxc_to_container";
+/// TC egress of the VXLAN device (sets the tunnel key of the destination node).
+pub const PROG_OVERLAY_EGRESS: &str = "hm_overlay_egress";
+/// TC ingress of the VXLAN device (checks decapsulated packets).
+pub const PROG_OVERLAY_INGRESS: &str = "hm_overlay_ingress";
+/// XDP on the node's underlay interface (early validation of VXLAN packets).
+pub const PROG_XDP_UNDERLAY: &str = "hm_xdp_underlay";
 /// Empty TC program, the benchmark floor.
 pub const PROG_TC_PASS: &str = "hm_tc_pass";
 /// Empty XDP program, the benchmark floor.
@@ -53,8 +63,11 @@ struct EndpointLinks {
 pub struct Dataplane {
     // Field order matters only for tidiness: links drop (detach) before the programs unload.
     links: StdHashMap<u32, EndpointLinks>,
+    overlay: Option<overlay::OverlayLinks>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     metrics: PerCpuHashMap<MapData, MetricsKey, MetricsValue>,
+    /// Key data: IPv4 network in network byte order (see `hivemind_common::MAP_TUNNELS`).
+    tunnels: LpmTrie<MapData, u32, TunnelInfo>,
     ebpf: Ebpf,
 }
 
@@ -66,7 +79,13 @@ impl Dataplane {
         }
         bump_memlock_rlimit();
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| DataplaneError::Object(Box::new(e)))?;
-        for program in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER, PROG_TC_PASS] {
+        for program in [
+            PROG_FROM_CONTAINER,
+            PROG_TO_CONTAINER,
+            PROG_OVERLAY_EGRESS,
+            PROG_OVERLAY_INGRESS,
+            PROG_TC_PASS,
+        ] {
             classifier(&mut ebpf, program)?
                 .load()
                 .map_err(|e| DataplaneError::ProgramLoad {
@@ -74,20 +93,14 @@ impl Dataplane {
                     source: Box::new(e),
                 })?;
         }
-        let xdp: &mut Xdp = ebpf
-            .program_mut(PROG_XDP_PASS)
-            .ok_or(DataplaneError::ProgramMissing {
-                program: PROG_XDP_PASS,
-            })?
-            .try_into()
-            .map_err(|e| DataplaneError::ProgramType {
-                program: PROG_XDP_PASS,
-                source: Box::new(e),
-            })?;
-        xdp.load().map_err(|e| DataplaneError::ProgramLoad {
-            program: PROG_XDP_PASS,
-            source: Box::new(e),
-        })?;
+        for program in [PROG_XDP_UNDERLAY, PROG_XDP_PASS] {
+            xdp(&mut ebpf, program)?
+                .load()
+                .map_err(|e| DataplaneError::ProgramLoad {
+                    program,
+                    source: Box::new(e),
+                })?;
+        }
 
         let endpoints = ebpf
             .take_map(MAP_ENDPOINTS)
@@ -99,10 +112,17 @@ impl Dataplane {
             .ok_or(DataplaneError::MapMissing { map: MAP_METRICS })?;
         let metrics = PerCpuHashMap::try_from(metrics)
             .map_err(DataplaneError::map(MAP_METRICS, "opening"))?;
+        let tunnels = ebpf
+            .take_map(MAP_TUNNELS)
+            .ok_or(DataplaneError::MapMissing { map: MAP_TUNNELS })?;
+        let tunnels =
+            LpmTrie::try_from(tunnels).map_err(DataplaneError::map(MAP_TUNNELS, "opening"))?;
         Ok(Self {
             links: StdHashMap::new(),
+            overlay: None,
             endpoints,
             metrics,
+            tunnels,
             ebpf,
         })
     }
@@ -182,7 +202,13 @@ impl Dataplane {
             .metrics
             .keys()
             .filter_map(|key| match key {
-                Ok(key) if key.endpoint_id == endpoint_id => Some(Ok(key)),
+                // Overlay entries are keyed by node address, not endpoint id.
+                Ok(key)
+                    if key.endpoint_id == endpoint_id
+                        && counters::is_endpoint_direction(key.direction) =>
+                {
+                    Some(Ok(key))
+                }
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             })
@@ -281,6 +307,16 @@ fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     program: &'static str,
 ) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(program)
+        .ok_or(DataplaneError::ProgramMissing { program })?
+        .try_into()
+        .map_err(|e| DataplaneError::ProgramType {
+            program,
+            source: Box::new(e),
+        })
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
     ebpf.program_mut(program)
         .ok_or(DataplaneError::ProgramMissing { program })?
         .try_into()

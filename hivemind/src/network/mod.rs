@@ -71,7 +71,23 @@ pub trait ContainerNetwork: Send + Sync {
 
     /// Host-side links whose name starts with `prefix`.
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, NetworkError>;
+
+    /// Creates the overlay device (VXLAN in external mode) and routes the
+    /// cluster CIDR through it; returns its ifindex. Idempotent.
+    async fn ensure_overlay(&self, cluster: Subnet) -> Result<u32, NetworkError>;
+
+    /// Index of the link that holds `ip` (the underlay interface).
+    async fn ifindex_of_address(&self, ip: Ipv4Addr) -> Result<Option<u32>, NetworkError>;
 }
+
+/// Name of the overlay device on every node.
+pub const OVERLAY_DEVICE: &str = "hm-vxlan";
+/// MAC of the overlay device, the same on every node (so the kernel takes
+/// decapsulated frames as addressed to itself); equals
+/// `hivemind_common::OVERLAY_MAC`.
+pub const OVERLAY_MAC: [u8; 6] = [0x02, 0x68, 0x6d, 0x00, 0x00, 0x01];
+/// UDP port of the overlay.
+pub const VXLAN_PORT: u16 = 4789;
 
 /// No kernel networking: for `web --mock` and unit tests.
 pub struct NoNetwork;
@@ -100,6 +116,12 @@ impl ContainerNetwork for NoNetwork {
     }
     async fn links_with_prefix(&self, _prefix: &str) -> Result<Vec<String>, NetworkError> {
         Ok(Vec::new())
+    }
+    async fn ensure_overlay(&self, _cluster: Subnet) -> Result<u32, NetworkError> {
+        Ok(0)
+    }
+    async fn ifindex_of_address(&self, _ip: Ipv4Addr) -> Result<Option<u32>, NetworkError> {
+        Ok(None)
     }
 }
 

@@ -8,10 +8,11 @@ use std::path::Path;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use super::netns::{create_netns, remove_netns, run_in_netns};
-use super::{Attachment, ContainerNetwork, NetworkConfig, NetworkError};
+use super::{Attachment, ContainerNetwork, NetworkConfig, NetworkError, OVERLAY_DEVICE, VXLAN_PORT};
+use crate::state::Subnet;
 
 /// Name of the container side until it moves into the namespace as eth0.
 fn peer_name(host_ifname: &str) -> String {
@@ -86,6 +87,33 @@ impl Netlink {
         Self { config }
     }
 
+    /// The first IPv4 address of this namespace that is not loopback, link
+    /// local or on a Hivemind link: the default address to advertise.
+    pub async fn first_global_ipv4() -> Result<Option<Ipv4Addr>, NetworkError> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let handle = connect()?;
+        let mut addresses = handle.address().get().execute();
+        while let Some(message) = addresses
+            .try_next()
+            .await
+            .map_err(|e| nl_error("list addresses", "*", e))?
+        {
+            for attribute in &message.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = attribute
+                    && !ip.is_loopback()
+                    && !ip.is_link_local()
+                    && !ip.is_unspecified()
+                {
+                    let name = link_name_of(&handle, message.header.index).await?;
+                    if !name.starts_with("hm") {
+                        return Ok(Some(*ip));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// MTU for containers: the largest MTU of this namespace's non-virtual
     /// links less the 50 bytes of VXLAN overhead, else 1450.
     pub async fn container_mtu() -> Result<u32, NetworkError> {
@@ -108,6 +136,14 @@ impl Netlink {
             }
         }
         Ok(best.map_or(1450, |mtu| mtu.saturating_sub(50).max(576)))
+    }
+}
+
+async fn link_name_of(handle: &Handle, index: u32) -> Result<String, NetworkError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.and_then(|l| link_name(&l)).unwrap_or_default()),
+        Err(e) => Err(nl_error("get link", &index.to_string(), e)),
     }
 }
 
@@ -286,5 +322,60 @@ impl ContainerNetwork for Netlink {
             }
         }
         Ok(names)
+    }
+
+    async fn ensure_overlay(&self, cluster: Subnet) -> Result<u32, NetworkError> {
+        let handle = connect()?;
+        if link_by_name(&handle, OVERLAY_DEVICE).await?.is_none() {
+            // External (collect_md) mode: the eBPF program on the device picks
+            // the remote node and VNI per packet. The same MAC on every node
+            // makes decapsulated frames PACKET_HOST for the receiver.
+            let message = LinkVxlan::new(OVERLAY_DEVICE, 0)
+                .port(VXLAN_PORT)
+                .collect_metadata(true)
+                .learning(false)
+                .mtu(self.config.mtu)
+                .address(super::OVERLAY_MAC.to_vec())
+                .arp(false)
+                .build();
+            match handle.link().add(message).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                Err(e) => return Err(nl_error("add vxlan", OVERLAY_DEVICE, e)),
+            }
+        }
+        let link = link_by_name(&handle, OVERLAY_DEVICE)
+            .await?
+            .ok_or_else(|| NetworkError::NoLink(OVERLAY_DEVICE.to_string()))?;
+        let index = link.header.index;
+        set_link(&handle, "set vxlan up", OVERLAY_DEVICE, LinkUnspec::new_with_index(index).up().build()).await?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cluster.network, cluster.prefix)
+            .output_interface(index)
+            .pref_source(self.config.subnet.gateway())
+            .build();
+        match handle.route().add(route).replace().execute().await {
+            Ok(()) => {}
+            Err(e) => return Err(nl_error("route cluster cidr", OVERLAY_DEVICE, e)),
+        }
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetworkError::Netlink {
+            operation: "enable ip_forward",
+            target: "net.ipv4.ip_forward".to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(index)
+    }
+
+    async fn ifindex_of_address(&self, ip: Ipv4Addr) -> Result<Option<u32>, NetworkError> {
+        let handle = connect()?;
+        let mut addresses = handle
+            .address()
+            .get()
+            .set_address_filter(IpAddr::V4(ip))
+            .execute();
+        match addresses.try_next().await {
+            Ok(found) => Ok(found.map(|a| a.header.index)),
+            Err(e) => Err(nl_error("get address", &ip.to_string(), e)),
+        }
     }
 }

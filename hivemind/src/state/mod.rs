@@ -5,6 +5,7 @@
 
 mod ipam;
 mod records;
+pub mod replicated;
 
 use std::path::{Path, PathBuf};
 
@@ -14,12 +15,13 @@ use serde::de::DeserializeOwned;
 
 pub use ipam::Subnet;
 pub use records::{
-    AppRecord, ContainerRecord, ContainerStatus, VolumeRecord, now_millis, now_secs,
+    AppRecord, ContainerRecord, ContainerStatus, NodeInfo, Placement, VolumeRecord, now_millis,
+    now_secs,
 };
+pub use replicated::{APPS, NODES, PLACEMENTS, SUBNETS, VOLUMES, to_value};
 
-const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+/// This node's containers (observed state, not replicated).
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
-const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 /// Allocated container addresses: IPv4 as u32 -> container id.
 const IPAM: TableDefinition<u32, &str> = TableDefinition::new("ipam");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -73,9 +75,8 @@ impl Store {
         let store = Self { db };
         // Create every table so that readers never see "table does not exist".
         let txn = store.db.begin_write()?;
-        txn.open_table(APPS)?;
+        txn.open_table(replicated::REPLICATED)?;
         txn.open_table(CONTAINERS)?;
-        txn.open_table(VOLUMES)?;
         txn.open_table(IPAM)?;
         txn.open_table(META)?;
         txn.commit()?;
@@ -126,7 +127,11 @@ impl Store {
         Ok(())
     }
 
-    fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
+    fn remove(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let existed = txn.open_table(table)?.remove(key)?.is_some();
         txn.commit()?;
@@ -134,16 +139,10 @@ impl Store {
     }
 
     pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
-        self.get(APPS, name)
+        self.value(APPS, name)
     }
     pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        self.list(APPS)
-    }
-    pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
-        self.put(APPS, &app.spec.name, app)
-    }
-    pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
-        self.remove(APPS, name)
+        self.values(APPS)
     }
 
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
@@ -169,16 +168,10 @@ impl Store {
     }
 
     pub fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
-        self.get(VOLUMES, name)
+        self.value(VOLUMES, name)
     }
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
-        self.list(VOLUMES)
-    }
-    pub fn put_volume(&self, volume: &VolumeRecord) -> Result<(), StoreError> {
-        self.put(VOLUMES, &volume.name, volume)
-    }
-    pub fn delete_volume(&self, name: &str) -> Result<bool, StoreError> {
-        self.remove(VOLUMES, name)
+        self.values(VOLUMES)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -205,9 +198,10 @@ fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{Hlc, Record, RecordKey};
     use crate::model::DeployRequest;
 
-    fn app(name: &str) -> AppRecord {
+    fn app(name: &str, wall_ms: u64) -> Record {
         let spec = DeployRequest {
             image: "busybox".into(),
             name: name.into(),
@@ -215,7 +209,11 @@ mod tests {
         }
         .validate()
         .unwrap();
-        AppRecord::new(spec)
+        Record {
+            key: RecordKey::new(APPS, name),
+            version: Hlc { wall_ms, counter: 0, node: 1 },
+            value: Some(to_value(&AppRecord::new(spec)).unwrap()),
+        }
     }
 
     #[test]
@@ -224,15 +222,17 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = Store::open(&path).unwrap();
-            store.put_app(&app("web")).unwrap();
+            assert!(store.merge_record(&app("web", 10)).unwrap());
             store.put_meta("node_id", "abc").unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.app("web").unwrap().unwrap().spec.name, "web");
         assert_eq!(store.apps().unwrap().len(), 1);
         assert_eq!(store.meta("node_id").unwrap().as_deref(), Some("abc"));
-        assert!(store.delete_app("web").unwrap());
-        assert!(!store.delete_app("web").unwrap());
+        assert!(!store.merge_record(&app("web", 5)).unwrap(), "older loses");
+        let tombstone = Record { value: None, ..app("web", 20) };
+        assert!(store.merge_record(&tombstone).unwrap());
         assert!(store.app("web").unwrap().is_none());
+        assert_eq!(store.records(APPS).unwrap().len(), 1, "tombstone kept");
     }
 }

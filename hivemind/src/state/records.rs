@@ -100,3 +100,26 @@ pub struct VolumeRecord {
     pub path: String,
     pub created_at: u64,
 }
+
+/// Where an app's replicas run: one node id per replica. Written by the
+/// app's owner (rendezvous hashing over live members).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    pub app: String,
+    pub nodes: Vec<String>,
+}
+
+/// A node as it describes itself to the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    pub api: String,
+    /// Underlay address: VXLAN packets for this node's subnet go here.
+    pub underlay: Ipv4Addr,
+    pub subnet: String,
+    pub cpu_cores: f64,
+    pub memory_bytes: u64,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub started_at: u64,
+}

@@ -1,0 +1,126 @@
+//! The overlay on the VXLAN device `hm-vxlan` (external / collect_md mode): the kernel routes
+//! packets for remote container subnets onto the device, `egress` picks the remote node from
+//! `HM_TUNNELS` and sets the tunnel metadata, the VXLAN driver encapsulates (keeping GSO and
+//! kernel routing); on the way in the driver decapsulates and `ingress` checks the metadata.
+//!
+//! VNI decisions go through [`check_vni`] (which defers to `hivemind_common::vni`), from here and
+//! from the XDP validation of the underlay alike.
+
+use core::mem::{size_of, zeroed};
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
+    helpers::{bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
+    macros::map,
+    maps::{LpmTrie, lpm_trie::Key},
+    programs::TcContext,
+};
+use hivemind_common::{
+    DIR_FROM_OVERLAY, DIR_TO_OVERLAY, MAX_TUNNELS, OVERLAY_SRC_MAC, TunnelInfo, reason, vni,
+};
+
+use crate::metrics;
+
+/// Remote node container subnet (LPM, network byte order) -> underlay IP and VNI. Written by
+/// the daemon.
+#[map(name = "HM_TUNNELS")]
+static HM_TUNNELS: LpmTrie<u32, TunnelInfo> = LpmTrie::with_max_entries(MAX_TUNNELS, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+/// Offset of the source MAC in the Ethernet header.
+const ETH_SOURCE: usize = 6;
+/// TTL of the outer IPv4 header.
+const OUTER_TTL: u8 = 64;
+
+/// Whether the overlay carries `vni`; `Err` holds the drop reason.
+#[inline(always)]
+pub(crate) fn check_vni(vni: u32) -> Result<(), u8> {
+    if vni::allowed(vni) {
+        Ok(())
+    } else {
+        Err(reason::DROP_UNKNOWN_VNI)
+    }
+}
+
+/// The destination of an Ethernet + IPv4 frame, in network byte order, after checking the
+/// EtherType, the IP version and that the whole IPv4 header (options included) is present.
+#[inline(always)]
+fn ipv4_destination(ctx: &TcContext) -> Result<u32, u8> {
+    let ethertype: u16 = ctx.load(12).map_err(|_| reason::DROP_NOT_IPV4)?;
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return Err(reason::DROP_NOT_IPV4);
+    }
+    let version_ihl: u8 = ctx
+        .load(ETH_HLEN)
+        .map_err(|_| reason::DROP_MALFORMED_IPV4)?;
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || header_len < 20 || (ctx.len() as usize) < ETH_HLEN + header_len {
+        return Err(reason::DROP_MALFORMED_IPV4);
+    }
+    // A u32 loaded from the packet keeps the wire's byte order: network order.
+    ctx.load::<u32>(ETH_HLEN + 16)
+        .map_err(|_| reason::DROP_MALFORMED_IPV4)
+}
+
+/// TC egress of `hm-vxlan`: sets the tunnel key of the packet's destination node, or drops.
+#[inline(always)]
+pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
+    let bytes = u64::from(ctx.len());
+    let drop = |node: u32, why: u8| {
+        metrics::count(node, DIR_TO_OVERLAY, why, bytes);
+        TC_ACT_SHOT
+    };
+    let destination = ipv4_destination(ctx).map_err(|why| drop(0, why))?;
+    let tunnel = match HM_TUNNELS.get(Key::new(32, destination)) {
+        Some(tunnel) => *tunnel,
+        None => return Err(drop(0, reason::DROP_NO_TUNNEL)),
+    };
+    let node = u32::from_be(tunnel.underlay_ip);
+    // SAFETY: bpf_tunnel_key is plain C data; all zeroes is its "unset" value.
+    let mut key: bpf_tunnel_key = unsafe { zeroed() };
+    key.tunnel_id = tunnel.vni;
+    // The helper takes the address in host byte order.
+    key.__bindgen_anon_1.remote_ipv4 = node;
+    key.tunnel_ttl = OUTER_TTL;
+    // SAFETY: `ctx.skb.skb` is the program's context; `key` lives across the call and the size
+    // passed is its own.
+    let ret = unsafe {
+        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0)
+    };
+    if ret != 0 {
+        return Err(drop(node, reason::DROP_TUNNEL_KEY));
+    }
+    // See OVERLAY_SRC_MAC: the receiving driver drops frames "from" its own MAC.
+    ctx.store(ETH_SOURCE, &OVERLAY_SRC_MAC, 0)
+        .map_err(|_| drop(node, reason::DROP_REWRITE))?;
+    metrics::count(node, DIR_TO_OVERLAY, reason::FORWARDED, bytes);
+    Ok(TC_ACT_OK)
+}
+
+/// TC ingress of `hm-vxlan`: accepts decapsulated IPv4 packets of an allowed VNI; the kernel
+/// then routes them to the local bridge.
+#[inline(always)]
+pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
+    let bytes = u64::from(ctx.len());
+    let drop = |node: u32, why: u8| {
+        metrics::count(node, DIR_FROM_OVERLAY, why, bytes);
+        TC_ACT_SHOT
+    };
+    // SAFETY: as in `egress`.
+    let mut key: bpf_tunnel_key = unsafe { zeroed() };
+    // SAFETY: `ctx.skb.skb` is the program's context; `key` lives across the call and the size
+    // passed is its own. Flags 0: an IPv6 underlay is refused (the overlay is IPv4).
+    let ret = unsafe {
+        bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0)
+    };
+    if ret != 0 {
+        return Err(drop(0, reason::DROP_TUNNEL_KEY));
+    }
+    // SAFETY: with flags 0 the helper filled the IPv4 member of the union (host byte order).
+    let node = unsafe { key.__bindgen_anon_1.remote_ipv4 };
+    check_vni(key.tunnel_id).map_err(|why| drop(node, why))?;
+    ipv4_destination(ctx).map_err(|why| drop(node, why))?;
+    metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
+    Ok(TC_ACT_OK)
+}

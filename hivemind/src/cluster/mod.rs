@@ -1,0 +1,442 @@
+//! The cluster layer: SWIM membership (foca over UDP) and replication of
+//! last-writer-wins records between nodes (HTTP push plus anti-entropy),
+//! the approach of Fly.io's Corrosion.
+//!
+//! Code map:
+//! - `hlc`: hybrid logical clock, the version of every record.
+//! - `record`: records, the [`ReplicaStore`] seam, validation of remote input.
+//! - `identity`, `wire`, `membership`: the gossiped identity, the datagram
+//!   envelope, and the task that drives foca and keeps the member table.
+//! - `sync`: the two internal HTTP routes, push and anti-entropy.
+//! - `rendezvous`: which live member owns a key.
+//!
+//! Invariant: only `membership` talks to foca and the UDP socket; only
+//! `sync` talks HTTP to peers. Nothing a peer sends can panic this module.
+
+mod error;
+mod hlc;
+mod identity;
+mod membership;
+mod ratelimit;
+mod record;
+mod rendezvous;
+mod sync;
+mod wire;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use error::ClusterError;
+pub use hlc::{Clock, Hlc, SystemWallClock, WallClock, node_number, unix_ms};
+pub use identity::{NodeIdentity, validate_node_id};
+pub use membership::foca_config;
+pub use record::{
+    MAX_FUTURE_MS, MemoryReplicaStore, Record, RecordKey, ReplicaStore, supersedes, validate_key,
+    validate_record,
+};
+pub use rendezvous::{rendezvous_owner, rendezvous_score};
+pub use sync::{
+    ANTI_ENTROPY_PERIOD, DigestEntry, MAX_PUSH_BODY, MAX_RECORDS_PER_MESSAGE, MAX_SYNC_BODY,
+    NODE_HEADER, PUSH_PATH, SYNC_PATH, SyncRequest, SyncResponse,
+};
+
+use membership::{FocaInput, MemberEntry};
+use ratelimit::LogLimiter;
+
+/// Queue of records waiting to be pushed; when full, anti-entropy repairs.
+const PUSH_QUEUE: usize = 4096;
+const EVENT_QUEUE: usize = 1024;
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How a node joins the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Short node id, 1-64 characters of `[A-Za-z0-9._-]`.
+    pub node_id: String,
+    pub gossip_bind: SocketAddr,
+    /// The gossip address peers use; port 0 means the port actually bound.
+    pub gossip_advertise: SocketAddr,
+    /// Where peers reach this node's HTTP API (for the internal routes).
+    pub api_advertise: SocketAddr,
+    /// Gossip addresses of members to announce to at start.
+    pub join: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Down,
+    Left,
+}
+
+impl MemberState {
+    /// Alive or Suspect: still counted as a member.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Alive | Self::Suspect)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Member {
+    pub id: String,
+    pub gossip: SocketAddr,
+    pub api: SocketAddr,
+    pub state: MemberState,
+    /// When this node saw the member enter `state` (ms since the epoch).
+    pub since_ms: u64,
+    pub is_self: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum ClusterEvent {
+    MemberChanged(Member),
+    /// Records merged into the store, from a local write or from a peer.
+    RecordsApplied(Vec<RecordKey>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Logs {
+    socket: LogLimiter,
+    bad_frame: LogLimiter,
+    push: LogLimiter,
+    sync: LogLimiter,
+    http_in: LogLimiter,
+}
+
+/// State shared by the tasks, the HTTP handlers and [`Cluster`].
+pub(crate) struct Shared {
+    node_id: String,
+    clock: Clock,
+    store: Arc<dyn ReplicaStore>,
+    members: RwLock<BTreeMap<String, MemberEntry>>,
+    events: broadcast::Sender<ClusterEvent>,
+    blocked: RwLock<HashSet<String>>,
+    http: reqwest::Client,
+    bad_frames: AtomicU64,
+    left: AtomicBool,
+    logs: Logs,
+}
+
+impl Shared {
+    fn count_bad_frame(&self, peer: SocketAddr, error: &dyn std::fmt::Display) {
+        membership::log_bad_frame(self, Some(peer), error);
+    }
+
+    fn count_bad_frame_foca(&self, error: &dyn std::fmt::Display) {
+        membership::log_bad_frame(self, None, error);
+    }
+
+    fn update_self(&self, f: impl FnOnce(&mut MemberEntry)) {
+        let member = {
+            let mut table = self.members.write().unwrap_or_else(|p| p.into_inner());
+            let Some(entry) = table.get_mut(&self.node_id) else {
+                return;
+            };
+            f(entry);
+            entry.member.clone()
+        };
+        let _ = self.events.send(ClusterEvent::MemberChanged(member));
+    }
+
+    fn set_self_state(&self, state: MemberState) {
+        self.update_self(|e| {
+            e.member.state = state;
+            e.member.since_ms = unix_ms();
+        });
+    }
+
+    fn set_self_bump(&self, bump: u16) {
+        self.update_self(|e| e.bump = bump);
+    }
+
+    fn is_blocked(&self, id: &str) -> bool {
+        self.blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.member.clone())
+            .collect()
+    }
+
+    /// Live peers we replicate with: not us, not blocked, and none once we left.
+    fn replication_peers(&self) -> Vec<Member> {
+        if self.left.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let blocked = self.blocked.read().unwrap_or_else(|p| p.into_inner());
+        self.members()
+            .into_iter()
+            .filter(|m| !m.is_self && m.state.is_live() && !blocked.contains(&m.id))
+            .collect()
+    }
+
+    /// Validates a batch from a peer as a whole, then merges it.
+    fn apply_remote(&self, records: Vec<Record>) -> Result<usize, ClusterError> {
+        if records.len() > MAX_RECORDS_PER_MESSAGE {
+            return Err(ClusterError::InvalidRecord(format!(
+                "{} records in one message, the limit is {MAX_RECORDS_PER_MESSAGE}",
+                records.len()
+            )));
+        }
+        let now = unix_ms();
+        for record in &records {
+            validate_record(record, now)?;
+        }
+        if let Some(max) = records.iter().map(|r| r.version).max() {
+            self.clock.observe(max);
+        }
+        let mut applied = Vec::new();
+        for record in records {
+            let key = record.key.clone();
+            if self.store.merge(record)? {
+                applied.push(key);
+            }
+        }
+        let count = applied.len();
+        if count > 0 {
+            let _ = self.events.send(ClusterEvent::RecordsApplied(applied));
+        }
+        Ok(count)
+    }
+}
+
+/// A running cluster member. Dropping it stops its tasks.
+pub struct Cluster {
+    shared: Arc<Shared>,
+    identity: NodeIdentity,
+    foca_tx: mpsc::Sender<FocaInput>,
+    push_tx: mpsc::Sender<Record>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Binds the gossip socket, spawns the membership, push and
+    /// anti-entropy tasks, and announces to `config.join`.
+    pub async fn start(
+        config: ClusterConfig,
+        store: Arc<dyn ReplicaStore>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        validate_node_id(&config.node_id)?;
+        let bind_err = |source| ClusterError::Bind {
+            addr: config.gossip_bind,
+            source,
+        };
+        let socket = UdpSocket::bind(config.gossip_bind).await.map_err(bind_err)?;
+        let local = socket.local_addr().map_err(bind_err)?;
+        let mut gossip = config.gossip_advertise;
+        if gossip.port() == 0 {
+            gossip.set_port(local.port());
+        }
+        if gossip.ip().is_unspecified() && !local.ip().is_unspecified() {
+            gossip.set_ip(local.ip());
+        }
+        let identity = NodeIdentity {
+            id: config.node_id.clone(),
+            gossip,
+            api: config.api_advertise,
+            // Restarts get a fresh bump, so they win over the old identity.
+            bump: (unix_ms() / 1000) as u16,
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClusterError::Http(e.to_string()))?;
+        let mut table = BTreeMap::new();
+        table.insert(
+            identity.id.clone(),
+            MemberEntry::new(&identity, MemberState::Alive, true),
+        );
+        let shared = Arc::new(Shared {
+            node_id: identity.id.clone(),
+            clock: Clock::new(node_number(&identity.id)),
+            store,
+            members: RwLock::new(table),
+            events: broadcast::channel(EVENT_QUEUE).0,
+            blocked: RwLock::new(HashSet::new()),
+            http,
+            bad_frames: AtomicU64::new(0),
+            left: AtomicBool::new(false),
+            logs: Logs {
+                socket: LogLimiter::new(LOG_INTERVAL),
+                bad_frame: LogLimiter::new(LOG_INTERVAL),
+                push: LogLimiter::new(LOG_INTERVAL),
+                sync: LogLimiter::new(LOG_INTERVAL),
+                http_in: LogLimiter::new(LOG_INTERVAL),
+            },
+        });
+        let seeds: Vec<SocketAddr> = config.join.iter().copied().filter(|a| *a != gossip).collect();
+        let (foca_tx, mut tasks) =
+            membership::spawn(shared.clone(), Arc::new(socket), identity.clone(), seeds);
+        let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
+        tasks.push(tokio::spawn(sync::push_loop(shared.clone(), push_rx)));
+        tasks.push(tokio::spawn(sync::anti_entropy_loop(shared.clone())));
+        tracing::info!(node = %identity.id, gossip = %gossip, api = %identity.api, join = ?config.join, "cluster started");
+        Ok(Arc::new(Cluster {
+            shared,
+            identity,
+            foca_tx,
+            push_tx,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// The advertised gossip address (with the bound port if 0 was asked).
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.identity.gossip
+    }
+
+    /// All known members including self and departed ones, sorted by id.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.members()
+    }
+
+    /// Alive or Suspect members, including self.
+    pub fn live_members(&self) -> Vec<Member> {
+        let mut live = self.members();
+        live.retain(|m| m.state.is_live());
+        live
+    }
+
+    /// Announces to the member at gossip address `addr`; retried every 2 s
+    /// while no other member is known.
+    pub async fn join(&self, addr: SocketAddr) -> Result<(), ClusterError> {
+        if self.shared.left.load(Ordering::Acquire) {
+            return Err(ClusterError::Left);
+        }
+        self.foca_tx
+            .send(FocaInput::Announce(addr))
+            .await
+            .map_err(|_| ClusterError::Stopped)
+    }
+
+    /// Leaves gracefully: peers see this node as Left. Membership and
+    /// replication stop; the HTTP routes keep answering.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        if self.shared.left.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        self.foca_tx
+            .send(FocaInput::Leave(done_tx))
+            .await
+            .map_err(|_| ClusterError::Stopped)?;
+        done_rx.await.map_err(|_| ClusterError::Stopped)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Stamps a local change: version = clock.now(), merges it locally,
+    /// pushes it to live peers.
+    pub async fn write(
+        &self,
+        key: RecordKey,
+        value: Option<serde_json::Value>,
+    ) -> Result<Record, ClusterError> {
+        validate_key(&key)?;
+        let record = Record {
+            key,
+            version: self.shared.clock.now(),
+            value,
+        };
+        if self.shared.store.merge(record.clone())? {
+            let _ = self
+                .shared
+                .events
+                .send(ClusterEvent::RecordsApplied(vec![record.key.clone()]));
+        }
+        self.publish(record.clone());
+        Ok(record)
+    }
+
+    /// Queues `record` for a best-effort push to every live peer.
+    pub fn publish(&self, record: Record) {
+        if let Err(mpsc::error::TrySendError::Full(record)) = self.push_tx.try_send(record)
+            && let Some(suppressed) = self.shared.logs.push.check()
+        {
+            tracing::warn!(table = %record.key.table, key = %record.key.key, suppressed, "push queue full; anti-entropy will repair");
+        }
+    }
+
+    /// The two `/api/internal/cluster/*` routes, state applied.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        sync::router(self.shared.clone())
+    }
+
+    /// Gossip datagrams rejected so far
+    /// (`hivemind_cluster_bad_frames_total`).
+    pub fn bad_frames(&self) -> u64 {
+        self.shared.bad_frames.load(Ordering::Relaxed)
+    }
+
+    /// Stops every task at once and closes the gossip socket, without a
+    /// goodbye: what `kill -9` looks like to the other members.
+    pub fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// Test hook: stop replicating with `id` (push, anti-entropy, and its
+    /// incoming requests), as in a partition. Gossip is unaffected.
+    #[doc(hidden)]
+    pub fn block_peer(&self, id: &str) {
+        self.shared
+            .blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+    }
+
+    #[doc(hidden)]
+    pub fn unblock_peer(&self, id: &str) {
+        self.shared
+            .blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

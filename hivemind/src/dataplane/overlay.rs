@@ -1,0 +1,228 @@
+//! The cross-node overlay: `hm_overlay_egress` / `hm_overlay_ingress` on the VXLAN device
+//! (external / collect_md mode, created by `network`), `hm_xdp_underlay` on the underlay
+//! interface, and the `HM_TUNNELS` routes from remote container subnets to remote nodes.
+//!
+//! The kernel keeps routing and GSO: the node routes the cluster CIDR to the VXLAN device, the
+//! egress program only sets the tunnel key (remote underlay IP, VNI) and the VXLAN driver
+//! encapsulates. VNIs are checked with `hivemind_common::vni::allowed`, nowhere else.
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    maps::lpm_trie::Key,
+    programs::{TcAttachType, XdpMode, tc::SchedClassifierLink, xdp::XdpLink},
+};
+use hivemind_common::{MAP_METRICS, MAP_TUNNELS, TunnelInfo, vni};
+
+use super::{
+    Dataplane, DataplaneError, OverlayCounters, PROG_OVERLAY_EGRESS, PROG_OVERLAY_INGRESS,
+    PROG_XDP_UNDERLAY, counters, interface_name, is_not_found, xdp,
+};
+
+/// The links of the overlay programs; dropping them detaches the programs.
+pub(super) struct OverlayLinks {
+    xdp_native: bool,
+    _egress: SchedClassifierLink,
+    _ingress: SchedClassifierLink,
+    _xdp: XdpLink,
+}
+
+impl Dataplane {
+    /// Attaches hm_overlay_egress/ingress to the vxlan device and hm_xdp_underlay (native mode
+    /// on veth, fall back to skb mode) to the underlay interface; idempotent (replaces, never
+    /// duplicates).
+    ///
+    /// Both ifindexes are of the calling thread's network namespace. The previous attachment
+    /// (if any) is detached first; if attaching fails, the overlay is left detached.
+    pub fn attach_overlay(
+        &mut self,
+        vxlan_ifindex: u32,
+        underlay_ifindex: u32,
+    ) -> Result<(), DataplaneError> {
+        let vxlan = interface_name(vxlan_ifindex)?;
+        let underlay = interface_name(underlay_ifindex)?;
+        // Replace, never duplicate: the old links detach when dropped here (and an interface
+        // takes only one XDP link anyway).
+        self.overlay = None;
+        let egress = self.attach_tc(
+            PROG_OVERLAY_EGRESS,
+            &vxlan,
+            vxlan_ifindex,
+            TcAttachType::Egress,
+        )?;
+        let ingress = self.attach_tc(
+            PROG_OVERLAY_INGRESS,
+            &vxlan,
+            vxlan_ifindex,
+            TcAttachType::Ingress,
+        )?;
+        let (xdp_link, xdp_native) = self.attach_xdp_underlay(underlay_ifindex)?;
+        self.overlay = Some(OverlayLinks {
+            xdp_native,
+            _egress: egress,
+            _ingress: ingress,
+            _xdp: xdp_link,
+        });
+        tracing::info!(
+            vxlan = %vxlan,
+            underlay = %underlay,
+            xdp_mode = if xdp_native { "native" } else { "skb" },
+            "overlay attached"
+        );
+        Ok(())
+    }
+
+    /// Detaches the overlay programs; the tunnel routes and counters stay. Succeeds if nothing
+    /// is attached.
+    pub fn detach_overlay(&mut self) -> Result<(), DataplaneError> {
+        if self.overlay.take().is_some() {
+            tracing::info!("overlay detached");
+        }
+        Ok(())
+    }
+
+    /// Whether the overlay is attached, and if so whether the underlay XDP program runs in
+    /// native (driver) mode (`Some(true)`) or skb mode (`Some(false)`).
+    pub fn overlay_xdp_native(&self) -> Option<bool> {
+        self.overlay.as_ref().map(|o| o.xdp_native)
+    }
+
+    /// Adds or replaces the route of a remote node's container subnet.
+    pub fn set_tunnel(
+        &mut self,
+        subnet: Ipv4Addr,
+        prefix: u8,
+        underlay: Ipv4Addr,
+        vni: u32,
+    ) -> Result<(), DataplaneError> {
+        let key = tunnel_key(subnet, prefix)?;
+        if !vni::allowed(vni) {
+            return Err(DataplaneError::InvalidVni { vni });
+        }
+        let info = TunnelInfo {
+            underlay_ip: u32::from_ne_bytes(underlay.octets()),
+            vni,
+            flags: 0,
+            _pad: [0; 2],
+        };
+        self.tunnels
+            .insert(&key, info, 0)
+            .map_err(DataplaneError::map(MAP_TUNNELS, "inserting"))?;
+        tracing::debug!(%subnet, prefix, %underlay, vni, "tunnel set");
+        Ok(())
+    }
+
+    /// Removes the route of a remote node's container subnet; succeeds if it is already gone.
+    pub fn remove_tunnel(&mut self, subnet: Ipv4Addr, prefix: u8) -> Result<(), DataplaneError> {
+        let key = tunnel_key(subnet, prefix)?;
+        match self.tunnels.remove(&key) {
+            Err(e) if !is_not_found(&e) => Err(DataplaneError::map(MAP_TUNNELS, "removing")(e)),
+            _ => {
+                tracing::debug!(%subnet, prefix, "tunnel removed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Every tunnel route as (subnet, prefix, underlay IP, VNI), sorted.
+    pub fn tunnels(&self) -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr, u32)>, DataplaneError> {
+        let mut tunnels = Vec::new();
+        for entry in self.tunnels.iter() {
+            let (key, info) = match entry {
+                Ok(entry) => entry,
+                // Removed between listing and reading.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(DataplaneError::map(MAP_TUNNELS, "reading")(e)),
+            };
+            tunnels.push((
+                Ipv4Addr::from(key.data().to_ne_bytes()),
+                // The kernel refuses prefixes above 32 for a 4-byte key.
+                u8::try_from(key.prefix_len()).unwrap_or(u8::MAX),
+                Ipv4Addr::from(info.underlay_ip.to_ne_bytes()),
+                info.vni,
+            ));
+        }
+        tunnels.sort_unstable();
+        Ok(tunnels)
+    }
+
+    /// Overlay counters: packets/bytes sent/received through the tunnel and drops by reason.
+    pub fn overlay_counters(&self) -> Result<OverlayCounters, DataplaneError> {
+        let mut overlay = OverlayCounters::default();
+        for entry in self.metrics.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(entry) => entry,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
+            };
+            if counters::is_overlay_direction(key.direction) {
+                overlay.add(&key, &counters::sum_cpus(per_cpu.iter()));
+            }
+        }
+        Ok(overlay)
+    }
+
+    /// Attaches `hm_xdp_underlay` in native mode, or in skb mode if the driver refuses; returns
+    /// the link and whether it is native.
+    fn attach_xdp_underlay(&mut self, ifindex: u32) -> Result<(XdpLink, bool), DataplaneError> {
+        let program = PROG_XDP_UNDERLAY;
+        let prog = xdp(&mut self.ebpf, program)?;
+        let take = |e| DataplaneError::Attach {
+            program,
+            ifindex,
+            source: Box::new(e),
+        };
+        let native = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => return Ok((prog.take_link(id).map_err(take)?, true)),
+            Err(e) => e,
+        };
+        tracing::info!(ifindex, error = %native, "native xdp refused, using skb mode");
+        let id = prog
+            .attach_to_if_index(ifindex, XdpMode::Skb)
+            .map_err(|e| DataplaneError::AttachXdp {
+                program,
+                ifindex,
+                native: native.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok((prog.take_link(id).map_err(take)?, false))
+    }
+}
+
+/// The `HM_TUNNELS` key of `subnet/prefix`; refuses prefixes above 32 and set host bits (an LPM
+/// trie would silently ignore them, hiding a caller's mistake).
+fn tunnel_key(subnet: Ipv4Addr, prefix: u8) -> Result<Key<u32>, DataplaneError> {
+    let invalid = DataplaneError::InvalidSubnet { subnet, prefix };
+    let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    if prefix > 32 || u32::from(subnet) & host_bits != 0 {
+        return Err(invalid);
+    }
+    Ok(Key::new(
+        u32::from(prefix),
+        u32::from_ne_bytes(subnet.octets()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_keys_are_network_order_and_checked() {
+        let key = tunnel_key(Ipv4Addr::new(10, 244, 2, 0), 24).expect("valid");
+        assert_eq!(key.prefix_len(), 24);
+        assert_eq!(key.data().to_ne_bytes(), [10, 244, 2, 0]);
+        assert!(tunnel_key(Ipv4Addr::new(0, 0, 0, 0), 0).is_ok());
+        assert!(tunnel_key(Ipv4Addr::new(10, 244, 2, 7), 32).is_ok());
+        for (subnet, prefix) in [
+            (Ipv4Addr::new(10, 244, 2, 1), 24),
+            (Ipv4Addr::new(10, 244, 2, 0), 33),
+            (Ipv4Addr::new(10, 0, 0, 0), 0),
+        ] {
+            assert!(matches!(
+                tunnel_key(subnet, prefix),
+                Err(DataplaneError::InvalidSubnet { .. })
+            ));
+        }
+    }
+}
