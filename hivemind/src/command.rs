@@ -7,7 +7,7 @@ use crate::model::AppSpec;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Creates the app, or replaces its containers with the new spec.
-    Deploy(AppSpec),
+    Deploy(Box<AppSpec>),
     Scale {
         name: String,
         replicas: u32,

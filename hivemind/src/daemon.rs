@@ -173,7 +173,7 @@ impl Node {
             Command::Deploy(spec) => {
                 // Pull before anything is recorded: a bad image changes nothing.
                 let image = self.runtime.ensure_image(&spec.image, &|_| {}).await?;
-                let mut spec = spec;
+                let mut spec = *spec;
                 spec.image = image.name;
                 let existing = self.store.app(&spec.name)?;
                 let created = existing.is_none();
@@ -215,7 +215,10 @@ impl Node {
                     self.write(PLACEMENTS, &name, Some(&placement)).await?;
                 }
                 self.reconcile_app(&name).await?;
-                Ok(Outcome::Scaled { app: name, replicas })
+                Ok(Outcome::Scaled {
+                    app: name,
+                    replicas,
+                })
             }
             Command::Restart { name } => {
                 let mut app = self.require_app(&name)?;
@@ -248,7 +251,10 @@ impl Node {
             }
             Command::DeleteVolume { name } => {
                 if self.store.volume(&name)?.is_none() {
-                    return Err(NodeError::NotFound { kind: "volume", name });
+                    return Err(NodeError::NotFound {
+                        kind: "volume",
+                        name,
+                    });
                 }
                 let users: Vec<String> = self
                     .store
@@ -266,7 +272,10 @@ impl Node {
                 let dir = self.data_dir.join("volumes").join(&name);
                 remove_dir_if_exists(&dir)?;
                 self.write::<VolumeRecord>(VOLUMES, &name, None).await?;
-                Ok(Outcome::Deleted { kind: "volume", name })
+                Ok(Outcome::Deleted {
+                    kind: "volume",
+                    name,
+                })
             }
         }
     }

@@ -213,9 +213,14 @@ impl DeployRequest {
             validate_label(key, value)?;
         }
         if let Some(node) = &self.node
-            && (node.is_empty() || node.len() > 253 || node.chars().any(|c| c.is_whitespace() || c.is_control()))
+            && (node.is_empty()
+                || node.len() > 253
+                || node.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
-            return Err(ValidationError::new("node", format!("{node:?} is not a node id or name")));
+            return Err(ValidationError::new(
+                "node",
+                format!("{node:?} is not a node id or name"),
+            ));
         }
         let mut labels = self.labels.clone();
         labels.insert("app".to_string(), self.name.clone());

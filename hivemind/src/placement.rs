@@ -62,7 +62,9 @@ impl Node {
             if placement.app == spec.name {
                 continue;
             }
-            let Some(app) = apps.get(&placement.app) else { continue };
+            let Some(app) = apps.get(&placement.app) else {
+                continue;
+            };
             for node in placement.nodes {
                 let entry = used.entry(node).or_default();
                 entry.0 += app.spec.resources.cpu.unwrap_or(0.0);
@@ -116,7 +118,8 @@ impl Node {
             match self.compute_placement(&app.spec) {
                 Ok(placement) if current.as_ref() != Some(&placement) => {
                     tracing::info!(app = %app.spec.name, nodes = ?placement.nodes, "placing replicas");
-                    self.write(PLACEMENTS, &app.spec.name, Some(&placement)).await?;
+                    self.write(PLACEMENTS, &app.spec.name, Some(&placement))
+                        .await?;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(app = %app.spec.name, error = %e, "cannot place"),
@@ -124,7 +127,8 @@ impl Node {
         }
         for placement in self.store.values::<Placement>(PLACEMENTS)? {
             if !apps.iter().any(|a| a.spec.name == placement.app) && self.owns(&placement.app) {
-                self.write::<Placement>(PLACEMENTS, &placement.app, None).await?;
+                self.write::<Placement>(PLACEMENTS, &placement.app, None)
+                    .await?;
             }
         }
         Ok(())
@@ -133,7 +137,11 @@ impl Node {
     /// Membership state of a node id, as this node sees it.
     pub fn member_state(&self, id: &str) -> Option<MemberState> {
         match &self.cluster {
-            Some(cluster) => cluster.members().into_iter().find(|m| m.id == id).map(|m| m.state),
+            Some(cluster) => cluster
+                .members()
+                .into_iter()
+                .find(|m| m.id == id)
+                .map(|m| m.state),
             None => (id == self.id).then_some(MemberState::Alive),
         }
     }

@@ -48,7 +48,11 @@ pub struct Candidate<'a> {
 pub trait SchedulingStrategy: Send + Sync {
     /// Picks the index of the candidate for the next replica; every
     /// candidate can hold it.
-    fn select_node(&self, request: &PlacementRequest, candidates: &[Candidate<'_>]) -> Option<usize>;
+    fn select_node(
+        &self,
+        request: &PlacementRequest,
+        candidates: &[Candidate<'_>],
+    ) -> Option<usize>;
 }
 
 /// Fewest replicas of the app first, then the most free memory and cpu.
@@ -71,7 +75,11 @@ fn free_fraction(c: &Candidate<'_>) -> f64 {
 }
 
 impl SchedulingStrategy for Spread {
-    fn select_node(&self, _request: &PlacementRequest, candidates: &[Candidate<'_>]) -> Option<usize> {
+    fn select_node(
+        &self,
+        _request: &PlacementRequest,
+        candidates: &[Candidate<'_>],
+    ) -> Option<usize> {
         (0..candidates.len()).min_by(|&a, &b| {
             let (a, b) = (&candidates[a], &candidates[b]);
             a.replicas_here
@@ -83,7 +91,11 @@ impl SchedulingStrategy for Spread {
 }
 
 impl SchedulingStrategy for BinPack {
-    fn select_node(&self, _request: &PlacementRequest, candidates: &[Candidate<'_>]) -> Option<usize> {
+    fn select_node(
+        &self,
+        _request: &PlacementRequest,
+        candidates: &[Candidate<'_>],
+    ) -> Option<usize> {
         (0..candidates.len()).min_by(|&a, &b| {
             let (a, b) = (&candidates[a], &candidates[b]);
             free_fraction(a)
@@ -96,7 +108,11 @@ impl SchedulingStrategy for BinPack {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScheduleError {
     #[error("no node can run replica {replica} of {app}: {reason}")]
-    NoCapacity { app: String, replica: u32, reason: String },
+    NoCapacity {
+        app: String,
+        replica: u32,
+        reason: String,
+    },
 }
 
 /// Returns the node id of every replica. `existing` is the node of each
@@ -130,7 +146,8 @@ pub fn place(
             memory_free: n.memory_bytes.saturating_sub(n.memory_used),
         })
         .collect();
-    let fits = |c: &Candidate<'_>| c.cpu_free + 1e-9 >= request.cpu && c.memory_free >= request.memory;
+    let fits =
+        |c: &Candidate<'_>| c.cpu_free + 1e-9 >= request.cpu && c.memory_free >= request.memory;
     let take = |c: &mut Candidate<'_>| {
         c.replicas_here += 1;
         c.cpu_free -= request.cpu;
@@ -222,7 +239,10 @@ mod tests {
         let nodes = [node("a", 2.0, 4), node("b", 2.0, 4)];
         let placed = place(&request(3, 0.5, 1 << 28), &nodes, &[], &BinPack).unwrap();
         assert_eq!(count(&placed, "a") + count(&placed, "b"), 3);
-        assert!(count(&placed, "a") == 3 || count(&placed, "b") == 3, "{placed:?}");
+        assert!(
+            count(&placed, "a") == 3 || count(&placed, "b") == 3,
+            "{placed:?}"
+        );
     }
 
     #[test]

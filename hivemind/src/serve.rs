@@ -65,7 +65,9 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         Some(ip) => ip,
         None => match options.listen.ip() {
             std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
-            _ => Netlink::first_global_ipv4().await?.unwrap_or(Ipv4Addr::LOCALHOST),
+            _ => Netlink::first_global_ipv4()
+                .await?
+                .unwrap_or(Ipv4Addr::LOCALHOST),
         },
     };
     let api_advertise = SocketAddr::new(advertise.into(), options.listen.port());
@@ -111,13 +113,9 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         let mut events = cluster.subscribe();
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        node.wake.notify_one();
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
+            use tokio::sync::broadcast::error::RecvError;
+            while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
+                node.wake.notify_one();
             }
         }));
     }
@@ -182,7 +180,9 @@ async fn acquire_subnet(
         }));
     };
     if let Some(subnet) = known {
-        cluster.write(claim(subnet), Some(serde_json::json!(node_id))).await?;
+        cluster
+            .write(claim(subnet), Some(serde_json::json!(node_id)))
+            .await?;
         store.put_meta("subnet", &subnet.to_string())?;
         return Ok(subnet);
     }
@@ -203,11 +203,17 @@ async fn acquire_subnet(
                 network: Ipv4Addr::from(u32::from(cidr.network) + (i << 8)),
                 prefix: 24,
             })
-            .find(|s| !taken.iter().any(|(net, owner)| *net == s.network.to_string() && owner != node_id));
+            .find(|s| {
+                !taken
+                    .iter()
+                    .any(|(net, owner)| *net == s.network.to_string() && owner != node_id)
+            });
         let Some(subnet) = free else {
             bail!("no free /24 left in the cluster CIDR {cidr}");
         };
-        cluster.write(claim(subnet), Some(serde_json::json!(node_id))).await?;
+        cluster
+            .write(claim(subnet), Some(serde_json::json!(node_id)))
+            .await?;
         tokio::time::sleep(CLAIM_SETTLE).await;
         let owner: Option<String> = store.value(SUBNETS, &subnet.network.to_string())?;
         if owner.as_deref() == Some(node_id) {
@@ -256,7 +262,10 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
         None => bail!("no interface holds the advertise address {advertise}; pass --advertise"),
     }
     Ok(Backends {
-        runtime: Arc::new(ContainerdRuntime::new(cd, options.insecure_registries.clone())),
+        runtime: Arc::new(ContainerdRuntime::new(
+            cd,
+            options.insecure_registries.clone(),
+        )),
         network: Arc::new(network),
         net_config,
         dataplane: Some(dataplane),

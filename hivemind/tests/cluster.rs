@@ -4,6 +4,9 @@
 //! Waits are bounded (`eventually`); timing is printed and asserted only
 //! loosely.
 
+// Helpers outside #[test] fns unwrap too: a failed setup should fail loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,9 +105,11 @@ async fn cluster_of(prefix: &str, n: usize) -> Vec<Node> {
     for i in 1..n {
         nodes.push(start_node(&format!("{prefix}{i}"), vec![seed_addr]).await);
     }
-    let took = eventually("every member alive everywhere", Duration::from_secs(20), || {
-        all_alive(&nodes, n)
-    })
+    let took = eventually(
+        "every member alive everywhere",
+        Duration::from_secs(20),
+        || all_alive(&nodes, n),
+    )
     .await;
     println!("{prefix}: {n} members alive everywhere after {took:?}");
     nodes
@@ -148,7 +153,9 @@ async fn a_write_reaches_every_member() {
         .await
         .unwrap();
     eventually("the write on every member", Duration::from_secs(5), || {
-        nodes.iter().all(|n| n.value(&k) == Some(json!({"replicas": 3})))
+        nodes
+            .iter()
+            .all(|n| n.value(&k) == Some(json!({"replicas": 3})))
     })
     .await;
     println!("write visible on all 3 members after {:?}", start.elapsed());
@@ -169,7 +176,10 @@ async fn a_write_reaches_every_member() {
     assert!(applied.is_ok(), "no RecordsApplied event for {k:?}");
     // A later version from another node wins; a tombstone deletes.
     let delete = nodes[1].cluster.write(k.clone(), None).await.unwrap();
-    assert!(delete.version > record.version, "the clock observed the remote version");
+    assert!(
+        delete.version > record.version,
+        "the clock observed the remote version"
+    );
     eventually("the delete on every member", Duration::from_secs(5), || {
         nodes.iter().all(|n| {
             n.store
@@ -191,16 +201,16 @@ async fn concurrent_writes_converge_on_one_winner() {
         nodes[2].cluster.write(k.clone(), Some(json!("from-2"))),
     );
     let written = [a.unwrap(), b.unwrap(), c.unwrap()];
-    let winner = written
-        .iter()
-        .max_by_key(|r| r.version)
-        .cloned()
-        .unwrap();
-    let took = eventually("every member holds the same winner", Duration::from_secs(5), || {
-        nodes
-            .iter()
-            .all(|n| n.store.get(&k).unwrap().as_ref() == Some(&winner))
-    })
+    let winner = written.iter().max_by_key(|r| r.version).cloned().unwrap();
+    let took = eventually(
+        "every member holds the same winner",
+        Duration::from_secs(5),
+        || {
+            nodes
+                .iter()
+                .all(|n| n.store.get(&k).unwrap().as_ref() == Some(&winner))
+        },
+    )
     .await;
     println!(
         "concurrent writes converged on {:?} after {took:?}",
@@ -216,11 +226,15 @@ async fn a_killed_member_is_marked_down() {
     let mut events = nodes[0].cluster.subscribe();
     victim.kill();
     let start = Instant::now();
-    let took = eventually("the killed member down everywhere", Duration::from_secs(15), || {
-        nodes[..3]
-            .iter()
-            .all(|n| n.state_of(&victim_id) == Some(MemberState::Down))
-    })
+    let took = eventually(
+        "the killed member down everywhere",
+        Duration::from_secs(15),
+        || {
+            nodes[..3]
+                .iter()
+                .all(|n| n.state_of(&victim_id) == Some(MemberState::Down))
+        },
+    )
     .await;
     println!("killed member declared down on all 3 survivors after {took:?}");
     assert!(start.elapsed() < Duration::from_secs(15));
@@ -244,11 +258,38 @@ async fn a_killed_member_is_marked_down() {
     }
     assert!(saw_down, "no MemberChanged(Down) event");
     // The survivors keep replicating.
-    nodes[1].cluster.write(key("after"), Some(json!(1))).await.unwrap();
-    eventually("replication among survivors", Duration::from_secs(5), || {
-        nodes[..3].iter().all(|n| n.value(&key("after")) == Some(json!(1)))
-    })
+    nodes[1]
+        .cluster
+        .write(key("after"), Some(json!(1)))
+        .await
+        .unwrap();
+    eventually(
+        "replication among survivors",
+        Duration::from_secs(5),
+        || {
+            nodes[..3]
+                .iter()
+                .all(|n| n.value(&key("after")) == Some(json!(1)))
+        },
+    )
     .await;
+    // The node comes back (new process, new port, same id): Alive again,
+    // and anti-entropy fills its empty store.
+    let reborn = start_node(&victim_id, vec![nodes[0].cluster.gossip_addr()]).await;
+    let new_gossip = reborn.cluster.gossip_addr();
+    let took = eventually(
+        "the restarted member alive everywhere",
+        Duration::from_secs(15),
+        || {
+            nodes[..3].iter().all(|n| {
+                n.cluster.members().iter().any(|m| {
+                    m.id == victim_id && m.state == MemberState::Alive && m.gossip == new_gossip
+                })
+            }) && reborn.value(&key("after")) == Some(json!(1))
+        },
+    )
+    .await;
+    println!("restarted member alive and caught up after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,22 +297,38 @@ async fn a_graceful_leave_shows_left() {
     let nodes = cluster_of("leave", 3).await;
     let leaver = nodes[2].id().to_owned();
     nodes[2].cluster.leave().await.unwrap();
-    let took = eventually("the leaver Left everywhere", Duration::from_secs(10), || {
-        nodes[..2]
-            .iter()
-            .all(|n| n.state_of(&leaver) == Some(MemberState::Left))
-    })
+    let took = eventually(
+        "the leaver Left everywhere",
+        Duration::from_secs(10),
+        || {
+            nodes[..2]
+                .iter()
+                .all(|n| n.state_of(&leaver) == Some(MemberState::Left))
+        },
+    )
     .await;
     println!("graceful leave seen as Left after {took:?}");
     assert_eq!(nodes[2].state_of(&leaver), Some(MemberState::Left));
-    assert!(nodes[2].cluster.join(nodes[0].cluster.gossip_addr()).await.is_err());
+    assert!(
+        nodes[2]
+            .cluster
+            .join(nodes[0].cluster.gossip_addr())
+            .await
+            .is_err()
+    );
     assert_eq!(nodes[0].cluster.live_members().len(), 2);
     // Left is final: the suspicion timeout passing does not turn it into Down.
     let mut events = nodes[0].cluster.subscribe();
-    nodes[0].cluster.write(key("probe"), Some(json!(1))).await.unwrap();
-    eventually("a write between the remaining two", Duration::from_secs(5), || {
-        nodes[1].value(&key("probe")) == Some(json!(1))
-    })
+    nodes[0]
+        .cluster
+        .write(key("probe"), Some(json!(1)))
+        .await
+        .unwrap();
+    eventually(
+        "a write between the remaining two",
+        Duration::from_secs(5),
+        || nodes[1].value(&key("probe")) == Some(json!(1)),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(nodes[0].state_of(&leaver), Some(MemberState::Left));
@@ -292,10 +349,26 @@ async fn a_partition_heals() {
             b.cluster.block_peer(a.id());
         }
     }
-    nodes[0].cluster.write(key("only-left"), Some(json!("l"))).await.unwrap();
-    nodes[2].cluster.write(key("only-right"), Some(json!("r"))).await.unwrap();
-    let l = nodes[1].cluster.write(key("both"), Some(json!("left"))).await.unwrap();
-    let r = nodes[3].cluster.write(key("both"), Some(json!("right"))).await.unwrap();
+    nodes[0]
+        .cluster
+        .write(key("only-left"), Some(json!("l")))
+        .await
+        .unwrap();
+    nodes[2]
+        .cluster
+        .write(key("only-right"), Some(json!("r")))
+        .await
+        .unwrap();
+    let l = nodes[1]
+        .cluster
+        .write(key("both"), Some(json!("left")))
+        .await
+        .unwrap();
+    let r = nodes[3]
+        .cluster
+        .write(key("both"), Some(json!("right")))
+        .await
+        .unwrap();
     eventually("writes inside each side", Duration::from_secs(5), || {
         nodes[1].value(&key("only-left")).is_some() && nodes[3].value(&key("only-right")).is_some()
     })
@@ -303,10 +376,20 @@ async fn a_partition_heals() {
     // Two anti-entropy rounds later, nothing crossed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in right {
-        assert_eq!(n.value(&key("only-left")), None, "{} saw a blocked write", n.id());
+        assert_eq!(
+            n.value(&key("only-left")),
+            None,
+            "{} saw a blocked write",
+            n.id()
+        );
     }
     for n in left {
-        assert_eq!(n.value(&key("only-right")), None, "{} saw a blocked write", n.id());
+        assert_eq!(
+            n.value(&key("only-right")),
+            None,
+            "{} saw a blocked write",
+            n.id()
+        );
     }
     for a in left {
         for b in right {
@@ -362,9 +445,15 @@ async fn garbage_datagrams_do_not_disturb_a_member() {
     .await;
     println!("bad frames counted: {}", nodes[0].cluster.bad_frames());
     // Membership and replication carry on.
-    nodes[0].cluster.write(key("still"), Some(json!(true))).await.unwrap();
+    nodes[0]
+        .cluster
+        .write(key("still"), Some(json!(true)))
+        .await
+        .unwrap();
     eventually("replication after junk", Duration::from_secs(5), || {
-        nodes.iter().all(|n| n.value(&key("still")) == Some(json!(true)))
+        nodes
+            .iter()
+            .all(|n| n.value(&key("still")) == Some(json!(true)))
     })
     .await;
     assert!(all_alive(&nodes, 3));
@@ -406,15 +495,42 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
     let mut bad_table = record("x", now, json!(1));
     bad_table.key.table = "Not A Table".into();
     let future = record("future", now + 3_600_000, json!(1));
-    let too_many: Vec<Record> = (0..1001).map(|i| record(&format!("k{i}"), now, json!(i))).collect();
+    let too_many: Vec<Record> = (0..1001)
+        .map(|i| record(&format!("k{i}"), now, json!(i)))
+        .collect();
     let oversized = vec![b' '; MAX_PUSH_BODY + 1];
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("garbage", b"\x00\x01 not json".to_vec(), 400, "json array"),
-        ("truncated", b"[{\"key\":{\"table\":\"apps\"".to_vec(), 400, "json array"),
-        ("wrong shape", br#"{"records": []}"#.to_vec(), 400, "json array"),
-        ("bad table", serde_json::to_vec(&[&good, &bad_table]).unwrap(), 400, "table name"),
-        ("future version", serde_json::to_vec(&[&good, &future]).unwrap(), 400, "ahead"),
-        ("too many", serde_json::to_vec(&too_many).unwrap(), 400, "limit"),
+        (
+            "truncated",
+            b"[{\"key\":{\"table\":\"apps\"".to_vec(),
+            400,
+            "json array",
+        ),
+        (
+            "wrong shape",
+            br#"{"records": []}"#.to_vec(),
+            400,
+            "json array",
+        ),
+        (
+            "bad table",
+            serde_json::to_vec(&[&good, &bad_table]).unwrap(),
+            400,
+            "table name",
+        ),
+        (
+            "future version",
+            serde_json::to_vec(&[&good, &future]).unwrap(),
+            400,
+            "ahead",
+        ),
+        (
+            "too many",
+            serde_json::to_vec(&too_many).unwrap(),
+            400,
+            "limit",
+        ),
         ("oversized", oversized, 413, "limit"),
     ];
     for (name, body, status, needle) in cases {
@@ -424,20 +540,42 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
         assert!(message.contains(needle), "{name}: message {message:?}");
         assert_eq!(value["success"], json!(false), "{name}");
     }
-    assert!(node.store.records().is_empty(), "a rejected batch changed the store");
+    assert!(
+        node.store.records().is_empty(),
+        "a rejected batch changed the store"
+    );
     let (got, value) = post(&client, &node, SYNC_PATH, b"{\"digest\": 5}".to_vec()).await;
     assert_eq!(got, 400, "{value}");
-    let bad_digest = json!({"digest": [{"key": {"table": "apps", "key": ""}, "version": good.version}]});
-    let (got, value) = post(&client, &node, SYNC_PATH, serde_json::to_vec(&bad_digest).unwrap()).await;
+    let bad_digest =
+        json!({"digest": [{"key": {"table": "apps", "key": ""}, "version": good.version}]});
+    let (got, value) = post(
+        &client,
+        &node,
+        SYNC_PATH,
+        serde_json::to_vec(&bad_digest).unwrap(),
+    )
+    .await;
     assert_eq!(got, 400, "{value}");
     assert!(node.store.records().is_empty());
 
     // Well-formed input is accepted, and sync answers with the difference.
-    let (got, value) = post(&client, &node, PUSH_PATH, serde_json::to_vec(&[&good]).unwrap()).await;
+    let (got, value) = post(
+        &client,
+        &node,
+        PUSH_PATH,
+        serde_json::to_vec(&[&good]).unwrap(),
+    )
+    .await;
     assert_eq!((got, value["applied"].clone()), (200, json!(1)));
     assert!(node.cluster.clock().now() > good.version);
     let theirs = json!({"digest": [{"key": key("theirs"), "version": good.version}]});
-    let (got, value) = post(&client, &node, SYNC_PATH, serde_json::to_vec(&theirs).unwrap()).await;
+    let (got, value) = post(
+        &client,
+        &node,
+        SYNC_PATH,
+        serde_json::to_vec(&theirs).unwrap(),
+    )
+    .await;
     assert_eq!(got, 200, "{value}");
     let answer: SyncResponse = serde_json::from_value(value).unwrap();
     assert_eq!(answer.records, vec![good]);
@@ -449,13 +587,21 @@ async fn rendezvous_owner_follows_live_members() {
     let nodes = cluster_of("owner", 3).await;
     let live = nodes[0].cluster.live_members();
     let owners: Vec<String> = (0..50)
-        .map(|i| rendezvous_owner(&format!("app-{i}"), &live).unwrap().id.clone())
+        .map(|i| {
+            rendezvous_owner(&format!("app-{i}"), &live)
+                .unwrap()
+                .id
+                .clone()
+        })
         .collect();
     // Every node computes the same owners.
     for node in &nodes[1..] {
         let theirs = node.cluster.live_members();
         for (i, owner) in owners.iter().enumerate() {
-            assert_eq!(&rendezvous_owner(&format!("app-{i}"), &theirs).unwrap().id, owner);
+            assert_eq!(
+                &rendezvous_owner(&format!("app-{i}"), &theirs).unwrap().id,
+                owner
+            );
         }
     }
     nodes[2].kill();

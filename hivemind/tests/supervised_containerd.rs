@@ -36,7 +36,10 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn daemon_starts_and_reuses_its_own_containerd() -> Result<()> {
-    if !prerequisites("daemon_starts_and_reuses_its_own_containerd", &["containerd", "runc"]) {
+    if !prerequisites(
+        "daemon_starts_and_reuses_its_own_containerd",
+        &["containerd", "runc"],
+    ) {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -51,8 +54,14 @@ fn daemon_starts_and_reuses_its_own_containerd() -> Result<()> {
     assert_eq!(health["runtime"]["ok"], true, "{health}");
     let pid = read_pid(&pid_file).context("the daemon wrote containerd's pid")?;
     assert!(alive(pid), "containerd runs");
-    assert!(socket.exists(), "containerd listens where --containerd says");
-    assert!(data_dir.join("containerd/root").is_dir(), "containerd state under the data dir");
+    assert!(
+        socket.exists(),
+        "containerd listens where --containerd says"
+    );
+    assert!(
+        data_dir.join("containerd/root").is_dir(),
+        "containerd state under the data dir"
+    );
 
     // containerd outlives a crash of the daemon, and the restarted daemon
     // uses it instead of starting another.

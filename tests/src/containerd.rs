@@ -157,6 +157,13 @@ impl Drop for TestContainerd {
     }
 }
 
+/// After a containerd at `socket` was stopped: kills its shims and detaches
+/// the mounts left under `dir`.
+pub fn cleanup_after(socket: &Path, dir: &Path) {
+    kill_shims(socket);
+    detach_mounts_under(dir);
+}
+
 /// Kills the containerd shims that were started for this daemon (their
 /// command line names its socket): they outlive containerd by design.
 fn kill_shims(socket: &Path) {

@@ -14,6 +14,10 @@ pub const API_PORT: u16 = 3000;
 
 /// The daemon process; killed (SIGKILL) on drop.
 pub struct Daemon {
+    /// Address of its API inside the namespace.
+    pub ip: std::net::Ipv4Addr,
+    /// Extra flags for `hivemind daemon`.
+    pub args: Vec<String>,
     pub binary: PathBuf,
     pub data_dir: PathBuf,
     pub containerd_socket: PathBuf,
@@ -23,14 +27,30 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `binary daemon` in `ns` and waits (60 s at most) for its API.
+    /// Starts `binary daemon` in `ns` on 127.0.0.1 and waits (60 s at most)
+    /// for its API.
     pub fn start(
         ns: &NetNs,
         binary: &Path,
         data_dir: &Path,
         containerd_socket: &Path,
     ) -> Result<Self> {
+        let ip = std::net::Ipv4Addr::LOCALHOST;
+        Self::start_with(ns, binary, data_dir, containerd_socket, ip, Vec::new())
+    }
+
+    /// Starts a daemon listening on `ip` with extra flags.
+    pub fn start_with(
+        ns: &NetNs,
+        binary: &Path,
+        data_dir: &Path,
+        containerd_socket: &Path,
+        ip: std::net::Ipv4Addr,
+        args: Vec<String>,
+    ) -> Result<Self> {
         let mut daemon = Self {
+            ip,
+            args,
             binary: binary.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             containerd_socket: containerd_socket.to_path_buf(),
@@ -52,10 +72,11 @@ impl Daemon {
             .args([
                 "daemon",
                 "--bind",
-                "127.0.0.1",
+                &self.ip.to_string(),
                 "--web-port",
                 &API_PORT.to_string(),
             ])
+            .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--containerd")
@@ -69,7 +90,7 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok((200, _)) = http(ns, "GET", &api_url("/api/health"), None) {
+            if let Ok((200, _)) = http(ns, "GET", &self.url("/api/health"), None) {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -82,6 +103,28 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// URL of `path` on this daemon's API.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}:{API_PORT}{path}", self.ip)
+    }
+
+    /// GET a JSON document of this daemon's API.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let ns = NetNs::existing(&self.ns_name);
+        let (status, body) = http(&ns, "GET", &self.url(path), None)?;
+        if status != 200 {
+            bail!("GET {path} answered {status}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// kill -9, as a crash would.
@@ -109,7 +152,7 @@ impl Daemon {
         NetNs::existing(&self.ns_name)
             .command(&self.binary.display().to_string())
             .arg("--server")
-            .arg(api_url(""))
+            .arg(self.url(""))
             .args(args)
             .output()
             .expect("run the hivemind CLI")
@@ -188,7 +231,12 @@ pub fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
         .output()
         .context("run ctr")?;
     if !output.status.success() {
-        bail!("ctr {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "ctr {args:?} failed with {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod image;
 pub mod netns;
 pub mod registry;
+pub mod testbed;

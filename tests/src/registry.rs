@@ -15,6 +15,8 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// The registry process; killed on drop.
 pub struct Registry {
     child: Child,
+    /// Address it listens on, inside its namespace.
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
     /// Storage root (the filesystem driver's rootdirectory).
     pub storage: PathBuf,
@@ -25,6 +27,11 @@ impl Registry {
     /// Starts the registry on 127.0.0.1:`port` inside `ns`, storing under
     /// `dir`, and waits until it answers GET /v2/.
     pub fn start(ns: &NetNs, dir: &Path, port: u16) -> Result<Registry> {
+        Self::start_on(ns, dir, std::net::Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// Starts the registry on `ip:port`, an address configured on `ns`.
+    pub fn start_on(ns: &NetNs, dir: &Path, ip: std::net::Ipv4Addr, port: u16) -> Result<Registry> {
         std::fs::create_dir_all(dir)?;
         let storage = dir.join("storage");
         let config = dir.join("config.yml");
@@ -32,7 +39,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
                 storage.display()
             ),
         )?;
@@ -48,6 +55,7 @@ impl Registry {
             .with_context(|| format!("spawn {REGISTRY_BIN}"))?;
         let mut registry = Registry {
             child,
+            ip,
             port,
             storage,
             log,
@@ -85,7 +93,7 @@ impl Registry {
 
     /// `http://127.0.0.1:PORT`, reachable only from inside the namespace.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
     }
 
     /// `localhost:PORT`, the registry part of image references.

@@ -77,7 +77,7 @@ pub async fn deploy(
     let mut spec = request.validate().map_err(crate::daemon::NodeError::from)?;
     spec.image = normalize_reference(&spec.image)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("image: {e}")))?;
-    let outcome = node.execute(Command::Deploy(spec)).await?;
+    let outcome = node.execute(Command::Deploy(Box::new(spec))).await?;
     let Outcome::Deployed {
         app,
         containers,

@@ -176,6 +176,30 @@ pub async fn metrics(State(node): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!(node.counters()))
 }
 
+/// Overlay counters of this node's data plane: what crossed the VXLAN
+/// tunnels, per peer node, and drops by reason.
+pub async fn overlay(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let Some(dataplane) = &node.dataplane else {
+        return Ok(axum::Json(json!(null)));
+    };
+    let dataplane = match dataplane.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let counters = dataplane
+        .overlay_counters()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let tunnels: Vec<Value> = dataplane
+        .tunnels()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .map(|(net, prefix, underlay, vni)| json!({"subnet": format!("{net}/{prefix}"), "underlay": underlay, "vni": vni}))
+        .collect();
+    Ok(axum::Json(
+        json!({"counters": counters, "tunnels": tunnels}),
+    ))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {

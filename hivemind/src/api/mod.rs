@@ -37,6 +37,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/containers/{id}", get(containers::show))
         .route("/api/containers/{id}/logs", get(containers::logs))
         .route("/api/metrics/containers", get(containers::metrics))
+        .route("/api/metrics/overlay", get(containers::overlay))
         .route("/api/volumes", get(volumes::list))
         .route("/api/volumes/create", post(volumes::create))
         .route("/api/volumes/{name}", delete(volumes::delete))

@@ -63,13 +63,18 @@ pub async fn join(
     let address = crate::cli::parse_join(&request.address)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("address: {e}")))?;
     let Some(cluster) = &node.cluster else {
-        return Err(ApiError::bad_request("no_cluster", "this node runs without a cluster (--mock)"));
+        return Err(ApiError::bad_request(
+            "no_cluster",
+            "this node runs without a cluster (--mock)",
+        ));
     };
     cluster
         .join(address)
         .await
         .map_err(|e| ApiError::bad_request("join_failed", e.to_string()))?;
-    Ok(axum::Json(json!({"success": true, "message": format!("Joining the cluster through {address}")})))
+    Ok(axum::Json(
+        json!({"success": true, "message": format!("Joining the cluster through {address}")}),
+    ))
 }
 
 pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {

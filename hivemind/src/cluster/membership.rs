@@ -101,7 +101,12 @@ pub(crate) fn spawn(
     seeds: Vec<SocketAddr>,
 ) -> (mpsc::Sender<FocaInput>, Vec<tokio::task::JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    let foca = Foca::new(identity, foca_config(), rand::make_rng::<StdRng>(), PostcardCodec);
+    let foca = Foca::new(
+        identity,
+        foca_config(),
+        rand::make_rng::<StdRng>(),
+        PostcardCodec,
+    );
     let driver = Driver {
         shared: shared.clone(),
         socket: socket.clone(),
@@ -263,7 +268,8 @@ impl Driver {
             .iter_membership_state()
             .any(|m| m.id() == &identity);
         if src.ip() != identity.gossip.ip() || !known {
-            self.shared.count_bad_frame(src, &"leave notice from a stranger");
+            self.shared
+                .count_bad_frame(src, &"leave notice from a stranger");
             return;
         }
         tracing::info!(node = %identity.id, peer = %src, "member is leaving");
@@ -281,7 +287,8 @@ impl Driver {
         let me = self.foca.identity().clone();
         match wire::encode_leave(&me) {
             Ok(frame) => {
-                let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip).collect();
+                let peers: Vec<SocketAddr> =
+                    self.foca.iter_members().map(|m| m.id().gossip).collect();
                 // Twice: the notice is what turns Down into Left elsewhere.
                 for _ in 0..2 {
                     for peer in &peers {
@@ -330,7 +337,10 @@ impl Driver {
                     tracing::info!(node = %new.id, old_bump = old.bump, bump = new.bump, "member renewed its identity");
                 }
                 OwnedNotification::Rejoin(id) => {
-                    tracing::warn!(bump = id.bump, "cluster declared this node down; rejoined with a renewed identity");
+                    tracing::warn!(
+                        bump = id.bump,
+                        "cluster declared this node down; rejoined with a renewed identity"
+                    );
                     self.shared.set_self_bump(id.bump);
                 }
                 OwnedNotification::Defunct => tracing::warn!("this node is declared down"),
@@ -363,7 +373,11 @@ impl Driver {
         let now = unix_ms();
         let mut changed = Vec::new();
         {
-            let mut table = self.shared.members.write().unwrap_or_else(|p| p.into_inner());
+            let mut table = self
+                .shared
+                .members
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             for (id, (identity, st)) in best {
                 let state = match st {
                     foca::State::Alive => MemberState::Alive,
@@ -406,12 +420,33 @@ impl Driver {
 }
 
 /// Counts a rejected frame; logs at most once per interval.
-pub(crate) fn log_bad_frame(shared: &Shared, peer: Option<SocketAddr>, error: &dyn std::fmt::Display) {
+pub(crate) fn log_bad_frame(
+    shared: &Shared,
+    peer: Option<SocketAddr>,
+    error: &dyn std::fmt::Display,
+) {
     let total = shared.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(suppressed) = shared.logs.bad_frame.check() {
         match peer {
-            Some(peer) => tracing::warn!(%peer, error = %error, total, suppressed, "rejected gossip frame"),
+            Some(peer) => {
+                tracing::warn!(%peer, error = %error, total, suppressed, "rejected gossip frame")
+            }
             None => tracing::warn!(error = %error, total, suppressed, "rejected gossip frame"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_valid_for_a_lan() {
+        let c = foca_config();
+        assert!(c.probe_rtt < c.probe_period);
+        assert_eq!(c.max_packet_size.get(), MAX_PAYLOAD);
+        assert_eq!(c.num_indirect_probes.get(), 3);
+        // Worst case to declare a silent node down stays well under 5 s.
+        assert!(c.probe_period + c.suspect_to_down_after <= Duration::from_secs(3));
     }
 }

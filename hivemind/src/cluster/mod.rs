@@ -246,7 +246,9 @@ impl Cluster {
             addr: config.gossip_bind,
             source,
         };
-        let socket = UdpSocket::bind(config.gossip_bind).await.map_err(bind_err)?;
+        let socket = UdpSocket::bind(config.gossip_bind)
+            .await
+            .map_err(bind_err)?;
         let local = socket.local_addr().map_err(bind_err)?;
         let mut gossip = config.gossip_advertise;
         if gossip.port() == 0 {
@@ -291,7 +293,12 @@ impl Cluster {
                 http_in: LogLimiter::new(LOG_INTERVAL),
             },
         });
-        let seeds: Vec<SocketAddr> = config.join.iter().copied().filter(|a| *a != gossip).collect();
+        let seeds: Vec<SocketAddr> = config
+            .join
+            .iter()
+            .copied()
+            .filter(|a| *a != gossip)
+            .collect();
         let (foca_tx, mut tasks) =
             membership::spawn(shared.clone(), Arc::new(socket), identity.clone(), seeds);
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);

@@ -19,7 +19,11 @@ pub fn rendezvous_owner<'a>(key: &str, members: &'a [Member]) -> Option<&'a Memb
 /// constants, so every build and every node agrees.
 pub fn rendezvous_score(key: &str, node_id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(std::iter::once(0xff)).chain(node_id.bytes()) {
+    for b in key
+        .bytes()
+        .chain(std::iter::once(0xff))
+        .chain(node_id.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -73,7 +77,10 @@ mod tests {
             let after = rendezvous_owner(&key, &without).unwrap();
             *counts.entry(before.id.clone()).or_insert(0) += 1;
             if before.id != "n3" {
-                assert_eq!(before.id, after.id, "key {key} moved off a surviving member");
+                assert_eq!(
+                    before.id, after.id,
+                    "key {key} moved off a surviving member"
+                );
             } else {
                 assert_ne!(after.id, "n3");
             }

@@ -274,12 +274,18 @@ async fn read_limited(
         .content_length()
         .is_some_and(|len| len > limit as u64)
     {
-        return Err(peer_error(peer, format!("answer larger than {limit} bytes")));
+        return Err(peer_error(
+            peer,
+            format!("answer larger than {limit} bytes"),
+        ));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| peer_error(peer, e))? {
         if body.len() + chunk.len() > limit {
-            return Err(peer_error(peer, format!("answer larger than {limit} bytes")));
+            return Err(peer_error(
+                peer,
+                format!("answer larger than {limit} bytes"),
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -368,9 +374,10 @@ pub(crate) async fn sync_with(shared: &Shared, peer: &Member) -> Result<(), Clus
         .await
         .map_err(|e| peer_error(peer, e))?;
     let body = read_limited(peer, response, MAX_SYNC_BODY).await?;
-    let answer: SyncResponse =
-        serde_json::from_slice(&body).map_err(|e| peer_error(peer, format!("bad sync answer: {e}")))?;
-    if answer.records.len() > MAX_RECORDS_PER_MESSAGE || answer.want.len() > MAX_RECORDS_PER_MESSAGE {
+    let answer: SyncResponse = serde_json::from_slice(&body)
+        .map_err(|e| peer_error(peer, format!("bad sync answer: {e}")))?;
+    if answer.records.len() > MAX_RECORDS_PER_MESSAGE || answer.want.len() > MAX_RECORDS_PER_MESSAGE
+    {
         return Err(peer_error(peer, "sync answer exceeds the record limit"));
     }
     let received = answer.records.len();

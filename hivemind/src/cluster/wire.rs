@@ -68,7 +68,9 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, FrameError> {
             if rest.is_empty() {
                 Ok(Frame::Leave(identity))
             } else {
-                Err(FrameError::BadLeave(postcard::Error::DeserializeBadEncoding))
+                Err(FrameError::BadLeave(
+                    postcard::Error::DeserializeBadEncoding,
+                ))
             }
         }
         other => Err(FrameError::UnknownKind(other)),
@@ -118,8 +120,14 @@ mod tests {
         assert!(matches!(decode(b""), Err(FrameError::TooShort(0))));
         assert!(matches!(decode(b"HM\x01"), Err(FrameError::TooShort(3))));
         assert!(matches!(decode(b"XX\x01\x01a"), Err(FrameError::BadMagic)));
-        assert!(matches!(decode(b"HM\x09\x01a"), Err(FrameError::BadVersion(9))));
-        assert!(matches!(decode(b"HM\x01\x07a"), Err(FrameError::UnknownKind(7))));
+        assert!(matches!(
+            decode(b"HM\x09\x01a"),
+            Err(FrameError::BadVersion(9))
+        ));
+        assert!(matches!(
+            decode(b"HM\x01\x07a"),
+            Err(FrameError::UnknownKind(7))
+        ));
         assert!(matches!(decode(b"HM\x01\x01"), Err(FrameError::Empty)));
         let big = vec![0u8; MAX_DATAGRAM + 1];
         assert!(matches!(decode(&big), Err(FrameError::TooLarge(_))));

@@ -66,6 +66,10 @@ pub(super) fn is_overlay_direction(direction: u8) -> bool {
 }
 
 /// Everything the overlay programs of this node counted since the data plane was loaded.
+///
+/// A "packet" is one skb as the program saw it: a GSO super-packet the VXLAN driver later
+/// splits into several datagrams counts once (with all its bytes) in `sent`/`received`, while
+/// `underlay_vxlan` (XDP, before GRO) counts wire frames.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct OverlayCounters {
     /// Packets handed to the VXLAN device for encapsulation (`hm_overlay_egress`), inner frame

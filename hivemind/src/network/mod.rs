@@ -80,14 +80,7 @@ pub trait ContainerNetwork: Send + Sync {
     async fn ifindex_of_address(&self, ip: Ipv4Addr) -> Result<Option<u32>, NetworkError>;
 }
 
-/// Name of the overlay device on every node.
-pub const OVERLAY_DEVICE: &str = "hm-vxlan";
-/// MAC of the overlay device, the same on every node (so the kernel takes
-/// decapsulated frames as addressed to itself); equals
-/// `hivemind_common::OVERLAY_MAC`.
-pub const OVERLAY_MAC: [u8; 6] = [0x02, 0x68, 0x6d, 0x00, 0x00, 0x01];
-/// UDP port of the overlay.
-pub const VXLAN_PORT: u16 = 4789;
+pub use hivemind_common::{OVERLAY_DEVICE, VXLAN_PORT};
 
 /// No kernel networking: for `web --mock` and unit tests.
 pub struct NoNetwork;

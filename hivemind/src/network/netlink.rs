@@ -11,7 +11,9 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use super::netns::{create_netns, remove_netns, run_in_netns};
-use super::{Attachment, ContainerNetwork, NetworkConfig, NetworkError, OVERLAY_DEVICE, VXLAN_PORT};
+use super::{
+    Attachment, ContainerNetwork, NetworkConfig, NetworkError, OVERLAY_DEVICE, VXLAN_PORT,
+};
 use crate::state::Subnet;
 
 /// Name of the container side until it moves into the namespace as eth0.
@@ -335,7 +337,7 @@ impl ContainerNetwork for Netlink {
                 .collect_metadata(true)
                 .learning(false)
                 .mtu(self.config.mtu)
-                .address(super::OVERLAY_MAC.to_vec())
+                .address(hivemind_common::OVERLAY_MAC.to_vec())
                 .arp(false)
                 .build();
             match handle.link().add(message).execute().await {
@@ -348,7 +350,19 @@ impl ContainerNetwork for Netlink {
             .await?
             .ok_or_else(|| NetworkError::NoLink(OVERLAY_DEVICE.to_string()))?;
         let index = link.header.index;
-        set_link(&handle, "set vxlan up", OVERLAY_DEVICE, LinkUnspec::new_with_index(index).up().build()).await?;
+        // No IPv6 on the overlay: its router solicitations would only be
+        // counted as drops by the overlay programs.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{OVERLAY_DEVICE}/disable_ipv6"),
+            "1",
+        );
+        set_link(
+            &handle,
+            "set vxlan up",
+            OVERLAY_DEVICE,
+            LinkUnspec::new_with_index(index).up().build(),
+        )
+        .await?;
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(cluster.network, cluster.prefix)
             .output_interface(index)
@@ -358,10 +372,12 @@ impl ContainerNetwork for Netlink {
             Ok(()) => {}
             Err(e) => return Err(nl_error("route cluster cidr", OVERLAY_DEVICE, e)),
         }
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetworkError::Netlink {
-            operation: "enable ip_forward",
-            target: "net.ipv4.ip_forward".to_string(),
-            message: e.to_string(),
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
+            NetworkError::Netlink {
+                operation: "enable ip_forward",
+                target: "net.ipv4.ip_forward".to_string(),
+                message: e.to_string(),
+            }
         })?;
         Ok(index)
     }

@@ -127,11 +127,7 @@ impl Store {
         Ok(())
     }
 
-    fn remove(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<bool, StoreError> {
+    fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let existed = txn.open_table(table)?.remove(key)?.is_some();
         txn.commit()?;
@@ -211,7 +207,11 @@ mod tests {
         .unwrap();
         Record {
             key: RecordKey::new(APPS, name),
-            version: Hlc { wall_ms, counter: 0, node: 1 },
+            version: Hlc {
+                wall_ms,
+                counter: 0,
+                node: 1,
+            },
             value: Some(to_value(&AppRecord::new(spec)).unwrap()),
         }
     }
@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(store.apps().unwrap().len(), 1);
         assert_eq!(store.meta("node_id").unwrap().as_deref(), Some("abc"));
         assert!(!store.merge_record(&app("web", 5)).unwrap(), "older loses");
-        let tombstone = Record { value: None, ..app("web", 20) };
+        let tombstone = Record {
+            value: None,
+            ..app("web", 20)
+        };
         assert!(store.merge_record(&tombstone).unwrap());
         assert!(store.app("web").unwrap().is_none());
         assert_eq!(store.records(APPS).unwrap().len(), 1, "tombstone kept");

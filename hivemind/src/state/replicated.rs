@@ -61,19 +61,25 @@ impl Store {
     }
 
     /// One live value of `table`.
-    pub fn value<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>, StoreError> {
+    pub fn value<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let Some(record) = self.record(&RecordKey::new(table, key))? else {
             return Ok(None);
         };
         match record.value {
             None => Ok(None),
-            Some(value) => serde_json::from_value(value)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    table: table.to_string(),
-                    key: key.to_string(),
-                    source,
-                }),
+            Some(value) => {
+                serde_json::from_value(value)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        table: table.to_string(),
+                        key: key.to_string(),
+                        source,
+                    })
+            }
         }
     }
 

@@ -1,0 +1,250 @@
+//! End to end on a 3-node testbed: membership, replicated state, spread
+//! placement, container traffic across the eBPF VXLAN overlay, and failover
+//! when a node's daemon is killed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hivemind_tests::containerd::prerequisites;
+use hivemind_tests::daemon::{ctr, eventually};
+use hivemind_tests::image::build_test_image;
+use hivemind_tests::testbed::Testbed;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
+
+fn running(containers: &[Value], app: &str) -> Vec<Value> {
+    containers
+        .iter()
+        .filter(|c| c["app"] == app && c["status"] == "running")
+        .cloned()
+        .collect()
+}
+
+fn nodes_of(containers: &[Value]) -> Vec<String> {
+    let mut nodes: Vec<String> = containers
+        .iter()
+        .filter_map(|c| c["node"].as_str().map(str::to_string))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn three_nodes_spread_talk_across_the_overlay_and_fail_over() -> Result<()> {
+    if !prerequisites(
+        "three_nodes_spread_talk_across_the_overlay_and_fail_over",
+        &[
+            "containerd",
+            "runc",
+            "ctr",
+            "/usr/bin/docker-registry",
+            "/bin/busybox",
+        ],
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let tag = format!("{}", std::process::id() % 100_000);
+    let mut testbed = Testbed::up(&tag, 3, Path::new(BIN), dir.path())?;
+    let result = scenario(&mut testbed, dir.path());
+    if result.is_err() {
+        eprintln!("{}", testbed.logs());
+    }
+    drop(testbed);
+    result
+}
+
+fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
+    // Membership: every node sees all three, each with its own /24.
+    let nodes = testbed.node(2).daemon.get("/api/nodes")?;
+    let mut subnets: Vec<&str> = nodes
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .filter_map(|n| n["subnet"].as_str())
+        .collect();
+    subnets.sort();
+    subnets.dedup();
+    assert_eq!(subnets.len(), 3, "distinct subnets: {nodes}");
+
+    let image = build_test_image(&dir.join("image"))?;
+    let reference = testbed.serve_image(&image, "hm/test-app", "1")?;
+
+    // A write on node 1 is visible on node 3.
+    let output = testbed.node(1).daemon.cli(&[
+        "app",
+        "deploy",
+        "--image",
+        &reference,
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--env",
+        "GREETING=hello",
+    ]);
+    assert!(
+        output.status.success(),
+        "deploy: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually(
+        "the app is replicated to node 3",
+        Duration::from_secs(10),
+        || Ok(testbed.node(3).daemon.get("/api/apps/web").ok().map(|_| ())),
+    )?;
+
+    // Spread: one replica on each node, all running.
+    let containers = eventually("3 running replicas", Duration::from_secs(90), || {
+        let all = testbed.containers(2)?;
+        let web = running(&all, "web");
+        Ok((web.len() == 3).then_some(web))
+    })?;
+    assert_eq!(
+        nodes_of(&containers),
+        vec!["node-1", "node-2", "node-3"],
+        "spread"
+    );
+
+    // Every node reaches every container, across the overlay.
+    for container in &containers {
+        let ip = container["ip"].as_str().context("ip")?;
+        for index in 1..=3 {
+            let body = eventually(
+                &format!("node-{index} -> {ip}"),
+                Duration::from_secs(20),
+                || match testbed.get_from(index, &format!("http://{ip}/greeting")) {
+                    Ok((200, body)) => Ok(Some(body)),
+                    Ok((status, body)) => bail!("{status}: {body}"),
+                    Err(e) => Err(e),
+                },
+            )?;
+            assert_eq!(body.trim(), "hello");
+        }
+    }
+
+    // Container to container across nodes, from inside a container on node 1.
+    let on = |node: &str| -> Result<&Value> {
+        containers
+            .iter()
+            .find(|c| c["node"] == node)
+            .with_context(|| format!("no replica on {node}"))
+    };
+    let client = on("node-1")?["id"].as_str().context("id")?.to_string();
+    let server_ip = on("node-2")?["ip"].as_str().context("ip")?.to_string();
+    let socket = testbed.node(1).data_dir.join("containerd.sock");
+    let before = overlay_sent(testbed, 1)?;
+    let answer = ctr(
+        &socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "probe",
+            &client,
+            "sh",
+            "-c",
+            // busybox nc: static wget resolves the "http" service through NSS,
+            // which a static binary cannot load in this minimal image.
+            &format!("printf 'GET /greeting HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {server_ip} 80"),
+        ],
+    )?;
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.trim_end().ends_with("hello"),
+        "container on node-1 reached node-2's container: {answer}"
+    );
+    let after = overlay_sent(testbed, 1)?;
+    assert!(
+        after > before,
+        "the packets went through hm_overlay_egress ({before} -> {after})"
+    );
+    let received = testbed.node(2).daemon.get("/api/metrics/overlay")?;
+    assert!(
+        received["counters"]["received"]["packets"].as_u64() > Some(0),
+        "node-2 decapsulated through hm_overlay_ingress: {received}"
+    );
+
+    // kill -9 node 3's daemon: it is declared down and its replica replaced.
+    let killed_at = Instant::now();
+    testbed.node_mut(3).daemon.kill9();
+    eventually("node-3 down on node-1", Duration::from_secs(30), || {
+        let nodes = testbed.node(1).daemon.get("/api/nodes")?;
+        let down = nodes.as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["name"] == "node-3" && n["state"] == "down")
+        });
+        Ok(down.then_some(()))
+    })?;
+    let detected = killed_at.elapsed();
+    let replaced = eventually(
+        "3 replicas on nodes 1 and 2",
+        Duration::from_secs(90),
+        || {
+            let web = running(&testbed.containers(1)?, "web");
+            let live: Vec<Value> = web.into_iter().filter(|c| c["node"] != "node-3").collect();
+            Ok((live.len() == 3).then_some(live))
+        },
+    )?;
+    for container in &replaced {
+        let ip = container["ip"].as_str().context("ip")?;
+        let (status, body) = testbed.get_from(1, &format!("http://{ip}/greeting"))?;
+        assert_eq!((status, body.trim()), (200, "hello"), "replacement serves");
+    }
+    let serving = killed_at.elapsed();
+    eprintln!(
+        "failover: node-3 declared down after {:.1}s, replacements serving after {:.1}s",
+        detected.as_secs_f64(),
+        serving.as_secs_f64()
+    );
+
+    // Node 3 comes back: the cluster converges, no duplicates, and node 3
+    // stops the copy it kept running while its daemon was dead.
+    let node3 = testbed.node(3);
+    let ns = hivemind_tests::netns::NetNs::existing(&node3.ns.name);
+    testbed.node_mut(3).daemon.restart(&ns)?;
+    testbed.wait_converged(3)?;
+    eventually(
+        "exactly 3 replicas after node-3 returned",
+        Duration::from_secs(60),
+        || {
+            let all = testbed.containers(3)?;
+            let web: Vec<Value> = all.into_iter().filter(|c| c["app"] == "web").collect();
+            Ok((web.len() == 3 && running(&web, "web").len() == 3).then_some(()))
+        },
+    )?;
+    let socket3 = testbed.node(3).data_dir.join("containerd.sock");
+    eventually(
+        "node-3 stopped its stale task",
+        Duration::from_secs(30),
+        || {
+            Ok(hivemind_tests::daemon::ctr_ids(&socket3, &["tasks", "ls"])?
+                .is_empty()
+                .then_some(()))
+        },
+    )?;
+
+    // Delete from node 2: gone everywhere.
+    let output = testbed
+        .node(2)
+        .daemon
+        .cli(&["app", "delete", "--name", "web"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually("no containers left", Duration::from_secs(60), || {
+        Ok(testbed.containers(1)?.is_empty().then_some(()))
+    })?;
+    Ok(())
+}
+
+fn overlay_sent(testbed: &Testbed, index: usize) -> Result<u64> {
+    let overlay = testbed.node(index).daemon.get("/api/metrics/overlay")?;
+    overlay["counters"]["sent"]["packets"]
+        .as_u64()
+        .with_context(|| format!("overlay counters: {overlay}"))
+}
