@@ -120,6 +120,17 @@ impl Daemon {
         serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
     }
 
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Leaves the process running when this value is dropped (for a testbed
+    /// that outlives the command that made it).
+    pub fn detach(&mut self) {
+        self.child = None;
+    }
+
     /// Whether the process still runs.
     pub fn running(&mut self) -> bool {
         self.child

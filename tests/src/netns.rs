@@ -43,6 +43,19 @@ impl NetNs {
         }
     }
 
+    /// A handle on an existing namespace that deletes it on drop.
+    pub fn existing_owned(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            owned: true,
+        }
+    }
+
+    /// Keeps the namespace when this value is dropped.
+    pub fn keep(&mut self) {
+        self.owned = false;
+    }
+
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.name))
     }

@@ -52,16 +52,8 @@ impl TestNode {
             .context("no self in /api/nodes")
     }
 
-    fn containerd_socket(&self) -> PathBuf {
+    pub fn containerd_socket(&self) -> PathBuf {
         self.data_dir.join("containerd.sock")
-    }
-
-    fn containerd_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.data_dir.join("data/containerd/containerd.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
     }
 }
 
@@ -232,21 +224,134 @@ impl Testbed {
     }
 }
 
+/// What `down` needs to remove a testbed left running by `keep`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TestbedState {
+    pub bridge_ns: String,
+    pub nodes: Vec<NodeState>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    pub ns: String,
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub data_dir: PathBuf,
+    pub daemon_pid: Option<u32>,
+}
+
+impl Testbed {
+    /// Leaves everything running and writes what `down` needs to
+    /// `dir/testbed.json`.
+    pub fn keep(mut self) -> Result<PathBuf> {
+        let state = TestbedState {
+            bridge_ns: self.bridge.name.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeState {
+                    name: n.name.clone(),
+                    ns: n.ns.name.clone(),
+                    id: n.id.clone(),
+                    ip: n.ip(),
+                    data_dir: n.data_dir.clone(),
+                    daemon_pid: n.daemon.pid(),
+                })
+                .collect(),
+        };
+        let path = self.dir.join("testbed.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&state)?)?;
+        for node in &mut self.nodes {
+            node.daemon.detach();
+            node.ns.keep();
+        }
+        self.bridge.keep();
+        if let Some(registry) = self.registry.take() {
+            std::mem::forget(registry);
+        }
+        self.nodes.clear();
+        Ok(path)
+    }
+
+    /// Removes a testbed kept by [`Testbed::keep`].
+    pub fn down(dir: &Path) -> Result<()> {
+        let path = dir.join("testbed.json");
+        let state: TestbedState = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+        )?;
+        for node in &state.nodes {
+            if let Some(pid) = node.daemon_pid {
+                kill(pid as i32);
+            }
+        }
+        for node in &state.nodes {
+            teardown_node(&node.data_dir, &node.id);
+            let _ = NetNs::existing_owned(&node.ns);
+        }
+        // The registry runs in the bridge namespace: kill what runs there.
+        kill_in_netns(&state.bridge_ns);
+        let _ = NetNs::existing_owned(&state.bridge_ns);
+        std::fs::remove_file(&path)?;
+        Ok(())
+    }
+}
+
+fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Kills every process whose network namespace is /run/netns/`name`.
+fn kill_in_netns(name: &str) {
+    let Ok(target) = std::fs::metadata(format!("/run/netns/{name}")) else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(ns) = std::fs::metadata(entry.path().join("ns/net"))
+            && ns.ino() == target.ino()
+            && ns.dev() == target.dev()
+        {
+            kill(pid);
+        }
+    }
+}
+
+/// Removes a node's containers, its containerd and namespaces.
+fn teardown_node(data_dir: &Path, id: &str) {
+    let socket = data_dir.join("containerd.sock");
+    ctr_purge(&socket);
+    let pid_file = data_dir.join("data/containerd/containerd.pid");
+    if let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+    {
+        kill(pid);
+    }
+    remove_netns_with_prefix(&format!("hm-{id}-"));
+    crate::containerd::cleanup_after(&socket, data_dir);
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             node.daemon.kill9();
         }
         for node in &self.nodes {
-            ctr_purge(&node.containerd_socket());
-            if let Some(pid) = node.containerd_pid() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            remove_netns_with_prefix(&format!("hm-{}-", node.id));
-            crate::containerd::cleanup_after(&node.containerd_socket(), &node.data_dir);
+            teardown_node(&node.data_dir, &node.id);
         }
         self.registry = None;
     }

@@ -48,10 +48,31 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A multi-node cluster on this machine, each node a network namespace.
+    Testbed {
+        #[command(subcommand)]
+        command: TestbedCommand,
+    },
     /// Install what is missing, build in release mode and run `hivemind daemon ARGS...`.
     Daemon {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestbedCommand {
+    /// Build the hivemind binary and start N nodes (node 1 at 192.168.100.11, ...).
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value = "/var/lib/hivemind-testbed")]
+        dir: PathBuf,
+    },
+    /// Stop and remove a testbed started by `up`.
+    Down {
+        #[arg(long, default_value = "/var/lib/hivemind-testbed")]
+        dir: PathBuf,
     },
 }
 
@@ -64,6 +85,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Test { args } => test(&args),
+        Task::Testbed { command } => testbed(command),
         Task::Daemon { args } => daemon(&args),
     }
 }
@@ -120,6 +142,49 @@ fn daemon(args: &[String]) -> Result<()> {
     let binary = root.join("target/release/hivemind");
     println!("daemon: {} daemon {}", binary.display(), args.join(" "));
     run(Command::new(binary).arg("daemon").args(args))
+}
+
+fn testbed(command: TestbedCommand) -> Result<()> {
+    use hivemind_tests::testbed::Testbed;
+    match command {
+        TestbedCommand::Up { nodes, dir } => {
+            if dir.join("testbed.json").exists() {
+                bail!(
+                    "a testbed already runs from {}; `cargo xtask testbed down` first",
+                    dir.display()
+                );
+            }
+            let root = workspace_root()?;
+            run(Command::new("cargo")
+                .args(["build", "--package", "hivemind"])
+                .current_dir(&root))?;
+            let binary = root.join("target/debug/hivemind");
+            println!("testbed: starting {nodes} node(s) under {}", dir.display());
+            let testbed = Testbed::up("x", nodes, &binary, &dir)?;
+            for node in &testbed.nodes {
+                println!(
+                    "testbed: {} id {} at {} (netns {}): hivemind --server http://{}:3000 node ls",
+                    node.name,
+                    node.id,
+                    node.ip(),
+                    node.ns.name,
+                    node.ip()
+                );
+            }
+            let state = testbed.keep()?;
+            println!(
+                "testbed: up; run commands in a node with `nsenter --net=/run/netns/hmtb-x-n1 ...`; \
+                 state in {}; `cargo xtask testbed down` removes it",
+                state.display()
+            );
+            Ok(())
+        }
+        TestbedCommand::Down { dir } => {
+            Testbed::down(&dir)?;
+            println!("testbed: removed");
+            Ok(())
+        }
+    }
 }
 
 fn is_root() -> bool {
