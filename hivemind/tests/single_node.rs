@@ -354,7 +354,7 @@ fn lifecycle(
     let links = hivemind_tests::netns::run(ns.command("ip").args(["-o", "link", "show"]))?;
     let veths: Vec<&str> = links
         .lines()
-        .filter(|l| l.contains(": hm") && !l.contains(": hm0"))
+        .filter(|l| l.contains(": hm") && l.contains("@if"))
         .collect();
     assert!(veths.is_empty(), "no veths left: {veths:?}");
     let data_dir = &daemon.data_dir;
