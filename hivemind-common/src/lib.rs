@@ -20,12 +20,56 @@ pub const MAP_METRICS: &str = "HM_METRICS";
 /// packet's destination with `prefix_len = 32`.
 pub const MAP_TUNNELS: &str = "HM_TUNNELS";
 
+/// Name of the service frontend map: [`ServiceKey`] -> [`ServiceValue`]. Slot 0 of a frontend
+/// holds the number of backend slots (`ServiceValue::count`), slots `1..=count` one backend id
+/// each; a backend of weight `w` fills proportionally many slots (see `weighted_slots` in the
+/// daemon). Writers fill backends first, then slots `1..=count`, then slot 0, so the data path
+/// never sees a count that covers a missing slot.
+pub const MAP_SERVICES: &str = "HM_SERVICES";
+/// Name of the map from backend id (`u32`) to [`Backend`].
+pub const MAP_BACKENDS: &str = "HM_BACKENDS";
+/// Name of the connection tracking map (LRU hash): [`CtKey`] -> [`CtValue`]. A translated
+/// connection has two entries: the original direction (client -> VIP:port, remembering the
+/// backend) and the reply direction (backend -> client, remembering the VIP:port to restore).
+pub const MAP_CT: &str = "HM_CT";
+/// Name of the one-entry array (index 0) holding this node's [`NodeConfig`].
+pub const MAP_NODE_CONFIG: &str = "HM_NODE_CONFIG";
+
+/// The service CIDR (10.96.0.0/16): every service VIP lies inside it. Its network address's
+/// octets; see [`SERVICE_CIDR_PREFIX`] and [`in_service_cidr`].
+pub const SERVICE_CIDR: [u8; 4] = [10, 96, 0, 0];
+/// Prefix length of [`SERVICE_CIDR`].
+pub const SERVICE_CIDR_PREFIX: u8 = 16;
+
+/// Whether the IPv4 address whose octets are `addr` lies in the service CIDR.
+pub const fn in_service_cidr(addr: [u8; 4]) -> bool {
+    addr[0] == SERVICE_CIDR[0] && addr[1] == SERVICE_CIDR[1]
+}
+const _: () = assert!(
+    SERVICE_CIDR_PREFIX == 16,
+    "in_service_cidr compares two octets"
+);
+
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
 /// Maximum number of local endpoints (container veths) per node.
 pub const MAX_ENDPOINTS: u32 = 4096;
 /// Maximum number of metrics entries per node ({endpoint, direction, reason}).
 pub const MAX_METRICS_ENTRIES: u32 = 65536;
 /// Maximum number of remote node subnets in `HM_TUNNELS`.
 pub const MAX_TUNNELS: u32 = 1024;
+/// Maximum number of `HM_SERVICES` entries (every slot of every frontend, slot 0 included).
+pub const MAX_SERVICE_ENTRIES: u32 = 65536;
+/// Maximum number of backend slots of one frontend (slots `1..=MAX_SLOTS_PER_SERVICE`).
+pub const MAX_SLOTS_PER_SERVICE: u16 = 1024;
+/// Maximum number of `HM_BACKENDS` entries.
+pub const MAX_BACKENDS: u32 = 65536;
+/// Maximum number of `HM_CT` entries (two per translated connection); the least recently used
+/// entries are evicted first.
+pub const MAX_CT_ENTRIES: u32 = 131072;
 
 /// Packets leaving the container (TC ingress of its host-side veth).
 pub const DIR_FROM_CONTAINER: u8 = 1;
@@ -43,6 +87,12 @@ pub const DIR_TO_OVERLAY: u8 = 3;
 pub const DIR_FROM_OVERLAY: u8 = 4;
 /// VXLAN packets arriving on the node's underlay interface (XDP). `endpoint_id` is always 0.
 pub const DIR_UNDERLAY: u8 = 5;
+
+/// Service translations (all programs). `MetricsKey::endpoint_id` is the endpoint of the veth
+/// where the translation happened, or 0 (`ENDPOINT_ID_UNKNOWN`) on the overlay device; the
+/// reason is one of `reason::SERVICE_*`. These entries count translations, not traffic: the same
+/// packet is also counted (FORWARDED or dropped) under the direction of the program that saw it.
+pub const DIR_SERVICE: u8 = 6;
 
 /// Endpoint id used for traffic seen on an interface that has no `HM_ENDPOINTS` entry.
 pub const ENDPOINT_ID_UNKNOWN: u32 = 0;
@@ -143,6 +193,140 @@ pub struct MetricsValue {
 }
 const _: () = assert!(size_of::<MetricsValue>() == 16);
 
+/// Key of `HM_SERVICES`: one slot of one frontend (VIP, port, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// The VIP, network byte order (bytes in memory are the address octets).
+    pub vip: u32,
+    /// The service port, network byte order.
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    /// Always zero: hash maps compare keys byte by byte.
+    pub _pad0: u8,
+    /// 0 for the frontend's header (holding the count), `1..=count` for the backend slots.
+    pub slot: u16,
+    /// Always zero.
+    pub _pad1: [u8; 2],
+}
+const _: () = assert!(size_of::<ServiceKey>() == 12);
+
+impl ServiceKey {
+    /// The key of `slot`; `vip` and `port` already in network byte order.
+    pub const fn new(vip: u32, port: u16, proto: u8, slot: u16) -> Self {
+        Self {
+            vip,
+            port,
+            proto,
+            _pad0: 0,
+            slot,
+            _pad1: [0; 2],
+        }
+    }
+}
+
+/// Value of `HM_SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// The backend of this slot (`HM_BACKENDS` key); 0 and unused in slot 0.
+    pub backend_id: u32,
+    /// Only in slot 0: the number of backend slots (0: the service has no backend and its
+    /// traffic is dropped with `DROP_NO_BACKEND`).
+    pub count: u16,
+    /// Reserved; 0 today.
+    pub flags: u16,
+}
+const _: () = assert!(size_of::<ServiceValue>() == 8);
+
+/// Value of `HM_BACKENDS`, keyed by a backend id the daemon assigns (unique per node).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// The backend's IPv4 address, network byte order.
+    pub ip: u32,
+    /// The backend's port, network byte order.
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    /// Reserved; 0 today.
+    pub flags: u8,
+}
+const _: () = assert!(size_of::<Backend>() == 8);
+
+/// Key of `HM_CT`: a 5-tuple exactly as in the packet (addresses and ports in network byte
+/// order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// Always zero: hash maps compare keys byte by byte.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<CtKey>() == 16);
+
+impl CtKey {
+    pub const fn new(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of `HM_CT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    /// The backend the connection was sent to.
+    pub backend_id: u32,
+    /// The VIP the client addressed, network byte order (the source to restore on replies).
+    pub rev_vip: u32,
+    /// The service port the client addressed, network byte order.
+    pub rev_port: u16,
+    /// `ct_flags::*` bits.
+    pub flags: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<CtValue>() == 12);
+
+/// Bits of [`CtValue::flags`].
+pub mod ct_flags {
+    /// The connection was translated by a service (always set today).
+    pub const SERVICE: u8 = 1;
+    /// The entry is for the reply direction (backend -> client): restore the source to
+    /// `rev_vip:rev_port`.
+    pub const REPLY: u8 = 2;
+}
+
+/// Value of `HM_NODE_CONFIG` (index 0): what the node-originated service path needs. All zero
+/// until the daemon writes it: then a node-originated connection to a local backend cannot be
+/// delivered (it is treated as remote and finds no tunnel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Ifindex of the node's bridge (`hm0`): node-originated packets to a local backend are
+    /// redirected there (`bpf_redirect_neigh`).
+    pub bridge_ifindex: u32,
+    /// The node's gateway address on the bridge, network byte order.
+    pub gateway: u32,
+    /// The node's container subnet, network byte order (`gateway & subnet_mask`).
+    pub subnet: u32,
+    /// Netmask of the node's container subnet, network byte order (bytes are the mask octets).
+    pub subnet_mask: u32,
+}
+const _: () = assert!(size_of::<NodeConfig>() == 16);
+
 /// Verdict reasons recorded in [`MetricsKey::reason`].
 ///
 /// Numbering: 0..=127 are non-drop outcomes, 128..=255 are drop reasons (as in cilium's
@@ -151,6 +335,14 @@ const _: () = assert!(size_of::<MetricsValue>() == 16);
 pub mod reason {
     /// The packet was passed on.
     pub const FORWARDED: u8 = 0;
+    /// (`DIR_SERVICE`) A packet to a service VIP:port had its destination rewritten to a
+    /// backend.
+    pub const SERVICE_TRANSLATED: u8 = 1;
+    /// (`DIR_SERVICE`) A reply from a backend had its source restored to the VIP:port.
+    pub const SERVICE_REVERSE_TRANSLATED: u8 = 2;
+    /// (`DIR_SERVICE`) A new connection to a service: a backend was picked and the conntrack
+    /// entries were created (the packet is also counted as `SERVICE_TRANSLATED`).
+    pub const SERVICE_NEW_CONNECTION: u8 = 3;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -170,6 +362,14 @@ pub mod reason {
     pub const DROP_MALFORMED_VXLAN: u8 = 133;
     /// Rewriting packet bytes failed.
     pub const DROP_REWRITE: u8 = 134;
+    /// A packet to a service VIP:port whose service has no backend (count 0, or a slot or
+    /// backend entry missing).
+    pub const DROP_NO_BACKEND: u8 = 135;
+    /// Creating the conntrack entries of a new service connection failed.
+    pub const DROP_CT_FULL: u8 = 136;
+    /// TCP or UDP to the service CIDR that cannot be translated: an IPv4 fragment (only the
+    /// first one carries the ports) or a TCP/UDP header cut short.
+    pub const DROP_SERVICE_UNSUPPORTED: u8 = 137;
 
     /// Whether `reason` is a drop reason.
     pub const fn is_drop(reason: u8) -> bool {
@@ -179,7 +379,10 @@ pub mod reason {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{EndpointInfo, MetricsKey, MetricsValue, TunnelInfo};
+    use super::{
+        Backend, CtKey, CtValue, EndpointInfo, MetricsKey, MetricsValue, NodeConfig, ServiceKey,
+        ServiceValue, TunnelInfo,
+    };
 
     // SAFETY: EndpointInfo is #[repr(C)], made only of u32 fields, has no padding (size
     // asserted above) and every bit pattern is a valid value.
@@ -192,6 +395,21 @@ mod user {
     // SAFETY: TunnelInfo is #[repr(C)], integer fields with the padding as an explicit field
     // (size asserted above); every bit pattern is valid.
     unsafe impl aya::Pod for TunnelInfo {}
+    // SAFETY: ServiceKey is #[repr(C)], integer fields with the padding as explicit fields
+    // (size asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: ServiceValue is #[repr(C)], integer fields without padding (size asserted above).
+    unsafe impl aya::Pod for ServiceValue {}
+    // SAFETY: Backend is #[repr(C)], integer fields without padding (size asserted above).
+    unsafe impl aya::Pod for Backend {}
+    // SAFETY: CtKey is #[repr(C)], integer fields with the padding as an explicit field (size
+    // asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for CtKey {}
+    // SAFETY: CtValue is #[repr(C)], integer fields with the padding as an explicit field (size
+    // asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for CtValue {}
+    // SAFETY: NodeConfig is #[repr(C)], four u32 fields, no padding, any bit pattern valid.
+    unsafe impl aya::Pod for NodeConfig {}
 }
 
 #[cfg(test)]
@@ -208,12 +426,31 @@ mod tests {
             reason::DROP_UNKNOWN_VNI,
             reason::DROP_MALFORMED_VXLAN,
             reason::DROP_REWRITE,
+            reason::DROP_NO_BACKEND,
+            reason::DROP_CT_FULL,
+            reason::DROP_SERVICE_UNSUPPORTED,
         ];
         for (i, a) in codes.iter().enumerate() {
             assert!(reason::is_drop(*a));
             assert!(codes[i + 1..].iter().all(|b| a != b), "code {a} reused");
         }
         assert!(!reason::is_drop(reason::FORWARDED));
+        for code in [
+            reason::SERVICE_TRANSLATED,
+            reason::SERVICE_REVERSE_TRANSLATED,
+            reason::SERVICE_NEW_CONNECTION,
+        ] {
+            assert!(!reason::is_drop(code));
+        }
+    }
+
+    #[test]
+    fn service_cidr_membership() {
+        use super::in_service_cidr;
+        assert!(in_service_cidr([10, 96, 0, 10]));
+        assert!(in_service_cidr([10, 96, 255, 255]));
+        assert!(!in_service_cidr([10, 97, 0, 10]));
+        assert!(!in_service_cidr([10, 244, 1, 2]));
     }
 
     #[test]

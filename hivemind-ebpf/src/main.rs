@@ -3,18 +3,21 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
+mod lb;
 mod metrics;
 mod tunnel;
 mod underlay;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER};
+use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, reason};
 
-/// TC ingress of a container's host-side veth: packets leaving the container.
+/// TC ingress of a container's host-side veth: packets leaving the container. Service DNAT
+/// (and reverse NAT of replies from a local backend), then the kernel routes the packet.
 #[classifier]
 pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_FROM_CONTAINER) {
@@ -22,7 +25,8 @@ pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
     }
 }
 
-/// TC egress of a container's host-side veth: packets going into the container.
+/// TC egress of a container's host-side veth: packets going into the container. Reverse NAT
+/// of service replies.
 #[classifier]
 pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_TO_CONTAINER) {
@@ -30,15 +34,31 @@ pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
     }
 }
 
-/// Counts the packet for its endpoint and direction. This stage only observes: every packet
-/// passes (policy comes later).
+/// Runs the load balancer for the direction and counts the packet for its endpoint: passed
+/// (FORWARDED) or dropped with the reason (policy comes later).
 #[inline(always)]
 fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
-    metrics::count_forwarded(ctx, direction);
-    Ok(TC_ACT_OK)
+    let endpoint = metrics::endpoint_id(ctx);
+    let verdict = if direction == DIR_FROM_CONTAINER {
+        lb::from_container(ctx, endpoint)
+    } else {
+        lb::reverse(ctx, endpoint)
+    };
+    let bytes = u64::from(ctx.len());
+    match verdict {
+        Ok(()) => {
+            metrics::count(endpoint, direction, reason::FORWARDED, bytes);
+            Ok(TC_ACT_OK)
+        }
+        Err(why) => {
+            metrics::count(endpoint, direction, why, bytes);
+            Err(TC_ACT_SHOT)
+        }
+    }
 }
 
-/// TC egress of the VXLAN device `hm-vxlan`: picks the remote node for the destination and sets
+/// TC egress of the VXLAN device `hm-vxlan`: service DNAT of node-originated packets (a local
+/// backend is redirected to the bridge), then picks the remote node for the destination and sets
 /// the tunnel key; no tunnel or not IPv4 -> dropped with a counted reason.
 #[classifier]
 pub fn hm_overlay_egress(ctx: TcContext) -> i32 {
@@ -48,7 +68,8 @@ pub fn hm_overlay_egress(ctx: TcContext) -> i32 {
 }
 
 /// TC ingress of the VXLAN device `hm-vxlan`: decapsulated packets; checks the VNI and the
-/// inner IPv4 header, then lets the kernel route them to the local bridge.
+/// inner IPv4 header, restores the source of service replies, then lets the kernel route them
+/// to the local bridge (or deliver them to the node).
 #[classifier]
 pub fn hm_overlay_ingress(ctx: TcContext) -> i32 {
     match tunnel::ingress(&ctx) {

@@ -8,8 +8,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hivemind_common::{
-    ENDPOINT_ID_UNKNOWN, EndpointInfo, MAX_ENDPOINTS, MAX_METRICS_ENTRIES, MetricsKey,
-    MetricsValue, reason,
+    ENDPOINT_ID_UNKNOWN, EndpointInfo, MAX_ENDPOINTS, MAX_METRICS_ENTRIES, MetricsKey, MetricsValue,
 };
 
 /// Host-side veth ifindex -> endpoint. Written by the daemon.
@@ -24,7 +23,7 @@ static HM_METRICS: PerCpuHashMap<MetricsKey, MetricsValue> =
 /// Endpoint id of the interface the packet is on; traffic on an interface the daemon does not
 /// know is counted under `ENDPOINT_ID_UNKNOWN` (and still passes).
 #[inline(always)]
-fn endpoint_id(ctx: &TcContext) -> u32 {
+pub(crate) fn endpoint_id(ctx: &TcContext) -> u32 {
     // SAFETY: `ctx.skb.skb` is the context pointer the kernel handed to the program; reading a
     // field of `__sk_buff` is a verifier-checked context access, not a packet access.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -34,13 +33,6 @@ fn endpoint_id(ctx: &TcContext) -> u32 {
         Some(info) => unsafe { (*info).endpoint_id },
         None => ENDPOINT_ID_UNKNOWN,
     }
-}
-
-/// Adds one packet of `ctx.len()` bytes to the endpoint's FORWARDED counter.
-#[inline(always)]
-pub(crate) fn count_forwarded(ctx: &TcContext, direction: u8) {
-    let key = MetricsKey::new(endpoint_id(ctx), direction, reason::FORWARDED);
-    add(&key, u64::from(ctx.len()));
 }
 
 /// Adds one packet of `bytes` bytes to `{endpoint_id, direction, reason}`; usable from any

@@ -19,7 +19,7 @@ use hivemind_common::{
     DIR_FROM_OVERLAY, DIR_TO_OVERLAY, MAX_TUNNELS, OVERLAY_SRC_MAC, TunnelInfo, reason, vni,
 };
 
-use crate::metrics;
+use crate::{lb, metrics};
 
 /// Remote node container subnet (LPM, network byte order) -> underlay IP and VNI. Written by
 /// the daemon.
@@ -71,7 +71,14 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         metrics::count(node, DIR_TO_OVERLAY, why, bytes);
         TC_ACT_SHOT
     };
-    let destination = ipv4_destination(ctx).map_err(|why| drop(0, why))?;
+    let mut destination = ipv4_destination(ctx).map_err(|why| drop(0, why))?;
+    // Node-originated traffic to a service VIP (the daemon routes the service CIDR here).
+    match lb::node_egress(ctx) {
+        Ok(None) => {}
+        Ok(Some(lb::NodeEgress::Remote(backend))) => destination = backend,
+        Ok(Some(lb::NodeEgress::Local(verdict))) => return Ok(verdict),
+        Err(why) => return Err(drop(0, why)),
+    }
     let tunnel = match HM_TUNNELS.get(Key::new(32, destination)) {
         Some(tunnel) => *tunnel,
         None => return Err(drop(0, reason::DROP_NO_TUNNEL)),
@@ -121,6 +128,8 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     let node = unsafe { key.__bindgen_anon_1.remote_ipv4 };
     check_vni(key.tunnel_id).map_err(|why| drop(node, why))?;
     ipv4_destination(ctx).map_err(|why| drop(node, why))?;
+    // Replies of node-originated connections (and of containers' ones) to a remote backend.
+    lb::reverse(ctx, 0).map_err(|why| drop(node, why))?;
     metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
     Ok(TC_ACT_OK)
 }

@@ -67,6 +67,8 @@ pub struct NodeParts {
     /// Membership and replication; `None` for `web --mock`, where this node
     /// is alone and writes are versioned by a local clock.
     pub cluster: Option<Arc<Cluster>>,
+    /// Range of service VIPs.
+    pub service_cidr: crate::state::Subnet,
 }
 
 pub struct Node {
@@ -84,6 +86,9 @@ pub struct Node {
     /// SIGTERM-to-SIGKILL grace when stopping a container.
     pub stop_grace: Duration,
     pub cluster: Option<Arc<Cluster>>,
+    pub service_cidr: crate::state::Subnet,
+    /// Liveness and readiness checks of this node's containers.
+    pub monitor: crate::health::Monitor,
     /// Versions local writes when there is no cluster.
     clock: Clock,
     /// Wakes the reconcile loop early (a command, a record from a peer, a
@@ -101,12 +106,14 @@ impl Node {
             address: parts.address,
             data_dir: parts.data_dir,
             store: parts.store,
-            runtime: parts.runtime,
+            runtime: parts.runtime.clone(),
             network: parts.network,
             net_config: parts.net_config,
             dataplane: parts.dataplane.map(Mutex::new),
             runtime_name: parts.runtime_name,
             cluster: parts.cluster,
+            service_cidr: parts.service_cidr,
+            monitor: crate::health::Monitor::new(parts.runtime.clone()),
             clock: Clock::new(0),
             wake: tokio::sync::Notify::new(),
             started_at: now_secs(),

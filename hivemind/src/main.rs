@@ -57,12 +57,20 @@ async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
+    let service_cidr: Subnet = match node.service_cidr.parse() {
+        Ok(cidr) => cidr,
+        Err(e) => {
+            eprintln!("error: --service-cidr: {e}");
+            return 2;
+        }
+    };
     let options = ServeOptions {
         listen,
         data_dir: node.data_dir.clone(),
         containerd: node.containerd.clone(),
         subnet,
         cluster_cidr,
+        service_cidr,
         bridge: node.bridge.clone(),
         insecure_registries: node.insecure_registries.clone(),
         node_name: node.node_name.clone(),

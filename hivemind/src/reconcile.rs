@@ -99,6 +99,9 @@ impl Node {
         if let Err(e) = self.reconcile_placements().await {
             tracing::warn!(error = %e, "placement failed");
         }
+        if let Err(e) = self.reconcile_services().await {
+            tracing::warn!(error = %e, "service records failed");
+        }
         let mut names: Vec<String> = self
             .store
             .apps()?
@@ -152,7 +155,8 @@ impl Node {
                 }
                 self.ensure_dataplane(container).await;
                 self.note_running(&container.id);
-                Ok(())
+                self.watch_health(app, container);
+                self.publish_local_endpoint(container, true).await
             }
             other => {
                 let mut record = container.clone();
@@ -164,6 +168,7 @@ impl Node {
                     record.exit_code = Some(code);
                     self.store.put_container(&record)?;
                     self.note_failure(&record.id);
+                    self.publish_local_endpoint(&record, false).await?;
                 }
                 if !self.may_start(&record.id) {
                     return Ok(());
@@ -216,7 +221,10 @@ impl Node {
                 self.store.put_container(&record)?;
                 self.note_running(&record.id);
                 tracing::info!(container = %record.id, app = %record.app, ip = %record.ip, "container started");
-                Ok(())
+                // A (re)started container starts its checks over.
+                self.monitor.unwatch(&record.id);
+                self.watch_health(app, &record);
+                self.publish_local_endpoint(&record, true).await
             }
             Err(e) => {
                 record.status = ContainerStatus::Failed;
@@ -271,7 +279,16 @@ impl Node {
         let dir = self.container_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        // The node's DNS server answers cluster names and forwards the rest.
+        let resolv = if self.dataplane.is_some() {
+            format!(
+                "nameserver {}\nsearch {}\noptions ndots:2\n",
+                self.net_config.subnet.gateway(),
+                crate::services::CLUSTER_DOMAIN
+            )
+        } else {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        };
         let files = [
             (
                 "hosts",
@@ -318,6 +335,9 @@ impl Node {
 
     /// Stops and removes a container and everything it held.
     pub async fn remove_container(&self, record: &ContainerRecord) -> Result<(), NodeError> {
+        // Out of the load balancer and DNS before it stops.
+        self.monitor.unwatch(&record.id);
+        self.publish_endpoint(&record.id, None).await?;
         self.runtime.remove(&record.id, self.stop_grace).await?;
         if let Some(dataplane) = &self.dataplane
             && let Some(ifindex) = self.network.ifindex(&record.host_ifname).await?

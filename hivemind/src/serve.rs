@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::cluster::{Cluster, ClusterConfig, RecordKey, ReplicaStore};
 use crate::containerd::Containerd;
+use crate::discovery::{DnsConfig, DnsServer};
+use crate::services::StoreDirectory;
 use crate::daemon::{Node, NodeParts};
 use crate::dataplane::Dataplane;
 use crate::network::{ContainerNetwork, Netlink, NetworkConfig, NoNetwork};
@@ -31,6 +33,7 @@ pub struct ServeOptions {
     /// This node's container subnet; allocated from `cluster_cidr` when unset.
     pub subnet: Option<Subnet>,
     pub cluster_cidr: Subnet,
+    pub service_cidr: Subnet,
     pub bridge: String,
     pub insecure_registries: Vec<String>,
     pub node_name: Option<String>,
@@ -100,15 +103,38 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         dataplane: backends.dataplane,
         runtime_name: backends.runtime_name,
         cluster: cluster.clone(),
+        service_cidr: options.service_cidr,
     });
     tracing::info!(node = %node.id, subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
     node.publish_self(advertise).await?;
+    let dns = start_dns(&node, options.mock).await?;
 
     // Adopt what survived a restart before answering requests.
     if let Err(e) = node.reconcile_all().await {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
     let mut tasks = vec![tokio::spawn(reconcile_loop(node.clone()))];
+    {
+        let mut events = node.monitor.subscribe();
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        if let Err(e) = node.on_health_event(event).await {
+                            tracing::warn!(error = %e, "health event failed");
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "health events lagged; reconciling");
+                        node.wake.notify_one();
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }));
+    }
     if let Some(cluster) = &cluster {
         let mut events = cluster.subscribe();
         let node = node.clone();
@@ -134,6 +160,9 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     for task in tasks {
         task.abort();
     }
+    if let Some(dns) = dns {
+        dns.stop().await;
+    }
     if let Some(cluster) = &cluster
         && let Err(e) = cluster.leave().await
     {
@@ -155,7 +184,30 @@ async fn reconcile_loop(node: Arc<Node>) {
         if let Err(e) = node.sync_tunnels().await {
             tracing::warn!(error = %e, "tunnel sync failed");
         }
+        // SYNC_SERVICES
     }
+}
+
+/// The node's DNS server, on the gateway address that containers use as
+/// their resolver; other names go to the node's own resolvers.
+async fn start_dns(node: &Arc<Node>, mock: bool) -> Result<Option<DnsServer>> {
+    if mock {
+        return Ok(None);
+    }
+    let mut config = DnsConfig::new(SocketAddr::new(node.net_config.subnet.gateway().into(), 53));
+    // The forwarder runs in the daemon's namespace, so a loopback stub
+    // resolver of the node is usable.
+    config.upstreams = crate::discovery::upstreams_from_resolv_conf(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    let directory = Arc::new(StoreDirectory {
+        store: node.store.clone(),
+    });
+    let server = DnsServer::start(config, directory)
+        .await
+        .context("start the DNS server")?;
+    tracing::info!(address = %server.local_addr(), "DNS server listening");
+    Ok(Some(server))
 }
 
 /// This node's container subnet: the one it had, the one asked for, or a

@@ -22,7 +22,11 @@ const APPLETS: &[&str] = &[
     "head", "tail", "wc", "sed", "kill", "nc", "mount", "df", "uname", "printf", "stat",
 ];
 
-/// The test app's entrypoint: it publishes what it sees over HTTP on :80.
+/// The test app's entrypoint: it publishes what it sees over HTTP on :80:
+/// /greeting ($GREETING), /boots (a line per start, kept in the /data
+/// volume), /memory-limit, /hostname, /ready and /alive (for readiness and
+/// liveness checks; delete them to fail the check) and /cgi-bin/whoami
+/// (the client address as the server saw it, and the hostname).
 pub const APP_SCRIPT: &str = r#"#!/bin/sh
 echo "$GREETING" > /www/greeting
 if [ -d /data ]; then
@@ -34,6 +38,12 @@ if [ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]; then
 elif [ -f /sys/fs/cgroup/memory.max ]; then
   cat /sys/fs/cgroup/memory.max > /www/memory-limit
 fi
+hostname > /www/hostname
+echo ok > /www/ready
+echo ok > /www/alive
+mkdir -p /www/cgi-bin
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR $(hostname)"\n' > /www/cgi-bin/whoami
+chmod +x /www/cgi-bin/whoami
 exec busybox httpd -f -p 80 -h /www
 "#;
 

@@ -6,6 +6,7 @@ mod containers;
 mod error;
 mod images;
 mod nodes;
+mod services;
 mod volumes;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/containers/{id}/logs", get(containers::logs))
         .route("/api/metrics/containers", get(containers::metrics))
         .route("/api/metrics/overlay", get(containers::overlay))
+        .route("/api/services", get(services::list))
+        .route("/api/services/{name}/endpoints", get(services::endpoints))
         .route("/api/volumes", get(volumes::list))
         .route("/api/volumes/create", post(volumes::create))
         .route("/api/volumes/{name}", delete(volumes::delete))

@@ -52,9 +52,39 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         ports: args.ports.clone(),
         labels,
         node: args.node.clone(),
+        health: health_spec(args)?,
     };
     request.validate().map_err(usage)?;
     Ok(request)
+}
+
+fn health_spec(args: &DeployArgs) -> Result<Option<crate::health::HealthSpec>, ClientError> {
+    use crate::health::{HealthInput, HealthSpec, check_spec};
+    let h = &args.health;
+    let port = args.ports.first().copied().unwrap_or(crate::health::DEFAULT_HTTP_PORT);
+    let liveness = HealthInput {
+        cmd: h.health_cmd.as_deref(),
+        http: h.health_http.as_deref(),
+        tcp: h.health_tcp,
+        interval: h.health_interval.as_deref(),
+        timeout: h.health_timeout.as_deref(),
+        retries: h.health_retries,
+        start_period: h.health_start_period.as_deref(),
+    };
+    let readiness = HealthInput {
+        cmd: h.ready_cmd.as_deref(),
+        http: h.ready_http.as_deref(),
+        tcp: h.ready_tcp,
+        interval: h.ready_interval.as_deref(),
+        timeout: h.ready_timeout.as_deref(),
+        retries: h.ready_retries,
+        start_period: h.ready_start_period.as_deref(),
+    };
+    let spec = HealthSpec {
+        liveness: check_spec("health", &liveness, port).map_err(|e| ClientError::Usage(e.to_string()))?,
+        readiness: check_spec("ready", &readiness, port).map_err(|e| ClientError::Usage(e.to_string()))?,
+    };
+    Ok((!spec.is_empty()).then_some(spec))
 }
 
 pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
@@ -217,6 +247,21 @@ async fn app(
                     break;
                 }
             }
+        }
+        AppCommand::Services => {
+            let services = client.get("/api/services").await?;
+            print_list(
+                format,
+                &services,
+                &[
+                    ("NAME", "name"),
+                    ("VIP", "vip"),
+                    ("DNS", "dns_names"),
+                    ("PORTS", "ports"),
+                    ("READY", "ready_endpoints"),
+                    ("ENDPOINTS", "endpoints"),
+                ],
+            );
         }
         AppCommand::Delete { name } => {
             let answer = client

@@ -80,6 +80,9 @@ pub struct NodeArgs {
     /// Range the nodes' container subnets come from
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// Range of service virtual IPs
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cidr: String,
     /// Name of this node (default: the hostname)
     #[arg(long)]
     pub node_name: Option<String>,
@@ -163,6 +166,47 @@ pub struct DeployArgs {
     /// Run only on this node (id or name)
     #[arg(long)]
     pub node: Option<String>,
+    #[command(flatten)]
+    pub health: HealthArgs,
+}
+
+/// Liveness (`--health-*`) and readiness (`--ready-*`) checks.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Liveness: command run with /bin/sh -c inside the container
+    #[arg(long, conflicts_with_all = ["health_http", "health_tcp"])]
+    pub health_cmd: Option<String>,
+    /// Liveness: HTTP GET of this path on the first --port (else 80)
+    #[arg(long, conflicts_with = "health_tcp")]
+    pub health_http: Option<String>,
+    /// Liveness: TCP connect to this port
+    #[arg(long)]
+    pub health_tcp: Option<u16>,
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Readiness: command run with /bin/sh -c inside the container
+    #[arg(long, conflicts_with_all = ["ready_http", "ready_tcp"])]
+    pub ready_cmd: Option<String>,
+    /// Readiness: HTTP GET of this path on the first --port (else 80)
+    #[arg(long, conflicts_with = "ready_tcp")]
+    pub ready_http: Option<String>,
+    /// Readiness: TCP connect to this port
+    #[arg(long)]
+    pub ready_tcp: Option<u16>,
+    #[arg(long)]
+    pub ready_interval: Option<String>,
+    #[arg(long)]
+    pub ready_timeout: Option<String>,
+    #[arg(long)]
+    pub ready_retries: Option<u32>,
+    #[arg(long)]
+    pub ready_start_period: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +243,8 @@ pub enum AppCommand {
         #[arg(long)]
         tail: Option<usize>,
     },
+    /// List services: virtual IPs, DNS names, ports, endpoints
+    Services,
     /// Delete an app and its containers
     Delete {
         #[arg(long)]

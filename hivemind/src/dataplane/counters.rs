@@ -4,8 +4,8 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use hivemind_common::{
-    DIR_FROM_CONTAINER, DIR_FROM_OVERLAY, DIR_TO_CONTAINER, DIR_TO_OVERLAY, DIR_UNDERLAY,
-    MetricsKey, MetricsValue, reason,
+    DIR_FROM_CONTAINER, DIR_FROM_OVERLAY, DIR_SERVICE, DIR_TO_CONTAINER, DIR_TO_OVERLAY,
+    DIR_UNDERLAY, MetricsKey, MetricsValue, reason,
 };
 use serde::Serialize;
 
@@ -116,6 +116,57 @@ impl OverlayCounters {
     }
 }
 
+/// What the service load balancer did since the data plane was loaded, every endpoint and the
+/// overlay together.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ServiceCounters {
+    /// Packets to a VIP:port whose destination was rewritten to a backend.
+    pub translated: Counter,
+    /// Replies whose source was restored to the VIP:port.
+    pub reverse_translated: Counter,
+    /// New connections (a backend picked, conntrack entries created).
+    pub new_connections: u64,
+    /// Packets to a service without a usable backend (`reason::DROP_NO_BACKEND`).
+    pub no_backend_drops: u64,
+    /// Every service drop by reason (`DROP_NO_BACKEND`, `DROP_CT_FULL`,
+    /// `DROP_SERVICE_UNSUPPORTED`), whichever program dropped.
+    pub drops: BTreeMap<u8, u64>,
+}
+
+impl ServiceCounters {
+    /// Adds one entry of `HM_METRICS` (already summed over CPUs); entries that are neither
+    /// service translations nor service drops are ignored.
+    pub(super) fn add(&mut self, key: &MetricsKey, value: &MetricsValue) {
+        if is_service_drop(key.reason) {
+            let drops = self.drops.entry(key.reason).or_default();
+            *drops = drops.saturating_add(value.packets);
+            if key.reason == reason::DROP_NO_BACKEND {
+                self.no_backend_drops = self.no_backend_drops.saturating_add(value.packets);
+            }
+            return;
+        }
+        if key.direction != DIR_SERVICE {
+            return;
+        }
+        match key.reason {
+            reason::SERVICE_TRANSLATED => self.translated.add(value),
+            reason::SERVICE_REVERSE_TRANSLATED => self.reverse_translated.add(value),
+            reason::SERVICE_NEW_CONNECTION => {
+                self.new_connections = self.new_connections.saturating_add(value.packets);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `code` is a drop reason of the load balancer.
+fn is_service_drop(code: u8) -> bool {
+    matches!(
+        code,
+        reason::DROP_NO_BACKEND | reason::DROP_CT_FULL | reason::DROP_SERVICE_UNSUPPORTED
+    )
+}
+
 /// Sums the per-CPU values of one map entry.
 pub(super) fn sum_cpus<'a>(values: impl IntoIterator<Item = &'a MetricsValue>) -> MetricsValue {
     values
@@ -168,6 +219,72 @@ mod tests {
                 drops: BTreeMap::from([(130, 5)]),
             }
         );
+    }
+
+    #[test]
+    fn service_counters_take_translations_and_service_drops() {
+        let mut c = ServiceCounters::default();
+        c.add(
+            &MetricsKey::new(7, DIR_SERVICE, reason::SERVICE_TRANSLATED),
+            &value(3, 300),
+        );
+        c.add(
+            &MetricsKey::new(0, DIR_SERVICE, reason::SERVICE_TRANSLATED),
+            &value(1, 100),
+        );
+        c.add(
+            &MetricsKey::new(7, DIR_SERVICE, reason::SERVICE_REVERSE_TRANSLATED),
+            &value(2, 120),
+        );
+        c.add(
+            &MetricsKey::new(7, DIR_SERVICE, reason::SERVICE_NEW_CONNECTION),
+            &value(1, 60),
+        );
+        c.add(
+            &MetricsKey::new(7, DIR_FROM_CONTAINER, reason::DROP_NO_BACKEND),
+            &value(4, 240),
+        );
+        c.add(
+            &MetricsKey::new(0, DIR_TO_OVERLAY, reason::DROP_NO_BACKEND),
+            &value(1, 60),
+        );
+        c.add(
+            &MetricsKey::new(7, DIR_FROM_CONTAINER, reason::DROP_SERVICE_UNSUPPORTED),
+            &value(2, 80),
+        );
+        // Not the load balancer's.
+        c.add(
+            &MetricsKey::new(7, DIR_FROM_CONTAINER, reason::FORWARDED),
+            &value(9, 900),
+        );
+        c.add(
+            &MetricsKey::new(0, DIR_TO_OVERLAY, reason::DROP_NO_TUNNEL),
+            &value(9, 900),
+        );
+        assert_eq!(
+            c.translated,
+            Counter {
+                packets: 4,
+                bytes: 400
+            }
+        );
+        assert_eq!(c.reverse_translated.packets, 2);
+        assert_eq!(c.new_connections, 1);
+        assert_eq!(c.no_backend_drops, 5);
+        assert_eq!(
+            c.drops,
+            BTreeMap::from([
+                (reason::DROP_NO_BACKEND, 5),
+                (reason::DROP_SERVICE_UNSUPPORTED, 2)
+            ])
+        );
+        // Service entries never leak into an endpoint's counters.
+        let mut e = EndpointCounters::default();
+        e.add(
+            &MetricsKey::new(7, DIR_SERVICE, reason::SERVICE_TRANSLATED),
+            &value(3, 300),
+        );
+        assert_eq!(e, EndpointCounters::default());
     }
 
     #[test]

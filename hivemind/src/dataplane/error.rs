@@ -54,6 +54,21 @@ pub enum DataplaneError {
         subnet: std::net::Ipv4Addr,
         prefix: u8,
     },
+    #[error("service vip {vip} is outside the service cidr {cidr}/{prefix}")]
+    InvalidVip {
+        vip: std::net::Ipv4Addr,
+        cidr: std::net::Ipv4Addr,
+        prefix: u8,
+    },
+    #[error("ip protocol {proto} cannot be load-balanced (only tcp 6 and udp 17)")]
+    InvalidProtocol { proto: u8 },
+    #[error("service {vip}:{port} lists {count} backends, at most {max} are supported")]
+    TooManyBackends {
+        vip: std::net::Ipv4Addr,
+        port: u16,
+        count: usize,
+        max: u16,
+    },
     #[error("vni {vni} is outside the overlay's allowed range")]
     InvalidVni { vni: u32 },
     #[error("map {map} is missing from the ebpf object")]

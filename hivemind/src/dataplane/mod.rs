@@ -11,6 +11,7 @@
 mod counters;
 mod error;
 mod overlay;
+mod services;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -31,8 +32,9 @@ use hivemind_common::{
     EndpointInfo, MAP_ENDPOINTS, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue, TunnelInfo,
 };
 
-pub use counters::{Counter, EndpointCounters, OverlayCounters};
+pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
+pub use services::{ServiceBackend, weighted_slots};
 
 /// TC ingress of a container's host-side veth (packets leaving the container).
 pub const PROG_FROM_CONTAINER: &str = "hm_lxc_from_container";
@@ -68,6 +70,8 @@ pub struct Dataplane {
     metrics: PerCpuHashMap<MapData, MetricsKey, MetricsValue>,
     /// Key data: IPv4 network in network byte order (see `hivemind_common::MAP_TUNNELS`).
     tunnels: LpmTrie<MapData, u32, TunnelInfo>,
+    /// Service frontends, backends, conntrack and node configuration.
+    services: services::ServiceMaps,
     ebpf: Ebpf,
 }
 
@@ -117,12 +121,14 @@ impl Dataplane {
             .ok_or(DataplaneError::MapMissing { map: MAP_TUNNELS })?;
         let tunnels =
             LpmTrie::try_from(tunnels).map_err(DataplaneError::map(MAP_TUNNELS, "opening"))?;
+        let services = services::ServiceMaps::take(&mut ebpf)?;
         Ok(Self {
             links: StdHashMap::new(),
             overlay: None,
             endpoints,
             metrics,
             tunnels,
+            services,
             ebpf,
         })
     }

@@ -5,7 +5,9 @@
 //! `file://` IO, so logs survive a daemon restart without fifos.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,18 +20,22 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    StartRequest, WaitRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListTasksRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status;
 use tonic::Code;
 
-use super::{ContainerRuntime, ContainerSpec, ProgressFn, RuntimeError, TaskState};
+use super::{
+    ContainerRuntime, ContainerSpec, EXEC_OUTPUT_LIMIT, ExecOutput, ProgressFn, RuntimeError,
+    TaskState,
+};
 use crate::containerd::{Containerd, SNAPSHOTTER};
 use crate::image::{ImageStore, ResolvedImage};
 
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// Label on every container Hivemind creates.
 pub const LABEL_APP: &str = "hivemind.app";
 /// How long to wait for a task to die after SIGKILL.
@@ -140,6 +146,106 @@ impl ContainerdRuntime {
         }
     }
 
+    /// The process part of the container's runtime spec (env, cwd, user,
+    /// capabilities) with `command` as its args: what an exec runs.
+    async fn exec_process_spec(
+        &self,
+        id: &str,
+        command: &[String],
+    ) -> Result<serde_json::Value, RuntimeError> {
+        let container = self
+            .containers()
+            .get(self.cd.request(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|status| RuntimeError::containerd("get container", id, status))?
+            .into_inner()
+            .container
+            .ok_or_else(|| RuntimeError::Other(format!("container {id}: no record returned")))?;
+        let spec = container
+            .spec
+            .ok_or_else(|| RuntimeError::Other(format!("container {id} has no runtime spec")))?;
+        let spec: serde_json::Value = serde_json::from_slice(&spec.value)
+            .map_err(|e| RuntimeError::Other(format!("container {id}: runtime spec: {e}")))?;
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| RuntimeError::Other(format!("container {id}: spec has no process")))?;
+        process["args"] = serde_json::json!(command);
+        process["terminal"] = serde_json::Value::Bool(false);
+        Ok(process)
+    }
+
+    /// Starts the created exec process and waits for it under `timeout`;
+    /// kills it (and what it forked) when the timeout passes first.
+    async fn start_and_wait_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<u32>, RuntimeError> {
+        let start = StartRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        let pid = self
+            .tasks()
+            .start(self.cd.request(start))
+            .await
+            .map_err(|status| RuntimeError::containerd("start exec", id, status))?
+            .into_inner()
+            .pid;
+        let wait = WaitRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        let mut tasks = self.tasks();
+        match tokio::time::timeout(timeout, tasks.wait(self.cd.request(wait.clone()))).await {
+            Ok(Ok(response)) => return Ok(Some(response.into_inner().exit_status)),
+            Ok(Err(status)) => return Err(RuntimeError::containerd("wait exec", id, status)),
+            Err(_) => {}
+        }
+        tracing::info!(container = %id, exec = %exec_id, pid, timeout_ms = timeout.as_millis() as u64, "exec timed out, killing it");
+        // SIGKILL on the exec reaches only its first process; a shell's
+        // children would keep running (and keep the output pipe open).
+        // They are listed before the kill (then they are init's children)
+        // and killed after it (before, the shell would run on).
+        let forked = descendants_in_container(pid);
+        let kill = KillRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            signal: libc::SIGKILL as u32,
+            all: false,
+        };
+        match self.tasks().kill(self.cd.request(kill)).await {
+            Ok(_) => {}
+            Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {}
+            Err(status) => return Err(RuntimeError::containerd("kill exec", id, status)),
+        }
+        sigkill(&forked);
+        match tokio::time::timeout(KILL_WAIT, tasks.wait(self.cd.request(wait))).await {
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(status)) if status.code() == Code::NotFound => Ok(None),
+            Ok(Err(status)) => Err(RuntimeError::containerd("wait exec", id, status)),
+            Err(_) => Err(RuntimeError::StopTimeout {
+                id: format!("{id} (exec {exec_id})"),
+                seconds: KILL_WAIT.as_secs(),
+            }),
+        }
+    }
+
+    async fn delete_process(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
+        let request = DeleteProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        match self.tasks().delete_process(self.cd.request(request)).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(RuntimeError::containerd("delete exec", id, status)),
+        }
+    }
+
     async fn delete_task(&self, id: &str) -> Result<Option<u32>, RuntimeError> {
         let request = DeleteTaskRequest {
             container_id: id.to_string(),
@@ -149,6 +255,97 @@ impl ContainerdRuntime {
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(RuntimeError::containerd("delete task", id, status)),
         }
+    }
+}
+
+/// A fresh exec id: unique per daemon process, valid as a containerd
+/// identifier.
+fn next_exec_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "hm-exec-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where the shim writes an exec's output: a `file://` IO path, read and
+/// removed once the exec is deleted. The shim runs in containerd's mount
+/// namespace, so this must be a path both see (no private /tmp).
+fn exec_output_path(id: &str, exec_id: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("hivemind-exec")
+        .join(format!("{id}.{exec_id}.out"))
+}
+
+/// Reads the first [`EXEC_OUTPUT_LIMIT`] bytes of an exec's output file and
+/// removes it. A missing file is empty output (the command printed nothing).
+fn take_exec_output(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.take(EXEC_OUTPUT_LIMIT as u64).read_to_end(&mut bytes);
+    }
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove exec output");
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Every descendant of host pid `pid` that lives in the same pid namespace
+/// as `pid` itself, when that is not ours: only processes inside the
+/// container are listed, even if the daemon runs in another pid namespace
+/// than the shim. Best effort: /proc races are ignored.
+fn descendants_in_container(pid: u32) -> Vec<nix::unistd::Pid> {
+    let ns_of = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let Some(container_ns) = ns_of(pid) else {
+        return Vec::new();
+    };
+    if std::fs::read_link("/proc/self/ns/pid").ok().as_ref() == Some(&container_ns) {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(child);
+        }
+    }
+    let mut found = Vec::new();
+    let mut stack = children.remove(&pid).unwrap_or_default();
+    while let Some(child) = stack.pop() {
+        stack.extend(children.remove(&child).unwrap_or_default());
+        if ns_of(child).as_ref() != Some(&container_ns) {
+            continue;
+        }
+        if let Ok(raw) = i32::try_from(child) {
+            found.push(nix::unistd::Pid::from_raw(raw));
+        }
+    }
+    found
+}
+
+fn sigkill(pids: &[nix::unistd::Pid]) {
+    for pid in pids {
+        let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -310,5 +507,49 @@ impl ContainerRuntime for ContainerdRuntime {
                 (c.id, state)
             })
             .collect())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        if command.is_empty() {
+            return Err(RuntimeError::Other(format!("exec in {id}: empty command")));
+        }
+        let process = self.exec_process_spec(id, command).await?;
+        let exec_id = next_exec_id();
+        let output_path = exec_output_path(id, &exec_id);
+        if let Some(dir) = output_path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RuntimeError::Other(format!("create {}: {e}", dir.display())))?;
+        }
+        let uri = format!("file://{}", output_path.display());
+        let request = ExecProcessRequest {
+            container_id: id.to_string(),
+            stdin: String::new(),
+            stdout: uri.clone(),
+            stderr: uri,
+            terminal: false,
+            spec: Some(prost_types::Any {
+                type_url: PROCESS_TYPE_URL.to_string(),
+                value: process.to_string().into_bytes(),
+            }),
+            exec_id: exec_id.clone(),
+        };
+        if let Err(status) = self.tasks().exec(self.cd.request(request)).await {
+            let _ = std::fs::remove_file(&output_path);
+            return Err(RuntimeError::containerd("exec", id, status));
+        }
+        let waited = self.start_and_wait_exec(id, &exec_id, timeout).await;
+        // Deleting the exec also waits (briefly) for the shim to finish
+        // copying its output into the file.
+        let deleted = self.delete_process(id, &exec_id).await;
+        let output = take_exec_output(&output_path);
+        let exit_code = waited?;
+        deleted?;
+        tracing::debug!(container = %id, exec = %exec_id, exit_code = ?exit_code, "exec finished");
+        Ok(ExecOutput { exit_code, output })
     }
 }

@@ -2,20 +2,37 @@
 //! records what it was asked and never stands in for containerd in an
 //! end-to-end test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{ContainerRuntime, ContainerSpec, ProgressFn, RuntimeError, TaskState};
+use super::{ContainerRuntime, ContainerSpec, ExecOutput, ProgressFn, RuntimeError, TaskState};
 use crate::image::{Progress, ResolvedImage, RunConfig, normalize_reference};
 
 #[derive(Default)]
 pub struct MemoryRuntime {
     containers: Mutex<BTreeMap<String, TaskState>>,
     next_pid: Mutex<u32>,
+    exec: Mutex<ExecScript>,
+}
+
+/// What `exec` answers: queued results first, then the default.
+#[derive(Default)]
+struct ExecScript {
+    queued: VecDeque<ExecOutput>,
+    default: Option<ExecOutput>,
+    calls: Vec<(String, Vec<String>)>,
+}
+
+/// Exit 0 with no output, when nothing else was configured.
+fn exec_success() -> ExecOutput {
+    ExecOutput {
+        exit_code: Some(0),
+        output: String::new(),
+    }
 }
 
 impl MemoryRuntime {
@@ -30,6 +47,29 @@ impl MemoryRuntime {
         {
             *state = TaskState::Exited { code };
         }
+    }
+
+    /// What every later `exec` returns once the queued results are used up
+    /// (initially exit 0 with no output).
+    pub fn set_exec_result(&self, result: ExecOutput) {
+        if let Ok(mut script) = self.exec.lock() {
+            script.default = Some(result);
+        }
+    }
+
+    /// Results the next `exec` calls return, in order.
+    pub fn queue_exec_results(&self, results: impl IntoIterator<Item = ExecOutput>) {
+        if let Ok(mut script) = self.exec.lock() {
+            script.queued.extend(results);
+        }
+    }
+
+    /// Every `exec` asked so far: (container id, command).
+    pub fn exec_calls(&self) -> Vec<(String, Vec<String>)> {
+        self.exec
+            .lock()
+            .map(|script| script.calls.clone())
+            .unwrap_or_default()
     }
 
     fn resolve(reference: &str) -> Result<ResolvedImage, RuntimeError> {
@@ -132,5 +172,30 @@ impl ContainerRuntime for MemoryRuntime {
 
     async fn list(&self) -> Result<BTreeMap<String, TaskState>, RuntimeError> {
         Ok(self.lock()?.clone())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        if command.is_empty() {
+            return Err(RuntimeError::Other(format!("exec in {id}: empty command")));
+        }
+        if !matches!(self.lock()?.get(id), Some(TaskState::Running { .. })) {
+            return Err(RuntimeError::Other(format!(
+                "container {id} is not running"
+            )));
+        }
+        let mut script = self
+            .exec
+            .lock()
+            .map_err(|_| RuntimeError::Other("memory runtime lock poisoned".into()))?;
+        script.calls.push((id.to_string(), command.to_vec()));
+        Ok(match script.queued.pop_front() {
+            Some(result) => result,
+            None => script.default.clone().unwrap_or_else(exec_success),
+        })
     }
 }

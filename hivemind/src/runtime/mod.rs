@@ -91,6 +91,21 @@ pub enum TaskState {
     NoTask,
 }
 
+/// What a command run inside a container with [`ContainerRuntime::exec`]
+/// left behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecOutput {
+    /// `None` when the command outlived its timeout and was killed.
+    pub exit_code: Option<u32>,
+    /// stdout and stderr together, at most [`EXEC_OUTPUT_LIMIT`] bytes
+    /// (the first ones; invalid UTF-8 replaced). Each stream keeps its
+    /// order; how the two interleave is not preserved.
+    pub output: String,
+}
+
+/// Bytes of exec output kept, as Docker keeps for health check logs.
+pub const EXEC_OUTPUT_LIMIT: usize = 4096;
+
 /// Resource usage read from the runtime.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Usage {
@@ -135,4 +150,15 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Every container of Hivemind in the runtime, with its task's state.
     async fn list(&self) -> Result<BTreeMap<String, TaskState>, RuntimeError>;
+
+    /// Runs `command` inside the running container `id` (a new process in
+    /// its namespaces, as `docker exec`), waits at most `timeout`, returns
+    /// the exit code (`None` on timeout, after killing it) and up to 4 KiB
+    /// of combined output.
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
 }

@@ -1,0 +1,366 @@
+//! Service load balancing: destination NAT of IPv4 TCP/UDP packets to a service VIP:port
+//! (`HM_SERVICES`, `HM_BACKENDS`), reverse NAT of the replies (`HM_CT`), no SNAT (the backend
+//! sees the client's own address).
+//!
+//! Where it runs:
+//! - `from_container` (TC ingress of a container veth): DNAT of packets to the service CIDR,
+//!   reverse NAT of every other packet that matches a reply entry (a local backend answering a
+//!   local client or the node itself).
+//! - `node_egress` (TC egress of `hm-vxlan`, where the daemon routes the service CIDR): DNAT of
+//!   node-originated packets; a remote backend continues through the tunnel lookup, a local one
+//!   is redirected to the bridge (`HM_NODE_CONFIG`).
+//! - `reverse` (TC egress of a container veth, TC ingress of `hm-vxlan`): reverse NAT only.
+//!
+//! Verdicts: anything that is not IPv4 TCP/UDP, or is not addressed to a service, passes
+//! untouched. TCP/UDP to the service CIDR that cannot be translated (a fragment, a header cut
+//! short) is dropped (`DROP_SERVICE_UNSUPPORTED`); a service without a usable backend drops its
+//! packets (`DROP_NO_BACKEND`). Checksums are updated incrementally (IPv4 header, and the L4
+//! checksum with the pseudo-header; a UDP checksum of 0 stays 0).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT},
+    helpers::bpf_redirect_neigh,
+    macros::map,
+    maps::{Array, HashMap},
+    programs::TcContext,
+};
+use hivemind_common::{
+    Backend, CtKey, CtValue, DIR_SERVICE, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
+    MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, in_service_cidr, reason,
+};
+
+use crate::{conntrack, metrics};
+
+/// Frontend slots: slot 0 holds the count, slots `1..=count` a backend id each. Written by
+/// the daemon (backends first, then slots, then slot 0).
+#[map(name = "HM_SERVICES")]
+static HM_SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(MAX_SERVICE_ENTRIES, 0);
+
+/// Backend id -> address and port. Written by the daemon.
+#[map(name = "HM_BACKENDS")]
+static HM_BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKENDS, 0);
+
+/// Index 0: this node's bridge and subnet, for node-originated connections. Written by the
+/// daemon.
+#[map(name = "HM_NODE_CONFIG")]
+static HM_NODE_CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IP_FRAG_OFF: usize = ETH_HLEN + 6;
+const IP_PROTO_OFF: usize = ETH_HLEN + 9;
+const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+const IP_SRC_OFF: usize = ETH_HLEN + 12;
+const IP_DST_OFF: usize = ETH_HLEN + 16;
+/// More-fragments flag and fragment offset of the IPv4 flags/offset field.
+const IP_MF_OFFSET: u16 = 0x3fff;
+const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// Offset of the checksum in the TCP / UDP header.
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+
+/// The 5-tuple of an IPv4 TCP/UDP packet, addresses and ports in network byte order.
+#[derive(Clone, Copy)]
+struct Flow {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    /// Offset of the TCP/UDP header (after the IPv4 options).
+    l4_off: usize,
+}
+
+impl Flow {
+    fn ct_key(&self) -> CtKey {
+        CtKey::new(self.saddr, self.daddr, self.sport, self.dport, self.proto)
+    }
+}
+
+/// What `node_egress` decided for a node-originated packet to a service.
+pub(crate) enum NodeEgress {
+    /// The backend is on another node: continue with the tunnel lookup of this (network order)
+    /// destination.
+    Remote(u32),
+    /// The backend is local: return this TC verdict (a redirect to the bridge).
+    Local(i32),
+}
+
+/// The packet's flow. `Ok(None)`: not IPv4 TCP/UDP, or an IPv4 header too broken to read (not
+/// the load balancer's business, the kernel deals with it). `Err(DROP_SERVICE_UNSUPPORTED)`:
+/// TCP/UDP to the service CIDR that cannot be translated (fragment, header cut short).
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Option<Flow>, u8> {
+    let Ok(ethertype) = ctx.load::<u16>(12) else {
+        return Ok(None);
+    };
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return Ok(None);
+    }
+    let Ok(version_ihl) = ctx.load::<u8>(ETH_HLEN) else {
+        return Ok(None);
+    };
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || header_len < 20 {
+        return Ok(None);
+    }
+    let (Ok(proto), Ok(saddr), Ok(daddr), Ok(frag)) = (
+        ctx.load::<u8>(IP_PROTO_OFF),
+        ctx.load::<u32>(IP_SRC_OFF),
+        ctx.load::<u32>(IP_DST_OFF),
+        ctx.load::<u16>(IP_FRAG_OFF),
+    ) else {
+        return Ok(None);
+    };
+    let l4_len = match proto {
+        IPPROTO_TCP => TCP_HLEN,
+        IPPROTO_UDP => UDP_HLEN,
+        _ => return Ok(None),
+    };
+    let to_service = in_service_cidr(daddr.to_ne_bytes());
+    let unsupported = if to_service {
+        Err(reason::DROP_SERVICE_UNSUPPORTED)
+    } else {
+        Ok(None)
+    };
+    if u16::from_be(frag) & IP_MF_OFFSET != 0 {
+        return unsupported;
+    }
+    let l4_off = ETH_HLEN + header_len;
+    if (ctx.len() as usize) < l4_off + l4_len {
+        return unsupported;
+    }
+    let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4_off), ctx.load::<u16>(l4_off + 2)) else {
+        return unsupported;
+    };
+    Ok(Some(Flow {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto,
+        l4_off,
+    }))
+}
+
+/// TC ingress of a container veth: DNAT to a backend if the packet goes to a service,
+/// otherwise reverse NAT if it is a reply of a translated connection. `Err` holds the drop
+/// reason.
+#[inline(always)]
+pub(crate) fn from_container(ctx: &TcContext, endpoint: u32) -> Result<(), u8> {
+    let Some(flow) = parse(ctx)? else {
+        return Ok(());
+    };
+    if in_service_cidr(flow.daddr.to_ne_bytes()) {
+        translate(ctx, &flow, endpoint)?;
+        return Ok(());
+    }
+    reverse_flow(ctx, &flow, endpoint)
+}
+
+/// Reverse NAT only (TC egress of a container veth, TC ingress of `hm-vxlan`). `Err` holds the
+/// drop reason (a failed rewrite).
+#[inline(always)]
+pub(crate) fn reverse(ctx: &TcContext, endpoint: u32) -> Result<(), u8> {
+    match parse(ctx) {
+        Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint),
+        // Nothing to restore in what cannot be parsed: the forward path decides about it.
+        _ => Ok(()),
+    }
+}
+
+/// TC egress of `hm-vxlan`: DNAT of node-originated packets to a service. `Ok(None)`: not a
+/// service packet, carry on as before.
+#[inline(always)]
+pub(crate) fn node_egress(ctx: &TcContext) -> Result<Option<NodeEgress>, u8> {
+    let Some(flow) = parse(ctx)? else {
+        return Ok(None);
+    };
+    if !in_service_cidr(flow.daddr.to_ne_bytes()) {
+        return Ok(None);
+    }
+    let Some(backend) = translate(ctx, &flow, 0)? else {
+        return Ok(None);
+    };
+    let Some(config) = HM_NODE_CONFIG.get(0) else {
+        return Ok(Some(NodeEgress::Remote(backend.ip)));
+    };
+    if config.bridge_ifindex == 0 || backend.ip & config.subnet_mask != config.subnet {
+        return Ok(Some(NodeEgress::Remote(backend.ip)));
+    }
+    // SAFETY: a plain helper call; no parameters (the helper does the FIB and neighbour
+    // lookups for the new destination on the bridge).
+    let ret = unsafe { bpf_redirect_neigh(config.bridge_ifindex, core::ptr::null_mut(), 0, 0) };
+    if ret == i64::from(TC_ACT_REDIRECT) {
+        Ok(Some(NodeEgress::Local(TC_ACT_REDIRECT as i32)))
+    } else {
+        Err(reason::DROP_REWRITE)
+    }
+}
+
+/// DNAT of a packet to the service CIDR: the connection's backend from `HM_CT`, or a new one
+/// picked by hashing the 5-tuple over the service's slots. `Ok(None)`: no such service (the
+/// packet passes untouched).
+#[inline(always)]
+fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backend>, u8> {
+    let key = flow.ct_key();
+    let existing = match conntrack::lookup(&key) {
+        Some(ct) if ct.flags & ct_flags::REPLY == 0 => {
+            backend(ct.backend_id).map(|b| (ct.backend_id, b))
+        }
+        _ => None,
+    };
+    let bytes = u64::from(ctx.len());
+    let (backend_id, backend, new) = match existing {
+        Some((id, b)) => (id, b, false),
+        None => match select(flow)? {
+            Some((id, b)) => (id, b, true),
+            None => return Ok(None),
+        },
+    };
+    let reply_key = CtKey::new(backend.ip, flow.saddr, backend.port, flow.sport, flow.proto);
+    let reply = CtValue {
+        backend_id,
+        rev_vip: flow.daddr,
+        rev_port: flow.dport,
+        flags: ct_flags::SERVICE | ct_flags::REPLY,
+        _pad: 0,
+    };
+    if new {
+        let original = CtValue {
+            flags: ct_flags::SERVICE,
+            ..reply
+        };
+        // Reply entry first: once the original one exists, replies may already flow.
+        conntrack::insert(&reply_key, &reply).map_err(|_| reason::DROP_CT_FULL)?;
+        conntrack::insert(&key, &original).map_err(|_| reason::DROP_CT_FULL)?;
+        metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, bytes);
+    } else {
+        // The LRU may have evicted the reply entry alone.
+        conntrack::ensure(&reply_key, &reply);
+    }
+    rewrite(
+        ctx,
+        flow,
+        IP_DST_OFF,
+        flow.l4_off + 2,
+        (flow.daddr, backend.ip),
+        (flow.dport, backend.port),
+    )?;
+    metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
+    Ok(Some(backend))
+}
+
+/// A backend for a new connection: `Ok(None)` if the destination is no service,
+/// `Err(DROP_NO_BACKEND)` if the service has no usable backend.
+#[inline(always)]
+fn select(flow: &Flow) -> Result<Option<(u32, Backend)>, u8> {
+    let head = ServiceKey::new(flow.daddr, flow.dport, flow.proto, 0);
+    // SAFETY: map values are plain data valid for the program's run; copied out at once.
+    let Some(count) = HM_SERVICES.get_ptr(head).map(|v| unsafe { (*v).count }) else {
+        return Ok(None);
+    };
+    if count == 0 {
+        return Err(reason::DROP_NO_BACKEND);
+    }
+    let slot = (hash(flow) % u32::from(count)) as u16 + 1;
+    let slot_value = |slot: u16| {
+        let key = ServiceKey::new(flow.daddr, flow.dport, flow.proto, slot);
+        // SAFETY: as above.
+        HM_SERVICES.get_ptr(key).map(|v| unsafe { (*v).backend_id })
+    };
+    // A slot beyond a count that was just lowered may be gone already: fall back to slot 1.
+    let backend_id = slot_value(slot)
+        .or_else(|| slot_value(1))
+        .ok_or(reason::DROP_NO_BACKEND)?;
+    let backend = backend(backend_id).ok_or(reason::DROP_NO_BACKEND)?;
+    Ok(Some((backend_id, backend)))
+}
+
+#[inline(always)]
+fn backend(id: u32) -> Option<Backend> {
+    // SAFETY: as in `select`.
+    HM_BACKENDS.get_ptr(id).map(|b| unsafe { *b })
+}
+
+/// Restores the source of a reply of a translated connection to the VIP:port.
+#[inline(always)]
+fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<(), u8> {
+    let Some(ct) = conntrack::lookup(&flow.ct_key()) else {
+        return Ok(());
+    };
+    if ct.flags & ct_flags::REPLY == 0 {
+        return Ok(());
+    }
+    rewrite(
+        ctx,
+        flow,
+        IP_SRC_OFF,
+        flow.l4_off,
+        (flow.saddr, ct.rev_vip),
+        (flow.sport, ct.rev_port),
+    )?;
+    metrics::count(
+        endpoint,
+        DIR_SERVICE,
+        reason::SERVICE_REVERSE_TRANSLATED,
+        u64::from(ctx.len()),
+    );
+    Ok(())
+}
+
+/// Rewrites one address (at `addr_off`) and one port (at `port_off`), `(old, new)` pairs in
+/// network byte order, updating the IPv4 and the TCP/UDP checksums.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    flow: &Flow,
+    addr_off: usize,
+    port_off: usize,
+    addr: (u32, u32),
+    port: (u16, u16),
+) -> Result<(), u8> {
+    let (csum_off, mangled) = if flow.proto == IPPROTO_TCP {
+        (flow.l4_off + TCP_CSUM, 0)
+    } else {
+        // A UDP checksum of 0 means "none": leave it, and never produce 0 from an update.
+        (flow.l4_off + UDP_CSUM, u64::from(BPF_F_MARK_MANGLED_0))
+    };
+    let fail = |_| reason::DROP_REWRITE;
+    ctx.l4_csum_replace(
+        csum_off,
+        u64::from(addr.0),
+        u64::from(addr.1),
+        u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
+    )
+    .map_err(fail)?;
+    ctx.l4_csum_replace(csum_off, u64::from(port.0), u64::from(port.1), mangled | 2)
+        .map_err(fail)?;
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(addr.0), u64::from(addr.1), 4)
+        .map_err(fail)?;
+    ctx.store(addr_off, &addr.1, 0).map_err(fail)?;
+    ctx.store(port_off, &port.1, 0).map_err(fail)?;
+    Ok(())
+}
+
+/// A hash of the 5-tuple: the same flow always picks the same slot, different client ports
+/// spread over the slots.
+#[inline(always)]
+fn hash(flow: &Flow) -> u32 {
+    let mut h = mix(flow.saddr ^ 0x9e37_79b9);
+    h = mix(h ^ flow.daddr);
+    h = mix(h ^ ((u32::from(flow.sport) << 16) | u32::from(flow.dport)));
+    mix(h ^ u32::from(flow.proto))
+}
+
+/// The murmur3 finalizer.
+#[inline(always)]
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
