@@ -39,8 +39,9 @@ async fn run(cli: Cli) -> i32 {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn")
+            }),
         )
         .init();
     let subnet = match node.subnet.as_deref().map(str::parse::<Subnet>).transpose() {

@@ -275,34 +275,58 @@ impl DeployRequest {
     fn validated_health(&self) -> Result<crate::health::HealthSpec, ValidationError> {
         use crate::health::Probe;
         let health = self.health.clone().unwrap_or_default();
-        for (name, check) in [("liveness", &health.liveness), ("readiness", &health.readiness)] {
+        for (name, check) in [
+            ("liveness", &health.liveness),
+            ("readiness", &health.readiness),
+        ] {
             let Some(check) = check else { continue };
             let field = |f: &str| format!("health.{name}.{f}");
             match &check.probe {
                 Probe::Http { path, port } => {
                     if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
-                        return Err(ValidationError::new(field("probe.path"), format!("{path:?} must be an absolute URL path")));
+                        return Err(ValidationError::new(
+                            field("probe.path"),
+                            format!("{path:?} must be an absolute URL path"),
+                        ));
                     }
                     if *port == 0 {
-                        return Err(ValidationError::new(field("probe.port"), "must be between 1 and 65535"));
+                        return Err(ValidationError::new(
+                            field("probe.port"),
+                            "must be between 1 and 65535",
+                        ));
                     }
                 }
                 Probe::Tcp { port } if *port == 0 => {
-                    return Err(ValidationError::new(field("probe.port"), "must be between 1 and 65535"));
+                    return Err(ValidationError::new(
+                        field("probe.port"),
+                        "must be between 1 and 65535",
+                    ));
                 }
                 Probe::Exec { command } if command.is_empty() => {
-                    return Err(ValidationError::new(field("probe.command"), "must not be empty"));
+                    return Err(ValidationError::new(
+                        field("probe.command"),
+                        "must not be empty",
+                    ));
                 }
                 _ => {}
             }
             if !(1..=3600).contains(&check.interval_s) {
-                return Err(ValidationError::new(field("interval_s"), "must be between 1 and 3600"));
+                return Err(ValidationError::new(
+                    field("interval_s"),
+                    "must be between 1 and 3600",
+                ));
             }
             if !(1..=3600).contains(&check.timeout_s) {
-                return Err(ValidationError::new(field("timeout_s"), "must be between 1 and 3600"));
+                return Err(ValidationError::new(
+                    field("timeout_s"),
+                    "must be between 1 and 3600",
+                ));
             }
             if !(1..=100).contains(&check.retries) {
-                return Err(ValidationError::new(field("retries"), "must be between 1 and 100"));
+                return Err(ValidationError::new(
+                    field("retries"),
+                    "must be between 1 and 100",
+                ));
             }
         }
         Ok(health)

@@ -10,14 +10,14 @@ use anyhow::{Context, Result, bail};
 
 use crate::cluster::{Cluster, ClusterConfig, RecordKey, ReplicaStore};
 use crate::containerd::Containerd;
-use crate::discovery::{DnsConfig, DnsServer};
-use crate::services::StoreDirectory;
 use crate::daemon::{Node, NodeParts};
 use crate::dataplane::Dataplane;
+use crate::discovery::{DnsConfig, DnsServer};
 use crate::network::{ContainerNetwork, Netlink, NetworkConfig, NoNetwork};
 use crate::runtime::ContainerRuntime;
 use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::memory::MemoryRuntime;
+use crate::services::StoreDirectory;
 use crate::state::{SUBNETS, Store, Subnet};
 
 /// How often every app is reconciled, besides after each command.

@@ -75,7 +75,9 @@ pub fn pick_vip(app: &str, cidr: Subnet, taken: &BTreeSet<Ipv4Addr>) -> Option<I
     if usable == 0 {
         return None;
     }
-    let hash = app.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = app.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     let base = u32::from(cidr.network);
     (0..usable)
         .map(|i| Ipv4Addr::from(base + 2 + (hash.wrapping_add(i) % usable)))
@@ -97,7 +99,9 @@ impl Node {
             let existing = services.iter().find(|s| &s.app == name);
             // Two apps on one VIP (concurrent owners): the larger name moves.
             let clash = existing.is_some_and(|mine| {
-                services.iter().any(|other| other.vip == mine.vip && other.app < mine.app)
+                services
+                    .iter()
+                    .any(|other| other.vip == mine.vip && other.app < mine.app)
             });
             let vip = match existing {
                 Some(service) if !clash => service.vip,
@@ -123,7 +127,8 @@ impl Node {
         }
         for service in &services {
             if !apps.iter().any(|a| a.spec.name == service.app) && self.owns(&service.app) {
-                self.write::<ServiceRecord>(SERVICES, &service.app, None).await?;
+                self.write::<ServiceRecord>(SERVICES, &service.app, None)
+                    .await?;
             }
         }
         Ok(())
@@ -186,7 +191,8 @@ impl Node {
         if app.spec.health.is_empty() || self.monitor.watched().contains(&record.id) {
             return;
         }
-        self.monitor.watch(&record.id, record.ip, app.spec.health.clone());
+        self.monitor
+            .watch(&record.id, record.ip, app.spec.health.clone());
     }
 
     /// Carries out a health event: readiness into the endpoint record, a
@@ -230,6 +236,40 @@ impl Node {
     }
 }
 
+/// The DNS server's view of services: the replicated records of this node.
+pub struct StoreDirectory {
+    pub store: std::sync::Arc<crate::state::Store>,
+}
+
+impl crate::discovery::ServiceDirectory for StoreDirectory {
+    fn lookup(&self, name: &str) -> Option<crate::discovery::ServiceAnswer> {
+        use crate::discovery::{Endpoint, Protocol, ServiceAnswer};
+        let services: Vec<ServiceRecord> = self.store.values(SERVICES).ok()?;
+        let service = services.into_iter().find(|s| {
+            s.app == name
+                || s.domain
+                    .as_deref()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(name))
+        })?;
+        let endpoints = self
+            .store
+            .values::<EndpointRecord>(ENDPOINTS)
+            .ok()?
+            .into_iter()
+            .filter(|e| e.app == service.app && e.ready)
+            .map(|e| Endpoint {
+                name: e.container,
+                ip: e.ip,
+            })
+            .collect();
+        Some(ServiceAnswer {
+            vip: service.vip,
+            ports: service.ports.iter().map(|p| (*p, Protocol::Tcp)).collect(),
+            endpoints,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,37 +287,5 @@ mod tests {
         let tiny: Subnet = "10.96.0.0/29".parse().unwrap();
         let all: BTreeSet<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 96, 0, i)).collect();
         assert_eq!(pick_vip("x", tiny, &all), None);
-    }
-}
-
-
-/// The DNS server's view of services: the replicated records of this node.
-pub struct StoreDirectory {
-    pub store: std::sync::Arc<crate::state::Store>,
-}
-
-impl crate::discovery::ServiceDirectory for StoreDirectory {
-    fn lookup(&self, name: &str) -> Option<crate::discovery::ServiceAnswer> {
-        use crate::discovery::{Endpoint, Protocol, ServiceAnswer};
-        let services: Vec<ServiceRecord> = self.store.values(SERVICES).ok()?;
-        let service = services
-            .into_iter()
-            .find(|s| s.app == name || s.domain.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(name)))?;
-        let endpoints = self
-            .store
-            .values::<EndpointRecord>(ENDPOINTS)
-            .ok()?
-            .into_iter()
-            .filter(|e| e.app == service.app && e.ready)
-            .map(|e| Endpoint {
-                name: e.container,
-                ip: e.ip,
-            })
-            .collect();
-        Some(ServiceAnswer {
-            vip: service.vip,
-            ports: service.ports.iter().map(|p| (*p, Protocol::Tcp)).collect(),
-            endpoints,
-        })
     }
 }

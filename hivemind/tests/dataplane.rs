@@ -17,6 +17,7 @@ use std::{
 use hivemind::dataplane::{
     Counter, Dataplane, DataplaneError, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS,
     PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TO_CONTAINER, PROG_XDP_PASS, PROG_XDP_UNDERLAY,
+    ServiceBackend,
 };
 use hivemind_common::{OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 
@@ -597,4 +598,489 @@ fn overlay_egress_and_ingress_under_test_run() {
     assert_eq!(test_run(egress, &packet).expect("test run"), TC_ACT_SHOT);
     let c = dp.overlay_counters().expect("counters");
     assert_eq!(c.drops[&reason::DROP_NO_TUNNEL], 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service load balancing under BPF_PROG_TEST_RUN: rewritten bytes, checksums, conntrack.
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// The Internet checksum (RFC 1071) of `data`, seeded with `sum`.
+fn csum_fold(data: &[u8], mut sum: u32) -> u16 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The TCP/UDP checksum of `segment` (its checksum field zeroed) between `src` and `dst`.
+fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    let sum = u32::from(!csum_fold(&pseudo, 0));
+    csum_fold(segment, sum)
+}
+
+/// Ethernet + IPv4 (with `options`) + `l4` (a TCP or UDP header and payload whose checksum
+/// field is filled here unless `udp_no_checksum`), with valid checksums.
+fn ipv4_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    frag: u16,
+    mut l4: Vec<u8>,
+    udp_no_checksum: bool,
+) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let csum_at = if proto == TCP { 16 } else { 6 };
+    if l4.len() >= csum_at + 2 && !udp_no_checksum {
+        let mut sum = l4_checksum(src, dst, proto, &l4);
+        if proto == UDP && sum == 0 {
+            sum = 0xffff;
+        }
+        l4[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    let ihl = 5 + options.len() / 4;
+    let total = (ihl * 4 + l4.len()) as u16;
+    let mut ip = vec![0x40 | ihl as u8, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34]);
+    ip.extend_from_slice(&frag.to_be_bytes());
+    ip.extend_from_slice(&[64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(options);
+    let sum = csum_fold(&ip, 0);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&l4);
+    p
+}
+
+fn tcp_segment(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&1000u32.to_be_bytes()); // seq
+    t.extend_from_slice(&0u32.to_be_bytes()); // ack
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]); // offset, flags, window, csum, urg
+    t.extend_from_slice(payload);
+    t
+}
+
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    ipv4_frame(
+        src,
+        dst,
+        TCP,
+        &[],
+        0,
+        tcp_segment(sport, dport, flags, b"hello"),
+        false,
+    )
+}
+
+/// (source, source port, destination, destination port) of an IPv4 TCP/UDP frame, after
+/// checking that its IPv4 and TCP/UDP checksums are valid.
+fn checked_tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let ip = &frame[14..14 + ihl];
+    assert_eq!(csum_fold(ip, 0), 0, "ipv4 header checksum: {frame:02x?}");
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &frame[14 + ihl..14 + total];
+    let proto = ip[9];
+    let stored = if proto == TCP {
+        u16::from_be_bytes([l4[16], l4[17]])
+    } else {
+        u16::from_be_bytes([l4[6], l4[7]])
+    };
+    if !(proto == UDP && stored == 0) {
+        let mut zeroed = l4.to_vec();
+        let at = if proto == TCP { 16 } else { 6 };
+        zeroed[at..at + 2].copy_from_slice(&[0, 0]);
+        let mut want = l4_checksum(src, dst, proto, &zeroed);
+        if proto == UDP && want == 0 {
+            want = 0xffff;
+        }
+        assert_eq!(stored, want, "l4 checksum: {frame:02x?}");
+    }
+    (
+        src,
+        u16::from_be_bytes([l4[0], l4[1]]),
+        dst,
+        u16::from_be_bytes([l4[2], l4[3]]),
+    )
+}
+
+fn backend(id: u32, last: u8, port: u16, weight: u32) -> ServiceBackend {
+    ServiceBackend {
+        id,
+        ip: Ipv4Addr::new(10, 244, 1, last),
+        port,
+        weight,
+    }
+}
+
+#[test]
+fn helpers_build_valid_checksums() {
+    // The test's own checksum code: a frame it builds verifies, a flipped bit does not.
+    let frame = tcp_frame(CLIENT, 40000, VIP, 80, SYN);
+    checked_tuple(&frame);
+    let mut broken = frame.clone();
+    broken[14 + 20 + 16] ^= 1;
+    assert!(std::panic::catch_unwind(|| checked_tuple(&broken)).is_err());
+}
+
+#[test]
+fn service_dnat_conntrack_and_reverse_nat_under_test_run() {
+    if !can_run("service_dnat_conntrack_and_reverse_nat_under_test_run") {
+        return;
+    }
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    let b1 = backend(1, 5, 8080, 1);
+    dp.set_service(VIP, 80, TCP, &[b1]).expect("set service");
+    assert_eq!(
+        dp.services().expect("services"),
+        vec![(VIP, 80, TCP, vec![1])]
+    );
+
+    // A SYN to the VIP leaves with the backend's address and port, valid checksums.
+    let syn = tcp_frame(CLIENT, 40000, VIP, 80, SYN);
+    let (ret, out) = test_run_out(from, &syn).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(out.len(), syn.len());
+    assert_eq!(checked_tuple(&out), (CLIENT, 40000, b1.ip, 8080));
+    // Only the addresses, ports and checksums changed.
+    assert_eq!(&out[..14 + 10], &syn[..14 + 10]);
+    assert_eq!(
+        &out[14 + 20 + 4..14 + 20 + 16],
+        &syn[14 + 20 + 4..14 + 20 + 16]
+    );
+    assert_eq!(&out[14 + 20 + 18..], &syn[14 + 20 + 18..]);
+    assert_eq!(dp.conntrack_entries().expect("ct"), 2);
+
+    // Three backends now: the same flow stays on its backend (conntrack)...
+    let b2 = backend(2, 6, 8081, 1);
+    let b3 = backend(3, 7, 8082, 1);
+    dp.set_service(VIP, 80, TCP, &[b1, b2, b3])
+        .expect("grow service");
+    assert_eq!(
+        dp.services().expect("services"),
+        vec![(VIP, 80, TCP, vec![1, 2, 3])]
+    );
+    let ack = tcp_frame(CLIENT, 40000, VIP, 80, ACK);
+    for _ in 0..3 {
+        let (ret, out) = test_run_out(from, &ack).expect("test run");
+        assert_eq!(ret, TC_ACT_OK);
+        assert_eq!(checked_tuple(&out), (CLIENT, 40000, b1.ip, 8080));
+    }
+    // ...while new flows spread over all three.
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 41000..41060 {
+        let (ret, out) =
+            test_run_out(from, &tcp_frame(CLIENT, sport, VIP, 80, SYN)).expect("test run");
+        assert_eq!(ret, TC_ACT_OK);
+        let (src, port, dst, dport) = checked_tuple(&out);
+        assert_eq!((src, port), (CLIENT, sport));
+        assert!([b1, b2, b3].iter().any(|b| (b.ip, b.port) == (dst, dport)));
+        seen.insert(dst);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+
+    // The backend's reply comes out of the client's veth from the VIP:port.
+    let reply = tcp_frame(b1.ip, 8080, CLIENT, 40000, SYN | ACK);
+    let (ret, out) = test_run_out(to, &reply).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (VIP, 80, CLIENT, 40000));
+    // A local backend's reply is restored on its own veth already (from_container).
+    let (ret, out) = test_run_out(from, &reply).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (VIP, 80, CLIENT, 40000));
+    // Traffic that is no reply is left alone.
+    let other = tcp_frame(b1.ip, 8080, CLIENT, 39999, ACK);
+    let (ret, out) = test_run_out(to, &other).expect("test run");
+    assert_eq!((ret, &out), (TC_ACT_OK, &other));
+
+    // UDP, with a checksum and without one (0 stays 0).
+    let dns = ServiceBackend {
+        id: 10,
+        ip: Ipv4Addr::new(10, 244, 2, 9),
+        port: 5353,
+        weight: 1,
+    };
+    dp.set_service(VIP, 53, UDP, &[dns]).expect("udp service");
+    let query = ipv4_frame(
+        CLIENT,
+        VIP,
+        UDP,
+        &[],
+        0,
+        udp_datagram(5000, 53, b"query"),
+        false,
+    );
+    let (ret, out) = test_run_out(from, &query).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (CLIENT, 5000, dns.ip, 5353));
+    let no_csum = ipv4_frame(
+        CLIENT,
+        VIP,
+        UDP,
+        &[],
+        0,
+        udp_datagram(5001, 53, b"query"),
+        true,
+    );
+    let (ret, out) = test_run_out(from, &no_csum).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (CLIENT, 5001, dns.ip, 5353));
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+    let answer = ipv4_frame(
+        dns.ip,
+        CLIENT,
+        UDP,
+        &[],
+        0,
+        udp_datagram(5353, 5000, b"answer"),
+        false,
+    );
+    let (ret, out) = test_run_out(to, &answer).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (VIP, 53, CLIENT, 5000));
+
+    // IPv4 options: the TCP header is found behind them.
+    let with_options = ipv4_frame(
+        CLIENT,
+        VIP,
+        TCP,
+        &[1, 1, 1, 1, 1, 1, 1, 0],
+        0,
+        tcp_segment(42000, 80, SYN, b""),
+        false,
+    );
+    let (ret, out) = test_run_out(from, &with_options).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    let (src, sport, dst, dport) = checked_tuple(&out);
+    assert_eq!((src, sport), (CLIENT, 42000));
+    assert!([b1, b2, b3].iter().any(|b| (b.ip, b.port) == (dst, dport)));
+
+    let c = dp.service_counters().expect("counters");
+    // 1 SYN + 3 ACKs + 60 SYNs + 2 UDP + 1 with options translated; 62 + 2 + 1 new.
+    assert_eq!(c.translated.packets, 1 + 3 + 60 + 2 + 1, "{c:?}");
+    assert_eq!(c.new_connections, 1 + 60 + 2 + 1, "{c:?}");
+    assert_eq!(c.reverse_translated.packets, 3, "{c:?}");
+    assert!(c.drops.is_empty(), "{c:?}");
+
+    // Removing a service: its flows pass untranslated; removing twice is fine.
+    dp.remove_service(VIP, 53, UDP).expect("remove");
+    dp.remove_service(VIP, 53, UDP).expect("remove twice");
+    assert_eq!(
+        dp.services().expect("services"),
+        vec![(VIP, 80, TCP, vec![1, 2, 3])]
+    );
+    let fresh = ipv4_frame(
+        CLIENT,
+        VIP,
+        UDP,
+        &[],
+        0,
+        udp_datagram(6000, 53, b"query"),
+        false,
+    );
+    let (ret, out) = test_run_out(from, &fresh).expect("test run");
+    assert_eq!((ret, &out), (TC_ACT_OK, &fresh));
+
+    // Shrinking to one backend: new flows all go there, the slots are gone from the map.
+    dp.set_service(VIP, 80, TCP, &[b3]).expect("shrink");
+    assert_eq!(
+        dp.services().expect("services"),
+        vec![(VIP, 80, TCP, vec![3])]
+    );
+    for sport in 43000..43020 {
+        let (_, out) =
+            test_run_out(from, &tcp_frame(CLIENT, sport, VIP, 80, SYN)).expect("test run");
+        assert_eq!(checked_tuple(&out).2, b3.ip);
+    }
+    // The first flow's backend is gone: it is re-balanced rather than blackholed.
+    let (_, out) = test_run_out(from, &ack).expect("test run");
+    assert_eq!(checked_tuple(&out).2, b3.ip);
+}
+
+#[test]
+fn service_drops_and_malformed_packets_under_test_run() {
+    if !can_run("service_drops_and_malformed_packets_under_test_run") {
+        return;
+    }
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+
+    // Refused before they reach the maps.
+    let b = backend(1, 5, 8080, 1);
+    assert!(matches!(
+        dp.set_service(Ipv4Addr::new(10, 97, 0, 1), 80, TCP, &[b]),
+        Err(DataplaneError::InvalidVip { .. })
+    ));
+    assert!(matches!(
+        dp.set_service(VIP, 80, 1, &[b]),
+        Err(DataplaneError::InvalidProtocol { proto: 1 })
+    ));
+    assert!(matches!(
+        dp.set_node_config(1, Ipv4Addr::new(10, 244, 1, 1), 33),
+        Err(DataplaneError::InvalidSubnet { .. })
+    ));
+
+    // A VIP with no backend (or only weight-0 ones): dropped and counted.
+    dp.set_service(VIP, 80, TCP, &[]).expect("empty service");
+    assert_eq!(
+        dp.services().expect("services"),
+        vec![(VIP, 80, TCP, vec![])]
+    );
+    let syn = tcp_frame(CLIENT, 40000, VIP, 80, SYN);
+    assert_eq!(test_run(from, &syn).expect("test run"), TC_ACT_SHOT);
+    dp.set_service(VIP, 80, TCP, &[backend(1, 5, 8080, 0)])
+        .expect("weight-0 service");
+    assert_eq!(test_run(from, &syn).expect("test run"), TC_ACT_SHOT);
+    // Another port of the same VIP is no service: passes untouched.
+    let other_port = tcp_frame(CLIENT, 40000, VIP, 81, SYN);
+    let (ret, out) = test_run_out(from, &other_port).expect("test run");
+    assert_eq!((ret, &out), (TC_ACT_OK, &other_port));
+
+    dp.set_service(VIP, 80, TCP, &[b]).expect("service");
+    // Truncated TCP header to the VIP: the ports are there, the checksum is not.
+    let truncated = syn[..14 + 20 + 10].to_vec();
+    assert_eq!(test_run(from, &truncated).expect("test run"), TC_ACT_SHOT);
+    // Fragments to the VIP: the first (MF) and a later one (offset).
+    let first_fragment = ipv4_frame(
+        CLIENT,
+        VIP,
+        TCP,
+        &[],
+        0x2000,
+        tcp_segment(40001, 80, SYN, b"x"),
+        false,
+    );
+    let later_fragment = ipv4_frame(CLIENT, VIP, TCP, &[], 0x0004, vec![0xab; 24], false);
+    assert_eq!(
+        test_run(from, &first_fragment).expect("test run"),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        test_run(from, &later_fragment).expect("test run"),
+        TC_ACT_SHOT
+    );
+    // The same shapes elsewhere are not the load balancer's: they pass untouched.
+    let elsewhere = Ipv4Addr::new(10, 244, 2, 2);
+    let mut truncated_elsewhere = tcp_frame(CLIENT, 40000, elsewhere, 80, SYN);
+    truncated_elsewhere.truncate(14 + 20 + 10);
+    let fragment_elsewhere = ipv4_frame(CLIENT, elsewhere, TCP, &[], 0x0004, vec![0; 24], false);
+    let mut arp = syn.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut bad_version = syn.clone();
+    bad_version[14] = 0x65;
+    let mut icmp_to_vip = syn.clone();
+    icmp_to_vip[14 + 9] = 1;
+    for packet in [
+        &truncated_elsewhere,
+        &fragment_elsewhere,
+        &arp,
+        &bad_version,
+        &icmp_to_vip,
+    ] {
+        let (ret, out) = test_run_out(from, packet).expect("test run");
+        assert_eq!((ret, &out), (TC_ACT_OK, packet), "{packet:02x?}");
+        let (ret, out) = test_run_out(to, packet).expect("test run");
+        assert_eq!((ret, &out), (TC_ACT_OK, packet), "{packet:02x?}");
+    }
+    // Truncated replies are left for the kernel too.
+    let mut truncated_reply = tcp_frame(b.ip, 8080, CLIENT, 40000, ACK);
+    truncated_reply.truncate(14 + 20 + 10);
+    assert_eq!(test_run(to, &truncated_reply).expect("test run"), TC_ACT_OK);
+
+    let c = dp.service_counters().expect("counters");
+    assert_eq!(c.no_backend_drops, 2, "{c:?}");
+    assert_eq!(
+        c.drops,
+        [
+            (reason::DROP_NO_BACKEND, 2),
+            (reason::DROP_SERVICE_UNSUPPORTED, 3)
+        ]
+        .into()
+    );
+    assert_eq!(c.translated, Counter::default());
+    // The drops show in the endpoint's counters as well (test runs: endpoint 0).
+    let e = dp.endpoint_counters(0).expect("counters");
+    assert_eq!(e.drops[&reason::DROP_NO_BACKEND], 2);
+    assert_eq!(e.drops[&reason::DROP_SERVICE_UNSUPPORTED], 3);
+    assert_eq!(dp.conntrack_entries().expect("ct"), 0);
+}
+
+#[test]
+fn node_originated_service_traffic_under_test_run() {
+    if !can_run("node_originated_service_traffic_under_test_run") {
+        return;
+    }
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let egress = dp.program_fd_for_test(PROG_OVERLAY_EGRESS).expect("fd");
+    let gateway = Ipv4Addr::new(10, 244, 1, 1);
+    dp.set_node_config(1, gateway, 24).expect("node config");
+    let remote = ServiceBackend {
+        id: 7,
+        ip: Ipv4Addr::new(10, 244, 2, 2),
+        port: 8080,
+        weight: 1,
+    };
+    dp.set_service(VIP, 80, TCP, &[remote]).expect("service");
+    let syn = tcp_frame(gateway, 50000, VIP, 80, SYN);
+    // The backend's node has no tunnel yet: translated, then dropped for the missing tunnel.
+    assert_eq!(test_run(egress, &syn).expect("test run"), TC_ACT_SHOT);
+    dp.set_tunnel(
+        Ipv4Addr::new(10, 244, 2, 0),
+        24,
+        Ipv4Addr::new(192, 168, 77, 2),
+        vni::DEFAULT,
+    )
+    .expect("tunnel");
+    let (ret, out) = test_run_out(egress, &syn).expect("test run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (gateway, 50000, remote.ip, 8080));
+    assert_eq!(&out[6..12], &OVERLAY_SRC_MAC);
+    let c = dp.overlay_counters().expect("counters");
+    assert_eq!(c.sent_by_node[&Ipv4Addr::new(192, 168, 77, 2)].packets, 1);
+    assert_eq!(c.drops, [(reason::DROP_NO_TUNNEL, 1)].into());
+
+    // No backend: dropped on the overlay device, counted there.
+    dp.set_service(VIP, 80, TCP, &[]).expect("empty");
+    let syn2 = tcp_frame(gateway, 50001, VIP, 80, SYN);
+    assert_eq!(test_run(egress, &syn2).expect("test run"), TC_ACT_SHOT);
+    let c = dp.overlay_counters().expect("counters");
+    assert_eq!(c.drops[&reason::DROP_NO_BACKEND], 1);
+    assert_eq!(dp.service_counters().expect("counters").no_backend_drops, 1);
 }

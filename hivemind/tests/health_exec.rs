@@ -202,6 +202,14 @@ async fn checks(runtime: &ContainerdRuntime, cd: &Containerd, pid: u32) -> Resul
             output: String::new(),
         },
     );
+    // A command that cannot start is an error, and leaves nothing behind.
+    if runtime
+        .exec(ID, &["/bin/no-such-command".to_string()], limit)
+        .await
+        .is_ok()
+    {
+        failures.push("exec of a missing binary succeeded".into());
+    }
     let leftovers: Vec<String> = std::fs::read_dir(std::env::temp_dir().join("hivemind-exec"))
         .map(|entries| {
             entries

@@ -20,7 +20,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
 fn services_resolve_balance_and_follow_health() -> Result<()> {
     if !prerequisites(
         "services_resolve_balance_and_follow_health",
-        &["containerd", "runc", "ctr", "/usr/bin/docker-registry", "/bin/busybox"],
+        &[
+            "containerd",
+            "runc",
+            "ctr",
+            "/usr/bin/docker-registry",
+            "/bin/busybox",
+        ],
     ) {
         return Ok(());
     }
@@ -38,8 +44,25 @@ fn services_resolve_balance_and_follow_health() -> Result<()> {
 /// Runs `sh -c script` in `container` on node `index`.
 fn exec(testbed: &Testbed, index: usize, container: &str, script: &str) -> Result<String> {
     let socket = testbed.node(index).containerd_socket();
-    let exec_id = format!("t{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
-    ctr(&socket, &["tasks", "exec", "--exec-id", &exec_id, container, "sh", "-c", script])
+    let exec_id = format!(
+        "t{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    ctr(
+        &socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            container,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
 }
 
 fn node_index(name: &str) -> Result<usize> {
@@ -49,24 +72,37 @@ fn node_index(name: &str) -> Result<usize> {
 }
 
 fn endpoints(testbed: &Testbed) -> Result<Vec<Value>> {
-    Ok(testbed.node(1).daemon.get("/api/services/web/endpoints")?["endpoints"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
+    Ok(
+        testbed.node(1).daemon.get("/api/services/web/endpoints")?["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    )
 }
 
 /// `count` HTTP requests from the client container to VIP:80/cgi-bin/whoami;
 /// returns how many each backend hostname answered, checking that every
 /// backend saw the client's own address.
-fn spread(testbed: &Testbed, client: &str, client_ip: &str, vip: &str, count: usize) -> Result<BTreeMap<String, usize>> {
+fn spread(
+    testbed: &Testbed,
+    client: &str,
+    client_ip: &str,
+    vip: &str,
+    count: usize,
+) -> Result<BTreeMap<String, usize>> {
     let script = format!(
         "i=0; while [ $i -lt {count} ]; do printf 'GET /cgi-bin/whoami HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {vip} 80 | tail -n 1; i=$((i+1)); done"
     );
     let output = exec(testbed, 1, client, &script)?;
     let mut seen = BTreeMap::new();
     for line in output.lines().filter(|l| !l.trim().is_empty()) {
-        let (addr, host) = line.split_once(' ').with_context(|| format!("answer {line:?}"))?;
-        assert_eq!(addr, client_ip, "the backend sees the client's real address");
+        let (addr, host) = line
+            .split_once(' ')
+            .with_context(|| format!("answer {line:?}"))?;
+        assert_eq!(
+            addr, client_ip,
+            "the backend sees the client's real address"
+        );
         *seen.entry(host.trim().to_string()).or_insert(0) += 1;
     }
     Ok(seen)
@@ -83,11 +119,28 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         Ok(())
     };
     deploy(&[
-        "app", "deploy", "--image", &reference, "--name", "web", "--replicas", "3", "--port", "80",
-        "--ready-http", "/ready", "--health-http", "/alive", "--health-interval", "1s",
-        "--health-retries", "2",
+        "app",
+        "deploy",
+        "--image",
+        &reference,
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--port",
+        "80",
+        "--ready-http",
+        "/ready",
+        "--health-http",
+        "/alive",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
     ])?;
-    deploy(&["app", "deploy", "--image", &reference, "--name", "client", "--node", "node-1"])?;
+    deploy(&[
+        "app", "deploy", "--image", &reference, "--name", "client", "--node", "node-1",
+    ])?;
 
     // Every backend ready, on every node.
     let ready = eventually("3 ready endpoints", Duration::from_secs(90), || {
@@ -102,7 +155,10 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     let vip = service["vip"].as_str().context("vip")?.to_string();
     let services = testbed.node(3).daemon.cli(&["app", "services"]);
     let table = String::from_utf8_lossy(&services.stdout);
-    assert!(table.contains(&vip) && table.contains("web.hivemind.local"), "{table}");
+    assert!(
+        table.contains(&vip) && table.contains("web.hivemind.local"),
+        "{table}"
+    );
 
     let containers = testbed.containers(1)?;
     let client = containers
@@ -113,10 +169,14 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     let client_ip = client["ip"].as_str().context("ip")?.to_string();
 
     // DNS from inside a container: the name gives the VIP.
-    let answer = eventually("nslookup web.hivemind.local", Duration::from_secs(20), || {
-        let out = exec(testbed, 1, &client_id, "nslookup web.hivemind.local")?;
-        Ok(out.contains(&vip).then_some(out))
-    })?;
+    let answer = eventually(
+        "nslookup web.hivemind.local",
+        Duration::from_secs(20),
+        || {
+            let out = exec(testbed, 1, &client_id, "nslookup web.hivemind.local")?;
+            Ok(out.contains(&vip).then_some(out))
+        },
+    )?;
     assert!(answer.contains(&vip), "{answer}");
 
     // Many connections reach every backend, each seeing the client's address.
@@ -129,31 +189,61 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 
     // Readiness: an unready backend gets no new connections, then returns.
     let victim = ready[0].clone();
-    let victim_id = victim["container"].as_str().context("container")?.to_string();
+    let victim_id = victim["container"]
+        .as_str()
+        .context("container")?
+        .to_string();
     let victim_node = node_index(victim["node"].as_str().context("node")?)?;
     exec(testbed, victim_node, &victim_id, "rm /www/ready")?;
-    eventually("victim out of the endpoints", Duration::from_secs(15), || {
-        let list = endpoints(testbed)?;
-        Ok(list.iter().any(|e| e["container"] == victim_id.as_str() && e["ready"] == false).then_some(()))
-    })?;
+    eventually(
+        "victim out of the endpoints",
+        Duration::from_secs(15),
+        || {
+            let list = endpoints(testbed)?;
+            Ok(list
+                .iter()
+                .any(|e| e["container"] == victim_id.as_str() && e["ready"] == false)
+                .then_some(()))
+        },
+    )?;
     std::thread::sleep(Duration::from_secs(2)); // the data plane follows within a reconcile period
     let seen = spread(testbed, &client_id, &client_ip, &vip, 20)?;
-    assert!(!seen.contains_key(&victim_id), "unready backend got traffic: {seen:?}");
+    assert!(
+        !seen.contains_key(&victim_id),
+        "unready backend got traffic: {seen:?}"
+    );
     exec(testbed, victim_node, &victim_id, "echo ok > /www/ready")?;
     eventually("victim back", Duration::from_secs(15), || {
         let list = endpoints(testbed)?;
-        Ok(list.iter().any(|e| e["container"] == victim_id.as_str() && e["ready"] == true).then_some(()))
+        Ok(list
+            .iter()
+            .any(|e| e["container"] == victim_id.as_str() && e["ready"] == true)
+            .then_some(()))
     })?;
 
     // Liveness: a backend whose check fails is restarted.
     exec(testbed, victim_node, &victim_id, "rm /www/alive")?;
-    eventually("victim restarted by its liveness check", Duration::from_secs(60), || {
-        let info = testbed.node(victim_node).daemon.get(&format!("/api/containers/{victim_id}"))?;
-        Ok((info["restarts"].as_u64() >= Some(1) && info["status"] == "running").then_some(()))
-    })?;
-    eventually("victim ready after restart", Duration::from_secs(30), || {
-        let list = endpoints(testbed)?;
-        Ok(list.iter().any(|e| e["container"] == victim_id.as_str() && e["ready"] == true).then_some(()))
-    })?;
+    eventually(
+        "victim restarted by its liveness check",
+        Duration::from_secs(60),
+        || {
+            let info = testbed
+                .node(victim_node)
+                .daemon
+                .get(&format!("/api/containers/{victim_id}"))?;
+            Ok((info["restarts"].as_u64() >= Some(1) && info["status"] == "running").then_some(()))
+        },
+    )?;
+    eventually(
+        "victim ready after restart",
+        Duration::from_secs(30),
+        || {
+            let list = endpoints(testbed)?;
+            Ok(list
+                .iter()
+                .any(|e| e["container"] == victim_id.as_str() && e["ready"] == true)
+                .then_some(()))
+        },
+    )?;
     Ok(())
 }

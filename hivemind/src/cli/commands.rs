@@ -61,7 +61,11 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
 fn health_spec(args: &DeployArgs) -> Result<Option<crate::health::HealthSpec>, ClientError> {
     use crate::health::{HealthInput, HealthSpec, check_spec};
     let h = &args.health;
-    let port = args.ports.first().copied().unwrap_or(crate::health::DEFAULT_HTTP_PORT);
+    let port = args
+        .ports
+        .first()
+        .copied()
+        .unwrap_or(crate::health::DEFAULT_HTTP_PORT);
     let liveness = HealthInput {
         cmd: h.health_cmd.as_deref(),
         http: h.health_http.as_deref(),
@@ -81,8 +85,10 @@ fn health_spec(args: &DeployArgs) -> Result<Option<crate::health::HealthSpec>, C
         start_period: h.ready_start_period.as_deref(),
     };
     let spec = HealthSpec {
-        liveness: check_spec("health", &liveness, port).map_err(|e| ClientError::Usage(e.to_string()))?,
-        readiness: check_spec("ready", &readiness, port).map_err(|e| ClientError::Usage(e.to_string()))?,
+        liveness: check_spec("health", &liveness, port)
+            .map_err(|e| ClientError::Usage(e.to_string()))?,
+        readiness: check_spec("ready", &readiness, port)
+            .map_err(|e| ClientError::Usage(e.to_string()))?,
     };
     Ok((!spec.is_empty()).then_some(spec))
 }

@@ -212,7 +212,7 @@ pub struct HealthArgs {
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
     /// Deploy an image as an app (or update an existing app)
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List apps
     Ls,
     /// List containers
