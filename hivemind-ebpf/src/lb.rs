@@ -194,7 +194,7 @@ pub(crate) fn node_egress(ctx: &TcContext) -> Result<Option<NodeEgress>, u8> {
     // lookups for the new destination on the bridge).
     let ret = unsafe { bpf_redirect_neigh(config.bridge_ifindex, core::ptr::null_mut(), 0, 0) };
     if ret == i64::from(TC_ACT_REDIRECT) {
-        Ok(Some(NodeEgress::Local(TC_ACT_REDIRECT as i32)))
+        Ok(Some(NodeEgress::Local(TC_ACT_REDIRECT)))
     } else {
         Err(reason::DROP_REWRITE)
     }

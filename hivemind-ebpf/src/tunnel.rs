@@ -3,6 +3,11 @@
 //! `HM_TUNNELS` and sets the tunnel metadata, the VXLAN driver encapsulates (keeping GSO and
 //! kernel routing); on the way in the driver decapsulates and `ingress` checks the metadata.
 //!
+//! Service traffic (see `lb`): `egress` first translates node-originated packets to a service
+//! VIP (a local backend is redirected to the bridge and not counted as overlay traffic; a remote
+//! one continues with the tunnel lookup of the backend), `ingress` restores the source of
+//! service replies.
+//!
 //! VNI decisions go through [`check_vni`] (which defers to `hivemind_common::vni`), from here and
 //! from the XDP validation of the underlay alike.
 

@@ -166,6 +166,9 @@ pub async fn show(
     view["host_interface"] = json!(record.host_ifname);
     view["log_path"] = json!(node.log_path(&record.id));
     view["generation"] = json!(record.generation);
+    if let Some(health) = node.monitor.status(&record.id) {
+        view["health"] = json!(health);
+    }
     if let Some(counters) = node.counters().remove(&record.id) {
         view["network"] = json!(counters);
     }

@@ -110,6 +110,28 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
             container.message.as_deref().unwrap_or("failed")
         ));
     }
+    let services: Vec<crate::services::ServiceRecord> = node.store.values(crate::services::SERVICES)?;
+    let endpoints: Vec<crate::services::EndpointRecord> =
+        node.store.values(crate::services::ENDPOINTS)?;
+    let mut healthy_services = 0;
+    for service in &services {
+        let mine: Vec<_> = endpoints.iter().filter(|e| e.app == service.app).collect();
+        let ready = mine.iter().filter(|e| e.ready).count();
+        if ready > 0 {
+            healthy_services += 1;
+        } else {
+            problems.push(format!("service {}: no ready endpoint", service.app));
+        }
+        for endpoint in mine.iter().filter(|e| !e.ready) {
+            problems.push(format!(
+                "endpoint {} of {} on {}: not ready ({})",
+                endpoint.container,
+                service.app,
+                endpoint.node,
+                endpoint.reason.as_deref().unwrap_or("unknown")
+            ));
+        }
+    }
     let running = containers
         .iter()
         .filter(|c| c.status == ContainerStatus::Running)
@@ -143,6 +165,7 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
             "dataplane": node.dataplane.is_some(),
         },
         "apps": {"total": apps.len(), "healthy": healthy_apps},
+        "services": {"total": services.len(), "healthy": healthy_services},
         "containers": {"total": containers.len(), "running": running},
         "problems": problems,
     })))

@@ -157,6 +157,10 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                     }
                 );
                 println!(
+                    "services: {}/{} with ready endpoints",
+                    health["services"]["healthy"], health["services"]["total"]
+                );
+                println!(
                     "apps: {}/{} healthy",
                     health["apps"]["healthy"], health["apps"]["total"]
                 );
