@@ -15,6 +15,7 @@ pub mod image;
 pub mod model;
 pub mod network;
 pub mod placement;
+pub mod policy;
 pub mod reconcile;
 pub mod runtime;
 pub mod scheduler;

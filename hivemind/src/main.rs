@@ -65,6 +65,13 @@ async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
+    if service_cidr != hivemind::services::default_service_cidr() {
+        eprintln!(
+            "error: --service-cidr: the eBPF service path serves {} only today",
+            hivemind::services::default_service_cidr()
+        );
+        return 2;
+    }
     let options = ServeOptions {
         listen,
         data_dir: node.data_dir.clone(),

@@ -184,7 +184,9 @@ async fn reconcile_loop(node: Arc<Node>) {
         if let Err(e) = node.sync_tunnels().await {
             tracing::warn!(error = %e, "tunnel sync failed");
         }
-        // SYNC_SERVICES
+        if let Err(e) = node.sync_services().await {
+            tracing::warn!(error = %e, "service sync failed");
+        }
     }
 }
 
@@ -305,7 +307,9 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
     net_config.mtu = Netlink::container_mtu().await?;
     let network = Netlink::new(net_config.clone());
     network.ensure_node().await?;
-    let vxlan = network.ensure_overlay(options.cluster_cidr).await?;
+    let vxlan = network
+        .ensure_overlay(&[options.cluster_cidr, options.service_cidr])
+        .await?;
     let mut dataplane = Dataplane::load().context("load the eBPF data plane")?;
     match network.ifindex_of_address(advertise).await? {
         Some(underlay) => dataplane
@@ -313,6 +317,13 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
             .context("attach the overlay programs")?,
         None => bail!("no interface holds the advertise address {advertise}; pass --advertise"),
     }
+    let bridge = network
+        .ifindex(&options.bridge)
+        .await?
+        .with_context(|| format!("bridge {} missing", options.bridge))?;
+    dataplane
+        .set_node_config(bridge, subnet.gateway(), subnet.prefix)
+        .context("configure the service data path")?;
     Ok(Backends {
         runtime: Arc::new(ContainerdRuntime::new(
             cd,

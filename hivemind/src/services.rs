@@ -270,6 +270,61 @@ impl crate::discovery::ServiceDirectory for StoreDirectory {
     }
 }
 
+impl Node {
+    /// Points the data plane's service table at the ready endpoints of every
+    /// service; removes services that are gone.
+    pub async fn sync_services(&self) -> Result<(), NodeError> {
+        use crate::dataplane::ServiceBackend;
+        const TCP: u8 = 6;
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(());
+        };
+        let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
+        let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        let mut wanted = Vec::new();
+        for service in &services {
+            for port in &service.ports {
+                let backends: Vec<ServiceBackend> = endpoints
+                    .iter()
+                    .filter(|e| e.app == service.app && e.ready)
+                    .map(|e| ServiceBackend {
+                        id: u32::from(e.ip),
+                        ip: e.ip,
+                        port: *port,
+                        weight: 1,
+                    })
+                    .collect();
+                wanted.push((service.vip, *port, backends));
+            }
+        }
+        let mut dataplane = match dataplane.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let current = dataplane.services()?;
+        for (vip, port, proto, _) in &current {
+            if *proto != TCP || !wanted.iter().any(|(v, p, _)| v == vip && p == port) {
+                dataplane.remove_service(*vip, *port, *proto)?;
+            }
+        }
+        for (vip, port, backends) in wanted {
+            // Every backend weighs the same today: compare the sets of ids.
+            let ids: BTreeSet<u32> = backends.iter().map(|b| b.id).collect();
+            let unchanged = current.iter().any(|(v, p, proto, slots)| {
+                *v == vip
+                    && *p == port
+                    && *proto == TCP
+                    && slots.iter().copied().collect::<BTreeSet<u32>>() == ids
+                    && !slots.is_empty()
+            });
+            if !unchanged {
+                dataplane.set_service(vip, port, TCP, &backends)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

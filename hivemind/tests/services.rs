@@ -99,6 +99,8 @@ fn spread(
         let (addr, host) = line
             .split_once(' ')
             .with_context(|| format!("answer {line:?}"))?;
+        // busybox httpd listens on IPv6 and shows IPv4 peers as [::ffff:a.b.c.d].
+        let addr = addr.trim_start_matches("[::ffff:").trim_end_matches(']');
         assert_eq!(
             addr, client_ip,
             "the backend sees the client's real address"
@@ -137,6 +139,10 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "1s",
         "--health-retries",
         "2",
+        "--ready-interval",
+        "1s",
+        "--ready-retries",
+        "1",
     ])?;
     deploy(&[
         "app", "deploy", "--image", &reference, "--name", "client", "--node", "node-1",

@@ -5,6 +5,9 @@
 //! - `build-ebpf`: builds the eBPF object explicitly and prints its path.
 //! - `test`: setup, then formatting, lints and every test (the README's test command).
 //! - `daemon`: setup, a release build, then `hivemind daemon` with the given arguments.
+//! - `bench`: the benchmark harness (`benches/`), results in `docs/benchmarks.md`.
+
+mod bench;
 
 use std::{
     path::{Path, PathBuf},
@@ -58,6 +61,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (as root) and write docs/benchmarks.md; --quick: CI smoke test.
+    Bench {
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +95,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Testbed { command } => testbed(command),
         Task::Daemon { args } => daemon(&args),
+        Task::Bench { quick } => bench::bench(quick),
     }
 }
 

@@ -110,7 +110,8 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
             container.message.as_deref().unwrap_or("failed")
         ));
     }
-    let services: Vec<crate::services::ServiceRecord> = node.store.values(crate::services::SERVICES)?;
+    let services: Vec<crate::services::ServiceRecord> =
+        node.store.values(crate::services::SERVICES)?;
     let endpoints: Vec<crate::services::EndpointRecord> =
         node.store.values(crate::services::ENDPOINTS)?;
     let mut healthy_services = 0;

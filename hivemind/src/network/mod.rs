@@ -73,8 +73,9 @@ pub trait ContainerNetwork: Send + Sync {
     async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, NetworkError>;
 
     /// Creates the overlay device (VXLAN in external mode) and routes the
-    /// cluster CIDR through it; returns its ifindex. Idempotent.
-    async fn ensure_overlay(&self, cluster: Subnet) -> Result<u32, NetworkError>;
+    /// given CIDRs (cluster and services) through it; returns its ifindex.
+    /// Idempotent.
+    async fn ensure_overlay(&self, routes: &[Subnet]) -> Result<u32, NetworkError>;
 
     /// Index of the link that holds `ip` (the underlay interface).
     async fn ifindex_of_address(&self, ip: Ipv4Addr) -> Result<Option<u32>, NetworkError>;
@@ -110,7 +111,7 @@ impl ContainerNetwork for NoNetwork {
     async fn links_with_prefix(&self, _prefix: &str) -> Result<Vec<String>, NetworkError> {
         Ok(Vec::new())
     }
-    async fn ensure_overlay(&self, _cluster: Subnet) -> Result<u32, NetworkError> {
+    async fn ensure_overlay(&self, _routes: &[Subnet]) -> Result<u32, NetworkError> {
         Ok(0)
     }
     async fn ifindex_of_address(&self, _ip: Ipv4Addr) -> Result<Option<u32>, NetworkError> {

@@ -326,7 +326,7 @@ impl ContainerNetwork for Netlink {
         Ok(names)
     }
 
-    async fn ensure_overlay(&self, cluster: Subnet) -> Result<u32, NetworkError> {
+    async fn ensure_overlay(&self, routes: &[Subnet]) -> Result<u32, NetworkError> {
         let handle = connect()?;
         if link_by_name(&handle, OVERLAY_DEVICE).await?.is_none() {
             // External (collect_md) mode: the eBPF program on the device picks
@@ -363,22 +363,38 @@ impl ContainerNetwork for Netlink {
             LinkUnspec::new_with_index(index).up().build(),
         )
         .await?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(cluster.network, cluster.prefix)
-            .output_interface(index)
-            .pref_source(self.config.subnet.gateway())
-            .build();
-        match handle.route().add(route).replace().execute().await {
-            Ok(()) => {}
-            Err(e) => return Err(nl_error("route cluster cidr", OVERLAY_DEVICE, e)),
-        }
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
-            NetworkError::Netlink {
-                operation: "enable ip_forward",
-                target: "net.ipv4.ip_forward".to_string(),
-                message: e.to_string(),
+        for cidr in routes {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(cidr.network, cidr.prefix)
+                .output_interface(index)
+                .pref_source(self.config.subnet.gateway())
+                .build();
+            if let Err(e) = handle.route().add(route).replace().execute().await {
+                return Err(nl_error("route via overlay", &cidr.to_string(), e));
             }
-        })?;
+        }
+        // Forwarding between containers and the overlay; loose reverse-path
+        // filtering, since replies from a local service backend come from a
+        // VIP that is routed via the overlay device.
+        let sysctls = [
+            ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
+            ("/proc/sys/net/ipv4/conf/all/rp_filter".to_string(), "2"),
+            (
+                format!("/proc/sys/net/ipv4/conf/{}/rp_filter", self.config.bridge),
+                "2",
+            ),
+            (
+                format!("/proc/sys/net/ipv4/conf/{OVERLAY_DEVICE}/rp_filter"),
+                "2",
+            ),
+        ];
+        for (path, value) in sysctls {
+            std::fs::write(&path, value).map_err(|e| NetworkError::Netlink {
+                operation: "sysctl",
+                target: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
         Ok(index)
     }
 

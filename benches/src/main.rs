@@ -1,0 +1,165 @@
+//! `hivemind-bench`: the benchmark harness behind `cargo xtask bench`.
+//!
+//! Measures, each against a baseline taken in the same run: the per-packet cost of the eBPF
+//! programs (BPF_PROG_TEST_RUN), the XDP packet rate (live frames), scheduler throughput and
+//! the daemon's idle memory. Prints a markdown report and writes the same text to `--out`.
+//!
+//! Runs as root only (BPF programs, network namespaces). Everything it creates (namespaces,
+//! processes, temporary directories) is removed when it returns, errors included; namespaces
+//! left by a killed earlier run are removed at start.
+//!
+//! Usage: `hivemind-bench [--quick] [--out FILE] [--command TEXT] [--hivemind BINARY]`
+
+mod bpf;
+mod control;
+mod packets;
+mod per_packet;
+mod rate;
+mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use hivemind_tests::daemon::netns_with_prefix;
+
+use crate::report::{Machine, render};
+
+/// Prefix of every namespace this harness creates: `hmbench-<pid>-<what>`.
+const NS_PREFIX: &str = "hmbench-";
+
+struct Args {
+    quick: bool,
+    out: Option<PathBuf>,
+    command: String,
+    hivemind: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("benches/ has no parent")?
+        .to_path_buf();
+    let mut args = Args {
+        quick: false,
+        out: None,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        hivemind: root.join("target/release/hivemind"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = Some(it.next().context("--out needs a path")?.into()),
+            "--command" => args.command = it.next().context("--command needs a text")?,
+            "--hivemind" => args.hivemind = it.next().context("--hivemind needs a path")?.into(),
+            other => bail!(
+                "unknown argument {other}; usage: hivemind-bench [--quick] [--out FILE] \
+                 [--command TEXT] [--hivemind BINARY]"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+/// Deletes `hmbench-<pid>-*` namespaces whose process is gone (a run killed before its
+/// cleanup).
+fn remove_stale_namespaces() {
+    for name in netns_with_prefix(NS_PREFIX) {
+        let pid = name
+            .strip_prefix(NS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+            eprintln!("bench: removing namespace {name} left by an earlier run");
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &name])
+                .status();
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "bench: must run as root: it loads eBPF programs, runs BPF_PROG_TEST_RUN and \
+             creates network namespaces"
+        );
+        std::process::exit(2);
+    }
+    remove_stale_namespaces();
+    let pid = std::process::id();
+    let quick = args.quick;
+    let mut notes = Vec::new();
+    let mut rows = Vec::new();
+
+    eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)");
+    let cfg = if quick {
+        per_packet::Config {
+            repeat: 100_000,
+            rounds: 3,
+            single_runs: 2_000,
+        }
+    } else {
+        per_packet::Config {
+            repeat: 2_000_000,
+            rounds: 7,
+            single_runs: 10_000,
+        }
+    };
+    rows.extend(per_packet::run(&cfg, &mut notes)?);
+
+    eprintln!("bench: packet rate (XDP live frames)");
+    let cfg = if quick {
+        rate::Config {
+            frames: 1_000_000,
+            rounds: 3,
+        }
+    } else {
+        rate::Config {
+            frames: 10_000_000,
+            rounds: 7,
+        }
+    };
+    rows.extend(rate::run(
+        &format!("{NS_PREFIX}{pid}-rate"),
+        &cfg,
+        &mut notes,
+    )?);
+
+    eprintln!("bench: scheduler throughput");
+    let budget = Duration::from_millis(if quick { 300 } else { 3000 });
+    rows.extend(control::scheduler(budget, &mut notes)?);
+
+    eprintln!("bench: daemon memory");
+    let idle = Duration::from_secs(if quick { 1 } else { 5 });
+    rows.extend(control::daemon_memory(
+        &args.hivemind,
+        &format!("{NS_PREFIX}{pid}-web"),
+        idle,
+        &mut notes,
+    )?);
+
+    notes.push(
+        "Not measured yet: deploy latency against a raw containerd run, failure detection \
+         time, and throughput across the overlay (iperf3) against the kernel's own path \
+         (vxlan device + bridge + iptables/nftables), including growth with policy rules and \
+         services."
+            .into(),
+    );
+    let doc = render(&Machine::detect(), &args.command, quick, &rows, &notes);
+    print!("{doc}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &doc).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("bench: wrote {}", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! `cargo xtask bench`: builds the daemon and the harness (`benches/`, `hivemind-bench`) in
+//! release mode and runs the harness, which prints the report and writes it to
+//! `docs/benchmarks.md`. `--quick` is the CI smoke test: few repetitions, the report goes to
+//! `target/benchmarks-quick.md` so the committed results are not overwritten. Missed targets
+//! are reported in the table, never turned into a failure: timing is no test.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use super::{is_root, run, setup, workspace_root};
+
+pub fn bench(quick: bool) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "bench must run as root: it loads eBPF programs, runs BPF_PROG_TEST_RUN and creates \
+             network namespaces"
+        );
+    }
+    setup()?;
+    let root = workspace_root()?;
+    println!("bench: building hivemind and hivemind-bench (release)");
+    run(Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "hivemind",
+            "--package",
+            "hivemind-bench",
+        ])
+        .current_dir(&root))?;
+    let (out, command) = if quick {
+        ("target/benchmarks-quick.md", "cargo xtask bench --quick")
+    } else {
+        ("docs/benchmarks.md", "cargo xtask bench")
+    };
+    let mut harness = Command::new(root.join("target/release/hivemind-bench"));
+    harness
+        .args(["--out", out, "--command", command, "--hivemind"])
+        .arg(root.join("target/release/hivemind"))
+        .current_dir(&root);
+    if quick {
+        harness.arg("--quick");
+    }
+    run(&mut harness)
+}
