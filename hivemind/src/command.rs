@@ -25,6 +25,11 @@ pub enum Command {
     DeleteVolume {
         name: String,
     },
+    /// Creates or replaces a network policy.
+    PutPolicy(Box<crate::policy::NetworkPolicy>),
+    DeletePolicy {
+        name: String,
+    },
 }
 
 /// What a command did, for the API's answer.
@@ -50,5 +55,8 @@ pub enum Outcome {
     VolumeCreated {
         name: String,
         path: String,
+    },
+    PolicySet {
+        name: String,
     },
 }

@@ -89,6 +89,13 @@ pub struct Node {
     pub service_cidr: crate::state::Subnet,
     /// Liveness and readiness checks of this node's containers.
     pub monitor: crate::health::Monitor,
+    /// Rules last written to the data plane, per endpoint id.
+    pub policy_cache: Mutex<HashMap<u32, crate::policy::EndpointRules>>,
+    /// Flow events from the data plane, for `GET /api/flows`.
+    pub flows: tokio::sync::broadcast::Sender<serde_json::Value>,
+    pub recent_flows: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    /// Flow events the kernel could not hand over (ring buffer full).
+    pub flows_lost: std::sync::atomic::AtomicU64,
     /// Versions local writes when there is no cluster.
     clock: Clock,
     /// Wakes the reconcile loop early (a command, a record from a peer, a
@@ -114,6 +121,10 @@ impl Node {
             cluster: parts.cluster,
             service_cidr: parts.service_cidr,
             monitor: crate::health::Monitor::new(parts.runtime.clone()),
+            policy_cache: Mutex::new(HashMap::new()),
+            flows: tokio::sync::broadcast::channel(4096).0,
+            recent_flows: Mutex::new(std::collections::VecDeque::new()),
+            flows_lost: std::sync::atomic::AtomicU64::new(0),
             clock: Clock::new(0),
             wake: tokio::sync::Notify::new(),
             started_at: now_secs(),
@@ -255,6 +266,19 @@ impl Node {
                     name,
                     path: volume.path,
                 })
+            }
+            Command::PutPolicy(policy) => {
+                policy.validate()?;
+                let name = policy.name.clone();
+                self.write(crate::policy::POLICIES, &name, Some(&*policy)).await?;
+                Ok(Outcome::PolicySet { name })
+            }
+            Command::DeletePolicy { name } => {
+                if self.store.value::<crate::policy::NetworkPolicy>(crate::policy::POLICIES, &name)?.is_none() {
+                    return Err(NodeError::NotFound { kind: "network policy", name });
+                }
+                self.write::<crate::policy::NetworkPolicy>(crate::policy::POLICIES, &name, None).await?;
+                Ok(Outcome::Deleted { kind: "network policy", name })
             }
             Command::DeleteVolume { name } => {
                 if self.store.volume(&name)?.is_none() {

@@ -4,8 +4,10 @@
 mod apps;
 mod containers;
 mod error;
+mod flows;
 mod images;
 mod nodes;
+mod policies;
 mod services;
 mod volumes;
 
@@ -37,8 +39,18 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/containers", get(containers::list))
         .route("/api/containers/{id}", get(containers::show))
         .route("/api/containers/{id}/logs", get(containers::logs))
+        .route("/api/flows", get(flows::stream))
+        .route("/api/flows/recent", get(flows::recent))
         .route("/api/metrics/containers", get(containers::metrics))
         .route("/api/metrics/overlay", get(containers::overlay))
+        .route(
+            "/api/security/network-policies",
+            post(policies::create).get(policies::list),
+        )
+        .route(
+            "/api/security/network-policies/{name}",
+            get(policies::show).delete(policies::delete),
+        )
         .route("/api/services", get(services::list))
         .route("/api/services/{name}/endpoints", get(services::endpoints))
         .route("/api/volumes", get(volumes::list))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::output::{human_bytes, print_list, print_message, print_object};
 use super::{
     AppCommand, Cli, Client, ClientError, DeployArgs, ImageCommand, NodeCommand, OutputFormat,
-    TopCommand, VolumeCommand,
+    SecurityCommand, TopCommand, VolumeCommand,
 };
 use crate::model::{
     DeployRequest, MemoryValue, ResourcesRequest, ValidationError, parse_key_value, parse_volume,
@@ -126,6 +126,7 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             print_message(format, &answer);
             Ok(())
         }
+        TopCommand::Security(command) => security(&client, format, command).await,
         TopCommand::Health => {
             let health = client.get("/api/health").await?;
             if format == OutputFormat::Json {
@@ -277,6 +278,44 @@ async fn app(
             let answer = client
                 .delete(&format!("/api/apps/{}", path_segment(name)?))
                 .await?;
+            print_message(format, &answer);
+        }
+    }
+    Ok(())
+}
+
+async fn security(
+    client: &Client,
+    format: OutputFormat,
+    command: &SecurityCommand,
+) -> Result<(), ClientError> {
+    match command {
+        SecurityCommand::ListNetworkPolicies => {
+            let policies = client.get("/api/security/network-policies").await?;
+            print_list(
+                format,
+                &policies,
+                &[
+                    ("NAME", "name"),
+                    ("SELECTOR", "selector"),
+                    ("INGRESS", "ingress_rules"),
+                    ("EGRESS", "egress_rules"),
+                ],
+            );
+        }
+        SecurityCommand::CreateNetworkPolicy { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            // JSON is YAML, so one parser reads both.
+            let body: Value = serde_yaml::from_str(&text).map_err(|e| {
+                ClientError::Usage(format!("{} is not JSON or YAML: {e}", file.display()))
+            })?;
+            let answer = client.post("/api/security/network-policies", &body).await?;
+            print_message(format, &answer);
+        }
+        SecurityCommand::DeleteNetworkPolicy { name } => {
+            let path = format!("/api/security/network-policies/{}", path_segment(name)?);
+            let answer = client.delete(&path).await?;
             print_message(format, &answer);
         }
     }

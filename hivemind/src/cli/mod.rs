@@ -62,8 +62,27 @@ pub enum TopCommand {
     /// Cluster nodes
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Network policies
+    #[command(subcommand)]
+    Security(SecurityCommand),
     /// Cluster health summary
     Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// List network policies
+    ListNetworkPolicies,
+    /// Create or replace a network policy from a JSON or YAML file (the body of POST /api/security/network-policies)
+    CreateNetworkPolicy {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a network policy
+    DeleteNetworkPolicy {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,34 @@
+//! /api/flows: the data plane's flow events (new allowed flows, denied
+//! packets) as server-sent events, and the most recent ones as JSON.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::AppState;
+
+pub async fn stream(State(node): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = BroadcastStream::new(node.flows.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(flow) => Event::default().event("flow").data(flow.to_string()),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Event::default().event("lost").data(json!({"lost": n}).to_string())
+            }
+        })
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+pub async fn recent(State(node): State<AppState>) -> axum::Json<Value> {
+    let flows: Vec<Value> = match node.recent_flows.lock() {
+        Ok(recent) => recent.iter().cloned().collect(),
+        Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
+    };
+    let lost = node.flows_lost.load(std::sync::atomic::Ordering::Relaxed);
+    axum::Json(json!({"flows": flows, "lost": lost}))
+}
