@@ -34,6 +34,28 @@ pub const MAP_BACKENDS: &str = "HM_BACKENDS";
 pub const MAP_CT: &str = "HM_CT";
 /// Name of the one-entry array (index 0) holding this node's [`NodeConfig`].
 pub const MAP_NODE_CONFIG: &str = "HM_NODE_CONFIG";
+/// Name of the ipcache (LPM trie): IPv4 prefix -> [`IpcacheValue`] (the peer's identity), for
+/// every container of the cluster (/32) and the node itself (identity [`identity::HOST`]).
+/// Key: `{ prefix_len: u32, data: u32 }` as in [`MAP_TUNNELS`] (address in network order). An
+/// address without a match is [`identity::WORLD`].
+pub const MAP_IPCACHE: &str = "HM_IPCACHE";
+/// Name of the identity policy map (hash): [`PolicyKey`] -> [`PolicyEntry`].
+pub const MAP_POLICY: &str = "HM_POLICY";
+/// Name of the CIDR policy map (LPM trie): key `{ prefix_len: 64 + prefix, data:
+/// PolicyCidrKey }` -> [`PolicyEntry`]. The data path looks up the peer address with
+/// `prefix_len = 96`, once with the packet's protocol and once with protocol 0 (any). Since an
+/// LPM lookup returns only the longest match, the writer stores in each prefix's entry the port
+/// ranges of every shorter prefix of the same endpoint, direction and protocol that covers it.
+pub const MAP_POLICY_CIDR: &str = "HM_POLICY_CIDR";
+/// Name of the flow event ring buffer: one [`FlowRecord`] per new flow the policy code allowed
+/// and per denied packet (rate-limited, see [`MAP_FLOW_DROPS`]).
+pub const MAP_FLOWS: &str = "HM_FLOWS";
+/// Name of the per-CPU one-entry array (index 0, `u64`): flow events lost because the ring
+/// buffer was full.
+pub const MAP_FLOWS_LOST: &str = "HM_FLOWS_LOST";
+/// Name of the LRU hash [`CtKey`] -> last drop event time (`u64`, ns): at most one denied-flow
+/// event per 5-tuple and direction per [`FLOW_DROP_INTERVAL_NS`].
+pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
 
 /// The service CIDR (10.96.0.0/16): every service VIP lies inside it. Its network address's
 /// octets; see [`SERVICE_CIDR_PREFIX`] and [`in_service_cidr`].
@@ -54,6 +76,8 @@ const _: () = assert!(
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
 
 /// Maximum number of local endpoints (container veths) per node.
 pub const MAX_ENDPOINTS: u32 = 4096;
@@ -70,6 +94,49 @@ pub const MAX_BACKENDS: u32 = 65536;
 /// Maximum number of `HM_CT` entries (two per translated connection); the least recently used
 /// entries are evicted first.
 pub const MAX_CT_ENTRIES: u32 = 131072;
+/// Maximum number of `HM_IPCACHE` entries (containers of the whole cluster, plus the node).
+pub const MAX_IPCACHE_ENTRIES: u32 = 65536;
+/// Maximum number of `HM_POLICY` entries (all endpoints of the node together).
+pub const MAX_POLICY_ENTRIES: u32 = 262144;
+/// Maximum number of `HM_POLICY_CIDR` entries (all endpoints of the node together).
+pub const MAX_POLICY_CIDR_ENTRIES: u32 = 16384;
+/// Port ranges one policy entry holds. The daemon merges overlapping and adjacent ranges first;
+/// a key that still needs more is refused (`TooManyPortRanges`): the daemon must then reject the
+/// policy (or the user must use fewer, wider ranges), never silently widen it.
+pub const MAX_PORT_RANGES: usize = 8;
+/// Size of `HM_FLOWS` in bytes (a power of two, a multiple of the page size).
+pub const FLOWS_RING_BYTES: u32 = 256 * 1024;
+/// Maximum number of `HM_FLOW_DROPS` entries.
+pub const MAX_FLOW_DROPS: u32 = 8192;
+/// At most one denied-flow event per 5-tuple and direction per this many nanoseconds.
+pub const FLOW_DROP_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Reserved and allocated security identities (24 bits, carried in the VXLAN VNI).
+pub mod identity {
+    /// No identity / "any peer" in a [`super::PolicyKey`].
+    pub const ANY: u32 = 0;
+    /// The node itself (its gateway address on the bridge, node-originated traffic).
+    pub const HOST: u32 = 1;
+    /// Anything the ipcache does not know.
+    pub const WORLD: u32 = 2;
+    /// First identity the daemon allocates to label sets.
+    pub const FIRST_ALLOCATED: u32 = 256;
+    /// Largest identity (it must fit the VNI).
+    pub const MAX: u32 = 0x00ff_ffff;
+}
+
+/// `skb->mark` conventions. `hm_overlay_ingress` writes `MARK_IDENTITY | identity` (the VNI of
+/// the decapsulated packet); `hm_lxc_to_container` takes the source identity from it (and
+/// falls back to the ipcache of the source address when the top byte is not the magic). The
+/// mark is scrubbed when the packet crosses into the container's namespace.
+pub mod mark {
+    /// Top byte of a mark that carries a source identity in its low 24 bits.
+    pub const IDENTITY_MAGIC: u32 = 0xa5 << 24;
+    /// Mask of the magic byte.
+    pub const MAGIC_MASK: u32 = 0xff << 24;
+    /// Mask of the identity bits.
+    pub const IDENTITY_MASK: u32 = 0x00ff_ffff;
+}
 
 /// Packets leaving the container (TC ingress of its host-side veth).
 pub const DIR_FROM_CONTAINER: u8 = 1;
@@ -121,9 +188,10 @@ pub mod vni {
     pub const DEFAULT: u32 = 1;
     /// First VNI the overlay accepts.
     pub const FIRST_ALLOWED: u32 = DEFAULT;
-    /// Last VNI the overlay accepts. Only the default today; source identities will widen the
-    /// range (VNIs are 24 bits, so never above `MAX`).
-    pub const LAST_ALLOWED: u32 = DEFAULT;
+    /// Last VNI the overlay accepts: the VNI carries the source identity (`identity::HOST` for
+    /// node-originated traffic, an allocated identity for a container), so every 24-bit value
+    /// but 0 is allowed.
+    pub const LAST_ALLOWED: u32 = MAX;
     /// Largest VNI VXLAN can carry.
     pub const MAX: u32 = 0x00ff_ffff;
 
@@ -138,10 +206,121 @@ pub mod vni {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointInfo {
     pub endpoint_id: u32,
-    /// Reserved for later use (policy enforcement, ...); 0 today.
+    /// `endpoint_flags::*` bits (which directions enforce policy).
+    pub flags: u32,
+    /// The endpoint's own security identity (0 until the daemon sets it).
+    pub identity: u32,
+}
+const _: () = assert!(size_of::<EndpointInfo>() == 12);
+
+/// Bits of [`EndpointInfo::flags`].
+pub mod endpoint_flags {
+    /// Packets going into the container must be allowed by an ingress rule.
+    pub const INGRESS_ENFORCED: u32 = 1;
+    /// Packets leaving the container must be allowed by an egress rule.
+    pub const EGRESS_ENFORCED: u32 = 2;
+}
+
+/// Value of `HM_IPCACHE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpcacheValue {
+    pub identity: u32,
+    /// Reserved; 0 today.
     pub flags: u32,
 }
-const _: () = assert!(size_of::<EndpointInfo>() == 8);
+const _: () = assert!(size_of::<IpcacheValue>() == 8);
+
+/// Key of `HM_POLICY`. `direction` is `DIR_FROM_CONTAINER` (egress rules) or
+/// `DIR_TO_CONTAINER` (ingress rules); `identity` 0 matches any peer, `proto` 0 any protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub endpoint_id: u32,
+    pub identity: u32,
+    pub direction: u8,
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<PolicyKey>() == 12);
+
+impl PolicyKey {
+    pub const fn new(endpoint_id: u32, identity: u32, direction: u8, proto: u8) -> Self {
+        Self {
+            endpoint_id,
+            identity,
+            direction,
+            proto,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Data of the `HM_POLICY_CIDR` LPM key (the first 64 bits always match exactly).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyCidrKey {
+    pub endpoint_id: u32,
+    pub direction: u8,
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
+    /// The peer prefix, network byte order.
+    pub addr: u32,
+}
+const _: () = assert!(size_of::<PolicyCidrKey>() == 12);
+
+/// Bits of the LPM key before [`PolicyCidrKey::addr`].
+pub const POLICY_CIDR_FIXED_BITS: u32 = 64;
+
+/// One allowed port range, host byte order, both ends included.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+const _: () = assert!(size_of::<PortRange>() == 4);
+
+/// Value of `HM_POLICY` and `HM_POLICY_CIDR`: the allowed destination port ranges (the first
+/// `count`). Protocols without ports (ICMP, ...) match as port 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEntry {
+    pub count: u32,
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+}
+const _: () = assert!(size_of::<PolicyEntry>() == 36);
+
+/// One record of `HM_FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub time_ns: u64,
+    /// Addresses and ports in network byte order, as in the packet (after service DNAT).
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// `DIR_FROM_CONTAINER` (egress) or `DIR_TO_CONTAINER` (ingress).
+    pub direction: u8,
+    /// One of `verdict::*`.
+    pub verdict: u8,
+    /// A code of [`reason`].
+    pub reason: u8,
+    pub endpoint_id: u32,
+    pub peer_identity: u32,
+}
+const _: () = assert!(size_of::<FlowRecord>() == 32);
+
+/// Verdicts of [`FlowRecord::verdict`].
+pub mod verdict {
+    pub const ALLOWED: u8 = 1;
+    pub const DENIED: u8 = 2;
+}
 
 /// Key of `HM_METRICS`.
 #[repr(C)]
@@ -265,8 +444,10 @@ pub struct CtKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
+    /// Which table the entry belongs to: one of `ct_scope::*`.
+    pub scope: u8,
     /// Always zero: hash maps compare keys byte by byte.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<CtKey>() == 16);
 
@@ -278,9 +459,27 @@ impl CtKey {
             sport,
             dport,
             proto,
-            _pad: [0; 3],
+            scope: ct_scope::SERVICE,
+            _pad: [0; 2],
         }
     }
+
+    /// The same 5-tuple in another scope.
+    pub const fn with_scope(self, scope: u8) -> Self {
+        Self { scope, ..self }
+    }
+}
+
+/// Scopes of [`CtKey::scope`]: the service entries and the policy entries of each check point
+/// live side by side in `HM_CT` without colliding.
+pub mod ct_scope {
+    /// Service translation entries (see `ct_flags`).
+    pub const SERVICE: u8 = 0;
+    /// Flows the egress check of a local endpoint allowed (`hm_lxc_from_container`): the
+    /// original direction, and the reply direction with `ct_flags::REPLY`.
+    pub const EGRESS: u8 = 1;
+    /// Flows the ingress check of a local endpoint allowed (`hm_lxc_to_container`).
+    pub const INGRESS: u8 = 2;
 }
 
 /// Value of `HM_CT`.
@@ -343,6 +542,9 @@ pub mod reason {
     /// (`DIR_SERVICE`) A new connection to a service: a backend was picked and the conntrack
     /// entries were created (the packet is also counted as `SERVICE_TRANSLATED`).
     pub const SERVICE_NEW_CONNECTION: u8 = 3;
+    /// (Flow events only, never in `HM_METRICS`) A new flow was allowed: by a rule, by an
+    /// endpoint that enforces nothing in that direction, or by an always-allowed exception.
+    pub const POLICY_ALLOWED: u8 = 4;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -370,6 +572,33 @@ pub mod reason {
     /// TCP or UDP to the service CIDR that cannot be translated: an IPv4 fragment (only the
     /// first one carries the ports) or a TCP/UDP header cut short.
     pub const DROP_SERVICE_UNSUPPORTED: u8 = 137;
+    /// Denied by network policy: the endpoint enforces policy in that direction, the packet
+    /// belongs to no established flow and no rule allows it.
+    pub const DROP_POLICY: u8 = 138;
+
+    /// The name of a code, for logs and the API (`"unknown"` for codes this build does not
+    /// know).
+    pub const fn name(reason: u8) -> &'static str {
+        match reason {
+            FORWARDED => "forwarded",
+            SERVICE_TRANSLATED => "service_translated",
+            SERVICE_REVERSE_TRANSLATED => "service_reverse_translated",
+            SERVICE_NEW_CONNECTION => "service_new_connection",
+            POLICY_ALLOWED => "policy_allowed",
+            DROP_NOT_IPV4 => "drop_not_ipv4",
+            DROP_MALFORMED_IPV4 => "drop_malformed_ipv4",
+            DROP_NO_TUNNEL => "drop_no_tunnel",
+            DROP_TUNNEL_KEY => "drop_tunnel_key",
+            DROP_UNKNOWN_VNI => "drop_unknown_vni",
+            DROP_MALFORMED_VXLAN => "drop_malformed_vxlan",
+            DROP_REWRITE => "drop_rewrite",
+            DROP_NO_BACKEND => "drop_no_backend",
+            DROP_CT_FULL => "drop_ct_full",
+            DROP_SERVICE_UNSUPPORTED => "drop_service_unsupported",
+            DROP_POLICY => "drop_policy",
+            _ => "unknown",
+        }
+    }
 
     /// Whether `reason` is a drop reason.
     pub const fn is_drop(reason: u8) -> bool {
@@ -380,9 +609,24 @@ pub mod reason {
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        Backend, CtKey, CtValue, EndpointInfo, MetricsKey, MetricsValue, NodeConfig, ServiceKey,
-        ServiceValue, TunnelInfo,
+        Backend, CtKey, CtValue, EndpointInfo, FlowRecord, IpcacheValue, MetricsKey, MetricsValue,
+        NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange, ServiceKey, ServiceValue,
+        TunnelInfo,
     };
+
+    // SAFETY (the seven below): #[repr(C)], integer fields (or arrays of such structs) with
+    // any padding as explicit fields (sizes asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for IpcacheValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PolicyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PolicyCidrKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PortRange {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PolicyEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowRecord {}
 
     // SAFETY: EndpointInfo is #[repr(C)], made only of u32 fields, has no padding (size
     // asserted above) and every bit pattern is a valid value.
@@ -429,6 +673,7 @@ mod tests {
             reason::DROP_NO_BACKEND,
             reason::DROP_CT_FULL,
             reason::DROP_SERVICE_UNSUPPORTED,
+            reason::DROP_POLICY,
         ];
         for (i, a) in codes.iter().enumerate() {
             assert!(reason::is_drop(*a));
@@ -439,6 +684,7 @@ mod tests {
             reason::SERVICE_TRANSLATED,
             reason::SERVICE_REVERSE_TRANSLATED,
             reason::SERVICE_NEW_CONNECTION,
+            reason::POLICY_ALLOWED,
         ] {
             assert!(!reason::is_drop(code));
         }
@@ -454,10 +700,29 @@ mod tests {
     }
 
     #[test]
-    fn only_the_default_vni_is_allowed_today() {
+    fn every_identity_is_an_allowed_vni() {
+        use super::identity;
         assert!(vni::allowed(vni::DEFAULT));
+        assert!(vni::allowed(identity::HOST));
+        assert!(vni::allowed(identity::WORLD));
+        assert!(vni::allowed(identity::FIRST_ALLOCATED));
+        assert!(vni::allowed(identity::MAX));
         assert!(!vni::allowed(0));
-        assert!(!vni::allowed(2));
         assert!(!vni::allowed(vni::MAX + 1));
+    }
+
+    #[test]
+    fn reason_names_are_distinct() {
+        let names: [&str; 4] = [
+            reason::name(reason::FORWARDED),
+            reason::name(reason::POLICY_ALLOWED),
+            reason::name(reason::DROP_POLICY),
+            reason::name(reason::DROP_CT_FULL),
+        ];
+        assert_eq!(names[2], "drop_policy");
+        assert_eq!(reason::name(200), "unknown");
+        for (i, a) in names.iter().enumerate() {
+            assert!(names[i + 1..].iter().all(|b| a != b));
+        }
     }
 }
