@@ -6,10 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hivemind_tests::containerd::prerequisites;
 use hivemind_tests::daemon::{ctr, eventually};
 use hivemind_tests::image::build_test_image;
-use hivemind_tests::testbed::Testbed;
+use hivemind_tests::testbed::{Testbed, run_on_testbed};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
@@ -33,27 +32,12 @@ fn nodes_of(containers: &[Value]) -> Vec<String> {
 
 #[test]
 fn three_nodes_spread_talk_across_the_overlay_and_fail_over() -> Result<()> {
-    if !prerequisites(
+    run_on_testbed(
         "three_nodes_spread_talk_across_the_overlay_and_fail_over",
-        &[
-            "containerd",
-            "runc",
-            "ctr",
-            "/usr/bin/docker-registry",
-            "/bin/busybox",
-        ],
-    ) {
-        return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let tag = format!("{}", std::process::id() % 100_000);
-    let mut testbed = Testbed::up(&tag, 3, Path::new(BIN), dir.path())?;
-    let result = scenario(&mut testbed, dir.path());
-    if result.is_err() {
-        eprintln!("{}", testbed.logs());
-    }
-    drop(testbed);
-    result
+        3,
+        Path::new(BIN),
+        scenario,
+    )
 }
 
 fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {

@@ -7,31 +7,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hivemind_tests::containerd::prerequisites;
 use hivemind_tests::daemon::{ctr, eventually, http};
 use hivemind_tests::image::build_test_image;
-use hivemind_tests::testbed::Testbed;
+use hivemind_tests::testbed::{Testbed, run_on_testbed};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
 
 #[test]
 fn policies_allow_deny_update_and_report() -> Result<()> {
-    if !prerequisites(
+    run_on_testbed(
         "policies_allow_deny_update_and_report",
-        &["containerd", "runc", "ctr", "/usr/bin/docker-registry", "/bin/busybox"],
-    ) {
-        return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let tag = format!("p{}", std::process::id() % 100_000);
-    let mut testbed = Testbed::up(&tag, 2, Path::new(BIN), dir.path())?;
-    let result = scenario(&mut testbed, dir.path());
-    if result.is_err() {
-        eprintln!("{}", testbed.logs());
-    }
-    drop(testbed);
-    result
+        2,
+        Path::new(BIN),
+        scenario,
+    )
 }
 
 struct Container {
@@ -59,9 +49,27 @@ fn find(testbed: &Testbed, app: &str) -> Result<Vec<Container>> {
 /// Whether `from` gets an HTTP answer from `ip`:80 within 2 s.
 fn reaches(testbed: &Testbed, from: &Container, ip: &str) -> Result<bool> {
     let socket = testbed.node(from.node).containerd_socket();
-    let exec_id = format!("p{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let exec_id = format!(
+        "p{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
     let script = format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80");
-    let output = ctr(&socket, &["tasks", "exec", "--exec-id", &exec_id, &from.id, "sh", "-c", &script]).unwrap_or_default();
+    let output = ctr(
+        &socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            &from.id,
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .unwrap_or_default();
     Ok(output.starts_with("HTTP/1.") && output.contains("200"))
 }
 
@@ -122,27 +130,69 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 
     // No policy: everything flows.
     for target in [&web[0].ip, &web[1].ip, &vip] {
-        expect(testbed, &format!("client -> {target} open"), client, target, true)?;
-        expect(testbed, &format!("other -> {target} open"), other, target, true)?;
+        expect(
+            testbed,
+            &format!("client -> {target} open"),
+            client,
+            target,
+            true,
+        )?;
+        expect(
+            testbed,
+            &format!("other -> {target} open"),
+            other,
+            target,
+            true,
+        )?;
     }
 
     // Ingress of web: only from client, TCP 80.
-    put_policy(testbed, &json!({
-        "name": "web-ingress",
-        "selector": {"labels": {"app": "web"}},
-        "ingress_rules": [{"ports": [{"protocol": "TCP", "port_min": 80, "port_max": 80}],
-                           "from": [{"selector": {"labels": {"app": "client"}}}]}],
-    }))?;
-    expect(testbed, "other -> web same node denied", other, &web[0].ip, false)?;
-    expect(testbed, "other -> web across nodes denied", other, &web[1].ip, false)?;
+    put_policy(
+        testbed,
+        &json!({
+            "name": "web-ingress",
+            "selector": {"labels": {"app": "web"}},
+            "ingress_rules": [{"ports": [{"protocol": "TCP", "port_min": 80, "port_max": 80}],
+                               "from": [{"selector": {"labels": {"app": "client"}}}]}],
+        }),
+    )?;
+    expect(
+        testbed,
+        "other -> web same node denied",
+        other,
+        &web[0].ip,
+        false,
+    )?;
+    expect(
+        testbed,
+        "other -> web across nodes denied",
+        other,
+        &web[1].ip,
+        false,
+    )?;
     expect(testbed, "other -> web VIP denied", other, &vip, false)?;
-    expect(testbed, "client -> web same node allowed", client, &web[0].ip, true)?;
-    expect(testbed, "client -> web across nodes allowed", client, &web[1].ip, true)?;
+    expect(
+        testbed,
+        "client -> web same node allowed",
+        client,
+        &web[0].ip,
+        true,
+    )?;
+    expect(
+        testbed,
+        "client -> web across nodes allowed",
+        client,
+        &web[1].ip,
+        true,
+    )?;
     expect(testbed, "client -> web VIP allowed", client, &vip, true)?;
     expect(testbed, "db is not selected", other, &db.ip, true)?;
 
     // Denied attempts are counted drops and flow events.
-    let info = testbed.node(1).daemon.get(&format!("/api/containers/{}", web[0].id))?;
+    let info = testbed
+        .node(1)
+        .daemon
+        .get(&format!("/api/containers/{}", web[0].id))?;
     let drops = &info["network"]["drops"];
     assert!(
         drops.as_object().is_some_and(|d| !d.is_empty()),
@@ -156,37 +206,88 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     assert!(denied > 0, "denied flow events: {flows}");
 
     // Update: a CIDR rule lets node-1's subnet in on port 80.
-    let node1_subnet = testbed.node(1).daemon.get("/api/nodes")?
+    let node1_subnet = testbed
+        .node(1)
+        .daemon
+        .get("/api/nodes")?
         .as_array()
-        .and_then(|n| n.iter().find(|n| n["name"] == "node-1").and_then(|n| n["subnet"].as_str().map(str::to_string)))
+        .and_then(|n| {
+            n.iter()
+                .find(|n| n["name"] == "node-1")
+                .and_then(|n| n["subnet"].as_str().map(str::to_string))
+        })
         .context("node-1 subnet")?;
-    put_policy(testbed, &json!({
-        "name": "web-ingress",
-        "selector": {"labels": {"app": "web"}},
-        "ingress_rules": [{"ports": [{"protocol": "TCP", "port_min": 79, "port_max": 81}],
-                           "from": [{"ip_block": node1_subnet}]}],
-    }))?;
-    expect(testbed, "other -> web across nodes allowed by CIDR", other, &web[1].ip, true)?;
+    put_policy(
+        testbed,
+        &json!({
+            "name": "web-ingress",
+            "selector": {"labels": {"app": "web"}},
+            "ingress_rules": [{"ports": [{"protocol": "TCP", "port_min": 79, "port_max": 81}],
+                               "from": [{"ip_block": node1_subnet}]}],
+        }),
+    )?;
+    expect(
+        testbed,
+        "other -> web across nodes allowed by CIDR",
+        other,
+        &web[1].ip,
+        true,
+    )?;
 
     // Egress of client: only to db.
-    put_policy(testbed, &json!({
-        "name": "client-egress",
-        "selector": {"labels": {"app": "client"}},
-        "egress_rules": [{"ports": [{"protocol": "TCP", "port_min": 80, "port_max": 80}],
-                          "to": [{"selector": {"labels": {"app": "db"}}}]}],
-    }))?;
-    expect(testbed, "client -> web denied by egress", client, &web[1].ip, false)?;
-    expect(testbed, "client -> db allowed by egress", client, &db.ip, true)?;
+    put_policy(
+        testbed,
+        &json!({
+            "name": "client-egress",
+            "selector": {"labels": {"app": "client"}},
+            "egress_rules": [{"ports": [{"protocol": "TCP", "port_min": 80, "port_max": 80}],
+                              "to": [{"selector": {"labels": {"app": "db"}}}]}],
+        }),
+    )?;
+    expect(
+        testbed,
+        "client -> web denied by egress",
+        client,
+        &web[1].ip,
+        false,
+    )?;
+    expect(
+        testbed,
+        "client -> db allowed by egress",
+        client,
+        &db.ip,
+        true,
+    )?;
 
     // The CLI lists them; deleting restores everything.
-    let listed = testbed.node(1).daemon.cli(&["security", "list-network-policies"]);
+    let listed = testbed
+        .node(1)
+        .daemon
+        .cli(&["security", "list-network-policies"]);
     let table = String::from_utf8_lossy(&listed.stdout);
-    assert!(table.contains("web-ingress") && table.contains("client-egress"), "{table}");
+    assert!(
+        table.contains("web-ingress") && table.contains("client-egress"),
+        "{table}"
+    );
     for name in ["web-ingress", "client-egress"] {
-        let output = testbed.node(1).daemon.cli(&["security", "delete-network-policy", "--name", name]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output =
+            testbed
+                .node(1)
+                .daemon
+                .cli(&["security", "delete-network-policy", "--name", name]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    expect(testbed, "client -> web open again", client, &web[1].ip, true)?;
+    expect(
+        testbed,
+        "client -> web open again",
+        client,
+        &web[1].ip,
+        true,
+    )?;
     expect(testbed, "other -> web open again", other, &web[0].ip, true)?;
 
     // Bad policies are refused and change nothing.
@@ -195,7 +296,9 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         &node.ns,
         "POST",
         &node.daemon.url("/api/security/network-policies"),
-        Some(r#"{"name":"bad","selector":{},"ingress_rules":[{"from":[{"ip_block":"10.0.0.300/8"}]}]}"#),
+        Some(
+            r#"{"name":"bad","selector":{},"ingress_rules":[{"from":[{"ip_block":"10.0.0.300/8"}]}]}"#,
+        ),
     )?;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("ip_block"), "{body}");

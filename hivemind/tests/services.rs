@@ -8,37 +8,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hivemind_tests::containerd::prerequisites;
 use hivemind_tests::daemon::{ctr, eventually};
 use hivemind_tests::image::build_test_image;
-use hivemind_tests::testbed::Testbed;
+use hivemind_tests::testbed::{Testbed, run_on_testbed};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
 
 #[test]
 fn services_resolve_balance_and_follow_health() -> Result<()> {
-    if !prerequisites(
+    run_on_testbed(
         "services_resolve_balance_and_follow_health",
-        &[
-            "containerd",
-            "runc",
-            "ctr",
-            "/usr/bin/docker-registry",
-            "/bin/busybox",
-        ],
-    ) {
-        return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let tag = format!("s{}", std::process::id() % 100_000);
-    let mut testbed = Testbed::up(&tag, 3, Path::new(BIN), dir.path())?;
-    let result = scenario(&mut testbed, dir.path());
-    if result.is_err() {
-        eprintln!("{}", testbed.logs());
-    }
-    drop(testbed);
-    result
+        3,
+        Path::new(BIN),
+        scenario,
+    )
 }
 
 /// Runs `sh -c script` in `container` on node `index`.

@@ -356,3 +356,41 @@ impl Drop for Testbed {
         self.registry = None;
     }
 }
+
+/// Runs `scenario` on a fresh testbed of `nodes` nodes: checks the
+/// prerequisites (skipping, or failing under CI=true), prints the daemons'
+/// logs when the scenario fails, and removes everything afterwards.
+pub fn run_on_testbed(
+    test: &str,
+    nodes: usize,
+    binary: &Path,
+    scenario: impl FnOnce(&mut Testbed, &Path) -> Result<()>,
+) -> Result<()> {
+    if !crate::containerd::prerequisites(
+        test,
+        &[
+            "containerd",
+            "runc",
+            "ctr",
+            crate::registry::REGISTRY_BIN,
+            crate::image::BUSYBOX,
+        ],
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    // Namespace names must be unique per test and short: a letter of the
+    // test and the pid.
+    let tag = format!(
+        "{}{}",
+        test.chars().next().unwrap_or('t'),
+        std::process::id() % 100_000
+    );
+    let mut testbed = Testbed::up(&tag, nodes, binary, dir.path())?;
+    let result = scenario(&mut testbed, dir.path());
+    if result.is_err() {
+        eprintln!("{}", testbed.logs());
+    }
+    drop(testbed);
+    result
+}
