@@ -195,13 +195,17 @@ pub fn daemon_memory(
     }
     std::thread::sleep(idle);
     let rss_mb = vm_rss_kb(pid)? as f64 / 1024.0;
+    // target/<profile>/hivemind: the part of the path that does not depend on the checkout.
+    let tail: Vec<_> = binary.components().rev().take(3).collect();
+    let shown: PathBuf = tail.into_iter().rev().collect();
+    let shown = shown.display();
     drop(guard);
     drop(ns);
     notes.push(format!(
-        "Daemon memory: `target/release/hivemind web --mock --bind 127.0.0.1 --port 3000` \
-         started in a network namespace of the harness, VmRSS from /proc/PID/status {:.0} s \
-         after /api/health first answered (no request in between), then the process is killed. \
-         No baseline process.",
+        "Daemon memory: `{shown} web --mock --bind 127.0.0.1 --port 3000` started in a \
+         network namespace of the harness, VmRSS from /proc/PID/status {:.0} s after \
+         /api/health first answered (no request in between), then the process is killed. No \
+         baseline process.",
         idle.as_secs_f64()
     ));
     Ok(vec![Row {

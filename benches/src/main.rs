@@ -96,6 +96,8 @@ fn run() -> Result<()> {
         std::process::exit(2);
     }
     remove_stale_namespaces();
+    // Before any work, so the load average is the machine's, not ours.
+    let machine = Machine::detect();
     let pid = std::process::id();
     let quick = args.quick;
     let mut notes = Vec::new();
@@ -155,7 +157,7 @@ fn run() -> Result<()> {
          services."
             .into(),
     );
-    let doc = render(&Machine::detect(), &args.command, quick, &rows, &notes);
+    let doc = render(&machine, &args.command, quick, &rows, &notes);
     print!("{doc}");
     if let Some(out) = &args.out {
         std::fs::write(out, &doc).with_context(|| format!("writing {}", out.display()))?;

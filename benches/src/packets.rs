@@ -36,7 +36,7 @@ fn udp_header(sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
 }
 
 /// Ethernet + IPv4 + UDP with `payload` bytes, from `src` to `dst`.
-pub fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: usize) -> Vec<u8> {
     let mut p = DST_MAC.to_vec();
     p.extend_from_slice(&SRC_MAC);
     p.extend_from_slice(&[0x08, 0x00]);
@@ -49,8 +49,8 @@ pub fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: 
 /// Ethernet + IPv4 + TCP (20-byte header, flags `flags`) with `payload` bytes.
 pub fn tcp_frame(
     src: Ipv4Addr,
-    dst: Ipv4Addr,
     sport: u16,
+    dst: Ipv4Addr,
     dport: u16,
     flags: u8,
     payload: usize,

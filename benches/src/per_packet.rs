@@ -116,7 +116,7 @@ fn add_tunnels(dp: &mut Dataplane, from: u32, to: u32) -> Result<()> {
 /// A frame to the last of `tunnels` remote subnets.
 fn overlay_frame(tunnels: u32) -> Vec<u8> {
     let last = FIRST_REMOTE_SUBNET + ((tunnels - 1) << 8);
-    udp_frame(CLIENT, Ipv4Addr::from(last + 2), 40000, 8080, PAYLOAD)
+    udp_frame(CLIENT, 40000, Ipv4Addr::from(last + 2), 8080, PAYLOAD)
 }
 
 /// Every tier-1 figure, and notes on how they were taken.
@@ -135,7 +135,7 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
 
     // The floor, on the frame the TC programs see.
-    let frame = udp_frame(CLIENT, Ipv4Addr::new(10, 244, 1, 3), 40000, 8080, PAYLOAD);
+    let frame = udp_frame(CLIENT, 40000, Ipv4Addr::new(10, 244, 1, 3), 8080, PAYLOAD);
     let tc_floor = time_repeat(tc_pass, &frame, TC_ACT_OK, cfg)?;
 
     // Container egress and ingress, no service: load balancer lookups and counters.

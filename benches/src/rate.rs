@@ -3,7 +3,7 @@
 //! device is one end of a veth pair in a namespace this harness creates and deletes, never the
 //! root namespace's.
 
-use std::{ffi::CString, process::Command};
+use std::ffi::CString;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use hivemind::dataplane::{Dataplane, PROG_XDP_PASS, PROG_XDP_UNDERLAY};

@@ -253,6 +253,12 @@ fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backe
     Ok(Some(backend))
 }
 
+/// This node's configuration, if the daemon wrote it.
+#[inline(always)]
+pub(crate) fn node_config() -> Option<NodeConfig> {
+    HM_NODE_CONFIG.get(0).copied()
+}
+
 /// A backend for a new connection: `Ok(None)` if the destination is no service,
 /// `Err(DROP_NO_BACKEND)` if the service has no usable backend.
 #[inline(always)]

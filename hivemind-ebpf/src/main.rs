@@ -4,8 +4,10 @@
 #![no_main]
 
 mod conntrack;
+mod flows;
 mod lb;
 mod metrics;
+mod policy;
 mod tunnel;
 mod underlay;
 
@@ -14,10 +16,11 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, reason};
+use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, in_service_cidr, reason};
 
 /// TC ingress of a container's host-side veth: packets leaving the container. Service DNAT
-/// (and reverse NAT of replies from a local backend), then the kernel routes the packet.
+/// then the endpoint's egress policy (on the backend), or the egress policy then the reverse
+/// NAT of replies from a local backend; then the kernel routes the packet.
 #[classifier]
 pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_FROM_CONTAINER) {
@@ -25,8 +28,8 @@ pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
     }
 }
 
-/// TC egress of a container's host-side veth: packets going into the container. Reverse NAT
-/// of service replies.
+/// TC egress of a container's host-side veth: packets going into the container. The endpoint's
+/// ingress policy, then the reverse NAT of service replies.
 #[classifier]
 pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_TO_CONTAINER) {
@@ -34,15 +37,16 @@ pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
     }
 }
 
-/// Runs the load balancer for the direction and counts the packet for its endpoint: passed
-/// (FORWARDED) or dropped with the reason (policy comes later).
+/// Runs the load balancer and the policy for the direction and counts the packet for its
+/// endpoint: passed (FORWARDED) or dropped with the reason.
 #[inline(always)]
 fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
-    let endpoint = metrics::endpoint_id(ctx);
+    let info = metrics::endpoint(ctx);
+    let endpoint = info.endpoint_id;
     let verdict = if direction == DIR_FROM_CONTAINER {
-        lb::from_container(ctx, endpoint)
+        from_container(ctx, &info)
     } else {
-        lb::reverse(ctx, endpoint)
+        policy::ingress(ctx, &info, policy::parse(ctx)).and_then(|()| lb::reverse(ctx, endpoint))
     };
     let bytes = u64::from(ctx.len());
     match verdict {
@@ -53,6 +57,23 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
         Err(why) => {
             metrics::count(endpoint, direction, why, bytes);
             Err(TC_ACT_SHOT)
+        }
+    }
+}
+
+/// Policy applies to the backend: after DNAT for packets to the service CIDR, before the
+/// reverse NAT (which only touches replies) otherwise.
+#[inline(always)]
+fn from_container(ctx: &TcContext, info: &hivemind_common::EndpointInfo) -> Result<(), u8> {
+    let before = policy::parse(ctx);
+    match before {
+        policy::Parsed::Ipv4(t) if in_service_cidr(t.daddr.to_ne_bytes()) => {
+            lb::from_container(ctx, info.endpoint_id)?;
+            policy::egress(info, policy::parse(ctx), Some(t))
+        }
+        _ => {
+            policy::egress(info, before, None)?;
+            lb::from_container(ctx, info.endpoint_id)
         }
     }
 }

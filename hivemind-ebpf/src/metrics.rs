@@ -20,18 +20,22 @@ static HM_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(MAX_
 static HM_METRICS: PerCpuHashMap<MetricsKey, MetricsValue> =
     PerCpuHashMap::with_max_entries(MAX_METRICS_ENTRIES, 0);
 
-/// Endpoint id of the interface the packet is on; traffic on an interface the daemon does not
-/// know is counted under `ENDPOINT_ID_UNKNOWN` (and still passes).
+/// The endpoint of the interface the packet is on; traffic on an interface the daemon does not
+/// know is counted under `ENDPOINT_ID_UNKNOWN` (and still passes: no flags, no policy).
 #[inline(always)]
-pub(crate) fn endpoint_id(ctx: &TcContext) -> u32 {
+pub(crate) fn endpoint(ctx: &TcContext) -> EndpointInfo {
     // SAFETY: `ctx.skb.skb` is the context pointer the kernel handed to the program; reading a
     // field of `__sk_buff` is a verifier-checked context access, not a packet access.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match HM_ENDPOINTS.get_ptr(ifindex) {
         // SAFETY: a pointer returned by a map lookup is valid for the program's run; the value
-        // is plain data, so a concurrent update can at worst give a stale id.
-        Some(info) => unsafe { (*info).endpoint_id },
-        None => ENDPOINT_ID_UNKNOWN,
+        // is plain data, so a concurrent update can at worst give a stale copy.
+        Some(info) => unsafe { *info },
+        None => EndpointInfo {
+            endpoint_id: ENDPOINT_ID_UNKNOWN,
+            flags: 0,
+            identity: 0,
+        },
     }
 }
 

@@ -8,6 +8,10 @@
 //! one continues with the tunnel lookup of the backend), `ingress` restores the source of
 //! service replies.
 //!
+//! Identity: the VNI is the source identity (`policy::known_identity` of the inner source,
+//! `identity::HOST` when the ipcache does not know it); `ingress` writes the received VNI into
+//! `skb->mark` (`hivemind_common::mark`) for `hm_lxc_to_container`.
+//!
 //! VNI decisions go through [`check_vni`] (which defers to `hivemind_common::vni`), from here and
 //! from the XDP validation of the underlay alike.
 
@@ -21,10 +25,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hivemind_common::{
-    DIR_FROM_OVERLAY, DIR_TO_OVERLAY, MAX_TUNNELS, OVERLAY_SRC_MAC, TunnelInfo, reason, vni,
+    DIR_FROM_OVERLAY, DIR_TO_OVERLAY, MAX_TUNNELS, OVERLAY_SRC_MAC, TunnelInfo, identity, mark,
+    reason, vni,
 };
 
-use crate::{lb, metrics};
+use crate::{lb, metrics, policy};
 
 /// Remote node container subnet (LPM, network byte order) -> underlay IP and VNI. Written by
 /// the daemon.
@@ -48,10 +53,11 @@ pub(crate) fn check_vni(vni: u32) -> Result<(), u8> {
     }
 }
 
-/// The destination of an Ethernet + IPv4 frame, in network byte order, after checking the
-/// EtherType, the IP version and that the whole IPv4 header (options included) is present.
+/// The source and destination of an Ethernet + IPv4 frame, in network byte order, after
+/// checking the EtherType, the IP version and that the whole IPv4 header (options included) is
+/// present.
 #[inline(always)]
-fn ipv4_destination(ctx: &TcContext) -> Result<u32, u8> {
+fn ipv4_addresses(ctx: &TcContext) -> Result<(u32, u32), u8> {
     let ethertype: u16 = ctx.load(12).map_err(|_| reason::DROP_NOT_IPV4)?;
     if u16::from_be(ethertype) != ETH_P_IP {
         return Err(reason::DROP_NOT_IPV4);
@@ -64,8 +70,13 @@ fn ipv4_destination(ctx: &TcContext) -> Result<u32, u8> {
         return Err(reason::DROP_MALFORMED_IPV4);
     }
     // A u32 loaded from the packet keeps the wire's byte order: network order.
-    ctx.load::<u32>(ETH_HLEN + 16)
-        .map_err(|_| reason::DROP_MALFORMED_IPV4)
+    let source = ctx
+        .load::<u32>(ETH_HLEN + 12)
+        .map_err(|_| reason::DROP_MALFORMED_IPV4)?;
+    let destination = ctx
+        .load::<u32>(ETH_HLEN + 16)
+        .map_err(|_| reason::DROP_MALFORMED_IPV4)?;
+    Ok((source, destination))
 }
 
 /// TC egress of `hm-vxlan`: sets the tunnel key of the packet's destination node, or drops.
@@ -76,7 +87,7 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         metrics::count(node, DIR_TO_OVERLAY, why, bytes);
         TC_ACT_SHOT
     };
-    let mut destination = ipv4_destination(ctx).map_err(|why| drop(0, why))?;
+    let (source, mut destination) = ipv4_addresses(ctx).map_err(|why| drop(0, why))?;
     // Node-originated traffic to a service VIP (the daemon routes the service CIDR here).
     match lb::node_egress(ctx) {
         Ok(None) => {}
@@ -89,9 +100,15 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         None => return Err(drop(0, reason::DROP_NO_TUNNEL)),
     };
     let node = u32::from_be(tunnel.underlay_ip);
+    // The VNI carries the source identity; anything the ipcache does not know left through the
+    // node's own routing: the host. (`TunnelInfo::vni` is not used any more.)
+    let source_identity = match policy::known_identity(source) {
+        Some(id) if vni::allowed(id) => id,
+        _ => identity::HOST,
+    };
     // SAFETY: bpf_tunnel_key is plain C data; all zeroes is its "unset" value.
     let mut key: bpf_tunnel_key = unsafe { zeroed() };
-    key.tunnel_id = tunnel.vni;
+    key.tunnel_id = source_identity;
     // The helper takes the address in host byte order.
     key.__bindgen_anon_1.remote_ipv4 = node;
     key.tunnel_ttl = OUTER_TTL;
@@ -132,7 +149,9 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     // SAFETY: with flags 0 the helper filled the IPv4 member of the union (host byte order).
     let node = unsafe { key.__bindgen_anon_1.remote_ipv4 };
     check_vni(key.tunnel_id).map_err(|why| drop(node, why))?;
-    ipv4_destination(ctx).map_err(|why| drop(node, why))?;
+    ipv4_addresses(ctx).map_err(|why| drop(node, why))?;
+    // The source identity for `hm_lxc_to_container` (see `hivemind_common::mark`).
+    ctx.set_mark(mark::IDENTITY_MAGIC | (key.tunnel_id & mark::IDENTITY_MASK));
     // Replies of node-originated connections (and of containers' ones) to a remote backend.
     lb::reverse(ctx, 0).map_err(|why| drop(node, why))?;
     metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);

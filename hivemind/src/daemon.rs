@@ -270,15 +270,27 @@ impl Node {
             Command::PutPolicy(policy) => {
                 policy.validate()?;
                 let name = policy.name.clone();
-                self.write(crate::policy::POLICIES, &name, Some(&*policy)).await?;
+                self.write(crate::policy::POLICIES, &name, Some(&*policy))
+                    .await?;
                 Ok(Outcome::PolicySet { name })
             }
             Command::DeletePolicy { name } => {
-                if self.store.value::<crate::policy::NetworkPolicy>(crate::policy::POLICIES, &name)?.is_none() {
-                    return Err(NodeError::NotFound { kind: "network policy", name });
+                if self
+                    .store
+                    .value::<crate::policy::NetworkPolicy>(crate::policy::POLICIES, &name)?
+                    .is_none()
+                {
+                    return Err(NodeError::NotFound {
+                        kind: "network policy",
+                        name,
+                    });
                 }
-                self.write::<crate::policy::NetworkPolicy>(crate::policy::POLICIES, &name, None).await?;
-                Ok(Outcome::Deleted { kind: "network policy", name })
+                self.write::<crate::policy::NetworkPolicy>(crate::policy::POLICIES, &name, None)
+                    .await?;
+                Ok(Outcome::Deleted {
+                    kind: "network policy",
+                    name,
+                })
             }
             Command::DeleteVolume { name } => {
                 if self.store.volume(&name)?.is_none() {

@@ -16,6 +16,7 @@ pub mod model;
 pub mod network;
 pub mod placement;
 pub mod policy;
+pub mod policy_sync;
 pub mod reconcile;
 pub mod runtime;
 pub mod scheduler;

@@ -113,7 +113,10 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     if let Err(e) = node.reconcile_all().await {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
-    let mut tasks = vec![tokio::spawn(reconcile_loop(node.clone()))];
+    let mut tasks = vec![
+        tokio::spawn(reconcile_loop(node.clone())),
+        tokio::spawn(flow_loop(node.clone())),
+    ];
     {
         let mut events = node.monitor.subscribe();
         let node = node.clone();
@@ -172,6 +175,19 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     Ok(())
 }
 
+/// How often flow events are taken from the kernel's ring buffer.
+const FLOW_PERIOD: Duration = Duration::from_millis(200);
+
+async fn flow_loop(node: Arc<Node>) {
+    let mut ticker = tokio::time::interval(FLOW_PERIOD);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = node.pump_flows() {
+            tracing::warn!(error = %e, "reading flow events failed");
+        }
+    }
+}
+
 async fn reconcile_loop(node: Arc<Node>) {
     loop {
         tokio::select! {
@@ -186,6 +202,9 @@ async fn reconcile_loop(node: Arc<Node>) {
         }
         if let Err(e) = node.sync_services().await {
             tracing::warn!(error = %e, "service sync failed");
+        }
+        if let Err(e) = node.sync_policy().await {
+            tracing::warn!(error = %e, "policy sync failed");
         }
     }
 }

@@ -446,8 +446,8 @@ fn xdp_underlay_validates_vxlan() {
     ] {
         assert_eq!(run(packet), XDP_DROP, "{packet:02x?}");
     }
-    // A VNI outside the allowed range.
-    let unknown_vni = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload(VXLAN_I, 2, 0));
+    // A VNI outside the allowed range (0: no identity).
+    let unknown_vni = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload(VXLAN_I, 0, 0));
     assert_eq!(run(&unknown_vni), XDP_DROP);
 
     // Not overlay traffic: passes untouched and uncounted, however it looks inside.
@@ -530,8 +530,8 @@ fn overlay_egress_and_ingress_under_test_run() {
     let a = Ipv4Addr::new(10, 199, 0, 0);
     let node = Ipv4Addr::new(192, 168, 77, 2);
     assert!(matches!(
-        dp.set_tunnel(a, 24, node, 2),
-        Err(DataplaneError::InvalidVni { vni: 2 })
+        dp.set_tunnel(a, 24, node, 0),
+        Err(DataplaneError::InvalidVni { vni: 0 })
     ));
     assert!(matches!(
         dp.set_tunnel(Ipv4Addr::new(10, 199, 0, 1), 24, node, 1),
@@ -1083,4 +1083,430 @@ fn node_originated_service_traffic_under_test_run() {
     let c = dp.overlay_counters().expect("counters");
     assert_eq!(c.drops[&reason::DROP_NO_BACKEND], 1);
     assert_eq!(dp.service_counters().expect("counters").no_backend_drops, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network policy under BPF_PROG_TEST_RUN: identities, rules, conntrack, flow events.
+
+mod policy_support {
+    pub use hivemind::policy::{Allow, EndpointRules, PeerMatch, Protocol};
+    pub use hivemind_common::mark;
+}
+use policy_support::*;
+
+const SK_BUFF_SIZE: usize = 192;
+const ICMP: u8 = 1;
+
+/// BPF_PROG_TEST_RUN with a `__sk_buff` context carrying `ifindex` and `mark`.
+fn test_run_ctx(prog_fd: i32, packet: &[u8], ifindex: u32, mark: u32) -> u32 {
+    let mut ctx = [0u8; SK_BUFF_SIZE];
+    ctx[8..12].copy_from_slice(&mark.to_ne_bytes()); // mark
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes()); // ifindex
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog_fd as u32); // test.prog_fd
+    put_u32(&mut attr, 8, packet.len() as u32); // test.data_size_in
+    put_u64(&mut attr, 16, packet.as_ptr() as u64); // test.data_in
+    put_u32(&mut attr, 32, 1); // test.repeat
+    put_u32(&mut attr, 40, ctx.len() as u32); // test.ctx_size_in
+    put_u64(&mut attr, 48, ctx.as_ptr() as u64); // test.ctx_in
+    bpf(BPF_PROG_TEST_RUN, &mut attr).expect("BPF_PROG_TEST_RUN with ctx");
+    get_u32(&attr, 4)
+}
+
+fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp_frame(src, sport, dst, dport, SYN)
+}
+
+fn allow(peer: PeerMatch, protocol: Protocol, port_min: u16, port_max: u16) -> Allow {
+    Allow {
+        peer,
+        protocol,
+        port_min,
+        port_max,
+    }
+}
+
+fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    ipv4_frame(
+        src,
+        dst,
+        UDP,
+        &[],
+        0,
+        udp_datagram(sport, dport, b"q"),
+        false,
+    )
+}
+
+fn icmp_frame(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8) -> Vec<u8> {
+    ipv4_frame(
+        src,
+        dst,
+        ICMP,
+        &[],
+        0,
+        vec![ty, code, 0, 0, 0, 0, 5, 0xdc],
+        false,
+    )
+}
+
+/// A namespace with veths standing in for container veths.
+fn policy_testbed(names: &[&str]) -> (NetNs, Vec<u32>) {
+    let ns = NetNs::new("pol");
+    ns.enter();
+    let mut indexes = Vec::new();
+    for name in names {
+        let peer = format!("{name}p");
+        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", name, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+        indexes.push(ifindex(name));
+    }
+    (ns, indexes)
+}
+
+const POD_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const POD_B: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
+const POD_C: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+const ID_A: u32 = 1000;
+const ID_B: u32 = 2000;
+const ID_C: u32 = 3000;
+const EP_A: u32 = 10;
+const EP_B: u32 = 20;
+
+#[test]
+fn policy_verdicts_under_test_run() {
+    if !can_run("policy_verdicts_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmpa", "hmpb"]);
+    let (if_a, if_b) = (idx[0], idx[1]);
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(if_a, EP_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B).expect("attach b");
+    assert!(matches!(
+        dp.set_endpoint_identity(9999, 1),
+        Err(DataplaneError::EndpointNotAttached { ifindex: 9999 })
+    ));
+    dp.set_endpoint_identity(if_a, ID_A).expect("identity");
+    dp.set_endpoint_identity(if_b, ID_B).expect("identity");
+    dp.set_node_config(if_a, GATEWAY, 24).expect("node config");
+    for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C), (GATEWAY, 1)] {
+        dp.set_ipcache(addr, 32, id).expect("ipcache");
+    }
+    assert!(matches!(
+        dp.set_ipcache(POD_A, 24, 5),
+        Err(DataplaneError::InvalidSubnet { .. })
+    ));
+    assert!(matches!(
+        dp.set_ipcache(POD_A, 32, 0),
+        Err(DataplaneError::InvalidIdentity { identity: 0 })
+    ));
+    assert_eq!(dp.ipcache().expect("ipcache").len(), 4);
+    let into_b = |p: &[u8]| test_run_ctx(to, p, if_b, 0);
+    let from_b = |p: &[u8]| test_run_ctx(from, p, if_b, 0);
+
+    // Unselected: everything passes, nothing is tracked or recorded.
+    assert_eq!(into_b(&syn(POD_C, 1, POD_B, 9)), TC_ACT_OK);
+    assert_eq!(from_b(&syn(POD_B, 2, POD_C, 9)), TC_ACT_OK);
+    assert!(dp.drain_flows().expect("flows").0.is_empty());
+
+    // B's ingress: identity A on TCP 8000-8100, the subnet 10.244.2.0/24 on TCP 443.
+    let rules = EndpointRules {
+        ingress: Some(
+            [
+                allow(PeerMatch::Identity(ID_A), Protocol::Tcp, 8000, 8100),
+                allow(
+                    PeerMatch::Cidr(Ipv4Addr::new(10, 244, 2, 0), 24),
+                    Protocol::Tcp,
+                    443,
+                    443,
+                ),
+            ]
+            .into(),
+        ),
+        egress: None,
+    };
+    dp.set_endpoint_policy(EP_B, &rules).expect("policy");
+    assert_eq!(into_b(&syn(POD_A, 40000, POD_B, 8050)), TC_ACT_OK);
+    assert_eq!(into_b(&syn(POD_A, 40001, POD_B, 9000)), TC_ACT_SHOT);
+    // Rate-limited events: the same denied 5-tuple again is dropped but not recorded again.
+    assert_eq!(into_b(&syn(POD_A, 40001, POD_B, 9000)), TC_ACT_SHOT);
+    // CIDR: a container of the subnet matches by address, on the allowed port only.
+    assert_eq!(into_b(&syn(POD_C, 40002, POD_B, 443)), TC_ACT_OK);
+    assert_eq!(into_b(&syn(POD_C, 40003, POD_B, 8050)), TC_ACT_SHOT);
+    // An address outside everything (world) is denied; with A's identity in the mark (as
+    // hm_overlay_ingress writes it from the VNI) it is allowed without any ipcache lookup.
+    let world = Ipv4Addr::new(192, 0, 2, 9);
+    assert_eq!(into_b(&syn(world, 40004, POD_B, 8050)), TC_ACT_SHOT);
+    let marked = mark::IDENTITY_MAGIC | ID_A;
+    assert_eq!(
+        test_run_ctx(to, &syn(world, 40005, POD_B, 8050), if_b, marked),
+        TC_ACT_OK
+    );
+    // ICMP fragmentation-needed always passes; other ICMP does not.
+    assert_eq!(into_b(&icmp_frame(world, POD_B, 3, 4)), TC_ACT_OK);
+    assert_eq!(into_b(&icmp_frame(world, POD_B, 8, 0)), TC_ACT_SHOT);
+    // Not IPv4 passes; a broken IPv4 header gets a counted drop; a cut TCP header is port 0.
+    let mut arp = syn(POD_A, 1, POD_B, 2);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(into_b(&arp), TC_ACT_OK);
+    let mut bad_ihl = syn(POD_A, 1, POD_B, 8050);
+    bad_ihl[14] = 0x4f;
+    assert_eq!(into_b(&bad_ihl[..40]), TC_ACT_SHOT);
+    assert_eq!(
+        into_b(&syn(POD_A, 1, POD_B, 8050)[..14 + 20 + 2]),
+        TC_ACT_SHOT
+    );
+
+    let c = dp.endpoint_counters(EP_B).expect("counters");
+    assert_eq!(c.drops[&reason::DROP_POLICY], 6);
+    assert_eq!(c.drops[&reason::DROP_MALFORMED_IPV4], 1);
+    let (events, lost) = dp.drain_flows().expect("flows");
+    assert_eq!(lost, 0);
+    let denied: Vec<_> = events.iter().filter(|e| e.verdict == "denied").collect();
+    let allowed: Vec<_> = events.iter().filter(|e| e.verdict == "allowed").collect();
+    // Six drops, five records: the repeated 5-tuple was recorded once.
+    assert_eq!(denied.len(), 5, "{events:#?}");
+    assert_eq!(allowed.len(), 3, "{events:#?}");
+    let first = denied[0];
+    assert_eq!(
+        (first.src, first.sport, first.dst, first.dport, first.proto),
+        (POD_A, 40001, POD_B, 9000, TCP)
+    );
+    assert_eq!(
+        (first.endpoint_id, first.direction, first.peer_identity),
+        (EP_B, "ingress", ID_A)
+    );
+    assert_eq!(first.reason.code, reason::DROP_POLICY);
+    assert_eq!(first.reason.name, "drop_policy");
+    assert!(first.time_ns > 0);
+    assert_eq!(
+        serde_json::to_value(first).expect("json")["verdict"],
+        "denied"
+    );
+    assert!(
+        allowed
+            .iter()
+            .any(|e| e.peer_identity == ID_A && e.dport == 8050 && e.sport == 40005)
+    );
+
+    // B's egress enforced with no rule: replies of allowed flows pass, new flows do not, DNS to
+    // the gateway and fragmentation-needed do.
+    let rules = EndpointRules {
+        egress: Some(Default::default()),
+        ..rules
+    };
+    dp.set_endpoint_policy(EP_B, &rules).expect("policy");
+    assert_eq!(from_b(&syn(POD_B, 8050, POD_A, 40000)), TC_ACT_OK);
+    assert_eq!(from_b(&syn(POD_B, 8051, POD_A, 40000)), TC_ACT_SHOT);
+    assert_eq!(from_b(&syn(POD_B, 40010, POD_A, 8050)), TC_ACT_SHOT);
+    assert_eq!(from_b(&udp_frame(POD_B, 5353, GATEWAY, 53)), TC_ACT_OK);
+    assert_eq!(from_b(&syn(POD_B, 5354, GATEWAY, 53)), TC_ACT_OK);
+    assert_eq!(from_b(&udp_frame(POD_B, 5355, POD_A, 53)), TC_ACT_SHOT);
+    assert_eq!(from_b(&icmp_frame(POD_B, POD_A, 3, 4)), TC_ACT_OK);
+    // The allowed inbound flow keeps flowing in its original direction.
+    assert_eq!(into_b(&syn(POD_A, 40000, POD_B, 8050)), TC_ACT_OK);
+
+    // A's egress to B on UDP 7000-7010 (and the reply of that flow goes into A).
+    let a_rules = EndpointRules {
+        ingress: Some(Default::default()),
+        egress: Some([allow(PeerMatch::Identity(ID_B), Protocol::Udp, 7000, 7010)].into()),
+    };
+    dp.set_endpoint_policy(EP_A, &a_rules).expect("policy a");
+    let from_a = |p: &[u8]| test_run_ctx(from, p, if_a, 0);
+    let into_a = |p: &[u8]| test_run_ctx(to, p, if_a, 0);
+    assert_eq!(from_a(&udp_frame(POD_A, 5000, POD_B, 7005)), TC_ACT_OK);
+    assert_eq!(into_a(&udp_frame(POD_B, 7005, POD_A, 5000)), TC_ACT_OK);
+    assert_eq!(into_a(&udp_frame(POD_B, 7006, POD_A, 5000)), TC_ACT_SHOT);
+    assert_eq!(from_a(&udp_frame(POD_A, 5001, POD_B, 7011)), TC_ACT_SHOT);
+    assert_eq!(from_a(&udp_frame(POD_A, 5002, POD_C, 7005)), TC_ACT_SHOT);
+
+    // Updating takes effect for new flows; turning enforcement off allows everything again.
+    let rules = EndpointRules {
+        ingress: Some([allow(PeerMatch::Any, Protocol::Tcp, 9000, 9000)].into()),
+        egress: None,
+    };
+    dp.set_endpoint_policy(EP_B, &rules).expect("policy");
+    assert_eq!(into_b(&syn(POD_C, 41000, POD_B, 9000)), TC_ACT_OK);
+    assert_eq!(into_b(&syn(POD_C, 41001, POD_B, 443)), TC_ACT_SHOT);
+    assert_eq!(from_b(&syn(POD_B, 41002, POD_A, 1)), TC_ACT_OK);
+    dp.set_endpoint_policy(EP_B, &EndpointRules::default())
+        .expect("policy off");
+    assert_eq!(into_b(&syn(POD_C, 41003, POD_B, 443)), TC_ACT_OK);
+    assert_eq!(into_b(&icmp_frame(world, POD_B, 8, 0)), TC_ACT_OK);
+
+    // More ranges than an entry holds are refused before anything is written.
+    let many: std::collections::BTreeSet<Allow> = (0..9)
+        .map(|i| allow(PeerMatch::Identity(ID_A), Protocol::Tcp, i * 10, i * 10))
+        .collect();
+    let too_many = EndpointRules {
+        ingress: Some(many),
+        egress: None,
+    };
+    assert!(matches!(
+        dp.set_endpoint_policy(EP_B, &too_many),
+        Err(DataplaneError::TooManyPortRanges { count: 9, .. })
+    ));
+    assert_eq!(into_b(&syn(POD_C, 41004, POD_B, 443)), TC_ACT_OK);
+
+    // Every verdict is counted.
+    let c = dp.endpoint_counters(EP_A).expect("counters a");
+    assert_eq!(c.drops[&reason::DROP_POLICY], 3);
+    assert_eq!(c.from_container.packets + c.to_container.packets, 2);
+}
+
+#[test]
+fn policy_applies_to_the_service_backend_under_test_run() {
+    if !can_run("policy_applies_to_the_service_backend_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmsa"]);
+    let if_a = idx[0];
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(if_a, EP_A).expect("attach");
+    dp.set_ipcache(POD_B, 32, ID_B).expect("ipcache");
+    dp.set_ipcache(POD_C, 32, ID_C).expect("ipcache");
+    let vip_b = VIP;
+    let vip_c = Ipv4Addr::new(10, 96, 0, 11);
+    let b = ServiceBackend {
+        id: 1,
+        ip: POD_B,
+        port: 8080,
+        weight: 1,
+    };
+    let c = ServiceBackend {
+        id: 2,
+        ip: POD_C,
+        port: 8080,
+        weight: 1,
+    };
+    dp.set_service(vip_b, 80, TCP, &[b]).expect("service");
+    dp.set_service(vip_c, 80, TCP, &[c]).expect("service");
+    let rules = EndpointRules {
+        ingress: Some(Default::default()),
+        egress: Some([allow(PeerMatch::Identity(ID_B), Protocol::Tcp, 8080, 8080)].into()),
+    };
+    dp.set_endpoint_policy(EP_A, &rules).expect("policy");
+    // The rule names the backend's identity and port, not the VIP's.
+    let (ret, out) = test_run_out_ctx(from, &syn(POD_A, 40000, vip_b, 80), if_a);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (POD_A, 40000, POD_B, 8080));
+    assert_eq!(
+        test_run_ctx(from, &syn(POD_A, 40001, vip_c, 80), if_a, 0),
+        TC_ACT_SHOT
+    );
+    // The reply, already restored to the VIP (by the backend's veth or the overlay), passes
+    // A's enforced ingress as the reply of the allowed flow; an unsolicited one does not.
+    assert_eq!(
+        test_run_ctx(to, &syn(vip_b, 80, POD_A, 40000), if_a, 0),
+        TC_ACT_OK
+    );
+    assert_eq!(
+        test_run_ctx(to, &syn(vip_b, 80, POD_A, 40009), if_a, 0),
+        TC_ACT_SHOT
+    );
+    let (events, _) = dp.drain_flows().expect("flows");
+    assert!(events.iter().any(|e| e.verdict == "denied"
+        && e.dst == POD_C
+        && e.dport == 8080
+        && e.peer_identity == ID_C
+        && e.direction == "egress"));
+}
+
+/// `test_run_ctx` that also returns the packet as the program left it.
+fn test_run_out_ctx(prog_fd: i32, packet: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+    let mut ctx = [0u8; SK_BUFF_SIZE];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; packet.len() + 256];
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog_fd as u32);
+    put_u32(&mut attr, 8, packet.len() as u32);
+    put_u32(&mut attr, 12, out.len() as u32);
+    put_u64(&mut attr, 16, packet.as_ptr() as u64);
+    put_u64(&mut attr, 24, out.as_mut_ptr() as u64);
+    put_u32(&mut attr, 32, 1);
+    put_u32(&mut attr, 40, ctx.len() as u32);
+    put_u64(&mut attr, 48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr).expect("BPF_PROG_TEST_RUN with ctx");
+    out.truncate(get_u32(&attr, 12) as usize);
+    (get_u32(&attr, 4), out)
+}
+
+#[test]
+fn policy_scale_thousands_of_rules_under_test_run() {
+    if !can_run("policy_scale_thousands_of_rules_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmsc"]);
+    let if_b = idx[0];
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(if_b, EP_B).expect("attach");
+    // 5,000 identities, each allowed on two ports of its own: 5,000 entries, 10,000 rules.
+    let port_of = |id: u32| 1000 + (id % 5000) as u16;
+    let rules: std::collections::BTreeSet<Allow> = (10_000..15_000u32)
+        .flat_map(|id| {
+            [
+                allow(
+                    PeerMatch::Identity(id),
+                    Protocol::Tcp,
+                    port_of(id),
+                    port_of(id),
+                ),
+                allow(PeerMatch::Identity(id), Protocol::Tcp, 30000, 30010),
+            ]
+        })
+        .collect();
+    assert_eq!(rules.len(), 10_000);
+    let started = std::time::Instant::now();
+    dp.set_endpoint_policy(
+        EP_B,
+        &EndpointRules {
+            ingress: Some(rules),
+            egress: None,
+        },
+    )
+    .expect("policy");
+    eprintln!("5,000 policy entries written in {:?}", started.elapsed());
+    for (i, id) in [10_000u32, 12_345, 14_999].into_iter().enumerate() {
+        let peer = Ipv4Addr::new(10, 244, 3, 10 + i as u8);
+        dp.set_ipcache(peer, 32, id).expect("ipcache");
+        assert_eq!(
+            test_run_ctx(to, &syn(peer, 50000, POD_B, port_of(id)), if_b, 0),
+            TC_ACT_OK,
+            "identity {id}"
+        );
+        assert_eq!(
+            test_run_ctx(to, &syn(peer, 50001, POD_B, 30005), if_b, 0),
+            TC_ACT_OK
+        );
+        assert_eq!(
+            test_run_ctx(to, &syn(peer, 50002, POD_B, port_of(id) + 1), if_b, 0),
+            TC_ACT_SHOT,
+            "identity {id}"
+        );
+    }
+    // Shrinking to one rule removes the 4,999 stale entries.
+    dp.set_endpoint_policy(
+        EP_B,
+        &EndpointRules {
+            ingress: Some([allow(PeerMatch::Identity(10_000), Protocol::Tcp, 1, 1)].into()),
+            egress: None,
+        },
+    )
+    .expect("shrink");
+    let peer = Ipv4Addr::new(10, 244, 3, 11);
+    assert_eq!(
+        test_run_ctx(to, &syn(peer, 50003, POD_B, port_of(12_345)), if_b, 0),
+        TC_ACT_SHOT
+    );
+    let c = dp.endpoint_counters(EP_B).expect("counters");
+    assert_eq!(c.drops[&reason::DROP_POLICY], 4);
+    assert_eq!(c.to_container.packets, 6);
 }

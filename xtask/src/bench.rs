@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: builds the daemon and the harness (`benches/`, `hivemind-bench`) in
 //! release mode and runs the harness, which prints the report and writes it to
-//! `docs/benchmarks.md`. `--quick` is the CI smoke test: few repetitions, the report goes to
+//! `docs/benchmarks.md`. `--quick` is the CI smoke test: few repetitions, the debug build that
+//! `cargo xtask test` already made (no release build in CI), and the report goes to
 //! `target/benchmarks-quick.md` so the committed results are not overwritten. Missed targets
 //! are reported in the table, never turned into a failure: timing is no test.
 
@@ -19,26 +20,32 @@ pub fn bench(quick: bool) -> Result<()> {
     }
     setup()?;
     let root = workspace_root()?;
-    println!("bench: building hivemind and hivemind-bench (release)");
-    run(Command::new("cargo")
+    let profile = if quick { "debug" } else { "release" };
+    println!("bench: building hivemind and hivemind-bench ({profile})");
+    let mut build = Command::new("cargo");
+    build
         .args([
             "build",
-            "--release",
             "--package",
             "hivemind",
             "--package",
             "hivemind-bench",
         ])
-        .current_dir(&root))?;
+        .current_dir(&root);
+    if !quick {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let bin = root.join("target").join(profile);
     let (out, command) = if quick {
         ("target/benchmarks-quick.md", "cargo xtask bench --quick")
     } else {
         ("docs/benchmarks.md", "cargo xtask bench")
     };
-    let mut harness = Command::new(root.join("target/release/hivemind-bench"));
+    let mut harness = Command::new(bin.join("hivemind-bench"));
     harness
         .args(["--out", out, "--command", command, "--hivemind"])
-        .arg(root.join("target/release/hivemind"))
+        .arg(bin.join("hivemind"))
         .current_dir(&root);
     if quick {
         harness.arg("--quick");

@@ -12,12 +12,16 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::AppState;
 
-pub async fn stream(State(node): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn stream(
+    State(node): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = BroadcastStream::new(node.flows.subscribe()).map(|item| {
         Ok(match item {
             Ok(flow) => Event::default().event("flow").data(flow.to_string()),
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Event::default().event("lost").data(json!({"lost": n}).to_string())
+                Event::default()
+                    .event("lost")
+                    .data(json!({"lost": n}).to_string())
             }
         })
     });

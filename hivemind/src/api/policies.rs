@@ -15,7 +15,10 @@ pub async fn create(
     policy
         .validate()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    let existed = node.store.value::<NetworkPolicy>(POLICIES, &policy.name)?.is_some();
+    let existed = node
+        .store
+        .value::<NetworkPolicy>(POLICIES, &policy.name)?
+        .is_some();
     let name = policy.name.clone();
     node.execute(Command::PutPolicy(Box::new(policy))).await?;
     let (status, verb) = if existed {
@@ -25,7 +28,9 @@ pub async fn create(
     };
     Ok((
         status,
-        axum::Json(json!({"success": true, "name": name, "message": format!("{verb} network policy {name}")})),
+        axum::Json(
+            json!({"success": true, "name": name, "message": format!("{verb} network policy {name}")}),
+        ),
     ))
 }
 
@@ -57,6 +62,9 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_name(&name)?;
-    node.execute(Command::DeletePolicy { name: name.clone() }).await?;
-    Ok(axum::Json(json!({"success": true, "message": format!("Deleted network policy {name}")})))
+    node.execute(Command::DeletePolicy { name: name.clone() })
+        .await?;
+    Ok(axum::Json(
+        json!({"success": true, "message": format!("Deleted network policy {name}")}),
+    ))
 }

@@ -71,6 +71,19 @@ pub enum DataplaneError {
     },
     #[error("vni {vni} is outside the overlay's allowed range")]
     InvalidVni { vni: u32 },
+    #[error("no endpoint is attached on ifindex {ifindex}")]
+    EndpointNotAttached { ifindex: u32 },
+    #[error("identity {identity} is outside 1..=16777215")]
+    InvalidIdentity { identity: u32 },
+    #[error(
+        "endpoint {endpoint_id}: {peer} needs {count} port ranges, a policy entry holds at most {max}"
+    )]
+    TooManyPortRanges {
+        endpoint_id: u32,
+        peer: String,
+        count: usize,
+        max: usize,
+    },
     #[error("map {map} is missing from the ebpf object")]
     MapMissing { map: &'static str },
     #[error("map {map}: {operation}")]

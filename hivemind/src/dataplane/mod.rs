@@ -11,6 +11,7 @@
 mod counters;
 mod error;
 mod overlay;
+mod policy;
 mod services;
 
 use std::{
@@ -34,6 +35,7 @@ use hivemind_common::{
 
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
+pub use policy::{FlowEvent, FlowReason};
 pub use services::{ServiceBackend, weighted_slots};
 
 /// TC ingress of a container's host-side veth (packets leaving the container).
@@ -72,6 +74,8 @@ pub struct Dataplane {
     tunnels: LpmTrie<MapData, u32, TunnelInfo>,
     /// Service frontends, backends, conntrack and node configuration.
     services: services::ServiceMaps,
+    /// Ipcache, policy rules and flow events.
+    policy: policy::PolicyMaps,
     ebpf: Ebpf,
 }
 
@@ -122,6 +126,7 @@ impl Dataplane {
         let tunnels =
             LpmTrie::try_from(tunnels).map_err(DataplaneError::map(MAP_TUNNELS, "opening"))?;
         let services = services::ServiceMaps::take(&mut ebpf)?;
+        let policy = policy::PolicyMaps::take(&mut ebpf)?;
         Ok(Self {
             links: StdHashMap::new(),
             overlay: None,
@@ -129,6 +134,7 @@ impl Dataplane {
             metrics,
             tunnels,
             services,
+            policy,
             ebpf,
         })
     }
@@ -144,10 +150,22 @@ impl Dataplane {
         let name = interface_name(ifindex)?;
         // Replace, never duplicate: the old links detach when dropped here.
         self.links.remove(&ifindex);
-        // The map entry goes in first so the first packets already count for the endpoint.
+        // The map entry goes in first so the first packets already count for the endpoint (and
+        // meet the endpoint's policy if `set_endpoint_policy` ran before; the identity is kept
+        // when an ifindex is attached again).
+        let identity = match self.endpoints.get(&ifindex, 0) {
+            Ok(old) if old.endpoint_id == endpoint_id => old.identity,
+            _ => 0,
+        };
         let info = EndpointInfo {
             endpoint_id,
-            flags: 0,
+            flags: self
+                .policy
+                .flags
+                .get(&endpoint_id)
+                .copied()
+                .unwrap_or_default(),
+            identity,
         };
         self.endpoints
             .insert(ifindex, info, 0)

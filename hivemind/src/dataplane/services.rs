@@ -255,12 +255,14 @@ impl Dataplane {
         Ok(services)
     }
 
-    /// Number of conntrack entries (two per tracked service connection).
+    /// Number of service conntrack entries (two per tracked service connection; the policy's
+    /// entries in other `ct_scope`s are not counted).
     pub fn conntrack_entries(&self) -> Result<usize, DataplaneError> {
         let mut n = 0;
         for key in self.services.ct.keys() {
             match key {
-                Ok(_) => n += 1,
+                Ok(key) if key.scope == hivemind_common::ct_scope::SERVICE => n += 1,
+                Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(DataplaneError::map(MAP_CT, "listing keys")(e)),
             }

@@ -1,0 +1,323 @@
+//! Network policy: identities (`HM_IPCACHE`), the identity and CIDR rules of each endpoint
+//! (`HM_POLICY`, `HM_POLICY_CIDR`) and the verdict of each packet at the container veth.
+//!
+//! Where it runs: `egress` in `hm_lxc_from_container` (the source endpoint's egress rules, on
+//! the tuple after service DNAT), `ingress` in `hm_lxc_to_container` (the destination
+//! endpoint's ingress rules, before the reverse NAT of service replies).
+//!
+//! Verdict of one packet of an endpoint whose `EndpointInfo::flags` is non-zero (an endpoint
+//! that enforces nothing only counts; it keeps no conntrack and writes no flow records):
+//! 1. a packet of an established flow passes: the original direction of a flow this check point
+//!    allowed, or the reply of one the other check point of the endpoint allowed (`HM_CT`,
+//!    scopes `ct_scope::EGRESS` / `ct_scope::INGRESS`, replies flagged `ct_flags::REPLY`);
+//! 2. otherwise the flow is new: it passes if the direction is not enforced, if it is ICMP
+//!    "fragmentation needed", if it is DNS (UDP/TCP 53) to the node gateway (egress only), or
+//!    if a rule allows the peer identity (or any, identity 0) / the peer address (CIDR), the
+//!    protocol (or any, 0) and the destination port; then both conntrack entries are created
+//!    and a flow record written;
+//! 3. otherwise `DROP_POLICY` (and a rate-limited flow record).
+//!
+//! The peer identity: on ingress the mark `hm_overlay_ingress` wrote from the VNI
+//! (`hivemind_common::mark`), else the ipcache of the source; on egress the ipcache of the
+//! destination; no match is `identity::WORLD`, the node gateway without an entry is
+//! `identity::HOST`. Non-IPv4 frames (ARP) pass; a broken IPv4 header is dropped
+//! (`DROP_MALFORMED_IPV4`) when the direction is enforced; later fragments and TCP/UDP headers
+//! cut short are matched with ports 0.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    programs::TcContext,
+};
+use hivemind_common::{
+    CtKey, CtValue, DIR_FROM_CONTAINER, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    IpcacheValue, MAX_IPCACHE_ENTRIES, MAX_POLICY_CIDR_ENTRIES, MAX_POLICY_ENTRIES,
+    POLICY_CIDR_FIXED_BITS, PolicyCidrKey, PolicyEntry, PolicyKey, ct_flags, ct_scope,
+    endpoint_flags, identity, mark, reason,
+};
+
+use crate::{conntrack, flows, lb};
+
+/// IPv4 prefix -> identity of every container of the cluster and of the node. Written by the
+/// daemon.
+#[map(name = "HM_IPCACHE")]
+static HM_IPCACHE: LpmTrie<u32, IpcacheValue> = LpmTrie::with_max_entries(MAX_IPCACHE_ENTRIES, 0);
+
+/// {endpoint, peer identity, direction, proto} -> allowed port ranges. Written by the daemon.
+#[map(name = "HM_POLICY")]
+static HM_POLICY: HashMap<PolicyKey, PolicyEntry> =
+    HashMap::with_max_entries(MAX_POLICY_ENTRIES, 0);
+
+/// {endpoint, direction, proto, peer prefix} -> allowed port ranges. Written by the daemon.
+#[map(name = "HM_POLICY_CIDR")]
+static HM_POLICY_CIDR: LpmTrie<PolicyCidrKey, PolicyEntry> =
+    LpmTrie::with_max_entries(MAX_POLICY_CIDR_ENTRIES, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const DNS_PORT: u16 = 53;
+
+/// The 5-tuple of an IPv4 packet (network byte order; ports 0 where there are none).
+#[derive(Clone, Copy)]
+pub(crate) struct Tuple {
+    saddr: u32,
+    pub(crate) daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    /// ICMP destination unreachable / fragmentation needed.
+    frag_needed: bool,
+}
+
+/// What `parse` found.
+#[derive(Clone, Copy)]
+pub(crate) enum Parsed {
+    /// Not IPv4 (ARP, IPv6, ...): policy does not apply.
+    NotIpv4,
+    /// IPv4 with a header too broken to read.
+    Malformed,
+    Ipv4(Tuple),
+}
+
+#[inline(always)]
+pub(crate) fn parse(ctx: &TcContext) -> Parsed {
+    let Ok(ethertype) = ctx.load::<u16>(12) else {
+        return Parsed::NotIpv4;
+    };
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return Parsed::NotIpv4;
+    }
+    let Ok(version_ihl) = ctx.load::<u8>(ETH_HLEN) else {
+        return Parsed::Malformed;
+    };
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || header_len < 20 || (ctx.len() as usize) < ETH_HLEN + header_len {
+        return Parsed::Malformed;
+    }
+    let (Ok(frag), Ok(proto), Ok(saddr), Ok(daddr)) = (
+        ctx.load::<u16>(ETH_HLEN + 6),
+        ctx.load::<u8>(ETH_HLEN + 9),
+        ctx.load::<u32>(ETH_HLEN + 12),
+        ctx.load::<u32>(ETH_HLEN + 16),
+    ) else {
+        return Parsed::Malformed;
+    };
+    let mut tuple = Tuple {
+        saddr,
+        daddr,
+        sport: 0,
+        dport: 0,
+        proto,
+        frag_needed: false,
+    };
+    if u16::from_be(frag) & IP_FRAG_OFFSET_MASK != 0 {
+        return Parsed::Ipv4(tuple);
+    }
+    let l4 = ETH_HLEN + header_len;
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            if let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) {
+                tuple.sport = sport;
+                tuple.dport = dport;
+            }
+        }
+        IPPROTO_ICMP => {
+            if let (Ok(ty), Ok(code)) = (ctx.load::<u8>(l4), ctx.load::<u8>(l4 + 1)) {
+                tuple.frag_needed = ty == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED;
+            }
+        }
+        _ => {}
+    }
+    Parsed::Ipv4(tuple)
+}
+
+/// The identity of `addr` from the ipcache: `WORLD` if unknown, `HOST` for the node gateway.
+#[inline(always)]
+pub(crate) fn identity_of(addr: u32) -> u32 {
+    if let Some(v) = HM_IPCACHE.get(Key::new(32, addr)) {
+        return v.identity;
+    }
+    match lb::node_config() {
+        Some(config) if config.gateway != 0 && config.gateway == addr => identity::HOST,
+        _ => identity::WORLD,
+    }
+}
+
+/// Whether the ipcache knows `addr` (its identity if so).
+#[inline(always)]
+pub(crate) fn known_identity(addr: u32) -> Option<u32> {
+    HM_IPCACHE.get(Key::new(32, addr)).map(|v| v.identity)
+}
+
+/// The egress check of `info`'s endpoint. `original`: the tuple before service DNAT, if the
+/// packet was translated (a reply from the VIP must pass too). `Err` holds the drop reason.
+#[inline(always)]
+pub(crate) fn egress(
+    info: &EndpointInfo,
+    parsed: Parsed,
+    original: Option<Tuple>,
+) -> Result<(), u8> {
+    check(info, parsed, DIR_FROM_CONTAINER, 0, original)
+}
+
+/// The ingress check of `info`'s endpoint.
+#[inline(always)]
+pub(crate) fn ingress(ctx: &TcContext, info: &EndpointInfo, parsed: Parsed) -> Result<(), u8> {
+    // SAFETY: a verifier-checked read of the program's context.
+    let skb_mark = unsafe { (*ctx.skb.skb).mark };
+    let from_overlay = if skb_mark & mark::MAGIC_MASK == mark::IDENTITY_MAGIC {
+        skb_mark & mark::IDENTITY_MASK
+    } else {
+        0
+    };
+    check(
+        info,
+        parsed,
+        hivemind_common::DIR_TO_CONTAINER,
+        from_overlay,
+        None,
+    )
+}
+
+#[inline(always)]
+fn check(
+    info: &EndpointInfo,
+    parsed: Parsed,
+    direction: u8,
+    overlay_identity: u32,
+    original: Option<Tuple>,
+) -> Result<(), u8> {
+    if info.flags == 0 {
+        return Ok(());
+    }
+    let egress = direction == DIR_FROM_CONTAINER;
+    let (enforced_bit, own, other) = if egress {
+        (
+            endpoint_flags::EGRESS_ENFORCED,
+            ct_scope::EGRESS,
+            ct_scope::INGRESS,
+        )
+    } else {
+        (
+            endpoint_flags::INGRESS_ENFORCED,
+            ct_scope::INGRESS,
+            ct_scope::EGRESS,
+        )
+    };
+    let enforced = info.flags & enforced_bit != 0;
+    let t = match parsed {
+        Parsed::NotIpv4 => return Ok(()),
+        Parsed::Malformed if enforced => return Err(reason::DROP_MALFORMED_IPV4),
+        Parsed::Malformed => return Ok(()),
+        Parsed::Ipv4(t) => t,
+    };
+    let key = CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto);
+    if let Some(ct) = conntrack::lookup(&key.with_scope(own))
+        && ct.flags & ct_flags::REPLY == 0
+    {
+        return Ok(());
+    }
+    if let Some(ct) = conntrack::lookup(&key.with_scope(other))
+        && ct.flags & ct_flags::REPLY != 0
+    {
+        return Ok(());
+    }
+    if t.frag_needed {
+        return Ok(());
+    }
+    let (peer_addr, peer_identity) = if egress {
+        (t.daddr, identity_of(t.daddr))
+    } else if overlay_identity != 0 {
+        (t.saddr, overlay_identity)
+    } else {
+        (t.saddr, identity_of(t.saddr))
+    };
+    let flow = flows::Flow {
+        key,
+        endpoint_id: info.endpoint_id,
+        direction,
+        peer_identity,
+    };
+    let allowed = !enforced
+        || (egress && is_dns_to_gateway(&t))
+        || allowed_by_rules(info.endpoint_id, direction, peer_identity, peer_addr, &t);
+    if !allowed {
+        flows::denied(&flow, reason::DROP_POLICY);
+        return Err(reason::DROP_POLICY);
+    }
+    let forward = CtValue {
+        backend_id: 0,
+        rev_vip: 0,
+        rev_port: 0,
+        flags: 0,
+        _pad: 0,
+    };
+    let reply = CtValue {
+        flags: ct_flags::REPLY,
+        ..forward
+    };
+    let reverse = CtKey::new(t.daddr, t.saddr, t.dport, t.sport, t.proto).with_scope(own);
+    // Reply entry first, as in the load balancer. A failed insert only costs a later re-check.
+    let _ = conntrack::insert(&reverse, &reply);
+    if let Some(o) = original
+        && (o.daddr != t.daddr || o.dport != t.dport)
+    {
+        let vip_reply = CtKey::new(o.daddr, o.saddr, o.dport, o.sport, o.proto).with_scope(own);
+        let _ = conntrack::insert(&vip_reply, &reply);
+    }
+    let _ = conntrack::insert(&key.with_scope(own), &forward);
+    flows::allowed(&flow);
+    Ok(())
+}
+
+#[inline(always)]
+fn is_dns_to_gateway(t: &Tuple) -> bool {
+    if (t.proto != IPPROTO_UDP && t.proto != IPPROTO_TCP) || u16::from_be(t.dport) != DNS_PORT {
+        return false;
+    }
+    matches!(lb::node_config(), Some(c) if c.gateway != 0 && c.gateway == t.daddr)
+}
+
+#[inline(always)]
+fn allowed_by_rules(endpoint: u32, direction: u8, peer: u32, peer_addr: u32, t: &Tuple) -> bool {
+    let port = u16::from_be(t.dport);
+    let by_identity = |identity: u32, proto: u8| {
+        let key = PolicyKey::new(endpoint, identity, direction, proto);
+        // SAFETY: a map value pointer, valid for the program's run; plain data.
+        HM_POLICY
+            .get_ptr(&key)
+            .is_some_and(|e| unsafe { matches(&*e, port) })
+    };
+    let by_cidr = |proto: u8| {
+        let data = PolicyCidrKey {
+            endpoint_id: endpoint,
+            direction,
+            proto,
+            _pad: [0; 2],
+            addr: peer_addr,
+        };
+        HM_POLICY_CIDR
+            .get(Key::new(POLICY_CIDR_FIXED_BITS + 32, data))
+            .is_some_and(|e| matches(e, port))
+    };
+    by_identity(peer, t.proto)
+        || by_identity(peer, 0)
+        || by_identity(identity::ANY, t.proto)
+        || by_identity(identity::ANY, 0)
+        || by_cidr(t.proto)
+        || by_cidr(0)
+}
+
+#[inline(always)]
+fn matches(entry: &PolicyEntry, port: u16) -> bool {
+    let count = entry.count as usize;
+    for (i, r) in entry.ranges.iter().enumerate() {
+        if i < count && r.min <= port && port <= r.max {
+            return true;
+        }
+    }
+    false
+}

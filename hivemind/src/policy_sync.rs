@@ -1,0 +1,134 @@
+//! Network policy on this node's data plane: identities of label sets, the
+//! ipcache of every container in the cluster, and each local endpoint's
+//! rules; and the flow events the kernel reports.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use crate::daemon::{Node, NodeError};
+use crate::policy::{EndpointRules, NetworkPolicy, POLICIES, endpoint_rules, identities};
+use crate::reconcile::endpoint_id;
+use crate::services::{ENDPOINTS, EndpointRecord};
+use crate::state::{AppRecord, ContainerStatus, NODES, NodeInfo, Subnet};
+
+/// Identity of the nodes themselves.
+pub const HOST_IDENTITY: u32 = 1;
+/// Recent flow events kept for `GET /api/flows/recent`.
+pub const RECENT_FLOWS: usize = 1000;
+
+impl Node {
+    /// Brings the data plane's identities, ipcache and per-endpoint rules in
+    /// line with the apps, endpoints and policies this node knows.
+    pub async fn sync_policy(&self) -> Result<(), NodeError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(());
+        };
+        let apps: Vec<AppRecord> = self.store.apps()?;
+        let label_sets: BTreeSet<BTreeMap<String, String>> =
+            apps.iter().map(|a| a.spec.labels.clone()).collect();
+        let ids = identities(&label_sets);
+        let app_identity: HashMap<&str, (u32, &BTreeMap<String, String>)> = apps
+            .iter()
+            .filter_map(|a| {
+                ids.get(&a.spec.labels)
+                    .map(|id| (a.spec.name.as_str(), (*id, &a.spec.labels)))
+            })
+            .collect();
+        let policies: Vec<NetworkPolicy> = self.store.values(POLICIES)?;
+
+        let mut wanted: BTreeMap<(Ipv4Addr, u8), u32> = BTreeMap::new();
+        for endpoint in self.store.values::<EndpointRecord>(ENDPOINTS)? {
+            if let Some((identity, _)) = app_identity.get(endpoint.app.as_str()) {
+                wanted.insert((endpoint.ip, 32), *identity);
+            }
+        }
+        for info in self.store.values::<NodeInfo>(NODES)? {
+            if let Ok(subnet) = info.subnet.parse::<Subnet>() {
+                wanted.insert((subnet.gateway(), 32), HOST_IDENTITY);
+            }
+        }
+        let containers: Vec<_> = self
+            .store
+            .containers()?
+            .into_iter()
+            .filter(|c| c.status == ContainerStatus::Running)
+            .collect();
+        let mut ifindexes = Vec::new();
+        for container in &containers {
+            if let Some(ifindex) = self.network.ifindex(&container.host_ifname).await? {
+                ifindexes.push((container, ifindex));
+            }
+        }
+
+        let mut dataplane = match dataplane.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (ip, prefix, identity) in dataplane.ipcache()? {
+            if wanted.get(&(ip, prefix)) != Some(&identity) {
+                dataplane.remove_ipcache(ip, prefix)?;
+            }
+        }
+        for ((ip, prefix), identity) in &wanted {
+            dataplane.set_ipcache(*ip, *prefix, *identity)?;
+        }
+        let mut cache = match self.policy_cache.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut live = BTreeSet::new();
+        for (container, ifindex) in ifindexes {
+            let Some((identity, labels)) = app_identity.get(container.app.as_str()) else {
+                continue;
+            };
+            dataplane.set_endpoint_identity(ifindex, *identity)?;
+            let rules = endpoint_rules(labels, &policies, &ids);
+            let id = endpoint_id(container);
+            live.insert(id);
+            if cache.get(&id) != Some(&rules) {
+                tracing::info!(container = %container.id, identity, ingress = rules.ingress.as_ref().map(|r| r.len()), egress = rules.egress.as_ref().map(|r| r.len()), "endpoint policy");
+                dataplane.set_endpoint_policy(id, &rules)?;
+                cache.insert(id, rules);
+            }
+        }
+        cache.retain(|id, _| live.contains(id));
+        Ok(())
+    }
+
+    /// Moves the kernel's flow events to subscribers and the recent buffer.
+    pub fn pump_flows(&self) -> Result<(), NodeError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(());
+        };
+        let (events, lost) = {
+            let mut dataplane = match dataplane.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            dataplane.drain_flows()?
+        };
+        self.flows_lost
+            .store(lost, std::sync::atomic::Ordering::Relaxed);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut recent = match self.recent_flows.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for event in events {
+            let value = serde_json::to_value(&event).unwrap_or_default();
+            let _ = self.flows.send(value.clone());
+            recent.push_back(value);
+            while recent.len() > RECENT_FLOWS {
+                recent.pop_front();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rules an endpoint enforces, for the API.
+pub fn describe(rules: &EndpointRules) -> serde_json::Value {
+    serde_json::json!(rules)
+}
