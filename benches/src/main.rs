@@ -114,7 +114,7 @@ fn run() -> Result<()> {
         per_packet::Config {
             repeat: 2_000_000,
             rounds: 7,
-            single_runs: 10_000,
+            single_runs: 8_000,
         }
     };
     rows.extend(per_packet::run(&cfg, &mut notes)?);

@@ -72,6 +72,18 @@ async fn run(cli: Cli) -> i32 {
         );
         return 2;
     }
+    let mut node_labels = std::collections::BTreeMap::new();
+    for pair in &node.node_labels {
+        match hivemind::model::parse_key_value("node-label", pair) {
+            Ok((key, value)) => {
+                node_labels.insert(key, value);
+            }
+            Err(e) => {
+                eprintln!("error: --{e}");
+                return 2;
+            }
+        }
+    }
     let options = ServeOptions {
         listen,
         data_dir: node.data_dir.clone(),
@@ -82,6 +94,7 @@ async fn run(cli: Cli) -> i32 {
         bridge: node.bridge.clone(),
         insecure_registries: node.insecure_registries.clone(),
         node_name: node.node_name.clone(),
+        node_labels,
         gossip_port: node.gossip_port,
         advertise: node.advertise,
         join: node.join.clone(),

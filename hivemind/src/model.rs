@@ -147,6 +147,12 @@ pub struct DeployRequest {
     /// Liveness and readiness checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthSpec>,
+    /// `spread` (default) or `binpack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// Run only on nodes carrying all these labels (`--node-label` of the daemon).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constraints: BTreeMap<String, String>,
 }
 
 /// Resources of one replica after validation.
@@ -181,6 +187,21 @@ pub struct AppSpec {
     pub node: Option<String>,
     #[serde(default)]
     pub health: crate::health::HealthSpec,
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+}
+
+/// How replicas are placed over nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Fewest replicas of the app per node first.
+    #[default]
+    Spread,
+    /// Fill the fullest node that still fits first.
+    Binpack,
 }
 
 impl DeployRequest {
@@ -241,6 +262,23 @@ impl DeployRequest {
             labels,
             node: self.node.clone(),
             health: self.validated_health()?,
+            placement: match self.placement.as_deref() {
+                None | Some("spread") => Placement::Spread,
+                Some("binpack") | Some("bin-pack") => Placement::Binpack,
+                Some(other) => {
+                    return Err(ValidationError::new(
+                        "placement",
+                        format!("{other:?} is not a placement: use spread or binpack"),
+                    ));
+                }
+            },
+            constraints: {
+                for (key, value) in &self.constraints {
+                    validate_label(key, value)
+                        .map_err(|e| ValidationError::new("constraints", e.message))?;
+                }
+                self.constraints.clone()
+            },
         })
     }
 
@@ -520,6 +558,18 @@ mod tests {
         let mut r = request();
         r.replicas = Some(1000);
         assert_eq!(r.validate().unwrap_err().field, "replicas");
+    }
+
+    #[test]
+    fn placement_and_constraints_are_checked() {
+        let mut r = request();
+        r.placement = Some("binpack".into());
+        r.constraints.insert("zone".into(), "a".into());
+        let spec = r.validate().unwrap();
+        assert_eq!(spec.placement, Placement::Binpack);
+        assert_eq!(spec.constraints["zone"], "a");
+        r.placement = Some("random".into());
+        assert_eq!(r.validate().unwrap_err().field, "placement");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::cluster::{Member, MemberState, rendezvous_owner};
 use crate::daemon::{Node, NodeError};
 use crate::model::AppSpec;
-use crate::scheduler::{NodeView, PlacementRequest, Spread, place};
+use crate::scheduler::{BinPack, NodeView, PlacementRequest, SchedulingStrategy, Spread, place};
 use crate::state::{AppRecord, NODES, NodeInfo, PLACEMENTS, Placement};
 
 impl Node {
@@ -97,9 +97,13 @@ impl Node {
             cpu: spec.resources.cpu.unwrap_or(0.0),
             memory: spec.resources.memory.unwrap_or(0),
             node: spec.node.clone(),
-            node_labels: BTreeMap::new(),
+            node_labels: spec.constraints.clone(),
         };
-        let nodes = place(&request, &views, &existing, &Spread)?;
+        let strategy: &dyn SchedulingStrategy = match spec.placement {
+            crate::model::Placement::Spread => &Spread,
+            crate::model::Placement::Binpack => &BinPack,
+        };
+        let nodes = place(&request, &views, &existing, strategy)?;
         Ok(Placement {
             app: spec.name.clone(),
             nodes,

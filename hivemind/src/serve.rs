@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub bridge: String,
     pub insecure_registries: Vec<String>,
     pub node_name: Option<String>,
+    /// Labels apps can require with `--constraint`.
+    pub node_labels: std::collections::BTreeMap<String, String>,
     /// UDP port of the membership protocol.
     pub gossip_port: u16,
     /// Address other nodes reach this one at (API, gossip, VXLAN).
@@ -106,7 +108,8 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         service_cidr: options.service_cidr,
     });
     tracing::info!(node = %node.id, subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
-    node.publish_self(advertise).await?;
+    node.publish_self(advertise, options.node_labels.clone())
+        .await?;
     let dns = start_dns(&node, options.mock).await?;
 
     // Adopt what survived a restart before answering requests.

@@ -27,7 +27,11 @@ pub fn machine_resources() -> (usize, u64) {
 
 impl Node {
     /// Writes this node's record (address, subnet, resources) to the cluster.
-    pub async fn publish_self(&self, underlay: Ipv4Addr) -> Result<(), NodeError> {
+    pub async fn publish_self(
+        &self,
+        underlay: Ipv4Addr,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), NodeError> {
         let (cores, memory) = machine_resources();
         let info = NodeInfo {
             id: self.id.clone(),
@@ -37,7 +41,7 @@ impl Node {
             subnet: self.net_config.subnet.to_string(),
             cpu_cores: cores as f64,
             memory_bytes: memory,
-            labels: Default::default(),
+            labels,
             started_at: now_secs(),
         };
         self.write(NODES, &self.id, Some(&info)).await

@@ -210,6 +210,40 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         },
     )?;
 
+    // Bin-pack puts both replicas on one node.
+    let output = testbed.node(1).daemon.cli(&[
+        "app",
+        "deploy",
+        "--image",
+        &reference,
+        "--name",
+        "packed",
+        "--replicas",
+        "2",
+        "--placement",
+        "binpack",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let packed = eventually("2 packed replicas", Duration::from_secs(60), || {
+        let web = running(&testbed.containers(1)?, "packed");
+        Ok((web.len() == 2).then_some(web))
+    })?;
+    let nodes = nodes_of(&packed);
+    assert_eq!(nodes[0], nodes[1], "binpack: one node");
+    let output = testbed
+        .node(1)
+        .daemon
+        .cli(&["app", "delete", "--name", "packed"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // Delete from node 2: gone everywhere.
     let output = testbed
         .node(2)
@@ -222,6 +256,17 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     );
     eventually("no containers left", Duration::from_secs(60), || {
         Ok(testbed.containers(1)?.is_empty().then_some(()))
+    })?;
+
+    // A graceful stop announces leave: the others show it as left.
+    testbed.node_mut(3).daemon.terminate()?;
+    eventually("node-3 left", Duration::from_secs(15), || {
+        let nodes = testbed.node(1).daemon.get("/api/nodes")?;
+        let left = nodes.as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["name"] == "node-3" && n["state"] == "left")
+        });
+        Ok(left.then_some(()))
     })?;
     Ok(())
 }

@@ -129,7 +129,16 @@ fn single_node_app_lifecycle() -> Result<()> {
         .to_string();
     cleanup.netns_prefix = Some(format!("hm-{node_id}-"));
 
-    let result = lifecycle(&ns, &mut daemon, &containerd, &reference, &node_id);
+    let archive = dir.path().join("test-app.tar");
+    image.write_oci_archive_named(&archive, "localhost/hm/imported:2")?;
+    let result = lifecycle(
+        &ns,
+        &mut daemon,
+        &containerd,
+        &reference,
+        &node_id,
+        &archive,
+    );
     if result.is_err() {
         eprintln!("--- daemon log ---\n{}", daemon.log_tail());
         eprintln!("--- containerd log ---\n{}", containerd.log_tail());
@@ -145,6 +154,7 @@ fn lifecycle(
     containerd: &TestContainerd,
     reference: &str,
     node_id: &str,
+    archive: &Path,
 ) -> Result<()> {
     let socket = &containerd.socket;
 
@@ -364,6 +374,40 @@ fn lifecycle(
     assert!(leftovers.is_empty(), "container dirs left: {leftovers:?}");
     let nodes = api_json(ns, "/api/health")?;
     assert_eq!(nodes["containers"]["total"], 0);
+
+    // An image imported from an OCI archive runs without a registry.
+    let archive = archive.display().to_string();
+    let imported = assert_cli_ok(&daemon.cli(&["image", "import", &archive]), "image import");
+    assert!(imported.contains("Imported 1 image"), "{imported}");
+    assert_cli_ok(
+        &daemon.cli(&[
+            "app",
+            "deploy",
+            "--image",
+            "localhost/hm/imported:2",
+            "--name",
+            "imported",
+        ]),
+        "deploy the imported image",
+    );
+    let ids = wait_replicas(ns, "imported", 1)?;
+    let ip = container_ip(ns, &ids[0])?;
+    assert_eq!(
+        fetch(ns, &ip, "greeting")?,
+        "default",
+        "the image's own env"
+    );
+    assert_cli_ok(
+        &daemon.cli(&["app", "delete", "--name", "imported"]),
+        "delete imported",
+    );
+    let (status, body) = http(
+        ns,
+        "POST",
+        &api_url("/api/images/import"),
+        Some("not a tar"),
+    )?;
+    assert_eq!(status, 400, "a bad archive is refused: {body}");
 
     // The volume outlives the app and can then be deleted.
     let volumes = assert_cli_ok(&daemon.cli(&["volume", "ls"]), "volume ls");

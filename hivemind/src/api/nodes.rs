@@ -42,6 +42,7 @@ pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, Api
                 "since_ms": member.map(|m| m.since_ms),
                 "subnet": info.map(|i| i.subnet.clone()),
                 "resources": info.map(|i| json!({"cpu_cores": i.cpu_cores, "memory_bytes": i.memory_bytes})),
+                "labels": info.map(|i| i.labels.clone()),
                 "containers": replicas,
                 "is_self": *id == node.id,
             })

@@ -53,6 +53,13 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         labels,
         node: args.node.clone(),
         health: health_spec(args)?,
+        placement: args.placement.clone(),
+        constraints: args
+            .constraints
+            .iter()
+            .map(|pair| parse_key_value("constraint", pair))
+            .collect::<Result<_, _>>()
+            .map_err(usage)?,
     };
     request.validate().map_err(usage)?;
     Ok(request)

@@ -105,6 +105,9 @@ pub struct NodeArgs {
     /// Name of this node (default: the hostname)
     #[arg(long)]
     pub node_name: Option<String>,
+    /// k=v, repeatable: labels apps can require with --constraint
+    #[arg(long = "node-label")]
+    pub node_labels: Vec<String>,
     /// UDP port of the membership protocol
     #[arg(long, default_value_t = 7946)]
     pub gossip_port: u16,
@@ -185,6 +188,12 @@ pub struct DeployArgs {
     /// Run only on this node (id or name)
     #[arg(long)]
     pub node: Option<String>,
+    /// Placement over nodes: spread (default) or binpack
+    #[arg(long)]
+    pub placement: Option<String>,
+    /// k=v, repeatable: run only on nodes started with --node-label k=v
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
     #[command(flatten)]
     pub health: HealthArgs,
 }
