@@ -98,6 +98,7 @@ fn image_status(e: &ImageError) -> (StatusCode, &'static str) {
     match e {
         ImageError::InvalidReference { .. }
         | ImageError::Archive { .. }
+        | ImageError::Io { .. }
         | ImageError::NoPlatform { .. } => (StatusCode::BAD_REQUEST, "invalid_image"),
         ImageError::NotFound { .. } => (StatusCode::NOT_FOUND, "image_not_found"),
         ImageError::Unauthorized { .. } => (StatusCode::FORBIDDEN, "registry_unauthorized"),

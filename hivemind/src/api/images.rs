@@ -19,6 +19,10 @@ pub const ARCHIVE_LIMIT: usize = 4 << 30;
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
     pub image: String,
+    /// Pull even when the image is present (to pick up a moved tag);
+    /// otherwise only a missing image is pulled, as `docker run` does.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Pulls an image; the answer is newline-delimited JSON progress events,
@@ -32,13 +36,30 @@ pub async fn pull(
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         let progress_sender = sender.clone();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done_seen = done.clone();
         let progress = move |event: crate::image::Progress| {
+            if matches!(event, crate::image::Progress::Done { .. }) {
+                done_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Ok(value) = serde_json::to_value(&event) {
                 let _ = progress_sender.send(value);
             }
         };
-        if let Err(e) = node.runtime.pull_image(&reference, &progress).await {
-            let _ = sender.send(json!({"event": "error", "message": e.to_string()}));
+        let result = if request.force {
+            node.runtime.pull_image(&reference, &progress).await
+        } else {
+            node.runtime.ensure_image(&reference, &progress).await
+        };
+        match result {
+            // Present already: say so, with the same closing event.
+            Ok(image) if !done.load(std::sync::atomic::Ordering::Relaxed) => {
+                let _ = sender.send(json!({"event": "done", "image": image.name, "digest": image.digest}));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = sender.send(json!({"event": "error", "message": e.to_string()}));
+            }
         }
     });
     let lines = UnboundedReceiverStream::new(receiver)

@@ -193,7 +193,7 @@ async fn app(
     match command {
         AppCommand::Deploy(args) => {
             let request = deploy_request(args)?;
-            pull(client, format, &request.image).await?;
+            pull(client, format, &request.image, false).await?;
             let body =
                 serde_json::to_value(&request).map_err(|e| ClientError::Other(e.to_string()))?;
             let answer = client.post("/api/deploy", &body).await?;
@@ -365,7 +365,7 @@ async fn image(
     command: &ImageCommand,
 ) -> Result<(), ClientError> {
     match command {
-        ImageCommand::Pull { image } => pull(client, format, image).await.map(|_| ()),
+        ImageCommand::Pull { image } => pull(client, format, image, true).await.map(|_| ()),
         ImageCommand::Import { file } => {
             let bytes = std::fs::read(file)
                 .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
@@ -377,10 +377,14 @@ async fn image(
 }
 
 /// Pulls through the node, printing progress to stderr (not in JSON mode).
-async fn pull(client: &Client, format: OutputFormat, image: &str) -> Result<Value, ClientError> {
-    let response = client
-        .post_stream("/api/images/pull", &json!({"image": image}))
-        .await?;
+async fn pull(
+    client: &Client,
+    format: OutputFormat,
+    image: &str,
+    force: bool,
+) -> Result<Value, ClientError> {
+    let body = json!({"image": image, "force": force});
+    let response = client.post_stream("/api/images/pull", &body).await?;
     let mut body = response.bytes_stream();
     let mut buffer = Vec::new();
     let mut last = Value::Null;
