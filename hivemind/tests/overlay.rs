@@ -13,97 +13,23 @@
 //! MAC `OVERLAY_MAC`, NOARP, MTU 1450), route 10.244.0.0/16 dev hm-vxlan src <hm0 address>,
 //! ip_forward=1. Needs root; without it the test prints why and passes, except under `CI=true`.
 
+mod common;
+
 use std::{
-    ffi::CString,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    process::Command,
     thread,
     time::Duration,
 };
 
+use common::{CLUSTER_CIDR, MTU, UNDERLAY, configure_node, link_underlay};
 use hivemind::dataplane::{Dataplane, OverlayCounters};
 use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
+use hivemind_tests::kernel::{
+    BPF_TCX_EGRESS, BPF_TCX_INGRESS, add_container_veth, can_run, ifindex, ip, tcx_prog_count,
+};
 use hivemind_tests::netns::NetNs;
-
-const BPF_PROG_QUERY: libc::c_long = 16;
-const BPF_TCX_INGRESS: u32 = 46;
-const BPF_TCX_EGRESS: u32 = 47;
-const UNDERLAY: &str = "underlay";
-const CLUSTER_CIDR: &str = "10.244.0.0/16";
-const MTU: &str = "1450";
-
-/// Whether the test can run here; panics instead of skipping under `CI=true`.
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        "not running as root"
-    } else if Command::new("ip").arg("-V").output().is_err() {
-        "the `ip` command (iproute2) is missing"
-    } else {
-        return true;
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}; CI treats a skipped kernel test as a failure");
-    }
-    eprintln!("skipping {test}: {why}");
-    false
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sysctl(ns: &NetNs, setting: &str) {
-    let out = ns
-        .command("sysctl")
-        .args(["-qw", setting])
-        .output()
-        .expect("run sysctl");
-    assert!(
-        out.status.success(),
-        "sysctl {setting} in {}: {}",
-        ns.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The ifindex of `name` in the calling thread's network namespace.
-fn ifindex(name: &str) -> u32 {
-    let name = CString::new(name).expect("no NUL");
-    // SAFETY: a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(
-        index,
-        0,
-        "if_nametoindex: {}",
-        std::io::Error::last_os_error()
-    );
-    index
-}
-
-/// Number of programs attached through TCX to `ifindex` (of the calling thread's namespace).
-fn tcx_prog_count(ifindex: u32, attach_type: u32) -> u32 {
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&ifindex.to_ne_bytes()); // query.target_ifindex
-    attr[4..8].copy_from_slice(&attach_type.to_ne_bytes()); // query.attach_type
-    // SAFETY: a zeroed bpf_attr of 128 bytes that outlives the call.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, attr.as_mut_ptr(), 128) };
-    assert!(
-        ret >= 0,
-        "BPF_PROG_QUERY: {}",
-        std::io::Error::last_os_error()
-    );
-    u32::from_ne_bytes(attr[24..28].try_into().expect("4 bytes")) // query.prog_cnt
-}
 
 /// One node of the test cluster: its namespace and its container's.
 struct Node {
@@ -135,66 +61,18 @@ impl Node {
 
     /// Configures the node the way the daemon's network module does (underlay veth excluded).
     fn configure(&self) {
-        let n = self.ns.name.as_str();
-        let c = self.container.name.as_str();
-        let gateway = format!("{}/24", self.gateway);
-        let container_ip = format!("{}/24", self.container_ip);
-        let mac = OVERLAY_MAC.map(|b| format!("{b:02x}")).join(":");
-        let port = VXLAN_PORT.to_string();
-        let underlay_ip = format!("{}/24", self.underlay_ip);
-        ip(&["-n", n, "addr", "add", &underlay_ip, "dev", UNDERLAY]);
-        ip(&["-n", n, "link", "set", UNDERLAY, "up"]);
-        // The bridge holding the node's container subnet.
-        ip(&["-n", n, "link", "add", "hm0", "type", "bridge"]);
-        ip(&["-n", n, "addr", "add", &gateway, "dev", "hm0"]);
-        ip(&["-n", n, "link", "set", "hm0", "up"]);
-        // The overlay device: collect_md, one fixed MAC cluster-wide, NOARP.
-        ip(&[
-            "-n",
-            n,
-            "link",
-            "add",
-            OVERLAY_DEVICE,
-            "address",
-            &mac,
-            "mtu",
-            MTU,
-            "type",
-            "vxlan",
-            "external",
-            "dstport",
-            &port,
-            "nolearning",
-        ]);
-        ip(&["-n", n, "link", "set", OVERLAY_DEVICE, "arp", "off"]);
-        sysctl(
-            &self.ns,
-            &format!("net.ipv6.conf.{OVERLAY_DEVICE}.disable_ipv6=1"),
-        );
-        ip(&["-n", n, "link", "set", OVERLAY_DEVICE, "up"]);
-        let src = self.gateway.to_string();
-        ip(&[
-            "-n",
-            n,
-            "route",
-            "add",
-            CLUSTER_CIDR,
-            "dev",
-            OVERLAY_DEVICE,
-            "src",
-            &src,
-        ]);
-        sysctl(&self.ns, "net.ipv4.ip_forward=1");
+        configure_node(&self.ns, self.gateway, self.underlay_ip, &[CLUSTER_CIDR]);
         // The container: a veth into the bridge, default route via the gateway.
-        ip(&[
-            "-n", n, "link", "add", "hm-ctr", "mtu", MTU, "type", "veth", "peer", "name", "eth0",
-            "mtu", MTU, "netns", c,
-        ]);
-        ip(&["-n", n, "link", "set", "hm-ctr", "master", "hm0", "up"]);
-        ip(&["-n", c, "addr", "add", &container_ip, "dev", "eth0"]);
-        ip(&["-n", c, "link", "set", "eth0", "up"]);
-        let gw = self.gateway.to_string();
-        ip(&["-n", c, "route", "add", "default", "via", &gw]);
+        let container_ip = format!("{}/24", self.container_ip);
+        add_container_veth(
+            &self.ns,
+            &self.container,
+            "hm-ctr",
+            "hm0",
+            MTU,
+            &container_ip,
+            self.gateway,
+        );
     }
 
     /// Loads a data plane in the node's namespace, attaches the overlay (twice: the second
@@ -364,10 +242,7 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
     // Guards first: every namespace (and with it every link) goes away on drop, panics included.
     let a = Node::new("a", 1);
     let b = Node::new("b", 2);
-    ip(&[
-        "-n", &a.ns.name, "link", "add", UNDERLAY, "type", "veth", "peer", "name", UNDERLAY,
-        "netns", &b.ns.name,
-    ]);
+    link_underlay(&a.ns, &b.ns);
     a.configure();
     b.configure();
 
