@@ -29,7 +29,10 @@ use hivemind_common::{
     MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, in_service_cidr, reason,
 };
 
-use crate::{conntrack, metrics};
+use crate::{
+    conntrack, metrics,
+    pkt::{ETH_HLEN, Headers},
+};
 
 /// Frontend slots: slot 0 holds the count, slots `1..=count` a backend id each. Written by
 /// the daemon (backends first, then slots, then slot 0).
@@ -46,10 +49,6 @@ static HM_BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKEN
 #[map(name = "HM_NODE_CONFIG")]
 static HM_NODE_CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IP_FRAG_OFF: usize = ETH_HLEN + 6;
-const IP_PROTO_OFF: usize = ETH_HLEN + 9;
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
@@ -88,83 +87,64 @@ pub(crate) enum NodeEgress {
     Local(i32),
 }
 
-/// The packet's flow. `Ok(None)`: not IPv4 TCP/UDP, or an IPv4 header too broken to read (not
-/// the load balancer's business, the kernel deals with it). `Err(DROP_SERVICE_UNSUPPORTED)`:
-/// TCP/UDP to the service CIDR that cannot be translated (fragment, header cut short).
+/// The packet's flow (from `pkt::parse`). `Ok(None)`: not IPv4 TCP/UDP, or an IPv4 header too
+/// broken to read (not the load balancer's business, the kernel deals with it).
+/// `Err(DROP_SERVICE_UNSUPPORTED)`: TCP/UDP to the service CIDR that cannot be translated
+/// (fragment, header cut short).
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Result<Option<Flow>, u8> {
-    let Ok(ethertype) = ctx.load::<u16>(12) else {
+fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
+    let Headers::Ipv4(ip) = headers else {
         return Ok(None);
     };
-    if u16::from_be(ethertype) != ETH_P_IP {
-        return Ok(None);
-    }
-    let Ok(version_ihl) = ctx.load::<u8>(ETH_HLEN) else {
-        return Ok(None);
-    };
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    if version_ihl >> 4 != 4 || header_len < 20 {
-        return Ok(None);
-    }
-    let (Ok(proto), Ok(saddr), Ok(daddr), Ok(frag)) = (
-        ctx.load::<u8>(IP_PROTO_OFF),
-        ctx.load::<u32>(IP_SRC_OFF),
-        ctx.load::<u32>(IP_DST_OFF),
-        ctx.load::<u16>(IP_FRAG_OFF),
-    ) else {
-        return Ok(None);
-    };
-    let l4_len = match proto {
+    let l4_len = match ip.proto {
         IPPROTO_TCP => TCP_HLEN,
         IPPROTO_UDP => UDP_HLEN,
         _ => return Ok(None),
     };
-    let to_service = in_service_cidr(daddr.to_ne_bytes());
+    let to_service = in_service_cidr(ip.daddr.to_ne_bytes());
     let unsupported = if to_service {
         Err(reason::DROP_SERVICE_UNSUPPORTED)
     } else {
         Ok(None)
     };
-    if u16::from_be(frag) & IP_MF_OFFSET != 0 {
+    if ip.frag & IP_MF_OFFSET != 0 || ip.l4_avail < l4_len {
         return unsupported;
     }
-    let l4_off = ETH_HLEN + header_len;
-    if (ctx.len() as usize) < l4_off + l4_len {
-        return unsupported;
-    }
-    let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4_off), ctx.load::<u16>(l4_off + 2)) else {
-        return unsupported;
-    };
     Ok(Some(Flow {
-        saddr,
-        daddr,
-        sport,
-        dport,
-        proto,
-        l4_off,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport: ip.l4_u16(0),
+        dport: ip.l4_u16(2),
+        proto: ip.proto,
+        l4_off: ip.l4_off,
     }))
 }
 
 /// TC ingress of a container veth: DNAT to a backend if the packet goes to a service,
 /// otherwise reverse NAT if it is a reply of a translated connection. `Err` holds the drop
-/// reason.
+/// reason; `Ok(Some((address, port)))` the new destination (network order) of a translated
+/// packet.
 #[inline(always)]
-pub(crate) fn from_container(ctx: &TcContext, endpoint: u32) -> Result<(), u8> {
-    let Some(flow) = parse(ctx)? else {
-        return Ok(());
+pub(crate) fn from_container(
+    ctx: &TcContext,
+    headers: &Headers,
+    endpoint: u32,
+) -> Result<Option<(u32, u16)>, u8> {
+    let Some(flow) = parse(headers)? else {
+        return Ok(None);
     };
     if in_service_cidr(flow.daddr.to_ne_bytes()) {
-        translate(ctx, &flow, endpoint)?;
-        return Ok(());
+        return Ok(translate(ctx, &flow, endpoint)?.map(|b| (b.ip, b.port)));
     }
-    reverse_flow(ctx, &flow, endpoint)
+    reverse_flow(ctx, &flow, endpoint)?;
+    Ok(None)
 }
 
 /// Reverse NAT only (TC egress of a container veth, TC ingress of `hm-vxlan`). `Err` holds the
 /// drop reason (a failed rewrite).
 #[inline(always)]
-pub(crate) fn reverse(ctx: &TcContext, endpoint: u32) -> Result<(), u8> {
-    match parse(ctx) {
+pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<(), u8> {
+    match parse(headers) {
         Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint),
         // Nothing to restore in what cannot be parsed: the forward path decides about it.
         _ => Ok(()),
@@ -174,8 +154,8 @@ pub(crate) fn reverse(ctx: &TcContext, endpoint: u32) -> Result<(), u8> {
 /// TC egress of `hm-vxlan`: DNAT of node-originated packets to a service. `Ok(None)`: not a
 /// service packet, carry on as before.
 #[inline(always)]
-pub(crate) fn node_egress(ctx: &TcContext) -> Result<Option<NodeEgress>, u8> {
-    let Some(flow) = parse(ctx)? else {
+pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<NodeEgress>, u8> {
+    let Some(flow) = parse(headers)? else {
         return Ok(None);
     };
     if !in_service_cidr(flow.daddr.to_ne_bytes()) {

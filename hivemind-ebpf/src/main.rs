@@ -2,11 +2,14 @@
 //! maps its `Result` to a return code; the logic lives in one module per concern.
 #![no_std]
 #![no_main]
+// Single-instruction packet loads in `pkt` (see its `load!`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod conntrack;
 mod flows;
 mod lb;
 mod metrics;
+mod pkt;
 mod policy;
 mod tunnel;
 mod underlay;
@@ -43,10 +46,12 @@ pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
 fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     let info = metrics::endpoint(ctx);
     let endpoint = info.endpoint_id;
+    let headers = pkt::parse(ctx);
     let verdict = if direction == DIR_FROM_CONTAINER {
-        from_container(ctx, &info)
+        from_container(ctx, &headers, &info)
     } else {
-        policy::ingress(ctx, &info, policy::parse(ctx)).and_then(|()| lb::reverse(ctx, endpoint))
+        policy::ingress(ctx, &info, policy::parse(&headers))
+            .and_then(|()| lb::reverse(ctx, &headers, endpoint))
     };
     let bytes = u64::from(ctx.len());
     match verdict {
@@ -64,16 +69,24 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
 /// Policy applies to the backend: after DNAT for packets to the service CIDR, before the
 /// reverse NAT (which only touches replies) otherwise.
 #[inline(always)]
-fn from_container(ctx: &TcContext, info: &hivemind_common::EndpointInfo) -> Result<(), u8> {
-    let before = policy::parse(ctx);
+fn from_container(
+    ctx: &TcContext,
+    headers: &pkt::Headers,
+    info: &hivemind_common::EndpointInfo,
+) -> Result<(), u8> {
+    let before = policy::parse(headers);
     match before {
         policy::Parsed::Ipv4(t) if in_service_cidr(t.daddr.to_ne_bytes()) => {
-            lb::from_container(ctx, info.endpoint_id)?;
-            policy::egress(info, policy::parse(ctx), Some(t))
+            // The tuple the packet carries now: the backend's if it was translated.
+            let after = match lb::from_container(ctx, headers, info.endpoint_id)? {
+                Some((daddr, dport)) => t.with_destination(daddr, dport),
+                None => t,
+            };
+            policy::egress(info, policy::Parsed::Ipv4(after), Some(t))
         }
         _ => {
             policy::egress(info, before, None)?;
-            lb::from_container(ctx, info.endpoint_id)
+            lb::from_container(ctx, headers, info.endpoint_id).map(|_| ())
         }
     }
 }

@@ -36,7 +36,7 @@ use hivemind_common::{
     endpoint_flags, identity, mark, reason,
 };
 
-use crate::{conntrack, flows, lb};
+use crate::{conntrack, flows, lb, pkt::Headers};
 
 /// IPv4 prefix -> identity of every container of the cluster and of the node. Written by the
 /// daemon.
@@ -53,8 +53,6 @@ static HM_POLICY: HashMap<PolicyKey, PolicyEntry> =
 static HM_POLICY_CIDR: LpmTrie<PolicyCidrKey, PolicyEntry> =
     LpmTrie::with_max_entries(MAX_POLICY_CIDR_ENTRIES, 0);
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
 const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
@@ -82,56 +80,53 @@ pub(crate) enum Parsed {
     Ipv4(Tuple),
 }
 
+/// The policy's view of the frame's headers (see `pkt::parse`).
 #[inline(always)]
-pub(crate) fn parse(ctx: &TcContext) -> Parsed {
-    let Ok(ethertype) = ctx.load::<u16>(12) else {
-        return Parsed::NotIpv4;
-    };
-    if u16::from_be(ethertype) != ETH_P_IP {
-        return Parsed::NotIpv4;
-    }
-    let Ok(version_ihl) = ctx.load::<u8>(ETH_HLEN) else {
-        return Parsed::Malformed;
-    };
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    if version_ihl >> 4 != 4 || header_len < 20 || (ctx.len() as usize) < ETH_HLEN + header_len {
-        return Parsed::Malformed;
-    }
-    let (Ok(frag), Ok(proto), Ok(saddr), Ok(daddr)) = (
-        ctx.load::<u16>(ETH_HLEN + 6),
-        ctx.load::<u8>(ETH_HLEN + 9),
-        ctx.load::<u32>(ETH_HLEN + 12),
-        ctx.load::<u32>(ETH_HLEN + 16),
-    ) else {
-        return Parsed::Malformed;
+pub(crate) fn parse(headers: &Headers) -> Parsed {
+    let ip = match headers {
+        Headers::NotIpv4 => return Parsed::NotIpv4,
+        Headers::Malformed => return Parsed::Malformed,
+        Headers::Ipv4(ip) if !ip.complete => return Parsed::Malformed,
+        Headers::Ipv4(ip) => ip,
     };
     let mut tuple = Tuple {
-        saddr,
-        daddr,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
         sport: 0,
         dport: 0,
-        proto,
+        proto: ip.proto,
         frag_needed: false,
     };
-    if u16::from_be(frag) & IP_FRAG_OFFSET_MASK != 0 {
+    if ip.frag & IP_FRAG_OFFSET_MASK != 0 {
         return Parsed::Ipv4(tuple);
     }
-    let l4 = ETH_HLEN + header_len;
-    match proto {
+    match ip.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            if let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) {
-                tuple.sport = sport;
-                tuple.dport = dport;
+            if ip.l4_avail >= 4 {
+                tuple.sport = ip.l4_u16(0);
+                tuple.dport = ip.l4_u16(2);
             }
         }
         IPPROTO_ICMP => {
-            if let (Ok(ty), Ok(code)) = (ctx.load::<u8>(l4), ctx.load::<u8>(l4 + 1)) {
-                tuple.frag_needed = ty == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED;
+            if ip.l4_avail >= 2 {
+                tuple.frag_needed = ip.l4[0] == ICMP_DEST_UNREACH && ip.l4[1] == ICMP_FRAG_NEEDED;
             }
         }
         _ => {}
     }
     Parsed::Ipv4(tuple)
+}
+
+impl Tuple {
+    /// The tuple after the destination NAT of a service to `daddr`:`dport` (network order).
+    #[inline(always)]
+    pub(crate) fn with_destination(self, daddr: u32, dport: u16) -> Tuple {
+        Tuple {
+            daddr,
+            dport,
+            ..self
+        }
+    }
 }
 
 /// The identity of `addr` from the ipcache: `WORLD` if unknown, `HOST` for the node gateway.

@@ -29,15 +29,17 @@ use hivemind_common::{
     reason, vni,
 };
 
-use crate::{lb, metrics, policy};
+use crate::{
+    lb, metrics,
+    pkt::{self, Headers},
+    policy,
+};
 
 /// Remote node container subnet (LPM, network byte order) -> underlay IP and VNI. Written by
 /// the daemon.
 #[map(name = "HM_TUNNELS")]
 static HM_TUNNELS: LpmTrie<u32, TunnelInfo> = LpmTrie::with_max_entries(MAX_TUNNELS, 0);
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
 /// Offset of the source MAC in the Ethernet header.
 const ETH_SOURCE: usize = 6;
 /// TTL of the outer IPv4 header.
@@ -57,26 +59,27 @@ pub(crate) fn check_vni(vni: u32) -> Result<(), u8> {
 /// checking the EtherType, the IP version and that the whole IPv4 header (options included) is
 /// present.
 #[inline(always)]
-fn ipv4_addresses(ctx: &TcContext) -> Result<(u32, u32), u8> {
-    let ethertype: u16 = ctx.load(12).map_err(|_| reason::DROP_NOT_IPV4)?;
-    if u16::from_be(ethertype) != ETH_P_IP {
-        return Err(reason::DROP_NOT_IPV4);
+fn ipv4_addresses(headers: &Headers) -> Result<(u32, u32), u8> {
+    match headers {
+        Headers::NotIpv4 => Err(reason::DROP_NOT_IPV4),
+        Headers::Ipv4(ip) if ip.complete => Ok((ip.saddr, ip.daddr)),
+        _ => Err(reason::DROP_MALFORMED_IPV4),
     }
-    let version_ihl: u8 = ctx
-        .load(ETH_HLEN)
-        .map_err(|_| reason::DROP_MALFORMED_IPV4)?;
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    if version_ihl >> 4 != 4 || header_len < 20 || (ctx.len() as usize) < ETH_HLEN + header_len {
-        return Err(reason::DROP_MALFORMED_IPV4);
+}
+
+/// Writes the overlay source MAC: directly if the Ethernet header is in the linear area (it is
+/// after `pkt::parse` read the IPv4 header), else through the helper.
+#[inline(always)]
+fn set_source_mac(ctx: &TcContext) -> Result<(), i64> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + ETH_SOURCE + OVERLAY_SRC_MAC.len() <= end {
+        // SAFETY: the bytes were just checked to lie inside the linear area; byte array, no
+        // alignment requirement.
+        unsafe { *((start + ETH_SOURCE) as *mut [u8; 6]) = OVERLAY_SRC_MAC };
+        return Ok(());
     }
-    // A u32 loaded from the packet keeps the wire's byte order: network order.
-    let source = ctx
-        .load::<u32>(ETH_HLEN + 12)
-        .map_err(|_| reason::DROP_MALFORMED_IPV4)?;
-    let destination = ctx
-        .load::<u32>(ETH_HLEN + 16)
-        .map_err(|_| reason::DROP_MALFORMED_IPV4)?;
-    Ok((source, destination))
+    ctx.store(ETH_SOURCE, &OVERLAY_SRC_MAC, 0)
 }
 
 /// TC egress of `hm-vxlan`: sets the tunnel key of the packet's destination node, or drops.
@@ -87,9 +90,10 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         metrics::count(node, DIR_TO_OVERLAY, why, bytes);
         TC_ACT_SHOT
     };
-    let (source, mut destination) = ipv4_addresses(ctx).map_err(|why| drop(0, why))?;
+    let headers = pkt::parse(ctx);
+    let (source, mut destination) = ipv4_addresses(&headers).map_err(|why| drop(0, why))?;
     // Node-originated traffic to a service VIP (the daemon routes the service CIDR here).
-    match lb::node_egress(ctx) {
+    match lb::node_egress(ctx, &headers) {
         Ok(None) => {}
         Ok(Some(lb::NodeEgress::Remote(backend))) => destination = backend,
         Ok(Some(lb::NodeEgress::Local(verdict))) => return Ok(verdict),
@@ -121,8 +125,7 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         return Err(drop(node, reason::DROP_TUNNEL_KEY));
     }
     // See OVERLAY_SRC_MAC: the receiving driver drops frames "from" its own MAC.
-    ctx.store(ETH_SOURCE, &OVERLAY_SRC_MAC, 0)
-        .map_err(|_| drop(node, reason::DROP_REWRITE))?;
+    set_source_mac(ctx).map_err(|_| drop(node, reason::DROP_REWRITE))?;
     metrics::count(node, DIR_TO_OVERLAY, reason::FORWARDED, bytes);
     Ok(TC_ACT_OK)
 }
@@ -149,11 +152,12 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     // SAFETY: with flags 0 the helper filled the IPv4 member of the union (host byte order).
     let node = unsafe { key.__bindgen_anon_1.remote_ipv4 };
     check_vni(key.tunnel_id).map_err(|why| drop(node, why))?;
-    ipv4_addresses(ctx).map_err(|why| drop(node, why))?;
+    let headers = pkt::parse(ctx);
+    ipv4_addresses(&headers).map_err(|why| drop(node, why))?;
     // The source identity for `hm_lxc_to_container` (see `hivemind_common::mark`).
     ctx.set_mark(mark::IDENTITY_MAGIC | (key.tunnel_id & mark::IDENTITY_MASK));
     // Replies of node-originated connections (and of containers' ones) to a remote backend.
-    lb::reverse(ctx, 0).map_err(|why| drop(node, why))?;
+    lb::reverse(ctx, &headers, 0).map_err(|why| drop(node, why))?;
     metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
     Ok(TC_ACT_OK)
 }

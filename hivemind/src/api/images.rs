@@ -54,7 +54,8 @@ pub async fn pull(
         match result {
             // Present already: say so, with the same closing event.
             Ok(image) if !done.load(std::sync::atomic::Ordering::Relaxed) => {
-                let _ = sender.send(json!({"event": "done", "image": image.name, "digest": image.digest}));
+                let _ = sender
+                    .send(json!({"event": "done", "image": image.name, "digest": image.digest}));
             }
             Ok(_) => {}
             Err(e) => {
