@@ -13,7 +13,6 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ValidationError, validate_name};
-use crate::state::Subnet;
 
 pub const POLICIES: &str = "policies";
 
@@ -351,15 +350,6 @@ pub fn endpoint_rules(
         }
     }
     rules
-}
-
-/// Whether the subnet is a valid CIDR peer (for docs and tests).
-pub fn cidr_contains(cidr: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
-    Subnet {
-        network: cidr.0,
-        prefix: cidr.1,
-    }
-    .contains(ip)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use crate::daemon::{Node, NodeError};
-use crate::policy::{EndpointRules, NetworkPolicy, POLICIES, endpoint_rules, identities};
+use crate::policy::{NetworkPolicy, POLICIES, endpoint_rules, identities};
 use crate::reconcile::endpoint_id;
 use crate::services::{ENDPOINTS, EndpointRecord};
 use crate::state::{AppRecord, ContainerStatus, NODES, NodeInfo, Subnet};
@@ -64,13 +64,20 @@ impl Node {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        for (ip, prefix, identity) in dataplane.ipcache()? {
-            if wanted.get(&(ip, prefix)) != Some(&identity) {
-                dataplane.remove_ipcache(ip, prefix)?;
+        let current: BTreeMap<(Ipv4Addr, u8), u32> = dataplane
+            .ipcache()?
+            .into_iter()
+            .map(|(ip, prefix, identity)| ((ip, prefix), identity))
+            .collect();
+        for (key, identity) in &current {
+            if wanted.get(key) != Some(identity) {
+                dataplane.remove_ipcache(key.0, key.1)?;
             }
         }
         for ((ip, prefix), identity) in &wanted {
-            dataplane.set_ipcache(*ip, *prefix, *identity)?;
+            if current.get(&(*ip, *prefix)) != Some(identity) {
+                dataplane.set_ipcache(*ip, *prefix, *identity)?;
+            }
         }
         let mut cache = match self.policy_cache.lock() {
             Ok(guard) => guard,
@@ -126,9 +133,4 @@ impl Node {
         }
         Ok(())
     }
-}
-
-/// The rules an endpoint enforces, for the API.
-pub fn describe(rules: &EndpointRules) -> serde_json::Value {
-    serde_json::json!(rules)
 }
