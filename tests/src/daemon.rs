@@ -39,6 +39,30 @@ impl Daemon {
         Self::start_with(ns, binary, data_dir, containerd_socket, ip, Vec::new())
     }
 
+    /// Starts a daemon listening on `ip` with extra flags, without waiting
+    /// for its API (see [`Daemon::wait_ready`]).
+    pub fn launch_with(
+        ns: &NetNs,
+        binary: &Path,
+        data_dir: &Path,
+        containerd_socket: &Path,
+        ip: std::net::Ipv4Addr,
+        args: Vec<String>,
+    ) -> Result<Self> {
+        let mut daemon = Self {
+            ip,
+            args,
+            binary: binary.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            containerd_socket: containerd_socket.to_path_buf(),
+            log: data_dir.with_extension("log"),
+            child: None,
+            ns_name: ns.name.clone(),
+        };
+        daemon.launch(ns)?;
+        Ok(daemon)
+    }
+
     /// Starts a daemon listening on `ip` with extra flags.
     pub fn start_with(
         ns: &NetNs,
@@ -63,6 +87,12 @@ impl Daemon {
     }
 
     fn spawn(&mut self, ns: &NetNs) -> Result<()> {
+        self.launch(ns)?;
+        self.wait_ready(ns)
+    }
+
+    /// Starts the process without waiting for its API.
+    fn launch(&mut self, ns: &NetNs) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -88,6 +118,11 @@ impl Daemon {
             .spawn()
             .context("spawn hivemind daemon")?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits (60 s at most) until the API answers.
+    pub fn wait_ready(&mut self, ns: &NetNs) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((200, _)) = http(ns, "GET", &self.url("/api/health"), None) {

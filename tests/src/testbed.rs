@@ -87,8 +87,15 @@ impl Testbed {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
         };
-        for index in 1..=count {
+        // Node 1 first; the others join at the same moment (their subnet
+        // claims race, as when several machines boot together).
+        testbed.add_node(1)?;
+        for index in 2..=count {
             testbed.add_node(index)?;
+        }
+        for node in &mut testbed.nodes[1..] {
+            node.daemon.wait_ready(&node.ns)?;
+            node.id = node.fetch_id()?;
         }
         testbed.wait_converged(count)?;
         Ok(testbed)
@@ -129,7 +136,7 @@ impl Testbed {
             args.push("--join".to_string());
             args.push(format!("{}:7946", node_ip(1)));
         }
-        let daemon = Daemon::start_with(
+        let daemon = Daemon::launch_with(
             &ns,
             &self.binary,
             &data_dir.join("data"),
@@ -145,7 +152,10 @@ impl Testbed {
             daemon,
             data_dir,
         };
-        node.id = node.fetch_id()?;
+        if index == 1 {
+            node.daemon.wait_ready(&node.ns)?;
+            node.id = node.fetch_id()?;
+        }
         self.nodes.push(node);
         Ok(())
     }
