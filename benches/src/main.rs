@@ -1,8 +1,9 @@
 //! `hivemind-bench`: the benchmark harness behind `cargo xtask bench`.
 //!
 //! Measures, each against a baseline taken in the same run: the per-packet cost of the eBPF
-//! programs (BPF_PROG_TEST_RUN), the XDP packet rate (live frames), scheduler throughput and
-//! the daemon's idle memory. Prints a markdown report and writes the same text to `--out`.
+//! programs (BPF_PROG_TEST_RUN), the XDP packet rate (live frames), scheduler throughput,
+//! the daemon's idle memory and end-to-end throughput across a two-node overlay (iperf3).
+//! Prints a markdown report and writes the same text to `--out`.
 //!
 //! Runs as root only (BPF programs, network namespaces). Everything it creates (namespaces,
 //! processes, temporary directories) is removed when it returns, errors included; namespaces
@@ -12,6 +13,7 @@
 
 mod bpf;
 mod control;
+mod e2e;
 mod packets;
 mod per_packet;
 mod rate;
@@ -150,11 +152,28 @@ fn run() -> Result<()> {
         &mut notes,
     )?);
 
+    eprintln!("bench: end to end across the overlay (iperf3)");
+    let cfg = if quick {
+        e2e::Config {
+            seconds: 1,
+            rules: vec![10, 1_000],
+        }
+    } else {
+        e2e::Config {
+            seconds: 5,
+            rules: vec![10, 1_000, 10_000],
+        }
+    };
+    rows.extend(e2e::run(
+        &format!("{NS_PREFIX}{pid}-e2e"),
+        &cfg,
+        &mut notes,
+    )?);
+
     notes.push(
         "Not measured yet: deploy latency against a raw containerd run, failure detection \
-         time, and throughput across the overlay (iperf3) against the kernel's own path \
-         (vxlan device + bridge + iptables/nftables), including growth with policy rules and \
-         services."
+         time, and end-to-end throughput through services (ClusterIP load balancing) against \
+         kube-proxy-style iptables/IPVS."
             .into(),
     );
     let doc = render(&machine, &args.command, quick, &rows, &notes);

@@ -32,7 +32,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn ifindex(name: &str) -> Result<u32> {
+pub(crate) fn ifindex(name: &str) -> Result<u32> {
     let c = CString::new(name)?;
     // SAFETY: a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };

@@ -28,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "iproute2",
     "curl",
+    "iperf3",
+    "iptables",
+    "nftables",
 ];
 /// bpf-linker must be built against the system LLVM 22, found through this directory.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
