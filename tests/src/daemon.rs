@@ -63,7 +63,8 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Starts a daemon listening on `ip` with extra flags.
+    /// Starts a daemon listening on `ip` with extra flags and waits for
+    /// its API.
     pub fn start_with(
         ns: &NetNs,
         binary: &Path,
@@ -72,17 +73,8 @@ impl Daemon {
         ip: std::net::Ipv4Addr,
         args: Vec<String>,
     ) -> Result<Self> {
-        let mut daemon = Self {
-            ip,
-            args,
-            binary: binary.to_path_buf(),
-            data_dir: data_dir.to_path_buf(),
-            containerd_socket: containerd_socket.to_path_buf(),
-            log: data_dir.with_extension("log"),
-            child: None,
-            ns_name: ns.name.clone(),
-        };
-        daemon.spawn(ns)?;
+        let mut daemon = Self::launch_with(ns, binary, data_dir, containerd_socket, ip, args)?;
+        daemon.wait_ready(ns)?;
         Ok(daemon)
     }
 
