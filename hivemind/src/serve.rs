@@ -244,7 +244,6 @@ async fn acquire_subnet(
     node_id: &str,
     options: &ServeOptions,
 ) -> Result<Subnet> {
-    let claim = |subnet: Subnet| RecordKey::new(SUBNETS, subnet.network.to_string());
     let known = match store.meta("subnet")? {
         Some(text) => Some(text.parse::<Subnet>().map_err(anyhow::Error::msg)?),
         None => options.subnet,
@@ -256,49 +255,104 @@ async fn acquire_subnet(
         }));
     };
     if let Some(subnet) = known {
-        cluster
-            .write(claim(subnet), Some(serde_json::json!(node_id)))
-            .await?;
+        claim_subnet(store, cluster, node_id, subnet).await?;
         store.put_meta("subnet", &subnet.to_string())?;
         return Ok(subnet);
     }
     if !options.join.is_empty() {
-        // Learn the claims of the cluster before choosing.
+        // Learn the cluster's claims before choosing: wait until a record of
+        // another node arrived (proof of a sync), then let claims settle.
+        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+        while tokio::time::Instant::now() < deadline
+            && !store
+                .values::<crate::state::NodeInfo>(crate::state::NODES)?
+                .iter()
+                .any(|n| n.id != node_id)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         tokio::time::sleep(CLAIM_SETTLE).await;
     }
     let cidr = options.cluster_cidr;
     let count = 1u32 << (24u32.saturating_sub(u32::from(cidr.prefix)));
     for _ in 0..SUBNET_ATTEMPTS {
-        let taken: Vec<(String, String)> = store
-            .records(SUBNETS)?
-            .into_iter()
-            .filter_map(|r| Some((r.key.key, r.value?.as_str()?.to_string())))
-            .collect();
+        let owners = subnet_owners(store)?;
         let free = (0..count)
             .map(|i| Subnet {
                 network: Ipv4Addr::from(u32::from(cidr.network) + (i << 8)),
                 prefix: 24,
             })
-            .find(|s| {
-                !taken
-                    .iter()
-                    .any(|(net, owner)| *net == s.network.to_string() && owner != node_id)
-            });
+            .find(|s| owners.get(&s.network).is_none_or(|owner| owner == node_id));
         let Some(subnet) = free else {
             bail!("no free /24 left in the cluster CIDR {cidr}");
         };
-        cluster
-            .write(claim(subnet), Some(serde_json::json!(node_id)))
-            .await?;
+        claim_subnet(store, cluster, node_id, subnet).await?;
         tokio::time::sleep(CLAIM_SETTLE).await;
-        let owner: Option<String> = store.value(SUBNETS, &subnet.network.to_string())?;
+        let owner = subnet_owners(store)?.remove(&subnet.network);
         if owner.as_deref() == Some(node_id) {
             store.put_meta("subnet", &subnet.to_string())?;
             return Ok(subnet);
         }
-        tracing::info!(subnet = %subnet, winner = ?owner, "subnet claimed by another node; trying the next");
+        // Withdraw the losing claim so it never wins later.
+        cluster
+            .write(subnet_claim_key(subnet.network, node_id), None)
+            .await?;
+        tracing::info!(subnet = %subnet, winner = ?owner, "subnet claimed earlier by another node; trying the next");
     }
     bail!("could not claim a subnet in {SUBNET_ATTEMPTS} attempts")
+}
+
+/// How long a joining node waits for its first sync before choosing a subnet.
+const SYNC_WAIT: Duration = Duration::from_secs(15);
+
+/// Each node claims a /24 under its own key (`<network>/<node>`), so claims
+/// never overwrite each other; the earliest claim owns the /24.
+fn subnet_claim_key(network: Ipv4Addr, node_id: &str) -> RecordKey {
+    RecordKey::new(SUBNETS, format!("{network}/{node_id}"))
+}
+
+async fn claim_subnet(
+    store: &Store,
+    cluster: &Cluster,
+    node_id: &str,
+    subnet: Subnet,
+) -> Result<()> {
+    let key = subnet_claim_key(subnet.network, node_id);
+    // Keep the original claim's version: rewriting it would make it later.
+    let present = store.record(&key)?.is_some_and(|r| r.value.is_some());
+    if !present {
+        cluster.write(key, Some(serde_json::json!(node_id))).await?;
+    }
+    Ok(())
+}
+
+/// The owner of every claimed /24: the node with the earliest live claim.
+fn subnet_owners(store: &Store) -> Result<std::collections::BTreeMap<Ipv4Addr, String>> {
+    let mut earliest: std::collections::BTreeMap<Ipv4Addr, (crate::cluster::Hlc, String)> =
+        std::collections::BTreeMap::new();
+    for record in store.records(SUBNETS)? {
+        let Some(owner) = record.value.as_ref().and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let Some(network) = record
+            .key
+            .key
+            .split_once('/')
+            .and_then(|(net, _)| net.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let entry = earliest
+            .entry(network)
+            .or_insert((record.version, owner.to_string()));
+        if record.version < entry.0 {
+            *entry = (record.version, owner.to_string());
+        }
+    }
+    Ok(earliest
+        .into_iter()
+        .map(|(net, (_, owner))| (net, owner))
+        .collect())
 }
 
 /// The outside systems a node drives: real ones, or none for `--mock`.

@@ -154,14 +154,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     // kill -9 node 3's daemon: it is declared down and its replica replaced.
     let killed_at = Instant::now();
     testbed.node_mut(3).daemon.kill9();
-    eventually("node-3 down on node-1", Duration::from_secs(30), || {
-        let nodes = testbed.node(1).daemon.get("/api/nodes")?;
-        let down = nodes.as_array().is_some_and(|n| {
-            n.iter()
-                .any(|n| n["name"] == "node-3" && n["state"] == "down")
-        });
-        Ok(down.then_some(()))
-    })?;
+    node3_state(testbed, "down", 30)?;
     let detected = killed_at.elapsed();
     let replaced = eventually(
         "3 replicas on nodes 1 and 2",
@@ -260,15 +253,24 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 
     // A graceful stop announces leave: the others show it as left.
     testbed.node_mut(3).daemon.terminate()?;
-    eventually("node-3 left", Duration::from_secs(15), || {
-        let nodes = testbed.node(1).daemon.get("/api/nodes")?;
-        let left = nodes.as_array().is_some_and(|n| {
-            n.iter()
-                .any(|n| n["name"] == "node-3" && n["state"] == "left")
-        });
-        Ok(left.then_some(()))
-    })?;
+    node3_state(testbed, "left", 15)?;
     Ok(())
+}
+
+/// Waits until node-1 shows node-3 in `state`.
+fn node3_state(testbed: &Testbed, state: &str, limit_s: u64) -> Result<()> {
+    eventually(
+        &format!("node-3 {state} on node-1"),
+        Duration::from_secs(limit_s),
+        || {
+            let nodes = testbed.node(1).daemon.get("/api/nodes")?;
+            let seen = nodes.as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["name"] == "node-3" && n["state"] == state)
+            });
+            Ok(seen.then_some(()))
+        },
+    )
 }
 
 fn overlay_sent(testbed: &Testbed, index: usize) -> Result<u64> {

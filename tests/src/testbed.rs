@@ -320,18 +320,8 @@ fn kill_in_netns(name: &str) {
         return;
     };
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(ns) = std::fs::metadata(entry.path().join("ns/net"))
+    for (pid, dir) in crate::containerd::processes() {
+        if let Ok(ns) = std::fs::metadata(dir.join("ns/net"))
             && ns.ino() == target.ino()
             && ns.dev() == target.dev()
         {
