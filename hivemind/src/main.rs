@@ -43,6 +43,8 @@ async fn run(cli: Cli) -> i32 {
                 tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn")
             }),
         )
+        // Colour codes only for a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let subnet = match node.subnet.as_deref().map(str::parse::<Subnet>).transpose() {
         Ok(subnet) => subnet,

@@ -316,13 +316,19 @@ impl Node {
 
     /// Re-attaches the data plane to a running container found after a
     /// restart of the daemon (attachments die with the daemon's process).
+    /// A container already attached is left alone: attaching again would
+    /// swap its programs and let packets slip past them in between.
     async fn ensure_dataplane(&self, record: &ContainerRecord) {
         let Some(dataplane) = &self.dataplane else {
             return;
         };
         match self.network.ifindex(&record.host_ifname).await {
             Ok(Some(ifindex)) => {
-                if let Err(e) = lock(dataplane).attach_endpoint(ifindex, endpoint_id(record)) {
+                let mut dataplane = lock(dataplane);
+                if dataplane.is_attached(ifindex, endpoint_id(record)) {
+                    return;
+                }
+                if let Err(e) = dataplane.attach_endpoint(ifindex, endpoint_id(record)) {
                     tracing::warn!(container = %record.id, error = %e, "data plane attach failed");
                 }
             }

@@ -274,6 +274,35 @@ fn lifecycle(
         5,
         "same container, same volume"
     );
+    // On its fresh veth the container keeps the MAC its IP gives it, so the
+    // node's neighbour entry for it is still right.
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse()).collect::<Result<_, _>>()?;
+    let expected = format!(
+        "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
+        octets[0], octets[1], octets[2], octets[3]
+    );
+    let mac = ctr(
+        socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "mac",
+            &current,
+            "cat",
+            "/sys/class/net/eth0/address",
+        ],
+    )?;
+    assert_eq!(mac.trim(), expected, "container MAC after a restart");
+    let neighbour = ns
+        .command("ip")
+        .args(["neigh", "show", &ip, "dev", "hm0"])
+        .output()?;
+    let neighbour = String::from_utf8_lossy(&neighbour.stdout);
+    assert!(
+        neighbour.is_empty() || neighbour.contains(&expected),
+        "the node's neighbour entry names the container's MAC: {neighbour}"
+    );
 
     // kill -9 of the daemon: the container keeps running and is adopted.
     daemon.kill9();

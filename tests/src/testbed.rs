@@ -388,8 +388,10 @@ pub fn run_on_testbed(
     );
     let mut testbed = Testbed::up(&tag, nodes, binary, dir.path())?;
     let result = scenario(&mut testbed, dir.path());
-    if result.is_err() {
+    if let Err(e) = &result {
+        // The logs first, the reason last: CI shows the tail of long output.
         eprintln!("{}", testbed.logs());
+        eprintln!("{test} failed: {e:#}");
     }
     drop(testbed);
     result

@@ -135,9 +135,10 @@ fn test(args: &[String]) -> Result<()> {
             "warnings",
         ])
         .current_dir(&root))?;
-    println!("test: cargo test --workspace");
+    // Every test binary runs even after a failure, so one run reports them all.
+    println!("test: cargo test --workspace --no-fail-fast");
     run(Command::new("cargo")
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
         .current_dir(&root))?;
     println!("test: all passed");

@@ -199,6 +199,15 @@ impl Dataplane {
         }
     }
 
+    /// Whether both programs are attached to `ifindex` for `endpoint_id` and its map entry is in
+    /// place: then `attach_endpoint` has nothing to do.
+    pub fn is_attached(&self, ifindex: u32, endpoint_id: u32) -> bool {
+        self.links
+            .get(&ifindex)
+            .is_some_and(|links| links.endpoint_id == endpoint_id)
+            && matches!(self.endpoints.get(&ifindex, 0), Ok(info) if info.endpoint_id == endpoint_id)
+    }
+
     /// Detaches the programs from `ifindex` and forgets the endpoint's map entry and counters.
     /// Succeeds if the endpoint is already gone.
     pub fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {

@@ -271,6 +271,9 @@ impl Dataplane {
             }
             Err(e) => return Err(DataplaneError::map(MAP_ENDPOINTS, "looking up")(e)),
         };
+        if info.identity == identity {
+            return Ok(());
+        }
         info.identity = identity;
         self.endpoints
             .insert(ifindex, info, 0)

@@ -21,6 +21,15 @@ fn peer_name(host_ifname: &str) -> String {
     format!("{}p", &host_ifname[..host_ifname.len().min(14)])
 }
 
+/// The MAC of a container's eth0, fixed by its IP (`0a:58:` and the four
+/// octets, locally administered): a container restarted on a fresh veth
+/// keeps its MAC, so neighbour entries that name it stay right and the
+/// node does not send to a dead MAC until the entry times out.
+pub fn container_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x0a, 0x58, a, b, c, d]
+}
+
 fn nl_error(operation: &'static str, target: &str, e: impl std::fmt::Display) -> NetworkError {
     NetworkError::Netlink {
         operation,
@@ -259,11 +268,12 @@ impl ContainerNetwork for Netlink {
             let index = link.header.index;
             set_link(
                 &handle,
-                "rename to eth0",
+                "rename to eth0 and set its MAC",
                 &peer,
                 LinkUnspec::new_with_index(index)
                     .name("eth0".to_string())
                     .mtu(mtu)
+                    .address(container_mac(ip).to_vec())
                     .build(),
             )
             .await?;
