@@ -9,7 +9,9 @@
 //! processes, temporary directories) is removed when it returns, errors included; namespaces
 //! left by a killed earlier run are removed at start.
 //!
-//! Usage: `hivemind-bench [--quick] [--out FILE] [--command TEXT] [--hivemind BINARY]`
+//! Usage: `hivemind-bench [--quick] [--only SECTION,...] [--out FILE] [--command TEXT]
+//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, e2e. A report of
+//! some sections says so in its header.
 
 mod bpf;
 mod control;
@@ -29,8 +31,13 @@ use crate::report::{Machine, render};
 /// Prefix of every namespace this harness creates: `hmbench-<pid>-<what>`.
 const NS_PREFIX: &str = "hmbench-";
 
+/// The sections of a run, in order.
+const SECTIONS: [&str; 5] = ["per-packet", "rate", "scheduler", "memory", "e2e"];
+
 struct Args {
     quick: bool,
+    /// Sections to run; empty: all.
+    only: Vec<String>,
     out: Option<PathBuf>,
     command: String,
     hivemind: PathBuf,
@@ -43,6 +50,7 @@ fn parse_args() -> Result<Args> {
         .to_path_buf();
     let mut args = Args {
         quick: false,
+        only: Vec::new(),
         out: None,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         hivemind: root.join("target/release/hivemind"),
@@ -51,11 +59,20 @@ fn parse_args() -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--only" => {
+                let list = it.next().context("--only needs a list of sections")?;
+                for section in list.split(',') {
+                    if !SECTIONS.contains(&section) {
+                        bail!("--only: unknown section {section:?}; sections: {SECTIONS:?}");
+                    }
+                    args.only.push(section.to_string());
+                }
+            }
             "--out" => args.out = Some(it.next().context("--out needs a path")?.into()),
             "--command" => args.command = it.next().context("--command needs a text")?,
             "--hivemind" => args.hivemind = it.next().context("--hivemind needs a path")?.into(),
             other => bail!(
-                "unknown argument {other}; usage: hivemind-bench [--quick] [--out FILE] \
+                "unknown argument {other}; usage: hivemind-bench [--quick] [--only SECTION,...] [--out FILE] \
                  [--command TEXT] [--hivemind BINARY]"
             ),
         }
@@ -105,70 +122,81 @@ fn run() -> Result<()> {
     let mut notes = Vec::new();
     let mut rows = Vec::new();
 
-    eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)");
-    let cfg = if quick {
-        per_packet::Config {
-            repeat: 100_000,
-            rounds: 3,
-            single_runs: 2_000,
-        }
-    } else {
-        per_packet::Config {
-            repeat: 2_000_000,
-            rounds: 7,
-            single_runs: 8_000,
-        }
-    };
-    rows.extend(per_packet::run(&cfg, &mut notes)?);
+    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+    if wanted("per-packet") {
+        eprintln!("bench: per-packet cost (BPF_PROG_TEST_RUN)");
+        let cfg = if quick {
+            per_packet::Config {
+                repeat: 100_000,
+                rounds: 3,
+                single_runs: 2_000,
+            }
+        } else {
+            per_packet::Config {
+                repeat: 2_000_000,
+                rounds: 7,
+                single_runs: 8_000,
+            }
+        };
+        rows.extend(per_packet::run(&cfg, &mut notes)?);
+    }
 
-    eprintln!("bench: packet rate (XDP live frames)");
-    let cfg = if quick {
-        rate::Config {
-            frames: 1_000_000,
-            rounds: 3,
-        }
-    } else {
-        rate::Config {
-            frames: 10_000_000,
-            rounds: 7,
-        }
-    };
-    rows.extend(rate::run(
-        &format!("{NS_PREFIX}{pid}-rate"),
-        &cfg,
-        &mut notes,
-    )?);
+    if wanted("rate") {
+        eprintln!("bench: packet rate (XDP live frames)");
+        let cfg = if quick {
+            rate::Config {
+                frames: 1_000_000,
+                rounds: 3,
+            }
+        } else {
+            rate::Config {
+                frames: 10_000_000,
+                rounds: 7,
+            }
+        };
+        rows.extend(rate::run(
+            &format!("{NS_PREFIX}{pid}-rate"),
+            &cfg,
+            &mut notes,
+        )?);
+    }
 
-    eprintln!("bench: scheduler throughput");
-    let budget = Duration::from_millis(if quick { 300 } else { 3000 });
-    rows.extend(control::scheduler(budget, &mut notes)?);
+    if wanted("scheduler") {
+        eprintln!("bench: scheduler throughput");
+        let budget = Duration::from_millis(if quick { 300 } else { 3000 });
+        rows.extend(control::scheduler(budget, &mut notes)?);
+    }
 
-    eprintln!("bench: daemon memory");
-    let idle = Duration::from_secs(if quick { 1 } else { 5 });
-    rows.extend(control::daemon_memory(
-        &args.hivemind,
-        &format!("{NS_PREFIX}{pid}-web"),
-        idle,
-        &mut notes,
-    )?);
+    if wanted("memory") {
+        eprintln!("bench: daemon memory");
+        let idle = Duration::from_secs(if quick { 1 } else { 5 });
+        rows.extend(control::daemon_memory(
+            &args.hivemind,
+            &format!("{NS_PREFIX}{pid}-web"),
+            idle,
+            &mut notes,
+        )?);
+    }
 
-    eprintln!("bench: end to end across the overlay (iperf3)");
-    let cfg = if quick {
-        e2e::Config {
-            seconds: 1,
-            rules: vec![10, 1_000],
-        }
-    } else {
-        e2e::Config {
-            seconds: 5,
-            rules: vec![10, 1_000, 10_000],
-        }
-    };
-    rows.extend(e2e::run(
-        &format!("{NS_PREFIX}{pid}-e2e"),
-        &cfg,
-        &mut notes,
-    )?);
+    if wanted("e2e") {
+        eprintln!("bench: end to end across the overlay (iperf3)");
+        let cfg = if quick {
+            e2e::Config {
+                seconds: 1,
+                rules: vec![10, 1_000],
+            }
+        } else {
+            e2e::Config {
+                seconds: 5,
+                rules: vec![10, 1_000, 10_000],
+            }
+        };
+        rows.extend(e2e::run(
+            &format!("{NS_PREFIX}{pid}-e2e"),
+            &cfg,
+            &mut notes,
+        )?);
+    }
 
     notes.push(
         "Not measured yet: deploy latency against a raw containerd run, failure detection \
@@ -176,7 +204,7 @@ fn run() -> Result<()> {
          kube-proxy-style iptables/IPVS."
             .into(),
     );
-    let doc = render(&machine, &args.command, quick, &rows, &notes);
+    let doc = render(&machine, &args.command, quick, &args.only, &rows, &notes);
     print!("{doc}");
     if let Some(out) = &args.out {
         std::fs::write(out, &doc).with_context(|| format!("writing {}", out.display()))?;

@@ -10,8 +10,8 @@ use std::{net::Ipv4Addr, os::fd::RawFd};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use hivemind::dataplane::{
-    Dataplane, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS, PROG_TC_PASS, PROG_TO_CONTAINER,
-    PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
+    Dataplane, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS, PROG_TC_PASS, PROG_TC_UNDERLAY,
+    PROG_TO_CONTAINER, PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
 };
 
 use crate::{
@@ -134,6 +134,7 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let to = fd(&dp, PROG_TO_CONTAINER)?;
     let egress = fd(&dp, PROG_OVERLAY_EGRESS)?;
     let underlay = fd(&dp, PROG_XDP_UNDERLAY)?;
+    let tc_underlay = fd(&dp, PROG_TC_UNDERLAY)?;
     let mut rows = Vec::new();
 
     // The floor, on the frame the TC programs see.
@@ -226,9 +227,26 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         "hm_xdp_pass",
         Target::RatioAtMost(MAX_FLOOR_RATIO),
     ));
+    // The same checks at TC ingress (what `auto` picks on a veth underlay).
+    let tc_vxlan_floor = time_repeat(tc_pass, &vxlan, TC_ACT_OK, cfg)?;
+    let before = dp.overlay_counters()?;
+    let v = time_repeat(tc_underlay, &vxlan, TC_ACT_OK, cfg)?;
+    let after = dp.overlay_counters()?;
+    ensure!(
+        after.underlay_vxlan.packets - before.underlay_vxlan.packets == runs(cfg)
+            && after.drops == before.drops,
+        "hm_tc_underlay did not count every run as valid VXLAN: {after:?}"
+    );
+    rows.push(row(
+        "hm_tc_underlay: valid VXLAN frame (decap validation at TC ingress)".into(),
+        v,
+        tc_vxlan_floor,
+        "hm_tc_pass",
+        Target::RatioAtMost(MAX_FLOOR_RATIO),
+    ));
     notes.push(format!(
         "Per-packet cost: BPF_PROG_TEST_RUN with repeat = {} on a {}-byte frame ({}-byte VXLAN \
-         frame for XDP), {} calls per figure, median of the kernel's `duration` (mean ns per \
+         frame for the underlay programs), {} calls per figure, median of the kernel's `duration` (mean ns per \
          run, program only). Baseline: the empty program of the same kind (hm_tc_pass, \
          hm_xdp_pass) on the same frame in the same run. After each timing the program's \
          counters must have grown by exactly the number of runs on the forwarded path, so the \

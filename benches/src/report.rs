@@ -128,6 +128,7 @@ pub fn render(
     machine: &Machine,
     command: &str,
     quick: bool,
+    only: &[String],
     rows: &[Row],
     notes: &[String],
 ) -> String {
@@ -161,6 +162,13 @@ pub fn render(
             "full"
         }
     );
+    if !only.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Sections: only {} (a partial report)",
+            only.join(", ")
+        );
+    }
     let missed: Vec<&Row> = rows.iter().filter(|r| r.met() == Some(false)).collect();
     let with_target = rows.iter().filter(|r| r.met().is_some()).count();
     if quick {

@@ -114,9 +114,14 @@ pub fn hm_overlay_ingress(ctx: TcContext) -> i32 {
 /// XDP on the node's underlay interface: drops malformed VXLAN early, passes the rest.
 #[xdp]
 pub fn hm_xdp_underlay(ctx: XdpContext) -> u32 {
-    match underlay::validate(&ctx) {
-        Ok(ret) | Err(ret) => ret,
-    }
+    underlay::xdp(&ctx)
+}
+
+/// TC ingress of the node's underlay interface: the same checks as `hm_xdp_underlay`, for
+/// interfaces where XDP costs more than it saves (a veth, whose peer loses GSO under XDP).
+#[classifier]
+pub fn hm_tc_underlay(ctx: TcContext) -> i32 {
+    underlay::tc(&ctx)
 }
 
 /// Empty XDP program: the floor for the per-packet cost benchmarks.

@@ -1,5 +1,6 @@
-//! Early validation of VXLAN traffic on the node's underlay interface (XDP), before the kernel
-//! spends anything on it.
+//! Early validation of VXLAN traffic on the node's underlay interface, before the kernel
+//! spends anything on it: in XDP (`hm_xdp_underlay`) or at TC ingress (`hm_tc_underlay`, for
+//! veth underlays, where native XDP would turn GSO off on the peer). Both run [`validate`].
 //!
 //! Verdicts: IPv4 / UDP to `VXLAN_PORT` that is not a fragment is overlay traffic; it passes
 //! (counted FORWARDED under `DIR_UNDERLAY`) only if the frame holds outer Ethernet + IPv4 (with
@@ -8,7 +9,10 @@
 //! Everything else (not IPv4, not UDP, other ports, fragments, IPv4 headers too short to
 //! classify) passes untouched and uncounted: the kernel's own checks deal with it.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    programs::{TcContext, XdpContext},
+};
 use hivemind_common::{DIR_UNDERLAY, VXLAN_PORT, reason};
 
 use crate::{metrics, tunnel};
@@ -18,16 +22,101 @@ const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_UDP: u8 = 17;
 const UDP_HLEN: usize = 8;
 const VXLAN_HLEN: usize = 8;
+/// The most the checks read: outer Ethernet, IPv4 with the longest options, UDP, VXLAN and
+/// the inner Ethernet header.
+const MAX_HEADERS: usize = ETH_HLEN + 60 + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
 /// More-fragments flag and fragment offset of the IPv4 flags/offset field.
 const IP_MF_OFFSET: u16 = 0x3fff;
 /// First byte of the VXLAN header: only the I (valid VNI) flag.
 const VXLAN_FLAGS_I: u8 = 0x08;
 
+/// The bytes a program can read directly: `start..end` of the frame.
+pub(crate) trait Frame {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+}
+
+/// What [`validate`] found.
+pub(crate) enum Verdict {
+    /// Not overlay traffic: passes uncounted.
+    NotOverlay,
+    /// Well-formed VXLAN with an allowed VNI.
+    Valid,
+    /// Overlay traffic to drop, with the reason.
+    Drop(u8),
+}
+
+/// XDP: validates and counts the frame.
+#[inline(always)]
+pub(crate) fn xdp(ctx: &XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    if count(validate(ctx), bytes) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// TC ingress: pulls the headers into the linear area, then validates and counts the packet
+/// (a GSO packet counts once, with all its bytes).
+#[inline(always)]
+pub(crate) fn tc(ctx: &TcContext) -> i32 {
+    let len = ctx.len() as usize;
+    let want = if len < MAX_HEADERS { len } else { MAX_HEADERS };
+    if ctx.data() + want > ctx.data_end() {
+        // A failure leaves the bytes out of reach: the checks then see a short frame.
+        let _ = ctx.pull_data(want as u32);
+    }
+    if count(validate(ctx), len as u64) {
+        TC_ACT_OK
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
+/// Counts the verdict under `DIR_UNDERLAY`; whether the frame passes.
+#[inline(always)]
+fn count(verdict: Verdict, bytes: u64) -> bool {
+    match verdict {
+        Verdict::NotOverlay => true,
+        Verdict::Valid => {
+            metrics::count(0, DIR_UNDERLAY, reason::FORWARDED, bytes);
+            true
+        }
+        Verdict::Drop(why) => {
+            metrics::count(0, DIR_UNDERLAY, why, bytes);
+            false
+        }
+    }
+}
+
 /// `N` bytes at `offset` of the packet, or `None` if the packet is shorter.
 #[inline(always)]
-fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+fn bytes_at<const N: usize>(ctx: &impl Frame, offset: usize) -> Option<[u8; N]> {
+    let start = ctx.start();
+    let end = ctx.end();
     if start + offset + N > end {
         return None;
     }
@@ -37,27 +126,20 @@ fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> 
 }
 
 #[inline(always)]
-pub(crate) fn validate(ctx: &XdpContext) -> Result<u32, u32> {
+pub(crate) fn validate(ctx: &impl Frame) -> Verdict {
     let Some(udp_offset) = vxlan_udp_offset(ctx) else {
-        return Ok(xdp_action::XDP_PASS);
+        return Verdict::NotOverlay;
     };
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
     match check_vxlan(ctx, udp_offset + UDP_HLEN) {
-        Ok(()) => {
-            metrics::count(0, DIR_UNDERLAY, reason::FORWARDED, bytes);
-            Ok(xdp_action::XDP_PASS)
-        }
-        Err(why) => {
-            metrics::count(0, DIR_UNDERLAY, why, bytes);
-            Err(xdp_action::XDP_DROP)
-        }
+        Ok(()) => Verdict::Valid,
+        Err(why) => Verdict::Drop(why),
     }
 }
 
 /// The offset of the UDP header if the frame is an unfragmented IPv4 / UDP datagram to the
 /// VXLAN port, `None` for anything that is not overlay traffic.
 #[inline(always)]
-fn vxlan_udp_offset(ctx: &XdpContext) -> Option<usize> {
+fn vxlan_udp_offset(ctx: &impl Frame) -> Option<usize> {
     let [t0, t1] = bytes_at::<2>(ctx, 12)?;
     if u16::from_be_bytes([t0, t1]) != ETH_P_IP {
         return None;
@@ -78,7 +160,7 @@ fn vxlan_udp_offset(ctx: &XdpContext) -> Option<usize> {
 
 /// Checks the VXLAN header at `offset` and that an inner Ethernet header follows it.
 #[inline(always)]
-fn check_vxlan(ctx: &XdpContext, offset: usize) -> Result<(), u8> {
+fn check_vxlan(ctx: &impl Frame, offset: usize) -> Result<(), u8> {
     // The inner Ethernet header must be there too.
     bytes_at::<ETH_HLEN>(ctx, offset + VXLAN_HLEN).ok_or(reason::DROP_MALFORMED_VXLAN)?;
     let vxlan: [u8; VXLAN_HLEN] = bytes_at(ctx, offset).ok_or(reason::DROP_MALFORMED_VXLAN)?;

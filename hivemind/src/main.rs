@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> i32 {
         gossip_port: node.gossip_port,
         advertise: node.advertise,
         join: node.join.clone(),
+        underlay_program: node.underlay_program,
         mock,
     };
     match serve(options).await {

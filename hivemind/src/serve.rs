@@ -44,6 +44,8 @@ pub struct ServeOptions {
     /// Address other nodes reach this one at (API, gossip, VXLAN).
     pub advertise: Option<Ipv4Addr>,
     pub join: Vec<SocketAddr>,
+    /// Where the underlay's VXLAN validation runs.
+    pub underlay_program: crate::dataplane::UnderlayProgram,
     /// In-memory runtime, no kernel features, no cluster.
     pub mock: bool,
 }
@@ -389,7 +391,7 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
     let mut dataplane = Dataplane::load().context("load the eBPF data plane")?;
     match network.ifindex_of_address(advertise).await? {
         Some(underlay) => dataplane
-            .attach_overlay(vxlan, underlay)
+            .attach_overlay(vxlan, underlay, options.underlay_program)
             .context("attach the overlay programs")?,
         None => bail!("no interface holds the advertise address {advertise}; pass --advertise"),
     }

@@ -15,8 +15,8 @@ use std::{
 
 use hivemind::dataplane::{
     Counter, Dataplane, DataplaneError, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS,
-    PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TO_CONTAINER, PROG_XDP_PASS, PROG_XDP_UNDERLAY,
-    ServiceBackend,
+    PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TC_UNDERLAY, PROG_TO_CONTAINER, PROG_XDP_PASS,
+    PROG_XDP_UNDERLAY, ServiceBackend,
 };
 use hivemind_common::{OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 use hivemind_tests::kernel::{
@@ -358,9 +358,23 @@ fn xdp_underlay_validates_vxlan() {
     if !can_run("xdp_underlay_validates_vxlan") {
         return;
     }
+    underlay_validates_vxlan(PROG_XDP_UNDERLAY, XDP_PASS, XDP_DROP);
+}
+
+/// The TC variant (for veth underlays) gives the same verdicts and counts.
+#[test]
+fn tc_underlay_validates_vxlan() {
+    if !can_run("tc_underlay_validates_vxlan") {
+        return;
+    }
+    underlay_validates_vxlan(PROG_TC_UNDERLAY, TC_ACT_OK, TC_ACT_SHOT);
+}
+
+/// Runs the underlay checks of `program`, whose verdicts are `pass` and `drop`.
+fn underlay_validates_vxlan(program: &'static str, pass: u32, drop: u32) {
     let dp = Dataplane::load().expect("load dataplane");
-    let xdp = dp.program_fd_for_test(PROG_XDP_UNDERLAY).expect("fd");
-    let run = |packet: &[u8]| test_run(xdp, packet).expect("test run");
+    let fd = dp.program_fd_for_test(program).expect("fd");
+    let run = |packet: &[u8]| test_run(fd, packet).expect("test run");
     let valid_payload = vxlan_payload(VXLAN_I, vni::DEFAULT, 0);
 
     // Valid VXLAN passes and is counted, with or without IPv4 options. The options (4 NOPs)
@@ -368,8 +382,8 @@ fn xdp_underlay_validates_vxlan() {
     // so the count proves the offset came from the IHL.
     let valid = outer_udp(&[], 0, VXLAN_PORT, &valid_payload);
     let with_options = outer_udp(&[1, 1, 1, 1], 0, VXLAN_PORT, &valid_payload);
-    assert_eq!(run(&valid), XDP_PASS);
-    assert_eq!(run(&with_options), XDP_PASS);
+    assert_eq!(run(&valid), pass);
+    assert_eq!(run(&with_options), pass);
     // Options followed by a bad VXLAN header: dropped, so the header was found behind them.
     let options_bad_flags = outer_udp(
         &[1, 1, 1, 1, 1, 1, 1, 1],
@@ -377,7 +391,7 @@ fn xdp_underlay_validates_vxlan() {
         VXLAN_PORT,
         &vxlan_payload([0, 0, 0, 0], 1, 0),
     );
-    assert_eq!(run(&options_bad_flags), XDP_DROP);
+    assert_eq!(run(&options_bad_flags), drop);
 
     // Malformed VXLAN: dropped.
     let truncated_header = outer_udp(&[], 0, VXLAN_PORT, &valid_payload[..6]);
@@ -394,11 +408,11 @@ fn xdp_underlay_validates_vxlan() {
         &reserved_byte,
         &reserved_last,
     ] {
-        assert_eq!(run(packet), XDP_DROP, "{packet:02x?}");
+        assert_eq!(run(packet), drop, "{packet:02x?}");
     }
     // A VNI outside the allowed range (0: no identity).
     let unknown_vni = outer_udp(&[], 0, VXLAN_PORT, &vxlan_payload(VXLAN_I, 0, 0));
-    assert_eq!(run(&unknown_vni), XDP_DROP);
+    assert_eq!(run(&unknown_vni), drop);
 
     // Not overlay traffic: passes untouched and uncounted, however it looks inside.
     let first_fragment = outer_udp(&[], 0x2000, VXLAN_PORT, &[0xff; 4]);
@@ -424,7 +438,7 @@ fn xdp_underlay_validates_vxlan() {
         &arp,
         &bad_ihl,
     ] {
-        assert_eq!(run(packet), XDP_PASS, "{packet:02x?}");
+        assert_eq!(run(packet), pass, "{packet:02x?}");
     }
 
     let c = dp.overlay_counters().expect("counters");

@@ -24,7 +24,7 @@ use std::{
 };
 
 use common::{CLUSTER_CIDR, MTU, UNDERLAY, configure_node, link_underlay};
-use hivemind::dataplane::{Dataplane, OverlayCounters};
+use hivemind::dataplane::{Dataplane, OverlayCounters, UnderlayHook, UnderlayProgram};
 use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 use hivemind_tests::kernel::{
     BPF_TCX_EGRESS, BPF_TCX_INGRESS, add_container_veth, can_run, ifindex, ip, tcx_prog_count,
@@ -76,17 +76,18 @@ impl Node {
     }
 
     /// Loads a data plane in the node's namespace, attaches the overlay (twice: the second
-    /// replaces the first) and routes `peer`'s subnet to it.
-    fn load_dataplane(&self, peer: &Node) -> Dataplane {
+    /// replaces the first) with the underlay validation where `program` says, and routes
+    /// `peer`'s subnet to it.
+    fn load_dataplane(&self, peer: &Node, program: UnderlayProgram) -> Dataplane {
         let (subnet, underlay) = (peer.subnet, peer.underlay_ip);
         self.ns
             .run(move || {
                 let vxlan = ifindex(OVERLAY_DEVICE);
                 let underlay_if = ifindex(UNDERLAY);
                 let mut dp = Dataplane::load().expect("load dataplane");
-                dp.attach_overlay(vxlan, underlay_if)
+                dp.attach_overlay(vxlan, underlay_if, program)
                     .expect("attach overlay");
-                dp.attach_overlay(vxlan, underlay_if)
+                dp.attach_overlay(vxlan, underlay_if, program)
                     .expect("attach overlay again");
                 assert_eq!(tcx_prog_count(vxlan, BPF_TCX_EGRESS), 1);
                 assert_eq!(tcx_prog_count(vxlan, BPF_TCX_INGRESS), 1);
@@ -112,13 +113,26 @@ impl Node {
 
     /// (rx packets, tx packets) of the underlay veth.
     fn underlay_stats(&self) -> (u64, u64) {
-        let out = ip(&["-j", "-s", "-n", &self.ns.name, "link", "show", UNDERLAY]);
-        let json: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
-        let stats = &json[0]["stats64"];
+        let stats = self.underlay_stats64();
         (
             stats["rx"]["packets"].as_u64().expect("rx packets"),
             stats["tx"]["packets"].as_u64().expect("tx packets"),
         )
+    }
+
+    /// (tx packets, tx bytes) of the underlay veth; a GSO packet counts once.
+    fn underlay_tx(&self) -> (u64, u64) {
+        let stats = self.underlay_stats64();
+        (
+            stats["tx"]["packets"].as_u64().expect("tx packets"),
+            stats["tx"]["bytes"].as_u64().expect("tx bytes"),
+        )
+    }
+
+    fn underlay_stats64(&self) -> serde_json::Value {
+        let out = ip(&["-j", "-s", "-n", &self.ns.name, "link", "show", UNDERLAY]);
+        let json: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+        json[0]["stats64"].clone()
     }
 }
 
@@ -246,16 +260,21 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
     a.configure();
     b.configure();
 
-    let mut dp_a = a.load_dataplane(&b);
-    let mut dp_b = b.load_dataplane(&a);
-    for node in [&a, &b] {
-        let link = ip(&["-d", "-n", &node.ns.name, "link", "show", UNDERLAY]);
-        assert!(link.contains("xdp"), "{link}");
-    }
-    eprintln!(
-        "underlay xdp native: a={:?} b={:?}",
-        dp_a.overlay_xdp_native(),
-        dp_b.overlay_xdp_native()
+    // Node a validates the underlay in XDP (native on a veth), node b where `auto` puts it on
+    // a veth: TC ingress, which leaves node a's GSO alone.
+    let mut dp_a = a.load_dataplane(&b, UnderlayProgram::Xdp);
+    let mut dp_b = b.load_dataplane(&a, UnderlayProgram::Auto);
+    assert_eq!(dp_a.underlay_hook(), Some(UnderlayHook::XdpNative));
+    assert_eq!(dp_b.underlay_hook(), Some(UnderlayHook::Tc));
+    let link_a = ip(&["-d", "-n", &a.ns.name, "link", "show", UNDERLAY]);
+    assert!(link_a.contains("xdp"), "{link_a}");
+    let link_b = ip(&["-d", "-n", &b.ns.name, "link", "show", UNDERLAY]);
+    assert!(!link_b.contains("xdp"), "{link_b}");
+    let underlay_b = b.ns.run(|| ifindex(UNDERLAY)).expect("netns thread");
+    assert_eq!(
+        b.ns.run(move || tcx_prog_count(underlay_b, BPF_TCX_INGRESS))
+            .expect("netns thread"),
+        1
     );
 
     // Container to container, both ways, watched on node-b's underlay.
@@ -350,6 +369,7 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let (tx_packets0, tx_bytes0) = a.underlay_tx();
     client.write_all(&vec![0xa5; STREAM]).expect("send stream");
     client
         .shutdown(std::net::Shutdown::Write)
@@ -359,6 +379,15 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
     assert_eq!(u64::from_be_bytes(reply), STREAM as u64);
     let (peer, total) = server.join().expect("server thread");
     assert_eq!(total, STREAM);
+    // Node b's underlay runs TC, not XDP, so node a's underlay veth kept GSO: the stream
+    // crossed as encapsulated super-packets, far larger on average than the MTU.
+    let (tx_packets1, tx_bytes1) = a.underlay_tx();
+    let mean = (tx_bytes1 - tx_bytes0) / (tx_packets1 - tx_packets0).max(1);
+    eprintln!("node-a underlay: {mean} bytes per packet during the stream");
+    assert!(
+        mean > 2 * MTU.parse::<u64>().expect("MTU"),
+        "GSO kept across the underlay: {mean} bytes per packet"
+    );
     assert_eq!(
         peer.ip(),
         std::net::IpAddr::V4(a.container_ip),
@@ -419,7 +448,7 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
     for (node, dp) in [(&a, &mut dp_a), (&b, &mut dp_b)] {
         dp.detach_overlay().expect("detach");
         dp.detach_overlay().expect("detach twice");
-        assert_eq!(dp.overlay_xdp_native(), None);
+        assert_eq!(dp.underlay_hook(), None);
         let (egress, ingress) = node
             .ns
             .run(|| {

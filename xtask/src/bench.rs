@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use super::{is_root, run, setup, workspace_root};
 
-pub fn bench(quick: bool) -> Result<()> {
+pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
     if !is_root() {
         bail!(
             "bench must run as root: it loads eBPF programs, runs BPF_PROG_TEST_RUN and creates \
@@ -37,18 +37,30 @@ pub fn bench(quick: bool) -> Result<()> {
     }
     run(&mut build)?;
     let bin = root.join("target").join(profile);
-    let (out, command) = if quick {
-        ("target/benchmarks-quick.md", "cargo xtask bench --quick")
-    } else {
-        ("docs/benchmarks.md", "cargo xtask bench")
+    let (out, command) = match (quick, only) {
+        (_, Some(only)) => (
+            "target/benchmarks-partial.md",
+            format!(
+                "cargo xtask bench{} --only {only}",
+                if quick { " --quick" } else { "" }
+            ),
+        ),
+        (true, None) => (
+            "target/benchmarks-quick.md",
+            "cargo xtask bench --quick".to_string(),
+        ),
+        (false, None) => ("docs/benchmarks.md", "cargo xtask bench".to_string()),
     };
     let mut harness = Command::new(bin.join("hivemind-bench"));
     harness
-        .args(["--out", out, "--command", command, "--hivemind"])
+        .args(["--out", out, "--command", &command, "--hivemind"])
         .arg(bin.join("hivemind"))
         .current_dir(&root);
     if quick {
         harness.arg("--quick");
+    }
+    if let Some(only) = only {
+        harness.args(["--only", only]);
     }
     run(&mut harness)
 }

@@ -68,6 +68,10 @@ enum Task {
     Bench {
         #[arg(long)]
         quick: bool,
+        /// Only these sections (comma-separated: per-packet, rate, scheduler, memory, e2e); the
+        /// report then goes to target/benchmarks-partial.md
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -98,7 +102,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Testbed { command } => testbed(command),
         Task::Daemon { args } => daemon(&args),
-        Task::Bench { quick } => bench::bench(quick),
+        Task::Bench { quick, only } => bench::bench(quick, only.as_deref()),
     }
 }
 

@@ -123,6 +123,10 @@ pub struct NodeArgs {
     /// Registry host[:port] to reach over plain HTTP (loopback registries always are)
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Where the underlay's VXLAN validation runs: auto (TC on a veth, whose peer would lose
+    /// GSO under XDP; XDP elsewhere), xdp or tc
+    #[arg(long, value_enum, default_value_t = crate::dataplane::UnderlayProgram::Auto)]
+    pub underlay_program: crate::dataplane::UnderlayProgram,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,7 @@ use hivemind_common::{
 
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
+pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use policy::{FlowEvent, FlowReason};
 pub use services::{ServiceBackend, weighted_slots};
 
@@ -48,6 +49,8 @@ pub const PROG_OVERLAY_EGRESS: &str = "hm_overlay_egress";
 pub const PROG_OVERLAY_INGRESS: &str = "hm_overlay_ingress";
 /// XDP on the node's underlay interface (early validation of VXLAN packets).
 pub const PROG_XDP_UNDERLAY: &str = "hm_xdp_underlay";
+/// TC ingress alternative to `PROG_XDP_UNDERLAY` (same checks), for veth underlays.
+pub const PROG_TC_UNDERLAY: &str = "hm_tc_underlay";
 /// Empty TC program, the benchmark floor.
 pub const PROG_TC_PASS: &str = "hm_tc_pass";
 /// Empty XDP program, the benchmark floor.
@@ -92,6 +95,7 @@ impl Dataplane {
             PROG_TO_CONTAINER,
             PROG_OVERLAY_EGRESS,
             PROG_OVERLAY_INGRESS,
+            PROG_TC_UNDERLAY,
             PROG_TC_PASS,
         ] {
             classifier(&mut ebpf, program)?

@@ -1,6 +1,8 @@
 //! The cross-node overlay: `hm_overlay_egress` / `hm_overlay_ingress` on the VXLAN device
-//! (external / collect_md mode, created by `network`), `hm_xdp_underlay` on the underlay
-//! interface, and the `HM_TUNNELS` routes from remote container subnets to remote nodes.
+//! (external / collect_md mode, created by `network`), the underlay validation on the underlay
+//! interface (`hm_xdp_underlay` in XDP, or `hm_tc_underlay` at TC ingress, see
+//! [`UnderlayProgram`]), and the `HM_TUNNELS` routes from remote container subnets to remote
+//! nodes.
 //!
 //! The kernel keeps routing and GSO: the node routes the cluster CIDR to the VXLAN device, the
 //! egress program only sets the tunnel key (remote underlay IP, VNI) and the VXLAN driver
@@ -13,24 +15,63 @@ use aya::{
     programs::{TcAttachType, XdpMode, tc::SchedClassifierLink, xdp::XdpLink},
 };
 use hivemind_common::{MAP_METRICS, MAP_TUNNELS, TunnelInfo, vni};
+use serde::Serialize;
 
 use super::{
     Dataplane, DataplaneError, OverlayCounters, PROG_OVERLAY_EGRESS, PROG_OVERLAY_INGRESS,
-    PROG_XDP_UNDERLAY, counters, interface_name, is_not_found, xdp,
+    PROG_TC_UNDERLAY, PROG_XDP_UNDERLAY, counters, interface_name, is_not_found, xdp,
 };
+
+/// Where the underlay validation should run (`hivemind daemon --underlay-program`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnderlayProgram {
+    /// TC on a veth, XDP on anything else. Native XDP on a veth makes the kernel turn GSO off
+    /// on the veth's peer, so every segment would be encapsulated and cross on its own; TC
+    /// ingress leaves offloads alone.
+    #[default]
+    Auto,
+    /// XDP: native (driver) mode, skb mode if the driver refuses.
+    Xdp,
+    /// TC ingress (TCX).
+    Tc,
+}
+
+/// Where the underlay validation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderlayHook {
+    XdpNative,
+    XdpSkb,
+    Tc,
+}
+
+impl std::fmt::Display for UnderlayHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::XdpNative => "xdp native",
+            Self::XdpSkb => "xdp skb",
+            Self::Tc => "tc ingress",
+        })
+    }
+}
+
+/// The link of the underlay program.
+enum UnderlayLink {
+    Xdp(#[allow(dead_code)] XdpLink),
+    Tc(#[allow(dead_code)] SchedClassifierLink),
+}
 
 /// The links of the overlay programs; dropping them detaches the programs.
 pub(super) struct OverlayLinks {
-    xdp_native: bool,
+    hook: UnderlayHook,
     _egress: SchedClassifierLink,
     _ingress: SchedClassifierLink,
-    _xdp: XdpLink,
+    _underlay: UnderlayLink,
 }
 
 impl Dataplane {
-    /// Attaches hm_overlay_egress/ingress to the vxlan device and hm_xdp_underlay (native mode
-    /// on veth, fall back to skb mode) to the underlay interface; idempotent (replaces, never
-    /// duplicates).
+    /// Attaches hm_overlay_egress/ingress to the vxlan device and the underlay validation to
+    /// the underlay interface where `program` says; idempotent (replaces, never duplicates).
     ///
     /// Both ifindexes are of the calling thread's network namespace. The previous attachment
     /// (if any) is detached first; if attaching fails, the overlay is left detached.
@@ -38,6 +79,7 @@ impl Dataplane {
         &mut self,
         vxlan_ifindex: u32,
         underlay_ifindex: u32,
+        program: UnderlayProgram,
     ) -> Result<(), DataplaneError> {
         let vxlan = interface_name(vxlan_ifindex)?;
         let underlay = interface_name(underlay_ifindex)?;
@@ -56,17 +98,38 @@ impl Dataplane {
             vxlan_ifindex,
             TcAttachType::Ingress,
         )?;
-        let (xdp_link, xdp_native) = self.attach_xdp_underlay(underlay_ifindex)?;
+        let use_tc = match program {
+            UnderlayProgram::Tc => true,
+            UnderlayProgram::Xdp => false,
+            UnderlayProgram::Auto => is_veth(&underlay),
+        };
+        let (link, hook) = if use_tc {
+            let link = self.attach_tc(
+                PROG_TC_UNDERLAY,
+                &underlay,
+                underlay_ifindex,
+                TcAttachType::Ingress,
+            )?;
+            (UnderlayLink::Tc(link), UnderlayHook::Tc)
+        } else {
+            let (link, native) = self.attach_xdp_underlay(underlay_ifindex)?;
+            let hook = if native {
+                UnderlayHook::XdpNative
+            } else {
+                UnderlayHook::XdpSkb
+            };
+            (UnderlayLink::Xdp(link), hook)
+        };
         self.overlay = Some(OverlayLinks {
-            xdp_native,
+            hook,
             _egress: egress,
             _ingress: ingress,
-            _xdp: xdp_link,
+            _underlay: link,
         });
         tracing::info!(
             vxlan = %vxlan,
             underlay = %underlay,
-            xdp_mode = if xdp_native { "native" } else { "skb" },
+            underlay_program = %hook,
             "overlay attached"
         );
         Ok(())
@@ -81,10 +144,9 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Whether the overlay is attached, and if so whether the underlay XDP program runs in
-    /// native (driver) mode (`Some(true)`) or skb mode (`Some(false)`).
-    pub fn overlay_xdp_native(&self) -> Option<bool> {
-        self.overlay.as_ref().map(|o| o.xdp_native)
+    /// Where the underlay validation runs, `None` while the overlay is not attached.
+    pub fn underlay_hook(&self) -> Option<UnderlayHook> {
+        self.overlay.as_ref().map(|o| o.hook)
     }
 
     /// Adds or replaces the route of a remote node's container subnet.
@@ -187,6 +249,53 @@ impl Dataplane {
             })?;
         Ok((prog.take_link(id).map_err(take)?, false))
     }
+}
+
+/// Whether `interface` (of the calling thread's namespace) is a veth, by the driver name
+/// `ETHTOOL_GDRVINFO` reports. Anything that cannot be asked counts as not a veth.
+fn is_veth(interface: &str) -> bool {
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    /// `struct ethtool_drvinfo` of linux/ethtool.h.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    let name = interface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    // SAFETY: all-zero bytes are valid for both plain-data structs.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    // SAFETY: as above.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a plain socket call; the descriptor is closed below.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return false;
+    }
+    // SAFETY: `request` names the interface and points at `info`, which outlives the call and
+    // has the layout the kernel fills in for ETHTOOL_GDRVINFO.
+    let result = unsafe { libc::ioctl(socket, libc::SIOCETHTOOL, &mut request) };
+    // SAFETY: `socket` is ours and closed once.
+    unsafe { libc::close(socket) };
+    let driver = info.driver.split(|&b| b == 0).next().unwrap_or_default();
+    result == 0 && driver == b"veth"
 }
 
 /// The `HM_TUNNELS` key of `subnet/prefix`; refuses prefixes above 32 and set host bits (an LPM

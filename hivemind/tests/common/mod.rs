@@ -155,8 +155,12 @@ impl Node {
         self.ns
             .run(move || {
                 let mut dp = Dataplane::load().expect("load dataplane");
-                dp.attach_overlay(ifindex(OVERLAY_DEVICE), ifindex(UNDERLAY))
-                    .expect("attach overlay");
+                dp.attach_overlay(
+                    ifindex(OVERLAY_DEVICE),
+                    ifindex(UNDERLAY),
+                    hivemind::dataplane::UnderlayProgram::Auto,
+                )
+                .expect("attach overlay");
                 dp.set_tunnel(subnet, 24, underlay, vni::DEFAULT)
                     .expect("set tunnel");
                 dp.set_node_config(ifindex("hm0"), gateway, 24)
