@@ -131,7 +131,7 @@ impl Drop for Guard {
     }
 }
 
-fn vm_rss_kb(pid: u32) -> Result<u64> {
+pub(crate) fn vm_rss_kb(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -45,6 +45,8 @@ const ENDPOINT_A: u32 = 102;
 pub struct Config {
     /// Seconds per iperf3 run.
     pub seconds: u32,
+    /// Rounds over every configuration; each figure is the median of its rounds.
+    pub rounds: usize,
     /// Policy sizes measured (iptables, nftables, Hivemind).
     pub rules: Vec<usize>,
 }
@@ -58,6 +60,23 @@ struct Figures {
     /// Mean bytes per packet node A's underlay veth sent during the single TCP stream (a
     /// GSO/TSO super-packet counts once, so more than the MTU means segmentation is deferred).
     tcp1_frame: Option<f64>,
+}
+
+impl Figures {
+    /// Field by field, the median of the rounds that measured it.
+    fn median(rounds: &[Figures]) -> Figures {
+        let pick = |field: fn(&Figures) -> Option<f64>| {
+            let mut values: Vec<f64> = rounds.iter().filter_map(field).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied()
+        };
+        Figures {
+            tcp1: pick(|f| f.tcp1),
+            tcp4: pick(|f| f.tcp4),
+            udp_pps: pick(|f| f.udp_pps),
+            tcp1_frame: pick(|f| f.tcp1_frame),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -578,21 +597,32 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.push(Kind::Hivemind(0));
     kinds.push(Kind::HivemindXdp);
     kinds.extend(cfg.rules.iter().map(|&n| Kind::Hivemind(n)));
+    // Rounds go over every configuration in turn, so a slow spell of the machine hits all of
+    // them alike rather than one configuration's every run.
+    let mut measured: Vec<(Kind, Vec<Figures>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
+    for round in 1..=cfg.rounds {
+        for (kind, runs) in &mut measured {
+            eprintln!(
+                "bench: end to end, round {round}/{}: {}",
+                cfg.rounds,
+                kind.label()
+            );
+            match measure_config(prefix, *kind, cfg.seconds) {
+                Ok(f) => runs.push(f),
+                Err(e) => {
+                    eprintln!("bench: end to end: {}: {e:#}", kind.label());
+                    notes.push(format!(
+                        "End to end, {}, round {round}: failed, figures missing: {e:#}",
+                        kind.label()
+                    ));
+                }
+            }
+        }
+    }
     let mut results: Vec<(Kind, Figures)> = Vec::new();
     let mut raw = Vec::new();
-    for kind in kinds {
-        eprintln!("bench: end to end: {}", kind.label());
-        let f = match measure_config(prefix, kind, cfg.seconds) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("bench: end to end: {}: {e:#}", kind.label());
-                notes.push(format!(
-                    "End to end, {}: failed, figures missing: {e:#}",
-                    kind.label()
-                ));
-                Figures::default()
-            }
-        };
+    for (kind, runs) in measured {
+        let f = Figures::median(&runs);
         let show = |v: Option<f64>, unit: &str| {
             v.map_or("—".into(), |v| format!("{} {unit}", number(v)))
         };
@@ -721,18 +751,20 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
         ));
     }
     notes.push(format!(
-        "End to end: one iperf3 3 run per figure and configuration, {} s each (`iperf3 -J -c \
+        "End to end: {} rounds over all configurations, one iperf3 3 run per figure, \
+         configuration and round, {} s each, the median of the rounds reported (`iperf3 -J -c \
          10.244.2.2 -t {}`; `-P 4` for 4 streams; `-u -l 64 -b 0` for UDP, reported as the \
          packets the receiver got per second: packets sent minus the server's lost count). \
          Server in container B's namespace, client in container A's; every configuration is \
          built from scratch in four fresh namespaces (two nodes joined by an underlay veth, \
          bridge hm0 with the /24 gateway, one container per node on a veth of MTU 1450 in every \
-         configuration, ip_forward=1, rp_filter=2) and deleted after. Single runs, no median: \
-         run-to-run spread on this machine is several percent. \
+         configuration, ip_forward=1, rp_filter=2) and deleted after. Run-to-run spread on \
+         this machine is large (tens of percent for single runs), hence the rounds. \
          \"underlay A→B per packet\" is the mean size of what node A's underlay veth sent during \
          the single TCP stream (a GSO super-packet counts once, so a figure far above the MTU \
          means segmentation is deferred past the veth; one near it means every segment \
          crossed on its own). The raw figures: {}.",
+        cfg.rounds,
         cfg.seconds,
         cfg.seconds,
         raw.join("; ")

@@ -10,12 +10,15 @@
 //! left by a killed earlier run are removed at start.
 //!
 //! Usage: `hivemind-bench [--quick] [--only SECTION,...] [--out FILE] [--command TEXT]
-//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, e2e. A report of
+//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, deploy, failover,
+//! e2e. A report of
 //! some sections says so in its header.
 
 mod bpf;
 mod control;
+mod deploy;
 mod e2e;
+mod failover;
 mod packets;
 mod per_packet;
 mod rate;
@@ -32,7 +35,15 @@ use crate::report::{Machine, render};
 const NS_PREFIX: &str = "hmbench-";
 
 /// The sections of a run, in order.
-const SECTIONS: [&str; 5] = ["per-packet", "rate", "scheduler", "memory", "e2e"];
+const SECTIONS: [&str; 7] = [
+    "per-packet",
+    "rate",
+    "scheduler",
+    "memory",
+    "deploy",
+    "failover",
+    "e2e",
+];
 
 struct Args {
     quick: bool,
@@ -178,16 +189,48 @@ fn run() -> Result<()> {
         )?);
     }
 
+    if wanted("deploy") {
+        eprintln!("bench: deploy latency and daemon memory with containers (containerd)");
+        let cfg = if quick {
+            deploy::Config {
+                runs: 3,
+                containers: 10,
+            }
+        } else {
+            deploy::Config {
+                runs: 20,
+                containers: 100,
+            }
+        };
+        rows.extend(deploy::run(
+            &args.hivemind,
+            &format!("{NS_PREFIX}{pid}-deploy"),
+            &cfg,
+            &mut notes,
+        )?);
+    }
+
+    if wanted("failover") {
+        eprintln!("bench: failure detection and replacement (3-node testbed)");
+        rows.extend(failover::run(
+            &args.hivemind,
+            if quick { 1 } else { 3 },
+            &mut notes,
+        )?);
+    }
+
     if wanted("e2e") {
         eprintln!("bench: end to end across the overlay (iperf3)");
         let cfg = if quick {
             e2e::Config {
                 seconds: 1,
+                rounds: 1,
                 rules: vec![10, 1_000],
             }
         } else {
             e2e::Config {
                 seconds: 5,
+                rounds: 3,
                 rules: vec![10, 1_000, 10_000],
             }
         };
@@ -199,9 +242,9 @@ fn run() -> Result<()> {
     }
 
     notes.push(
-        "Not measured yet: deploy latency against a raw containerd run, failure detection \
-         time, and end-to-end throughput through services (ClusterIP load balancing) against \
-         kube-proxy-style iptables/IPVS."
+        "Not measured yet by the harness: membership at scale with simulated members, and \
+         end-to-end throughput through services (ClusterIP load balancing) against \
+         kube-proxy-style iptables/nftables."
             .into(),
     );
     let doc = render(&machine, &args.command, quick, &args.only, &rows, &notes);

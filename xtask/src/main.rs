@@ -68,7 +68,7 @@ enum Task {
     Bench {
         #[arg(long)]
         quick: bool,
-        /// Only these sections (comma-separated: per-packet, rate, scheduler, memory, e2e); the
+        /// Only these sections (comma-separated: per-packet, rate, scheduler, memory, deploy, failover, e2e); the
         /// report then goes to target/benchmarks-partial.md
         #[arg(long)]
         only: Option<String>,

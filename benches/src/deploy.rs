@@ -1,0 +1,341 @@
+//! Control plane against containerd itself: deploy latency (REST call to the first HTTP answer
+//! of the new container) against `ctr run` of the same local image, and the daemon's memory
+//! with many containers.
+//!
+//! Everything runs in one namespace of the harness: a containerd of its own (state under a
+//! temporary directory), `hivemind daemon` on 127.0.0.1 with that containerd, and the test app
+//! image (busybox httpd) imported from an OCI archive, so nothing is pulled over a network.
+//! Apps, containers, the daemon, containerd and the namespace are removed on return.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use hivemind_tests::containerd::TestContainerd;
+use hivemind_tests::daemon::{Daemon, api_url, ctr, eventually, http};
+use hivemind_tests::image::build_test_image;
+use hivemind_tests::netns::NetNs;
+
+use crate::control::vm_rss_kb;
+use crate::report::{Row, Target};
+
+const SECTION: &str = "Control plane";
+const IMAGE: &str = "localhost/hm/bench-app:1";
+/// How long one deploy may take before the run is called failed.
+const DEPLOY_LIMIT: Duration = Duration::from_secs(60);
+/// Poll period while waiting for the first answer: the resolution of the figures.
+const POLL: Duration = Duration::from_millis(5);
+
+pub struct Config {
+    /// Timed deploys of each kind (after one untimed warm-up of each).
+    pub runs: usize,
+    /// Replicas of the app whose daemon memory is measured.
+    pub containers: u32,
+}
+
+/// Removes the apps and stops the daemon, then containerd (in that order) when dropped.
+struct Stack {
+    daemon: Daemon,
+    _containerd: TestContainerd,
+    ns: NetNs,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Ok(apps) = self.get("/api/apps")
+            && let Some(apps) = apps.as_array()
+        {
+            for app in apps {
+                if let Some(name) = app["name"].as_str() {
+                    let _ = self.delete_app(name);
+                }
+            }
+        }
+        let _ = self.daemon.terminate();
+    }
+}
+
+impl Stack {
+    fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let (status, body) = http(&self.ns, "GET", &api_url(path), None)?;
+        if status != 200 {
+            bail!("GET {path}: {status} {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Deletes an app and waits until none of its containers is left.
+    fn delete_app(&self, name: &str) -> Result<()> {
+        let (status, body) = http(
+            &self.ns,
+            "DELETE",
+            &api_url(&format!("/api/apps/{name}")),
+            None,
+        )?;
+        if status != 200 {
+            bail!("DELETE app {name}: {status} {body}");
+        }
+        eventually(
+            &format!("containers of {name} removed"),
+            Duration::from_secs(120),
+            || {
+                let left = self
+                    .get("/api/containers")?
+                    .as_array()
+                    .map(|list| list.iter().filter(|c| c["app"] == name).count())
+                    .unwrap_or(0);
+                Ok((left == 0).then_some(()))
+            },
+        )
+    }
+
+    /// The IPs of the running containers of `app`.
+    fn running_ips(&self, app: &str) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .get("/api/containers")?
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|c| c["app"] == app && c["status"] == "running")
+                    .filter_map(|c| c["ip"].as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// Whether `addr` answers `GET /greeting` with 200.
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /greeting HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// Polls `find` (the address to try, once known) until it answers, inside `ns`; the time from
+/// `start` to the first answer.
+fn first_answer(
+    ns: &NetNs,
+    start: Instant,
+    mut find: impl FnMut() -> Result<Option<SocketAddr>>,
+) -> Result<Duration> {
+    let mut addr = None;
+    loop {
+        if addr.is_none() {
+            addr = find()?;
+        }
+        if let Some(a) = addr
+            && ns.run(move || answers(a))?
+        {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > DEPLOY_LIMIT {
+            bail!("no answer within {}s", DEPLOY_LIMIT.as_secs());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// One deploy through the REST API: POST /api/deploy to the first 200 from the container.
+fn hivemind_deploy(stack: &Stack, name: &str) -> Result<Duration> {
+    let body = serde_json::json!({ "image": IMAGE, "name": name, "replicas": 1, "ports": [80] });
+    let start = Instant::now();
+    let (status, answer) = http(
+        &stack.ns,
+        "POST",
+        &api_url("/api/deploy"),
+        Some(&body.to_string()),
+    )?;
+    if status != 200 && status != 201 {
+        bail!("POST /api/deploy: {status} {answer}");
+    }
+    let took = first_answer(&stack.ns, start, || {
+        Ok(stack
+            .running_ips(name)?
+            .first()
+            .map(|ip| SocketAddr::from((*ip, 80))))
+    })?;
+    stack.delete_app(name)?;
+    Ok(took)
+}
+
+/// One `ctr run -d --net-host` of the same image (its httpd on the namespace's port 80) to the
+/// first 200 on 127.0.0.1:80.
+fn ctr_run(stack: &Stack, socket: &Path, name: &str) -> Result<Duration> {
+    let start = Instant::now();
+    ctr(socket, &["run", "-d", "--net-host", IMAGE, name])?;
+    let took = first_answer(&stack.ns, start, || {
+        Ok(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 80))))
+    });
+    let _ = ctr(socket, &["tasks", "kill", "--signal", "SIGKILL", name]);
+    eventually("ctr task stopped", Duration::from_secs(20), || {
+        Ok(ctr(socket, &["tasks", "rm", name]).is_ok().then_some(()))
+    })?;
+    ctr(socket, &["containers", "rm", name])?;
+    took
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn run(
+    binary: &Path,
+    ns_name: &str,
+    cfg: &Config,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Row>> {
+    if !binary.exists() {
+        bail!("{} is missing: build it first", binary.display());
+    }
+    let dir = tempfile_dir()?;
+    let result = measure(binary, ns_name, &dir, cfg, notes);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hivemind-bench-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn measure(
+    binary: &Path,
+    ns_name: &str,
+    dir: &Path,
+    cfg: &Config,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Row>> {
+    let ns = NetNs::create(ns_name)?;
+    let containerd = TestContainerd::start(&ns, &dir.join("containerd"))?;
+    let socket = containerd.socket.clone();
+    let daemon = Daemon::start(&ns, binary, &dir.join("data"), &socket)?;
+    let stack = Stack {
+        daemon,
+        _containerd: containerd,
+        ns,
+    };
+    let image = build_test_image(&dir.join("image"))?;
+    let archive = dir.join("image.tar");
+    image.write_oci_archive_named(&archive, IMAGE)?;
+    let imported = stack
+        .daemon
+        .cli(&["image", "import", &archive.display().to_string()]);
+    if !imported.status.success() {
+        bail!(
+            "image import: {}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+    }
+
+    // One untimed run of each first: the image's snapshot, the shim binaries and the daemon's
+    // first-use paths are warm for both.
+    hivemind_deploy(&stack, "bench-warm").context("warm-up deploy")?;
+    ctr_run(&stack, &socket, "bench-ctr-warm").context("warm-up ctr run")?;
+    // Alternating, so a slow spell of the machine hits both alike.
+    let mut hm = Vec::new();
+    let mut raw = Vec::new();
+    for i in 0..cfg.runs {
+        hm.push(hivemind_deploy(&stack, &format!("bench-{i}")).context("deploy")?);
+        raw.push(ctr_run(&stack, &socket, &format!("bench-ctr-{i}")).context("ctr run")?);
+    }
+    hm.sort();
+    raw.sort();
+
+    // Memory with many containers: one app of `containers` replicas, all answering.
+    let pid = stack.daemon.pid().context("daemon pid")?;
+    let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !command.split('\0').any(|arg| arg == "daemon") {
+        bail!("pid {pid} is not the daemon: {command:?}");
+    }
+    let idle_kb = vm_rss_kb(pid)?;
+    let body = serde_json::json!({
+        "image": IMAGE, "name": "bench-many", "replicas": cfg.containers, "ports": [80],
+    });
+    let started = Instant::now();
+    let (status, answer) = http(
+        &stack.ns,
+        "POST",
+        &api_url("/api/deploy"),
+        Some(&body.to_string()),
+    )?;
+    if status != 200 && status != 201 {
+        bail!("POST /api/deploy bench-many: {status} {answer}");
+    }
+    eventually(
+        "every replica of bench-many running",
+        Duration::from_secs(30 + 5 * u64::from(cfg.containers)),
+        || Ok((stack.running_ips("bench-many")?.len() == cfg.containers as usize).then_some(())),
+    )?;
+    let all_running = started.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let many_kb = vm_rss_kb(pid)?;
+    stack.delete_app("bench-many")?;
+    drop(stack);
+
+    let mut rows = Vec::new();
+    for (label, p) in [("p50", 0.5), ("p95", 0.95)] {
+        rows.push(Row {
+            section: SECTION,
+            name: format!("Deploy latency {label}: REST deploy to first HTTP answer"),
+            value: ms(percentile(&hm, p)),
+            baseline: Some(ms(percentile(&raw, p))),
+            baseline_name: "ctr run --net-host".into(),
+            unit: "ms",
+            target: Target::RatioAtMost(1.5),
+        });
+    }
+    rows.push(Row {
+        section: SECTION,
+        name: format!("Daemon memory (VmRSS) with {} containers", cfg.containers),
+        value: many_kb as f64 / 1024.0,
+        baseline: Some(idle_kb as f64 / 1024.0),
+        baseline_name: "the same daemon before, no container".into(),
+        unit: "MB",
+        target: Target::None,
+    });
+    let list = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    notes.push(format!(
+        "Deploy latency: `hivemind daemon` (this build) with a containerd of its own in a \
+         namespace of the harness, the test app image (busybox httpd, 1 layer) imported from an \
+         OCI archive beforehand. Hivemind: POST /api/deploy of a 1-replica app with port 80, \
+         then GET /api/containers until the replica runs and `GET /greeting` to its IP until it \
+         answers 200 (polled every {} ms); the app is deleted (untimed) before the next. \
+         Baseline: `ctr run -d --net-host` of the same image in the same containerd (no \
+         network namespace, no veth, no eBPF: a raw create-and-start), polled the same way on \
+         127.0.0.1:80, then killed and removed. One untimed warm-up of each, then {} of each \
+         alternating; sorted, in ms: Hivemind [{}], ctr run [{}].",
+        POLL.as_millis(),
+        cfg.runs,
+        list(&hm),
+        list(&raw)
+    ));
+    notes.push(format!(
+        "Daemon memory with containers: VmRSS of the same daemon with no container (after the \
+         latency runs, {:.1} MB) and 5 s after an app of {} replicas had every replica \
+         running ({:.1} s after the POST); each replica is a container with its own network \
+         namespace, veth and attached TC programs.",
+        idle_kb as f64 / 1024.0,
+        cfg.containers,
+        all_running.as_secs_f64()
+    ));
+    Ok(rows)
+}
