@@ -87,13 +87,57 @@ async fn scenario(socket: PathBuf, reference: String, log_path: PathBuf) {
         log_path,
     };
     let pid = runtime.run(&spec).await.unwrap();
-    let outcome = checks(&runtime, &cd, pid).await;
+    let mut outcome = checks(&runtime, &cd, pid).await;
+    if outcome.is_ok() {
+        outcome = churn(&runtime, &spec).await;
+    }
     // Clean up whatever the checks found.
     runtime.remove(ID, Duration::from_secs(5)).await.unwrap();
     assert!(!runtime.list().await.unwrap().contains_key(ID));
     if let Err(message) = outcome {
         panic!("{message}");
     }
+}
+
+/// Containers created while the previous one is removed: each removal sets off containerd's
+/// garbage collector, which must never take the snapshot of a container being created.
+async fn churn(runtime: &ContainerdRuntime, template: &ContainerSpec) -> Result<(), String> {
+    let mut previous: Option<String> = None;
+    let mut result = Ok(());
+    for i in 0..10 {
+        let spec = ContainerSpec {
+            id: format!("hm-churn-{i}"),
+            hostname: format!("hm-churn-{i}"),
+            log_path: template
+                .log_path
+                .with_file_name(format!("hm-churn-{i}.log")),
+            ..template.clone()
+        };
+        let (started, removed) = tokio::join!(runtime.run(&spec), async {
+            match &previous {
+                Some(id) => runtime.remove(id, Duration::from_secs(5)).await,
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = removed {
+            result = Err(format!("remove {previous:?}: {e}"));
+        }
+        previous = Some(spec.id.clone());
+        if let Err(e) = started {
+            result = Err(format!(
+                "create and start {} during a removal: {e}",
+                spec.id
+            ));
+            break;
+        }
+    }
+    if let Some(id) = previous {
+        runtime
+            .remove(&id, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("remove {id}: {e}"))?;
+    }
+    result
 }
 
 /// The checks, as a Result so that the container is removed either way.

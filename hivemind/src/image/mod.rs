@@ -12,7 +12,7 @@
 //! never leaves an image behind.
 
 mod archive;
-mod content;
+pub(crate) mod content;
 mod docker_save;
 mod manifest;
 mod pull;

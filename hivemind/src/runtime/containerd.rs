@@ -62,7 +62,13 @@ impl ContainerdRuntime {
         SnapshotsClient::new(self.cd.channel.clone())
     }
 
-    async fn create_container(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    /// Prepares the container's snapshot, then the container that references it, every
+    /// request under `session`'s lease.
+    async fn create_leased(
+        &self,
+        session: &crate::image::content::Session,
+        spec: &ContainerSpec,
+    ) -> Result<(), RuntimeError> {
         let id = &spec.id;
         // The snapshot first: the container record points at it.
         let prepare = PrepareSnapshotRequest {
@@ -71,7 +77,7 @@ impl ContainerdRuntime {
             parent: spec.image.chain_id.clone(),
             labels: HashMap::new(),
         };
-        match self.snapshots().prepare(self.cd.request(prepare)).await {
+        match self.snapshots().prepare(session.request(prepare)).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::AlreadyExists => {}
             Err(status) => return Err(RuntimeError::containerd("prepare snapshot", id, status)),
@@ -96,11 +102,20 @@ impl ContainerdRuntime {
         let request = CreateContainerRequest {
             container: Some(container),
         };
-        match self.containers().create(self.cd.request(request)).await {
+        match self.containers().create(session.request(request)).await {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::AlreadyExists => Ok(()),
             Err(status) => Err(RuntimeError::containerd("create container", id, status)),
         }
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        // Snapshot and container under one lease: between the two, nothing else references
+        // the fresh snapshot, and a garbage collection (after any delete) would remove it.
+        let session = crate::image::content::Session::begin(&self.cd).await?;
+        let result = self.create_leased(&session, spec).await;
+        session.end().await;
+        result
     }
 
     async fn task_state(&self, id: &str) -> Result<Option<TaskState>, RuntimeError> {
