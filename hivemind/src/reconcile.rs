@@ -55,10 +55,7 @@ impl Node {
         let tasks = self.runtime.list().await?;
         let containers = self.store.containers_of(name)?;
         let Some(app) = self.store.app(name)? else {
-            for container in containers {
-                self.remove_container(&container).await?;
-            }
-            return Ok(());
+            return self.remove_containers(containers).await;
         };
 
         let wanted = self.local_replicas(&app)?;
@@ -66,11 +63,10 @@ impl Node {
             .into_iter()
             .partition(|c| c.generation == app.generation);
         let mut current = current;
-        // Extra replicas go newest first.
-        while current.len() > wanted {
-            if let Some(extra) = current.pop() {
-                self.remove_container(&extra).await?;
-            }
+        // Extra replicas go, the newest ones.
+        if current.len() > wanted {
+            let extra = current.split_off(wanted);
+            self.remove_containers(extra).await?;
         }
         let mut first_error = None;
         for container in &current {
@@ -85,9 +81,7 @@ impl Node {
             }
         }
         // Old generation goes once the new one was started.
-        for container in stale {
-            self.remove_container(&container).await?;
-        }
+        self.remove_containers(stale).await?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -337,6 +331,17 @@ impl Node {
             }
             Err(e) => tracing::warn!(container = %record.id, error = %e, "link lookup failed"),
         }
+    }
+
+    /// Removes containers all at once: each may wait out its stop grace period, and a
+    /// hundred replicas one after the other would take a hundred of them. The first error.
+    async fn remove_containers(&self, records: Vec<ContainerRecord>) -> Result<(), NodeError> {
+        let removals = records.iter().map(|record| self.remove_container(record));
+        futures::future::join_all(removals)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, NodeError>>()
+            .map(|_| ())
     }
 
     /// Stops and removes a container and everything it held.
