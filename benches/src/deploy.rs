@@ -31,6 +31,8 @@ const POLL: Duration = Duration::from_millis(5);
 pub struct Config {
     /// Timed deploys of each kind (after one untimed warm-up of each).
     pub runs: usize,
+    /// How long the fresh daemon idles before its memory is read.
+    pub idle: Duration,
     /// Replicas of the app whose daemon memory is measured.
     pub containers: u32,
 }
@@ -228,6 +230,13 @@ fn measure(
         _containerd: containerd,
         ns,
     };
+    let pid = stack.daemon.pid().context("daemon pid")?;
+    let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !command.split('\0').any(|arg| arg == "daemon") {
+        bail!("pid {pid} is not the daemon: {command:?}");
+    }
+    std::thread::sleep(cfg.idle);
+    let fresh_kb = vm_rss_kb(pid)?;
     let image = build_test_image(&dir.join("image"))?;
     let archive = dir.join("image.tar");
     image.write_oci_archive_named(&archive, IMAGE)?;
@@ -256,11 +265,6 @@ fn measure(
     raw.sort();
 
     // Memory with many containers: one app of `containers` replicas, all answering.
-    let pid = stack.daemon.pid().context("daemon pid")?;
-    let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !command.split('\0').any(|arg| arg == "daemon") {
-        bail!("pid {pid} is not the daemon: {command:?}");
-    }
     let idle_kb = vm_rss_kb(pid)?;
     let body = serde_json::json!({
         "image": IMAGE, "name": "bench-many", "replicas": cfg.containers, "ports": [80],
@@ -286,7 +290,16 @@ fn measure(
     stack.delete_app("bench-many")?;
     drop(stack);
 
-    let mut rows = Vec::new();
+    let mut rows = vec![Row {
+        section: SECTION,
+        name: "Daemon idle memory (VmRSS): hivemind daemon, containerd runtime, eBPF data plane"
+            .into(),
+        value: fresh_kb as f64 / 1024.0,
+        baseline: None,
+        baseline_name: "none".into(),
+        unit: "MB",
+        target: Target::ValueAtMost(50.0),
+    }];
     for (label, p) in [("p50", 0.5), ("p95", 0.95)] {
         rows.push(Row {
             section: SECTION,
@@ -327,6 +340,12 @@ fn measure(
         cfg.runs,
         list(&hm),
         list(&raw)
+    ));
+    notes.push(format!(
+        "Daemon idle memory: VmRSS of `hivemind daemon` {} s after its API first answered, \
+         before any request that changes state: the data plane loaded and attached (overlay, \
+         underlay), DNS server, membership, API; no container.",
+        cfg.idle.as_secs()
     ));
     notes.push(format!(
         "Daemon memory with containers: VmRSS of the same daemon with no container (after the \

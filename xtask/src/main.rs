@@ -68,8 +68,8 @@ enum Task {
     Bench {
         #[arg(long)]
         quick: bool,
-        /// Only these sections (comma-separated: per-packet, rate, scheduler, memory, deploy, failover, e2e); the
-        /// report then goes to target/benchmarks-partial.md
+        /// Only these sections (comma-separated: per-packet, rate, scheduler, memory, deploy,
+        /// failover, membership, e2e); the report then goes to target/benchmarks-partial.md
         #[arg(long)]
         only: Option<String>,
     },
