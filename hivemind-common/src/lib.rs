@@ -83,8 +83,9 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const MAX_ENDPOINTS: u32 = 4096;
 /// Maximum number of metrics entries per node ({endpoint, direction, reason}).
 pub const MAX_METRICS_ENTRIES: u32 = 65536;
-/// Maximum number of remote node subnets in `HM_TUNNELS`.
-pub const MAX_TUNNELS: u32 = 1024;
+/// Maximum number of remote node subnets in `HM_TUNNELS` (an LPM trie: no preallocation, a
+/// node costs memory only once its subnet is added).
+pub const MAX_TUNNELS: u32 = 1 << 17;
 /// Maximum number of `HM_SERVICES` entries (every slot of every frontend, slot 0 included).
 pub const MAX_SERVICE_ENTRIES: u32 = 65536;
 /// Maximum number of backend slots of one frontend (slots `1..=MAX_SLOTS_PER_SERVICE`).
