@@ -24,15 +24,16 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use hivemind::{
-    dataplane::{Dataplane, UnderlayProgram},
+    dataplane::{Dataplane, ServiceBackend, UnderlayProgram},
     policy::{Allow, EndpointRules, PeerMatch, Protocol},
 };
-use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, VXLAN_PORT, vni};
+use hivemind_common::{IPPROTO_TCP, IPPROTO_UDP, OVERLAY_DEVICE, OVERLAY_MAC, VXLAN_PORT, vni};
 use hivemind_tests::netns::{NetNs, run as run_cmd};
 
 use crate::report::{Row, Target, number};
 
-const SECTION: &str = "End to end across the overlay (iperf3, container to container)";
+const SECTION: &str =
+    "End to end across the overlay (iperf3, container to container or through a VIP)";
 const MTU: &str = "1450";
 const PORT: &str = "5201";
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
@@ -88,6 +89,13 @@ enum Kind {
     Hivemind(usize),
     /// Hivemind without policy, its underlay validation forced into XDP.
     HivemindXdp,
+    /// Kernel overlay, the client going through a service VIP that node A DNATs as
+    /// kube-proxy's iptables mode does; `n` services.
+    IptablesVip(usize),
+    /// The same with kube-proxy's nftables mode (a verdict map to per-service chains).
+    NftablesVip(usize),
+    /// Hivemind, the client going through a service VIP; `n` services.
+    HivemindVip(usize),
 }
 
 impl Kind {
@@ -100,6 +108,23 @@ impl Kind {
             Self::Hivemind(0) => "Hivemind, no policy".into(),
             Self::Hivemind(n) => format!("Hivemind + {} policy rules", count(n)),
             Self::HivemindXdp => "Hivemind, no policy, underlay in XDP".into(),
+            Self::IptablesVip(n) => {
+                format!("kernel overlay + iptables DNAT, {} services", count(n))
+            }
+            Self::NftablesVip(n) => {
+                format!("kernel overlay + nftables DNAT, {} services", count(n))
+            }
+            Self::HivemindVip(n) => format!("Hivemind service VIP, {} services", count(n)),
+        }
+    }
+
+    /// Where the client connects: the last service's VIP, or container B itself.
+    fn target(self) -> Ipv4Addr {
+        match self {
+            Self::IptablesVip(n) | Self::NftablesVip(n) | Self::HivemindVip(n) => {
+                vip(n.saturating_sub(1))
+            }
+            _ => SERVER,
         }
     }
 }
@@ -314,6 +339,79 @@ impl Topology {
         pipe(self.nb.command("nft").args(["-f", "-"]), &text)
     }
 
+    /// (6) kube-proxy's iptables mode on node A for `n` services of one backend each (container
+    /// B): PREROUTING jumps to KUBE-SERVICES, one rule per service port to its KUBE-SVC chain,
+    /// which jumps to its KUBE-SEP chain, which DNATs. The measured service (the last) has a
+    /// TCP and a UDP port, the others TCP. With one endpoint kube-proxy writes no statistic
+    /// match (it does for several: `-m statistic --mode random --probability 1/k`).
+    fn iptables_dnat(&self, n: usize) -> Result<()> {
+        let mut text = String::from(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n",
+        );
+        let protos = |i: usize| {
+            if i + 1 == n {
+                &["tcp", "udp"][..]
+            } else {
+                &["tcp"][..]
+            }
+        };
+        for i in 0..n {
+            for proto in protos(i) {
+                text.push_str(&format!(
+                    ":KUBE-SVC-{i}-{proto} - [0:0]\n:KUBE-SEP-{i}-{proto} - [0:0]\n"
+                ));
+            }
+        }
+        text.push_str("-A PREROUTING -j KUBE-SERVICES\n");
+        for i in 0..n {
+            for proto in protos(i) {
+                text.push_str(&format!(
+                    "-A KUBE-SERVICES -d {}/32 -p {proto} --dport {PORT} -j KUBE-SVC-{i}-{proto}\n\
+                     -A KUBE-SVC-{i}-{proto} -j KUBE-SEP-{i}-{proto}\n\
+                     -A KUBE-SEP-{i}-{proto} -p {proto} -j DNAT --to-destination {SERVER}:{PORT}\n",
+                    vip(i)
+                ));
+            }
+        }
+        text.push_str("COMMIT\n");
+        pipe(&mut self.na.command("iptables-restore"), &text)
+    }
+
+    /// (7) kube-proxy's nftables mode on node A: one verdict map from VIP . protocol . port to
+    /// a chain per service that DNATs to container B.
+    fn nftables_dnat(&self, n: usize) -> Result<()> {
+        let protos = |i: usize| {
+            if i + 1 == n {
+                &["tcp", "udp"][..]
+            } else {
+                &["tcp"][..]
+            }
+        };
+        let mut elements = Vec::new();
+        let mut chains = String::new();
+        for i in 0..n {
+            for proto in protos(i) {
+                elements.push(format!(
+                    "{} . {proto} . {PORT} : goto service-{i}-{proto}",
+                    vip(i)
+                ));
+                chains.push_str(&format!(
+                    "  chain service-{i}-{proto} {{\n    meta l4proto {proto} dnat to \
+                     {SERVER}:{PORT}\n  }}\n"
+                ));
+            }
+        }
+        let text = format!(
+            "table ip hmbench {{\n{chains}  map service-ips {{\n    type ipv4_addr . inet_proto \
+             . inet_service : verdict\n    elements = {{ {} }}\n  }}\n  chain prerouting {{\n    \
+             type nat hook prerouting priority dstnat;\n    ip daddr . meta l4proto . th dport \
+             vmap @service-ips\n  }}\n}}\n",
+            elements.join(", ")
+        );
+        pipe(self.na.command("nft").args(["-f", "-"]), &text)
+    }
+
     /// (5) Hivemind: hm-vxlan as the daemon creates it, the data plane per node with the
     /// underlay validation where `underlay` says; `n` ingress CIDR rules on container B when
     /// `n > 0`.
@@ -346,18 +444,21 @@ impl Topology {
                 &format!("net.ipv6.conf.{OVERLAY_DEVICE}.disable_ipv6=1"),
             )?;
             ipn(node, &["link", "set", OVERLAY_DEVICE, "up"])?;
-            ipn(
-                node,
-                &[
-                    "route",
-                    "add",
-                    "10.244.0.0/16",
-                    "dev",
-                    OVERLAY_DEVICE,
-                    "src",
-                    &format!("10.244.{me}.1"),
-                ],
-            )?;
+            // The cluster and service CIDRs, as the daemon routes them.
+            for cidr in ["10.244.0.0/16", "10.96.0.0/16"] {
+                ipn(
+                    node,
+                    &[
+                        "route",
+                        "add",
+                        cidr,
+                        "dev",
+                        OVERLAY_DEVICE,
+                        "src",
+                        &format!("10.244.{me}.1"),
+                    ],
+                )?;
+            }
             let endpoint = if me == 1 { ENDPOINT_A } else { ENDPOINT_B };
             let dp = node.run(move || -> Result<Dataplane> {
                 let mut dp = Dataplane::load().context("loading the data plane")?;
@@ -405,6 +506,30 @@ impl Topology {
         }
         Ok(planes)
     }
+}
+
+/// VIP of service `i`: 10.96.0.1 upwards (Hivemind's service CIDR).
+fn vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i as u32)
+}
+
+/// Loads `n` services of one backend (container B, port 5201) into node A's data plane: TCP
+/// for each, UDP too for the measured (last) one.
+fn hivemind_services(plane: &mut Dataplane, n: usize) -> Result<()> {
+    let port: u16 = PORT.parse()?;
+    let backend = ServiceBackend {
+        id: 1,
+        ip: SERVER,
+        port,
+        weight: 1,
+    };
+    for i in 0..n {
+        plane
+            .set_service(vip(i), port, IPPROTO_TCP, &[backend])
+            .with_context(|| format!("service {i} of {n}"))?;
+    }
+    plane.set_service(vip(n.saturating_sub(1)), port, IPPROTO_UDP, &[backend])?;
+    Ok(())
 }
 
 /// `n` with thousands separators (`number` prints small values with decimals).
@@ -468,11 +593,11 @@ impl Drop for Server {
     }
 }
 
-/// One iperf3 client run from container A; the parsed JSON.
-fn iperf(ns: &NetNs, seconds: u32, extra: &[&str]) -> Result<serde_json::Value> {
+/// One iperf3 client run from container A to `target`; the parsed JSON.
+fn iperf(ns: &NetNs, target: Ipv4Addr, seconds: u32, extra: &[&str]) -> Result<serde_json::Value> {
     let limit = (seconds + 20).to_string();
     let secs = seconds.to_string();
-    let server = SERVER.to_string();
+    let server = target.to_string();
     let out = ns
         .command("timeout")
         .args([
@@ -560,12 +685,28 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
         }
         Kind::Hivemind(n) => topo.hivemind(n, UnderlayProgram::Auto)?,
         Kind::HivemindXdp => topo.hivemind(0, UnderlayProgram::Xdp)?,
+        Kind::IptablesVip(n) => {
+            topo.kernel_overlay()?;
+            topo.iptables_dnat(n)?;
+            Vec::new()
+        }
+        Kind::NftablesVip(n) => {
+            topo.kernel_overlay()?;
+            topo.nftables_dnat(n)?;
+            Vec::new()
+        }
+        Kind::HivemindVip(n) => {
+            let mut planes = topo.hivemind(0, UnderlayProgram::Auto)?;
+            hivemind_services(&mut planes[0], n)?;
+            planes
+        }
     };
+    let target = kind.target();
     let _server = Server::start(&topo.cb)?;
     let mut f = Figures::default();
     let mut errors = Vec::new();
     let before = tx_stats(&topo.na);
-    match iperf(&topo.ca, seconds, &[]).and_then(|j| tcp_gbits(&j)) {
+    match iperf(&topo.ca, target, seconds, &[]).and_then(|j| tcp_gbits(&j)) {
         Ok(v) => {
             f.tcp1 = Some(v);
             if let (Ok((b0, p0)), Ok((b1, p1))) = (before, tx_stats(&topo.na))
@@ -576,11 +717,12 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
         }
         Err(e) => errors.push(format!("TCP 1 stream: {e:#}")),
     }
-    match iperf(&topo.ca, seconds, &["-P", "4"]).and_then(|j| tcp_gbits(&j)) {
+    match iperf(&topo.ca, target, seconds, &["-P", "4"]).and_then(|j| tcp_gbits(&j)) {
         Ok(v) => f.tcp4 = Some(v),
         Err(e) => errors.push(format!("TCP 4 streams: {e:#}")),
     }
-    match iperf(&topo.ca, seconds, &["-u", "-l", "64", "-b", "0"]).and_then(|j| udp_pps(&j)) {
+    match iperf(&topo.ca, target, seconds, &["-u", "-l", "64", "-b", "0"]).and_then(|j| udp_pps(&j))
+    {
         Ok(v) => f.udp_pps = Some(v),
         Err(e) => errors.push(format!("UDP: {e:#}")),
     }
@@ -597,6 +739,9 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.push(Kind::Hivemind(0));
     kinds.push(Kind::HivemindXdp);
     kinds.extend(cfg.rules.iter().map(|&n| Kind::Hivemind(n)));
+    kinds.extend(cfg.rules.iter().map(|&n| Kind::IptablesVip(n)));
+    kinds.extend(cfg.rules.iter().map(|&n| Kind::NftablesVip(n)));
+    kinds.extend(cfg.rules.iter().map(|&n| Kind::HivemindVip(n)));
     // Rounds go over every configuration in turn, so a slow spell of the machine hits all of
     // them alike rather than one configuration's every run.
     let mut measured: Vec<(Kind, Vec<Figures>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
@@ -704,6 +849,33 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
             },
         ));
         for &n in &cfg.rules {
+            let hm = get(Kind::HivemindVip(n));
+            let big = n == largest && n >= 10_000;
+            let services = count(n);
+            rows.extend(row(
+                format!("{what}: Hivemind VIP, {services} services vs iptables DNAT"),
+                pick(&hm),
+                pick(&get(Kind::IptablesVip(n))),
+                "kube-proxy iptables",
+                if big {
+                    Target::RatioAtLeast(3.0)
+                } else {
+                    Target::None
+                },
+            ));
+            rows.extend(row(
+                format!("{what}: Hivemind VIP, {services} services vs nftables DNAT"),
+                pick(&hm),
+                pick(&get(Kind::NftablesVip(n))),
+                "kube-proxy nftables",
+                if big {
+                    Target::RatioAtLeast(1.0)
+                } else {
+                    Target::None
+                },
+            ));
+        }
+        for &n in &cfg.rules {
             let hm = get(Kind::Hivemind(n));
             let big = n == largest && n >= 10_000;
             let rules = count(n);
@@ -786,7 +958,16 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
          set_node_config, attach_endpoint on each container's host veth; the N rules are \
          ingress CIDR rules (N-2 other /32s TCP/5201, the client's /32 TCP and UDP 5201) \
          through set_endpoint_policy on container B. Hivemind checks the rules once per flow \
-         (its conntrack passes the rest), the iptables chain is walked by every packet."
+         (its conntrack passes the rest), the iptables chain is walked by every packet. \
+         Services: the client connects to the VIP of the last of N services (10.96.0.1 \
+         upwards, port 5201, one backend each: container B). iptables DNAT = kube-proxy's \
+         iptables mode on node A: PREROUTING -> KUBE-SERVICES (one rule per service port) -> \
+         KUBE-SVC -> KUBE-SEP -> DNAT (no statistic match: one endpoint); nftables DNAT = \
+         kube-proxy's nftables mode: a verdict map VIP . protocol . port -> a chain per service \
+         that DNATs. Both translate the first packet of a connection and leave the rest to \
+         conntrack, so N costs them per connection, not per packet. Hivemind = set_service \
+         for N VIPs on node A; hm_lxc_from_container translates on container A's veth and \
+         hm_lxc_to_container restores the VIP on replies."
             .into(),
     );
     notes.push(
