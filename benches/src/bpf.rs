@@ -75,6 +75,35 @@ pub fn test_run(prog_fd: RawFd, packet: &[u8], repeat: u32) -> io::Result<RunRes
     })
 }
 
+/// Size of the `struct __sk_buff` handed in as context (larger than the kernel's; the tail is
+/// zero, as the kernel requires) and the offset of its `ifindex`.
+const SK_BUFF_SIZE: usize = 192;
+const SK_BUFF_IFINDEX: usize = 40;
+
+/// [`test_run`] of a TC program with a `__sk_buff` context whose `ifindex` names the interface
+/// the packet is on (the kernel resolves it in the calling thread's network namespace).
+pub fn test_run_on(
+    prog_fd: RawFd,
+    packet: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> io::Result<RunResult> {
+    let mut ctx = [0u8; SK_BUFF_SIZE];
+    ctx[SK_BUFF_IFINDEX..SK_BUFF_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut attr: Attr = [0; 128];
+    put_u32(&mut attr, 0, prog_fd as u32); // test.prog_fd
+    put_u32(&mut attr, 8, u32_len(packet.len())?); // test.data_size_in
+    put_u64(&mut attr, 16, packet.as_ptr() as u64); // test.data_in
+    put_u32(&mut attr, 32, repeat); // test.repeat
+    put_u32(&mut attr, 40, SK_BUFF_SIZE as u32); // test.ctx_size_in
+    put_u64(&mut attr, 48, ctx.as_ptr() as u64); // test.ctx_in
+    bpf(&mut attr)?;
+    Ok(RunResult {
+        retval: get_u32(&attr, 4),      // test.retval
+        ns_per_run: get_u32(&attr, 36), // test.duration
+    })
+}
+
 /// Pushes `frames` copies of `frame` through the XDP program `prog_fd` in live-frames mode
 /// (`BPF_F_TEST_XDP_LIVE_FRAMES`), received on `ifindex` of the calling thread's network
 /// namespace: XDP_PASS frames go up that device's stack, XDP_TX/REDIRECT are transmitted.
