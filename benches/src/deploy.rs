@@ -93,6 +93,23 @@ impl Stack {
         )
     }
 
+    /// POST /api/deploy of `replicas` of the app image as `name`, port 80.
+    fn deploy(&self, name: &str, replicas: u32) -> Result<()> {
+        let body = serde_json::json!({
+            "image": IMAGE, "name": name, "replicas": replicas, "ports": [80],
+        });
+        let (status, answer) = http(
+            &self.ns,
+            "POST",
+            &api_url("/api/deploy"),
+            Some(&body.to_string()),
+        )?;
+        if status != 200 && status != 201 {
+            bail!("POST /api/deploy {name}: {status} {answer}");
+        }
+        Ok(())
+    }
+
     /// The IPs of the running containers of `app`.
     fn running_ips(&self, app: &str) -> Result<Vec<Ipv4Addr>> {
         Ok(self
@@ -147,17 +164,8 @@ fn first_answer(
 
 /// One deploy through the REST API: POST /api/deploy to the first 200 from the container.
 fn hivemind_deploy(stack: &Stack, name: &str) -> Result<Duration> {
-    let body = serde_json::json!({ "image": IMAGE, "name": name, "replicas": 1, "ports": [80] });
     let start = Instant::now();
-    let (status, answer) = http(
-        &stack.ns,
-        "POST",
-        &api_url("/api/deploy"),
-        Some(&body.to_string()),
-    )?;
-    if status != 200 && status != 201 {
-        bail!("POST /api/deploy: {status} {answer}");
-    }
+    stack.deploy(name, 1)?;
     let took = first_answer(&stack.ns, start, || {
         Ok(stack
             .running_ips(name)?
@@ -266,19 +274,8 @@ fn measure(
 
     // Memory with many containers: one app of `containers` replicas, all answering.
     let idle_kb = vm_rss_kb(pid)?;
-    let body = serde_json::json!({
-        "image": IMAGE, "name": "bench-many", "replicas": cfg.containers, "ports": [80],
-    });
     let started = Instant::now();
-    let (status, answer) = http(
-        &stack.ns,
-        "POST",
-        &api_url("/api/deploy"),
-        Some(&body.to_string()),
-    )?;
-    if status != 200 && status != 201 {
-        bail!("POST /api/deploy bench-many: {status} {answer}");
-    }
+    stack.deploy("bench-many", cfg.containers)?;
     eventually(
         "every replica of bench-many running",
         Duration::from_secs(30 + 5 * u64::from(cfg.containers)),

@@ -16,7 +16,7 @@
 //! (the eBPF data plane wired as `hivemind/tests/overlay.rs` does) without and with policy.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -649,6 +649,72 @@ fn udp_pps(json: &serde_json::Value) -> Result<f64> {
     Ok(packets / seconds)
 }
 
+/// Run time and run count of every loaded `hm_*` program, summed by name (the kernel keeps
+/// the first 15 characters of a name).
+fn program_stats() -> Result<BTreeMap<String, (u64, u64)>> {
+    let mut stats = BTreeMap::new();
+    for info in aya::programs::loaded_programs() {
+        let info = info.context("listing loaded programs")?;
+        let Some(name) = info.name_as_str().filter(|n| n.starts_with("hm_")) else {
+            continue;
+        };
+        let entry: &mut (u64, u64) = stats.entry(name.to_string()).or_default();
+        entry.0 += info.run_time().as_nanos() as u64;
+        entry.1 += info.run_count();
+    }
+    Ok(stats)
+}
+
+/// One UDP run over Hivemind's overlay (no policy) with the kernel's BPF run-time statistics
+/// on: how much of the time per packet Hivemind's programs take. A run of its own, outside
+/// the figures: the statistics themselves cost time per program run.
+fn udp_profile(prefix: &str, seconds: u32) -> Result<String> {
+    let topo = Topology::new(prefix)?;
+    let _planes = topo.hivemind(0, UnderlayProgram::Auto)?;
+    let _server = Server::start(&topo.cb)?;
+    let before = program_stats()?;
+    let stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let json = iperf(&topo.ca, SERVER, seconds, &["-u", "-l", "64", "-b", "0"])?;
+    drop(stats_on);
+    let after = program_stats()?;
+    let sent = json["end"]["sum"]["packets"]
+        .as_f64()
+        .context("end.sum.packets")?;
+    let received = udp_pps(&json)? * f64::from(seconds);
+    let mut total_ns = 0.0;
+    let mut parts = Vec::new();
+    for (name, (time, runs)) in &after {
+        let (time0, runs0) = before.get(name).copied().unwrap_or_default();
+        let (time, runs) = (time - time0, runs - runs0);
+        if runs == 0 {
+            continue;
+        }
+        total_ns += time as f64;
+        parts.push(format!(
+            "{name} {} ns per run, {:.2} runs per packet sent",
+            number(time as f64 / runs as f64),
+            runs as f64 / sent
+        ));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let budget_ns = cores * f64::from(seconds) * 1e9 / sent;
+    Ok(format!(
+        "End to end, where Hivemind's UDP time goes (a separate {seconds} s run of `iperf3 -u -l \
+         64 -b 0` on the Hivemind configuration without policy, BPF_ENABLE_STATS on; not one of \
+         the figures above): {} packets sent, {} received; {}. All of Hivemind's programs \
+         together: {} ns per packet sent, against {} ns of CPU time per packet sent ({} cores \
+         for {seconds} s): the programs account for {:.0}% of it, the rest is the kernel's \
+         path (veth, bridge, routing, VXLAN) and iperf3 itself.",
+        number(sent),
+        number(received),
+        parts.join("; "),
+        number(total_ns / sent),
+        number(budget_ns),
+        cores,
+        100.0 * total_ns / sent / budget_ns
+    ))
+}
+
 /// (tx bytes, tx packets) of the underlay veth of `node`.
 fn tx_stats(node: &NetNs) -> Result<(u64, u64)> {
     let out = run_cmd(
@@ -763,6 +829,10 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
                 }
             }
         }
+    }
+    match udp_profile(prefix, cfg.seconds) {
+        Ok(note) => notes.push(note),
+        Err(e) => notes.push(format!("End to end, UDP profile: failed: {e:#}")),
     }
     let mut results: Vec<(Kind, Figures)> = Vec::new();
     let mut raw = Vec::new();
