@@ -254,8 +254,8 @@ fn run() -> Result<()> {
     }
 
     notes.push(
-        "Not measured yet by the harness: end-to-end throughput through services (ClusterIP \
-         load balancing) against kube-proxy-style iptables/nftables."
+        "Not measured by the harness: IPVS (this kernel has none), and anything across more \
+         than two nodes on the wire."
             .into(),
     );
     let doc = render(&machine, &args.command, quick, &args.only, &rows, &notes);
