@@ -179,3 +179,82 @@ pub(super) fn tx_stats(node: &NetNs) -> Result<(u64, u64)> {
         tx["packets"].as_u64().context("tx packets")?,
     ))
 }
+
+/// The symbols that took at least 0.7% of the samples of `perf record -a` (the whole machine;
+/// at most 14, the idle loop included)
+/// during one UDP run on Hivemind without policy (`hivemind`) or on the kernel overlay, with
+/// the rate the run reached. A run of its own, outside the figures: sampling costs time.
+fn perf_top(prefix: &str, seconds: u32, hivemind: bool) -> Result<(f64, Vec<String>)> {
+    let topo = Topology::new(prefix)?;
+    let _planes = if hivemind {
+        topo.hivemind(0, UnderlayProgram::Auto)?
+    } else {
+        topo.kernel_overlay()?;
+        Vec::new()
+    };
+    let _server = Server::start(&topo.cb)?;
+    let data = std::env::temp_dir().join(format!("{prefix}-perf.data"));
+    let mut record = Command::new("perf")
+        .arg("record")
+        .arg("-a")
+        .arg("-q")
+        .arg("-o")
+        .arg(&data)
+        .args(["--", "sleep", &(seconds + 1).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("perf record (apt install linux-perf)")?;
+    let json = iperf(&topo.ca, SERVER, seconds, &["-u", "-l", "64", "-b", "0"]);
+    let recorded = record.wait();
+    let pps = udp_pps(&json?)?;
+    if !recorded.context("perf record")?.success() {
+        bail!("perf record failed");
+    }
+    let report = Command::new("perf")
+        .arg("report")
+        .arg("-i")
+        .arg(&data)
+        .args([
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "sym",
+            "--percent-limit",
+            "0.7",
+            "-q",
+        ])
+        .output()
+        .context("perf report");
+    let _ = std::fs::remove_file(&data);
+    let report = report?;
+    let top = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let percent = words.next()?.strip_suffix('%')?;
+            let symbol: Vec<&str> = words.filter(|w| !w.starts_with('[')).collect();
+            Some(format!("{percent}% {}", symbol.join(" ")))
+        })
+        .take(14)
+        .collect();
+    Ok((pps, top))
+}
+
+/// Where the CPU goes in a UDP run, Hivemind against the kernel overlay (perf, whole machine).
+pub(super) fn udp_perf(prefix: &str, seconds: u32) -> Result<String> {
+    let (kernel_pps, kernel) = perf_top(prefix, seconds, false)?;
+    let (hm_pps, hm) = perf_top(prefix, seconds, true)?;
+    Ok(format!(
+        "End to end, a CPU profile of UDP (separate {seconds} s runs of `iperf3 -u -l 64 -b 0` \
+         under `perf record -a`, whole machine, the symbols with the most samples, at least \
+         0.7%; not the figures above; in this VM perf samples on a timer, so interrupt-enable \
+         points such as _raw_spin_unlock_irqrestore collect samples that belong to the work \
+         done with interrupts off, and pv_native_safe_halt is idle time): kernel overlay ({} \
+         kpps): {}. Hivemind without policy ({} kpps): {}.",
+        number(kernel_pps / 1e3),
+        kernel.join(", "),
+        number(hm_pps / 1e3),
+        hm.join(", ")
+    ))
+}

@@ -23,7 +23,7 @@ use hivemind::dataplane::UnderlayProgram;
 mod iperf;
 mod topology;
 
-use iperf::{Server, iperf, tcp_gbits, tx_stats, udp_pps, udp_profile};
+use iperf::{Server, iperf, tcp_gbits, tx_stats, udp_perf, udp_pps, udp_profile};
 use topology::{Topology, hivemind_services, vip};
 
 use crate::report::{Row, Target, number};
@@ -239,6 +239,10 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     match udp_profile(prefix, cfg.seconds) {
         Ok(note) => notes.push(note),
         Err(e) => notes.push(format!("End to end, UDP profile: failed: {e:#}")),
+    }
+    match udp_perf(prefix, cfg.seconds) {
+        Ok(note) => notes.push(note),
+        Err(e) => notes.push(format!("End to end, UDP CPU profile: failed: {e:#}")),
     }
     let mut results: Vec<(Kind, Figures)> = Vec::new();
     let mut raw = Vec::new();
