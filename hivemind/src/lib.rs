@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod command;
 pub mod containerd;
+pub mod contract;
 pub mod daemon;
 pub mod dataplane;
 pub mod discovery;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::contract::{DeployRequest, MemoryValue, ResourcesRequest, VolumeMountRequest};
+
 /// A rule a user's input broke, with the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -98,65 +100,8 @@ pub fn parse_memory(field: &str, text: &str) -> Result<u64, ValidationError> {
 /// runc refuses memory limits below this.
 pub const MIN_MEMORY: u64 = 6 << 20;
 
-/// Memory as JSON: `"512M"` or a number of bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum MemoryValue {
-    Bytes(u64),
-    Text(String),
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourcesRequest {
-    pub cpu: Option<f64>,
-    pub memory: Option<MemoryValue>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeMountRequest {
-    pub name: String,
-    #[serde(rename = "mountPath", alias = "mount_path")]
-    pub mount_path: String,
-}
-
-/// The body of `POST /api/deploy`, as the reference guide writes it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    pub image: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourcesRequest>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<VolumeMountRequest>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<u16>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Run only on this node (id or name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// Liveness and readiness checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<crate::health::HealthSpec>,
-    /// `spread` (default) or `binpack`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placement: Option<String>,
-    /// Run only on nodes carrying all these labels (`--node-label` of the daemon).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub constraints: BTreeMap<String, String>,
-}
-
 /// Resources of one replica after validation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     /// CPUs as a CFS quota fraction (0.5 = half a core).
     pub cpu: Option<f64>,
@@ -164,7 +109,7 @@ pub struct Resources {
     pub memory: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeMount {
     pub name: String,
     #[serde(rename = "mountPath")]
@@ -312,7 +257,8 @@ impl DeployRequest {
 
     fn validated_health(&self) -> Result<crate::health::HealthSpec, ValidationError> {
         use crate::health::Probe;
-        let health = self.health.clone().unwrap_or_default();
+        let health: crate::health::HealthSpec =
+            self.health.clone().map(Into::into).unwrap_or_default();
         for (name, check) in [
             ("liveness", &health.liveness),
             ("readiness", &health.readiness),

@@ -1,36 +1,18 @@
 //! /api/deploy, /api/apps, /api/scale, /api/restart.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
-use super::containers::{LogQuery, stream_logs};
-use super::{ApiError, AppState, Json};
+use super::containers::stream_logs;
+use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome};
+use crate::contract::{
+    AppStatus, AppView, DeployAnswer, DeployRequest, ErrorBody, LogQuery, Message, RestartAnswer,
+    RestartRequest, ScaleRequest,
+};
 use crate::image::normalize_reference;
-use crate::model::{DeployRequest, ValidationError, validate_name};
+use crate::model::{ValidationError, validate_name};
 use crate::state::{AppRecord, ContainerRecord, ContainerStatus};
-
-/// An app as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct AppView {
-    pub name: String,
-    pub image: String,
-    pub replicas: u32,
-    pub running: usize,
-    pub status: &'static str,
-    pub service: Option<String>,
-    pub containers: Vec<String>,
-    pub resources: Value,
-    pub volumes: Vec<crate::model::VolumeMount>,
-    pub env: std::collections::BTreeMap<String, String>,
-    pub ports: Vec<u16>,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub generation: u64,
-    pub created_at: u64,
-    pub updated_at: u64,
-}
 
 pub fn app_view(app: &AppRecord, containers: &[ContainerRecord]) -> AppView {
     let mine: Vec<&ContainerRecord> = containers
@@ -43,23 +25,23 @@ pub fn app_view(app: &AppRecord, containers: &[ContainerRecord]) -> AppView {
         .count();
     let wanted = app.spec.replicas as usize;
     let status = if running == wanted {
-        "running"
+        AppStatus::Running
     } else if mine.iter().any(|c| c.status == ContainerStatus::Failed) {
-        "failing"
+        AppStatus::Failing
     } else if running == 0 {
-        "pending"
+        AppStatus::Pending
     } else {
-        "degraded"
+        AppStatus::Degraded
     };
     AppView {
         name: app.spec.name.clone(),
         image: app.spec.image.clone(),
         replicas: app.spec.replicas,
-        running,
+        running: running as u64,
         status,
         service: app.spec.service.clone(),
         containers: mine.iter().map(|c| c.id.clone()).collect(),
-        resources: json!({"cpu": app.spec.resources.cpu, "memory": app.spec.resources.memory}),
+        resources: app.spec.resources,
         volumes: app.spec.volumes.clone(),
         env: app.spec.env.clone(),
         ports: app.spec.ports.clone(),
@@ -70,10 +52,25 @@ pub fn app_view(app: &AppRecord, containers: &[ContainerRecord]) -> AppView {
     }
 }
 
+/// Deploys an app, or updates it; the image is pulled first.
+#[utoipa::path(
+    post,
+    path = "/api/deploy",
+    tag = "apps",
+    request_body = DeployRequest,
+    responses(
+        (status = 200, description = "deployed or updated", body = DeployAnswer),
+        (status = 400, description = "a field is invalid (named in the message)", body = ErrorBody),
+        (status = 403, description = "the registry refused the image", body = ErrorBody),
+        (status = 404, description = "the image does not exist", body = ErrorBody),
+        (status = 409, description = "no node has room, or a conflict", body = ErrorBody),
+        (status = 502, description = "the registry or container runtime failed", body = ErrorBody),
+    )
+)]
 pub async fn deploy(
     State(node): State<AppState>,
     Json(request): Json<DeployRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeployAnswer>, ApiError> {
     let mut spec = request.validate().map_err(crate::daemon::NodeError::from)?;
     spec.image = normalize_reference(&spec.image)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("image: {e}")))?;
@@ -87,14 +84,24 @@ pub async fn deploy(
         return Err(ApiError::internal("deploy returned an unexpected outcome"));
     };
     let verb = if created { "Deployed" } else { "Updated" };
-    Ok(axum::Json(json!({
-        "success": true,
-        "container_id": containers.first().cloned().unwrap_or_default(),
-        "containers": containers,
-        "message": format!("{verb} application {app} with container(s) {}", containers.join(", ")),
-    })))
+    Ok(axum::Json(DeployAnswer {
+        success: true,
+        container_id: containers.first().cloned().unwrap_or_default(),
+        message: format!(
+            "{verb} application {app} with container(s) {}",
+            containers.join(", ")
+        ),
+        containers,
+    }))
 }
 
+/// Lists apps, by name.
+#[utoipa::path(
+    get,
+    path = "/api/apps",
+    tag = "apps",
+    responses((status = 200, description = "every app", body = Vec<AppView>))
+)]
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<AppView>>, ApiError> {
     let containers = node.store.containers()?;
     let mut apps: Vec<AppView> = node
@@ -111,6 +118,18 @@ fn require_name(name: &str) -> Result<(), ApiError> {
     validate_name("name", name).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
 }
 
+/// Shows one app.
+#[utoipa::path(
+    get,
+    path = "/api/apps/{name}",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "the app", body = AppView),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(node): State<AppState>,
     Path(name): Path<String>,
@@ -126,18 +145,43 @@ pub async fn show(
     )))
 }
 
+/// Deletes an app and its containers.
+#[utoipa::path(
+    delete,
+    path = "/api/apps/{name}",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "deleted", body = Message),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(node): State<AppState>,
     Path(name): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Message>, ApiError> {
     require_name(&name)?;
     node.execute(Command::DeleteApp { name: name.clone() })
         .await?;
-    Ok(axum::Json(
-        json!({"success": true, "message": format!("Deleted application {name}")}),
-    ))
+    Ok(axum::Json(Message::ok(format!(
+        "Deleted application {name}"
+    ))))
 }
 
+/// The logs of every container of an app, lines prefixed with the
+/// container id when there are several.
+#[utoipa::path(
+    get,
+    path = "/api/apps/{name}/logs",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name"), LogQuery),
+    responses(
+        (status = 200, description = "log lines; with follow, streamed until the client goes away", content_type = "text/plain", body = String),
+        (status = 400, description = "the name or the query is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
 pub async fn logs(
     State(node): State<AppState>,
     Path(name): Path<String>,
@@ -156,17 +200,23 @@ pub async fn logs(
     stream_logs(paths, query).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScaleRequest {
-    pub name: String,
-    pub replicas: u32,
-}
-
+/// Changes the number of replicas.
+#[utoipa::path(
+    post,
+    path = "/api/scale",
+    tag = "apps",
+    request_body = ScaleRequest,
+    responses(
+        (status = 200, description = "scaled", body = Message),
+        (status = 400, description = "a field is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "no node has room", body = ErrorBody),
+    )
+)]
 pub async fn scale(
     State(node): State<AppState>,
     Json(request): Json<ScaleRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Message>, ApiError> {
     require_name(&request.name)?;
     if request.replicas > crate::model::MAX_REPLICAS {
         let error = ValidationError::new(
@@ -184,22 +234,28 @@ pub async fn scale(
         replicas: request.replicas,
     })
     .await?;
-    Ok(axum::Json(json!({
-        "success": true,
-        "message": format!("Scaled application {} to {} replica(s)", request.name, request.replicas),
-    })))
+    Ok(axum::Json(Message::ok(format!(
+        "Scaled application {} to {} replica(s)",
+        request.name, request.replicas
+    ))))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestartRequest {
-    pub name: String,
-}
-
+/// Replaces every container of an app (volumes keep their data).
+#[utoipa::path(
+    post,
+    path = "/api/restart",
+    tag = "apps",
+    request_body = RestartRequest,
+    responses(
+        (status = 200, description = "restarted", body = RestartAnswer),
+        (status = 400, description = "a field is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
 pub async fn restart(
     State(node): State<AppState>,
     Json(request): Json<RestartRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<RestartAnswer>, ApiError> {
     require_name(&request.name)?;
     let outcome = node
         .execute(Command::Restart {
@@ -210,9 +266,9 @@ pub async fn restart(
         Outcome::Restarted { containers, .. } => containers,
         _ => Vec::new(),
     };
-    Ok(axum::Json(json!({
-        "success": true,
-        "containers": containers,
-        "message": format!("Restarted application {}", request.name),
-    })))
+    Ok(axum::Json(RestartAnswer {
+        success: true,
+        containers,
+        message: format!("Restarted application {}", request.name),
+    }))
 }

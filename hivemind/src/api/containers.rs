@@ -4,41 +4,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Path, Query};
+use crate::contract::{
+    ContainerDetail, ContainerMetrics, ContainerView, ErrorBody, ListQuery, LogQuery, OverlayView,
+    TunnelView,
+};
 use crate::state::ContainerRecord;
-
-/// A container as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct ContainerView {
-    pub id: String,
-    pub app: String,
-    pub node: String,
-    pub status: &'static str,
-    pub ip: String,
-    pub image: String,
-    pub resources: Value,
-    pub restarts: u32,
-    pub exit_code: Option<u32>,
-    pub message: Option<String>,
-    pub created_at: u64,
-    pub started_at: Option<u64>,
-}
 
 pub fn container_view(c: &ContainerRecord) -> ContainerView {
     ContainerView {
         id: c.id.clone(),
         app: c.app.clone(),
         node: c.node.clone(),
-        status: c.status.as_str(),
+        status: c.status.as_str().to_string(),
         ip: c.ip.to_string(),
         image: c.image.clone(),
-        resources: json!({"cpu": c.resources.cpu, "memory": c.resources.memory}),
+        resources: c.resources,
         restarts: c.restarts,
         exit_code: c.exit_code,
         message: c.message.clone(),
@@ -47,18 +33,12 @@ pub fn container_view(c: &ContainerRecord) -> ContainerView {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// `local`: only this node's containers (what peers ask each other).
-    pub scope: Option<String>,
-}
-
 /// How long a node waits for a peer's answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// GETs `path` from every other live member; answers that fail are skipped.
-pub(super) async fn from_peers(node: &AppState, path: &str) -> Vec<Value> {
+/// GETs `path` from every other live member; answers that fail or are not
+/// a `T` are skipped.
+pub(super) async fn from_peers<T: DeserializeOwned>(node: &AppState, path: &str) -> Vec<T> {
     let Some(cluster) = &node.cluster else {
         return Vec::new();
     };
@@ -73,7 +53,13 @@ pub(super) async fn from_peers(node: &AppState, path: &str) -> Vec<Value> {
             async move {
                 match request.await {
                     Ok(response) if response.status().is_success() => {
-                        response.json::<Value>().await.ok()
+                        match response.json::<T>().await {
+                            Ok(answer) => Some(answer),
+                            Err(e) => {
+                                tracing::debug!(peer = %member.id, error = %e, "peer answer does not parse");
+                                None
+                            }
+                        }
                     }
                     Ok(response) => {
                         tracing::debug!(peer = %member.id, status = %response.status(), "peer answered with an error");
@@ -93,23 +79,34 @@ pub(super) async fn from_peers(node: &AppState, path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Lists containers, of every node unless `scope=local`.
+#[utoipa::path(
+    get,
+    path = "/api/containers",
+    tag = "containers",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "containers by app and id", body = Vec<ContainerView>),
+        (status = 400, description = "the query is invalid", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(node): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<axum::Json<Vec<Value>>, ApiError> {
-    let mut containers: Vec<Value> = node
+) -> Result<axum::Json<Vec<ContainerView>>, ApiError> {
+    let mut containers: Vec<ContainerView> = node
         .store
         .containers()?
         .iter()
-        .map(|c| json!(container_view(c)))
+        .map(container_view)
         .collect();
     match query.scope.as_deref() {
         Some("local") => {}
         None | Some("cluster") => {
-            for answer in from_peers(&node, "/api/containers?scope=local").await {
-                if let Value::Array(items) = answer {
-                    containers.extend(items);
-                }
+            for answer in
+                from_peers::<Vec<ContainerView>>(&node, "/api/containers?scope=local").await
+            {
+                containers.extend(answer);
             }
         }
         Some(other) => {
@@ -119,12 +116,7 @@ pub async fn list(
             ));
         }
     }
-    containers.sort_by_key(|c| {
-        (
-            c["app"].as_str().map(str::to_string),
-            c["id"].as_str().map(str::to_string),
-        )
-    });
+    containers.sort_by(|a, b| (&a.app, &a.id).cmp(&(&b.app, &b.id)));
     Ok(axum::Json(containers))
 }
 
@@ -141,49 +133,104 @@ fn find(node: &AppState, id: &str) -> Result<ContainerRecord, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))
 }
 
+/// Shows one container, asking the other nodes when it is not here.
+#[utoipa::path(
+    get,
+    path = "/api/containers/{id}",
+    tag = "containers",
+    params(("id" = String, Path, description = "container id"), ListQuery),
+    responses(
+        (status = 200, description = "the container", body = ContainerDetail),
+        (status = 400, description = "the id or the query is invalid", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(node): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ContainerDetail>, ApiError> {
+    match query.scope.as_deref() {
+        None | Some("local") | Some("cluster") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("scope: {other:?} must be local or cluster"),
+            ));
+        }
+    }
     let record = match find(&node, &id) {
         Ok(record) => record,
-        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND && query.scope.is_none() => {
+        Err(e)
+            if e.status == axum::http::StatusCode::NOT_FOUND
+                && query.scope.as_deref() != Some("local") =>
+        {
             // Maybe on another node.
             let path = format!("/api/containers/{id}?scope=local");
-            return from_peers(&node, &path)
+            return from_peers::<ContainerDetail>(&node, &path)
                 .await
                 .into_iter()
-                .find(|c| c["id"] == id.as_str())
+                .find(|c| c.view.id == id)
                 .map(axum::Json)
                 .ok_or(e);
         }
         Err(e) => return Err(e),
     };
-    let mut view = serde_json::to_value(container_view(&record))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    view["netns"] = json!(record.netns);
-    view["host_interface"] = json!(record.host_ifname);
-    view["log_path"] = json!(node.log_path(&record.id));
-    view["generation"] = json!(record.generation);
-    if let Some(health) = node.monitor.status(&record.id) {
-        view["health"] = json!(health);
-    }
-    if let Some(counters) = node.counters().remove(&record.id) {
-        view["network"] = json!(counters);
-    }
-    Ok(axum::Json(view))
+    let health = match node.monitor.status(&record.id) {
+        Some(health) => {
+            Some(serde_json::to_value(health).map_err(|e| ApiError::internal(e.to_string()))?)
+        }
+        None => None,
+    };
+    let network = match node.counters().remove(&record.id) {
+        Some(counters) => {
+            Some(serde_json::to_value(counters).map_err(|e| ApiError::internal(e.to_string()))?)
+        }
+        None => None,
+    };
+    Ok(axum::Json(ContainerDetail {
+        view: container_view(&record),
+        netns: record.netns.clone(),
+        host_interface: record.host_ifname.clone(),
+        log_path: node.log_path(&record.id).display().to_string(),
+        generation: record.generation,
+        health,
+        network,
+    }))
 }
 
-pub async fn metrics(State(node): State<AppState>) -> axum::Json<Value> {
-    axum::Json(json!(node.counters()))
+/// The data plane's counters of this node's containers.
+#[utoipa::path(
+    get,
+    path = "/api/metrics/containers",
+    tag = "metrics",
+    responses((status = 200, description = "per container id", body = ContainerMetrics))
+)]
+pub async fn metrics(
+    State(node): State<AppState>,
+) -> Result<axum::Json<ContainerMetrics>, ApiError> {
+    let mut metrics = ContainerMetrics::default();
+    for (id, counters) in node.counters() {
+        let value =
+            serde_json::to_value(counters).map_err(|e| ApiError::internal(e.to_string()))?;
+        metrics.0.insert(id, value);
+    }
+    Ok(axum::Json(metrics))
 }
 
 /// Overlay counters of this node's data plane: what crossed the VXLAN
-/// tunnels, per peer node, and drops by reason.
-pub async fn overlay(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+/// tunnels, per peer node, and drops by reason; `null` without a data plane.
+#[utoipa::path(
+    get,
+    path = "/api/metrics/overlay",
+    tag = "metrics",
+    responses((status = 200, description = "the overlay's counters and tunnels", body = Option<OverlayView>))
+)]
+pub async fn overlay(
+    State(node): State<AppState>,
+) -> Result<axum::Json<Option<OverlayView>>, ApiError> {
     let Some(dataplane) = &node.dataplane else {
-        return Ok(axum::Json(json!(null)));
+        return Ok(axum::Json(None));
     };
     let dataplane = match dataplane.lock() {
         Ok(guard) => guard,
@@ -192,25 +239,32 @@ pub async fn overlay(State(node): State<AppState>) -> Result<axum::Json<Value>, 
     let counters = dataplane
         .overlay_counters()
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let tunnels: Vec<Value> = dataplane
+    let counters = serde_json::to_value(counters).map_err(|e| ApiError::internal(e.to_string()))?;
+    let tunnels: Vec<TunnelView> = dataplane
         .tunnels()
         .map_err(|e| ApiError::internal(e.to_string()))?
         .into_iter()
-        .map(|(net, prefix, underlay, vni)| json!({"subnet": format!("{net}/{prefix}"), "underlay": underlay, "vni": vni}))
+        .map(|(net, prefix, underlay, vni)| TunnelView {
+            subnet: format!("{net}/{prefix}"),
+            underlay: underlay.to_string(),
+            vni,
+        })
         .collect();
-    Ok(axum::Json(
-        json!({"counters": counters, "tunnels": tunnels}),
-    ))
+    Ok(axum::Json(Some(OverlayView { counters, tunnels })))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogQuery {
-    pub tail: Option<usize>,
-    #[serde(default)]
-    pub follow: bool,
-}
-
+/// The logs of one container.
+#[utoipa::path(
+    get,
+    path = "/api/containers/{id}/logs",
+    tag = "containers",
+    params(("id" = String, Path, description = "container id"), LogQuery),
+    responses(
+        (status = 200, description = "log lines; with follow, streamed until the client goes away", content_type = "text/plain", body = String),
+        (status = 400, description = "the id or the query is invalid", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+    )
+)]
 pub async fn logs(
     State(node): State<AppState>,
     Path(id): Path<String>,
@@ -235,9 +289,11 @@ pub async fn stream_logs(
         offsets.push(bytes.len() as u64);
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().collect();
-        let skip = query
-            .tail
-            .map_or(0, |tail| lines.len().saturating_sub(tail));
+        let skip = query.tail.map_or(0, |tail| {
+            lines
+                .len()
+                .saturating_sub(usize::try_from(tail).unwrap_or(usize::MAX))
+        });
         for line in &lines[skip..] {
             push_line(&mut initial, prefix, id, line);
         }

@@ -6,12 +6,21 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::AppState;
+use crate::contract::RecentFlows;
 
+/// Flow events as server-sent events: `flow` (one JSON event) and `lost`
+/// (`{"lost": n}` when this client fell behind).
+#[utoipa::path(
+    get,
+    path = "/api/flows",
+    tag = "metrics",
+    responses((status = 200, description = "an endless event stream", content_type = "text/event-stream", body = String))
+)]
 pub async fn stream(
     State(node): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -28,11 +37,18 @@ pub async fn stream(
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-pub async fn recent(State(node): State<AppState>) -> axum::Json<Value> {
-    let flows: Vec<Value> = match node.recent_flows.lock() {
+/// The most recent flow events.
+#[utoipa::path(
+    get,
+    path = "/api/flows/recent",
+    tag = "metrics",
+    responses((status = 200, description = "recent flows and how many were lost", body = RecentFlows))
+)]
+pub async fn recent(State(node): State<AppState>) -> axum::Json<RecentFlows> {
+    let flows: Vec<serde_json::Value> = match node.recent_flows.lock() {
         Ok(recent) => recent.iter().cloned().collect(),
         Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
     };
     let lost = node.flows_lost.load(std::sync::atomic::Ordering::Relaxed);
-    axum::Json(json!({"flows": flows, "lost": lost}))
+    axum::Json(RecentFlows { flows, lost })
 }

@@ -4,36 +4,35 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{ApiError, AppState, Json};
+use crate::contract::{ErrorBody, ImageArchive, ImageRef, ImportAnswer, PullEvent, PullRequest};
 use crate::image::normalize_reference;
 
 /// Largest image archive accepted by upload.
 pub const ARCHIVE_LIMIT: usize = 4 << 30;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PullRequest {
-    pub image: String,
-    /// Pull even when the image is present (to pick up a moved tag);
-    /// otherwise only a missing image is pulled, as `docker run` does.
-    #[serde(default)]
-    pub force: bool,
-}
-
 /// Pulls an image; the answer is newline-delimited JSON progress events,
 /// ending with `{"event":"done",...}` or `{"event":"error","message":...}`.
+#[utoipa::path(
+    post,
+    path = "/api/images/pull",
+    tag = "images",
+    request_body = PullRequest,
+    responses(
+        (status = 200, description = "progress events, one JSON object a line", content_type = "application/x-ndjson", body = PullEvent),
+        (status = 400, description = "the reference is invalid", body = ErrorBody),
+    )
+)]
 pub async fn pull(
     State(node): State<AppState>,
     Json(request): Json<PullRequest>,
 ) -> Result<Response, ApiError> {
     let reference = normalize_reference(&request.image)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("image: {e}")))?;
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
     tokio::spawn(async move {
         let progress_sender = sender.clone();
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -42,9 +41,7 @@ pub async fn pull(
             if matches!(event, crate::image::Progress::Done { .. }) {
                 done_seen.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            if let Ok(value) = serde_json::to_value(&event) {
-                let _ = progress_sender.send(value);
-            }
+            let _ = progress_sender.send(PullEvent::from(event));
         };
         let result = if request.force {
             node.runtime.pull_image(&reference, &progress).await
@@ -54,17 +51,24 @@ pub async fn pull(
         match result {
             // Present already: say so, with the same closing event.
             Ok(image) if !done.load(std::sync::atomic::Ordering::Relaxed) => {
-                let _ = sender
-                    .send(json!({"event": "done", "image": image.name, "digest": image.digest}));
+                let _ = sender.send(PullEvent::Done {
+                    image: image.name,
+                    digest: image.digest,
+                });
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = sender.send(json!({"event": "error", "message": e.to_string()}));
+                let _ = sender.send(PullEvent::Error {
+                    message: e.to_string(),
+                });
             }
         }
     });
-    let lines = UnboundedReceiverStream::new(receiver)
-        .map(|value| Ok::<_, std::io::Error>(format!("{value}\n")));
+    let lines = UnboundedReceiverStream::new(receiver).map(|event| {
+        let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(line)
+    });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
@@ -72,11 +76,21 @@ pub async fn pull(
         .into_response())
 }
 
-/// Imports an OCI image archive sent as the request body.
+/// Imports an OCI image archive sent as the request body (any content type).
+#[utoipa::path(
+    post,
+    path = "/api/images/import",
+    tag = "images",
+    request_body(content = ImageArchive, content_type = "application/octet-stream", description = "an OCI image archive (tar)"),
+    responses(
+        (status = 200, description = "imported", body = ImportAnswer),
+        (status = 400, description = "the body is not an OCI image archive", body = ErrorBody),
+    )
+)]
 pub async fn import(
     State(node): State<AppState>,
     body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ImportAnswer>, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -87,16 +101,25 @@ pub async fn import(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
-    let path = dir.join(format!("import-{}.tar", std::process::id()));
+    // One file per upload: imports may run side by side.
+    static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let upload = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("import-{}-{upload}.tar", std::process::id()));
     tokio::fs::write(&path, &body)
         .await
         .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
     let result = node.runtime.import_image(&path, &|_| {}).await;
     let _ = tokio::fs::remove_file(&path).await;
     let images = result?;
-    Ok(axum::Json(json!({
-        "success": true,
-        "images": images.iter().map(|i| json!({"name": i.name, "digest": i.digest})).collect::<Vec<_>>(),
-        "message": format!("Imported {} image(s)", images.len()),
-    })))
+    Ok(axum::Json(ImportAnswer {
+        success: true,
+        message: format!("Imported {} image(s)", images.len()),
+        images: images
+            .into_iter()
+            .map(|i| ImageRef {
+                name: i.name,
+                digest: i.digest,
+            })
+            .collect(),
+    }))
 }

@@ -1,12 +1,20 @@
 //! The REST API: one module per resource. Handlers parse requests into a
 //! [`crate::command::Command`] or read state; every error is an [`ApiError`].
+//! The bodies are the types of [`crate::contract`]; the OpenAPI document
+//! ([`openapi::document`]) is generated from them and from the `#[utoipa::path]`
+//! of each handler.
+//!
+//! Invariant: every route is added through [`Routes`], which records it, and a
+//! test checks that the document has exactly the recorded routes.
 
 mod apps;
 mod containers;
 mod error;
+mod extract;
 mod flows;
 mod images;
 mod nodes;
+pub mod openapi;
 mod policies;
 mod services;
 mod volumes;
@@ -14,11 +22,13 @@ mod volumes;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::routing::{delete, get, post};
-use serde::de::DeserializeOwned;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::ApiError;
+pub use extract::{Json, Path, Query};
 
 use crate::daemon::Node;
 
@@ -28,45 +38,120 @@ pub type AppState = Arc<Node>;
 const JSON_LIMIT: usize = 1 << 20;
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/api/deploy", post(apps::deploy))
-        .route("/api/apps", get(apps::list))
-        .route("/api/apps/{name}", get(apps::show).delete(apps::delete))
-        .route("/api/apps/{name}/logs", get(apps::logs))
-        .route("/api/scale", post(apps::scale))
-        .route("/api/restart", post(apps::restart))
-        .route("/api/containers", get(containers::list))
-        .route("/api/containers/{id}", get(containers::show))
-        .route("/api/containers/{id}/logs", get(containers::logs))
-        .route("/api/flows", get(flows::stream))
-        .route("/api/flows/recent", get(flows::recent))
-        .route("/api/metrics/containers", get(containers::metrics))
-        .route("/api/metrics/overlay", get(containers::overlay))
-        .route(
-            "/api/security/network-policies",
-            post(policies::create).get(policies::list),
-        )
-        .route(
-            "/api/security/network-policies/{name}",
-            get(policies::show).delete(policies::delete),
-        )
-        .route("/api/services", get(services::list))
-        .route("/api/services/{name}/endpoints", get(services::endpoints))
-        .route("/api/volumes", get(volumes::list))
-        .route("/api/volumes/create", post(volumes::create))
-        .route("/api/volumes/{name}", delete(volumes::delete))
-        .route("/api/nodes", get(nodes::list))
-        .route("/api/nodes/join", post(nodes::join))
-        .route("/api/health", get(nodes::health))
-        .route("/api/images/pull", post(images::pull))
-        .route(
-            "/api/images/import",
-            post(images::import).layer(DefaultBodyLimit::max(images::ARCHIVE_LIMIT)),
-        )
+    Routes::all()
+        .router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .with_state(node)
+}
+
+/// Every (method, path) the router serves, in the order they are added.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    Routes::all().table
+}
+
+/// The methods routes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    fn method(self) -> Method {
+        match self {
+            Self::Get => Method::GET,
+            Self::Post => Method::POST,
+            Self::Delete => Method::DELETE,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// The router being built, and the table of what it serves.
+struct Routes {
+    router: Router<AppState>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn all() -> Self {
+        use Verb::{Delete, Get, Post};
+        let routes = Self {
+            router: Router::new(),
+            table: Vec::new(),
+        };
+        routes
+            .add(Get, "/", dashboard)
+            .add(Get, "/api/openapi.json", openapi::serve)
+            .add(Post, "/api/deploy", apps::deploy)
+            .add(Get, "/api/apps", apps::list)
+            .add(Get, "/api/apps/{name}", apps::show)
+            .add(Delete, "/api/apps/{name}", apps::delete)
+            .add(Get, "/api/apps/{name}/logs", apps::logs)
+            .add(Post, "/api/scale", apps::scale)
+            .add(Post, "/api/restart", apps::restart)
+            .add(Get, "/api/containers", containers::list)
+            .add(Get, "/api/containers/{id}", containers::show)
+            .add(Get, "/api/containers/{id}/logs", containers::logs)
+            .add(Get, "/api/flows", flows::stream)
+            .add(Get, "/api/flows/recent", flows::recent)
+            .add(Get, "/api/metrics/containers", containers::metrics)
+            .add(Get, "/api/metrics/overlay", containers::overlay)
+            .add(Post, "/api/security/network-policies", policies::create)
+            .add(Get, "/api/security/network-policies", policies::list)
+            .add(Get, "/api/security/network-policies/{name}", policies::show)
+            .add(
+                Delete,
+                "/api/security/network-policies/{name}",
+                policies::delete,
+            )
+            .add(Get, "/api/services", services::list)
+            .add(Get, "/api/services/{name}/endpoints", services::endpoints)
+            .add(Get, "/api/volumes", volumes::list)
+            .add(Post, "/api/volumes/create", volumes::create)
+            .add(Delete, "/api/volumes/{name}", volumes::delete)
+            .add(Get, "/api/nodes", nodes::list)
+            .add(Post, "/api/nodes/join", nodes::join)
+            .add(Get, "/api/health", nodes::health)
+            .add(Post, "/api/images/pull", images::pull)
+            .add_method_router(
+                Post,
+                "/api/images/import",
+                on(Post.filter(), images::import)
+                    .layer(DefaultBodyLimit::max(images::ARCHIVE_LIMIT)),
+            )
+    }
+
+    fn add<H, T>(self, verb: Verb, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_method_router(verb, path, on(verb.filter(), handler))
+    }
+
+    /// `method_router` must serve `verb` only.
+    fn add_method_router(
+        mut self,
+        verb: Verb,
+        path: &'static str,
+        method_router: MethodRouter<AppState>,
+    ) -> Self {
+        self.table.push((verb.method(), path));
+        // A second method on a path merges with the first.
+        self.router = self.router.route(path, method_router);
+        self
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -77,30 +162,21 @@ async fn not_found(request: Request) -> ApiError {
     ))
 }
 
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("dashboard.html"))
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
-/// A JSON body whose errors are answered as [`ApiError`]s naming the field.
-pub struct Json<T>(pub T);
-
-impl<S, T> FromRequest<S> for Json<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(ApiError::bad_request(
-                "invalid_body",
-                rejection.body_text().replace(
-                    "Failed to deserialize the JSON body into the target type: ",
-                    "invalid JSON body: ",
-                ),
-            )),
-        }
-    }
+/// The web dashboard.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    responses((status = 200, description = "the dashboard page", content_type = "text/html", body = String))
+)]
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }

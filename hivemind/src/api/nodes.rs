@@ -1,12 +1,22 @@
 //! /api/nodes and /api/health.
 
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::contract::{
+    AppStatus, ErrorBody, HealthNode, HealthReport, HealthStatus, HealthyCount, JoinRequest,
+    Message, NetworkHealth, NodeCount, NodeResources, NodeView, RunningCount, RuntimeHealth,
+};
 use crate::state::{ContainerStatus, NODES, NodeInfo, PLACEMENTS, Placement};
 
-pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+/// Lists the cluster's nodes: membership state, addresses, subnet, resources.
+#[utoipa::path(
+    get,
+    path = "/api/nodes",
+    tag = "nodes",
+    responses((status = 200, description = "every known node, by id", body = Vec<NodeView>))
+)]
+pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<NodeView>>, ApiError> {
     let infos: Vec<NodeInfo> = node.store.values(NODES)?;
     let placements: Vec<Placement> = node.store.values(PLACEMENTS)?;
     let members = match &node.cluster {
@@ -20,7 +30,7 @@ pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, Api
         }
     }
     ids.sort();
-    let nodes: Vec<Value> = ids
+    let nodes: Vec<NodeView> = ids
         .iter()
         .map(|id| {
             let info = infos.iter().find(|i| &i.id == id);
@@ -32,35 +42,45 @@ pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, Api
                 .iter()
                 .map(|p| p.nodes.iter().filter(|n| *n == id).count())
                 .sum::<usize>();
-            json!({
-                "id": id,
-                "name": info.map(|i| i.name.clone()),
-                "address": info.map(|i| i.api.clone()).or(member.map(|m| m.api.to_string())),
-                "gossip": member.map(|m| m.gossip.to_string()),
-                "underlay": info.map(|i| i.underlay.to_string()),
-                "state": state,
-                "since_ms": member.map(|m| m.since_ms),
-                "subnet": info.map(|i| i.subnet.clone()),
-                "resources": info.map(|i| json!({"cpu_cores": i.cpu_cores, "memory_bytes": i.memory_bytes})),
-                "labels": info.map(|i| i.labels.clone()),
-                "containers": replicas,
-                "is_self": *id == node.id,
-            })
+            NodeView {
+                id: id.clone(),
+                name: info.map(|i| i.name.clone()),
+                address: info
+                    .map(|i| i.api.clone())
+                    .or(member.map(|m| m.api.to_string())),
+                gossip: member.map(|m| m.gossip.to_string()),
+                underlay: info.map(|i| i.underlay.to_string()),
+                state,
+                since_ms: member.map(|m| m.since_ms),
+                subnet: info.map(|i| i.subnet.to_string()),
+                resources: info.map(|i| NodeResources {
+                    cpu_cores: i.cpu_cores,
+                    memory_bytes: i.memory_bytes,
+                }),
+                labels: info.map(|i| i.labels.clone()),
+                containers: replicas as u64,
+                is_self: *id == node.id,
+            }
         })
         .collect();
-    Ok(axum::Json(json!(nodes)))
+    Ok(axum::Json(nodes))
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    pub address: String,
-}
-
+/// Asks this node to join the cluster of the node at `address`.
+#[utoipa::path(
+    post,
+    path = "/api/nodes/join",
+    tag = "nodes",
+    request_body = JoinRequest,
+    responses(
+        (status = 200, description = "joining", body = Message),
+        (status = 400, description = "the address is invalid, the join failed, or this node has no cluster", body = ErrorBody),
+    )
+)]
 pub async fn join(
     State(node): State<AppState>,
     super::Json(request): super::Json<JoinRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Message>, ApiError> {
     let address = crate::cli::parse_join(&request.address)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("address: {e}")))?;
     let Some(cluster) = &node.cluster else {
@@ -73,12 +93,19 @@ pub async fn join(
         .join(address)
         .await
         .map_err(|e| ApiError::bad_request("join_failed", e.to_string()))?;
-    Ok(axum::Json(
-        json!({"success": true, "message": format!("Joining the cluster through {address}")}),
-    ))
+    Ok(axum::Json(Message::ok(format!(
+        "Joining the cluster through {address}"
+    ))))
 }
 
-pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+/// The cluster's health as this node sees it.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "nodes",
+    responses((status = 200, description = "status and the problems found", body = HealthReport))
+)]
+pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthReport>, ApiError> {
     let apps = node.store.apps()?;
     let containers = node.store.containers()?;
     let mut problems = Vec::new();
@@ -92,12 +119,15 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
     let mut healthy_apps = 0;
     for app in &apps {
         let view = super::apps::app_view(app, &containers);
-        if view.status == "running" {
+        if view.status == AppStatus::Running {
             healthy_apps += 1;
         } else {
             problems.push(format!(
                 "app {}: {} of {} replicas running ({})",
-                view.name, view.running, view.replicas, view.status
+                view.name,
+                view.running,
+                view.replicas,
+                view.status.as_str()
             ));
         }
     }
@@ -151,24 +181,43 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<Value>, A
         None => (1, 1),
     };
     let status = if problems.is_empty() {
-        "healthy"
+        HealthStatus::Healthy
     } else {
-        "degraded"
+        HealthStatus::Degraded
     };
-    Ok(axum::Json(json!({
-        "status": status,
-        "node": {"id": node.id, "name": node.name, "state": "alive"},
-        "nodes": {"total": total_nodes, "alive": alive_nodes},
-        "runtime": {"name": node.runtime_name, "ok": runtime_ok},
-        "network": {
-            "bridge": node.net_config.bridge,
-            "subnet": node.net_config.subnet.to_string(),
-            "mtu": node.net_config.mtu,
-            "dataplane": node.dataplane.is_some(),
+    Ok(axum::Json(HealthReport {
+        status,
+        node: HealthNode {
+            id: node.id.clone(),
+            name: node.name.clone(),
+            state: "alive".to_string(),
         },
-        "apps": {"total": apps.len(), "healthy": healthy_apps},
-        "services": {"total": services.len(), "healthy": healthy_services},
-        "containers": {"total": containers.len(), "running": running},
-        "problems": problems,
-    })))
+        nodes: NodeCount {
+            total: total_nodes as u64,
+            alive: alive_nodes as u64,
+        },
+        runtime: RuntimeHealth {
+            name: node.runtime_name.clone(),
+            ok: runtime_ok,
+        },
+        network: NetworkHealth {
+            bridge: node.net_config.bridge.clone(),
+            subnet: node.net_config.subnet.to_string(),
+            mtu: node.net_config.mtu,
+            dataplane: node.dataplane.is_some(),
+        },
+        apps: HealthyCount {
+            total: apps.len() as u64,
+            healthy: healthy_apps,
+        },
+        services: HealthyCount {
+            total: services.len() as u64,
+            healthy: healthy_services,
+        },
+        containers: RunningCount {
+            total: containers.len() as u64,
+            running: running as u64,
+        },
+        problems,
+    }))
 }

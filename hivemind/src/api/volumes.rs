@@ -1,22 +1,27 @@
 //! /api/volumes.
 
-use axum::extract::{Path, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::extract::State;
 
-use super::{ApiError, AppState, Json};
+use super::{ApiError, AppState, Json, Path};
 use crate::command::{Command, Outcome};
+use crate::contract::{CreateVolume, ErrorBody, Message, VolumeCreated, VolumeView};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVolume {
-    pub name: String,
-}
-
+/// Creates a named volume.
+#[utoipa::path(
+    post,
+    path = "/api/volumes/create",
+    tag = "volumes",
+    request_body = CreateVolume,
+    responses(
+        (status = 200, description = "created", body = VolumeCreated),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 409, description = "it exists", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(node): State<AppState>,
     Json(request): Json<CreateVolume>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<VolumeCreated>, ApiError> {
     let outcome = node
         .execute(Command::CreateVolume { name: request.name })
         .await?;
@@ -25,41 +30,64 @@ pub async fn create(
             "volume create returned an unexpected outcome",
         ));
     };
-    Ok(axum::Json(json!({
-        "success": true,
-        "name": name,
-        "path": path,
-        "message": format!("Created volume {name}"),
-    })))
+    Ok(axum::Json(VolumeCreated {
+        success: true,
+        message: format!("Created volume {name}"),
+        name,
+        path,
+    }))
 }
 
-pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+/// Lists volumes and the apps that mount them.
+#[utoipa::path(
+    get,
+    path = "/api/volumes",
+    tag = "volumes",
+    responses((status = 200, description = "every volume", body = Vec<VolumeView>))
+)]
+pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<VolumeView>>, ApiError> {
     let apps = node.store.apps()?;
-    let volumes: Vec<Value> = node
+    let volumes = node
         .store
         .volumes()?
         .into_iter()
         .map(|v| {
-            let used_by: Vec<&str> = apps
+            let used_by = apps
                 .iter()
                 .filter(|a| a.spec.volumes.iter().any(|m| m.name == v.name))
-                .map(|a| a.spec.name.as_str())
+                .map(|a| a.spec.name.clone())
                 .collect();
-            json!({"name": v.name, "path": v.path, "created_at": v.created_at, "used_by": used_by})
+            VolumeView {
+                name: v.name,
+                path: v.path,
+                created_at: v.created_at,
+                used_by,
+            }
         })
         .collect();
-    Ok(axum::Json(json!(volumes)))
+    Ok(axum::Json(volumes))
 }
 
+/// Deletes a volume no app uses.
+#[utoipa::path(
+    delete,
+    path = "/api/volumes/{name}",
+    tag = "volumes",
+    params(("name" = String, Path, description = "volume name")),
+    responses(
+        (status = 200, description = "deleted", body = Message),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such volume", body = ErrorBody),
+        (status = 409, description = "an app uses it", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(node): State<AppState>,
     Path(name): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Message>, ApiError> {
     crate::model::validate_name("name", &name)
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     node.execute(Command::DeleteVolume { name: name.clone() })
         .await?;
-    Ok(axum::Json(
-        json!({"success": true, "message": format!("Deleted volume {name}")}),
-    ))
+    Ok(axum::Json(Message::ok(format!("Deleted volume {name}"))))
 }

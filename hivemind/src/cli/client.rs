@@ -1,7 +1,10 @@
 //! The REST client behind every CLI command, and its exit codes.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::contract::ErrorBody;
 
 /// Exit codes of SPEC.md.
 pub mod exit {
@@ -92,14 +95,13 @@ impl Client {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("server answered {status}: {text}"));
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|body| body.error.message)
+            .unwrap_or_else(|_| format!("server answered {status}: {text}"));
         Err(ClientError::Api { status, message })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         json_of(self.send(self.request(Method::GET, path)).await?).await
     }
 
@@ -107,7 +109,11 @@ impl Client {
         self.send(self.request(Method::GET, path)).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         json_of(
             self.send(self.request(Method::POST, path).json(body))
                 .await?,
@@ -115,15 +121,19 @@ impl Client {
         .await
     }
 
-    pub async fn post_stream(
+    pub async fn post_stream<B: Serialize + ?Sized>(
         &self,
         path: &str,
-        body: &Value,
+        body: &B,
     ) -> Result<reqwest::Response, ClientError> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
-    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, ClientError> {
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let builder = self
             .request(Method::POST, path)
             .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
@@ -131,14 +141,21 @@ impl Client {
         json_of(self.send(builder).await?).await
     }
 
-    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         json_of(self.send(self.request(Method::DELETE, path)).await?).await
     }
 }
 
-async fn json_of(response: reqwest::Response) -> Result<Value, ClientError> {
-    response
-        .json()
+/// The answer as `T`; an answer that does not fit the contract is an error
+/// that says so (a server of another version, most likely).
+async fn json_of<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
+    let bytes = response
+        .bytes()
         .await
-        .map_err(|e| ClientError::Other(format!("the server's answer is not JSON: {e}")))
+        .map_err(|e| ClientError::Other(format!("reading the server's answer: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ClientError::Other(format!(
+            "the server's answer does not match this client's API: {e}"
+        ))
+    })
 }

@@ -4,16 +4,21 @@
 use std::io::Write;
 
 use futures::StreamExt;
-use serde_json::{Value, json};
 
-use super::output::{human_bytes, print_list, print_message, print_object};
+use super::output::{
+    cell_of, human_bytes, joined, or_dash, print_list, print_message, print_object,
+};
 use super::{
     AppCommand, Cli, Client, ClientError, DeployArgs, ImageCommand, NodeCommand, OutputFormat,
     SecurityCommand, TopCommand, VolumeCommand,
 };
-use crate::model::{
-    DeployRequest, MemoryValue, ResourcesRequest, ValidationError, parse_key_value, parse_volume,
+use crate::contract::{
+    AppView, ContainerDetail, ContainerView, CreateVolume, DeployAnswer, DeployRequest,
+    HealthReport, HealthStatus, ImportAnswer, JoinRequest, MemoryValue, Message, NetworkPolicy,
+    NodeView, PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer,
+    RestartRequest, ScaleRequest, ServiceView, VolumeCreated, VolumeView,
 };
+use crate::model::{ValidationError, parse_key_value, parse_volume};
 
 fn usage(e: ValidationError) -> ClientError {
     ClientError::Usage(format!("--{e}"))
@@ -52,7 +57,7 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         ports: args.ports.clone(),
         labels,
         node: args.node.clone(),
-        health: health_spec(args)?,
+        health: health_spec(args)?.map(Into::into),
         placement: args.placement.clone(),
         constraints: args
             .constraints
@@ -111,77 +116,84 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
         TopCommand::Volume(command) => volume(&client, format, command).await,
         TopCommand::Image(command) => image(&client, format, command).await,
         TopCommand::Node(NodeCommand::Ls) => {
-            let nodes = client.get("/api/nodes").await?;
+            let nodes: Vec<NodeView> = client.get("/api/nodes").await?;
             print_list(
                 format,
                 &nodes,
                 &[
-                    ("NAME", "name"),
-                    ("ID", "id"),
-                    ("STATE", "state"),
-                    ("ADDRESS", "address"),
-                    ("SUBNET", "subnet"),
-                    ("CONTAINERS", "containers"),
-                    ("RESOURCES", "resources"),
+                    ("NAME", |n| or_dash(n.name.as_ref())),
+                    ("ID", |n| n.id.clone()),
+                    ("STATE", |n| n.state.clone()),
+                    ("ADDRESS", |n| or_dash(n.address.as_ref())),
+                    ("SUBNET", |n| or_dash(n.subnet.as_ref())),
+                    ("CONTAINERS", |n| n.containers.to_string()),
+                    ("RESOURCES", |n| cell_of(&n.resources)),
                 ],
             );
             Ok(())
         }
         TopCommand::Node(NodeCommand::Join { address }) => {
-            let body = json!({"address": address.to_string()});
-            let answer = client.post("/api/nodes/join", &body).await?;
+            let body = JoinRequest {
+                address: address.to_string(),
+            };
+            let answer: Message = client.post("/api/nodes/join", &body).await?;
             print_message(format, &answer);
             Ok(())
         }
         TopCommand::Security(command) => security(&client, format, command).await,
         TopCommand::Health => {
-            let health = client.get("/api/health").await?;
+            let health: HealthReport = client.get("/api/health").await?;
             if format == OutputFormat::Json {
                 print_object(format, &health);
             } else {
-                println!("status: {}", health["status"].as_str().unwrap_or("unknown"));
-                println!(
-                    "nodes: {}/{} alive",
-                    health["nodes"]["alive"], health["nodes"]["total"]
-                );
-                println!(
-                    "runtime: {} ({})",
-                    health["runtime"]["name"].as_str().unwrap_or("-"),
-                    if health["runtime"]["ok"] == true {
-                        "ok"
-                    } else {
-                        "failing"
-                    }
-                );
-                println!(
-                    "network: bridge {} subnet {} mtu {} eBPF data plane {}",
-                    health["network"]["bridge"].as_str().unwrap_or("-"),
-                    health["network"]["subnet"].as_str().unwrap_or("-"),
-                    health["network"]["mtu"],
-                    if health["network"]["dataplane"] == true {
-                        "loaded"
-                    } else {
-                        "off"
-                    }
-                );
-                println!(
-                    "services: {}/{} with ready endpoints",
-                    health["services"]["healthy"], health["services"]["total"]
-                );
-                println!(
-                    "apps: {}/{} healthy",
-                    health["apps"]["healthy"], health["apps"]["total"]
-                );
-                println!(
-                    "containers: {}/{} running",
-                    health["containers"]["running"], health["containers"]["total"]
-                );
-                for problem in health["problems"].as_array().into_iter().flatten() {
-                    println!("problem: {}", problem.as_str().unwrap_or_default());
-                }
+                print_health(&health);
             }
             Ok(())
         }
+        TopCommand::Openapi => {
+            print!("{}", crate::api::openapi::document_json());
+            Ok(())
+        }
+    }
+}
+
+fn print_health(health: &HealthReport) {
+    let status = match health.status {
+        HealthStatus::Healthy => "healthy",
+        HealthStatus::Degraded => "degraded",
+    };
+    println!("status: {status}");
+    println!("nodes: {}/{} alive", health.nodes.alive, health.nodes.total);
+    println!(
+        "runtime: {} ({})",
+        health.runtime.name,
+        if health.runtime.ok { "ok" } else { "failing" }
+    );
+    println!(
+        "network: bridge {} subnet {} mtu {} eBPF data plane {}",
+        health.network.bridge,
+        health.network.subnet,
+        health.network.mtu,
+        if health.network.dataplane {
+            "loaded"
+        } else {
+            "off"
+        }
+    );
+    println!(
+        "services: {}/{} with ready endpoints",
+        health.services.healthy, health.services.total
+    );
+    println!(
+        "apps: {}/{} healthy",
+        health.apps.healthy, health.apps.total
+    );
+    println!(
+        "containers: {}/{} running",
+        health.containers.running, health.containers.total
+    );
+    for problem in &health.problems {
+        println!("problem: {problem}");
     }
 }
 
@@ -194,57 +206,58 @@ async fn app(
         AppCommand::Deploy(args) => {
             let request = deploy_request(args)?;
             pull(client, format, &request.image, false).await?;
-            let body =
-                serde_json::to_value(&request).map_err(|e| ClientError::Other(e.to_string()))?;
-            let answer = client.post("/api/deploy", &body).await?;
+            let answer: DeployAnswer = client.post("/api/deploy", &request).await?;
             print_message(format, &answer);
         }
         AppCommand::Ls => {
-            let apps = client.get("/api/apps").await?;
+            let apps: Vec<AppView> = client.get("/api/apps").await?;
             print_list(
                 format,
                 &apps,
                 &[
-                    ("NAME", "name"),
-                    ("IMAGE", "image"),
-                    ("REPLICAS", "replicas"),
-                    ("RUNNING", "running"),
-                    ("STATUS", "status"),
-                    ("SERVICE", "service"),
+                    ("NAME", |a| a.name.clone()),
+                    ("IMAGE", |a| a.image.clone()),
+                    ("REPLICAS", |a| a.replicas.to_string()),
+                    ("RUNNING", |a| a.running.to_string()),
+                    ("STATUS", |a| a.status.as_str().to_string()),
+                    ("SERVICE", |a| or_dash(a.service.as_ref())),
                 ],
             );
         }
         AppCommand::Containers => {
-            let containers = client.get("/api/containers").await?;
+            let containers: Vec<ContainerView> = client.get("/api/containers").await?;
             print_list(
                 format,
                 &containers,
                 &[
-                    ("ID", "id"),
-                    ("APP", "app"),
-                    ("NODE", "node"),
-                    ("STATUS", "status"),
-                    ("IP", "ip"),
-                    ("IMAGE", "image"),
-                    ("RESTARTS", "restarts"),
-                    ("RESOURCES", "resources"),
+                    ("ID", |c| c.id.clone()),
+                    ("APP", |c| c.app.clone()),
+                    ("NODE", |c| c.node.clone()),
+                    ("STATUS", |c| c.status.clone()),
+                    ("IP", |c| c.ip.clone()),
+                    ("IMAGE", |c| c.image.clone()),
+                    ("RESTARTS", |c| c.restarts.to_string()),
+                    ("RESOURCES", |c| cell_of(&c.resources)),
                 ],
             );
         }
         AppCommand::ContainerInfo { container_id } => {
-            let info = client
+            let info: ContainerDetail = client
                 .get(&format!("/api/containers/{}", path_segment(container_id)?))
                 .await?;
             print_object(format, &info);
         }
         AppCommand::Restart { name } => {
-            let answer = client.post("/api/restart", &json!({"name": name})).await?;
+            let body = RestartRequest { name: name.clone() };
+            let answer: RestartAnswer = client.post("/api/restart", &body).await?;
             print_message(format, &answer);
         }
         AppCommand::Scale { name, replicas } => {
-            let answer = client
-                .post("/api/scale", &json!({"name": name, "replicas": replicas}))
-                .await?;
+            let body = ScaleRequest {
+                name: name.clone(),
+                replicas: *replicas,
+            };
+            let answer: Message = client.post("/api/scale", &body).await?;
             print_message(format, &answer);
         }
         AppCommand::Logs { name, follow, tail } => {
@@ -267,22 +280,22 @@ async fn app(
             }
         }
         AppCommand::Services => {
-            let services = client.get("/api/services").await?;
+            let services: Vec<ServiceView> = client.get("/api/services").await?;
             print_list(
                 format,
                 &services,
                 &[
-                    ("NAME", "name"),
-                    ("VIP", "vip"),
-                    ("DNS", "dns_names"),
-                    ("PORTS", "ports"),
-                    ("READY", "ready_endpoints"),
-                    ("ENDPOINTS", "endpoints"),
+                    ("NAME", |s| s.name.clone()),
+                    ("VIP", |s| s.vip.clone()),
+                    ("DNS", |s| joined(&s.dns_names)),
+                    ("PORTS", |s| joined(&s.ports)),
+                    ("READY", |s| s.ready_endpoints.to_string()),
+                    ("ENDPOINTS", |s| s.endpoints.to_string()),
                 ],
             );
         }
         AppCommand::Delete { name } => {
-            let answer = client
+            let answer: Message = client
                 .delete(&format!("/api/apps/{}", path_segment(name)?))
                 .await?;
             print_message(format, &answer);
@@ -298,31 +311,34 @@ async fn security(
 ) -> Result<(), ClientError> {
     match command {
         SecurityCommand::ListNetworkPolicies => {
-            let policies = client.get("/api/security/network-policies").await?;
+            let policies: Vec<NetworkPolicy> = client.get("/api/security/network-policies").await?;
             print_list(
                 format,
                 &policies,
                 &[
-                    ("NAME", "name"),
-                    ("SELECTOR", "selector"),
-                    ("INGRESS", "ingress_rules"),
-                    ("EGRESS", "egress_rules"),
+                    ("NAME", |p| p.name.clone()),
+                    ("SELECTOR", |p| cell_of(&p.selector)),
+                    ("INGRESS", |p| cell_of(&p.ingress_rules)),
+                    ("EGRESS", |p| cell_of(&p.egress_rules)),
                 ],
             );
         }
         SecurityCommand::CreateNetworkPolicy { file } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
-            // JSON is YAML, so one parser reads both.
-            let body: Value = serde_yaml::from_str(&text).map_err(|e| {
-                ClientError::Usage(format!("{} is not JSON or YAML: {e}", file.display()))
+            // JSON is YAML, so one parser reads both; the server checks the rules.
+            let body: NetworkPolicy = serde_yaml::from_str(&text).map_err(|e| {
+                ClientError::Usage(format!(
+                    "{} is not a network policy in JSON or YAML: {e}",
+                    file.display()
+                ))
             })?;
-            let answer = client.post("/api/security/network-policies", &body).await?;
+            let answer: PolicyAnswer = client.post("/api/security/network-policies", &body).await?;
             print_message(format, &answer);
         }
         SecurityCommand::DeleteNetworkPolicy { name } => {
             let path = format!("/api/security/network-policies/{}", path_segment(name)?);
-            let answer = client.delete(&path).await?;
+            let answer: Message = client.delete(&path).await?;
             print_message(format, &answer);
         }
     }
@@ -336,21 +352,24 @@ async fn volume(
 ) -> Result<(), ClientError> {
     match command {
         VolumeCommand::Create { name } => {
-            let answer = client
-                .post("/api/volumes/create", &json!({"name": name}))
-                .await?;
+            let body = CreateVolume { name: name.clone() };
+            let answer: VolumeCreated = client.post("/api/volumes/create", &body).await?;
             print_message(format, &answer);
         }
         VolumeCommand::Ls => {
-            let volumes = client.get("/api/volumes").await?;
+            let volumes: Vec<VolumeView> = client.get("/api/volumes").await?;
             print_list(
                 format,
                 &volumes,
-                &[("NAME", "name"), ("USED BY", "used_by"), ("PATH", "path")],
+                &[
+                    ("NAME", |v| v.name.clone()),
+                    ("USED BY", |v| joined(&v.used_by)),
+                    ("PATH", |v| v.path.clone()),
+                ],
             );
         }
         VolumeCommand::Delete { name } => {
-            let answer = client
+            let answer: Message = client
                 .delete(&format!("/api/volumes/{}", path_segment(name)?))
                 .await?;
             print_message(format, &answer);
@@ -369,81 +388,77 @@ async fn image(
         ImageCommand::Import { file } => {
             let bytes = std::fs::read(file)
                 .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
-            let answer = client.post_bytes("/api/images/import", bytes).await?;
+            let answer: ImportAnswer = client.post_bytes("/api/images/import", bytes).await?;
             print_message(format, &answer);
             Ok(())
         }
     }
 }
 
-/// Pulls through the node, printing progress to stderr (not in JSON mode).
+/// Pulls through the node, printing progress to stderr (not in JSON mode);
+/// returns the closing `done` event.
 async fn pull(
     client: &Client,
     format: OutputFormat,
     image: &str,
     force: bool,
-) -> Result<Value, ClientError> {
-    let body = json!({"image": image, "force": force});
+) -> Result<PullEvent, ClientError> {
+    let body = PullRequest {
+        image: image.to_string(),
+        force,
+    };
     let response = client.post_stream("/api/images/pull", &body).await?;
     let mut body = response.bytes_stream();
     let mut buffer = Vec::new();
-    let mut last = Value::Null;
+    let mut last = None;
     let show = format == OutputFormat::Table;
+    let short = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        hex.chars().take(12).collect::<String>()
+    };
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ClientError::Other(format!("pull progress stream: {e}")))?;
         buffer.extend_from_slice(&chunk);
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            match event["event"].as_str() {
-                Some("error") => {
+            let event = serde_json::from_slice::<PullEvent>(&line).map_err(|e| {
+                ClientError::Other(format!(
+                    "pull {image}: a progress event does not match this client's API: {e}"
+                ))
+            })?;
+            match &event {
+                PullEvent::Error { message } => {
                     if show {
                         eprintln!();
                     }
-                    return Err(ClientError::Other(format!(
-                        "pull {image}: {}",
-                        event["message"].as_str().unwrap_or("failed")
-                    )));
+                    return Err(ClientError::Other(format!("pull {image}: {message}")));
                 }
-                Some("resolving") if show => {
-                    eprintln!("Pulling {}", event["reference"].as_str().unwrap_or(image))
-                }
-                Some("layer") if show => {
-                    let digest = event["digest"].as_str().unwrap_or_default();
-                    let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-                    eprint!(
-                        "\r  {}: {} / {}   ",
-                        &short[..short.len().min(12)],
-                        human_bytes(event["downloaded"].as_u64().unwrap_or(0)),
-                        human_bytes(event["total"].as_u64().unwrap_or(0)),
-                    );
-                }
-                Some("unpacking") if show => {
-                    let digest = event["digest"].as_str().unwrap_or_default();
-                    let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-                    eprintln!(
-                        "\r  {}: unpacking              ",
-                        &short[..short.len().min(12)]
-                    );
-                }
-                Some("done") if show => eprintln!(
-                    "Pulled {} ({})",
-                    event["image"].as_str().unwrap_or(image),
-                    event["digest"].as_str().unwrap_or_default()
+                PullEvent::Resolving { reference } if show => eprintln!("Pulling {reference}"),
+                PullEvent::Layer {
+                    digest,
+                    downloaded,
+                    total,
+                } if show => eprint!(
+                    "\r  {}: {} / {}   ",
+                    short(digest),
+                    human_bytes(*downloaded),
+                    human_bytes(*total),
                 ),
+                PullEvent::Unpacking { digest } if show => {
+                    eprintln!("\r  {}: unpacking              ", short(digest))
+                }
+                PullEvent::Done { image, digest } if show => eprintln!("Pulled {image} ({digest})"),
                 _ => {}
             }
-            last = event;
+            last = Some(event);
         }
     }
-    if last["event"] != "done" {
-        return Err(ClientError::Other(format!(
+    match last {
+        Some(done @ PullEvent::Done { .. }) => Ok(done),
+        _ => Err(ClientError::Other(format!(
             "pull {image}: the server ended the progress stream early"
-        )));
+        ))),
     }
-    Ok(last)
 }
 
 /// A name put into a URL path must not change the path.

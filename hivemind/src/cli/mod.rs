@@ -67,6 +67,8 @@ pub enum TopCommand {
     Security(SecurityCommand),
     /// Cluster health summary
     Health,
+    /// Print the OpenAPI document of the REST API (what GET /api/openapi.json serves)
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +129,12 @@ pub struct NodeArgs {
     /// GSO under XDP; XDP elsewhere), xdp or tc
     #[arg(long, value_enum, default_value_t = crate::dataplane::UnderlayProgram::Auto)]
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// Seconds a deletion marker is kept at least; it goes once every live node has seen it
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub tombstone_grace: u64,
+    /// Test seam: shifts this node's wall clock by this many milliseconds (negative: behind)
+    #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
 }
 
 #[derive(Debug, Args)]

@@ -1,32 +1,33 @@
-//! Tables and JSON for the CLI.
+//! Tables and JSON for the CLI, from the contract's types.
 
+use std::fmt::Display;
+
+use serde::Serialize;
 use serde_json::Value;
 
 use super::OutputFormat;
+use crate::contract::Answer;
 
-/// Prints `value` as JSON, or as a table of `columns` (header, JSON field).
-pub fn print_list(format: OutputFormat, value: &Value, columns: &[(&str, &str)]) {
+/// A column of a table: its header and the cell of one item.
+pub type Column<T> = (&'static str, fn(&T) -> String);
+
+fn print_json<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print the answer as JSON: {e}"),
+    }
+}
+
+/// Prints `items` as JSON, or as a table of `columns`.
+pub fn print_list<T: Serialize>(format: OutputFormat, items: &[T], columns: &[Column<T>]) {
     if format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        print_json(items);
         return;
     }
-    let rows: Vec<Vec<String>> = value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| {
-                    columns
-                        .iter()
-                        .map(|(_, field)| cell(&item[*field]))
-                        .collect()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| columns.iter().map(|(_, cell)| cell(item)).collect())
+        .collect();
     let mut widths: Vec<usize> = columns.iter().map(|(header, _)| header.len()).collect();
     for row in &rows {
         for (width, text) in widths.iter_mut().zip(row) {
@@ -52,37 +53,36 @@ pub fn print_list(format: OutputFormat, value: &Value, columns: &[(&str, &str)])
     }
 }
 
-/// Prints one object as `key: value` lines, or as JSON.
-pub fn print_object(format: OutputFormat, value: &Value) {
+/// Prints one object as `key: value` lines (in its serialised field order),
+/// or as JSON.
+pub fn print_object<T: Serialize>(format: OutputFormat, value: &T) {
     if format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        print_json(value);
         return;
     }
-    if let Some(map) = value.as_object() {
-        for (key, value) in map {
-            println!("{key}: {}", cell(value));
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => {
+            for (key, value) in map {
+                println!("{key}: {}", cell(&value));
+            }
         }
-    } else {
-        println!("{}", cell(value));
+        Ok(other) => println!("{}", cell(&other)),
+        Err(e) => eprintln!("error: cannot print the answer: {e}"),
     }
 }
 
 /// Prints the `message` of a command's answer, or the whole answer as JSON.
-pub fn print_message(format: OutputFormat, value: &Value) {
+pub fn print_message<T: Serialize + Answer>(format: OutputFormat, answer: &T) {
     if format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
-    } else if let Some(message) = value["message"].as_str() {
-        println!("{message}");
+        print_json(answer);
+    } else {
+        println!("{}", answer.message());
     }
 }
 
-fn cell(value: &Value) -> String {
+/// A free-form value as one cell: `-` for null, lists joined by `,`,
+/// objects as `k=v` pairs.
+pub fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
@@ -95,6 +95,25 @@ fn cell(value: &Value) -> String {
             .join(","),
         other => other.to_string(),
     }
+}
+
+/// An optional value, `-` when absent.
+pub fn or_dash<T: Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// Items joined by `,`.
+pub fn joined<T: Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A serialisable value as one cell (for nested objects such as resources).
+pub fn cell_of<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).map_or_else(|_| "-".to_string(), |v| cell(&v))
 }
 
 /// Human size of a byte count.

@@ -1,0 +1,131 @@
+//! The OpenAPI 3 document of the API, generated from [`crate::contract`] and
+//! the `#[utoipa::path]` of each handler; never written by hand. It is served
+//! at `GET /api/openapi.json`, printed by `hivemind openapi`, and committed as
+//! `docs/openapi.json` (a test fails when the two differ).
+
+use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+use super::{apps, containers, flows, images, nodes, policies, services, volumes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hivemind",
+        description = "The REST API of a Hivemind node. Every non-2xx answer has the body \
+                       `{success: false, error: {code, message}}`; bad input gets a 4xx \
+                       whose message names the field and the rule."
+    ),
+    paths(
+        super::dashboard,
+        serve,
+        apps::deploy,
+        apps::list,
+        apps::show,
+        apps::delete,
+        apps::logs,
+        apps::scale,
+        apps::restart,
+        containers::list,
+        containers::show,
+        containers::logs,
+        flows::stream,
+        flows::recent,
+        containers::metrics,
+        containers::overlay,
+        policies::create,
+        policies::list,
+        policies::show,
+        policies::delete,
+        services::list,
+        services::endpoints,
+        volumes::list,
+        volumes::create,
+        volumes::delete,
+        nodes::list,
+        nodes::join,
+        nodes::health,
+        images::pull,
+        images::import,
+    ),
+    components(schemas(crate::contract::ErrorBody, crate::contract::Scope)),
+    modifiers(&ErrorResponses),
+)]
+struct ApiDoc;
+
+/// Gives every operation a `default` response with the error body, so any
+/// status a route does not list (a 5xx, a 405) is documented too.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = ResponseBuilder::new()
+            .description("an error: the status says which kind, the body says what")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                operation
+                    .responses
+                    .responses
+                    .entry("default".to_string())
+                    .or_insert_with(|| RefOr::T(error.clone()));
+            }
+        }
+    }
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.options.as_mut(),
+        item.head.as_mut(),
+        item.patch.as_mut(),
+        item.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as the pretty JSON committed in `docs/openapi.json`
+/// (with a final newline).
+pub fn document_json() -> String {
+    match document().to_pretty_json() {
+        Ok(mut text) => {
+            text.push('\n');
+            text
+        }
+        // Serialising a tree of strings and maps does not fail; say so if it does.
+        Err(e) => format!("{{\"error\": \"cannot serialise the OpenAPI document: {e}\"}}\n"),
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "the OpenAPI document of this API", body = Object))
+)]
+pub(super) async fn serve() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+        .into_response()
+}

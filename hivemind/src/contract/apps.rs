@@ -1,0 +1,287 @@
+//! /api/deploy, /api/apps, /api/scale, /api/restart and app logs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::health::{
+    CheckSpec, DEFAULT_INTERVAL_S, DEFAULT_RETRIES, DEFAULT_START_PERIOD_S, DEFAULT_TIMEOUT_S,
+    HealthSpec, Probe,
+};
+use crate::model::{Resources, VolumeMount};
+
+/// Memory as JSON: `"512M"` or a number of bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum MemoryValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// CPUs and memory of one replica.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesRequest {
+    /// CPUs as a CFS quota fraction, from 0.01 to 1024 (0.5 = half a core).
+    pub cpu: Option<f64>,
+    /// e.g. `512M`, `1G` or a number of bytes; at least 6M.
+    pub memory: Option<MemoryValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMountRequest {
+    pub name: String,
+    /// Absolute path inside the container (`mount_path` is accepted too).
+    #[serde(rename = "mountPath", alias = "mount_path")]
+    pub mount_path: String,
+}
+
+/// How a check asks a container whether it is fine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProbeRequest {
+    /// GET http://IP:port/path; a 2xx or 3xx answer is healthy.
+    Http { path: String, port: u16 },
+    /// A TCP connection to IP:port is accepted.
+    Tcp { port: u16 },
+    /// The command, run inside the container, exits 0.
+    Exec { command: Vec<String> },
+}
+
+/// One check (liveness or readiness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub probe: ProbeRequest,
+    /// Seconds between probes, 1 to 3600 (default 10).
+    #[serde(default = "default_interval_s")]
+    pub interval_s: u64,
+    /// Seconds a probe may take, 1 to 3600 (default 1).
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+    /// Consecutive failures that count, 1 to 100 (default 3).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Seconds after start during which failures do not count (default 0).
+    #[serde(default = "default_start_period_s")]
+    pub start_period_s: u64,
+}
+
+fn default_interval_s() -> u64 {
+    DEFAULT_INTERVAL_S
+}
+fn default_timeout_s() -> u64 {
+    DEFAULT_TIMEOUT_S
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_start_period_s() -> u64 {
+    DEFAULT_START_PERIOD_S
+}
+
+/// Liveness (restart after `retries` failures) and readiness (in or out of
+/// the load balancer and DNS); liveness alone serves as readiness too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<CheckRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<CheckRequest>,
+}
+
+impl From<ProbeRequest> for Probe {
+    fn from(p: ProbeRequest) -> Self {
+        match p {
+            ProbeRequest::Http { path, port } => Self::Http { path, port },
+            ProbeRequest::Tcp { port } => Self::Tcp { port },
+            ProbeRequest::Exec { command } => Self::Exec { command },
+        }
+    }
+}
+
+impl From<Probe> for ProbeRequest {
+    fn from(p: Probe) -> Self {
+        match p {
+            Probe::Http { path, port } => Self::Http { path, port },
+            Probe::Tcp { port } => Self::Tcp { port },
+            Probe::Exec { command } => Self::Exec { command },
+        }
+    }
+}
+
+impl From<CheckRequest> for CheckSpec {
+    fn from(c: CheckRequest) -> Self {
+        Self {
+            probe: c.probe.into(),
+            interval_s: c.interval_s,
+            timeout_s: c.timeout_s,
+            retries: c.retries,
+            start_period_s: c.start_period_s,
+        }
+    }
+}
+
+impl From<CheckSpec> for CheckRequest {
+    fn from(c: CheckSpec) -> Self {
+        Self {
+            probe: c.probe.into(),
+            interval_s: c.interval_s,
+            timeout_s: c.timeout_s,
+            retries: c.retries,
+            start_period_s: c.start_period_s,
+        }
+    }
+}
+
+impl From<HealthRequest> for HealthSpec {
+    fn from(h: HealthRequest) -> Self {
+        Self {
+            liveness: h.liveness.map(Into::into),
+            readiness: h.readiness.map(Into::into),
+        }
+    }
+}
+
+impl From<HealthSpec> for HealthRequest {
+    fn from(h: HealthSpec) -> Self {
+        Self {
+            liveness: h.liveness.map(Into::into),
+            readiness: h.readiness.map(Into::into),
+        }
+    }
+}
+
+/// The body of `POST /api/deploy`, as the reference guide writes it.
+/// Validated by [`DeployRequest::validate`] (in `crate::model`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Image reference, e.g. `busybox`, `registry:5000/app:1.2`.
+    pub image: String,
+    /// App name: lowercase letters, digits and '-', starting with a letter, at most 40.
+    pub name: String,
+    /// Service domain for routing and discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// 0 to 100 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesRequest>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMountRequest>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Container ports, 1 to 65535.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Run only on this node (id or name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Liveness and readiness checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRequest>,
+    /// `spread` (default) or `binpack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// Run only on nodes carrying all these labels (`--node-label` of the daemon).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constraints: BTreeMap<String, String>,
+}
+
+/// Answer of `POST /api/deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeployAnswer {
+    pub success: bool,
+    /// The first container, as the reference guide answers.
+    pub container_id: String,
+    pub containers: Vec<String>,
+    pub message: String,
+}
+
+/// Where an app stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppStatus {
+    /// Every replica of the current generation runs.
+    Running,
+    /// Some container failed.
+    Failing,
+    /// None runs yet.
+    Pending,
+    /// Some, not all, run.
+    Degraded,
+}
+
+impl AppStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Failing => "failing",
+            Self::Pending => "pending",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
+/// An app as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    pub name: String,
+    pub image: String,
+    pub replicas: u32,
+    pub running: u64,
+    pub status: AppStatus,
+    pub service: Option<String>,
+    pub containers: Vec<String>,
+    pub resources: Resources,
+    pub volumes: Vec<VolumeMount>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub labels: BTreeMap<String, String>,
+    pub generation: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// The body of `POST /api/scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub name: String,
+    /// 0 to 100.
+    pub replicas: u32,
+}
+
+/// The body of `POST /api/restart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartRequest {
+    pub name: String,
+}
+
+/// Answer of `POST /api/restart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestartAnswer {
+    pub success: bool,
+    pub containers: Vec<String>,
+    pub message: String,
+}
+
+/// The query of the log routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only the last `tail` lines (of each container).
+    pub tail: Option<u64>,
+    /// Keep the answer open and stream new lines.
+    #[serde(default)]
+    pub follow: bool,
+}

@@ -1,0 +1,103 @@
+//! /api/nodes and /api/health.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    pub name: Option<String>,
+    /// Address of its API.
+    pub address: Option<String>,
+    /// Address of its membership protocol.
+    pub gossip: Option<String>,
+    pub underlay: Option<String>,
+    /// `alive`, `suspect`, `down`, `left` or `unknown`.
+    pub state: String,
+    pub since_ms: Option<u64>,
+    pub subnet: Option<String>,
+    pub resources: Option<NodeResources>,
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Replicas placed on it.
+    pub containers: u64,
+    pub is_self: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeResources {
+    pub cpu_cores: f64,
+    pub memory_bytes: u64,
+}
+
+/// The body of `POST /api/nodes/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// Gossip address `IP` or `IP:PORT` (port 7946 if omitted) of a member.
+    pub address: String,
+}
+
+/// Healthy when nothing is listed in `problems`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+}
+
+/// `GET /api/health`: the cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthReport {
+    pub status: HealthStatus,
+    pub node: HealthNode,
+    pub nodes: NodeCount,
+    pub runtime: RuntimeHealth,
+    pub network: NetworkHealth,
+    pub apps: HealthyCount,
+    pub services: HealthyCount,
+    pub containers: RunningCount,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthNode {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeCount {
+    pub total: u64,
+    pub alive: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeHealth {
+    pub name: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkHealth {
+    pub bridge: String,
+    pub subnet: String,
+    pub mtu: u32,
+    /// Whether the eBPF data plane is loaded.
+    pub dataplane: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthyCount {
+    pub total: u64,
+    pub healthy: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunningCount {
+    pub total: u64,
+    pub running: u64,
+}

@@ -1,0 +1,151 @@
+//! Extractor rejections (query string, path, body, method) answer the
+//! documented JSON error body with a 4xx, checked against `hivemind web
+//! --mock` (in-memory runtime, no kernel features: no root needed). The
+//! real-daemon fuzzing is `api_fuzz.rs`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hivemind::contract::ErrorBody;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
+
+struct Web(Child);
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+#[test]
+fn rejections_answer_the_json_error_body() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = Command::new(BIN)
+        .args([
+            "web",
+            "--mock",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hivemind web --mock");
+    let _web = Web(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(port, "GET", "/api/health", "").is_none_or(|(status, _)| status != 200) {
+        assert!(
+            Instant::now() < deadline,
+            "hivemind web --mock did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (method, path, body, status, code, names) in [
+        (
+            "GET",
+            "/api/apps/web/logs?tail=-1",
+            "",
+            400,
+            "invalid_query",
+            "tail",
+        ),
+        (
+            "GET",
+            "/api/apps/web/logs?follow=maybe",
+            "",
+            400,
+            "invalid_query",
+            "follow",
+        ),
+        (
+            "GET",
+            "/api/containers/x/logs?unknown=1",
+            "",
+            400,
+            "invalid_query",
+            "unknown",
+        ),
+        (
+            "GET",
+            "/api/containers?scope=everywhere",
+            "",
+            400,
+            "invalid_field",
+            "scope",
+        ),
+        ("GET", "/api/apps/%FF", "", 400, "invalid_path", "utf-8"),
+        (
+            "POST",
+            "/api/scale",
+            r#"{"name":"web","replicas":-1}"#,
+            400,
+            "invalid_body",
+            "replicas",
+        ),
+        (
+            "POST",
+            "/api/scale",
+            r#"{"name":"web","replicas":1,"x":1}"#,
+            400,
+            "invalid_body",
+            "x",
+        ),
+        (
+            "DELETE",
+            "/api/apps",
+            "",
+            405,
+            "method_not_allowed",
+            "DELETE",
+        ),
+        ("GET", "/api/nothing", "", 404, "not_found", "/api/nothing"),
+    ] {
+        let (got, text) = request(port, method, path, body).expect("an answer");
+        let error: ErrorBody = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not the JSON error body ({e}): {text}"));
+        assert_eq!(
+            (got, error.success, error.error.code.as_str()),
+            (status, false, code),
+            "{method} {path}: {text}"
+        );
+        assert!(
+            error
+                .error
+                .message
+                .to_lowercase()
+                .contains(&names.to_lowercase()),
+            "{method} {path}: the message does not name {names:?}: {text}"
+        );
+    }
+}
