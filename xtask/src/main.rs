@@ -115,6 +115,7 @@ fn workspace_root() -> Result<PathBuf> {
 
 fn test(args: &[String]) -> Result<()> {
     setup()?;
+    ensure_schemathesis()?;
     let root = workspace_root()?;
     if !is_root() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -146,6 +147,23 @@ fn test(args: &[String]) -> Result<()> {
         .args(args)
         .current_dir(&root))?;
     println!("test: all passed");
+    Ok(())
+}
+
+/// schemathesis 4 (PyPI), the REST API fuzzer of `hivemind/tests/api_fuzz.rs`:
+/// installed with pip when `schemathesis` is not on PATH.
+fn ensure_schemathesis() -> Result<()> {
+    let present = Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if present {
+        return Ok(());
+    }
+    println!("test: pip install schemathesis (the API fuzzer)");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "schemathesis>=4,<5"]))?;
+    // pyenv puts a new command on PATH only after a rehash; elsewhere this is absent.
+    let _ = Command::new("pyenv").arg("rehash").status();
     Ok(())
 }
 
