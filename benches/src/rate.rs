@@ -50,7 +50,8 @@ pub fn run(ns_name: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<R
     run_cmd(ns.command("ip").args(["link", "set", "hmb-rx", "up"]))?;
     run_cmd(ns.command("ip").args(["link", "set", "hmb-tx", "up"]))?;
 
-    let dp = Dataplane::load().context("loading the data plane")?;
+    let mut dp = Dataplane::load().context("loading the data plane")?;
+    dp.load_floor_programs()?;
     let pass = dp.program_fd_for_test(PROG_XDP_PASS)?;
     let underlay = dp.program_fd_for_test(PROG_XDP_UNDERLAY)?;
     let frame = vxlan_frame(PAYLOAD);

@@ -1,8 +1,48 @@
 //! Every change a user can ask of a node, as one closed enum. The REST
 //! handlers (and so the CLI and the dashboard) only parse into a [`Command`];
-//! [`crate::daemon::Node::execute`] is the one place that carries them out.
+//! `Node::execute` (in `node`) is the one place that carries them out.
+//!
+//! Validation happens once, when a command is built: the constructors below
+//! check what is not a stored row (references, addresses); every row a
+//! command writes is checked by its table's rules (`state::Row`), the same
+//! rules records from peers pass.
 
-use crate::model::AppSpec;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::image::{Progress, ResolvedImage, normalize_reference};
+use crate::model::{AppSpec, DeployRequest, ValidationError, validate_name};
+use crate::policy::NetworkPolicy;
+
+/// Where pull progress goes (nowhere by default).
+#[derive(Clone, Default)]
+pub struct ProgressSink(Option<Arc<dyn Fn(Progress) + Send + Sync>>);
+
+impl ProgressSink {
+    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    pub fn report(&self, progress: Progress) {
+        if let Some(f) = &self.0 {
+            f(progress);
+        }
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+/// Two sinks are never told apart: a command is the same whoever watches it.
+impl PartialEq for ProgressSink {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -26,10 +66,86 @@ pub enum Command {
         name: String,
     },
     /// Creates or replaces a network policy.
-    PutPolicy(Box<crate::policy::NetworkPolicy>),
+    PutPolicy(Box<NetworkPolicy>),
     DeletePolicy {
         name: String,
     },
+    /// Makes an image present on this node: pulled unless it is (or always
+    /// with `force`). `reference` is normalized.
+    PullImage {
+        reference: String,
+        force: bool,
+        progress: ProgressSink,
+    },
+    /// Imports every image of an OCI or `docker save` archive on disk.
+    ImportImages {
+        archive: PathBuf,
+    },
+    /// Announces this node to the member at a gossip address.
+    JoinCluster {
+        address: SocketAddr,
+    },
+}
+
+impl Command {
+    /// A deploy of a user's request; the error names the first bad field.
+    pub fn deploy(request: &DeployRequest) -> Result<Self, ValidationError> {
+        Ok(Self::Deploy(Box::new(request.validate()?)))
+    }
+
+    pub fn scale(name: &str, replicas: u32) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        Ok(Self::Scale {
+            name: name.to_string(),
+            replicas,
+        })
+    }
+
+    pub fn create_volume(name: &str) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        Ok(Self::CreateVolume {
+            name: name.to_string(),
+        })
+    }
+
+    pub fn put_policy(policy: NetworkPolicy) -> Result<Self, ValidationError> {
+        policy.validate()?;
+        Ok(Self::PutPolicy(Box::new(policy)))
+    }
+
+    pub fn pull_image(
+        reference: &str,
+        force: bool,
+        progress: ProgressSink,
+    ) -> Result<Self, ValidationError> {
+        let reference = normalize_reference(reference)
+            .map_err(|e| ValidationError::new("image", e.to_string()))?;
+        Ok(Self::PullImage {
+            reference,
+            force,
+            progress,
+        })
+    }
+
+    /// A join through `address`: `IP` (port 7946) or `IP:PORT`.
+    pub fn join_cluster(address: &str) -> Result<Self, ValidationError> {
+        let address =
+            parse_gossip_address(address).map_err(|e| ValidationError::new("address", e))?;
+        Ok(Self::JoinCluster { address })
+    }
+}
+
+/// Default UDP port of the membership protocol.
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// A member's gossip address: `IP:PORT`, or `IP` for the default port.
+pub fn parse_gossip_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, GOSSIP_PORT))
+        .map_err(|_| format!("{text:?} is not an IP or IP:PORT"))
 }
 
 /// What a command did, for the API's answer.
@@ -58,5 +174,10 @@ pub enum Outcome {
     },
     PolicySet {
         name: String,
+    },
+    ImagePulled(ResolvedImage),
+    ImagesImported(Vec<ResolvedImage>),
+    Joining {
+        address: SocketAddr,
     },
 }

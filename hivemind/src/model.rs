@@ -150,25 +150,106 @@ pub enum Placement {
 }
 
 impl DeployRequest {
-    /// Validates every field; `image` is normalized by the caller, which owns
-    /// the reference grammar.
+    /// Parses the request into an app spec (memory sizes, placement names)
+    /// and checks it with [`AppSpec::validate`]; `image` is normalized by the
+    /// caller, which owns the reference grammar.
     pub fn validate(&self) -> Result<AppSpec, ValidationError> {
         validate_name("name", &self.name)?;
-        if self.image.trim().is_empty() {
+        let mut labels = self.labels.clone();
+        if labels.contains_key("app") {
+            return Err(ValidationError::new(
+                "labels",
+                "the label app is set to the app name by hivemind",
+            ));
+        }
+        labels.insert("app".to_string(), self.name.clone());
+        let spec = AppSpec {
+            name: self.name.clone(),
+            image: self.image.trim().to_string(),
+            service: self.service.clone(),
+            replicas: self.replicas.unwrap_or(1),
+            resources: self.parsed_resources()?,
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| VolumeMount {
+                    name: v.name.clone(),
+                    mount_path: v.mount_path.clone(),
+                })
+                .collect(),
+            env: self.env.clone(),
+            ports: self.ports.clone(),
+            labels,
+            node: self.node.clone(),
+            health: self.health.clone().map(Into::into).unwrap_or_default(),
+            placement: match self.placement.as_deref() {
+                None | Some("spread") => Placement::Spread,
+                Some("binpack") | Some("bin-pack") => Placement::Binpack,
+                Some(other) => {
+                    return Err(ValidationError::new(
+                        "placement",
+                        format!("{other:?} is not a placement: use spread or binpack"),
+                    ));
+                }
+            },
+            constraints: self.constraints.clone(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn parsed_resources(&self) -> Result<Resources, ValidationError> {
+        let Some(request) = &self.resources else {
+            return Ok(Resources::default());
+        };
+        let memory = match &request.memory {
+            None => None,
+            Some(MemoryValue::Bytes(bytes)) => Some(*bytes),
+            Some(MemoryValue::Text(text)) => Some(parse_memory("resources.memory", text)?),
+        };
+        Ok(Resources {
+            cpu: request.cpu,
+            memory,
+        })
+    }
+}
+
+/// Most CPUs one replica may ask for.
+pub const MAX_CPU: f64 = 1024.0;
+/// Longest health check interval, timeout or start period, in seconds.
+pub const MAX_HEALTH_PERIOD_S: u64 = 3600;
+
+impl AppSpec {
+    /// The rules every app satisfies, wherever it comes from: a user's
+    /// request (through [`DeployRequest::validate`]) or a record from a peer.
+    /// The error names the first bad field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name("name", &self.name)?;
+        if self.image.is_empty() {
             return Err(ValidationError::new("image", "must not be empty"));
         }
-        let replicas = self.replicas.unwrap_or(1);
-        if replicas > MAX_REPLICAS {
+        if self.image.len() > 512
+            || self
+                .image
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ValidationError::new(
+                "image",
+                "must be an image reference of at most 512 characters without spaces",
+            ));
+        }
+        if self.replicas > MAX_REPLICAS {
             return Err(ValidationError::new(
                 "replicas",
-                format!("must be at most {MAX_REPLICAS}, got {replicas}"),
+                format!("must be at most {MAX_REPLICAS}, got {}", self.replicas),
             ));
         }
         if let Some(service) = &self.service {
             validate_domain("service", service)?;
         }
-        let resources = self.validated_resources()?;
-        let volumes = self.validated_volumes()?;
+        self.validate_resources()?;
+        self.validate_volumes()?;
         for (key, value) in &self.env {
             validate_env("env", key, value)?;
         }
@@ -180,7 +261,13 @@ impl DeployRequest {
                 ));
             }
         }
-        for (key, value) in &self.labels {
+        if self.labels.get("app") != Some(&self.name) {
+            return Err(ValidationError::new(
+                "labels",
+                format!("the label app must be the app name {}", self.name),
+            ));
+        }
+        for (key, value) in self.labels.iter().filter(|(k, _)| *k != "app") {
             validate_label(key, value)?;
         }
         if let Some(node) = &self.node
@@ -193,81 +280,48 @@ impl DeployRequest {
                 format!("{node:?} is not a node id or name"),
             ));
         }
-        let mut labels = self.labels.clone();
-        labels.insert("app".to_string(), self.name.clone());
-        Ok(AppSpec {
-            name: self.name.clone(),
-            image: self.image.trim().to_string(),
-            service: self.service.clone(),
-            replicas,
-            resources,
-            volumes,
-            env: self.env.clone(),
-            ports: self.ports.clone(),
-            labels,
-            node: self.node.clone(),
-            health: self.validated_health()?,
-            placement: match self.placement.as_deref() {
-                None | Some("spread") => Placement::Spread,
-                Some("binpack") | Some("bin-pack") => Placement::Binpack,
-                Some(other) => {
-                    return Err(ValidationError::new(
-                        "placement",
-                        format!("{other:?} is not a placement: use spread or binpack"),
-                    ));
-                }
-            },
-            constraints: {
-                for (key, value) in &self.constraints {
-                    validate_label(key, value)
-                        .map_err(|e| ValidationError::new("constraints", e.message))?;
-                }
-                self.constraints.clone()
-            },
-        })
+        self.validate_health()?;
+        for (key, value) in &self.constraints {
+            validate_label(key, value)
+                .map_err(|e| ValidationError::new("constraints", e.message))?;
+        }
+        Ok(())
     }
 
-    fn validated_resources(&self) -> Result<Resources, ValidationError> {
-        let Some(request) = &self.resources else {
-            return Ok(Resources::default());
-        };
-        let cpu = match request.cpu {
-            None => None,
-            Some(cpu) if cpu.is_finite() && (0.01..=1024.0).contains(&cpu) => Some(cpu),
-            Some(cpu) => {
-                return Err(ValidationError::new(
-                    "resources.cpu",
-                    format!("{cpu} is out of range: use a number of CPUs from 0.01 to 1024"),
-                ));
-            }
-        };
-        let memory = match &request.memory {
-            None => None,
-            Some(MemoryValue::Bytes(bytes)) if *bytes >= MIN_MEMORY => Some(*bytes),
-            Some(MemoryValue::Bytes(bytes)) => {
-                return Err(ValidationError::new(
-                    "resources.memory",
-                    format!("{bytes} bytes is below the minimum of 6M that runc accepts"),
-                ));
-            }
-            Some(MemoryValue::Text(text)) => Some(parse_memory("resources.memory", text)?),
-        };
-        Ok(Resources { cpu, memory })
+    fn validate_resources(&self) -> Result<(), ValidationError> {
+        if let Some(cpu) = self.resources.cpu
+            && !(cpu.is_finite() && (0.01..=MAX_CPU).contains(&cpu))
+        {
+            return Err(ValidationError::new(
+                "resources.cpu",
+                format!("{cpu} is out of range: use a number of CPUs from 0.01 to {MAX_CPU}"),
+            ));
+        }
+        if let Some(bytes) = self.resources.memory
+            && bytes < MIN_MEMORY
+        {
+            return Err(ValidationError::new(
+                "resources.memory",
+                format!("{bytes} bytes is below the minimum of 6M that runc accepts"),
+            ));
+        }
+        Ok(())
     }
 
-    fn validated_health(&self) -> Result<crate::health::HealthSpec, ValidationError> {
+    fn validate_health(&self) -> Result<(), ValidationError> {
         use crate::health::Probe;
-        let health: crate::health::HealthSpec =
-            self.health.clone().map(Into::into).unwrap_or_default();
         for (name, check) in [
-            ("liveness", &health.liveness),
-            ("readiness", &health.readiness),
+            ("liveness", &self.health.liveness),
+            ("readiness", &self.health.readiness),
         ] {
             let Some(check) = check else { continue };
             let field = |f: &str| format!("health.{name}.{f}");
             match &check.probe {
                 Probe::Http { path, port } => {
-                    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                    if !path.starts_with('/')
+                        || path.len() > 2048
+                        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
                         return Err(ValidationError::new(
                             field("probe.path"),
                             format!("{path:?} must be an absolute URL path"),
@@ -294,16 +348,21 @@ impl DeployRequest {
                 }
                 _ => {}
             }
-            if !(1..=3600).contains(&check.interval_s) {
-                return Err(ValidationError::new(
-                    field("interval_s"),
-                    "must be between 1 and 3600",
-                ));
+            for (f, value) in [
+                ("interval_s", check.interval_s),
+                ("timeout_s", check.timeout_s),
+            ] {
+                if !(1..=MAX_HEALTH_PERIOD_S).contains(&value) {
+                    return Err(ValidationError::new(
+                        field(f),
+                        format!("must be between 1 and {MAX_HEALTH_PERIOD_S}"),
+                    ));
+                }
             }
-            if !(1..=3600).contains(&check.timeout_s) {
+            if check.start_period_s > MAX_HEALTH_PERIOD_S {
                 return Err(ValidationError::new(
-                    field("timeout_s"),
-                    "must be between 1 and 3600",
+                    field("start_period_s"),
+                    format!("must be at most {MAX_HEALTH_PERIOD_S}"),
                 ));
             }
             if !(1..=100).contains(&check.retries) {
@@ -313,27 +372,22 @@ impl DeployRequest {
                 ));
             }
         }
-        Ok(health)
+        Ok(())
     }
 
-    fn validated_volumes(&self) -> Result<Vec<VolumeMount>, ValidationError> {
+    fn validate_volumes(&self) -> Result<(), ValidationError> {
         let mut seen = std::collections::BTreeSet::new();
-        let mut volumes = Vec::new();
         for (index, volume) in self.volumes.iter().enumerate() {
             validate_name(&format!("volumes[{index}].name"), &volume.name)?;
             validate_mount_path(&format!("volumes[{index}].mountPath"), &volume.mount_path)?;
-            if !seen.insert(volume.mount_path.clone()) {
+            if !seen.insert(volume.mount_path.as_str()) {
                 return Err(ValidationError::new(
                     format!("volumes[{index}].mountPath"),
                     format!("{} is mounted twice", volume.mount_path),
                 ));
             }
-            volumes.push(VolumeMount {
-                name: volume.name.clone(),
-                mount_path: volume.mount_path.clone(),
-            });
         }
-        Ok(volumes)
+        Ok(())
     }
 }
 

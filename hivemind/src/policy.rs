@@ -14,8 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ValidationError, validate_name};
 
-pub const POLICIES: &str = "policies";
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::{Cluster, ClusterConfig, RecordKey, ReplicaStore};
+use crate::cluster::{
+    Cluster, ClusterConfig, OffsetWallClock, RecordKey, ReplicaStore, SystemWallClock, WallClock,
+};
 use crate::containerd::Containerd;
-use crate::daemon::{Node, NodeParts};
 use crate::dataplane::Dataplane;
 use crate::discovery::{DnsConfig, DnsServer};
 use crate::network::{ContainerNetwork, Netlink, NetworkConfig, NoNetwork};
+use crate::node::{Node, NodeParts};
 use crate::runtime::ContainerRuntime;
 use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::memory::MemoryRuntime;
@@ -46,6 +48,10 @@ pub struct ServeOptions {
     pub join: Vec<SocketAddr>,
     /// Where the underlay's VXLAN validation runs.
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// Deletion markers are kept at least this long.
+    pub tombstone_grace: Duration,
+    /// Test seam: this node's wall clock runs this far off the system's.
+    pub clock_offset_ms: i64,
     /// In-memory runtime, no kernel features, no cluster.
     pub mock: bool,
 }
@@ -79,15 +85,26 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     };
     let api_advertise = SocketAddr::new(advertise.into(), options.listen.port());
 
+    let wall: Arc<dyn WallClock> = match options.clock_offset_ms {
+        0 => Arc::new(SystemWallClock),
+        offset_ms => {
+            tracing::warn!(offset_ms, "this node's clock is shifted (test seam)");
+            Arc::new(OffsetWallClock { offset_ms })
+        }
+    };
     let cluster = if options.mock {
         None
     } else {
         let config = ClusterConfig {
-            node_id: node_id.clone(),
-            gossip_bind: SocketAddr::new(options.listen.ip(), options.gossip_port),
             gossip_advertise: SocketAddr::new(advertise.into(), options.gossip_port),
-            api_advertise,
             join: options.join.clone(),
+            tombstone_grace: options.tombstone_grace,
+            wall: wall.clone(),
+            ..ClusterConfig::new(
+                node_id.clone(),
+                SocketAddr::new(options.listen.ip(), options.gossip_port),
+                api_advertise,
+            )
         };
         let replicas: Arc<dyn ReplicaStore> = store.clone();
         Some(Cluster::start(config, replicas).await?)
@@ -108,6 +125,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         runtime_name: backends.runtime_name,
         cluster: cluster.clone(),
         service_cidr: options.service_cidr,
+        wall,
     });
     tracing::info!(node = %node.id, subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
     node.publish_self(advertise, options.node_labels.clone())
@@ -310,7 +328,7 @@ const SYNC_WAIT: Duration = Duration::from_secs(15);
 /// Each node claims a /24 under its own key (`<network>/<node>`), so claims
 /// never overwrite each other; the earliest claim owns the /24.
 fn subnet_claim_key(network: Ipv4Addr, node_id: &str) -> RecordKey {
-    RecordKey::new(SUBNETS, format!("{network}/{node_id}"))
+    SUBNETS.key(format!("{network}/{node_id}"))
 }
 
 async fn claim_subnet(
@@ -332,7 +350,7 @@ async fn claim_subnet(
 fn subnet_owners(store: &Store) -> Result<std::collections::BTreeMap<Ipv4Addr, String>> {
     let mut earliest: std::collections::BTreeMap<Ipv4Addr, (crate::cluster::Hlc, String)> =
         std::collections::BTreeMap::new();
-    for record in store.records(SUBNETS)? {
+    for record in store.records(SUBNETS.name())? {
         let Some(owner) = record.value.as_ref().and_then(|v| v.as_str()) else {
             continue;
         };

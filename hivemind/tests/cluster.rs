@@ -58,16 +58,20 @@ fn init_tracing() {
 }
 
 async fn start_node(id: &str, join: Vec<SocketAddr>) -> Node {
+    start_node_with(id, join, Arc::new(MemoryReplicaStore::new()), |_| {}).await
+}
+
+async fn start_node_with(
+    id: &str,
+    join: Vec<SocketAddr>,
+    store: Arc<MemoryReplicaStore>,
+    configure: impl FnOnce(&mut ClusterConfig),
+) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
-    let store = Arc::new(MemoryReplicaStore::new());
-    let config = ClusterConfig {
-        node_id: id.to_owned(),
-        gossip_bind: "127.0.0.1:0".parse().unwrap(),
-        gossip_advertise: "127.0.0.1:0".parse().unwrap(),
-        api_advertise: api,
-        join,
-    };
+    let mut config = ClusterConfig::new(id, "127.0.0.1:0".parse().unwrap(), api);
+    config.join = join;
+    configure(&mut config);
     let cluster = Cluster::start(config, store.clone()).await.unwrap();
     let app = cluster.router();
     let server = tokio::spawn(async move {
@@ -499,6 +503,7 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
         .map(|i| record(&format!("k{i}"), now, json!(i)))
         .collect();
     let oversized = vec![b' '; MAX_PUSH_BODY + 1];
+    // Framing errors refuse the whole body.
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("garbage", b"\x00\x01 not json".to_vec(), 400, "json array"),
         (
@@ -512,18 +517,6 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
             br#"{"records": []}"#.to_vec(),
             400,
             "json array",
-        ),
-        (
-            "bad table",
-            serde_json::to_vec(&[&good, &bad_table]).unwrap(),
-            400,
-            "table name",
-        ),
-        (
-            "future version",
-            serde_json::to_vec(&[&good, &future]).unwrap(),
-            400,
-            "ahead",
         ),
         (
             "too many",
@@ -546,6 +539,7 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
     );
     let (got, value) = post(&client, &node, SYNC_PATH, b"{\"digest\": 5}".to_vec()).await;
     assert_eq!(got, 400, "{value}");
+    // A digest entry with a bad key is ignored, not wanted.
     let bad_digest =
         json!({"digest": [{"key": {"table": "apps", "key": ""}, "version": good.version}]});
     let (got, value) = post(
@@ -555,18 +549,31 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
         serde_json::to_vec(&bad_digest).unwrap(),
     )
     .await;
-    assert_eq!(got, 400, "{value}");
+    assert_eq!((got, value["want"].clone()), (200, json!([])), "{value}");
     assert!(node.store.records().is_empty());
 
-    // Well-formed input is accepted, and sync answers with the difference.
+    // Bad records are refused one by one; the good one in the same batch applies.
+    let body = json!([good, bad_table, future, {"key": 5}]);
     let (got, value) = post(
         &client,
         &node,
         PUSH_PATH,
-        serde_json::to_vec(&[&good]).unwrap(),
+        serde_json::to_vec(&body).unwrap(),
     )
     .await;
-    assert_eq!((got, value["applied"].clone()), (200, json!(1)));
+    assert_eq!((got, value["applied"].clone()), (200, json!(1)), "{value}");
+    let reasons: Vec<&str> = value["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{value}");
+    assert!(reasons[0].contains("table name"), "{reasons:?}");
+    assert!(reasons[1].contains("ahead"), "{reasons:?}");
+    assert!(reasons[2].contains("does not decode"), "{reasons:?}");
+    assert_eq!(node.cluster.rejected_records(), 3);
+    assert_eq!(node.store.records(), vec![good.clone()]);
     assert!(node.cluster.clock().now() > good.version);
     let theirs = json!({"digest": [{"key": key("theirs"), "version": good.version}]});
     let (got, value) = post(
@@ -578,7 +585,7 @@ async fn malformed_push_and_sync_bodies_are_rejected() {
     .await;
     assert_eq!(got, 200, "{value}");
     let answer: SyncResponse = serde_json::from_value(value).unwrap();
-    assert_eq!(answer.records, vec![good]);
+    assert_eq!(answer.records, vec![serde_json::to_value(&good).unwrap()]);
     assert_eq!(answer.want, vec![key("theirs")]);
 }
 
@@ -619,4 +626,93 @@ async fn rendezvous_owner_follows_live_members() {
             assert_ne!(*now, gone);
         }
     }
+}
+
+/// A wall clock the test sets.
+struct FixedWall(std::sync::atomic::AtomicU64);
+
+impl hivemind::cluster::WallClock for FixedWall {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_clock_behind_keeps_later_writes() {
+    init_tracing();
+    let now = hivemind::cluster::unix_ms();
+    let store = Arc::new(MemoryReplicaStore::new());
+    // What the node wrote before its restart, when its clock was 10 minutes ahead.
+    store
+        .merge(record("app", now + 600_000, json!("before")))
+        .unwrap();
+    let node = start_node_with("behind", vec![], store, |config| {
+        config.wall = Arc::new(FixedWall(now.into()));
+    })
+    .await;
+    let written = node
+        .cluster
+        .write(key("app"), Some(json!("after")))
+        .await
+        .unwrap();
+    assert!(
+        written.version.wall_ms >= now + 600_000,
+        "{:?}",
+        written.version
+    );
+    assert_eq!(node.value(&key("app")), Some(json!("after")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_go_once_every_live_member_has_seen_them() {
+    init_tracing();
+    let grace = |config: &mut ClusterConfig| config.tombstone_grace = Duration::from_millis(200);
+    let a = start_node_with("ta", vec![], Arc::new(MemoryReplicaStore::new()), grace).await;
+    let b = start_node_with(
+        "tb",
+        vec![a.cluster.gossip_addr()],
+        Arc::new(MemoryReplicaStore::new()),
+        grace,
+    )
+    .await;
+    let nodes = [a, b];
+    eventually("both alive", Duration::from_secs(20), || {
+        all_alive(&nodes, 2)
+    })
+    .await;
+    nodes[0]
+        .cluster
+        .write(key("gone"), Some(json!(1)))
+        .await
+        .unwrap();
+    eventually("the record everywhere", Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.value(&key("gone")).is_some())
+    })
+    .await;
+    nodes[0].cluster.write(key("gone"), None).await.unwrap();
+    let has_tombstone = |n: &Node| {
+        n.store
+            .records()
+            .iter()
+            .any(|r| r.key == key("gone") && r.value.is_none())
+    };
+    eventually("the tombstone everywhere", Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|n| has_tombstone(n) || n.cluster.purged_tombstones() > 0)
+    })
+    .await;
+    // Both run anti-entropy with each other every second; after the grace
+    // period and a complete round each way, the marker goes everywhere.
+    eventually(
+        "the tombstone purged everywhere",
+        Duration::from_secs(15),
+        || {
+            nodes
+                .iter()
+                .all(|n| n.store.records().iter().all(|r| r.key != key("gone")))
+        },
+    )
+    .await;
+    assert!(nodes.iter().all(|n| n.cluster.purged_tombstones() == 1));
 }

@@ -159,7 +159,8 @@ fn prog_test_run_counts_and_passes_every_packet() {
     if !can_run("prog_test_run_counts_and_passes_every_packet") {
         return;
     }
-    let dp = Dataplane::load().expect("load dataplane");
+    let mut dp = Dataplane::load().expect("load dataplane");
+    dp.load_floor_programs().expect("load the empty programs");
     let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
     let packet = udp_packet(16);

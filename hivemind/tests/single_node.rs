@@ -336,6 +336,9 @@ fn lifecycle(
         Ok((info["network"]["to_container"]["packets"].as_u64() > Some(0)).then_some(()))
     })?;
 
+    peer_records_are_checked_one_by_one(ns, reference)?;
+    clock_behind_after_restart(ns, daemon, &current)?;
+
     // Bad input changes nothing and names the field.
     let bad = daemon.cli(&["app", "deploy", "--image", reference, "--name", "Bad_Name"]);
     assert_eq!(bad.status.code(), Some(2), "invalid name is a usage error");
@@ -450,4 +453,110 @@ fn lifecycle(
 
 fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
     hivemind_tests::daemon::ctr(socket, args)
+}
+
+/// A batch of records as a peer pushes it: the good record applies and runs,
+/// each bad one is refused on its own with its reason, and reconciling goes on.
+fn peer_records_are_checked_one_by_one(ns: &NetNs, reference: &str) -> Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let app = |name: &str, volume: &str, wall_ms: u64| {
+        serde_json::json!({
+            "key": {"table": "apps", "key": name},
+            "version": {"wall_ms": wall_ms, "counter": 0, "node": 7},
+            "value": {
+                "spec": {
+                    "name": name, "image": reference, "service": null, "replicas": 1,
+                    "resources": {"cpu": null, "memory": null},
+                    "volumes": [{"name": volume, "mountPath": "/data"}],
+                    "env": {}, "ports": [], "labels": {"app": name}
+                },
+                "generation": 1, "created_at": 0, "updated_at": 0
+            }
+        })
+    };
+    let undecodable = serde_json::json!({
+        "key": {"table": "apps", "key": "broken"},
+        "version": {"wall_ms": now_ms, "counter": 0, "node": 7},
+        "value": {"spec": "not an app"}
+    });
+    let batch = serde_json::json!([
+        app("pushed", "pushed-data", now_ms),
+        undecodable,
+        app("escape", "../../../../etc", now_ms),
+        app("future", "future-data", now_ms + 600_000),
+    ]);
+    let (status, body) = http(
+        ns,
+        "POST",
+        &api_url("/api/internal/cluster/push"),
+        Some(&batch.to_string()),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body)?;
+    assert_eq!(answer["applied"], 1, "{answer}");
+    let reasons: Vec<String> = answer["rejected"]
+        .as_array()
+        .context("rejected list")?
+        .iter()
+        .map(|r| format!("{} {}", r["key"]["key"], r["reason"]))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("broken") && reasons[0].contains("undecodable"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("escape") && reasons[1].contains("volumes[0].name"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("future") && reasons[2].contains("ahead"),
+        "{reasons:?}"
+    );
+    // The good record is an app like any other: placed, started, listed.
+    wait_replicas(ns, "pushed", 1)?;
+    for refused in ["broken", "escape", "future"] {
+        assert!(
+            api_json(ns, &format!("/api/apps/{refused}")).is_err(),
+            "{refused} was stored"
+        );
+    }
+    let (status, body) = http(ns, "DELETE", &api_url("/api/apps/pushed"), None)?;
+    assert_eq!(status, 200, "{body}");
+    wait_replicas(ns, "pushed", 0)?;
+    Ok(())
+}
+
+/// The daemon comes back with its clock ten minutes behind the versions it
+/// wrote: a change after the restart is kept, not silently lost to them.
+fn clock_behind_after_restart(ns: &NetNs, daemon: &mut Daemon, current: &str) -> Result<()> {
+    daemon.terminate()?;
+    daemon.args.push("--clock-offset-ms=-600000".to_string());
+    daemon.restart(ns)?;
+    assert_cli_ok(
+        &daemon.cli(&["app", "scale", "--name", "web", "--replicas", "2"]),
+        "scale with the clock behind",
+    );
+    wait_replicas(ns, "web", 2)?;
+    std::thread::sleep(Duration::from_secs(5)); // two reconcile periods
+    assert_eq!(
+        api_json(ns, "/api/apps/web")?["replicas"],
+        2,
+        "the scale was kept"
+    );
+    assert_cli_ok(
+        &daemon.cli(&["app", "scale", "--name", "web", "--replicas", "1"]),
+        "scale back",
+    );
+    let ids = wait_replicas(ns, "web", 1)?;
+    assert_eq!(
+        ids,
+        vec![current.to_string()],
+        "scale down removes the newest"
+    );
+    daemon.terminate()?;
+    daemon.args.retain(|a| !a.starts_with("--clock-offset-ms"));
+    daemon.restart(ns)
 }

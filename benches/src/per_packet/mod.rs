@@ -268,6 +268,7 @@ fn overlay_frame(tunnels: u32) -> Vec<u8> {
 /// Every tier-1 figure, and notes on how they were taken.
 pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let mut dp = Dataplane::load().context("loading the data plane")?;
+    dp.load_floor_programs()?;
     let fd = |dp: &Dataplane, name: &'static str| {
         dp.program_fd_for_test(name)
             .with_context(|| format!("program {name}"))

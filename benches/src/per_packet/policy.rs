@@ -79,6 +79,7 @@ pub(super) fn paths(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
 fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
     let ifindex = ifindex(POLICY_VETH)?;
     let mut dp = Dataplane::load().context("loading the data plane")?;
+    dp.load_floor_programs()?;
     let pass = dp.program_fd_for_test(PROG_TC_PASS)?;
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER)?;
     dp.attach_endpoint(ifindex, POLICY_ENDPOINT)

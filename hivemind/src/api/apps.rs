@@ -71,7 +71,7 @@ pub async fn deploy(
     State(node): State<AppState>,
     Json(request): Json<DeployRequest>,
 ) -> Result<axum::Json<DeployAnswer>, ApiError> {
-    let mut spec = request.validate().map_err(crate::daemon::NodeError::from)?;
+    let mut spec = request.validate().map_err(crate::node::NodeError::from)?;
     spec.image = normalize_reference(&spec.image)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("image: {e}")))?;
     let outcome = node.execute(Command::Deploy(Box::new(spec))).await?;

@@ -3,8 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::daemon::NodeError;
 use crate::image::ImageError;
+use crate::node::NodeError;
 use crate::runtime::RuntimeError;
 
 #[derive(Debug)]

@@ -30,7 +30,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 pub use error::ApiError;
 pub use extract::{Json, Path, Query};
 
-use crate::daemon::Node;
+use crate::node::Node;
 
 pub type AppState = Arc<Node>;
 

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use super::{ApiError, AppState, Json, Path};
 use crate::command::Command;
 use crate::contract::{ErrorBody, Message, NetworkPolicy, PolicyAnswer};
-use crate::policy::POLICIES;
+use crate::state::POLICIES;
 
 /// Creates a network policy, or replaces the one of the same name.
 #[utoipa::path(

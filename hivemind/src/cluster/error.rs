@@ -15,6 +15,10 @@ pub enum ClusterError {
     InvalidNodeId(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    #[error(
+        "the write of {table}/{key} lost to a newer version from another node; read it and try again"
+    )]
+    Superseded { table: String, key: String },
     #[error("this node has left the cluster")]
     Left,
     #[error("the cluster tasks have stopped")]

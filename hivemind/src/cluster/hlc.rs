@@ -32,6 +32,19 @@ impl WallClock for SystemWallClock {
     }
 }
 
+/// The system clock shifted by a fixed offset: the test seam for a node
+/// whose clock is behind (or ahead of) the others.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetWallClock {
+    pub offset_ms: i64,
+}
+
+impl WallClock for OffsetWallClock {
+    fn now_ms(&self) -> u64 {
+        unix_ms().saturating_add_signed(self.offset_ms)
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the system clock is before 1970).
 pub fn unix_ms() -> u64 {
     SystemTime::now()

@@ -23,7 +23,7 @@ mod rendezvous;
 mod sync;
 mod wire;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use error::ClusterError;
-pub use hlc::{Clock, Hlc, SystemWallClock, WallClock, node_number, unix_ms};
+pub use hlc::{Clock, Hlc, OffsetWallClock, SystemWallClock, WallClock, node_number, unix_ms};
 pub use identity::{NodeIdentity, validate_node_id};
 pub use membership::foca_config;
 pub use record::{
@@ -57,7 +57,7 @@ const EVENT_QUEUE: usize = 1024;
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How a node joins the cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// Short node id, 1-64 characters of `[A-Za-z0-9._-]`.
     pub node_id: String,
@@ -68,6 +68,33 @@ pub struct ClusterConfig {
     pub api_advertise: SocketAddr,
     /// Gossip addresses of members to announce to at start.
     pub join: Vec<SocketAddr>,
+    /// A deletion marker is purged once every live member has seen it and
+    /// it is at least this old.
+    pub tombstone_grace: Duration,
+    /// The wall clock versions follow (the system clock but in tests).
+    pub wall: Arc<dyn WallClock>,
+}
+
+/// How long deletion markers are kept at least.
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(600);
+
+impl ClusterConfig {
+    /// A configuration with the defaults for everything but the addresses.
+    pub fn new(
+        node_id: impl Into<String>,
+        gossip_bind: SocketAddr,
+        api_advertise: SocketAddr,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            gossip_bind,
+            gossip_advertise: gossip_bind,
+            api_advertise,
+            join: Vec::new(),
+            tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
+            wall: Arc::new(SystemWallClock),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -111,6 +138,7 @@ pub(crate) struct Logs {
     push: LogLimiter,
     sync: LogLimiter,
     http_in: LogLimiter,
+    rejected: LogLimiter,
 }
 
 /// State shared by the tasks, the HTTP handlers and [`Cluster`].
@@ -123,6 +151,15 @@ pub(crate) struct Shared {
     blocked: RwLock<HashSet<String>>,
     http: reqwest::Client,
     bad_frames: AtomicU64,
+    /// Records from peers refused on their own.
+    rejected_records: AtomicU64,
+    purged_tombstones: AtomicU64,
+    /// Tombstones not yet purged: version, and when this node stored it.
+    tombstones: Mutex<HashMap<RecordKey, (Hlc, u64)>>,
+    /// Per peer: the time of this node's digest in the last anti-entropy
+    /// round that left the peer with every record of that digest.
+    full_syncs: Mutex<HashMap<String, u64>>,
+    tombstone_grace: Duration,
     left: AtomicBool,
     logs: Logs,
 }
@@ -187,8 +224,15 @@ impl Shared {
             .collect()
     }
 
-    /// Validates a batch from a peer as a whole, then merges it.
-    fn apply_remote(&self, records: Vec<Record>) -> Result<usize, ClusterError> {
+    /// Checks each record of a batch from `sender` on its own and merges the
+    /// good ones: a record that does not decode, breaks its table's rules or
+    /// comes from too far in the future is refused alone (counted, logged
+    /// with its key and sender), never with the rest of its batch.
+    fn apply_remote(
+        &self,
+        sender: &str,
+        records: Vec<serde_json::Value>,
+    ) -> Result<Applied, ClusterError> {
         if records.len() > MAX_RECORDS_PER_MESSAGE {
             return Err(ClusterError::InvalidRecord(format!(
                 "{} records in one message, the limit is {MAX_RECORDS_PER_MESSAGE}",
@@ -196,25 +240,126 @@ impl Shared {
             )));
         }
         let now = unix_ms();
-        for record in &records {
-            validate_record(record, now)?;
+        let mut report = Applied::default();
+        let mut good = Vec::with_capacity(records.len());
+        for (index, raw) in records.into_iter().enumerate() {
+            let checked = serde_json::from_value::<Record>(raw)
+                .map_err(|e| (None, format!("record {index} does not decode: {e}")))
+                .and_then(|record| {
+                    validate_record(&record, now)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| self.store.check(&record))
+                        .map(|()| record.clone())
+                        .map_err(|e| (Some(record.key), e))
+                });
+            match checked {
+                Ok(record) => good.push(record),
+                Err((key, reason)) => {
+                    self.rejected_records.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = self.logs.rejected.check() {
+                        let shown = key
+                            .as_ref()
+                            .map(|k| format!("{}/{}", k.table, k.key))
+                            .unwrap_or_default();
+                        tracing::warn!(sender, key = %shown, reason = %reason, suppressed, "refused a record from a peer");
+                    }
+                    report.rejected.push(Rejected { key, reason });
+                }
+            }
         }
-        if let Some(max) = records.iter().map(|r| r.version).max() {
+        if let Some(max) = good.iter().map(|r| r.version).max() {
             self.clock.observe(max);
         }
         let mut applied = Vec::new();
-        for record in records {
+        for record in good {
             let key = record.key.clone();
+            let version = record.version;
+            let tombstone = record.value.is_none();
             if self.store.merge(record)? {
+                if tombstone {
+                    self.note_tombstone(&key, version);
+                }
                 applied.push(key);
             }
         }
-        let count = applied.len();
-        if count > 0 {
+        report.applied = applied.len();
+        if !applied.is_empty() {
             let _ = self.events.send(ClusterEvent::RecordsApplied(applied));
         }
-        Ok(count)
+        Ok(report)
     }
+
+    fn note_tombstone(&self, key: &RecordKey, version: Hlc) {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), (version, unix_ms()));
+    }
+
+    /// Records that `peer` holds everything this node held at `as_of_ms`.
+    fn note_full_sync(&self, peer: &str, as_of_ms: u64) {
+        self.full_syncs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.to_string(), as_of_ms);
+    }
+
+    /// Removes the tombstones that every live member has seen: older than
+    /// the grace period, and stored here before this node's last complete
+    /// anti-entropy round with each live peer. Returns how many went.
+    fn purge_tombstones(&self) -> Result<usize, ClusterError> {
+        let now = unix_ms();
+        let grace = u64::try_from(self.tombstone_grace.as_millis()).unwrap_or(u64::MAX);
+        // Every live member but us must have had a complete round with us.
+        let horizon = {
+            let syncs = self.full_syncs.lock().unwrap_or_else(|p| p.into_inner());
+            self.members()
+                .iter()
+                .filter(|m| !m.is_self && m.state.is_live())
+                .map(|m| syncs.get(&m.id).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        let due: Vec<(RecordKey, Hlc)> = {
+            let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            tombstones
+                .iter()
+                .filter(|(_, (_, seen))| now.saturating_sub(*seen) >= grace && *seen < horizon)
+                .map(|(key, (version, _))| (key.clone(), *version))
+                .collect()
+        };
+        let mut purged = 0;
+        for (key, version) in due {
+            if self.store.purge(&key, version)? {
+                purged += 1;
+            }
+            let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            if tombstones.get(&key).is_some_and(|(v, _)| *v == version) {
+                tombstones.remove(&key);
+            }
+        }
+        if purged > 0 {
+            self.purged_tombstones
+                .fetch_add(purged as u64, Ordering::Relaxed);
+            tracing::debug!(purged, "purged tombstones every live member has seen");
+        }
+        Ok(purged)
+    }
+}
+
+/// What a batch from a peer did.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct Applied {
+    pub applied: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// A record refused on its own, with the rule it broke.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Rejected {
+    /// The record's key, when it decoded that far.
+    pub key: Option<RecordKey>,
+    pub reason: String,
 }
 
 /// A running cluster member. Dropping it stops its tasks.
@@ -275,15 +420,32 @@ impl Cluster {
             identity.id.clone(),
             MemberEntry::new(&identity, MemberState::Alive, true),
         );
+        // Versions continue above everything stored, whatever the wall
+        // clock says after a restart: a write must never lose to our own past.
+        let clock = Clock::with_wall(node_number(&identity.id), config.wall.clone());
+        if let Some(newest) = store.digest()?.into_iter().map(|(_, v)| v).max() {
+            clock.observe(newest);
+        }
+        let started = unix_ms();
+        let tombstones = store
+            .tombstones()?
+            .into_iter()
+            .map(|(key, version)| (key, (version, started)))
+            .collect();
         let shared = Arc::new(Shared {
             node_id: identity.id.clone(),
-            clock: Clock::new(node_number(&identity.id)),
+            clock,
             store,
             members: RwLock::new(table),
             events: broadcast::channel(EVENT_QUEUE).0,
             blocked: RwLock::new(HashSet::new()),
             http,
             bad_frames: AtomicU64::new(0),
+            rejected_records: AtomicU64::new(0),
+            purged_tombstones: AtomicU64::new(0),
+            tombstones: Mutex::new(tombstones),
+            full_syncs: Mutex::new(HashMap::new()),
+            tombstone_grace: config.tombstone_grace,
             left: AtomicBool::new(false),
             logs: Logs {
                 socket: LogLimiter::new(LOG_INTERVAL),
@@ -291,6 +453,7 @@ impl Cluster {
                 push: LogLimiter::new(LOG_INTERVAL),
                 sync: LogLimiter::new(LOG_INTERVAL),
                 http_in: LogLimiter::new(LOG_INTERVAL),
+                rejected: LogLimiter::new(LOG_INTERVAL),
             },
         });
         let seeds: Vec<SocketAddr> = config
@@ -382,12 +545,25 @@ impl Cluster {
             version: self.shared.clock.now(),
             value,
         };
-        if self.shared.store.merge(record.clone())? {
-            let _ = self
-                .shared
-                .events
-                .send(ClusterEvent::RecordsApplied(vec![record.key.clone()]));
+        self.shared
+            .store
+            .check(&record)
+            .map_err(ClusterError::InvalidRecord)?;
+        if !self.shared.store.merge(record.clone())? {
+            // Only a newer version can beat a fresh one: a peer's concurrent
+            // write won. Say so rather than report a change that is lost.
+            return Err(ClusterError::Superseded {
+                table: record.key.table,
+                key: record.key.key,
+            });
         }
+        if record.value.is_none() {
+            self.shared.note_tombstone(&record.key, record.version);
+        }
+        let _ = self
+            .shared
+            .events
+            .send(ClusterEvent::RecordsApplied(vec![record.key.clone()]));
         self.publish(record.clone());
         Ok(record)
     }
@@ -410,6 +586,16 @@ impl Cluster {
     /// (`hivemind_cluster_bad_frames_total`).
     pub fn bad_frames(&self) -> u64 {
         self.shared.bad_frames.load(Ordering::Relaxed)
+    }
+
+    /// Records from peers refused on their own so far.
+    pub fn rejected_records(&self) -> u64 {
+        self.shared.rejected_records.load(Ordering::Relaxed)
+    }
+
+    /// Deletion markers purged so far.
+    pub fn purged_tombstones(&self) -> u64 {
+        self.shared.purged_tombstones.load(Ordering::Relaxed)
     }
 
     /// Stops every task at once and closes the gossip socket, without a

@@ -50,6 +50,16 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// (last-writer-wins); returns whether it was applied. Implementations
     /// should decide with [`supersedes`].
     fn merge(&self, record: Record) -> Result<bool, ClusterError>;
+    /// Checks a record's value against its table's rules before a merge;
+    /// the error says which rule it broke.
+    fn check(&self, _record: &Record) -> Result<(), String> {
+        Ok(())
+    }
+    /// Every stored tombstone with its version.
+    fn tombstones(&self) -> Result<Vec<(RecordKey, Hlc)>, ClusterError>;
+    /// Removes the tombstone of `key` if it is still the one at `version`;
+    /// returns whether it did.
+    fn purge(&self, key: &RecordKey, version: Hlc) -> Result<bool, ClusterError>;
 }
 
 /// Last-writer-wins: whether `incoming` replaces `existing`. A higher version
@@ -166,6 +176,26 @@ impl ReplicaStore for MemoryReplicaStore {
         } else {
             Ok(false)
         }
+    }
+
+    fn tombstones(&self) -> Result<Vec<(RecordKey, Hlc)>, ClusterError> {
+        Ok(self
+            .lock()
+            .values()
+            .filter(|r| r.value.is_none())
+            .map(|r| (r.key.clone(), r.version))
+            .collect())
+    }
+
+    fn purge(&self, key: &RecordKey, version: Hlc) -> Result<bool, ClusterError> {
+        let mut records = self.lock();
+        let is_that_tombstone = records
+            .get(key)
+            .is_some_and(|r| r.value.is_none() && r.version == version);
+        if is_that_tombstone {
+            records.remove(key);
+        }
+        Ok(is_that_tombstone)
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use super::error::ClusterError;
 use super::hlc::{Hlc, unix_ms};
 use super::record::{Record, RecordKey, validate_key, validate_version};
-use super::{Member, Shared};
+use super::{Applied, Member, Shared};
 
 pub const PUSH_PATH: &str = "/api/internal/cluster/push";
 pub const SYNC_PATH: &str = "/api/internal/cluster/sync";
@@ -62,9 +62,11 @@ pub struct SyncRequest {
     pub digest: Vec<DigestEntry>,
 }
 
+/// The answer to a digest. Records travel as plain JSON so that the
+/// receiver decodes and checks each on its own.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncResponse {
-    pub records: Vec<Record>,
+    pub records: Vec<serde_json::Value>,
     pub want: Vec<RecordKey>,
 }
 
@@ -160,7 +162,12 @@ async fn push_handler(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match push_inner(&shared, &headers, body) {
-        Ok(applied) => Json(json!({"success": true, "applied": applied})).into_response(),
+        Ok(report) => Json(json!({
+            "success": true,
+            "applied": report.applied,
+            "rejected": report.rejected,
+        }))
+        .into_response(),
         Err(e) => {
             log_rejected(&shared, &headers, PUSH_PATH, &e);
             e.into_response()
@@ -172,15 +179,24 @@ fn push_inner(
     shared: &Shared,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<usize, HttpError> {
+) -> Result<Applied, HttpError> {
     let body = accept_body(shared, headers, body)?;
-    let records: Vec<Record> = serde_json::from_slice(&body).map_err(|e| {
+    // Each element is decoded on its own, so one bad record is refused alone.
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
         HttpError::bad_request(
             "invalid_json",
             format!("push body must be a json array of records: {e}"),
         )
     })?;
-    Ok(shared.apply_remote(records)?)
+    Ok(shared.apply_remote(sender(headers), records)?)
+}
+
+/// The sending node as it names itself (for logs).
+fn sender(headers: &HeaderMap) -> &str {
+    headers
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
 }
 
 async fn sync_handler(
@@ -218,12 +234,15 @@ fn sync_inner(
             ),
         ));
     }
+    // Entries with a bad key or a version from the future are ignored: we
+    // neither want them nor compare against them.
     let now = unix_ms();
-    for entry in &request.digest {
-        validate_key(&entry.key)?;
-        validate_version(&entry.version, now)?;
-    }
-    Ok(diff(shared, &request.digest)?)
+    let digest: Vec<DigestEntry> = request
+        .digest
+        .into_iter()
+        .filter(|e| validate_key(&e.key).is_ok() && validate_version(&e.version, now).is_ok())
+        .collect();
+    Ok(diff(shared, &digest)?)
 }
 
 /// What we have newer than `theirs`, and what they have newer than us.
@@ -238,7 +257,9 @@ fn diff(shared: &Shared, theirs: &[DigestEntry]) -> Result<SyncResponse, Cluster
         if theirs_map.get(key).is_none_or(|theirs| version > theirs)
             && let Some(record) = shared.store.get(key)?
         {
-            answer.records.push(record);
+            answer.records.push(
+                serde_json::to_value(&record).map_err(|e| ClusterError::Store(e.to_string()))?,
+            );
         }
     }
     for (key, version) in theirs_map {
@@ -344,6 +365,11 @@ pub(crate) async fn anti_entropy_loop(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Err(e) = shared.purge_tombstones()
+            && let Some(suppressed) = shared.logs.sync.check()
+        {
+            tracing::warn!(error = %e, suppressed, "purging tombstones failed");
+        }
         let peer = {
             let peers = shared.replication_peers();
             peers.choose(&mut rand::rng()).cloned()
@@ -359,6 +385,7 @@ pub(crate) async fn anti_entropy_loop(shared: Arc<Shared>) {
 
 /// One anti-entropy round with `peer`.
 pub(crate) async fn sync_with(shared: &Shared, peer: &Member) -> Result<(), ClusterError> {
+    let as_of = unix_ms();
     let digest: Vec<DigestEntry> = shared
         .store
         .digest()?
@@ -381,7 +408,7 @@ pub(crate) async fn sync_with(shared: &Shared, peer: &Member) -> Result<(), Clus
         return Err(peer_error(peer, "sync answer exceeds the record limit"));
     }
     let received = answer.records.len();
-    let applied = shared.apply_remote(answer.records)?;
+    let applied = shared.apply_remote(&peer.id, answer.records)?.applied;
     let mut wanted = Vec::new();
     for key in &answer.want {
         validate_key(key)?;
@@ -391,6 +418,11 @@ pub(crate) async fn sync_with(shared: &Shared, peer: &Member) -> Result<(), Clus
     }
     if !wanted.is_empty() {
         post_records(shared, peer, &wanted).await?;
+    }
+    // The peer named every key it lacked (its list was not cut short) and
+    // got each: it now holds everything of our digest.
+    if answer.want.len() < MAX_RECORDS_PER_MESSAGE {
+        shared.note_full_sync(&peer.id, as_of);
     }
     if received > 0 || !wanted.is_empty() {
         tracing::debug!(peer = %peer.id, received, applied, sent = wanted.len(), "anti-entropy repaired records");

@@ -96,7 +96,6 @@ impl Dataplane {
             PROG_OVERLAY_EGRESS,
             PROG_OVERLAY_INGRESS,
             PROG_TC_UNDERLAY,
-            PROG_TC_PASS,
         ] {
             classifier(&mut ebpf, program)?
                 .load()
@@ -105,14 +104,12 @@ impl Dataplane {
                     source: Box::new(e),
                 })?;
         }
-        for program in [PROG_XDP_UNDERLAY, PROG_XDP_PASS] {
-            xdp(&mut ebpf, program)?
-                .load()
-                .map_err(|e| DataplaneError::ProgramLoad {
-                    program,
-                    source: Box::new(e),
-                })?;
-        }
+        xdp(&mut ebpf, PROG_XDP_UNDERLAY)?
+            .load()
+            .map_err(|e| DataplaneError::ProgramLoad {
+                program: PROG_XDP_UNDERLAY,
+                source: Box::new(e),
+            })?;
 
         let endpoints = ebpf
             .take_map(MAP_ENDPOINTS)
@@ -292,6 +289,23 @@ impl Dataplane {
     /// The file descriptor of a loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
     /// Valid while `self` lives.
     #[doc(hidden)]
+    /// Loads the empty programs the per-packet benchmarks and tests measure
+    /// against; the daemon never loads them.
+    pub fn load_floor_programs(&mut self) -> Result<(), DataplaneError> {
+        let load_error = |program| {
+            move |e| DataplaneError::ProgramLoad {
+                program,
+                source: Box::new(e),
+            }
+        };
+        classifier(&mut self.ebpf, PROG_TC_PASS)?
+            .load()
+            .map_err(load_error(PROG_TC_PASS))?;
+        xdp(&mut self.ebpf, PROG_XDP_PASS)?
+            .load()
+            .map_err(load_error(PROG_XDP_PASS))
+    }
+
     pub fn program_fd_for_test(&self, program: &'static str) -> Result<RawFd, DataplaneError> {
         let fd = self
             .ebpf

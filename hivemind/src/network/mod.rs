@@ -69,9 +69,6 @@ pub trait ContainerNetwork: Send + Sync {
     /// Index of a host-side link, if it exists.
     async fn ifindex(&self, name: &str) -> Result<Option<u32>, NetworkError>;
 
-    /// Host-side links whose name starts with `prefix`.
-    async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, NetworkError>;
-
     /// Creates the overlay device (VXLAN in external mode) and routes the
     /// given CIDRs (cluster and services) through it; returns its ifindex.
     /// Idempotent.
@@ -107,9 +104,6 @@ impl ContainerNetwork for NoNetwork {
     }
     async fn ifindex(&self, _name: &str) -> Result<Option<u32>, NetworkError> {
         Ok(None)
-    }
-    async fn links_with_prefix(&self, _prefix: &str) -> Result<Vec<String>, NetworkError> {
-        Ok(Vec::new())
     }
     async fn ensure_overlay(&self, _routes: &[Subnet]) -> Result<u32, NetworkError> {
         Ok(0)

@@ -318,24 +318,6 @@ impl ContainerNetwork for Netlink {
         Ok(link_by_name(&handle, name).await?.map(|l| l.header.index))
     }
 
-    async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, NetworkError> {
-        let handle = connect()?;
-        let mut links = handle.link().get().execute();
-        let mut names = Vec::new();
-        while let Some(link) = links
-            .try_next()
-            .await
-            .map_err(|e| nl_error("list links", "*", e))?
-        {
-            if let Some(name) = link_name(&link)
-                && name.starts_with(prefix)
-            {
-                names.push(name);
-            }
-        }
-        Ok(names)
-    }
-
     async fn ensure_overlay(&self, routes: &[Subnet]) -> Result<u32, NetworkError> {
         let handle = connect()?;
         if link_by_name(&handle, OVERLAY_DEVICE).await?.is_none() {

@@ -6,6 +6,7 @@
 mod ipam;
 mod records;
 pub mod replicated;
+mod tables;
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +16,14 @@ use serde::de::DeserializeOwned;
 
 pub use ipam::Subnet;
 pub use records::{
-    AppRecord, ContainerRecord, ContainerStatus, NodeInfo, Placement, VolumeRecord, now_millis,
-    now_secs,
+    AppRecord, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord, NodeInfo,
+    Placement, ServiceRecord, VolumeRecord, now_millis, now_secs,
 };
-pub use replicated::{APPS, NODES, PLACEMENTS, SUBNETS, VOLUMES, to_value};
+pub use replicated::to_value;
+pub use tables::{
+    APPS, ENDPOINTS, NODES, PLACEMENTS, POLICIES, Row, SERVICES, SUBNETS, TABLE_NAMES, Table,
+    VOLUMES, check_record,
+};
 
 /// This node's containers (observed state, not replicated).
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
@@ -64,6 +69,9 @@ db_err!(
 /// The node's redb database.
 pub struct Store {
     db: Database,
+    /// Stored rows that no longer decode or pass their table's rules: skipped
+    /// by every read, counted, and logged once per key.
+    corrupt: replicated::CorruptRows,
 }
 
 impl Store {
@@ -72,7 +80,10 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let store = Self { db };
+        let store = Self {
+            db,
+            corrupt: replicated::CorruptRows::default(),
+        };
         // Create every table so that readers never see "table does not exist".
         let txn = store.db.begin_write()?;
         txn.open_table(replicated::REPLICATED)?;
@@ -194,7 +205,7 @@ fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Hlc, Record, RecordKey};
+    use crate::cluster::{Hlc, Record};
     use crate::model::DeployRequest;
 
     fn app(name: &str, wall_ms: u64) -> Record {
@@ -206,7 +217,7 @@ mod tests {
         .validate()
         .unwrap();
         Record {
-            key: RecordKey::new(APPS, name),
+            key: APPS.key(name),
             version: Hlc {
                 wall_ms,
                 counter: 0,
@@ -236,6 +247,10 @@ mod tests {
         };
         assert!(store.merge_record(&tombstone).unwrap());
         assert!(store.app("web").unwrap().is_none());
-        assert_eq!(store.records(APPS).unwrap().len(), 1, "tombstone kept");
+        assert_eq!(
+            store.records(APPS.name()).unwrap().len(),
+            1,
+            "tombstone kept"
+        );
     }
 }

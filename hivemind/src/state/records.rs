@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::Subnet;
 use crate::model::{AppSpec, Resources};
 
 pub fn now_millis() -> u64 {
@@ -117,9 +118,69 @@ pub struct NodeInfo {
     pub api: String,
     /// Underlay address: VXLAN packets for this node's subnet go here.
     pub underlay: Ipv4Addr,
-    pub subnet: String,
+    #[serde(with = "subnet_text")]
+    pub subnet: Subnet,
     pub cpu_cores: f64,
     pub memory_bytes: u64,
     pub labels: std::collections::BTreeMap<String, String>,
     pub started_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub app: String,
+    pub vip: Ipv4Addr,
+    /// The `--service` domain, if any.
+    pub domain: Option<String>,
+    /// TCP ports.
+    pub ports: Vec<u16>,
+}
+
+impl ServiceRecord {
+    pub fn dns_names(&self) -> Vec<String> {
+        let mut names = vec![format!("{}.{CLUSTER_DOMAIN}", self.app)];
+        names.extend(self.domain.iter().cloned());
+        names
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub container: String,
+    pub app: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    /// The id of the node it runs on (for requests that must reach it).
+    #[serde(default)]
+    pub node_id: String,
+    /// Its process runs.
+    #[serde(default = "yes")]
+    pub running: bool,
+    /// In the load balancer and DNS.
+    pub ready: bool,
+    /// Why it is not ready, when it is not.
+    pub reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "hivemind.local";
+
+/// A subnet on the wire and on disk as text (`10.244.1.0/24`).
+mod subnet_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Subnet;
+
+    pub fn serialize<S: Serializer>(subnet: &Subnet, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(subnet)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Subnet, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }

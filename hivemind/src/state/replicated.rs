@@ -1,24 +1,20 @@
 //! Replicated desired state: versioned last-writer-wins records in one redb
 //! table, keyed `table/key`. The cluster layer merges records from peers
-//! into it; typed views below read the live (non-tombstone) values.
-//!
-//! Tables: `apps` (AppRecord), `volumes` (VolumeRecord), `placements`
-//! (Placement), `nodes` (NodeInfo), `subnets` (node id).
+//! into it; typed views below read the live (non-tombstone) values of the
+//! tables in [`super::tables`].
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
+use super::tables::{Row, Table, check_record};
 use super::{Store, StoreError};
 use crate::cluster::{ClusterError, Hlc, Record, RecordKey, ReplicaStore, supersedes};
 
 pub(super) const REPLICATED: TableDefinition<&str, &[u8]> = TableDefinition::new("replicated");
-
-pub const APPS: &str = "apps";
-pub const VOLUMES: &str = "volumes";
-pub const PLACEMENTS: &str = "placements";
-pub const NODES: &str = "nodes";
-pub const SUBNETS: &str = "subnets";
 
 fn db_key(key: &RecordKey) -> String {
     format!("{}/{}", key.table, key.key)
@@ -26,6 +22,24 @@ fn db_key(key: &RecordKey) -> String {
 
 fn store_error(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Store(e.to_string())
+}
+
+/// Rows that fail to decode: counted, and logged once per key.
+#[derive(Debug, Default)]
+pub(super) struct CorruptRows {
+    count: AtomicU64,
+    logged: Mutex<HashSet<String>>,
+}
+
+impl CorruptRows {
+    fn note(&self, table: &str, key: &str, error: &dyn std::fmt::Display) {
+        let id = format!("{table}/{key}");
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.len() < 10_000 && logged.insert(id) {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(table, key, error = %error, "skipping a stored row that does not decode");
+        }
+    }
 }
 
 impl Store {
@@ -40,47 +54,51 @@ impl Store {
             if !key.value().starts_with(&prefix) {
                 break;
             }
-            out.push(decode_record(key.value(), value.value())?);
+            match decode_record(key.value(), value.value()) {
+                Ok(record) => out.push(record),
+                Err(e) => self.corrupt.note("replicated", key.value(), &e),
+            }
         }
         Ok(out)
     }
 
-    /// The live values of `table`, decoded.
-    pub fn values<T: DeserializeOwned>(&self, table: &str) -> Result<Vec<T>, StoreError> {
-        self.records(table)?
+    /// The live rows of `table`. A row that does not decode or breaks its
+    /// table's rules is skipped (and logged once): one bad row never stops a
+    /// read of the others.
+    pub fn values<T: Row>(&self, table: Table<T>) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .records(table.name())?
             .into_iter()
-            .filter_map(|r| r.value.map(|v| (r.key, v)))
-            .map(|(key, value)| {
-                serde_json::from_value(value).map_err(|source| StoreError::Corrupt {
-                    table: table.to_string(),
-                    key: key.key,
-                    source,
-                })
+            .filter_map(|r| {
+                let value = r.value?;
+                match table.decode(&r.key.key, &value) {
+                    Ok(row) => Some(row),
+                    Err(e) => {
+                        self.corrupt.note(table.name(), &r.key.key, &e);
+                        None
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 
-    /// One live value of `table`.
-    pub fn value<T: DeserializeOwned>(
-        &self,
-        table: &str,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let Some(record) = self.record(&RecordKey::new(table, key))? else {
+    /// One live row of `table`; a row that does not decode reads as absent.
+    pub fn value<T: Row>(&self, table: Table<T>, key: &str) -> Result<Option<T>, StoreError> {
+        let Some(value) = self.record(&table.key(key))?.and_then(|r| r.value) else {
             return Ok(None);
         };
-        match record.value {
-            None => Ok(None),
-            Some(value) => {
-                serde_json::from_value(value)
-                    .map(Some)
-                    .map_err(|source| StoreError::Corrupt {
-                        table: table.to_string(),
-                        key: key.to_string(),
-                        source,
-                    })
+        match table.decode(key, &value) {
+            Ok(row) => Ok(Some(row)),
+            Err(e) => {
+                self.corrupt.note(table.name(), key, &e);
+                Ok(None)
             }
         }
+    }
+
+    /// Stored rows skipped because they do not decode.
+    pub fn corrupt_rows(&self) -> u64 {
+        self.corrupt.count.load(Ordering::Relaxed)
     }
 
     pub fn record(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
@@ -105,7 +123,8 @@ impl Store {
         let applied = {
             let mut handle = txn.open_table(REPLICATED)?;
             let existing = match handle.get(k.as_str())? {
-                Some(value) => Some(decode_record(&k, value.value())?),
+                // A stored row that no longer decodes is replaced by anything.
+                Some(value) => decode_record(&k, value.value()).ok(),
                 None => None,
             };
             let applied = supersedes(record, existing.as_ref());
@@ -143,8 +162,10 @@ impl ReplicaStore for Store {
         let mut out = Vec::new();
         for entry in handle.iter().map_err(store_error)? {
             let (key, value) = entry.map_err(store_error)?;
-            let record = decode_record(key.value(), value.value()).map_err(store_error)?;
-            out.push((record.key, record.version));
+            match decode_record(key.value(), value.value()) {
+                Ok(record) => out.push((record.key, record.version)),
+                Err(e) => self.corrupt.note("replicated", key.value(), &e),
+            }
         }
         Ok(out)
     }
@@ -155,5 +176,44 @@ impl ReplicaStore for Store {
 
     fn merge(&self, record: Record) -> Result<bool, ClusterError> {
         self.merge_record(&record).map_err(store_error)
+    }
+
+    fn check(&self, record: &Record) -> Result<(), String> {
+        check_record(record).map_err(|e| e.to_string())
+    }
+
+    fn tombstones(&self) -> Result<Vec<(RecordKey, Hlc)>, ClusterError> {
+        let txn = self.db.begin_read().map_err(store_error)?;
+        let handle = txn.open_table(REPLICATED).map_err(store_error)?;
+        let mut out = Vec::new();
+        for entry in handle.iter().map_err(store_error)? {
+            let (key, value) = entry.map_err(store_error)?;
+            if let Ok(record) = decode_record(key.value(), value.value())
+                && record.value.is_none()
+            {
+                out.push((record.key, record.version));
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge(&self, key: &RecordKey, version: Hlc) -> Result<bool, ClusterError> {
+        let k = db_key(key);
+        let txn = self.db.begin_write().map_err(store_error)?;
+        let purged = {
+            let mut handle = txn.open_table(REPLICATED).map_err(store_error)?;
+            let stored = match handle.get(k.as_str()).map_err(store_error)? {
+                Some(value) => decode_record(&k, value.value()).ok(),
+                None => None,
+            };
+            let is_that_tombstone =
+                stored.is_some_and(|r| r.value.is_none() && r.version == version);
+            if is_that_tombstone {
+                handle.remove(k.as_str()).map_err(store_error)?;
+            }
+            is_that_tombstone
+        };
+        txn.commit().map_err(store_error)?;
+        Ok(purged)
     }
 }

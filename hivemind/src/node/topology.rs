@@ -3,9 +3,12 @@
 
 use std::net::Ipv4Addr;
 
+use std::collections::BTreeMap;
+
+use super::map_diff::diff;
+use super::{Node, NodeError};
 use crate::cluster::MemberState;
-use crate::daemon::{Node, NodeError};
-use crate::state::{NODES, NodeInfo, Subnet, now_secs};
+use crate::state::{NODES, NodeInfo, now_secs};
 
 /// The VNI of the cluster's default overlay network.
 pub const DEFAULT_VNI: u32 = 1;
@@ -38,7 +41,7 @@ impl Node {
             name: self.name.clone(),
             api: self.address.clone(),
             underlay,
-            subnet: self.net_config.subnet.to_string(),
+            subnet: self.net_config.subnet,
             cpu_cores: cores as f64,
             memory_bytes: memory,
             labels,
@@ -53,33 +56,33 @@ impl Node {
         let Some(dataplane) = &self.dataplane else {
             return Ok(());
         };
-        let mut wanted: Vec<(Ipv4Addr, u8, Ipv4Addr)> = Vec::new();
+        let mut wanted: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, u32)> = BTreeMap::new();
         for info in self.store.values::<NodeInfo>(NODES)? {
             if info.id == self.id || self.member_state(&info.id) == Some(MemberState::Left) {
                 continue;
             }
-            let Ok(subnet) = info.subnet.parse::<Subnet>() else {
-                tracing::warn!(node = %info.id, subnet = %info.subnet, "node record with a bad subnet");
-                continue;
-            };
-            wanted.push((subnet.network, subnet.prefix, info.underlay));
+            wanted.insert(
+                (info.subnet.network, info.subnet.prefix),
+                (info.underlay, DEFAULT_VNI),
+            );
         }
         let mut dataplane = match dataplane.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let current = dataplane.tunnels()?;
-        for (network, prefix, underlay, vni) in &current {
-            if !wanted.contains(&(*network, *prefix, *underlay)) || *vni != DEFAULT_VNI {
-                dataplane.remove_tunnel(*network, *prefix)?;
-            }
-        }
-        for (network, prefix, underlay) in wanted {
-            if !current.contains(&(network, prefix, underlay, DEFAULT_VNI)) {
+        let current: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, u32)> = dataplane
+            .tunnels()?
+            .into_iter()
+            .map(|(network, prefix, underlay, vni)| ((network, prefix), (underlay, vni)))
+            .collect();
+        diff(&current, wanted).apply(
+            &mut *dataplane,
+            |dp, (network, prefix)| dp.remove_tunnel(network, prefix),
+            |dp, (network, prefix), (underlay, vni)| {
                 tracing::info!(subnet = %network, prefix, underlay = %underlay, "tunnel to node");
-                dataplane.set_tunnel(network, prefix, underlay, DEFAULT_VNI)?;
-            }
-        }
+                dp.set_tunnel(network, prefix, underlay, vni)
+            },
+        )?;
         Ok(())
     }
 }

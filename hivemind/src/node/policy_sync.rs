@@ -1,20 +1,19 @@
 //! Network policy on this node's data plane: identities of label sets, the
 //! ipcache of every container in the cluster, and each local endpoint's
-//! rules; and the flow events the kernel reports.
+//! rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use crate::daemon::{Node, NodeError};
-use crate::policy::{NetworkPolicy, POLICIES, endpoint_rules, identities};
-use crate::reconcile::endpoint_id;
+use super::apps::endpoint_id;
+use super::map_diff::diff;
+use super::{Node, NodeError};
+use crate::policy::{NetworkPolicy, endpoint_rules, identities};
 use crate::services::{ENDPOINTS, EndpointRecord};
-use crate::state::{AppRecord, ContainerStatus, NODES, NodeInfo, Subnet};
+use crate::state::{AppRecord, ContainerStatus, NODES, NodeInfo, POLICIES};
 
 /// Identity of the nodes themselves.
 pub const HOST_IDENTITY: u32 = 1;
-/// Recent flow events kept for `GET /api/flows/recent`.
-pub const RECENT_FLOWS: usize = 1000;
 
 impl Node {
     /// Brings the data plane's identities, ipcache and per-endpoint rules in
@@ -43,9 +42,7 @@ impl Node {
             }
         }
         for info in self.store.values::<NodeInfo>(NODES)? {
-            if let Ok(subnet) = info.subnet.parse::<Subnet>() {
-                wanted.insert((subnet.gateway(), 32), HOST_IDENTITY);
-            }
+            wanted.insert((info.subnet.gateway(), 32), HOST_IDENTITY);
         }
         let containers: Vec<_> = self
             .store
@@ -69,16 +66,11 @@ impl Node {
             .into_iter()
             .map(|(ip, prefix, identity)| ((ip, prefix), identity))
             .collect();
-        for (key, identity) in &current {
-            if wanted.get(key) != Some(identity) {
-                dataplane.remove_ipcache(key.0, key.1)?;
-            }
-        }
-        for ((ip, prefix), identity) in &wanted {
-            if current.get(&(*ip, *prefix)) != Some(identity) {
-                dataplane.set_ipcache(*ip, *prefix, *identity)?;
-            }
-        }
+        diff(&current, wanted).apply(
+            &mut *dataplane,
+            |dp, (ip, prefix)| dp.remove_ipcache(ip, prefix),
+            |dp, (ip, prefix), identity| dp.set_ipcache(ip, prefix, identity),
+        )?;
         let mut cache = match self.policy_cache.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -99,38 +91,6 @@ impl Node {
             }
         }
         cache.retain(|id, _| live.contains(id));
-        Ok(())
-    }
-
-    /// Moves the kernel's flow events to subscribers and the recent buffer.
-    pub fn pump_flows(&self) -> Result<(), NodeError> {
-        let Some(dataplane) = &self.dataplane else {
-            return Ok(());
-        };
-        let (events, lost) = {
-            let mut dataplane = match dataplane.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            dataplane.drain_flows()?
-        };
-        self.flows_lost
-            .store(lost, std::sync::atomic::Ordering::Relaxed);
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut recent = match self.recent_flows.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for event in events {
-            let value = serde_json::to_value(&event).unwrap_or_default();
-            let _ = self.flows.send(value.clone());
-            recent.push_back(value);
-            while recent.len() > RECENT_FLOWS {
-                recent.pop_front();
-            }
-        }
         Ok(())
     }
 }

@@ -9,34 +9,19 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::daemon::{Node, NodeError, remove_dir_if_exists};
+use futures::StreamExt;
+
+use super::plan::{Action, Desired, Observed, Plan, RemoveReason, plan};
+use super::{Node, NodeError, remove_dir_if_exists};
+use crate::image::ResolvedImage;
 use crate::network::{host_ifname, netns_path};
-use crate::runtime::{BindMount, ContainerSpec, TaskState};
+use crate::runtime::{BindMount, ContainerSpec, RuntimeError};
 use crate::state::{AppRecord, ContainerRecord, ContainerStatus, now_millis, now_secs};
 
-/// First restart delay after a container exits; doubles up to the cap.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
-/// Running this long forgets earlier failures.
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
-
-/// Restart pacing of one container.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    pub failures: u32,
-    pub not_before: Instant,
-    pub started: Instant,
-}
-
-impl Backoff {
-    fn delay(failures: u32) -> Duration {
-        BACKOFF_START
-            .saturating_mul(1u32 << failures.min(16))
-            .min(BACKOFF_CAP)
-    }
-}
+/// New containers of one app started at once.
+const START_CONCURRENCY: usize = 4;
 
 /// A fresh container id: `<app>-<6 hex>`.
 fn new_container_id(app: &str) -> String {
@@ -48,43 +33,120 @@ fn new_container_id(app: &str) -> String {
 
 impl Node {
     /// Brings one app's containers in line with its record (or removes them
-    /// all when the app is gone).
+    /// all when the app is gone): plans, then applies the plan.
     pub async fn reconcile_app(&self, name: &str) -> Result<(), NodeError> {
         let lock = self.app_lock(name);
         let _guard = lock.lock().await;
         let tasks = self.runtime.list().await?;
         let containers = self.store.containers_of(name)?;
-        let Some(app) = self.store.app(name)? else {
-            return self.remove_containers(containers).await;
+        let app = self.store.app(name)?;
+        let local_replicas = match &app {
+            Some(app) => self.local_replicas(app)?,
+            None => 0,
         };
+        let backoffs = self.backoffs().clone();
+        let plan = plan(
+            Desired {
+                app: app.as_ref(),
+                local_replicas,
+            },
+            Observed {
+                containers: &containers,
+                tasks: &tasks,
+                backoffs: &backoffs,
+                now: Instant::now(),
+            },
+        );
+        self.apply(app.as_ref(), containers, plan).await
+    }
 
-        let wanted = self.local_replicas(&app)?;
-        let (current, stale): (Vec<_>, Vec<_>) = containers
-            .into_iter()
-            .partition(|c| c.generation == app.generation);
-        let mut current = current;
-        // Extra replicas go, the newest ones.
-        if current.len() > wanted {
-            let extra = current.split_off(wanted);
-            self.remove_containers(extra).await?;
+    /// Carries out a plan: surplus removals first, then keeps, restarts and
+    /// new starts (at most [`START_CONCURRENCY`] at once), then the removal
+    /// of replaced generations. The first error is returned after
+    /// everything was tried.
+    async fn apply(
+        &self,
+        app: Option<&AppRecord>,
+        containers: Vec<ContainerRecord>,
+        plan: Plan,
+    ) -> Result<(), NodeError> {
+        let by_id: BTreeMap<String, ContainerRecord> =
+            containers.into_iter().map(|c| (c.id.clone(), c)).collect();
+        let mut results = Vec::new();
+        for reason in [RemoveReason::AppDeleted, RemoveReason::Surplus] {
+            let records = pick(&by_id, plan.removals(reason));
+            results.push(self.remove_containers(records).await);
         }
-        let mut first_error = None;
-        for container in &current {
-            let state = tasks.get(&container.id).copied();
-            if let Err(e) = self.keep_running(&app, container, state).await {
-                first_error.get_or_insert(e);
-            }
-        }
-        for _ in current.len()..wanted {
-            if let Err(e) = self.start_new(&app).await {
-                first_error.get_or_insert(e);
-            }
+        if let Some(app) = app {
+            let steps: Vec<Step> = plan
+                .actions
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Keep { id } => by_id.get(id).cloned().map(Step::Keep),
+                    Action::Exited { id, code } => {
+                        by_id.get(id).cloned().map(|c| Step::Exited(c, *code))
+                    }
+                    Action::Restart { id } => by_id.get(id).cloned().map(Step::Restart),
+                    Action::Start => Some(Step::Start),
+                    Action::Wait { .. } | Action::Remove { .. } => None,
+                })
+                .collect();
+            // The image is resolved once for every start of this pass.
+            let starts = steps
+                .iter()
+                .any(|s| matches!(s, Step::Start | Step::Restart(_)));
+            let image = if starts {
+                Some(
+                    self.runtime
+                        .ensure_image(&app.spec.image, &|_| {})
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            } else {
+                None
+            };
+            let image = image.as_ref();
+            // Collected first: a stream of futures made by a closure over
+            // borrowed state would not be `Send` for the API's handlers.
+            let steps: Vec<_> = steps
+                .into_iter()
+                .map(|step| self.step(app, image, step))
+                .collect();
+            let done: Vec<Result<(), NodeError>> = futures::stream::iter(steps)
+                .buffer_unordered(START_CONCURRENCY)
+                .collect()
+                .await;
+            results.extend(done);
         }
         // Old generation goes once the new one was started.
-        self.remove_containers(stale).await?;
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let replaced = pick(&by_id, plan.removals(RemoveReason::Replaced));
+        results.push(self.remove_containers(replaced).await);
+        results.into_iter().collect()
+    }
+
+    async fn step(
+        &self,
+        app: &AppRecord,
+        image: Option<&Result<ResolvedImage, String>>,
+        step: Step,
+    ) -> Result<(), NodeError> {
+        match step {
+            Step::Keep(container) => self.keep(app, &container).await,
+            Step::Exited(mut record, code) => {
+                tracing::info!(container = %record.id, exit_code = code, "container exited");
+                record.status = ContainerStatus::Exited;
+                record.exit_code = Some(code);
+                self.store.put_container(&record)?;
+                self.backoffs().failed(&record.id, Instant::now());
+                self.publish_local_endpoint(&record, false).await
+            }
+            Step::Restart(mut record) => {
+                if record.started_at.is_some() {
+                    record.restarts += 1;
+                }
+                self.start(app, image, record).await
+            }
+            Step::Start => self.start_new(app, image).await,
         }
     }
 
@@ -134,48 +196,24 @@ impl Node {
         self.container_dir(id).exists() || self.log_path(id).exists()
     }
 
-    async fn keep_running(
-        &self,
-        app: &AppRecord,
-        container: &ContainerRecord,
-        state: Option<TaskState>,
-    ) -> Result<(), NodeError> {
-        match state {
-            Some(TaskState::Running { .. }) => {
-                if container.status != ContainerStatus::Running {
-                    let mut record = container.clone();
-                    record.status = ContainerStatus::Running;
-                    self.store.put_container(&record)?;
-                }
-                self.ensure_dataplane(container).await;
-                self.note_running(&container.id);
-                self.watch_health(app, container);
-                self.publish_local_endpoint(container, true).await
-            }
-            other => {
-                let mut record = container.clone();
-                if let Some(TaskState::Exited { code }) = other
-                    && record.status == ContainerStatus::Running
-                {
-                    tracing::info!(container = %record.id, exit_code = code, "container exited");
-                    record.status = ContainerStatus::Exited;
-                    record.exit_code = Some(code);
-                    self.store.put_container(&record)?;
-                    self.note_failure(&record.id);
-                    self.publish_local_endpoint(&record, false).await?;
-                }
-                if !self.may_start(&record.id) {
-                    return Ok(());
-                }
-                if record.started_at.is_some() {
-                    record.restarts += 1;
-                }
-                self.start(app, record).await
-            }
+    /// A running container: adopted or refreshed.
+    async fn keep(&self, app: &AppRecord, container: &ContainerRecord) -> Result<(), NodeError> {
+        if container.status != ContainerStatus::Running {
+            let mut record = container.clone();
+            record.status = ContainerStatus::Running;
+            self.store.put_container(&record)?;
         }
+        self.ensure_dataplane(container).await;
+        self.backoffs().running(&container.id, Instant::now());
+        self.watch_health(app, container);
+        self.publish_local_endpoint(container, true).await
     }
 
-    async fn start_new(&self, app: &AppRecord) -> Result<(), NodeError> {
+    async fn start_new(
+        &self,
+        app: &AppRecord,
+        image: Option<&Result<ResolvedImage, String>>,
+    ) -> Result<(), NodeError> {
         let mut id = new_container_id(&app.spec.name);
         while self.store.container(&id)?.is_some() {
             id = new_container_id(&app.spec.name);
@@ -202,18 +240,37 @@ impl Node {
         self.store.put_container(&record)?;
         std::fs::create_dir_all(self.container_dir(&record.id))
             .map_err(|e| NodeError::Io(format!("create container dir: {e}")))?;
-        self.start(app, record).await
+        self.start(app, image, record).await
     }
 
     /// Network, data plane and task for a recorded container.
-    async fn start(&self, app: &AppRecord, mut record: ContainerRecord) -> Result<(), NodeError> {
-        match self.try_start(app, &record).await {
+    async fn start(
+        &self,
+        app: &AppRecord,
+        image: Option<&Result<ResolvedImage, String>>,
+        mut record: ContainerRecord,
+    ) -> Result<(), NodeError> {
+        let image = match image {
+            Some(Ok(image)) => Ok(image.clone()),
+            Some(Err(e)) => Err(NodeError::Runtime(RuntimeError::Other(format!(
+                "image {}: {e}",
+                app.spec.image
+            )))),
+            None => Err(NodeError::Runtime(RuntimeError::Other(format!(
+                "image {} was not resolved",
+                app.spec.image
+            )))),
+        };
+        let started = match image {
+            Ok(image) => self.try_start(app, image, &record).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(()) => {
                 record.status = ContainerStatus::Running;
                 record.message = None;
                 record.started_at = Some(now_secs());
                 self.store.put_container(&record)?;
-                self.note_running(&record.id);
                 tracing::info!(container = %record.id, app = %record.app, ip = %record.ip, "container started");
                 // A (re)started container starts its checks over.
                 self.monitor.unwatch(&record.id);
@@ -224,15 +281,19 @@ impl Node {
                 record.status = ContainerStatus::Failed;
                 record.message = Some(e.to_string());
                 self.store.put_container(&record)?;
-                self.note_failure(&record.id);
+                self.backoffs().failed(&record.id, Instant::now());
                 tracing::warn!(container = %record.id, error = %e, "container failed to start");
                 Err(e)
             }
         }
     }
 
-    async fn try_start(&self, app: &AppRecord, record: &ContainerRecord) -> Result<(), NodeError> {
-        let image = self.runtime.ensure_image(&app.spec.image, &|_| {}).await?;
+    async fn try_start(
+        &self,
+        app: &AppRecord,
+        image: ResolvedImage,
+        record: &ContainerRecord,
+    ) -> Result<(), NodeError> {
         let netns = PathBuf::from(&record.netns);
         let attachment = self
             .network
@@ -366,42 +427,9 @@ impl Node {
             Err(e) => return Err(NodeError::Io(format!("remove log: {e}"))),
         }
         self.store.delete_container(&record.id)?;
-        if let Ok(mut backoff) = self.backoff.lock() {
-            backoff.remove(&record.id);
-        }
+        self.backoffs().forget(&record.id);
         tracing::info!(container = %record.id, app = %record.app, "container removed");
         Ok(())
-    }
-
-    fn may_start(&self, id: &str) -> bool {
-        match self.backoff.lock() {
-            Ok(backoff) => backoff
-                .get(id)
-                .is_none_or(|b| Instant::now() >= b.not_before),
-            Err(_) => true,
-        }
-    }
-
-    fn note_failure(&self, id: &str) {
-        if let Ok(mut backoff) = self.backoff.lock() {
-            let now = Instant::now();
-            let entry = backoff.entry(id.to_string()).or_insert(Backoff {
-                failures: 0,
-                not_before: now,
-                started: now,
-            });
-            entry.not_before = now + Backoff::delay(entry.failures);
-            entry.failures += 1;
-        }
-    }
-
-    fn note_running(&self, id: &str) {
-        if let Ok(mut backoff) = self.backoff.lock()
-            && let Some(entry) = backoff.get_mut(id)
-            && entry.started.elapsed() >= BACKOFF_RESET
-        {
-            backoff.remove(id);
-        }
     }
 
     /// Per-container data plane counters, keyed by container id.
@@ -432,16 +460,24 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// The records of `ids`.
+fn pick(by_id: &BTreeMap<String, ContainerRecord>, ids: Vec<&str>) -> Vec<ContainerRecord> {
+    ids.iter()
+        .filter_map(|id| by_id.get(*id).cloned())
+        .collect()
+}
+
+/// One step of a plan that touches a container of the app.
+enum Step {
+    Keep(ContainerRecord),
+    Exited(ContainerRecord, u32),
+    Restart(ContainerRecord),
+    Start,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(Backoff::delay(0), Duration::from_secs(1));
-        assert_eq!(Backoff::delay(3), Duration::from_secs(8));
-        assert_eq!(Backoff::delay(30), BACKOFF_CAP);
-    }
 
     #[test]
     fn container_ids_carry_the_app_name() {

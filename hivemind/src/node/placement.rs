@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::{Node, NodeError};
 use crate::cluster::{Member, MemberState, rendezvous_owner};
-use crate::daemon::{Node, NodeError};
 use crate::model::AppSpec;
 use crate::scheduler::{BinPack, NodeView, PlacementRequest, SchedulingStrategy, Spread, place};
 use crate::state::{AppRecord, NODES, NodeInfo, PLACEMENTS, Placement};

@@ -1,0 +1,210 @@
+//! Carrying out user commands: the one place where a [`Command`] changes
+//! the cluster's desired state.
+
+use super::{Node, NodeError, remove_dir_if_exists};
+use crate::command::{Command, Outcome};
+use crate::state::{APPS, AppRecord, PLACEMENTS, Placement, VOLUMES, VolumeRecord, now_secs};
+
+impl Node {
+    /// Carries out one command.
+    pub async fn execute(&self, command: Command) -> Result<Outcome, NodeError> {
+        let outcome = self.execute_inner(command).await;
+        self.wake.notify_one();
+        outcome
+    }
+
+    async fn execute_inner(&self, command: Command) -> Result<Outcome, NodeError> {
+        match command {
+            Command::Deploy(spec) => {
+                // Pull before anything is recorded: a bad image changes nothing.
+                let image = self.runtime.ensure_image(&spec.image, &|_| {}).await?;
+                let mut spec = *spec;
+                spec.image = image.name;
+                let existing = self.store.app(&spec.name)?;
+                let created = existing.is_none();
+                let record = match existing {
+                    Some(mut old) => {
+                        if old.spec != spec {
+                            old.generation += 1;
+                        }
+                        old.spec = spec;
+                        old.updated_at = now_secs();
+                        old
+                    }
+                    None => AppRecord::new(spec),
+                };
+                let name = record.spec.name.clone();
+                // Placement is checked before anything is written.
+                let placement = self.placement_if_owner(&record.spec)?;
+                for volume in &record.spec.volumes {
+                    self.ensure_volume(&volume.name).await?;
+                }
+                self.write(APPS, &name, Some(&record)).await?;
+                if let Some(placement) = placement {
+                    self.write(PLACEMENTS, &name, Some(&placement)).await?;
+                }
+                self.reconcile_app(&name).await?;
+                Ok(Outcome::Deployed {
+                    containers: self.container_ids(&name)?,
+                    app: name,
+                    created,
+                })
+            }
+            Command::Scale { name, replicas } => {
+                let mut app = self.require_app(&name)?;
+                app.spec.replicas = replicas;
+                app.updated_at = now_secs();
+                let placement = self.placement_if_owner(&app.spec)?;
+                self.write(APPS, &name, Some(&app)).await?;
+                if let Some(placement) = placement {
+                    self.write(PLACEMENTS, &name, Some(&placement)).await?;
+                }
+                self.reconcile_app(&name).await?;
+                Ok(Outcome::Scaled {
+                    app: name,
+                    replicas,
+                })
+            }
+            Command::Restart { name } => {
+                let mut app = self.require_app(&name)?;
+                app.generation += 1;
+                app.updated_at = now_secs();
+                self.write(APPS, &name, Some(&app)).await?;
+                self.reconcile_app(&name).await?;
+                Ok(Outcome::Restarted {
+                    containers: self.container_ids(&name)?,
+                    app: name,
+                })
+            }
+            Command::DeleteApp { name } => {
+                self.require_app(&name)?;
+                self.write::<AppRecord>(APPS, &name, None).await?;
+                self.write::<Placement>(PLACEMENTS, &name, None).await?;
+                self.reconcile_app(&name).await?;
+                Ok(Outcome::Deleted { kind: "app", name })
+            }
+            Command::CreateVolume { name } => {
+                if self.store.volume(&name)?.is_some() {
+                    return Err(NodeError::Conflict(format!("volume {name} already exists")));
+                }
+                let volume = self.ensure_volume(&name).await?;
+                Ok(Outcome::VolumeCreated {
+                    name,
+                    path: volume.path,
+                })
+            }
+            Command::PutPolicy(policy) => {
+                let name = policy.name.clone();
+                self.write(crate::state::POLICIES, &name, Some(&*policy))
+                    .await?;
+                Ok(Outcome::PolicySet { name })
+            }
+            Command::DeletePolicy { name } => {
+                if self
+                    .store
+                    .value::<crate::policy::NetworkPolicy>(crate::state::POLICIES, &name)?
+                    .is_none()
+                {
+                    return Err(NodeError::NotFound {
+                        kind: "network policy",
+                        name,
+                    });
+                }
+                self.write::<crate::policy::NetworkPolicy>(crate::state::POLICIES, &name, None)
+                    .await?;
+                Ok(Outcome::Deleted {
+                    kind: "network policy",
+                    name,
+                })
+            }
+            Command::DeleteVolume { name } => {
+                if self.store.volume(&name)?.is_none() {
+                    return Err(NodeError::NotFound {
+                        kind: "volume",
+                        name,
+                    });
+                }
+                let users: Vec<String> = self
+                    .store
+                    .apps()?
+                    .into_iter()
+                    .filter(|app| app.spec.volumes.iter().any(|v| v.name == name))
+                    .map(|app| app.spec.name)
+                    .collect();
+                if !users.is_empty() {
+                    return Err(NodeError::Conflict(format!(
+                        "volume {name} is used by app(s) {}; delete them first",
+                        users.join(", ")
+                    )));
+                }
+                let dir = self.data_dir.join("volumes").join(&name);
+                remove_dir_if_exists(&dir)?;
+                self.write::<VolumeRecord>(VOLUMES, &name, None).await?;
+                Ok(Outcome::Deleted {
+                    kind: "volume",
+                    name,
+                })
+            }
+            Command::PullImage {
+                reference,
+                force,
+                progress,
+            } => {
+                let report = move |p: crate::image::Progress| progress.report(p);
+                let image = if force {
+                    self.runtime.pull_image(&reference, &report).await?
+                } else {
+                    self.runtime.ensure_image(&reference, &report).await?
+                };
+                Ok(Outcome::ImagePulled(image))
+            }
+            Command::ImportImages { archive } => {
+                let images = self.runtime.import_image(&archive, &|_| {}).await?;
+                Ok(Outcome::ImagesImported(images))
+            }
+            Command::JoinCluster { address } => {
+                let Some(cluster) = &self.cluster else {
+                    return Err(NodeError::Conflict(
+                        "this node runs without a cluster (--mock)".to_string(),
+                    ));
+                };
+                cluster.join(address).await?;
+                Ok(Outcome::Joining { address })
+            }
+        }
+    }
+
+    fn require_app(&self, name: &str) -> Result<AppRecord, NodeError> {
+        self.store.app(name)?.ok_or_else(|| NodeError::NotFound {
+            kind: "app",
+            name: name.to_string(),
+        })
+    }
+
+    fn container_ids(&self, app: &str) -> Result<Vec<String>, NodeError> {
+        Ok(self
+            .store
+            .containers_of(app)?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Creates the volume's record unless it exists, and its directory on
+    /// this node.
+    pub(crate) async fn ensure_volume(&self, name: &str) -> Result<VolumeRecord, NodeError> {
+        let path = self.volume_dir(name);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| NodeError::Io(format!("create volume dir {}: {e}", path.display())))?;
+        if let Some(volume) = self.store.volume(name)? {
+            return Ok(volume);
+        }
+        let volume = VolumeRecord {
+            name: name.to_string(),
+            path: path.display().to_string(),
+            created_at: now_secs(),
+        };
+        self.write(VOLUMES, name, Some(&volume)).await?;
+        Ok(volume)
+    }
+}

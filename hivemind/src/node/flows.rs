@@ -1,0 +1,41 @@
+//! The flow events the kernel reports: to subscribers of `GET /api/flows`
+//! and a buffer of recent ones.
+
+use super::{Node, NodeError};
+
+/// Recent flow events kept for `GET /api/flows/recent`.
+pub const RECENT_FLOWS: usize = 1000;
+
+impl Node {
+    /// Moves the kernel's flow events to subscribers and the recent buffer.
+    pub fn pump_flows(&self) -> Result<(), NodeError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(());
+        };
+        let (events, lost) = {
+            let mut dataplane = match dataplane.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            dataplane.drain_flows()?
+        };
+        self.flows_lost
+            .store(lost, std::sync::atomic::Ordering::Relaxed);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut recent = match self.recent_flows.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for event in events {
+            let value = serde_json::to_value(&event).unwrap_or_default();
+            let _ = self.flows.send(value.clone());
+            recent.push_back(value);
+            while recent.len() > RECENT_FLOWS {
+                recent.pop_front();
+            }
+        }
+        Ok(())
+    }
+}

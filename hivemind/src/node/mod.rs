@@ -1,0 +1,386 @@
+//! The control plane of one node: its state, the runtime, the network and
+//! the data plane behind one narrow type, [`Node`].
+//!
+//! One file per concern: `commands` carries out user [`crate::command::Command`]s;
+//! `plan` decides what an app's containers need (pure) and `apps` carries
+//! that out; `placement`, `services`, `topology`, `policy_sync`, `health`
+//! and `flows` keep the replicated records and the kernel's maps in line;
+//! `backoff` paces restarts; `map_diff` is the one diff of a kernel map
+//! against what it should hold.
+
+mod apps;
+mod backoff;
+mod commands;
+mod flows;
+mod health;
+pub mod map_diff;
+mod placement;
+pub mod plan;
+mod policy_sync;
+mod services;
+mod topology;
+mod views;
+
+pub use apps::endpoint_id;
+pub use flows::RECENT_FLOWS;
+pub use policy_sync::HOST_IDENTITY;
+pub use topology::machine_resources;
+pub use views::{Remote, ReplicaCount};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cluster::{Clock, Cluster};
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::image::ImageError;
+use crate::model::ValidationError;
+use crate::network::{ContainerNetwork, NetworkConfig, NetworkError};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::state::{Row, Store, StoreError, Table, now_secs, to_value};
+
+/// Everything that can go wrong carrying out a command.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("{kind} {name} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Schedule(#[from] crate::scheduler::ScheduleError),
+}
+
+impl From<ImageError> for NodeError {
+    fn from(e: ImageError) -> Self {
+        Self::Runtime(RuntimeError::Image(e))
+    }
+}
+
+/// How a node is put together.
+pub struct NodeParts {
+    pub node_id: String,
+    pub node_name: String,
+    /// Address of this node's API, as other nodes and clients reach it.
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub store: Arc<Store>,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub network: Arc<dyn ContainerNetwork>,
+    pub net_config: NetworkConfig,
+    pub dataplane: Option<Dataplane>,
+    /// Human description of the runtime ("containerd at ...", "in-memory").
+    pub runtime_name: String,
+    /// Membership and replication; `None` for `web --mock`, where this node
+    /// is alone and writes are versioned by a local clock.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Range of service VIPs.
+    pub service_cidr: crate::state::Subnet,
+    /// The wall clock local versions follow when there is no cluster.
+    pub wall: Arc<dyn crate::cluster::WallClock>,
+}
+
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub store: Arc<Store>,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub network: Arc<dyn ContainerNetwork>,
+    pub net_config: NetworkConfig,
+    pub dataplane: Option<Mutex<Dataplane>>,
+    pub runtime_name: String,
+    pub started_at: u64,
+    /// SIGTERM-to-SIGKILL grace when stopping a container.
+    pub stop_grace: Duration,
+    pub cluster: Option<Arc<Cluster>>,
+    pub service_cidr: crate::state::Subnet,
+    /// Liveness and readiness checks of this node's containers.
+    pub monitor: crate::health::Monitor,
+    /// Rules last written to the data plane, per endpoint id.
+    pub policy_cache: Mutex<HashMap<u32, crate::policy::EndpointRules>>,
+    /// Flow events from the data plane, for `GET /api/flows`.
+    pub flows: tokio::sync::broadcast::Sender<serde_json::Value>,
+    pub recent_flows: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    /// Flow events the kernel could not hand over (ring buffer full).
+    pub flows_lost: std::sync::atomic::AtomicU64,
+    /// Versions local writes when there is no cluster.
+    clock: Clock,
+    /// Wakes the reconcile loop early (a command, a record from a peer, a
+    /// membership change).
+    pub wake: tokio::sync::Notify,
+    pub(crate) app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    backoffs: Mutex<backoff::Backoffs>,
+}
+
+impl Node {
+    pub fn new(parts: NodeParts) -> Arc<Self> {
+        let store = parts.store;
+        Arc::new(Self {
+            id: parts.node_id,
+            name: parts.node_name,
+            address: parts.address,
+            data_dir: parts.data_dir,
+            store: store.clone(),
+            runtime: parts.runtime.clone(),
+            network: parts.network,
+            net_config: parts.net_config,
+            dataplane: parts.dataplane.map(Mutex::new),
+            runtime_name: parts.runtime_name,
+            cluster: parts.cluster,
+            service_cidr: parts.service_cidr,
+            monitor: crate::health::Monitor::new(parts.runtime.clone()),
+            policy_cache: Mutex::new(HashMap::new()),
+            flows: tokio::sync::broadcast::channel(4096).0,
+            recent_flows: Mutex::new(std::collections::VecDeque::new()),
+            flows_lost: std::sync::atomic::AtomicU64::new(0),
+            clock: seeded_clock(&store, parts.wall),
+            wake: tokio::sync::Notify::new(),
+            started_at: now_secs(),
+            stop_grace: Duration::from_secs(10),
+            app_locks: Mutex::new(HashMap::new()),
+            backoffs: Mutex::new(backoff::Backoffs::default()),
+        })
+    }
+
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("volumes").join(name).join("_data")
+    }
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("containers").join(id)
+    }
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.data_dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// Restart pacing of this node's containers.
+    fn backoffs(&self) -> std::sync::MutexGuard<'_, backoff::Backoffs> {
+        self.backoffs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The per-app lock: one reconcile of an app at a time.
+    pub(crate) fn app_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.app_locks.lock() {
+            Ok(locks) => locks,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Writes a replicated record: through the cluster (versioned, pushed to
+    /// peers) or, alone, with the local clock. The row is checked by its
+    /// table's rules first; a write that a newer version beat is a conflict.
+    pub async fn write<T: Row>(
+        &self,
+        table: Table<T>,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), NodeError> {
+        if let Some(row) = value {
+            row.check(key)?;
+        }
+        let value = value.map(to_value).transpose()?;
+        let key = table.key(key);
+        match &self.cluster {
+            Some(cluster) => match cluster.write(key, value).await {
+                Ok(_) => {}
+                Err(e @ crate::cluster::ClusterError::Superseded { .. }) => {
+                    return Err(NodeError::Conflict(e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                let record = crate::cluster::Record {
+                    key,
+                    version: self.clock.now(),
+                    value,
+                };
+                if !self.store.merge_record(&record)? {
+                    return Err(NodeError::Conflict(format!(
+                        "the write of {}/{} lost to a newer stored version",
+                        record.key.table, record.key.key
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A clock that continues above the newest stored version.
+fn seeded_clock(store: &Store, wall: Arc<dyn crate::cluster::WallClock>) -> Clock {
+    let clock = Clock::with_wall(0, wall);
+    match crate::cluster::ReplicaStore::digest(store) {
+        Ok(digest) => {
+            if let Some(newest) = digest.into_iter().map(|(_, v)| v).max() {
+                clock.observe(newest);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read stored versions to seed the clock"),
+    }
+    clock
+}
+
+pub(crate) fn remove_dir_if_exists(dir: &Path) -> Result<(), NodeError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NodeError::Io(format!("remove {}: {e}", dir.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::command::Command;
+    use crate::model::DeployRequest;
+    use crate::network::NoNetwork;
+    use crate::runtime::memory::MemoryRuntime;
+    use crate::state::{ContainerStatus, Subnet};
+
+    /// A wall clock the test sets.
+    struct TestWall(AtomicU64);
+
+    impl crate::cluster::WallClock for TestWall {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    async fn node(dir: &Path, wall_ms: u64) -> Arc<Node> {
+        let store = Arc::new(Store::open(&dir.join("state.redb")).expect("open the store"));
+        let subnet = Subnet {
+            network: std::net::Ipv4Addr::new(10, 244, 0, 0),
+            prefix: 24,
+        };
+        let node = Node::new(NodeParts {
+            node_id: "n1".into(),
+            node_name: "n1".into(),
+            address: "127.0.0.1:3000".into(),
+            data_dir: dir.to_path_buf(),
+            store,
+            runtime: Arc::new(MemoryRuntime::new()),
+            network: Arc::new(NoNetwork),
+            net_config: NetworkConfig {
+                bridge: "hm0".into(),
+                subnet,
+                mtu: 1450,
+            },
+            dataplane: None,
+            runtime_name: "in-memory".into(),
+            cluster: None,
+            service_cidr: crate::services::default_service_cidr(),
+            wall: Arc::new(TestWall(AtomicU64::new(wall_ms))),
+        });
+        node.publish_self(std::net::Ipv4Addr::LOCALHOST, Default::default())
+            .await
+            .expect("the node's own record");
+        node
+    }
+
+    fn deploy(replicas: u32, env: &str) -> Command {
+        Command::deploy(&DeployRequest {
+            image: "busybox".into(),
+            name: "web".into(),
+            replicas: Some(replicas),
+            env: [("V".to_string(), env.to_string())].into(),
+            ..Default::default()
+        })
+        .expect("valid deploy")
+    }
+
+    fn running(node: &Node) -> Vec<String> {
+        let mut ids: Vec<String> = node
+            .store
+            .containers_of("web")
+            .expect("containers")
+            .into_iter()
+            .filter(|c| c.status == ContainerStatus::Running)
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn deploy_scale_redeploy_and_delete_through_plan_and_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = node(dir.path(), 1_000_000).await;
+        node.execute(deploy(3, "a")).await.expect("deploy");
+        let first = running(&node);
+        assert_eq!(first.len(), 3, "three replicas started together");
+
+        node.execute(Command::scale("web", 1).expect("valid"))
+            .await
+            .expect("scale");
+        assert_eq!(running(&node).len(), 1);
+        assert!(first.contains(&running(&node)[0]), "the oldest stays");
+
+        node.execute(deploy(2, "b")).await.expect("redeploy");
+        let second = running(&node);
+        assert_eq!(second.len(), 2);
+        assert!(
+            second.iter().all(|id| !first.contains(id)),
+            "a new generation"
+        );
+
+        let too_many = Command::scale("web", 1000).expect("a name is all it checks");
+        let err = node.execute(too_many).await.expect_err("over the limit");
+        assert!(err.to_string().contains("replicas"), "{err}");
+        assert_eq!(running(&node), second, "a refused scale changed nothing");
+
+        node.execute(Command::DeleteApp { name: "web".into() })
+            .await
+            .expect("delete");
+        assert!(running(&node).is_empty());
+        assert!(node.store.app("web").expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn writes_after_a_restart_with_the_clock_behind_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = 10_000_000;
+        {
+            let node = node(dir.path(), now).await;
+            node.execute(deploy(1, "a")).await.expect("deploy");
+        }
+        // The same data dir, the clock ten minutes behind.
+        let node = node(dir.path(), now - 600_000).await;
+        node.execute(Command::scale("web", 2).expect("valid"))
+            .await
+            .expect("scale is kept, not lost to the older clock");
+        assert_eq!(
+            node.store
+                .app("web")
+                .expect("read")
+                .expect("app")
+                .spec
+                .replicas,
+            2
+        );
+        node.execute(Command::DeleteApp { name: "web".into() })
+            .await
+            .expect("delete");
+        assert!(
+            node.store.app("web").expect("read").is_none(),
+            "the delete is kept too"
+        );
+    }
+}

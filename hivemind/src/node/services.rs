@@ -1,0 +1,117 @@
+//! Services: the records every app's owner keeps (VIP, ports, domain), and
+//! the data plane's service table that every node points at the ready
+//! endpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use super::map_diff::diff;
+use super::{Node, NodeError};
+use crate::services::{pick_vip, service_ports};
+use crate::state::{AppRecord, ENDPOINTS, EndpointRecord, SERVICES, ServiceRecord};
+
+impl Node {
+    /// Makes sure every app this node owns has a service record with its
+    /// current ports and domain; removes records of deleted apps.
+    pub async fn reconcile_services(&self) -> Result<(), NodeError> {
+        let apps: Vec<AppRecord> = self.store.apps()?;
+        let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
+        let mut taken: BTreeSet<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
+        for app in &apps {
+            let name = &app.spec.name;
+            if !self.owns(name) {
+                continue;
+            }
+            let existing = services.iter().find(|s| &s.app == name);
+            // Two apps on one VIP (concurrent owners): the larger name moves.
+            let clash = existing.is_some_and(|mine| {
+                services
+                    .iter()
+                    .any(|other| other.vip == mine.vip && other.app < mine.app)
+            });
+            let vip = match existing {
+                Some(service) if !clash => service.vip,
+                _ => match pick_vip(name, self.service_cidr, &taken) {
+                    Some(vip) => vip,
+                    None => {
+                        tracing::warn!(app = %name, cidr = %self.service_cidr, "service CIDR is full");
+                        continue;
+                    }
+                },
+            };
+            taken.insert(vip);
+            let wanted = ServiceRecord {
+                app: name.clone(),
+                vip,
+                domain: app.spec.service.clone(),
+                ports: service_ports(app),
+            };
+            if existing != Some(&wanted) {
+                tracing::info!(app = %name, vip = %vip, "service");
+                self.write(SERVICES, name, Some(&wanted)).await?;
+            }
+        }
+        for service in &services {
+            if !apps.iter().any(|a| a.spec.name == service.app) && self.owns(&service.app) {
+                self.write::<ServiceRecord>(SERVICES, &service.app, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    /// Points the data plane's service table at the ready endpoints of every
+    /// service; removes services that are gone.
+    pub async fn sync_services(&self) -> Result<(), NodeError> {
+        use crate::dataplane::ServiceBackend;
+        const TCP: u8 = 6;
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(());
+        };
+        let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
+        let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        // Frontend -> backend ids (every backend weighs the same today, so
+        // the set of ids says what the kernel holds), and the backends.
+        let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = BTreeMap::new();
+        let mut backends: BTreeMap<(Ipv4Addr, u16, u8), Vec<ServiceBackend>> = BTreeMap::new();
+        for service in &services {
+            for port in &service.ports {
+                let list: Vec<ServiceBackend> = endpoints
+                    .iter()
+                    .filter(|e| e.app == service.app && e.ready)
+                    .map(|e| ServiceBackend {
+                        id: u32::from(e.ip),
+                        ip: e.ip,
+                        port: *port,
+                        weight: 1,
+                    })
+                    .collect();
+                let key = (service.vip, *port, TCP);
+                wanted.insert(key, list.iter().map(|b| b.id).collect());
+                backends.insert(key, list);
+            }
+        }
+        let mut dataplane = match dataplane.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let current: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = dataplane
+            .services()?
+            .into_iter()
+            .map(|(vip, port, proto, slots)| ((vip, port, proto), slots.into_iter().collect()))
+            .collect();
+        diff(&current, wanted).apply(
+            &mut *dataplane,
+            |dp, (vip, port, proto)| dp.remove_service(vip, port, proto),
+            |dp, (vip, port, proto), _| {
+                let list = backends
+                    .get(&(vip, port, proto))
+                    .map_or(&[][..], Vec::as_slice);
+                dp.set_service(vip, port, proto, list)
+            },
+        )?;
+        Ok(())
+    }
+}

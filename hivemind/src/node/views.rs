@@ -1,0 +1,83 @@
+//! Cluster-wide views for the API: an app's replicas counted on every node,
+//! and where a container lives when it is not on this node. Both come from
+//! the records every node publishes (`endpoints`, `nodes`), so any node
+//! answers for the whole cluster.
+
+use std::collections::BTreeMap;
+
+use super::{Node, NodeError};
+use crate::state::{ENDPOINTS, EndpointRecord, NODES, NodeInfo};
+
+/// An app's replicas across the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaCount {
+    /// Containers whose process runs.
+    pub running: u32,
+    /// Of those, the ones that serve (ready).
+    pub ready: u32,
+}
+
+/// Where a container of another node is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub node_id: String,
+    /// That node's API address (`ip:port`).
+    pub api: String,
+}
+
+impl Node {
+    /// Running and ready replicas of every app, cluster-wide.
+    pub fn replica_counts(&self) -> Result<BTreeMap<String, ReplicaCount>, NodeError> {
+        let mut counts: BTreeMap<String, ReplicaCount> = BTreeMap::new();
+        for endpoint in self.store.values(ENDPOINTS)? {
+            let count = counts.entry(endpoint.app.clone()).or_default();
+            if endpoint.running {
+                count.running += 1;
+            }
+            if endpoint.ready {
+                count.ready += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The containers of `app` on other nodes, with where to reach them.
+    pub fn remote_containers(&self, app: &str) -> Result<Vec<(String, Remote)>, NodeError> {
+        let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        let nodes: Vec<NodeInfo> = self.store.values(NODES)?;
+        Ok(endpoints
+            .into_iter()
+            .filter(|e| e.app == app && e.node_id != self.id)
+            .filter_map(|e| {
+                let remote = remote_of(&nodes, &e)?;
+                Some((e.container, remote))
+            })
+            .collect())
+    }
+
+    /// Where container `id` lives when it is not on this node; `None` when
+    /// it is here or unknown.
+    pub fn remote_container(&self, id: &str) -> Result<Option<Remote>, NodeError> {
+        if self.store.container(id)?.is_some() {
+            return Ok(None);
+        }
+        let Some(endpoint) = self.store.value(ENDPOINTS, id)? else {
+            return Ok(None);
+        };
+        if endpoint.node_id == self.id {
+            return Ok(None);
+        }
+        let nodes: Vec<NodeInfo> = self.store.values(NODES)?;
+        Ok(remote_of(&nodes, &endpoint))
+    }
+}
+
+fn remote_of(nodes: &[NodeInfo], endpoint: &EndpointRecord) -> Option<Remote> {
+    nodes
+        .iter()
+        .find(|n| n.id == endpoint.node_id)
+        .map(|n| Remote {
+            node_id: n.id.clone(),
+            api: n.api.clone(),
+        })
+}

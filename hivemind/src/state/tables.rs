@@ -1,0 +1,355 @@
+//! The replicated tables, typed: each [`Table`] names its row type, and
+//! every row states the rules it must satisfy under its key ([`Row::check`]).
+//!
+//! One rule set for both doors: a local write is checked before it is
+//! versioned, and a record from a peer is checked on its own before it is
+//! merged ([`check_record`]); a record that fails is refused alone, never
+//! its whole batch.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::records::{AppRecord, EndpointRecord, NodeInfo, Placement, ServiceRecord, VolumeRecord};
+use crate::cluster::{Record, RecordKey, validate_node_id};
+use crate::model::{MAX_REPLICAS, ValidationError, validate_domain, validate_name};
+use crate::policy::NetworkPolicy;
+
+/// A row of a replicated table.
+pub trait Row: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Checks the value as stored under `key`: the same rules as a user's
+    /// input, plus that the key names the value.
+    fn check(&self, key: &str) -> Result<(), ValidationError>;
+}
+
+/// A replicated table whose rows are `T`.
+pub struct Table<T> {
+    name: &'static str,
+    row: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Table<T> {}
+
+impl<T> std::fmt::Debug for Table<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({})", self.name)
+    }
+}
+
+impl<T> std::fmt::Display for Table<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl<T: Row> Table<T> {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            row: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn key(&self, key: impl Into<String>) -> RecordKey {
+        RecordKey::new(self.name, key)
+    }
+
+    /// Decodes and checks a stored or received value.
+    pub fn decode(&self, key: &str, value: &serde_json::Value) -> Result<T, ValidationError> {
+        let row: T = T::deserialize(value)
+            .map_err(|e| ValidationError::new(self.name, format!("undecodable row: {e}")))?;
+        row.check(key)?;
+        Ok(row)
+    }
+}
+
+pub const APPS: Table<AppRecord> = Table::new("apps");
+pub const VOLUMES: Table<VolumeRecord> = Table::new("volumes");
+pub const PLACEMENTS: Table<Placement> = Table::new("placements");
+pub const NODES: Table<NodeInfo> = Table::new("nodes");
+/// Subnet claims: key `<network>/<node id>`, value the claiming node's id.
+pub const SUBNETS: Table<String> = Table::new("subnets");
+pub const SERVICES: Table<ServiceRecord> = Table::new("services");
+pub const ENDPOINTS: Table<EndpointRecord> = Table::new("endpoints");
+pub const POLICIES: Table<NetworkPolicy> = Table::new("policies");
+
+/// Every table name, for the checks of records from peers.
+pub const TABLE_NAMES: [&str; 8] = [
+    APPS.name,
+    VOLUMES.name,
+    PLACEMENTS.name,
+    NODES.name,
+    SUBNETS.name,
+    SERVICES.name,
+    ENDPOINTS.name,
+    POLICIES.name,
+];
+
+/// Checks a record against its table's rules; tombstones only need a known
+/// table. The error names the rule the record broke.
+pub fn check_record(record: &Record) -> Result<(), ValidationError> {
+    let RecordKey { table, key } = &record.key;
+    if !TABLE_NAMES.contains(&table.as_str()) {
+        return Err(ValidationError::new(
+            "table",
+            format!("{table:?} is not a replicated table"),
+        ));
+    }
+    let Some(value) = &record.value else {
+        return Ok(());
+    };
+    fn check<T: Row>(
+        t: Table<T>,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), ValidationError> {
+        t.decode(key, value).map(drop)
+    }
+    match table.as_str() {
+        "apps" => check(APPS, key, value),
+        "volumes" => check(VOLUMES, key, value),
+        "placements" => check(PLACEMENTS, key, value),
+        "nodes" => check(NODES, key, value),
+        "subnets" => check(SUBNETS, key, value),
+        "services" => check(SERVICES, key, value),
+        "endpoints" => check(ENDPOINTS, key, value),
+        _ => check(POLICIES, key, value),
+    }
+}
+
+fn key_names(key: &str, name: &str) -> Result<(), ValidationError> {
+    if key == name {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "key",
+            format!("key {key:?} does not name the row ({name:?})"),
+        ))
+    }
+}
+
+fn node_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    validate_node_id(id).map_err(|e| ValidationError::new(field, e.to_string()))
+}
+
+/// Printable text of bounded length (names, reasons, node names).
+fn text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Container ids are `<app>-<hex>`: a name with a suffix.
+fn container_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{id:?} is not a container id"),
+        ))
+    }
+}
+
+impl Row for AppRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.spec.validate()?;
+        key_names(key, &self.spec.name)
+    }
+}
+
+impl Row for VolumeRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        validate_name("name", &self.name)?;
+        text("path", &self.path, 4096)?;
+        key_names(key, &self.name)
+    }
+}
+
+impl Row for Placement {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        validate_name("app", &self.app)?;
+        if self.nodes.len() > MAX_REPLICAS as usize {
+            return Err(ValidationError::new(
+                "nodes",
+                format!("at most {MAX_REPLICAS} replicas, got {}", self.nodes.len()),
+            ));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            node_id(&format!("nodes[{i}]"), node)?;
+        }
+        key_names(key, &self.app)
+    }
+}
+
+impl Row for NodeInfo {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        node_id("id", &self.id)?;
+        if self.name.is_empty() {
+            return Err(ValidationError::new("name", "must not be empty"));
+        }
+        text("name", &self.name, 253)?;
+        self.api.parse::<SocketAddr>().map_err(|_| {
+            ValidationError::new("api", format!("{:?} is not an address:port", self.api))
+        })?;
+        if !self.cpu_cores.is_finite() || self.cpu_cores < 0.0 {
+            return Err(ValidationError::new(
+                "cpu_cores",
+                "must be a finite number ≥ 0",
+            ));
+        }
+        for (k, v) in &self.labels {
+            text("labels", k, 63)?;
+            text("labels", v, 63)?;
+        }
+        key_names(key, &self.id)
+    }
+}
+
+impl Row for String {
+    /// A subnet claim: the key is `<network>/<node id>`, the value the node id.
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        let Some((network, node)) = key.split_once('/') else {
+            return Err(ValidationError::new(
+                "key",
+                format!("{key:?} is not <network>/<node id>"),
+            ));
+        };
+        network.parse::<std::net::Ipv4Addr>().map_err(|_| {
+            ValidationError::new("key", format!("{network:?} is not an IPv4 network"))
+        })?;
+        node_id("value", self)?;
+        key_names(node, self)
+    }
+}
+
+impl Row for ServiceRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        validate_name("app", &self.app)?;
+        if let Some(domain) = &self.domain {
+            validate_domain("domain", domain)?;
+        }
+        if self.ports.contains(&0) || self.ports.len() > 64 {
+            return Err(ValidationError::new(
+                "ports",
+                "at most 64 ports, each between 1 and 65535",
+            ));
+        }
+        key_names(key, &self.app)
+    }
+}
+
+impl Row for EndpointRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        container_id("container", &self.container)?;
+        validate_name("app", &self.app)?;
+        if self.node.is_empty() {
+            return Err(ValidationError::new("node", "must not be empty"));
+        }
+        text("node", &self.node, 253)?;
+        if !self.node_id.is_empty() {
+            node_id("node_id", &self.node_id)?;
+        }
+        if let Some(reason) = &self.reason {
+            text("reason", reason, 1024)?;
+        }
+        key_names(key, &self.container)
+    }
+}
+
+impl Row for NetworkPolicy {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Hlc;
+    use serde_json::json;
+
+    fn record(table: &str, key: &str, value: Option<serde_json::Value>) -> Record {
+        Record {
+            key: RecordKey::new(table, key),
+            version: Hlc {
+                wall_ms: 1,
+                counter: 0,
+                node: 1,
+            },
+            value,
+        }
+    }
+
+    fn app_value(name: &str, volume: &str) -> serde_json::Value {
+        json!({
+            "spec": {
+                "name": name, "image": "busybox", "service": null, "replicas": 1,
+                "resources": {"cpu": null, "memory": null},
+                "volumes": [{"name": volume, "mountPath": "/data"}],
+                "env": {}, "ports": [], "labels": {"app": name}
+            },
+            "generation": 1, "created_at": 0, "updated_at": 0
+        })
+    }
+
+    #[test]
+    fn a_valid_app_passes() {
+        check_record(&record("apps", "web", Some(app_value("web", "data")))).unwrap();
+    }
+
+    #[test]
+    fn a_volume_name_with_path_segments_is_refused() {
+        let err = check_record(&record(
+            "apps",
+            "web",
+            Some(app_value("web", "../../_data/x")),
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "volumes[0].name", "{err}");
+    }
+
+    #[test]
+    fn a_key_that_does_not_name_the_row_is_refused() {
+        let err = check_record(&record("apps", "db", Some(app_value("web", "data")))).unwrap_err();
+        assert_eq!(err.field, "key", "{err}");
+    }
+
+    #[test]
+    fn undecodable_rows_and_unknown_tables_are_refused() {
+        let err = check_record(&record("apps", "web", Some(json!({"spec": 3})))).unwrap_err();
+        assert!(err.message.contains("undecodable"), "{err}");
+        let err = check_record(&record("secrets", "x", None)).unwrap_err();
+        assert_eq!(err.field, "table");
+        check_record(&record("apps", "gone", None)).unwrap();
+    }
+
+    #[test]
+    fn subnet_claims_name_their_node() {
+        check_record(&record("subnets", "10.244.1.0/n1", Some(json!("n1")))).unwrap();
+        assert!(check_record(&record("subnets", "10.244.1.0/n1", Some(json!("n2")))).is_err());
+        assert!(check_record(&record("subnets", "banana/n1", Some(json!("n1")))).is_err());
+    }
+}
