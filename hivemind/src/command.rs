@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
-use crate::model::{AppSpec, DeployRequest, ValidationError, validate_name};
+use crate::model::{AppSpec, ValidationError, validate_name};
 use crate::policy::NetworkPolicy;
 
 /// Where pull progress goes (nowhere by default).
@@ -90,7 +91,10 @@ pub enum Command {
 impl Command {
     /// A deploy of a user's request; the error names the first bad field.
     pub fn deploy(request: &DeployRequest) -> Result<Self, ValidationError> {
-        Ok(Self::Deploy(Box::new(request.validate()?)))
+        let mut spec = request.validate()?;
+        spec.image = normalize_reference(&spec.image)
+            .map_err(|e| ValidationError::new("image", e.to_string()))?;
+        Ok(Self::Deploy(Box::new(spec)))
     }
 
     pub fn scale(name: &str, replicas: u32) -> Result<Self, ValidationError> {
@@ -174,6 +178,8 @@ pub enum Outcome {
     },
     PolicySet {
         name: String,
+        /// No policy of that name existed.
+        created: bool,
     },
     ImagePulled(ResolvedImage),
     ImagesImported(Vec<ResolvedImage>),

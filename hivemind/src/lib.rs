@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
 pub mod api;
+pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod command;
@@ -21,3 +22,4 @@ pub mod scheduler;
 pub mod serve;
 pub mod services;
 pub mod state;
+pub mod validation;

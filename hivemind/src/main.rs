@@ -28,6 +28,10 @@ async fn run(cli: Cli) -> i32 {
         )),
         _ => None,
     };
+    if let TopCommand::Openapi = cli.command {
+        print!("{}", hivemind::api::openapi::document_json());
+        return 0;
+    }
     let Some((listen, node, mock)) = options else {
         return match run_client_command(&cli).await {
             Ok(()) => 0,

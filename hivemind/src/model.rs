@@ -8,24 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::contract::{DeployRequest, MemoryValue, ResourcesRequest, VolumeMountRequest};
-
-/// A rule a user's input broke, with the field it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ValidationError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ValidationError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::validation::ValidationError;
 
 /// Longest app or volume name: container ids, netns and hostnames derive from it.
 pub const MAX_NAME_LEN: usize = 40;
@@ -131,7 +114,7 @@ pub struct AppSpec {
     #[serde(default)]
     pub node: Option<String>,
     #[serde(default)]
-    pub health: crate::health::HealthSpec,
+    pub health: crate::checks::HealthSpec,
     #[serde(default)]
     pub placement: Placement,
     #[serde(default)]
@@ -149,75 +132,9 @@ pub enum Placement {
     Binpack,
 }
 
-impl DeployRequest {
-    /// Parses the request into an app spec (memory sizes, placement names)
-    /// and checks it with [`AppSpec::validate`]; `image` is normalized by the
-    /// caller, which owns the reference grammar.
-    pub fn validate(&self) -> Result<AppSpec, ValidationError> {
-        validate_name("name", &self.name)?;
-        let mut labels = self.labels.clone();
-        if labels.contains_key("app") {
-            return Err(ValidationError::new(
-                "labels",
-                "the label app is set to the app name by hivemind",
-            ));
-        }
-        labels.insert("app".to_string(), self.name.clone());
-        let spec = AppSpec {
-            name: self.name.clone(),
-            image: self.image.trim().to_string(),
-            service: self.service.clone(),
-            replicas: self.replicas.unwrap_or(1),
-            resources: self.parsed_resources()?,
-            volumes: self
-                .volumes
-                .iter()
-                .map(|v| VolumeMount {
-                    name: v.name.clone(),
-                    mount_path: v.mount_path.clone(),
-                })
-                .collect(),
-            env: self.env.clone(),
-            ports: self.ports.clone(),
-            labels,
-            node: self.node.clone(),
-            health: self.health.clone().map(Into::into).unwrap_or_default(),
-            placement: match self.placement.as_deref() {
-                None | Some("spread") => Placement::Spread,
-                Some("binpack") | Some("bin-pack") => Placement::Binpack,
-                Some(other) => {
-                    return Err(ValidationError::new(
-                        "placement",
-                        format!("{other:?} is not a placement: use spread or binpack"),
-                    ));
-                }
-            },
-            constraints: self.constraints.clone(),
-        };
-        spec.validate()?;
-        Ok(spec)
-    }
-
-    fn parsed_resources(&self) -> Result<Resources, ValidationError> {
-        let Some(request) = &self.resources else {
-            return Ok(Resources::default());
-        };
-        let memory = match &request.memory {
-            None => None,
-            Some(MemoryValue::Bytes(bytes)) => Some(*bytes),
-            Some(MemoryValue::Text(text)) => Some(parse_memory("resources.memory", text)?),
-        };
-        Ok(Resources {
-            cpu: request.cpu,
-            memory,
-        })
-    }
-}
-
 /// Most CPUs one replica may ask for.
 pub const MAX_CPU: f64 = 1024.0;
-/// Longest health check interval, timeout or start period, in seconds.
-pub const MAX_HEALTH_PERIOD_S: u64 = 3600;
+pub use crate::checks::{MAX_HEALTH_PERIOD_S, MAX_HEALTH_RETRIES};
 
 impl AppSpec {
     /// The rules every app satisfies, wherever it comes from: a user's
@@ -309,7 +226,7 @@ impl AppSpec {
     }
 
     fn validate_health(&self) -> Result<(), ValidationError> {
-        use crate::health::Probe;
+        use crate::checks::Probe;
         for (name, check) in [
             ("liveness", &self.health.liveness),
             ("readiness", &self.health.readiness),
@@ -365,10 +282,10 @@ impl AppSpec {
                     format!("must be at most {MAX_HEALTH_PERIOD_S}"),
                 ));
             }
-            if !(1..=100).contains(&check.retries) {
+            if !(1..=MAX_HEALTH_RETRIES).contains(&check.retries) {
                 return Err(ValidationError::new(
                     field("retries"),
-                    "must be between 1 and 100",
+                    format!("must be between 1 and {MAX_HEALTH_RETRIES}"),
                 ));
             }
         }
@@ -486,12 +403,12 @@ pub fn parse_key_value(field: &str, text: &str) -> Result<(String, String), Vali
 }
 
 /// Parses `name:/path` as the CLI takes `--volume`.
-pub fn parse_volume(text: &str) -> Result<VolumeMountRequest, ValidationError> {
+pub fn parse_volume(text: &str) -> Result<VolumeMount, ValidationError> {
     match text.split_once(':') {
         Some((name, path)) => {
             validate_name("volume", name)?;
             validate_mount_path("volume", path)?;
-            Ok(VolumeMountRequest {
+            Ok(VolumeMount {
                 name: name.to_string(),
                 mount_path: path.to_string(),
             })
@@ -506,6 +423,7 @@ pub fn parse_volume(text: &str) -> Result<VolumeMountRequest, ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::{DeployRequest, ResourcesRequest, VolumeMountRequest};
 
     fn request() -> DeployRequest {
         DeployRequest {

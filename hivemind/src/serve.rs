@@ -127,7 +127,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         service_cidr: options.service_cidr,
         wall,
     });
-    tracing::info!(node = %node.id, subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name, "node starting");
+    tracing::info!(node = %node.id(), subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name(), "node starting");
     node.publish_self(advertise, options.node_labels.clone())
         .await?;
     let dns = start_dns(&node, options.mock).await?;
@@ -141,7 +141,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         tokio::spawn(flow_loop(node.clone())),
     ];
     {
-        let mut events = node.monitor.subscribe();
+        let mut events = node.health_events();
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
@@ -154,7 +154,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "health events lagged; reconciling");
-                        node.wake.notify_one();
+                        node.wake();
                     }
                     Err(RecvError::Closed) => break,
                 }
@@ -167,7 +167,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
-                node.wake.notify_one();
+                node.wake();
             }
         }));
     }
@@ -215,7 +215,7 @@ async fn reconcile_loop(node: Arc<Node>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RECONCILE_PERIOD) => {}
-            _ = node.wake.notified() => {}
+            _ = node.woken() => {}
         }
         if let Err(e) = node.reconcile_all().await {
             tracing::warn!(error = %e, "reconcile failed");
@@ -238,14 +238,17 @@ async fn start_dns(node: &Arc<Node>, mock: bool) -> Result<Option<DnsServer>> {
     if mock {
         return Ok(None);
     }
-    let mut config = DnsConfig::new(SocketAddr::new(node.net_config.subnet.gateway().into(), 53));
+    let mut config = DnsConfig::new(SocketAddr::new(
+        node.net_config().subnet.gateway().into(),
+        53,
+    ));
     // The forwarder runs in the daemon's namespace, so a loopback stub
     // resolver of the node is usable.
     config.upstreams = crate::discovery::upstreams_from_resolv_conf(
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     );
     let directory = Arc::new(StoreDirectory {
-        store: node.store.clone(),
+        store: node.store().clone(),
     });
     let server = DnsServer::start(config, directory)
         .await

@@ -3,30 +3,25 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use super::containers::stream_logs;
+use super::logs::stream_logs;
 use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome};
 use crate::contract::{
     AppStatus, AppView, DeployAnswer, DeployRequest, ErrorBody, LogQuery, Message, RestartAnswer,
     RestartRequest, ScaleRequest,
 };
-use crate::image::normalize_reference;
-use crate::model::{ValidationError, validate_name};
-use crate::state::{AppRecord, ContainerRecord, ContainerStatus};
+use crate::model::validate_name;
+use crate::node::ReplicaCount;
+use crate::state::AppRecord;
 
-pub fn app_view(app: &AppRecord, containers: &[ContainerRecord]) -> AppView {
-    let mine: Vec<&ContainerRecord> = containers
-        .iter()
-        .filter(|c| c.app == app.spec.name)
-        .collect();
-    let running = mine
-        .iter()
-        .filter(|c| c.status == ContainerStatus::Running && c.generation == app.generation)
-        .count();
-    let wanted = app.spec.replicas as usize;
-    let status = if running == wanted {
+/// An app with its replicas counted on every node of the cluster.
+pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
+    let empty = ReplicaCount::default();
+    let replicas = replicas.unwrap_or(&empty);
+    let running = replicas.running;
+    let status = if running == app.spec.replicas {
         AppStatus::Running
-    } else if mine.iter().any(|c| c.status == ContainerStatus::Failed) {
+    } else if replicas.failed > 0 {
         AppStatus::Failing
     } else if running == 0 {
         AppStatus::Pending
@@ -40,7 +35,7 @@ pub fn app_view(app: &AppRecord, containers: &[ContainerRecord]) -> AppView {
         running: running as u64,
         status,
         service: app.spec.service.clone(),
-        containers: mine.iter().map(|c| c.id.clone()).collect(),
+        containers: replicas.containers.clone(),
         resources: app.spec.resources,
         volumes: app.spec.volumes.clone(),
         env: app.spec.env.clone(),
@@ -71,10 +66,7 @@ pub async fn deploy(
     State(node): State<AppState>,
     Json(request): Json<DeployRequest>,
 ) -> Result<axum::Json<DeployAnswer>, ApiError> {
-    let mut spec = request.validate().map_err(crate::node::NodeError::from)?;
-    spec.image = normalize_reference(&spec.image)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("image: {e}")))?;
-    let outcome = node.execute(Command::Deploy(Box::new(spec))).await?;
+    let outcome = node.execute(Command::deploy(&request)?).await?;
     let Outcome::Deployed {
         app,
         containers,
@@ -103,12 +95,12 @@ pub async fn deploy(
     responses((status = 200, description = "every app", body = Vec<AppView>))
 )]
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<AppView>>, ApiError> {
-    let containers = node.store.containers()?;
+    let counts = node.replica_counts()?;
     let mut apps: Vec<AppView> = node
-        .store
+        .store()
         .apps()?
         .iter()
-        .map(|app| app_view(app, &containers))
+        .map(|app| app_view(app, counts.get(&app.spec.name)))
         .collect();
     apps.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(axum::Json(apps))
@@ -136,13 +128,11 @@ pub async fn show(
 ) -> Result<axum::Json<AppView>, ApiError> {
     require_name(&name)?;
     let app = node
-        .store
+        .store()
         .app(&name)?
         .ok_or_else(|| ApiError::not_found(format!("app {name} not found")))?;
-    Ok(axum::Json(app_view(
-        &app,
-        &node.store.containers_of(&name)?,
-    )))
+    let counts = node.replica_counts()?;
+    Ok(axum::Json(app_view(&app, counts.get(&name))))
 }
 
 /// Deletes an app and its containers.
@@ -188,16 +178,17 @@ pub async fn logs(
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     require_name(&name)?;
-    if node.store.app(&name)?.is_none() {
+    if node.store().app(&name)?.is_none() {
         return Err(ApiError::not_found(format!("app {name} not found")));
     }
-    let paths = node
-        .store
+    let local = node
+        .store()
         .containers_of(&name)?
         .into_iter()
         .map(|c| (c.id.clone(), node.log_path(&c.id)))
         .collect();
-    stream_logs(paths, query).await
+    let remote = node.remote_containers(&name)?;
+    stream_logs(local, remote, query).await
 }
 
 /// Changes the number of replicas.
@@ -217,23 +208,8 @@ pub async fn scale(
     State(node): State<AppState>,
     Json(request): Json<ScaleRequest>,
 ) -> Result<axum::Json<Message>, ApiError> {
-    require_name(&request.name)?;
-    if request.replicas > crate::model::MAX_REPLICAS {
-        let error = ValidationError::new(
-            "replicas",
-            format!(
-                "must be at most {}, got {}",
-                crate::model::MAX_REPLICAS,
-                request.replicas
-            ),
-        );
-        return Err(ApiError::bad_request("invalid_field", error.to_string()));
-    }
-    node.execute(Command::Scale {
-        name: request.name.clone(),
-        replicas: request.replicas,
-    })
-    .await?;
+    node.execute(Command::scale(&request.name, request.replicas)?)
+        .await?;
     Ok(axum::Json(Message::ok(format!(
         "Scaled application {} to {} replica(s)",
         request.name, request.replicas

@@ -1,14 +1,13 @@
 //! /api/containers and container logs.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 
+use super::logs::{FORWARDED_HEADER, stream_logs};
 use super::{ApiError, AppState, Path, Query};
 use crate::contract::{
     ContainerDetail, ContainerMetrics, ContainerView, ErrorBody, ListQuery, LogQuery, OverlayView,
@@ -39,7 +38,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 /// GETs `path` from every other live member; answers that fail or are not
 /// a `T` are skipped.
 pub(super) async fn from_peers<T: DeserializeOwned>(node: &AppState, path: &str) -> Vec<T> {
-    let Some(cluster) = &node.cluster else {
+    let Some(cluster) = node.cluster() else {
         return Vec::new();
     };
     let client = reqwest::Client::new();
@@ -95,7 +94,7 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Vec<ContainerView>>, ApiError> {
     let mut containers: Vec<ContainerView> = node
-        .store
+        .store()
         .containers()?
         .iter()
         .map(container_view)
@@ -128,7 +127,7 @@ fn find(node: &AppState, id: &str) -> Result<ContainerRecord, ApiError> {
             format!("container id {id:?} is not valid: use letters, digits and '-'"),
         ));
     }
-    node.store
+    node.store()
         .container(id)?
         .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))
 }
@@ -176,7 +175,7 @@ pub async fn show(
         }
         Err(e) => return Err(e),
     };
-    let health = match node.monitor.status(&record.id) {
+    let health = match node.container_health(&record.id) {
         Some(health) => {
             Some(serde_json::to_value(health).map_err(|e| ApiError::internal(e.to_string()))?)
         }
@@ -229,20 +228,11 @@ pub async fn metrics(
 pub async fn overlay(
     State(node): State<AppState>,
 ) -> Result<axum::Json<Option<OverlayView>>, ApiError> {
-    let Some(dataplane) = &node.dataplane else {
+    let Some((counters, tunnels)) = node.overlay()? else {
         return Ok(axum::Json(None));
     };
-    let dataplane = match dataplane.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let counters = dataplane
-        .overlay_counters()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
     let counters = serde_json::to_value(counters).map_err(|e| ApiError::internal(e.to_string()))?;
-    let tunnels: Vec<TunnelView> = dataplane
-        .tunnels()
-        .map_err(|e| ApiError::internal(e.to_string()))?
+    let tunnels: Vec<TunnelView> = tunnels
         .into_iter()
         .map(|(net, prefix, underlay, vni)| TunnelView {
             subnet: format!("{net}/{prefix}"),
@@ -269,90 +259,19 @@ pub async fn logs(
     State(node): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = find(&node, &id)?;
-    stream_logs(vec![(record.id.clone(), node.log_path(&record.id))], query).await
-}
-
-/// The logs of one or more containers as text; lines are prefixed with the
-/// container id when there are several. With `follow`, new lines stream
-/// until the client goes away.
-pub async fn stream_logs(
-    sources: Vec<(String, PathBuf)>,
-    query: LogQuery,
-) -> Result<Response, ApiError> {
-    let prefix = sources.len() > 1;
-    let mut initial = String::new();
-    let mut offsets = Vec::new();
-    for (id, path) in &sources {
-        let bytes = tokio::fs::read(path).await.unwrap_or_default();
-        offsets.push(bytes.len() as u64);
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        let skip = query.tail.map_or(0, |tail| {
-            lines
-                .len()
-                .saturating_sub(usize::try_from(tail).unwrap_or(usize::MAX))
-        });
-        for line in &lines[skip..] {
-            push_line(&mut initial, prefix, id, line);
+    let forwarded = headers.contains_key(FORWARDED_HEADER);
+    match find(&node, &id) {
+        Ok(record) => {
+            let path = node.log_path(&record.id);
+            stream_logs(vec![(record.id, path)], Vec::new(), query).await
         }
+        // Not here: the node that runs it answers, once.
+        Err(not_here) if !forwarded => match node.remote_container(&id)? {
+            Some(remote) => stream_logs(Vec::new(), vec![(id, remote)], query).await,
+            None => Err(not_here),
+        },
+        Err(not_here) => Err(not_here),
     }
-    if !query.follow {
-        return Ok((
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            initial,
-        )
-            .into_response());
-    }
-    let state = (Some(initial), sources, offsets, prefix);
-    let stream =
-        futures::stream::unfold(state, |(first, sources, mut offsets, prefix)| async move {
-            if let Some(first) = first {
-                return Some((
-                    Ok::<_, std::io::Error>(first),
-                    (None, sources, offsets, prefix),
-                ));
-            }
-            loop {
-                let mut chunk = String::new();
-                for (index, (id, path)) in sources.iter().enumerate() {
-                    let Ok(bytes) = tokio::fs::read(path).await else {
-                        continue;
-                    };
-                    let offset = offsets[index] as usize;
-                    if bytes.len() > offset {
-                        // Only whole lines; a partial last line waits.
-                        let new = &bytes[offset..];
-                        if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
-                            for line in String::from_utf8_lossy(&new[..=end]).lines() {
-                                push_line(&mut chunk, prefix, id, line);
-                            }
-                            offsets[index] += end as u64 + 1;
-                        }
-                    } else if bytes.len() < offset {
-                        offsets[index] = 0;
-                    }
-                }
-                if !chunk.is_empty() {
-                    return Some((Ok(chunk), (None, sources, offsets, prefix)));
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-fn push_line(out: &mut String, prefix: bool, id: &str, line: &str) {
-    if prefix {
-        out.push('[');
-        out.push_str(id);
-        out.push_str("] ");
-    }
-    out.push_str(line);
-    out.push('\n');
 }

@@ -83,6 +83,12 @@ impl From<NodeError> for ApiError {
     }
 }
 
+impl From<crate::model::ValidationError> for ApiError {
+    fn from(e: crate::model::ValidationError) -> Self {
+        NodeError::Invalid(e).into()
+    }
+}
+
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         NodeError::Runtime(e).into()

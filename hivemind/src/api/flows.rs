@@ -24,7 +24,7 @@ use crate::contract::RecentFlows;
 pub async fn stream(
     State(node): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = BroadcastStream::new(node.flows.subscribe()).map(|item| {
+    let events = BroadcastStream::new(node.subscribe_flows()).map(|item| {
         Ok(match item {
             Ok(flow) => Event::default().event("flow").data(flow.to_string()),
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
@@ -45,10 +45,6 @@ pub async fn stream(
     responses((status = 200, description = "recent flows and how many were lost", body = RecentFlows))
 )]
 pub async fn recent(State(node): State<AppState>) -> axum::Json<RecentFlows> {
-    let flows: Vec<serde_json::Value> = match node.recent_flows.lock() {
-        Ok(recent) => recent.iter().cloned().collect(),
-        Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
-    };
-    let lost = node.flows_lost.load(std::sync::atomic::Ordering::Relaxed);
+    let (flows, lost) = node.recent_flows();
     axum::Json(RecentFlows { flows, lost })
 }

@@ -8,8 +8,8 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{ApiError, AppState, Json};
+use crate::command::{Command, Outcome, ProgressSink};
 use crate::contract::{ErrorBody, ImageArchive, ImageRef, ImportAnswer, PullEvent, PullRequest};
-use crate::image::normalize_reference;
 
 /// Largest image archive accepted by upload.
 pub const ARCHIVE_LIMIT: usize = 4 << 30;
@@ -30,27 +30,21 @@ pub async fn pull(
     State(node): State<AppState>,
     Json(request): Json<PullRequest>,
 ) -> Result<Response, ApiError> {
-    let reference = normalize_reference(&request.image)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("image: {e}")))?;
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
+    let progress_sender = sender.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done_seen = done.clone();
+    let progress = ProgressSink::new(move |event: crate::image::Progress| {
+        if matches!(event, crate::image::Progress::Done { .. }) {
+            done_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let _ = progress_sender.send(PullEvent::from(event));
+    });
+    let command = Command::pull_image(&request.image, request.force, progress)?;
     tokio::spawn(async move {
-        let progress_sender = sender.clone();
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let done_seen = done.clone();
-        let progress = move |event: crate::image::Progress| {
-            if matches!(event, crate::image::Progress::Done { .. }) {
-                done_seen.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let _ = progress_sender.send(PullEvent::from(event));
-        };
-        let result = if request.force {
-            node.runtime.pull_image(&reference, &progress).await
-        } else {
-            node.runtime.ensure_image(&reference, &progress).await
-        };
-        match result {
+        match node.execute(command).await {
             // Present already: say so, with the same closing event.
-            Ok(image) if !done.load(std::sync::atomic::Ordering::Relaxed) => {
+            Ok(Outcome::ImagePulled(image)) if !done.load(std::sync::atomic::Ordering::Relaxed) => {
                 let _ = sender.send(PullEvent::Done {
                     image: image.name,
                     digest: image.digest,
@@ -97,10 +91,7 @@ pub async fn import(
             "the body must be an OCI image archive (tar)",
         ));
     }
-    let dir = node.data_dir.join("tmp");
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+    let dir = node.tmp_dir()?;
     // One file per upload: imports may run side by side.
     static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let upload = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -108,9 +99,15 @@ pub async fn import(
     tokio::fs::write(&path, &body)
         .await
         .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
-    let result = node.runtime.import_image(&path, &|_| {}).await;
+    let result = node
+        .execute(Command::ImportImages {
+            archive: path.clone(),
+        })
+        .await;
     let _ = tokio::fs::remove_file(&path).await;
-    let images = result?;
+    let Outcome::ImagesImported(images) = result? else {
+        return Err(ApiError::internal("import returned an unexpected outcome"));
+    };
     Ok(axum::Json(ImportAnswer {
         success: true,
         message: format!("Imported {} image(s)", images.len()),

@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod flows;
 mod images;
+mod logs;
 mod nodes;
 pub mod openapi;
 mod policies;

@@ -3,6 +3,7 @@
 use axum::extract::State;
 
 use super::{ApiError, AppState};
+use crate::command::{Command, Outcome};
 use crate::contract::{
     AppStatus, ErrorBody, HealthNode, HealthReport, HealthStatus, HealthyCount, JoinRequest,
     Message, NetworkHealth, NodeCount, NodeResources, NodeView, RunningCount, RuntimeHealth,
@@ -17,9 +18,9 @@ use crate::state::{ContainerStatus, NODES, NodeInfo, PLACEMENTS, Placement};
     responses((status = 200, description = "every known node, by id", body = Vec<NodeView>))
 )]
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<NodeView>>, ApiError> {
-    let infos: Vec<NodeInfo> = node.store.values(NODES)?;
-    let placements: Vec<Placement> = node.store.values(PLACEMENTS)?;
-    let members = match &node.cluster {
+    let infos: Vec<NodeInfo> = node.store().values(NODES)?;
+    let placements: Vec<Placement> = node.store().values(PLACEMENTS)?;
+    let members = match node.cluster() {
         Some(cluster) => cluster.members(),
         None => Vec::new(),
     };
@@ -59,7 +60,7 @@ pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<NodeVie
                 }),
                 labels: info.map(|i| i.labels.clone()),
                 containers: replicas as u64,
-                is_self: *id == node.id,
+                is_self: id == node.id(),
             }
         })
         .collect();
@@ -74,25 +75,19 @@ pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<NodeVie
     request_body = JoinRequest,
     responses(
         (status = 200, description = "joining", body = Message),
-        (status = 400, description = "the address is invalid, the join failed, or this node has no cluster", body = ErrorBody),
+        (status = 400, description = "the address is invalid", body = ErrorBody),
+        (status = 409, description = "this node runs without a cluster (--mock)", body = ErrorBody),
+        (status = 503, description = "this node has left its cluster", body = ErrorBody),
     )
 )]
 pub async fn join(
     State(node): State<AppState>,
     super::Json(request): super::Json<JoinRequest>,
 ) -> Result<axum::Json<Message>, ApiError> {
-    let address = crate::cli::parse_join(&request.address)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("address: {e}")))?;
-    let Some(cluster) = &node.cluster else {
-        return Err(ApiError::bad_request(
-            "no_cluster",
-            "this node runs without a cluster (--mock)",
-        ));
+    let command = Command::join_cluster(&request.address)?;
+    let Outcome::Joining { address } = node.execute(command).await? else {
+        return Err(ApiError::internal("join returned an unexpected outcome"));
     };
-    cluster
-        .join(address)
-        .await
-        .map_err(|e| ApiError::bad_request("join_failed", e.to_string()))?;
     Ok(axum::Json(Message::ok(format!(
         "Joining the cluster through {address}"
     ))))
@@ -106,10 +101,11 @@ pub async fn join(
     responses((status = 200, description = "status and the problems found", body = HealthReport))
 )]
 pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthReport>, ApiError> {
-    let apps = node.store.apps()?;
-    let containers = node.store.containers()?;
+    let apps = node.store().apps()?;
+    let containers = node.store().containers()?;
+    let counts = node.replica_counts()?;
     let mut problems = Vec::new();
-    let runtime_ok = match node.runtime.list().await {
+    let runtime_ok = match node.runtime_answers().await {
         Ok(_) => true,
         Err(e) => {
             problems.push(format!("runtime: {e}"));
@@ -118,7 +114,7 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthRep
     };
     let mut healthy_apps = 0;
     for app in &apps {
-        let view = super::apps::app_view(app, &containers);
+        let view = super::apps::app_view(app, counts.get(&app.spec.name));
         if view.status == AppStatus::Running {
             healthy_apps += 1;
         } else {
@@ -142,9 +138,9 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthRep
         ));
     }
     let services: Vec<crate::services::ServiceRecord> =
-        node.store.values(crate::services::SERVICES)?;
+        node.store().values(crate::services::SERVICES)?;
     let endpoints: Vec<crate::services::EndpointRecord> =
-        node.store.values(crate::services::ENDPOINTS)?;
+        node.store().values(crate::services::ENDPOINTS)?;
     let mut healthy_services = 0;
     for service in &services {
         let mine: Vec<_> = endpoints.iter().filter(|e| e.app == service.app).collect();
@@ -168,7 +164,7 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthRep
         .iter()
         .filter(|c| c.status == ContainerStatus::Running)
         .count();
-    let (total_nodes, alive_nodes) = match &node.cluster {
+    let (total_nodes, alive_nodes) = match node.cluster() {
         Some(cluster) => {
             let members = cluster.members();
             for member in &members {
@@ -188,8 +184,8 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthRep
     Ok(axum::Json(HealthReport {
         status,
         node: HealthNode {
-            id: node.id.clone(),
-            name: node.name.clone(),
+            id: node.id().to_string(),
+            name: node.name().to_string(),
             state: "alive".to_string(),
         },
         nodes: NodeCount {
@@ -197,14 +193,14 @@ pub async fn health(State(node): State<AppState>) -> Result<axum::Json<HealthRep
             alive: alive_nodes as u64,
         },
         runtime: RuntimeHealth {
-            name: node.runtime_name.clone(),
+            name: node.runtime_name().to_string(),
             ok: runtime_ok,
         },
         network: NetworkHealth {
-            bridge: node.net_config.bridge.clone(),
-            subnet: node.net_config.subnet.to_string(),
-            mtu: node.net_config.mtu,
-            dataplane: node.dataplane.is_some(),
+            bridge: node.net_config().bridge.clone(),
+            subnet: node.net_config().subnet.to_string(),
+            mtu: node.net_config().mtu,
+            dataplane: node.has_dataplane(),
         },
         apps: HealthyCount {
             total: apps.len() as u64,

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::{ApiError, AppState, Json, Path};
-use crate::command::Command;
+use crate::command::{Command, Outcome};
 use crate::contract::{ErrorBody, Message, NetworkPolicy, PolicyAnswer};
 use crate::state::POLICIES;
 
@@ -24,19 +24,16 @@ pub async fn create(
     State(node): State<AppState>,
     Json(policy): Json<NetworkPolicy>,
 ) -> Result<(StatusCode, axum::Json<PolicyAnswer>), ApiError> {
-    policy
-        .validate()
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    let existed = node
-        .store
-        .value::<NetworkPolicy>(POLICIES, &policy.name)?
-        .is_some();
-    let name = policy.name.clone();
-    node.execute(Command::PutPolicy(Box::new(policy))).await?;
-    let (status, verb) = if existed {
-        (StatusCode::OK, "Updated")
-    } else {
+    let Outcome::PolicySet { name, created } = node.execute(Command::put_policy(policy)?).await?
+    else {
+        return Err(ApiError::internal(
+            "policy put returned an unexpected outcome",
+        ));
+    };
+    let (status, verb) = if created {
         (StatusCode::CREATED, "Created")
+    } else {
+        (StatusCode::OK, "Updated")
     };
     Ok((
         status,
@@ -58,7 +55,7 @@ pub async fn create(
 pub async fn list(
     State(node): State<AppState>,
 ) -> Result<axum::Json<Vec<NetworkPolicy>>, ApiError> {
-    let mut policies: Vec<NetworkPolicy> = node.store.values(POLICIES)?;
+    let mut policies: Vec<NetworkPolicy> = node.store().values(POLICIES)?;
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(axum::Json(policies))
 }
@@ -86,7 +83,7 @@ pub async fn show(
 ) -> Result<axum::Json<NetworkPolicy>, ApiError> {
     check_name(&name)?;
     let policy: NetworkPolicy = node
-        .store
+        .store()
         .value(POLICIES, &name)?
         .ok_or_else(|| ApiError::not_found(format!("network policy {name} not found")))?;
     Ok(axum::Json(policy))

@@ -24,8 +24,8 @@ fn endpoint_view(e: &EndpointRecord) -> EndpointView {
     responses((status = 200, description = "every service", body = Vec<ServiceView>))
 )]
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
-    let endpoints: Vec<EndpointRecord> = node.store.values(ENDPOINTS)?;
-    let mut services: Vec<ServiceRecord> = node.store.values(SERVICES)?;
+    let endpoints: Vec<EndpointRecord> = node.store().values(ENDPOINTS)?;
+    let mut services: Vec<ServiceRecord> = node.store().values(SERVICES)?;
     services.sort_by(|a, b| a.app.cmp(&b.app));
     let list = services
         .iter()
@@ -64,11 +64,11 @@ pub async fn endpoints(
     crate::model::validate_name("name", &name)
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     let service: ServiceRecord = node
-        .store
+        .store()
         .value(SERVICES, &name)?
         .ok_or_else(|| ApiError::not_found(format!("service {name} not found")))?;
     let mut endpoints: Vec<EndpointRecord> = node
-        .store
+        .store()
         .values::<EndpointRecord>(ENDPOINTS)?
         .into_iter()
         .filter(|e| e.app == name)

@@ -22,9 +22,7 @@ pub async fn create(
     State(node): State<AppState>,
     Json(request): Json<CreateVolume>,
 ) -> Result<axum::Json<VolumeCreated>, ApiError> {
-    let outcome = node
-        .execute(Command::CreateVolume { name: request.name })
-        .await?;
+    let outcome = node.execute(Command::create_volume(&request.name)?).await?;
     let Outcome::VolumeCreated { name, path } = outcome else {
         return Err(ApiError::internal(
             "volume create returned an unexpected outcome",
@@ -46,9 +44,9 @@ pub async fn create(
     responses((status = 200, description = "every volume", body = Vec<VolumeView>))
 )]
 pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<VolumeView>>, ApiError> {
-    let apps = node.store.apps()?;
+    let apps = node.store().apps()?;
     let volumes = node
-        .store
+        .store()
         .volumes()?
         .into_iter()
         .map(|v| {

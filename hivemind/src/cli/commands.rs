@@ -16,7 +16,7 @@ use crate::contract::{
     AppView, ContainerDetail, ContainerView, CreateVolume, DeployAnswer, DeployRequest,
     HealthReport, HealthStatus, ImportAnswer, JoinRequest, MemoryValue, Message, NetworkPolicy,
     NodeView, PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer,
-    RestartRequest, ScaleRequest, ServiceView, VolumeCreated, VolumeView,
+    RestartRequest, ScaleRequest, ServiceView, VolumeCreated, VolumeMountRequest, VolumeView,
 };
 use crate::model::{ValidationError, parse_key_value, parse_volume};
 
@@ -39,7 +39,12 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
     let volumes = args
         .volumes
         .iter()
-        .map(|v| parse_volume(v))
+        .map(|v| {
+            parse_volume(v).map(|m| VolumeMountRequest {
+                name: m.name,
+                mount_path: m.mount_path,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
     let resources = (args.cpu.is_some() || args.memory.is_some()).then(|| ResourcesRequest {
@@ -150,10 +155,8 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             }
             Ok(())
         }
-        TopCommand::Openapi => {
-            print!("{}", crate::api::openapi::document_json());
-            Ok(())
-        }
+        // Printed by main: the document is the server's, not a client's.
+        TopCommand::Openapi => Ok(()),
     }
 }
 

@@ -329,10 +329,5 @@ pub enum NodeCommand {
 
 /// `IP` or `IP:PORT` of a gossip endpoint; the port defaults to 7946.
 pub fn parse_join(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(address) = text.parse::<SocketAddr>() {
-        return Ok(address);
-    }
-    text.parse::<std::net::IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 7946))
-        .map_err(|_| format!("{text:?} is not an IP or IP:PORT"))
+    crate::command::parse_gossip_address(text)
 }

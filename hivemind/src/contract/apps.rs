@@ -9,7 +9,9 @@ use crate::health::{
     CheckSpec, DEFAULT_INTERVAL_S, DEFAULT_RETRIES, DEFAULT_START_PERIOD_S, DEFAULT_TIMEOUT_S,
     HealthSpec, Probe,
 };
-use crate::model::{Resources, VolumeMount};
+use crate::model::{
+    AppSpec, Placement, Resources, ValidationError, VolumeMount, parse_memory, validate_name,
+};
 
 /// Memory as JSON: `"512M"` or a number of bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -284,4 +286,69 @@ pub struct LogQuery {
     /// Keep the answer open and stream new lines.
     #[serde(default)]
     pub follow: bool,
+}
+
+impl DeployRequest {
+    /// Parses the request into an app spec (memory sizes, placement names)
+    /// and checks it with [`AppSpec::validate`]; `image` is normalized by the
+    /// caller, which owns the reference grammar.
+    pub fn validate(&self) -> Result<AppSpec, ValidationError> {
+        validate_name("name", &self.name)?;
+        let mut labels = self.labels.clone();
+        if labels.contains_key("app") {
+            return Err(ValidationError::new(
+                "labels",
+                "the label app is set to the app name by hivemind",
+            ));
+        }
+        labels.insert("app".to_string(), self.name.clone());
+        let spec = AppSpec {
+            name: self.name.clone(),
+            image: self.image.trim().to_string(),
+            service: self.service.clone(),
+            replicas: self.replicas.unwrap_or(1),
+            resources: self.parsed_resources()?,
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| VolumeMount {
+                    name: v.name.clone(),
+                    mount_path: v.mount_path.clone(),
+                })
+                .collect(),
+            env: self.env.clone(),
+            ports: self.ports.clone(),
+            labels,
+            node: self.node.clone(),
+            health: self.health.clone().map(Into::into).unwrap_or_default(),
+            placement: match self.placement.as_deref() {
+                None | Some("spread") => Placement::Spread,
+                Some("binpack") | Some("bin-pack") => Placement::Binpack,
+                Some(other) => {
+                    return Err(ValidationError::new(
+                        "placement",
+                        format!("{other:?} is not a placement: use spread or binpack"),
+                    ));
+                }
+            },
+            constraints: self.constraints.clone(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn parsed_resources(&self) -> Result<Resources, ValidationError> {
+        let Some(request) = &self.resources else {
+            return Ok(Resources::default());
+        };
+        let memory = match &request.memory {
+            None => None,
+            Some(MemoryValue::Bytes(bytes)) => Some(*bytes),
+            Some(MemoryValue::Text(text)) => Some(parse_memory("resources.memory", text)?),
+        };
+        Ok(Resources {
+            cpu: request.cpu,
+            memory,
+        })
+    }
 }

@@ -1,7 +1,7 @@
 //! The REST API's contract: every request and answer body, in one place.
 //!
-//! The server (`crate::api`) deserialises the requests and serialises the
-//! answers; the CLI (`crate::cli`) does the opposite with the same types; the
+//! The server (the `api` module) deserialises the requests and serialises the
+//! answers; the CLI (the `cli` module) does the opposite with the same types; the
 //! OpenAPI document (`GET /api/openapi.json`, `docs/openapi.json`) is
 //! generated from them by utoipa. A field changes here or nowhere.
 //!

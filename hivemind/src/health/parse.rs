@@ -7,12 +7,13 @@ use super::{
     CheckSpec, DEFAULT_INTERVAL_S, DEFAULT_RETRIES, DEFAULT_START_PERIOD_S, DEFAULT_TIMEOUT_S,
     Probe,
 };
-use crate::model::ValidationError;
+use crate::checks::{MAX_HEALTH_PERIOD_S, MAX_HEALTH_RETRIES};
+use crate::validation::ValidationError;
 
-/// Longest accepted interval, timeout or start period.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-/// Most consecutive failures one may ask for.
-const MAX_RETRIES: u32 = 100;
+/// Longest accepted interval, timeout or start period: the rule of
+/// `AppSpec::validate`, so the CLI refuses what the server would.
+const MAX_DURATION: Duration = Duration::from_secs(MAX_HEALTH_PERIOD_S);
+const MAX_RETRIES: u32 = MAX_HEALTH_RETRIES;
 
 /// Parses a duration: a sequence of `<integer><unit>` with units `ms`, `s`,
 /// `m`, `h` (`10s`, `500ms`, `1m30s`), or a bare integer of seconds.
@@ -199,7 +200,7 @@ fn seconds(
     if duration > MAX_DURATION {
         return Err(ValidationError::new(
             field,
-            format!("{text:?} is longer than 24h"),
+            format!("{text:?} is longer than {}s", MAX_DURATION.as_secs()),
         ));
     }
     let secs = duration.as_secs();

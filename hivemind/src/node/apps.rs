@@ -138,7 +138,8 @@ impl Node {
                 record.exit_code = Some(code);
                 self.store.put_container(&record)?;
                 self.backoffs().failed(&record.id, Instant::now());
-                self.publish_local_endpoint(&record, false).await
+                self.publish_local_endpoint(&record, ContainerStatus::Exited)
+                    .await
             }
             Step::Restart(mut record) => {
                 if record.started_at.is_some() {
@@ -206,7 +207,8 @@ impl Node {
         self.ensure_dataplane(container).await;
         self.backoffs().running(&container.id, Instant::now());
         self.watch_health(app, container);
-        self.publish_local_endpoint(container, true).await
+        self.publish_local_endpoint(container, ContainerStatus::Running)
+            .await
     }
 
     async fn start_new(
@@ -275,7 +277,8 @@ impl Node {
                 // A (re)started container starts its checks over.
                 self.monitor.unwatch(&record.id);
                 self.watch_health(app, &record);
-                self.publish_local_endpoint(&record, true).await
+                self.publish_local_endpoint(&record, ContainerStatus::Running)
+                    .await
             }
             Err(e) => {
                 record.status = ContainerStatus::Failed;
@@ -283,6 +286,13 @@ impl Node {
                 self.store.put_container(&record)?;
                 self.backoffs().failed(&record.id, Instant::now());
                 tracing::warn!(container = %record.id, error = %e, "container failed to start");
+                // Every node's views show the failure, not only this one's.
+                if let Err(publish) = self
+                    .publish_local_endpoint(&record, ContainerStatus::Failed)
+                    .await
+                {
+                    tracing::warn!(container = %record.id, error = %publish, "publishing the failure failed");
+                }
                 Err(e)
             }
         }

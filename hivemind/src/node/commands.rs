@@ -3,6 +3,7 @@
 
 use super::{Node, NodeError, remove_dir_if_exists};
 use crate::command::{Command, Outcome};
+use crate::state::Row as _;
 use crate::state::{APPS, AppRecord, PLACEMENTS, Placement, VOLUMES, VolumeRecord, now_secs};
 
 impl Node {
@@ -34,7 +35,8 @@ impl Node {
                     None => AppRecord::new(spec),
                 };
                 let name = record.spec.name.clone();
-                // Placement is checked before anything is written.
+                // The row's rules, then placement, before anything is written.
+                record.check(&name)?;
                 let placement = self.placement_if_owner(&record.spec)?;
                 for volume in &record.spec.volumes {
                     self.ensure_volume(&volume.name).await?;
@@ -54,6 +56,7 @@ impl Node {
                 let mut app = self.require_app(&name)?;
                 app.spec.replicas = replicas;
                 app.updated_at = now_secs();
+                app.check(&name)?;
                 let placement = self.placement_if_owner(&app.spec)?;
                 self.write(APPS, &name, Some(&app)).await?;
                 if let Some(placement) = placement {
@@ -95,9 +98,10 @@ impl Node {
             }
             Command::PutPolicy(policy) => {
                 let name = policy.name.clone();
+                let created = self.store.value(crate::state::POLICIES, &name)?.is_none();
                 self.write(crate::state::POLICIES, &name, Some(&*policy))
                     .await?;
-                Ok(Outcome::PolicySet { name })
+                Ok(Outcome::PolicySet { name, created })
             }
             Command::DeletePolicy { name } => {
                 if self

@@ -7,6 +7,25 @@ use super::{Node, NodeError};
 pub const RECENT_FLOWS: usize = 1000;
 
 impl Node {
+    /// Flow events as they arrive.
+    pub fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.flows.subscribe()
+    }
+
+    /// The most recent flow events, oldest first, and how many the kernel
+    /// could not hand over.
+    pub fn recent_flows(&self) -> (Vec<serde_json::Value>, u64) {
+        let recent = self
+            .recent_flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let lost = self.flows_lost.load(std::sync::atomic::Ordering::Relaxed);
+        (recent, lost)
+    }
+
     /// Moves the kernel's flow events to subscribers and the recent buffer.
     pub fn pump_flows(&self) -> Result<(), NodeError> {
         let Some(dataplane) = &self.dataplane else {

@@ -2,7 +2,7 @@
 //! into their endpoint records, failed liveness into restarts.
 
 use super::{Node, NodeError};
-use crate::state::{AppRecord, ENDPOINTS, EndpointRecord};
+use crate::state::{AppRecord, ContainerStatus, ENDPOINTS, EndpointRecord};
 
 impl Node {
     /// Publishes (or withdraws, with `None`) the endpoint of a local container.
@@ -18,17 +18,25 @@ impl Node {
         self.write(ENDPOINTS, container, endpoint).await
     }
 
-    /// Publishes a local container's endpoint; `running` says whether its
-    /// process runs (readiness checks refine it).
+    /// Publishes a local container's endpoint with its status (readiness
+    /// checks refine a running one).
     pub async fn publish_local_endpoint(
         &self,
         record: &crate::state::ContainerRecord,
-        running: bool,
+        status: ContainerStatus,
     ) -> Result<(), NodeError> {
-        let (ready, reason) = if running {
-            self.readiness(&record.id)
-        } else {
-            (false, Some("not running".to_string()))
+        let (ready, reason) = match status {
+            ContainerStatus::Running => self.readiness(&record.id),
+            ContainerStatus::Failed => (
+                false,
+                Some(
+                    record
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "failed".to_string()),
+                ),
+            ),
+            _ => (false, Some("not running".to_string())),
         };
         let endpoint = EndpointRecord {
             container: record.id.clone(),
@@ -36,7 +44,8 @@ impl Node {
             node: self.name.clone(),
             node_id: self.id.clone(),
             ip: record.ip,
-            running,
+            status,
+            generation: record.generation,
             ready,
             reason,
         };
@@ -79,7 +88,8 @@ impl Node {
             HealthEvent::ReadinessChanged { id, ready } => {
                 tracing::info!(container = %id, ready, "readiness changed");
                 if let Some(record) = self.store.container(&id)? {
-                    self.publish_local_endpoint(&record, true).await?;
+                    self.publish_local_endpoint(&record, ContainerStatus::Running)
+                        .await?;
                 }
                 self.wake.notify_one();
             }

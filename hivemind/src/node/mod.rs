@@ -38,7 +38,7 @@ use crate::image::ImageError;
 use crate::model::ValidationError;
 use crate::network::{ContainerNetwork, NetworkConfig, NetworkError};
 use crate::runtime::{ContainerRuntime, RuntimeError};
-use crate::state::{Row, Store, StoreError, Table, now_secs, to_value};
+use crate::state::{Row, Store, StoreError, Table, to_value};
 
 /// Everything that can go wrong carrying out a command.
 #[derive(Debug, thiserror::Error)]
@@ -94,37 +94,40 @@ pub struct NodeParts {
     pub wall: Arc<dyn crate::cluster::WallClock>,
 }
 
+/// A tunnel of the overlay: a node's subnet and prefix, its underlay
+/// address and the VNI.
+pub type Tunnel = (std::net::Ipv4Addr, u8, std::net::Ipv4Addr, u32);
+
 pub struct Node {
-    pub id: String,
-    pub name: String,
-    pub address: String,
-    pub data_dir: PathBuf,
-    pub store: Arc<Store>,
-    pub runtime: Arc<dyn ContainerRuntime>,
-    pub network: Arc<dyn ContainerNetwork>,
-    pub net_config: NetworkConfig,
-    pub dataplane: Option<Mutex<Dataplane>>,
-    pub runtime_name: String,
-    pub started_at: u64,
+    id: String,
+    name: String,
+    address: String,
+    data_dir: PathBuf,
+    store: Arc<Store>,
+    runtime: Arc<dyn ContainerRuntime>,
+    network: Arc<dyn ContainerNetwork>,
+    net_config: NetworkConfig,
+    dataplane: Option<Mutex<Dataplane>>,
+    runtime_name: String,
     /// SIGTERM-to-SIGKILL grace when stopping a container.
-    pub stop_grace: Duration,
-    pub cluster: Option<Arc<Cluster>>,
-    pub service_cidr: crate::state::Subnet,
+    stop_grace: Duration,
+    cluster: Option<Arc<Cluster>>,
+    service_cidr: crate::state::Subnet,
     /// Liveness and readiness checks of this node's containers.
-    pub monitor: crate::health::Monitor,
+    monitor: crate::health::Monitor,
     /// Rules last written to the data plane, per endpoint id.
-    pub policy_cache: Mutex<HashMap<u32, crate::policy::EndpointRules>>,
+    policy_cache: Mutex<HashMap<u32, crate::policy::EndpointRules>>,
     /// Flow events from the data plane, for `GET /api/flows`.
-    pub flows: tokio::sync::broadcast::Sender<serde_json::Value>,
-    pub recent_flows: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    flows: tokio::sync::broadcast::Sender<serde_json::Value>,
+    recent_flows: Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Flow events the kernel could not hand over (ring buffer full).
-    pub flows_lost: std::sync::atomic::AtomicU64,
+    flows_lost: std::sync::atomic::AtomicU64,
     /// Versions local writes when there is no cluster.
     clock: Clock,
     /// Wakes the reconcile loop early (a command, a record from a peer, a
     /// membership change).
-    pub wake: tokio::sync::Notify,
-    pub(crate) app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    wake: tokio::sync::Notify,
+    app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     backoffs: Mutex<backoff::Backoffs>,
 }
 
@@ -151,11 +154,87 @@ impl Node {
             flows_lost: std::sync::atomic::AtomicU64::new(0),
             clock: seeded_clock(&store, parts.wall),
             wake: tokio::sync::Notify::new(),
-            started_at: now_secs(),
             stop_grace: Duration::from_secs(10),
             app_locks: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(backoff::Backoffs::default()),
         })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's state, to read (every change goes through [`Node::execute`]
+    /// or the reconcilers).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Membership and replication; `None` for `web --mock`.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    pub fn net_config(&self) -> &NetworkConfig {
+        &self.net_config
+    }
+
+    /// "containerd at ...", "in-memory".
+    pub fn runtime_name(&self) -> &str {
+        &self.runtime_name
+    }
+
+    /// Whether the eBPF data plane is loaded.
+    pub fn has_dataplane(&self) -> bool {
+        self.dataplane.is_some()
+    }
+
+    /// Whether the container runtime answers.
+    pub async fn runtime_answers(&self) -> Result<(), RuntimeError> {
+        self.runtime.list().await.map(drop)
+    }
+
+    /// Liveness and readiness of a local container.
+    pub fn container_health(&self, id: &str) -> Option<crate::health::ContainerHealth> {
+        self.monitor.status(id)
+    }
+
+    /// Health events of this node's containers, for the loop that acts on them.
+    pub fn health_events(&self) -> tokio::sync::broadcast::Receiver<crate::health::HealthEvent> {
+        self.monitor.subscribe()
+    }
+
+    /// Wakes the reconcile loop early.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until something wakes the reconcile loop.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Scratch space under the data dir (uploads), created on demand.
+    pub fn tmp_dir(&self) -> Result<PathBuf, NodeError> {
+        let dir = self.data_dir.join("tmp");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| NodeError::Io(format!("create {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+
+    /// The overlay's counters and tunnels; `None` without a data plane.
+    pub fn overlay(
+        &self,
+    ) -> Result<Option<(crate::dataplane::OverlayCounters, Vec<Tunnel>)>, NodeError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(None);
+        };
+        let dataplane = dataplane.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Some((dataplane.overlay_counters()?, dataplane.tunnels()?)))
     }
 
     pub fn volume_dir(&self, name: &str) -> PathBuf {
@@ -250,7 +329,7 @@ mod tests {
 
     use super::*;
     use crate::command::Command;
-    use crate::model::DeployRequest;
+    use crate::contract::DeployRequest;
     use crate::network::NoNetwork;
     use crate::runtime::memory::MemoryRuntime;
     use crate::state::{ContainerStatus, Subnet};

@@ -154,7 +154,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::DeployRequest;
+    use crate::contract::DeployRequest;
     use crate::state::ContainerStatus;
 
     fn app(replicas: u32, generation: u64) -> AppRecord {

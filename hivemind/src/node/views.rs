@@ -6,15 +6,19 @@
 use std::collections::BTreeMap;
 
 use super::{Node, NodeError};
-use crate::state::{ENDPOINTS, EndpointRecord, NODES, NodeInfo};
+use crate::state::{ContainerStatus, ENDPOINTS, EndpointRecord, NODES, NodeInfo};
 
 /// An app's replicas across the cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaCount {
-    /// Containers whose process runs.
+    /// Containers of the current generation whose process runs.
     pub running: u32,
     /// Of those, the ones that serve (ready).
     pub ready: u32,
+    /// Containers that could not start.
+    pub failed: u32,
+    /// Every container of the app, on any node, by id.
+    pub containers: Vec<String>,
 }
 
 /// Where a container of another node is reached.
@@ -26,16 +30,30 @@ pub struct Remote {
 }
 
 impl Node {
-    /// Running and ready replicas of every app, cluster-wide.
+    /// The replicas of every app, cluster-wide, from the endpoint records
+    /// every node publishes for its containers.
     pub fn replica_counts(&self) -> Result<BTreeMap<String, ReplicaCount>, NodeError> {
+        let generations: BTreeMap<String, u64> = self
+            .store
+            .apps()?
+            .into_iter()
+            .map(|a| (a.spec.name, a.generation))
+            .collect();
         let mut counts: BTreeMap<String, ReplicaCount> = BTreeMap::new();
         for endpoint in self.store.values(ENDPOINTS)? {
+            let current = generations.get(&endpoint.app).is_none_or(|g| {
+                // Records of nodes that do not say their generation count.
+                endpoint.generation == 0 || endpoint.generation == *g
+            });
             let count = counts.entry(endpoint.app.clone()).or_default();
-            if endpoint.running {
-                count.running += 1;
-            }
-            if endpoint.ready {
-                count.ready += 1;
+            count.containers.push(endpoint.container.clone());
+            match endpoint.status {
+                ContainerStatus::Running if current => {
+                    count.running += 1;
+                    count.ready += u32::from(endpoint.ready);
+                }
+                ContainerStatus::Failed => count.failed += 1,
+                _ => {}
             }
         }
         Ok(counts)

@@ -206,7 +206,7 @@ fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T
 mod tests {
     use super::*;
     use crate::cluster::{Hlc, Record};
-    use crate::model::DeployRequest;
+    use crate::contract::DeployRequest;
 
     fn app(name: &str, wall_ms: u64) -> Record {
         let spec = DeployRequest {

@@ -153,17 +153,20 @@ pub struct EndpointRecord {
     /// The id of the node it runs on (for requests that must reach it).
     #[serde(default)]
     pub node_id: String,
-    /// Its process runs.
-    #[serde(default = "yes")]
-    pub running: bool,
+    /// Where the container stands (running, exited, failed).
+    #[serde(default = "running")]
+    pub status: ContainerStatus,
+    /// The app generation it runs.
+    #[serde(default)]
+    pub generation: u64,
     /// In the load balancer and DNS.
     pub ready: bool,
     /// Why it is not ready, when it is not.
     pub reason: Option<String>,
 }
 
-fn yes() -> bool {
-    true
+fn running() -> ContainerStatus {
+    ContainerStatus::Running
 }
 
 /// The cluster's DNS domain.
