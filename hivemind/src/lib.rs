@@ -13,6 +13,7 @@ pub mod dataplane;
 pub mod discovery;
 pub mod health;
 pub mod image;
+pub mod listener;
 pub mod model;
 pub mod network;
 pub mod node;

@@ -82,6 +82,11 @@ pub fn parse_memory(field: &str, text: &str) -> Result<u64, ValidationError> {
 
 /// runc refuses memory limits below this.
 pub const MIN_MEMORY: u64 = 6 << 20;
+/// No node here has more: a larger limit is a typo.
+pub const MAX_MEMORY: u64 = 1 << 40;
+/// Most environment variables of one app, and their size together.
+pub const MAX_ENV_VARS: usize = 1000;
+pub const MAX_ENV_BYTES: usize = 256 << 10;
 
 /// Resources of one replica after validation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -167,6 +172,19 @@ impl AppSpec {
         }
         self.validate_resources()?;
         self.validate_volumes()?;
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(ValidationError::new(
+                "env",
+                format!("at most {MAX_ENV_VARS} variables, got {}", self.env.len()),
+            ));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(ValidationError::new(
+                "env",
+                format!("{env_bytes} bytes in all, the limit is {MAX_ENV_BYTES}"),
+            ));
+        }
         for (key, value) in &self.env {
             validate_env("env", key, value)?;
         }
@@ -220,6 +238,14 @@ impl AppSpec {
             return Err(ValidationError::new(
                 "resources.memory",
                 format!("{bytes} bytes is below the minimum of 6M that runc accepts"),
+            ));
+        }
+        if let Some(bytes) = self.resources.memory
+            && bytes > MAX_MEMORY
+        {
+            return Err(ValidationError::new(
+                "resources.memory",
+                format!("{bytes} bytes is above the maximum of 1T"),
             ));
         }
         Ok(())
@@ -296,7 +322,7 @@ impl AppSpec {
         let mut seen = std::collections::BTreeSet::new();
         for (index, volume) in self.volumes.iter().enumerate() {
             validate_name(&format!("volumes[{index}].name"), &volume.name)?;
-            validate_mount_path(&format!("volumes[{index}].mountPath"), &volume.mount_path)?;
+            validate_mount_target(&format!("volumes[{index}].mountPath"), &volume.mount_path)?;
             if !seen.insert(volume.mount_path.as_str()) {
                 return Err(ValidationError::new(
                     format!("volumes[{index}].mountPath"),
@@ -306,6 +332,32 @@ impl AppSpec {
         }
         Ok(())
     }
+}
+
+/// Mount points the runtime owns: the kernel's filesystems and the files
+/// Hivemind writes into every container. A volume may not cover them.
+const RESERVED_TARGETS: &[&str] = &["/proc", "/sys", "/dev"];
+const RESERVED_FILES: &[&str] = &["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+
+/// Where a volume may be mounted in a container: an absolute, normalized
+/// path, not under `/proc`, `/sys` or `/dev` and not one of the files the
+/// runtime writes.
+pub fn validate_mount_target(field: &str, path: &str) -> Result<(), ValidationError> {
+    validate_mount_path(field, path)?;
+    let under = |root: &str| path == root || path.starts_with(&format!("{root}/"));
+    if let Some(root) = RESERVED_TARGETS.iter().find(|root| under(root)) {
+        return Err(ValidationError::new(
+            field,
+            format!("{path} is under {root}, which the runtime mounts"),
+        ));
+    }
+    if RESERVED_FILES.contains(&path) {
+        return Err(ValidationError::new(
+            field,
+            format!("{path} is written by hivemind into every container"),
+        ));
+    }
+    Ok(())
 }
 
 /// An absolute, normalized path that is not `/` and has no `..`.
@@ -407,7 +459,7 @@ pub fn parse_volume(text: &str) -> Result<VolumeMount, ValidationError> {
     match text.split_once(':') {
         Some((name, path)) => {
             validate_name("volume", name)?;
-            validate_mount_path("volume", path)?;
+            validate_mount_target("volume", path)?;
             Ok(VolumeMount {
                 name: name.to_string(),
                 mount_path: path.to_string(),
@@ -525,5 +577,51 @@ mod tests {
         assert_eq!(parse_volume("data:/data").unwrap().mount_path, "/data");
         assert!(parse_volume("data").is_err());
         assert!(parse_volume("data:/../etc").is_err());
+    }
+
+    #[test]
+    fn volumes_may_not_cover_what_the_runtime_mounts() {
+        for target in [
+            "/proc",
+            "/proc/sys",
+            "/sys/fs/cgroup",
+            "/dev",
+            "/dev/shm",
+            "/etc/resolv.conf",
+        ] {
+            let mut r = request();
+            r.volumes = vec![VolumeMountRequest {
+                name: "data".into(),
+                mount_path: target.into(),
+            }];
+            let err = r.validate().unwrap_err();
+            assert_eq!(err.field, "volumes[0].mountPath", "{target}: {err}");
+        }
+        assert!(parse_volume("data:/dev/x").is_err());
+        assert!(
+            parse_volume("data:/devices").is_ok(),
+            "only /dev itself and below"
+        );
+    }
+
+    #[test]
+    fn memory_and_env_have_upper_bounds() {
+        let mut r = request();
+        r.resources = Some(ResourcesRequest {
+            cpu: None,
+            memory: Some(crate::contract::MemoryValue::Text("2T".into())),
+        });
+        assert_eq!(r.validate().unwrap_err().field, "resources.memory");
+        let mut r = request();
+        r.env = (0..=MAX_ENV_VARS)
+            .map(|i| (format!("V{i}"), "x".to_string()))
+            .collect();
+        assert_eq!(r.validate().unwrap_err().field, "env");
+        let mut r = request();
+        r.env = (0..10)
+            .map(|i| (format!("V{i}"), "x".repeat(30 << 10)))
+            .collect();
+        let err = r.validate().unwrap_err();
+        assert!(err.message.contains("limit"), "{err}");
     }
 }

@@ -180,9 +180,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     if let Some(cluster) = &cluster {
         router = router.merge(cluster.router());
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::listener::serve(listener, router, shutdown_signal()).await?;
     for task in tasks {
         task.abort();
     }

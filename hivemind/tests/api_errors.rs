@@ -1,7 +1,8 @@
 //! Extractor rejections (query string, path, body, method) answer the
-//! documented JSON error body with a 4xx, checked against `hivemind web
-//! --mock` (in-memory runtime, no kernel features: no root needed). The
-//! real-daemon fuzzing is `api_fuzz.rs`.
+//! documented JSON error body with a 4xx, and request heads that are slow
+//! or too large are cut off, checked against `hivemind web --mock`
+//! (in-memory runtime, no kernel features: no root needed). The real-daemon
+//! fuzzing is `api_fuzz.rs`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -148,4 +149,40 @@ fn rejections_answer_the_json_error_body() {
             "{method} {path}: the message does not name {names:?}: {text}"
         );
     }
+
+    // A client that never finishes its headers is cut off, and one whose
+    // headers are too large is refused; the server keeps answering others.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
+        .expect("send half a request");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(25),
+        "a half-sent request head was not cut off ({waited:?})"
+    );
+    let mut big = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    big.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let padding = "x".repeat(100 << 10);
+    let _ = write!(
+        big,
+        "GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Padding: {padding}\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(
+        !answer.starts_with("HTTP/1.1 200"),
+        "a 100 KiB header was accepted: {}",
+        answer.lines().next().unwrap_or_default()
+    );
+    assert_eq!(
+        request(port, "GET", "/api/health", "").map(|(status, _)| status),
+        Some(200),
+        "still serving"
+    );
 }

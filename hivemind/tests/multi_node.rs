@@ -21,6 +21,16 @@ fn running(containers: &[Value], app: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The id of the replica on `node`.
+fn on_node(containers: &[Value], node: &str) -> Result<String> {
+    containers
+        .iter()
+        .find(|c| c["node"] == node)
+        .and_then(|c| c["id"].as_str())
+        .map(str::to_string)
+        .with_context(|| format!("no replica on {node}"))
+}
+
 fn nodes_of(containers: &[Value]) -> Vec<String> {
     let mut nodes: Vec<String> = containers
         .iter()
@@ -92,6 +102,39 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         vec!["node-1", "node-2", "node-3"],
         "spread"
     );
+
+    // Any node answers for the whole cluster: replicas counted on every
+    // node, and the logs of every container, wherever it runs.
+    eventually(
+        "node-1 counts the 3 replicas of every node",
+        Duration::from_secs(20),
+        || {
+            let app = testbed.node(1).daemon.get("/api/apps/web")?;
+            Ok((app["running"] == 3 && app["status"] == "running").then_some(()))
+        },
+    )?;
+    let logs = testbed
+        .node(1)
+        .daemon
+        .cli(&["app", "logs", "--name", "web"]);
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    for container in &containers {
+        let id = container["id"].as_str().context("id")?;
+        assert!(
+            logs.contains(&format!("[{id}] serving as {id}")),
+            "node-1's app logs show {id}: {logs}"
+        );
+    }
+    let remote = on_node(&containers, "node-3")?;
+    let (status, body) = testbed.get_from(
+        1,
+        &format!(
+            "http://{}:3000/api/containers/{remote}/logs",
+            testbed.node(1).ip()
+        ),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), format!("serving as {remote}"));
 
     // Every node reaches every container, across the overlay.
     for container in &containers {

@@ -336,6 +336,28 @@ fn lifecycle(
         Ok((info["network"]["to_container"]["packets"].as_u64() > Some(0)).then_some(()))
     })?;
 
+    // Confined by default: Docker's seccomp profile and no new privileges.
+    let status = ctr(
+        socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "confined",
+            &current,
+            "cat",
+            "/proc/self/status",
+        ],
+    )?;
+    assert!(
+        status.contains("Seccomp:\t2"),
+        "seccomp filter on: {status}"
+    );
+    assert!(
+        status.contains("NoNewPrivs:\t1"),
+        "no new privileges: {status}"
+    );
+
     peer_records_are_checked_one_by_one(ns, reference)?;
     clock_behind_after_restart(ns, daemon, &current)?;
 

@@ -1,4 +1,4 @@
-//! A multi-node cluster on one machine (DESIGN.md, "The testbed"): each node
+//! A multi-node cluster on one machine (ARCHITECTURE.md, `tests`): each node
 //! a network namespace with its own containerd (started by its daemon) and
 //! daemon, joined by veth pairs to a bridge that lives in a namespace of its
 //! own. Nothing touches the root namespace's links or routes.

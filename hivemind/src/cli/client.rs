@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::contract::ErrorBody;
 
-/// Exit codes of SPEC.md.
+/// Exit codes, as docs/api.md lists them.
 pub mod exit {
     pub const ERROR: i32 = 1;
     pub const USAGE: i32 = 2;

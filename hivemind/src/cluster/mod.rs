@@ -75,6 +75,9 @@ pub struct ClusterConfig {
     pub wall: Arc<dyn WallClock>,
 }
 
+/// Purged keys are remembered at least this long (ms).
+const PURGED_MEMORY_MIN_MS: u64 = 600_000;
+
 /// How long deletion markers are kept at least.
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(600);
 
@@ -156,6 +159,8 @@ pub(crate) struct Shared {
     purged_tombstones: AtomicU64,
     /// Tombstones not yet purged: version, and when this node stored it.
     tombstones: Mutex<HashMap<RecordKey, (Hlc, u64)>>,
+    /// Tombstones purged here: version, and when.
+    purged: Mutex<HashMap<RecordKey, (Hlc, u64)>>,
     /// Per peer: the time of this node's digest in the last anti-entropy
     /// round that left the peer with every record of that digest.
     full_syncs: Mutex<HashMap<String, u64>>,
@@ -275,6 +280,11 @@ impl Shared {
             let key = record.key.clone();
             let version = record.version;
             let tombstone = record.value.is_none();
+            // A peer that has not purged yet sends back what we purged, or
+            // the record that was deleted: both are known dead.
+            if self.was_purged(&key, version) {
+                continue;
+            }
             if self.store.merge(record)? {
                 if tombstone {
                     self.note_tombstone(&key, version);
@@ -287,6 +297,22 @@ impl Shared {
             let _ = self.events.send(ClusterEvent::RecordsApplied(applied));
         }
         Ok(report)
+    }
+
+    /// Whether `key` was purged here at `version` or later (recently).
+    fn was_purged(&self, key: &RecordKey, version: Hlc) -> bool {
+        self.purged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|(purged, _)| version <= *purged)
+    }
+
+    /// How long purged keys are remembered: until every peer surely purged
+    /// them too, and long enough to refuse stale copies of the deleted record.
+    fn purged_memory(&self) -> u64 {
+        let grace = u64::try_from(self.tombstone_grace.as_millis()).unwrap_or(u64::MAX);
+        grace.saturating_mul(10).max(PURGED_MEMORY_MIN_MS)
     }
 
     fn note_tombstone(&self, key: &RecordKey, version: Hlc) {
@@ -320,6 +346,13 @@ impl Shared {
                 .min()
                 .unwrap_or(u64::MAX)
         };
+        {
+            let memory = self.purged_memory();
+            self.purged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, (_, at)| now.saturating_sub(*at) < memory);
+        }
         let due: Vec<(RecordKey, Hlc)> = {
             let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
             tombstones
@@ -332,6 +365,10 @@ impl Shared {
         for (key, version) in due {
             if self.store.purge(&key, version)? {
                 purged += 1;
+                self.purged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), (version, now));
             }
             let mut tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
             if tombstones.get(&key).is_some_and(|(v, _)| *v == version) {
@@ -444,6 +481,7 @@ impl Cluster {
             rejected_records: AtomicU64::new(0),
             purged_tombstones: AtomicU64::new(0),
             tombstones: Mutex::new(tombstones),
+            purged: Mutex::new(HashMap::new()),
             full_syncs: Mutex::new(HashMap::new()),
             tombstone_grace: config.tombstone_grace,
             left: AtomicBool::new(false),

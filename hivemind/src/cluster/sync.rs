@@ -266,7 +266,7 @@ fn diff(shared: &Shared, theirs: &[DigestEntry]) -> Result<SyncResponse, Cluster
         if answer.want.len() >= MAX_RECORDS_PER_MESSAGE {
             break;
         }
-        if ours.get(key).is_none_or(|ours| version > *ours) {
+        if ours.get(key).is_none_or(|ours| version > *ours) && !shared.was_purged(key, version) {
             answer.want.push(key.clone());
         }
     }

@@ -97,8 +97,7 @@ impl Node {
                 .any(|s| matches!(s, Step::Start | Step::Restart(_)));
             let image = if starts {
                 Some(
-                    self.runtime
-                        .ensure_image(&app.spec.image, &|_| {})
+                    self.resolve_image(&app.spec.image)
                         .await
                         .map_err(|e| e.to_string()),
                 )
@@ -197,6 +196,40 @@ impl Node {
         self.container_dir(id).exists() || self.log_path(id).exists()
     }
 
+    /// The image of `reference`, as the last deploy or start resolved it, or
+    /// from the runtime (pulled if missing).
+    pub(super) async fn resolve_image(
+        &self,
+        reference: &str,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        let cached = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reference)
+            .cloned();
+        if let Some(image) = cached {
+            return Ok(image);
+        }
+        let image = self.runtime.ensure_image(reference, &|_| {}).await?;
+        self.remember_image(reference, &image);
+        Ok(image)
+    }
+
+    pub(super) fn remember_image(&self, reference: &str, image: &ResolvedImage) {
+        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        images.insert(reference.to_string(), image.clone());
+        // Under the resolved name too: that is what the app record keeps.
+        images.insert(image.name.clone(), image.clone());
+    }
+
+    fn forget_image(&self, reference: &str) {
+        self.images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(reference);
+    }
+
     /// A running container: adopted or refreshed.
     async fn keep(&self, app: &AppRecord, container: &ContainerRecord) -> Result<(), NodeError> {
         if container.status != ContainerStatus::Running {
@@ -285,6 +318,8 @@ impl Node {
                 record.message = Some(e.to_string());
                 self.store.put_container(&record)?;
                 self.backoffs().failed(&record.id, Instant::now());
+                // The next attempt asks containerd again (the image may be gone).
+                self.forget_image(&app.spec.image);
                 tracing::warn!(container = %record.id, error = %e, "container failed to start");
                 // Every node's views show the failure, not only this one's.
                 if let Err(publish) = self

@@ -19,6 +19,8 @@ impl Node {
             Command::Deploy(spec) => {
                 // Pull before anything is recorded: a bad image changes nothing.
                 let image = self.runtime.ensure_image(&spec.image, &|_| {}).await?;
+                // Its starts below use this resolution rather than asking again.
+                self.remember_image(&spec.image, &image);
                 let mut spec = *spec;
                 spec.image = image.name;
                 let existing = self.store.app(&spec.name)?;
@@ -160,10 +162,14 @@ impl Node {
                 } else {
                     self.runtime.ensure_image(&reference, &report).await?
                 };
+                self.remember_image(&reference, &image);
                 Ok(Outcome::ImagePulled(image))
             }
             Command::ImportImages { archive } => {
                 let images = self.runtime.import_image(&archive, &|_| {}).await?;
+                for image in &images {
+                    self.remember_image(&image.name, image);
+                }
                 Ok(Outcome::ImagesImported(images))
             }
             Command::JoinCluster { address } => {

@@ -129,6 +129,8 @@ pub struct Node {
     wake: tokio::sync::Notify,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     backoffs: Mutex<backoff::Backoffs>,
+    /// Images resolved by deploys and starts, by reference.
+    images: Mutex<HashMap<String, crate::image::ResolvedImage>>,
 }
 
 impl Node {
@@ -157,6 +159,7 @@ impl Node {
             stop_grace: Duration::from_secs(10),
             app_locks: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(backoff::Backoffs::default()),
+            images: Mutex::new(HashMap::new()),
         })
     }
 

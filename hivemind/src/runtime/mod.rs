@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod memory;
+mod seccomp;
 mod spec;
 
 use std::collections::BTreeMap;

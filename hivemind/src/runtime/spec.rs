@@ -132,6 +132,7 @@ pub fn oci_spec_json(spec: &ContainerSpec) -> Value {
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
+            "seccomp": super::seccomp::default_profile(),
         },
     })
 }
@@ -215,5 +216,17 @@ mod tests {
             .find(|m| m["destination"] == "/data")
             .unwrap();
         assert_eq!(data["options"], json!(["rbind", "rprivate", "rw"]));
+    }
+
+    #[test]
+    fn containers_run_confined() {
+        let json = oci_spec_json(&spec());
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let caps = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
+        assert!(!caps.contains(&json!("CAP_SYS_ADMIN")), "{caps:?}");
+        assert!(!caps.contains(&json!("CAP_NET_ADMIN")), "{caps:?}");
     }
 }
