@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
+pub mod acl;
 pub mod api;
 pub mod checks;
 pub mod cli;

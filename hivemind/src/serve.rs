@@ -46,6 +46,8 @@ pub struct ServeOptions {
     /// Address other nodes reach this one at (API, gossip, VXLAN).
     pub advertise: Option<Ipv4Addr>,
     pub join: Vec<SocketAddr>,
+    /// The first admin token, from a file, instead of a generated one.
+    pub admin_token_file: Option<PathBuf>,
     /// Where the underlay's VXLAN validation runs.
     pub underlay_program: crate::dataplane::UnderlayProgram,
     /// Deletion markers are kept at least this long.
@@ -130,6 +132,9 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     tracing::info!(node = %node.id(), subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name(), "node starting");
     node.publish_self(advertise, options.node_labels.clone())
         .await?;
+    if options.join.is_empty() {
+        bootstrap_admin_token(&node, &options).await?;
+    }
     let dns = start_dns(&node, options.mock).await?;
 
     // Adopt what survived a restart before answering requests.
@@ -321,6 +326,65 @@ async fn acquire_subnet(
         tracing::info!(subnet = %subnet, winner = ?owner, "subnet claimed earlier by another node; trying the next");
     }
     bail!("could not claim a subnet in {SUBNET_ATTEMPTS} attempts")
+}
+
+/// Where the first node of a cluster writes the admin token it made.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The first node of a cluster, with no token yet, makes an admin token
+/// (or takes the one of `--admin-token-file`) and writes it to
+/// `<data dir>/admin.token`, readable by root only. Joining nodes get the
+/// tokens through replication.
+async fn bootstrap_admin_token(node: &Node, options: &ServeOptions) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = match &options.admin_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read --admin-token-file {}", path.display()))?;
+            crate::acl::TokenText::parse(&text).with_context(|| {
+                format!(
+                    "{} does not hold a token (hm_<12 hex>_<64 hex>)",
+                    path.display()
+                )
+            })?
+        }
+        None => {
+            if !node.store().values(crate::state::TOKENS)?.is_empty() {
+                return Ok(());
+            }
+            crate::acl::TokenText::generate()
+        }
+    };
+    if node
+        .store()
+        .value(crate::state::TOKENS, &token.id)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let record = crate::state::TokenRecord {
+        id: token.id.clone(),
+        name: "admin".to_string(),
+        secret_sha256: token.secret_hash(),
+        role: Some(crate::acl::Role::Admin),
+        policy: None,
+        expires_at: None,
+        created_at: crate::state::now_secs(),
+    };
+    node.write(crate::state::TOKENS, &record.id, Some(&record))
+        .await?;
+    let path = options.data_dir.join(ADMIN_TOKEN_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("write {}", path.display()))?;
+    use std::io::Write as _;
+    writeln!(file, "{token}").with_context(|| format!("write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "admin token created; use it with: export HIVEMIND_TOKEN=$(cat {})", path.display());
+    Ok(())
 }
 
 /// How long a joining node waits for its first sync before choosing a subnet.

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hivemind::contract::ErrorBody;
+use hivemind_tests::daemon::TEST_TOKEN;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
 
@@ -30,7 +31,7 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Stri
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Authorization: Bearer {TEST_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -48,6 +49,8 @@ fn rejections_answer_the_json_error_body() {
         .expect("a free port")
         .port();
     let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("test.token");
+    std::fs::write(&token_file, TEST_TOKEN).expect("write the token");
     let child = Command::new(BIN)
         .args([
             "web",
@@ -59,6 +62,8 @@ fn rejections_answer_the_json_error_body() {
         ])
         .arg("--data-dir")
         .arg(dir.path())
+        .arg("--admin-token-file")
+        .arg(&token_file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

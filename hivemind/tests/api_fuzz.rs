@@ -1,6 +1,6 @@
-//! Schema-driven fuzzing of the REST API against a real node: a real
-//! containerd and `hivemind daemon` inside a network namespace this test
-//! creates, and schemathesis (`pip install schemathesis`, 4.x; `cargo xtask
+//! Schema-driven fuzzing and the authentication of the REST API against a
+//! real node: a real containerd and `hivemind daemon` inside a network
+//! namespace this test creates, and schemathesis (`pip install schemathesis`, 4.x; `cargo xtask
 //! test` installs it) generating requests from `GET /api/openapi.json`.
 //!
 //! It passes when no answer is a 5xx and every answer matches the document
@@ -15,7 +15,7 @@ use std::process::Stdio;
 use anyhow::{Context, Result};
 use hivemind_tests::containerd::{TestContainerd, prerequisites};
 use hivemind_tests::daemon::{
-    Daemon, api_json, api_url, ctr_purge, http, remove_netns_with_prefix,
+    Daemon, TEST_TOKEN, api_json, api_url, ctr_purge, http, http_as, remove_netns_with_prefix,
 };
 use hivemind_tests::netns::NetNs;
 
@@ -117,6 +117,11 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() -> Result<()> {
             "1",
             "--exclude-path",
             "/api/flows",
+            // Revoking tokens would revoke the fuzzer's own; auth.rs tests it.
+            "--exclude-name",
+            "DELETE /api/acl/tokens/{name}",
+            "--header",
+            &format!("Authorization: Bearer {TEST_TOKEN}"),
             "--report",
             "junit",
             "--report-dir",
@@ -140,8 +145,242 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() -> Result<()> {
         report.display(),
         daemon.log_tail()
     );
+    let checked = authentication_and_roles(&ns, &daemon);
+    if checked.is_err() {
+        eprintln!("--- daemon log ---\n{}", daemon.log_tail());
+    }
+    checked?;
     drop(daemon);
     drop(cleanup);
     drop(containerd);
+    Ok(())
+}
+
+/// A route's path with its parameters filled in.
+fn concrete(route: &str) -> String {
+    route
+        .replace("{name}", "guarded")
+        .replace("{id}", "guarded-000000")
+}
+
+/// The token `hivemind acl token create` prints.
+fn create_token(daemon: &Daemon, name: &str, role: &str) -> Result<String> {
+    let output = daemon.cli(&["acl", "token", "create", "--name", name, "--role", role]);
+    anyhow::ensure!(
+        output.status.success(),
+        "acl token create: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn code_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Every route refuses a missing or bad token; each role gets what its table
+/// says; a viewer never sees environment values; changes are audited;
+/// revoked tokens stop working; the dashboard's session cookie needs the
+/// CSRF header for changes; the CLI exits 4 and 5.
+fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
+    let public = ["/", "/api/health", "/api/session"];
+    let well_formed_stranger =
+        "hm_0123456789ab_0000000000000000000000000000000000000000000000000000000000000000";
+    for (method, route) in hivemind::api::routes() {
+        if public.contains(&route) {
+            continue;
+        }
+        let url = api_url(&concrete(route));
+        for token in [None, Some("nonsense"), Some(well_formed_stranger)] {
+            let (status, body) = http_as(ns, token, method.as_str(), &url, Some("{}"))?;
+            assert_eq!(
+                (status, code_of(&body).as_str()),
+                (401, "unauthenticated"),
+                "{method} {route} with {token:?}: {body}"
+            );
+        }
+    }
+    let (status, body) = http_as(ns, None, "GET", &api_url("/api/health"), None)?;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"status":"up"}"#),
+        "brief health"
+    );
+
+    // An app with a secret-looking variable, as a peer would replicate it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let app = serde_json::json!([{
+        "key": {"table": "apps", "key": "guarded"},
+        "version": {"wall_ms": now_ms, "counter": 0, "node": 9},
+        "value": {
+            "spec": {
+                "name": "guarded", "image": "localhost/none:1", "service": null, "replicas": 0,
+                "resources": {"cpu": null, "memory": null}, "volumes": [],
+                "env": {"DB_PASSWORD": "hunter2"}, "ports": [], "labels": {"app": "guarded"}
+            },
+            "generation": 1, "created_at": 0, "updated_at": 0
+        }
+    }]);
+    let (status, body) = http(
+        ns,
+        "POST",
+        &api_url("/api/internal/cluster/push"),
+        Some(&app.to_string()),
+    )?;
+    assert_eq!(status, 200, "{body}");
+
+    let viewer = create_token(daemon, "auditor", "viewer")?;
+    let deployer = create_token(daemon, "ci", "deployer")?;
+    for (method, route) in hivemind::api::routes() {
+        if public.contains(&route) || method == "GET" {
+            continue;
+        }
+        let url = api_url(&concrete(route));
+        let (status, body) = http_as(
+            ns,
+            Some(&viewer),
+            method.as_str(),
+            &url,
+            Some("{\"name\":\"guarded\"}"),
+        )?;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (403, "forbidden"),
+            "viewer {method} {route}: {body}"
+        );
+    }
+    let (_, shown) = http_as(
+        ns,
+        Some(&viewer),
+        "GET",
+        &api_url("/api/apps/guarded"),
+        None,
+    )?;
+    assert!(
+        shown.contains("<hidden>") && !shown.contains("hunter2"),
+        "a viewer sees no env values: {shown}"
+    );
+    let (_, listed) = http_as(ns, Some(&viewer), "GET", &api_url("/api/apps"), None)?;
+    assert!(!listed.contains("hunter2"), "{listed}");
+    let (_, full) = http(ns, "GET", &api_url("/api/apps/guarded"), None)?;
+    assert!(full.contains("hunter2"), "an admin sees them: {full}");
+
+    // The deployer changes apps but not the cluster or its tokens.
+    let (status, body) = http_as(
+        ns,
+        Some(&deployer),
+        "POST",
+        &api_url("/api/scale"),
+        Some(r#"{"name":"guarded","replicas":0}"#),
+    )?;
+    assert_eq!(status, 200, "deployer scales: {body}");
+    for (method, route, body) in [
+        ("POST", "/api/nodes/join", r#"{"address":"127.0.0.1"}"#),
+        (
+            "POST",
+            "/api/acl/tokens",
+            r#"{"name":"mine","role":"admin"}"#,
+        ),
+        ("GET", "/api/acl/tokens", ""),
+        ("GET", "/api/audit", ""),
+    ] {
+        let (status, answer) = http_as(ns, Some(&deployer), method, &api_url(route), Some(body))?;
+        assert_eq!(status, 403, "deployer {method} {route}: {answer}");
+    }
+
+    // The audit log names who changed what.
+    let audit = api_json(ns, "/api/audit?limit=50")?;
+    let entries = audit.as_array().context("audit entries")?;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["who"] == "ci" && e["path"] == "/api/scale" && e["status"] == 200),
+        "the deployer's scale is audited: {audit}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["who"] == "auditor" && e["status"] == 403),
+        "refused changes are audited too: {audit}"
+    );
+
+    // The CLI: exit 4 without a valid token, 5 when not allowed.
+    let bare = ns
+        .command(env!("CARGO_BIN_EXE_hivemind"))
+        .args(["--server", &daemon.url(""), "app", "ls"])
+        .env_remove("HIVEMIND_TOKEN")
+        .output()?;
+    assert_eq!(
+        bare.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+    let refused = ns
+        .command(env!("CARGO_BIN_EXE_hivemind"))
+        .args([
+            "--server",
+            &daemon.url(""),
+            "app",
+            "delete",
+            "--name",
+            "guarded",
+        ])
+        .env("HIVEMIND_TOKEN", &viewer)
+        .output()?;
+    assert_eq!(
+        refused.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The dashboard's session: a cookie for reads, plus the CSRF header for changes.
+    let signed_in = ns.run({
+        let viewer = viewer.clone();
+        let url = api_url("");
+        move || -> Result<(u16, u16, u16)> {
+            let client = reqwest::blocking::Client::builder()
+                .cookie_store(true)
+                .build()?;
+            let answer = client
+                .post(format!("{url}/api/session"))
+                .json(&serde_json::json!({"token": viewer}))
+                .send()?;
+            let signed = answer.status().as_u16();
+            let read = client
+                .get(format!("{url}/api/apps"))
+                .send()?
+                .status()
+                .as_u16();
+            let change = client
+                .post(format!("{url}/api/scale"))
+                .json(&serde_json::json!({"name": "guarded", "replicas": 0}))
+                .send()?
+                .status()
+                .as_u16();
+            Ok((signed, read, change))
+        }
+    })??;
+    assert_eq!(
+        signed_in,
+        (200, 200, 403),
+        "session: sign-in, read, change without CSRF"
+    );
+
+    // A revoked token stops working.
+    let revoked = daemon.cli(&["acl", "token", "revoke", "--name", "auditor"]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let (status, _) = http_as(ns, Some(&viewer), "GET", &api_url("/api/apps"), None)?;
+    assert_eq!(status, 401, "a revoked token");
     Ok(())
 }

@@ -179,8 +179,10 @@ fn service_vip_balances_across_nodes_in_the_kernel() {
     let ca = dp_a.service_counters().expect("counters");
     let cb = dp_b.service_counters().expect("counters");
     eprintln!("node-a services: {ca:?}\nnode-b services: {cb:?}");
-    // Container connections (40 + 30 + 200), node-a's own (30) and UDP queries (30).
-    assert!(ca.new_connections >= 40 + 30 + 30 + 30 + 200, "{ca:?}");
+    // Container connections (40 + 30 + 200) and node-a's own (30); the 30 UDP
+    // queries add at least one flow, fewer than 30 when a source port repeats
+    // (a repeated 5-tuple is the same flow).
+    assert!(ca.new_connections > 40 + 30 + 30 + 200, "{ca:?}");
     assert!(
         ca.reverse_translated.packets >= ca.new_connections,
         "{ca:?}"

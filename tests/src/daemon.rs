@@ -12,6 +12,11 @@ use crate::netns::NetNs;
 
 pub const API_PORT: u16 = 3000;
 
+/// The admin token of every daemon under test (`--admin-token-file`): test
+/// requests and CLI calls carry it unless a test says otherwise.
+pub const TEST_TOKEN: &str =
+    "hm_7e57700000a1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 /// The daemon process; killed (SIGKILL) on drop.
 pub struct Daemon {
     /// Address of its API inside the namespace.
@@ -85,6 +90,8 @@ impl Daemon {
 
     /// Starts the process without waiting for its API.
     fn launch(&mut self, ns: &NetNs) -> Result<()> {
+        let token_file = self.data_dir.with_extension("token");
+        std::fs::write(&token_file, TEST_TOKEN).context("write the test token")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -99,6 +106,8 @@ impl Daemon {
                 &API_PORT.to_string(),
             ])
             .args(&self.args)
+            .arg("--admin-token-file")
+            .arg(&token_file)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--containerd")
@@ -213,6 +222,7 @@ impl Daemon {
             .arg("--server")
             .arg(self.url(""))
             .args(args)
+            .env("HIVEMIND_TOKEN", TEST_TOKEN)
             .output()
             .expect("run the hivemind CLI")
     }
@@ -228,8 +238,20 @@ pub fn api_url(path: &str) -> String {
     format!("http://127.0.0.1:{API_PORT}{path}")
 }
 
-/// One HTTP request from inside `ns`: (status, body).
+/// One HTTP request from inside `ns` with the test admin token: (status, body).
 pub fn http(ns: &NetNs, method: &str, url: &str, body: Option<&str>) -> Result<(u16, String)> {
+    http_as(ns, Some(TEST_TOKEN), method, url, body)
+}
+
+/// One HTTP request from inside `ns`, with `token` (or none): (status, body).
+pub fn http_as(
+    ns: &NetNs,
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let token = token.map(str::to_string);
     let method: reqwest::Method = method.parse().context("method")?;
     let url = url.to_string();
     let body = body.map(str::to_string);
@@ -239,6 +261,9 @@ pub fn http(ns: &NetNs, method: &str, url: &str, body: Option<&str>) -> Result<(
             .connect_timeout(Duration::from_secs(3))
             .build()?;
         let mut request = client.request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::response::Response;
 
+use super::auth::{MaybePrincipal, forwarded_token};
 use super::logs::stream_logs;
 use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome};
@@ -94,13 +95,16 @@ pub async fn deploy(
     tag = "apps",
     responses((status = 200, description = "every app", body = Vec<AppView>))
 )]
-pub async fn list(State(node): State<AppState>) -> Result<axum::Json<Vec<AppView>>, ApiError> {
+pub async fn list(
+    State(node): State<AppState>,
+    principal: MaybePrincipal,
+) -> Result<axum::Json<Vec<AppView>>, ApiError> {
     let counts = node.replica_counts()?;
     let mut apps: Vec<AppView> = node
         .store()
         .apps()?
         .iter()
-        .map(|app| app_view(app, counts.get(&app.spec.name)))
+        .map(|app| shown(app_view(app, counts.get(&app.spec.name)), &principal))
         .collect();
     apps.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(axum::Json(apps))
@@ -125,6 +129,7 @@ fn require_name(name: &str) -> Result<(), ApiError> {
 pub async fn show(
     State(node): State<AppState>,
     Path(name): Path<String>,
+    principal: MaybePrincipal,
 ) -> Result<axum::Json<AppView>, ApiError> {
     require_name(&name)?;
     let app = node
@@ -132,8 +137,28 @@ pub async fn show(
         .app(&name)?
         .ok_or_else(|| ApiError::not_found(format!("app {name} not found")))?;
     let counts = node.replica_counts()?;
-    Ok(axum::Json(app_view(&app, counts.get(&name))))
+    Ok(axum::Json(shown(
+        app_view(&app, counts.get(&name)),
+        &principal,
+    )))
 }
+
+/// What the caller may see of an app: environment values only for those
+/// who may change it.
+fn shown(mut view: AppView, principal: &MaybePrincipal) -> AppView {
+    let sees = principal
+        .as_ref()
+        .is_some_and(|p| crate::acl::sees_values(&p.grant, &view.name));
+    if !sees {
+        for value in view.env.values_mut() {
+            *value = HIDDEN.to_string();
+        }
+    }
+    view
+}
+
+/// What replaces a value the caller may not see.
+pub const HIDDEN: &str = "<hidden>";
 
 /// Deletes an app and its containers.
 #[utoipa::path(
@@ -176,6 +201,7 @@ pub async fn logs(
     State(node): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<LogQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     require_name(&name)?;
     if node.store().app(&name)?.is_none() {
@@ -188,7 +214,7 @@ pub async fn logs(
         .map(|c| (c.id.clone(), node.log_path(&c.id)))
         .collect();
     let remote = node.remote_containers(&name)?;
-    stream_logs(local, remote, query).await
+    stream_logs(local, remote, query, forwarded_token(&headers)).await
 }
 
 /// Changes the number of replicas.

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 
+use super::auth::forwarded_token;
 use super::logs::{FORWARDED_HEADER, stream_logs};
 use super::{ApiError, AppState, Path, Query};
 use crate::contract::{
@@ -37,7 +38,11 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// GETs `path` from every other live member; answers that fail or are not
 /// a `T` are skipped.
-pub(super) async fn from_peers<T: DeserializeOwned>(node: &AppState, path: &str) -> Vec<T> {
+pub(super) async fn from_peers<T: DeserializeOwned>(
+    node: &AppState,
+    path: &str,
+    token: Option<&str>,
+) -> Vec<T> {
     let Some(cluster) = node.cluster() else {
         return Vec::new();
     };
@@ -48,7 +53,11 @@ pub(super) async fn from_peers<T: DeserializeOwned>(node: &AppState, path: &str)
         .filter(|m| !m.is_self)
         .map(|member| {
             let url = format!("http://{}{path}", member.api);
-            let request = client.get(url).timeout(PEER_TIMEOUT).send();
+            let mut request = client.get(url).timeout(PEER_TIMEOUT);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let request = request.send();
             async move {
                 match request.await {
                     Ok(response) if response.status().is_success() => {
@@ -92,6 +101,7 @@ pub(super) async fn from_peers<T: DeserializeOwned>(node: &AppState, path: &str)
 pub async fn list(
     State(node): State<AppState>,
     Query(query): Query<ListQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<Vec<ContainerView>>, ApiError> {
     let mut containers: Vec<ContainerView> = node
         .store()
@@ -102,8 +112,12 @@ pub async fn list(
     match query.scope.as_deref() {
         Some("local") => {}
         None | Some("cluster") => {
-            for answer in
-                from_peers::<Vec<ContainerView>>(&node, "/api/containers?scope=local").await
+            for answer in from_peers::<Vec<ContainerView>>(
+                &node,
+                "/api/containers?scope=local",
+                forwarded_token(&headers).as_deref(),
+            )
+            .await
             {
                 containers.extend(answer);
             }
@@ -148,6 +162,7 @@ pub async fn show(
     State(node): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<ContainerDetail>, ApiError> {
     match query.scope.as_deref() {
         None | Some("local") | Some("cluster") => {}
@@ -166,12 +181,16 @@ pub async fn show(
         {
             // Maybe on another node.
             let path = format!("/api/containers/{id}?scope=local");
-            return from_peers::<ContainerDetail>(&node, &path)
-                .await
-                .into_iter()
-                .find(|c| c.view.id == id)
-                .map(axum::Json)
-                .ok_or(e);
+            return from_peers::<ContainerDetail>(
+                &node,
+                &path,
+                forwarded_token(&headers).as_deref(),
+            )
+            .await
+            .into_iter()
+            .find(|c| c.view.id == id)
+            .map(axum::Json)
+            .ok_or(e);
         }
         Err(e) => return Err(e),
     };
@@ -265,11 +284,14 @@ pub async fn logs(
     match find(&node, &id) {
         Ok(record) => {
             let path = node.log_path(&record.id);
-            stream_logs(vec![(record.id, path)], Vec::new(), query).await
+            stream_logs(vec![(record.id, path)], Vec::new(), query, None).await
         }
         // Not here: the node that runs it answers, once.
         Err(not_here) if !forwarded => match node.remote_container(&id)? {
-            Some(remote) => stream_logs(Vec::new(), vec![(id, remote)], query).await,
+            Some(remote) => {
+                let token = forwarded_token(&headers);
+                stream_logs(Vec::new(), vec![(id, remote)], query, token).await
+            }
             None => Err(not_here),
         },
         Err(not_here) => Err(not_here),

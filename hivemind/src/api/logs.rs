@@ -30,12 +30,13 @@ pub async fn stream_logs(
     local: Vec<(String, PathBuf)>,
     remote: Vec<(String, Remote)>,
     query: LogQuery,
+    token: Option<String>,
 ) -> Result<Response, ApiError> {
     let prefix = local.len() + remote.len() > 1;
     let mut streams: Vec<Lines> = Vec::with_capacity(1 + remote.len());
     streams.push(local_lines(local, query.clone(), prefix).await);
     for (id, node) in remote {
-        streams.push(remote_lines(id, node, query.clone(), prefix));
+        streams.push(remote_lines(id, node, query.clone(), prefix, token.clone()));
     }
     let merged = futures::stream::select_all(streams);
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
@@ -104,7 +105,13 @@ async fn local_lines(sources: Vec<(String, PathBuf)>, query: LogQuery, prefix: b
 }
 
 /// The logs of a container on another node, through that node's API.
-fn remote_lines(id: String, node: Remote, query: LogQuery, prefix: bool) -> Lines {
+fn remote_lines(
+    id: String,
+    node: Remote,
+    query: LogQuery,
+    prefix: bool,
+    token: Option<String>,
+) -> Lines {
     let mut url = format!(
         "http://{}/api/containers/{id}/logs?follow={}",
         node.api, query.follow
@@ -118,12 +125,11 @@ fn remote_lines(id: String, node: Remote, query: LogQuery, prefix: bool) -> Line
             .connect_timeout(PEER_CONNECT)
             .build()
             .map_err(std::io::Error::other)?;
-        let response = client
-            .get(&url)
-            .header(FORWARDED_HEADER, "1")
-            .send()
-            .await
-            .map_err(std::io::Error::other)?;
+        let mut request = client.get(&url).header(FORWARDED_HEADER, "1");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(std::io::Error::other)?;
         if !response.status().is_success() {
             return Err(std::io::Error::other(format!(
                 "node {} answered {}",

@@ -7,7 +7,9 @@
 //! Invariant: every route is added through [`Routes`], which records it, and a
 //! test checks that the document has exactly the recorded routes.
 
+mod acl;
 mod apps;
+pub mod auth;
 mod containers;
 mod error;
 mod extract;
@@ -36,11 +38,16 @@ use crate::node::Node;
 pub type AppState = Arc<Node>;
 
 /// Largest JSON body accepted (image archives have their own limit).
-const JSON_LIMIT: usize = 1 << 20;
+pub(crate) const JSON_LIMIT: usize = 1 << 20;
 
 pub fn router(node: Arc<Node>) -> Router {
     Routes::all()
         .router
+        // After routing, so the middleware sees which route matched.
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            auth::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
@@ -131,6 +138,15 @@ impl Routes {
                 on(Post.filter(), images::import)
                     .layer(DefaultBodyLimit::max(images::ARCHIVE_LIMIT)),
             )
+            .add(Post, "/api/acl/tokens", acl::create_token)
+            .add(Get, "/api/acl/tokens", acl::list_tokens)
+            .add(Delete, "/api/acl/tokens/{name}", acl::revoke_token)
+            .add(Post, "/api/acl/policies", acl::put_policy)
+            .add(Get, "/api/acl/policies", acl::list_policies)
+            .add(Delete, "/api/acl/policies/{name}", acl::delete_policy)
+            .add(Get, "/api/audit", acl::audit)
+            .add(Post, "/api/session", acl::sign_in)
+            .add(Delete, "/api/session", acl::sign_out)
     }
 
     fn add<H, T>(self, verb: Verb, path: &'static str, handler: H) -> Self

@@ -5,9 +5,10 @@
 
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
-use super::{apps, containers, flows, images, nodes, policies, services, volumes};
+use super::{acl, apps, containers, flows, images, nodes, policies, services, volumes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +49,15 @@ use super::{apps, containers, flows, images, nodes, policies, services, volumes}
         nodes::health,
         images::pull,
         images::import,
+        acl::create_token,
+        acl::list_tokens,
+        acl::revoke_token,
+        acl::put_policy,
+        acl::list_policies,
+        acl::delete_policy,
+        acl::audit,
+        acl::sign_in,
+        acl::sign_out,
     ),
     components(schemas(crate::contract::ErrorBody, crate::contract::Scope)),
     modifiers(&ErrorResponses),
@@ -69,15 +79,51 @@ impl utoipa::Modify for ErrorResponses {
                     .build(),
             )
             .build();
-        for item in openapi.paths.paths.values_mut() {
+        let with = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let unauthenticated = with("no valid token (Authorization: Bearer, or the session cookie)");
+        let forbidden = with("the token's role or policy does not allow this");
+        let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = matches!(path.as_str(), "/" | "/api/health" | "/api/session");
             for operation in operations(item) {
-                operation
-                    .responses
-                    .responses
+                let responses = &mut operation.responses.responses;
+                responses
                     .entry("default".to_string())
                     .or_insert_with(|| RefOr::T(error.clone()));
+                if public {
+                    continue;
+                }
+                responses
+                    .entry("401".to_string())
+                    .or_insert_with(|| RefOr::T(unauthenticated.clone()));
+                responses
+                    .entry("403".to_string())
+                    .or_insert_with(|| RefOr::T(forbidden.clone()));
+                operation.security = Some(vec![bearer.clone()]);
             }
         }
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some("an API token: hivemind acl token create"))
+                        .build(),
+                ),
+            );
     }
 }
 

@@ -9,14 +9,15 @@ use super::output::{
     cell_of, human_bytes, joined, or_dash, print_list, print_message, print_object,
 };
 use super::{
-    AppCommand, Cli, Client, ClientError, DeployArgs, ImageCommand, NodeCommand, OutputFormat,
-    SecurityCommand, TopCommand, VolumeCommand,
+    AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, DeployArgs, ImageCommand,
+    NodeCommand, OutputFormat, SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
-    AppView, ContainerDetail, ContainerView, CreateVolume, DeployAnswer, DeployRequest,
-    HealthReport, HealthStatus, ImportAnswer, JoinRequest, MemoryValue, Message, NetworkPolicy,
-    NodeView, PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer,
-    RestartRequest, ScaleRequest, ServiceView, VolumeCreated, VolumeMountRequest, VolumeView,
+    AclPolicy, AppView, AuditView, ContainerDetail, ContainerView, CreateToken, CreateVolume,
+    DeployAnswer, DeployRequest, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
+    JoinRequest, MemoryValue, Message, NetworkPolicy, NodeView, PolicyAnswer, PullEvent,
+    PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, ServiceView,
+    TokenCreated, TokenView, VolumeCreated, VolumeMountRequest, VolumeView,
 };
 use crate::model::{ValidationError, parse_key_value, parse_volume};
 
@@ -146,12 +147,16 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             Ok(())
         }
         TopCommand::Security(command) => security(&client, format, command).await,
+        TopCommand::Acl(command) => acl(&client, format, command).await,
         TopCommand::Health => {
-            let health: HealthReport = client.get("/api/health").await?;
-            if format == OutputFormat::Json {
-                print_object(format, &health);
-            } else {
-                print_health(&health);
+            let health: HealthAnswer = client.get("/api/health").await?;
+            match (&health, format) {
+                (_, OutputFormat::Json) => print_object(format, &health),
+                (HealthAnswer::Full(report), _) => print_health(report),
+                (HealthAnswer::Brief(brief), _) => println!(
+                    "node {} (give a token for the cluster's health: --token or HIVEMIND_TOKEN)",
+                    brief.status
+                ),
             }
             Ok(())
         }
@@ -302,6 +307,100 @@ async fn app(
                 .delete(&format!("/api/apps/{}", path_segment(name)?))
                 .await?;
             print_message(format, &answer);
+        }
+    }
+    Ok(())
+}
+
+async fn acl(
+    client: &Client,
+    format: OutputFormat,
+    command: &AclCommand,
+) -> Result<(), ClientError> {
+    match command {
+        AclCommand::Token(TokenCommand::Create {
+            name,
+            role,
+            policy,
+            expires,
+        }) => {
+            let role = role
+                .as_deref()
+                .map(str::parse::<Role>)
+                .transpose()
+                .map_err(|e| ClientError::Usage(format!("--role: {e}")))?;
+            let body = CreateToken {
+                name: name.clone(),
+                role,
+                policy: policy.clone(),
+                expires: expires.clone(),
+            };
+            let answer: TokenCreated = client.post("/api/acl/tokens", &body).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &answer);
+            } else {
+                println!("{}", answer.token);
+                eprintln!("token {} created; {}", answer.name, answer.message);
+            }
+        }
+        AclCommand::Token(TokenCommand::Ls) => {
+            let tokens: Vec<TokenView> = client.get("/api/acl/tokens").await?;
+            print_list(
+                format,
+                &tokens,
+                &[
+                    ("NAME", |t| t.name.clone()),
+                    ("ID", |t| t.id.clone()),
+                    ("ROLE", |t| or_dash(t.role.map(|r| cell_of(&r)))),
+                    ("POLICY", |t| or_dash(t.policy.clone())),
+                    ("EXPIRES", |t| or_dash(t.expires_at)),
+                ],
+            );
+        }
+        AclCommand::Token(TokenCommand::Revoke { name }) => {
+            let path = format!("/api/acl/tokens/{}", path_segment(name)?);
+            let answer: Message = client.delete(&path).await?;
+            print_message(format, &answer);
+        }
+        AclCommand::Policy(AclPolicyCommand::Create { file }) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let body: AclPolicy = serde_yaml::from_str(&text).map_err(|e| {
+                ClientError::Usage(format!("{} is not an acl policy: {e}", file.display()))
+            })?;
+            let answer: Message = client.post("/api/acl/policies", &body).await?;
+            print_message(format, &answer);
+        }
+        AclCommand::Policy(AclPolicyCommand::Ls) => {
+            let policies: Vec<AclPolicy> = client.get("/api/acl/policies").await?;
+            print_list(
+                format,
+                &policies,
+                &[
+                    ("NAME", |p| p.name.clone()),
+                    ("RULES", |p| cell_of(&p.rules)),
+                ],
+            );
+        }
+        AclCommand::Policy(AclPolicyCommand::Delete { name }) => {
+            let path = format!("/api/acl/policies/{}", path_segment(name)?);
+            let answer: Message = client.delete(&path).await?;
+            print_message(format, &answer);
+        }
+        AclCommand::Audit { limit } => {
+            let entries: Vec<AuditView> = client.get(&format!("/api/audit?limit={limit}")).await?;
+            print_list(
+                format,
+                &entries,
+                &[
+                    ("AT_MS", |e| e.at_ms.to_string()),
+                    ("NODE", |e| e.node.clone()),
+                    ("WHO", |e| e.who.clone()),
+                    ("METHOD", |e| e.method.clone()),
+                    ("PATH", |e| e.path.clone()),
+                    ("STATUS", |e| e.status.to_string()),
+                ],
+            );
         }
     }
     Ok(())

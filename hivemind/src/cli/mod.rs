@@ -65,10 +65,69 @@ pub enum TopCommand {
     /// Network policies
     #[command(subcommand)]
     Security(SecurityCommand),
+    /// API tokens, their policies, and the audit log of changes
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// Cluster health summary
     Health,
     /// Print the OpenAPI document of the REST API (what GET /api/openapi.json serves)
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// API tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Custom policies a token can carry instead of a role
+    #[command(subcommand)]
+    Policy(AclPolicyCommand),
+    /// The changes made through the answering node, newest first
+    Audit {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, deployer or viewer
+        #[arg(long, conflicts_with = "policy", required_unless_present = "policy")]
+        role: Option<String>,
+        /// The name of a custom policy (`acl policy create`)
+        #[arg(long)]
+        policy: Option<String>,
+        /// Lifetime, e.g. 30m, 24h, 90d (default: no expiry)
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets)
+    Ls,
+    /// Revoke a token
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclPolicyCommand {
+    /// Create or replace a policy from a JSON or YAML file: {name, rules: [{effect, verbs, kinds, names}]}
+    Create {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List policies
+    Ls,
+    /// Delete a policy
+    Delete {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +188,10 @@ pub struct NodeArgs {
     /// GSO under XDP; XDP elsewhere), xdp or tc
     #[arg(long, value_enum, default_value_t = crate::dataplane::UnderlayProgram::Auto)]
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// The first node of a cluster registers this admin token (hm_<id>_<secret>) instead of
+    /// generating one; either way it is written to <data-dir>/admin.token
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
     /// Seconds a deletion marker is kept at least; it goes once every live node has seen it
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub tombstone_grace: u64,

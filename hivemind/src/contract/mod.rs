@@ -14,6 +14,7 @@
 //! plane's counters, health probes and flow events are shown as free-form
 //! objects ([`serde_json::Value`]): their shape belongs to those modules.
 
+mod acl;
 mod apps;
 mod containers;
 mod images;
@@ -22,6 +23,7 @@ mod policies;
 mod services;
 mod volumes;
 
+pub use acl::*;
 pub use apps::*;
 pub use containers::*;
 pub use images::*;

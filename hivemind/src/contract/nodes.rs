@@ -101,3 +101,19 @@ pub struct RunningCount {
     pub total: u64,
     pub running: u64,
 }
+
+/// `GET /api/health` without a token: only whether the node answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthBrief {
+    /// `up` (a node that is down does not answer).
+    pub status: String,
+}
+
+/// `GET /api/health`: the full report with a token, the brief one without.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum HealthAnswer {
+    Full(Box<HealthReport>),
+    Brief(HealthBrief),
+}

@@ -10,19 +10,21 @@ mod tables;
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use ipam::Subnet;
 pub use records::{
-    AppRecord, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord, NodeInfo,
-    Placement, ServiceRecord, VolumeRecord, now_millis, now_secs,
+    AppRecord, AuditEntry, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord,
+    NodeInfo, Placement, ServiceRecord, TokenRecord, VolumeRecord, now_millis, now_secs,
 };
 pub use replicated::to_value;
 pub use tables::{
-    APPS, ENDPOINTS, NODES, PLACEMENTS, POLICIES, Row, SERVICES, SUBNETS, TABLE_NAMES, Table,
-    VOLUMES, check_record,
+    ACL_POLICIES, APPS, ENDPOINTS, NODES, PLACEMENTS, POLICIES, Row, SERVICES, SUBNETS,
+    TABLE_NAMES, TOKENS, Table, VOLUMES, check_record,
 };
 
 /// This node's containers (observed state, not replicated).
@@ -30,6 +32,10 @@ const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("container
 /// Allocated container addresses: IPv4 as u32 -> container id.
 const IPAM: TableDefinition<u32, &str> = TableDefinition::new("ipam");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// This node's audit log: `<ms, 20 digits>-<seq>` -> AuditEntry.
+const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
+/// Audit entries kept per node; older ones go.
+pub const AUDIT_KEEP: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,6 +96,7 @@ impl Store {
         txn.open_table(CONTAINERS)?;
         txn.open_table(IPAM)?;
         txn.open_table(META)?;
+        txn.open_table(AUDIT)?;
         txn.commit()?;
         Ok(store)
     }
@@ -179,6 +186,54 @@ impl Store {
     }
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
         self.values(VOLUMES)
+    }
+
+    /// Appends to this node's audit log, dropping the oldest entries past
+    /// [`AUDIT_KEEP`].
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{:020}-{seq:010}", entry.at_ms);
+        let bytes = serde_json::to_vec(entry).map_err(|source| StoreError::Corrupt {
+            table: "audit".to_string(),
+            key: key.clone(),
+            source,
+        })?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(AUDIT)?;
+            table.insert(key.as_str(), bytes.as_slice())?;
+            let len = usize::try_from(table.len()?).unwrap_or(usize::MAX);
+            if len > AUDIT_KEEP {
+                let old: Vec<String> = table
+                    .iter()?
+                    .take(len - AUDIT_KEEP)
+                    .filter_map(|e| e.ok().map(|(k, _)| k.value().to_string()))
+                    .collect();
+                for key in old {
+                    table.remove(key.as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries of this node's audit log, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev().take(limit) {
+            let (key, value) = entry?;
+            match serde_json::from_slice(value.value()) {
+                Ok(entry) => out.push(entry),
+                Err(e) => {
+                    tracing::warn!(key = key.value(), error = %e, "skipping an audit entry that does not decode")
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {

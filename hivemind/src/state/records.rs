@@ -165,6 +165,36 @@ pub struct EndpointRecord {
     pub reason: Option<String>,
 }
 
+/// An API token: its public id, a name, the hash of its secret, and what it
+/// grants (a built-in role or a custom policy). Revoking deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub secret_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::acl::Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Seconds since the epoch after which it is refused.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    pub created_at: u64,
+}
+
+/// One mutating API call, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    /// The node that answered.
+    pub node: String,
+    /// The token's name, or `-` when none was valid.
+    pub who: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
 fn running() -> ContainerStatus {
     ContainerStatus::Running
 }

@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::records::{AppRecord, EndpointRecord, NodeInfo, Placement, ServiceRecord, VolumeRecord};
+use super::records::{
+    AppRecord, EndpointRecord, NodeInfo, Placement, ServiceRecord, TokenRecord, VolumeRecord,
+};
+use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{MAX_REPLICAS, ValidationError, validate_domain, validate_name};
 use crate::policy::NetworkPolicy;
@@ -83,9 +86,11 @@ pub const SUBNETS: Table<String> = Table::new("subnets");
 pub const SERVICES: Table<ServiceRecord> = Table::new("services");
 pub const ENDPOINTS: Table<EndpointRecord> = Table::new("endpoints");
 pub const POLICIES: Table<NetworkPolicy> = Table::new("policies");
+pub const TOKENS: Table<TokenRecord> = Table::new("tokens");
+pub const ACL_POLICIES: Table<AclPolicy> = Table::new("acl_policies");
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 8] = [
+pub const TABLE_NAMES: [&str; 10] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -94,6 +99,8 @@ pub const TABLE_NAMES: [&str; 8] = [
     SERVICES.name,
     ENDPOINTS.name,
     POLICIES.name,
+    TOKENS.name,
+    ACL_POLICIES.name,
 ];
 
 /// Checks a record against its table's rules; tombstones only need a known
@@ -124,6 +131,8 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "subnets" => check(SUBNETS, key, value),
         "services" => check(SERVICES, key, value),
         "endpoints" => check(ENDPOINTS, key, value),
+        "tokens" => check(TOKENS, key, value),
+        "acl_policies" => check(ACL_POLICIES, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -275,6 +284,42 @@ impl Row for EndpointRecord {
             text("reason", reason, 1024)?;
         }
         key_names(key, &self.container)
+    }
+}
+
+impl Row for TokenRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        let hex = |field: &str, value: &str, len: usize| {
+            if value.len() == len && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(())
+            } else {
+                Err(ValidationError::new(
+                    field,
+                    format!("must be {len} hex digits"),
+                ))
+            }
+        };
+        hex("id", &self.id, 12)?;
+        hex("secret_sha256", &self.secret_sha256, 64)?;
+        validate_name("name", &self.name)?;
+        match (&self.role, &self.policy) {
+            (Some(_), None) => {}
+            (None, Some(policy)) => validate_name("policy", policy)?,
+            _ => {
+                return Err(ValidationError::new(
+                    "role",
+                    "a token has either a role or a policy",
+                ));
+            }
+        }
+        key_names(key, &self.id)
+    }
+}
+
+impl Row for AclPolicy {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.name)
     }
 }
 
