@@ -9,7 +9,7 @@ use super::auth::{CSRF_COOKIE, SESSION_COOKIE, resolve};
 use super::{ApiError, AppState, Json, Path, Query};
 use crate::acl::{AclPolicy, TokenText};
 use crate::contract::{
-    AuditQuery, AuditView, CreateToken, ErrorBody, Message, SessionAnswer, SessionRequest,
+    AuditEntry, AuditQuery, CreateToken, ErrorBody, Message, SessionAnswer, SessionRequest,
     TokenCreated, TokenView,
 };
 use crate::health::parse_duration;
@@ -207,27 +207,14 @@ pub async fn delete_policy(
     path = "/api/audit",
     tag = "acl",
     params(AuditQuery),
-    responses((status = 200, description = "every change made through this node", body = Vec<AuditView>))
+    responses((status = 200, description = "every change made through this node", body = Vec<AuditEntry>))
 )]
 pub async fn audit(
     State(node): State<AppState>,
     Query(query): Query<AuditQuery>,
-) -> Result<axum::Json<Vec<AuditView>>, ApiError> {
+) -> Result<axum::Json<Vec<AuditEntry>>, ApiError> {
     let limit = query.limit.unwrap_or(100).min(AUDIT_KEEP);
-    Ok(axum::Json(
-        node.store()
-            .audit(limit)?
-            .into_iter()
-            .map(|e| AuditView {
-                at_ms: e.at_ms,
-                node: e.node,
-                who: e.who,
-                method: e.method,
-                path: e.path,
-                status: e.status,
-            })
-            .collect(),
-    ))
+    Ok(axum::Json(node.store().audit(limit)?))
 }
 
 /// Signs the dashboard in: the token goes into an HttpOnly, SameSite=Strict

@@ -218,17 +218,19 @@ pub async fn authorize(State(node): State<AppState>, request: Request, next: Nex
         },
     };
     let permission = Permission { verb, kind, name };
-    if !allows(&principal.grant, &permission) {
-        return ApiError::new(
+    let who = principal.name.clone();
+    let response = if allows(&principal.grant, &permission) {
+        request.extensions_mut().insert(principal);
+        next.run(request).await
+    } else {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("token {} may not {permission}", principal.name),
+            format!("token {who} may not {permission}"),
         )
-        .into_response();
-    }
-    let who = principal.name.clone();
-    request.extensions_mut().insert(principal);
-    let response = next.run(request).await;
+        .into_response()
+    };
+    // Every change a token asked for, done or refused.
     if method != Method::GET {
         let entry = AuditEntry {
             at_ms: now_millis(),

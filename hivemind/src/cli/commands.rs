@@ -13,7 +13,7 @@ use super::{
     NodeCommand, OutputFormat, SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
-    AclPolicy, AppView, AuditView, ContainerDetail, ContainerView, CreateToken, CreateVolume,
+    AclPolicy, AppView, AuditEntry, ContainerDetail, ContainerView, CreateToken, CreateVolume,
     DeployAnswer, DeployRequest, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
     JoinRequest, MemoryValue, Message, NetworkPolicy, NodeView, PolicyAnswer, PullEvent,
     PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, ServiceView,
@@ -388,7 +388,7 @@ async fn acl(
             print_message(format, &answer);
         }
         AclCommand::Audit { limit } => {
-            let entries: Vec<AuditView> = client.get(&format!("/api/audit?limit={limit}")).await?;
+            let entries: Vec<AuditEntry> = client.get(&format!("/api/audit?limit={limit}")).await?;
             print_list(
                 format,
                 &entries,

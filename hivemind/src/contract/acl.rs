@@ -40,16 +40,8 @@ pub struct TokenView {
     pub created_at: u64,
 }
 
-/// One mutating call of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AuditView {
-    pub at_ms: u64,
-    pub node: String,
-    pub who: String,
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-}
+/// One change of the audit log, as the node keeps it.
+pub use crate::state::AuditEntry;
 
 /// Query of `GET /api/audit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]

@@ -183,7 +183,7 @@ pub struct TokenRecord {
 }
 
 /// One mutating API call, as the audit log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub at_ms: u64,
     /// The node that answered.
