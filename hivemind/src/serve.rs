@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub join: Vec<SocketAddr>,
     /// The first admin token, from a file, instead of a generated one.
     pub admin_token_file: Option<PathBuf>,
+    /// The cluster key (a member's `<data dir>/gossip.key`).
+    pub gossip_key_file: Option<PathBuf>,
     /// Where the underlay's VXLAN validation runs.
     pub underlay_program: crate::dataplane::UnderlayProgram,
     /// Deletion markers are kept at least this long.
@@ -97,6 +99,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let cluster = if options.mock {
         None
     } else {
+        let keyring = cluster_keyring(&options)?;
         let config = ClusterConfig {
             gossip_advertise: SocketAddr::new(advertise.into(), options.gossip_port),
             join: options.join.clone(),
@@ -106,6 +109,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
                 node_id.clone(),
                 SocketAddr::new(options.listen.ip(), options.gossip_port),
                 api_advertise,
+                keyring,
             )
         };
         let replicas: Arc<dyn ReplicaStore> = store.clone();
@@ -326,6 +330,48 @@ async fn acquire_subnet(
         tracing::info!(subnet = %subnet, winner = ?owner, "subnet claimed earlier by another node; trying the next");
     }
     bail!("could not claim a subnet in {SUBNET_ATTEMPTS} attempts")
+}
+
+/// Where a node keeps the cluster key.
+pub const GOSSIP_KEY_FILE: &str = "gossip.key";
+
+/// The cluster key: the one this node keeps, else the one given with
+/// `--gossip-key-file` (copied from a member), else, for the first node of a
+/// cluster, a new one. A node that joins must be given the cluster's key.
+fn cluster_keyring(options: &ServeOptions) -> Result<crate::cluster::Keyring> {
+    use crate::cluster::{Key, Keyring};
+    use std::os::unix::fs::OpenOptionsExt;
+    let kept = options.data_dir.join(GOSSIP_KEY_FILE);
+    let read = |path: &Path| -> Result<Keyring> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the cluster key {}", path.display()))?;
+        Keyring::parse(&text).with_context(|| format!("{}", path.display()))
+    };
+    let keyring = if kept.exists() {
+        read(&kept)?
+    } else if let Some(file) = &options.gossip_key_file {
+        read(file)?
+    } else if options.join.is_empty() {
+        Keyring::new(Key::generate())
+    } else {
+        bail!(
+            "joining a cluster needs its key: copy <data dir>/{GOSSIP_KEY_FILE} from a member and \
+             give it with --gossip-key-file"
+        );
+    };
+    if !kept.exists() {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&kept)
+            .with_context(|| format!("write {}", kept.display()))?;
+        use std::io::Write as _;
+        file.write_all(keyring.to_text().as_bytes())
+            .with_context(|| format!("write {}", kept.display()))?;
+        tracing::info!(path = %kept.display(), key = %keyring.primary().fingerprint(), "cluster key kept; give a copy to joining nodes with --gossip-key-file");
+    }
+    Ok(keyring)
 }
 
 /// Where the first node of a cluster writes the admin token it made.

@@ -226,12 +226,7 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
             "generation": 1, "created_at": 0, "updated_at": 0
         }
     }]);
-    let (status, body) = http(
-        ns,
-        "POST",
-        &api_url("/api/internal/cluster/push"),
-        Some(&app.to_string()),
-    )?;
+    let (status, body) = push_as_a_member(ns, &app.to_string())?;
     assert_eq!(status, 200, "{body}");
 
     let viewer = create_token(daemon, "auditor", "viewer")?;
@@ -383,4 +378,20 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
     let (status, _) = http_as(ns, Some(&viewer), "GET", &api_url("/api/apps"), None)?;
     assert_eq!(status, 401, "a revoked token");
     Ok(())
+}
+
+/// POSTs records to the replication route as a member would: signed with
+/// the cluster key.
+fn push_as_a_member(ns: &NetNs, body: &str) -> Result<(u16, String)> {
+    let path = hivemind::cluster::PUSH_PATH;
+    let keyring = hivemind::cluster::Keyring::parse(hivemind_tests::daemon::TEST_GOSSIP_KEY)?;
+    let auth = keyring.sign_request(hivemind::cluster::unix_ms(), path, body.as_bytes());
+    hivemind_tests::daemon::http_with(
+        ns,
+        None,
+        &[(hivemind::cluster::AUTH_HEADER, &auth)],
+        "POST",
+        &api_url(path),
+        Some(body),
+    )
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hivemind::cluster::{
-    Cluster, ClusterConfig, ClusterEvent, Hlc, MAX_PUSH_BODY, MemberState, MemoryReplicaStore,
-    PUSH_PATH, Record, RecordKey, ReplicaStore, SYNC_PATH, SyncResponse, rendezvous_owner,
+    AUTH_HEADER, Cluster, ClusterConfig, ClusterEvent, Hlc, Key, Keyring, MAX_PUSH_BODY,
+    MemberState, MemoryReplicaStore, PUSH_PATH, Record, RecordKey, ReplicaStore, SYNC_PATH,
+    SyncResponse, rendezvous_owner,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -69,7 +70,7 @@ async fn start_node_with(
 ) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
-    let mut config = ClusterConfig::new(id, "127.0.0.1:0".parse().unwrap(), api);
+    let mut config = ClusterConfig::new(id, "127.0.0.1:0".parse().unwrap(), api, test_keyring());
     config.join = join;
     configure(&mut config);
     let cluster = Cluster::start(config, store.clone()).await.unwrap();
@@ -463,18 +464,35 @@ async fn garbage_datagrams_do_not_disturb_a_member() {
     assert!(all_alive(&nodes, 3));
 }
 
-async fn post(client: &reqwest::Client, node: &Node, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let response = client
+/// The cluster key of these tests' members.
+fn test_keyring() -> Keyring {
+    Keyring::parse("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff").unwrap()
+}
+
+/// POSTs a body signed with `keyring` (as members sign replication requests).
+async fn post_signed(
+    client: &reqwest::Client,
+    node: &Node,
+    path: &str,
+    body: Vec<u8>,
+    keyring: Option<&Keyring>,
+) -> (u16, Value) {
+    let mut request = client
         .post(format!("http://{}{path}", node.api))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .header("content-type", "application/json");
+    if let Some(keyring) = keyring {
+        let auth = keyring.sign_request(hivemind::cluster::unix_ms(), path, &body);
+        request = request.header(AUTH_HEADER, auth);
+    }
+    let response = request.body(body).send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
+}
+
+async fn post(client: &reqwest::Client, node: &Node, path: &str, body: Vec<u8>) -> (u16, Value) {
+    post_signed(client, node, path, body, Some(&test_keyring())).await
 }
 
 fn record(k: &str, wall_ms: u64, value: Value) -> Record {
@@ -715,4 +733,45 @@ async fn tombstones_go_once_every_live_member_has_seen_them() {
     )
     .await;
     assert!(nodes.iter().all(|n| n.cluster.purged_tombstones() == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_cluster_key_is_kept_out() {
+    init_tracing();
+    let member = start_node("keyed", vec![]).await;
+    let stranger = start_node_with(
+        "stranger",
+        vec![member.cluster.gossip_addr()],
+        Arc::new(MemoryReplicaStore::new()),
+        |config| config.keyring = Keyring::new(Key::generate()),
+    )
+    .await;
+    // Its gossip is dropped and counted; it never becomes a member.
+    eventually(
+        "the stranger's datagrams counted",
+        Duration::from_secs(10),
+        || member.cluster.bad_frames() > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        member.state_of("stranger"),
+        None,
+        "{:?}",
+        member.cluster.members()
+    );
+    assert_eq!(stranger.state_of("keyed"), None);
+    // Its replication requests are refused, signed or not.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let now = hivemind::cluster::unix_ms();
+    let body = serde_json::to_vec(&[record("planted", now, json!(1))]).unwrap();
+    for keyring in [None, Some(Keyring::new(Key::generate()))] {
+        for path in [PUSH_PATH, SYNC_PATH] {
+            let (status, answer) =
+                post_signed(&client, &member, path, body.clone(), keyring.as_ref()).await;
+            assert_eq!(status, 401, "{path} {answer}");
+            assert_eq!(answer["error"]["code"], "unauthenticated");
+        }
+    }
+    assert!(member.value(&key("planted")).is_none());
 }

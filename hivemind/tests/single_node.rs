@@ -509,12 +509,7 @@ fn peer_records_are_checked_one_by_one(ns: &NetNs, reference: &str) -> Result<()
         app("escape", "../../../../etc", now_ms),
         app("future", "future-data", now_ms + 600_000),
     ]);
-    let (status, body) = http(
-        ns,
-        "POST",
-        &api_url("/api/internal/cluster/push"),
-        Some(&batch.to_string()),
-    )?;
+    let (status, body) = push_as_a_member(ns, &batch.to_string())?;
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body)?;
     assert_eq!(answer["applied"], 1, "{answer}");
@@ -581,4 +576,20 @@ fn clock_behind_after_restart(ns: &NetNs, daemon: &mut Daemon, current: &str) ->
     daemon.terminate()?;
     daemon.args.retain(|a| !a.starts_with("--clock-offset-ms"));
     daemon.restart(ns)
+}
+
+/// POSTs records to the replication route as a member would: signed with
+/// the cluster key.
+fn push_as_a_member(ns: &NetNs, body: &str) -> Result<(u16, String)> {
+    let path = hivemind::cluster::PUSH_PATH;
+    let keyring = hivemind::cluster::Keyring::parse(hivemind_tests::daemon::TEST_GOSSIP_KEY)?;
+    let auth = keyring.sign_request(hivemind::cluster::unix_ms(), path, body.as_bytes());
+    hivemind_tests::daemon::http_with(
+        ns,
+        None,
+        &[(hivemind::cluster::AUTH_HEADER, &auth)],
+        "POST",
+        &api_url(path),
+        Some(body),
+    )
 }

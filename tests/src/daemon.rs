@@ -17,6 +17,11 @@ pub const API_PORT: u16 = 3000;
 pub const TEST_TOKEN: &str =
     "hm_7e57700000a1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+/// The cluster key of every daemon under test (`--gossip-key-file`), so
+/// testbed nodes can join one another.
+pub const TEST_GOSSIP_KEY: &str =
+    "5e55a1ed0000000000000000000000000000000000000000000000000000c0de";
+
 /// The daemon process; killed (SIGKILL) on drop.
 pub struct Daemon {
     /// Address of its API inside the namespace.
@@ -92,6 +97,8 @@ impl Daemon {
     fn launch(&mut self, ns: &NetNs) -> Result<()> {
         let token_file = self.data_dir.with_extension("token");
         std::fs::write(&token_file, TEST_TOKEN).context("write the test token")?;
+        let key_file = self.data_dir.with_extension("gossip-key");
+        std::fs::write(&key_file, TEST_GOSSIP_KEY).context("write the test cluster key")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -108,6 +115,8 @@ impl Daemon {
             .args(&self.args)
             .arg("--admin-token-file")
             .arg(&token_file)
+            .arg("--gossip-key-file")
+            .arg(&key_file)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--containerd")
@@ -251,7 +260,24 @@ pub fn http_as(
     url: &str,
     body: Option<&str>,
 ) -> Result<(u16, String)> {
+    http_with(ns, token, &[], method, url, body)
+}
+
+/// One HTTP request from inside `ns` with `token` (or none) and extra
+/// headers: (status, body).
+pub fn http_with(
+    ns: &NetNs,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let token = token.map(str::to_string);
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let method: reqwest::Method = method.parse().context("method")?;
     let url = url.to_string();
     let body = body.map(str::to_string);
@@ -263,6 +289,9 @@ pub fn http_as(
         let mut request = client.request(method, &url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
         if let Some(body) = body {
             request = request

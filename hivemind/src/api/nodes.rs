@@ -5,9 +5,9 @@ use axum::extract::State;
 use super::{ApiError, AppState};
 use crate::command::{Command, Outcome};
 use crate::contract::{
-    AppStatus, ErrorBody, HealthAnswer, HealthBrief, HealthNode, HealthReport, HealthStatus,
-    HealthyCount, JoinRequest, Message, NetworkHealth, NodeCount, NodeResources, NodeView,
-    RunningCount, RuntimeHealth,
+    AppStatus, ClusterCounters, ErrorBody, HealthAnswer, HealthBrief, HealthNode, HealthReport,
+    HealthStatus, HealthyCount, JoinRequest, Message, NetworkHealth, NodeCount, NodeResources,
+    NodeView, RunningCount, RuntimeHealth,
 };
 use crate::state::{ContainerStatus, NODES, NodeInfo, PLACEMENTS, Placement};
 
@@ -223,6 +223,11 @@ pub async fn health(
             total: containers.len() as u64,
             running: running as u64,
         },
+        cluster: node.cluster().map(|c| ClusterCounters {
+            bad_frames: c.bad_frames(),
+            rejected_records: c.rejected_records(),
+            purged_tombstones: c.purged_tombstones(),
+        }),
         problems,
     }))))
 }

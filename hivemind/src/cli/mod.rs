@@ -188,6 +188,10 @@ pub struct NodeArgs {
     /// GSO under XDP; XDP elsewhere), xdp or tc
     #[arg(long, value_enum, default_value_t = crate::dataplane::UnderlayProgram::Auto)]
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// The cluster key: a member's <data-dir>/gossip.key, needed to join (gossip is sealed
+    /// and replication signed with it); the first node makes one
+    #[arg(long)]
+    pub gossip_key_file: Option<PathBuf>,
     /// The first node of a cluster registers this admin token (hm_<id>_<secret>) instead of
     /// generating one; either way it is written to <data-dir>/admin.token
     #[arg(long)]

@@ -13,6 +13,8 @@ pub enum ClusterError {
     },
     #[error("invalid node id {0:?}: expected 1-64 characters of [A-Za-z0-9._-]")]
     InvalidNodeId(String),
+    #[error("cluster key: {0}")]
+    Key(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
     #[error(

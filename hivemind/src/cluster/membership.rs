@@ -22,6 +22,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::hlc::unix_ms;
 use super::identity::NodeIdentity;
+use super::keyring::SEAL_OVERHEAD;
 use super::wire::{self, Frame, MAX_DATAGRAM, MAX_PAYLOAD};
 use super::{ClusterEvent, Member, MemberState, Shared};
 
@@ -124,7 +125,7 @@ pub(crate) fn spawn(
 async fn read_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, tx: mpsc::Sender<FocaInput>) {
     // One byte more than the limit, so an oversized datagram shows up as
     // too large instead of silently truncated.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; MAX_DATAGRAM + SEAL_OVERHEAD + 1];
     loop {
         let (len, src) = match socket.recv_from(&mut buf).await {
             Ok(got) => got,
@@ -136,14 +137,24 @@ async fn read_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, tx: mpsc::Sender
                 continue;
             }
         };
-        let input = match buf.get(..len).map(wire::decode) {
-            Some(Ok(Frame::Foca(payload))) => FocaInput::Data(payload.to_vec()),
-            Some(Ok(Frame::Leave(identity))) => FocaInput::LeaveNotice(identity, src),
-            Some(Err(e)) => {
+        let Some(datagram) = buf.get(..len) else {
+            continue;
+        };
+        // Only what the cluster key opens is gossip.
+        let plain = match shared.keyring().open(datagram) {
+            Ok(plain) => plain,
+            Err(e) => {
                 shared.count_bad_frame(src, &e);
                 continue;
             }
-            None => continue,
+        };
+        let input = match wire::decode(&plain) {
+            Ok(Frame::Foca(payload)) => FocaInput::Data(payload.to_vec()),
+            Ok(Frame::Leave(identity)) => FocaInput::LeaveNotice(identity, src),
+            Err(e) => {
+                shared.count_bad_frame(src, &e);
+                continue;
+            }
         };
         match tx.try_send(input) {
             Ok(()) => {}
@@ -307,7 +318,8 @@ impl Driver {
     }
 
     async fn send(&self, dst: SocketAddr, frame: &[u8]) {
-        if let Err(e) = self.socket.send_to(frame, dst).await
+        let sealed = self.shared.keyring().seal(frame);
+        if let Err(e) = self.socket.send_to(&sealed, dst).await
             && let Some(suppressed) = self.shared.logs.socket.check()
         {
             tracing::debug!(peer = %dst, error = %e, suppressed, "gossip send failed");

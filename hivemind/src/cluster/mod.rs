@@ -16,6 +16,7 @@
 mod error;
 mod hlc;
 mod identity;
+mod keyring;
 mod membership;
 mod ratelimit;
 mod record;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 pub use error::ClusterError;
 pub use hlc::{Clock, Hlc, OffsetWallClock, SystemWallClock, WallClock, node_number, unix_ms};
 pub use identity::{NodeIdentity, validate_node_id};
+pub use keyring::{Key, Keyring, SealError};
 pub use membership::foca_config;
 pub use record::{
     MAX_FUTURE_MS, MemoryReplicaStore, Record, RecordKey, ReplicaStore, supersedes, validate_key,
@@ -44,8 +46,8 @@ pub use record::{
 };
 pub use rendezvous::{rendezvous_owner, rendezvous_score};
 pub use sync::{
-    ANTI_ENTROPY_PERIOD, DigestEntry, MAX_PUSH_BODY, MAX_RECORDS_PER_MESSAGE, MAX_SYNC_BODY,
-    NODE_HEADER, PUSH_PATH, SYNC_PATH, SyncRequest, SyncResponse,
+    ANTI_ENTROPY_PERIOD, AUTH_HEADER, DigestEntry, MAX_PUSH_BODY, MAX_RECORDS_PER_MESSAGE,
+    MAX_SYNC_BODY, NODE_HEADER, PUSH_PATH, SYNC_PATH, SyncRequest, SyncResponse,
 };
 
 use membership::{FocaInput, MemberEntry};
@@ -73,6 +75,8 @@ pub struct ClusterConfig {
     pub tombstone_grace: Duration,
     /// The wall clock versions follow (the system clock but in tests).
     pub wall: Arc<dyn WallClock>,
+    /// Seals gossip and signs replication requests.
+    pub keyring: Keyring,
 }
 
 /// Purged keys are remembered at least this long (ms).
@@ -87,6 +91,7 @@ impl ClusterConfig {
         node_id: impl Into<String>,
         gossip_bind: SocketAddr,
         api_advertise: SocketAddr,
+        keyring: Keyring,
     ) -> Self {
         Self {
             node_id: node_id.into(),
@@ -96,6 +101,7 @@ impl ClusterConfig {
             join: Vec::new(),
             tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
             wall: Arc::new(SystemWallClock),
+            keyring,
         }
     }
 }
@@ -165,11 +171,19 @@ pub(crate) struct Shared {
     /// round that left the peer with every record of that digest.
     full_syncs: Mutex<HashMap<String, u64>>,
     tombstone_grace: Duration,
+    keyring: RwLock<Arc<Keyring>>,
     left: AtomicBool,
     logs: Logs,
 }
 
 impl Shared {
+    fn keyring(&self) -> Arc<Keyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn count_bad_frame(&self, peer: SocketAddr, error: &dyn std::fmt::Display) {
         membership::log_bad_frame(self, Some(peer), error);
     }
@@ -484,6 +498,7 @@ impl Cluster {
             purged: Mutex::new(HashMap::new()),
             full_syncs: Mutex::new(HashMap::new()),
             tombstone_grace: config.tombstone_grace,
+            keyring: RwLock::new(Arc::new(config.keyring.clone())),
             left: AtomicBool::new(false),
             logs: Logs {
                 socket: LogLimiter::new(LOG_INTERVAL),

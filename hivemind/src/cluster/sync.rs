@@ -48,6 +48,10 @@ pub const MAX_RECORDS_PER_MESSAGE: usize = 1000;
 pub const MAX_DIGEST_ENTRIES: usize = 200_000;
 /// Names the sending node on internal requests.
 pub const NODE_HEADER: &str = "x-hivemind-node";
+/// The cluster key's signature of an internal request: `<ms>.<hex HMAC>`.
+pub const AUTH_HEADER: &str = "x-hivemind-auth";
+/// How far a request's signing time may be from this node's clock.
+pub const AUTH_WINDOW_MS: u64 = 60_000;
 /// How often anti-entropy runs.
 pub const ANTI_ENTROPY_PERIOD: Duration = Duration::from_secs(1);
 
@@ -124,10 +128,12 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Shared request checks: the test-only peer block, then the body.
+/// Shared request checks: the test-only peer block, the body, then its
+/// signature with the cluster key.
 fn accept_body(
     shared: &Shared,
     headers: &HeaderMap,
+    path: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, HttpError> {
     if let Some(peer) = headers.get(NODE_HEADER).and_then(|v| v.to_str().ok())
@@ -139,11 +145,25 @@ fn accept_body(
             message: format!("peer {peer} is blocked"),
         });
     }
-    body.map_err(|rejection| HttpError {
+    let body = body.map_err(|rejection| HttpError {
         status: rejection.status(),
         code: "invalid_body",
         message: rejection.body_text().to_lowercase(),
-    })
+    })?;
+    let unauthenticated = |message: String| HttpError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthenticated",
+        message,
+    };
+    let auth = headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthenticated(format!("the {AUTH_HEADER} header is missing")))?;
+    shared
+        .keyring()
+        .verify_request(auth, unix_ms(), AUTH_WINDOW_MS, path, &body)
+        .map_err(unauthenticated)?;
+    Ok(body)
 }
 
 fn log_rejected(shared: &Shared, headers: &HeaderMap, route: &'static str, error: &HttpError) {
@@ -180,7 +200,7 @@ fn push_inner(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Applied, HttpError> {
-    let body = accept_body(shared, headers, body)?;
+    let body = accept_body(shared, headers, PUSH_PATH, body)?;
     // Each element is decoded on its own, so one bad record is refused alone.
     let records: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
         HttpError::bad_request(
@@ -218,7 +238,7 @@ fn sync_inner(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<SyncResponse, HttpError> {
-    let body = accept_body(shared, headers, body)?;
+    let body = accept_body(shared, headers, SYNC_PATH, body)?;
     let request: SyncRequest = serde_json::from_slice(&body).map_err(|e| {
         HttpError::bad_request(
             "invalid_json",
@@ -317,6 +337,18 @@ async fn read_limited(
     Ok(body)
 }
 
+/// A replication request to `peer`, signed with the cluster key.
+fn signed(shared: &Shared, peer: &Member, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    let auth = shared.keyring().sign_request(unix_ms(), path, &body);
+    shared
+        .http
+        .post(url(peer, path))
+        .header(NODE_HEADER, shared.node_id.as_str())
+        .header(AUTH_HEADER, auth)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+}
+
 /// POSTs records to one peer.
 pub(crate) async fn post_records(
     shared: &Shared,
@@ -324,11 +356,8 @@ pub(crate) async fn post_records(
     records: &[Record],
 ) -> Result<(), ClusterError> {
     for chunk in records.chunks(MAX_RECORDS_PER_MESSAGE) {
-        let response = shared
-            .http
-            .post(url(peer, PUSH_PATH))
-            .header(NODE_HEADER, shared.node_id.as_str())
-            .json(chunk)
+        let body = serde_json::to_vec(chunk).map_err(|e| peer_error(peer, e))?;
+        let response = signed(shared, peer, PUSH_PATH, body)
             .send()
             .await
             .map_err(|e| peer_error(peer, e))?;
@@ -392,11 +421,8 @@ pub(crate) async fn sync_with(shared: &Shared, peer: &Member) -> Result<(), Clus
         .into_iter()
         .map(|(key, version)| DigestEntry { key, version })
         .collect();
-    let response = shared
-        .http
-        .post(url(peer, SYNC_PATH))
-        .header(NODE_HEADER, shared.node_id.as_str())
-        .json(&SyncRequest { digest })
+    let body = serde_json::to_vec(&SyncRequest { digest }).map_err(|e| peer_error(peer, e))?;
+    let response = signed(shared, peer, SYNC_PATH, body)
         .send()
         .await
         .map_err(|e| peer_error(peer, e))?;

@@ -59,7 +59,21 @@ pub struct HealthReport {
     pub apps: HealthyCount,
     pub services: HealthyCount,
     pub containers: RunningCount,
+    /// What this node refused from the network (absent without a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterCounters>,
     pub problems: Vec<String>,
+}
+
+/// Counters of the cluster layer, since this node started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterCounters {
+    /// Gossip datagrams dropped: not sealed with the cluster key, or malformed.
+    pub bad_frames: u64,
+    /// Records from peers refused one by one.
+    pub rejected_records: u64,
+    /// Deletion markers purged once every live member had seen them.
+    pub purged_tombstones: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
