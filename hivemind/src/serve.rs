@@ -112,6 +112,10 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
                 keyring,
             )
         };
+        let config = ClusterConfig {
+            keyring_path: Some(options.data_dir.join(GOSSIP_KEY_FILE)),
+            ..config
+        };
         let replicas: Arc<dyn ReplicaStore> = store.clone();
         Some(Cluster::start(config, replicas).await?)
     };

@@ -775,3 +775,46 @@ async fn a_process_without_the_cluster_key_is_kept_out() {
     }
     assert!(member.value(&key("planted")).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_key_rotates_without_anyone_going_down() {
+    let nodes = cluster_of("rot", 3).await;
+    let before = nodes[0].cluster.key_fingerprints();
+    let watch = async {
+        // Every member sees every other alive the whole time.
+        for _ in 0..60 {
+            assert!(
+                all_alive(&nodes, 3),
+                "a member left Alive during the rotation"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (rotation, ()) = tokio::join!(nodes[0].cluster.rotate_key(), watch);
+    let rotation = rotation.unwrap();
+    assert!(rotation.missed.is_empty(), "{rotation:?}");
+    assert_eq!(rotation.members.len(), 3);
+    assert_ne!(vec![rotation.fingerprint.clone()], before);
+    for node in &nodes {
+        assert_eq!(
+            node.cluster.key_fingerprints(),
+            vec![rotation.fingerprint.clone()],
+            "{} uses only the new key",
+            node.id()
+        );
+    }
+    // Gossip and replication go on with the new key.
+    nodes[2]
+        .cluster
+        .write(key("after"), Some(json!(1)))
+        .await
+        .unwrap();
+    eventually(
+        "a write after the rotation everywhere",
+        Duration::from_secs(10),
+        || nodes.iter().all(|n| n.value(&key("after")).is_some()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(all_alive(&nodes, 3));
+}

@@ -136,6 +136,48 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.trim(), format!("serving as {remote}"));
 
+    // The cluster key rotates on every node while containers serve, and no
+    // node is ever seen down.
+    let rotation = std::thread::scope(|scope| -> Result<std::process::Output> {
+        let rotating = scope.spawn(|| {
+            testbed
+                .node(2)
+                .daemon
+                .cli(&["cluster", "gossip-key", "rotate"])
+        });
+        while !rotating.is_finished() {
+            none_down_anywhere(testbed)?;
+            for container in &containers {
+                let ip = container["ip"].as_str().context("ip")?;
+                let (status, _) = testbed.get_from(1, &format!("http://{ip}/greeting"))?;
+                anyhow::ensure!(
+                    status == 200,
+                    "a container stopped serving during the rotation"
+                );
+            }
+        }
+        rotating
+            .join()
+            .map_err(|_| anyhow::anyhow!("the rotation thread panicked"))
+    })?;
+    assert!(
+        rotation.status.success(),
+        "rotate: {}\n{}",
+        String::from_utf8_lossy(&rotation.stdout),
+        String::from_utf8_lossy(&rotation.stderr)
+    );
+    let primary = testbed.node(1).daemon.get("/api/cluster/gossip-key")?["primary"].clone();
+    for index in 1..=3 {
+        let keys = testbed.node(index).daemon.get("/api/cluster/gossip-key")?;
+        assert_eq!(
+            keys["keys"],
+            serde_json::json!([primary]),
+            "node-{index}: {keys}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    none_down_anywhere(testbed)?;
+
     // Every node reaches every container, across the overlay.
     for container in &containers {
         let ip = container["ip"].as_str().context("ip")?;
@@ -301,6 +343,25 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 }
 
 /// Waits until node-1 shows node-3 in `state`.
+/// Every node sees all three as members: alive, or suspect for a moment
+/// (a probe lost on a busy machine), never down.
+fn none_down_anywhere(testbed: &Testbed) -> Result<()> {
+    for index in 1..=3 {
+        let nodes = testbed.node(index).daemon.get("/api/nodes")?;
+        let states: Vec<&str> = nodes
+            .as_array()
+            .context("nodes")?
+            .iter()
+            .filter_map(|n| n["state"].as_str())
+            .collect();
+        anyhow::ensure!(
+            states.len() == 3 && states.iter().all(|s| *s == "alive" || *s == "suspect"),
+            "node-{index} sees {states:?}"
+        );
+    }
+    Ok(())
+}
+
 fn node3_state(testbed: &Testbed, state: &str, limit_s: u64) -> Result<()> {
     eventually(
         &format!("node-3 {state} on node-1"),

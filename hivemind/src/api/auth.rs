@@ -54,8 +54,12 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
     let p = |verb, kind, name| Some((verb, kind, name));
     match route {
         "/" | "/api/health" | "/api/session" => None,
-        "/api/openapi.json" | "/api/nodes" => p(Verb::Read, Nodes, NameFrom::None),
-        "/api/nodes/join" => p(Verb::Write, Nodes, NameFrom::None),
+        "/api/openapi.json" | "/api/nodes" | "/api/cluster/gossip-key" => {
+            p(Verb::Read, Nodes, NameFrom::None)
+        }
+        "/api/nodes/join" | "/api/cluster/gossip-key/rotate" => {
+            p(Verb::Write, Nodes, NameFrom::None)
+        }
         "/api/deploy" | "/api/scale" | "/api/restart" => p(Verb::Write, Apps, Body),
         "/api/apps" => p(Verb::Read, Apps, NameFrom::None),
         "/api/apps/{name}" if read => p(Verb::Read, Apps, Path("name")),

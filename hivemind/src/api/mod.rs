@@ -145,6 +145,12 @@ impl Routes {
             .add(Get, "/api/acl/policies", acl::list_policies)
             .add(Delete, "/api/acl/policies/{name}", acl::delete_policy)
             .add(Get, "/api/audit", acl::audit)
+            .add(Get, "/api/cluster/gossip-key", nodes::gossip_keys)
+            .add(
+                Post,
+                "/api/cluster/gossip-key/rotate",
+                nodes::rotate_gossip_key,
+            )
             .add(Post, "/api/session", acl::sign_in)
             .add(Delete, "/api/session", acl::sign_out)
     }

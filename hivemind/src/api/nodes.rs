@@ -5,9 +5,9 @@ use axum::extract::State;
 use super::{ApiError, AppState};
 use crate::command::{Command, Outcome};
 use crate::contract::{
-    AppStatus, ClusterCounters, ErrorBody, HealthAnswer, HealthBrief, HealthNode, HealthReport,
-    HealthStatus, HealthyCount, JoinRequest, Message, NetworkHealth, NodeCount, NodeResources,
-    NodeView, RunningCount, RuntimeHealth,
+    AppStatus, ClusterCounters, ErrorBody, GossipKeys, HealthAnswer, HealthBrief, HealthNode,
+    HealthReport, HealthStatus, HealthyCount, JoinRequest, KeyRotated, Message, NetworkHealth,
+    NodeCount, NodeResources, NodeView, RunningCount, RuntimeHealth,
 };
 use crate::state::{ContainerStatus, NODES, NodeInfo, PLACEMENTS, Placement};
 
@@ -230,4 +230,72 @@ pub async fn health(
         }),
         problems,
     }))))
+}
+
+/// The fingerprints of this node's cluster keys.
+#[utoipa::path(
+    get,
+    path = "/api/cluster/gossip-key",
+    tag = "nodes",
+    responses(
+        (status = 200, description = "the key fingerprints, the primary first", body = GossipKeys),
+        (status = 409, description = "this node runs without a cluster (--mock)", body = ErrorBody),
+    )
+)]
+pub async fn gossip_keys(State(node): State<AppState>) -> Result<axum::Json<GossipKeys>, ApiError> {
+    let cluster = node.cluster().ok_or_else(no_cluster)?;
+    let keys = cluster.key_fingerprints();
+    Ok(axum::Json(GossipKeys {
+        primary: keys.first().cloned().unwrap_or_default(),
+        keys,
+    }))
+}
+
+/// Rotates the cluster key on every live member: install, use, drop.
+#[utoipa::path(
+    post,
+    path = "/api/cluster/gossip-key/rotate",
+    tag = "nodes",
+    responses(
+        (status = 200, description = "rotated; members it could not reach are listed", body = KeyRotated),
+        (status = 409, description = "this node runs without a cluster (--mock)", body = ErrorBody),
+    )
+)]
+pub async fn rotate_gossip_key(
+    State(node): State<AppState>,
+) -> Result<axum::Json<KeyRotated>, ApiError> {
+    let cluster = node.cluster().ok_or_else(no_cluster)?;
+    let rotation = cluster
+        .rotate_key()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let message = if rotation.missed.is_empty() {
+        format!(
+            "Every member ({}) now uses key {}",
+            rotation.members.len(),
+            rotation.fingerprint
+        )
+    } else {
+        format!(
+            "Key {} is used by {} member(s); not reached: {} (give them <data dir>/gossip.key by hand)",
+            rotation.fingerprint,
+            rotation.members.len(),
+            rotation.missed.join("; ")
+        )
+    };
+    Ok(axum::Json(KeyRotated {
+        success: rotation.missed.is_empty(),
+        fingerprint: rotation.fingerprint,
+        members: rotation.members,
+        missed: rotation.missed,
+        message,
+    }))
+}
+
+fn no_cluster() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "no_cluster",
+        "this node runs without a cluster (--mock)",
+    )
 }

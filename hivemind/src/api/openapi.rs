@@ -47,6 +47,8 @@ use super::{acl, apps, containers, flows, images, nodes, policies, services, vol
         nodes::list,
         nodes::join,
         nodes::health,
+        nodes::gossip_keys,
+        nodes::rotate_gossip_key,
         images::pull,
         images::import,
         acl::create_token,

@@ -9,15 +9,17 @@ use super::output::{
     cell_of, human_bytes, joined, or_dash, print_list, print_message, print_object,
 };
 use super::{
-    AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, DeployArgs, ImageCommand,
-    NodeCommand, OutputFormat, SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
+    AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
+    GossipKeyCommand, ImageCommand, NodeCommand, OutputFormat, SecurityCommand, TokenCommand,
+    TopCommand, VolumeCommand,
 };
 use crate::contract::{
     AclPolicy, AppView, AuditEntry, ContainerDetail, ContainerView, CreateToken, CreateVolume,
-    DeployAnswer, DeployRequest, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
-    JoinRequest, MemoryValue, Message, NetworkPolicy, NodeView, PolicyAnswer, PullEvent,
-    PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, ServiceView,
-    TokenCreated, TokenView, VolumeCreated, VolumeMountRequest, VolumeView,
+    DeployAnswer, DeployRequest, GossipKeys, HealthAnswer, HealthReport, HealthStatus,
+    ImportAnswer, JoinRequest, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
+    PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role,
+    ScaleRequest, ServiceView, TokenCreated, TokenView, VolumeCreated, VolumeMountRequest,
+    VolumeView,
 };
 use crate::model::{ValidationError, parse_key_value, parse_volume};
 
@@ -148,6 +150,28 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
         }
         TopCommand::Security(command) => security(&client, format, command).await,
         TopCommand::Acl(command) => acl(&client, format, command).await,
+        TopCommand::Cluster(ClusterCommand::GossipKey(GossipKeyCommand::Ls)) => {
+            let keys: GossipKeys = client.get("/api/cluster/gossip-key").await?;
+            if format == OutputFormat::Json {
+                print_object(format, &keys);
+            } else {
+                for (i, key) in keys.keys.iter().enumerate() {
+                    println!("{key}{}", if i == 0 { "  (primary)" } else { "" });
+                }
+            }
+            Ok(())
+        }
+        TopCommand::Cluster(ClusterCommand::GossipKey(GossipKeyCommand::Rotate)) => {
+            let answer: KeyRotated = client.post("/api/cluster/gossip-key/rotate", &()).await?;
+            print_message(format, &answer);
+            if answer.success {
+                Ok(())
+            } else {
+                Err(ClientError::Other(
+                    "some members still use the old key".to_string(),
+                ))
+            }
+        }
         TopCommand::Health => {
             let health: HealthAnswer = client.get("/api/health").await?;
             match (&health, format) {

@@ -68,10 +68,28 @@ pub enum TopCommand {
     /// API tokens, their policies, and the audit log of changes
     #[command(subcommand)]
     Acl(AclCommand),
+    /// The cluster's key
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Cluster health summary
     Health,
     /// Print the OpenAPI document of the REST API (what GET /api/openapi.json serves)
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The key gossip is sealed and replication signed with
+    #[command(subcommand)]
+    GossipKey(GossipKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GossipKeyCommand {
+    /// The fingerprints of the answering node's keys, the primary first
+    Ls,
+    /// Make a new key and move every live member to it (install, use, drop)
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

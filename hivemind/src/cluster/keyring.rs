@@ -59,6 +59,17 @@ impl Key {
         Ok(Self(bytes))
     }
 
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ClusterError> {
+        let bytes: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| ClusterError::Key(format!("a key is {KEY_LEN} bytes")))?;
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -113,6 +124,35 @@ impl Keyring {
 
     pub fn keys(&self) -> &[Key] {
         &self.keys
+    }
+
+    /// Adds `key` after the primary (it opens, it does not seal yet); the
+    /// oldest key goes when the ring is full.
+    pub fn install(&mut self, key: Key) {
+        if self.keys.contains(&key) {
+            return;
+        }
+        self.keys.insert(1, key);
+        self.keys.truncate(MAX_KEYS);
+    }
+
+    /// Makes the key of that fingerprint the primary; false if absent.
+    pub fn make_primary(&mut self, fingerprint: &str) -> bool {
+        let Some(at) = self
+            .keys
+            .iter()
+            .position(|k| k.fingerprint() == fingerprint)
+        else {
+            return false;
+        };
+        let key = self.keys.remove(at);
+        self.keys.insert(0, key);
+        true
+    }
+
+    /// Removes every key but the primary.
+    pub fn keep_only_primary(&mut self) {
+        self.keys.truncate(1);
     }
 
     /// Seals a datagram with the primary key.
@@ -298,6 +338,27 @@ mod tests {
             ring.verify_request("garbage", 1_500, 60_000, "/push", b"[]")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_rotation_installs_then_switches_then_drops() {
+        let old = Key::generate();
+        let new = Key::generate();
+        let mut ring = Keyring::new(old.clone());
+        ring.install(new.clone());
+        assert_eq!(ring.primary(), &old, "installing does not switch");
+        let sealed_old = ring.seal(b"x");
+        assert!(ring.make_primary(&new.fingerprint()));
+        assert_eq!(ring.primary(), &new);
+        assert_eq!(
+            ring.open(&sealed_old).unwrap(),
+            b"x",
+            "the old key still opens"
+        );
+        ring.keep_only_primary();
+        assert_eq!(ring.keys(), &[new]);
+        assert!(ring.open(&sealed_old).is_err());
+        assert!(!ring.make_primary("nothing"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod membership;
 mod ratelimit;
 mod record;
 mod rendezvous;
+mod rotation;
 mod sync;
 mod wire;
 
@@ -45,6 +46,7 @@ pub use record::{
     validate_record,
 };
 pub use rendezvous::{rendezvous_owner, rendezvous_score};
+pub use rotation::{KEYRING_PATH, KeyringStep, Rotation};
 pub use sync::{
     ANTI_ENTROPY_PERIOD, AUTH_HEADER, DigestEntry, MAX_PUSH_BODY, MAX_RECORDS_PER_MESSAGE,
     MAX_SYNC_BODY, NODE_HEADER, PUSH_PATH, SYNC_PATH, SyncRequest, SyncResponse,
@@ -77,6 +79,27 @@ pub struct ClusterConfig {
     pub wall: Arc<dyn WallClock>,
     /// Seals gossip and signs replication requests.
     pub keyring: Keyring,
+    /// Where the keyring is kept; a rotation rewrites it.
+    pub keyring_path: Option<std::path::PathBuf>,
+}
+
+/// Writes a keyring file, readable by its owner only, replacing the old one
+/// whole (a crash leaves the old or the new, never half of one).
+pub fn write_keyring(path: &std::path::Path, ring: &Keyring) -> Result<(), ClusterError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| ClusterError::Key(format!("{}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(ring.to_text().as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Purged keys are remembered at least this long (ms).
@@ -102,6 +125,7 @@ impl ClusterConfig {
             tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
             wall: Arc::new(SystemWallClock),
             keyring,
+            keyring_path: None,
         }
     }
 }
@@ -172,6 +196,7 @@ pub(crate) struct Shared {
     full_syncs: Mutex<HashMap<String, u64>>,
     tombstone_grace: Duration,
     keyring: RwLock<Arc<Keyring>>,
+    keyring_path: Option<std::path::PathBuf>,
     left: AtomicBool,
     logs: Logs,
 }
@@ -182,6 +207,16 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Replaces the keyring, and keeps it on disk when this member has a
+    /// key file.
+    fn set_keyring(&self, ring: Keyring) -> Result<(), ClusterError> {
+        if let Some(path) = &self.keyring_path {
+            write_keyring(path, &ring)?;
+        }
+        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(())
     }
 
     fn count_bad_frame(&self, peer: SocketAddr, error: &dyn std::fmt::Display) {
@@ -499,6 +534,7 @@ impl Cluster {
             full_syncs: Mutex::new(HashMap::new()),
             tombstone_grace: config.tombstone_grace,
             keyring: RwLock::new(Arc::new(config.keyring.clone())),
+            keyring_path: config.keyring_path.clone(),
             left: AtomicBool::new(false),
             logs: Logs {
                 socket: LogLimiter::new(LOG_INTERVAL),

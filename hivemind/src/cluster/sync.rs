@@ -84,17 +84,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             SYNC_PATH,
             post(sync_handler).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)),
         )
+        .route(
+            super::rotation::KEYRING_PATH,
+            post(super::rotation::keyring_handler).layer(DefaultBodyLimit::max(64 << 10)),
+        )
         .with_state(shared)
 }
 
-struct HttpError {
+pub(super) struct HttpError {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
 impl HttpError {
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code,
@@ -107,6 +111,7 @@ impl From<ClusterError> for HttpError {
     fn from(e: ClusterError) -> Self {
         let (status, code) = match &e {
             ClusterError::InvalidRecord(_) => (StatusCode::BAD_REQUEST, "invalid_record"),
+            ClusterError::Key(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
             ClusterError::Left => (StatusCode::SERVICE_UNAVAILABLE, "left"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -130,7 +135,7 @@ impl IntoResponse for HttpError {
 
 /// Shared request checks: the test-only peer block, the body, then its
 /// signature with the cluster key.
-fn accept_body(
+pub(super) fn accept_body(
     shared: &Shared,
     headers: &HeaderMap,
     path: &str,
@@ -305,7 +310,7 @@ fn peer_error(peer: &Member, message: impl std::fmt::Display) -> ClusterError {
 }
 
 /// Reads a response body, refusing more than `limit` bytes.
-async fn read_limited(
+pub(super) async fn read_limited(
     peer: &Member,
     mut response: reqwest::Response,
     limit: usize,
@@ -338,7 +343,12 @@ async fn read_limited(
 }
 
 /// A replication request to `peer`, signed with the cluster key.
-fn signed(shared: &Shared, peer: &Member, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+pub(super) fn signed(
+    shared: &Shared,
+    peer: &Member,
+    path: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
     let auth = shared.keyring().sign_request(unix_ms(), path, &body);
     shared
         .http

@@ -100,6 +100,7 @@ macro_rules! answers {
 
 answers!(
     Message,
+    KeyRotated,
     DeployAnswer,
     RestartAnswer,
     PolicyAnswer,

@@ -131,3 +131,26 @@ pub enum HealthAnswer {
     Full(Box<HealthReport>),
     Brief(HealthBrief),
 }
+
+/// `GET /api/cluster/gossip-key`: the fingerprints of this node's cluster
+/// keys (never the keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GossipKeys {
+    /// The key gossip is sealed with.
+    pub primary: String,
+    /// Every key that opens gossip, the primary first.
+    pub keys: Vec<String>,
+}
+
+/// Answer of `POST /api/cluster/gossip-key/rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyRotated {
+    pub success: bool,
+    /// The new primary key's fingerprint.
+    pub fingerprint: String,
+    /// Members that now use it.
+    pub members: Vec<String>,
+    /// Live members the rotation could not reach, with why.
+    pub missed: Vec<String>,
+    pub message: String,
+}
