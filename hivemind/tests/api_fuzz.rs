@@ -117,9 +117,13 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() -> Result<()> {
             "1",
             "--exclude-path",
             "/api/flows",
-            // Revoking tokens would revoke the fuzzer's own; auth.rs tests it.
+            // Revoking tokens would revoke the fuzzer's own, and rotating the
+            // cluster key would leave the test's signing key behind; auth and
+            // rotation have tests of their own.
             "--exclude-name",
             "DELETE /api/acl/tokens/{name}",
+            "--exclude-name",
+            "POST /api/cluster/gossip-key/rotate",
             "--header",
             &format!("Authorization: Bearer {TEST_TOKEN}"),
             "--report",
@@ -366,6 +370,57 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
         signed_in,
         (200, 200, 403),
         "session: sign-in, read, change without CSRF"
+    );
+
+    // `hivemind login` keeps the server and token as the current context.
+    let config = daemon.data_dir.with_extension("cli-config");
+    let login = ns
+        .command(env!("CARGO_BIN_EXE_hivemind"))
+        .args(["login", "--server", &daemon.url(""), "--token", &deployer])
+        .env("HIVEMIND_CONFIG", &config)
+        .env_remove("HIVEMIND_TOKEN")
+        .output()?;
+    let said = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        login.status.success() && said.contains("as ci (role deployer)"),
+        "login: {said}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&config)?.permissions().mode() & 0o777,
+        0o600
+    );
+    let with_context = ns
+        .command(env!("CARGO_BIN_EXE_hivemind"))
+        .args(["app", "ls", "--output", "json"])
+        .env("HIVEMIND_CONFIG", &config)
+        .env_remove("HIVEMIND_TOKEN")
+        .env_remove("HIVEMIND_SERVER")
+        .output()?;
+    let listed = String::from_utf8_lossy(&with_context.stdout);
+    assert!(
+        with_context.status.success() && listed.contains("guarded"),
+        "the context's server and token are used: {listed} {}",
+        String::from_utf8_lossy(&with_context.stderr)
+    );
+    let bad_login = ns
+        .command(env!("CARGO_BIN_EXE_hivemind"))
+        .args([
+            "login",
+            "--server",
+            &daemon.url(""),
+            "--token",
+            well_formed_stranger,
+        ])
+        .env(
+            "HIVEMIND_CONFIG",
+            daemon.data_dir.with_extension("other-config"),
+        )
+        .output()?;
+    assert_eq!(
+        bad_login.status.code(),
+        Some(4),
+        "a bad token does not log in"
     );
 
     // A revoked token stops working.

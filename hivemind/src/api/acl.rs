@@ -10,7 +10,7 @@ use super::{ApiError, AppState, Json, Path, Query};
 use crate::acl::{AclPolicy, TokenText};
 use crate::contract::{
     AuditEntry, AuditQuery, CreateToken, ErrorBody, Message, SessionAnswer, SessionRequest,
-    TokenCreated, TokenView,
+    TokenCreated, TokenView, WhoAmI,
 };
 use crate::health::parse_duration;
 use crate::node::NodeError;
@@ -279,4 +279,37 @@ pub async fn sign_out() -> Response {
         }
     }
     (headers, axum::Json(Message::ok("Signed out"))).into_response()
+}
+
+/// The caller's token: its name and what it grants.
+#[utoipa::path(
+    get,
+    path = "/api/whoami",
+    tag = "acl",
+    responses((status = 200, description = "the caller", body = WhoAmI))
+)]
+pub async fn whoami(
+    principal: super::auth::MaybePrincipal,
+) -> Result<axum::Json<WhoAmI>, ApiError> {
+    let Some(axum::Extension(principal)) = principal else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid token is required",
+        ));
+    };
+    let grant = match &principal.grant {
+        crate::acl::Grant::Role(role) => format!(
+            "role {}",
+            serde_json::to_value(role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+        crate::acl::Grant::Policy(policy) => format!("policy {}", policy.name),
+    };
+    Ok(axum::Json(WhoAmI {
+        name: principal.name,
+        grant,
+    }))
 }

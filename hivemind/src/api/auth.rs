@@ -27,6 +27,9 @@ pub const SESSION_COOKIE: &str = "hm_session";
 pub const CSRF_COOKIE: &str = "hm_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// The route any valid token may call.
+pub const WHOAMI: &str = "/api/whoami";
+
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -86,6 +89,8 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
             p(Verb::Delete, Tokens, Path("name"))
         }
         "/api/audit" => p(Verb::Read, Audit, NameFrom::None),
+        // Authenticated, and allowed to every valid token.
+        WHOAMI => p(Verb::Read, Nodes, NameFrom::None),
         // A route added without a rule needs the most a token can grant.
         _ => p(Verb::Write, Tokens, NameFrom::None),
     }
@@ -202,6 +207,11 @@ pub async fn authorize(State(node): State<AppState>, request: Request, next: Nex
         )
         .into_response();
     };
+    // Any valid token may ask who it is.
+    if route == WHOAMI {
+        request.extensions_mut().insert(principal);
+        return next.run(request).await;
+    }
     if by_cookie && method != Method::GET && !csrf_ok(request.headers()) {
         return ApiError::new(
             StatusCode::FORBIDDEN,

@@ -145,6 +145,7 @@ impl Routes {
             .add(Get, "/api/acl/policies", acl::list_policies)
             .add(Delete, "/api/acl/policies/{name}", acl::delete_policy)
             .add(Get, "/api/audit", acl::audit)
+            .add(Get, "/api/whoami", acl::whoami)
             .add(Get, "/api/cluster/gossip-key", nodes::gossip_keys)
             .add(
                 Post,

@@ -58,6 +58,7 @@ use super::{acl, apps, containers, flows, images, nodes, policies, services, vol
         acl::list_policies,
         acl::delete_policy,
         acl::audit,
+        acl::whoami,
         acl::sign_in,
         acl::sign_out,
     ),

@@ -19,7 +19,7 @@ use crate::contract::{
     ImportAnswer, JoinRequest, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
     PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role,
     ScaleRequest, ServiceView, TokenCreated, TokenView, VolumeCreated, VolumeMountRequest,
-    VolumeView,
+    VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_volume};
 
@@ -114,7 +114,8 @@ fn health_spec(args: &DeployArgs) -> Result<Option<crate::health::HealthSpec>, C
 }
 
 pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
-    let client = Client::new(&cli.server, cli.token.clone());
+    let (server, token) = super::config::resolve(cli.server.as_deref(), cli.token.as_deref())?;
+    let client = Client::new(&server, token.clone());
     let format = cli.output;
     match &cli.command {
         TopCommand::Daemon(_) | TopCommand::Web(_) => Err(ClientError::Other(
@@ -150,6 +151,40 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
         }
         TopCommand::Security(command) => security(&client, format, command).await,
         TopCommand::Acl(command) => acl(&client, format, command).await,
+        TopCommand::Login { context } => {
+            let (Some(server), Some(token)) = (cli.server.as_deref(), cli.token.as_deref()) else {
+                return Err(ClientError::Usage(
+                    "give the node with --server URL and the token with --token".to_string(),
+                ));
+            };
+            let me: WhoAmI = client.get("/api/whoami").await?;
+            let name = context.clone().unwrap_or_else(|| {
+                server
+                    .split("://")
+                    .last()
+                    .unwrap_or(server)
+                    .trim_end_matches('/')
+                    .to_string()
+            });
+            let mut config = super::config::Config::load()?;
+            config.put(super::config::Context {
+                name: name.clone(),
+                server: server.trim_end_matches('/').to_string(),
+                token: token.to_string(),
+            });
+            let path = config.save()?;
+            if format == OutputFormat::Json {
+                print_object(format, &me);
+            } else {
+                println!(
+                    "Logged in to {server} as {} ({}); context {name} in {}",
+                    me.name,
+                    me.grant,
+                    path.display()
+                );
+            }
+            Ok(())
+        }
         TopCommand::Cluster(ClusterCommand::GossipKey(GossipKeyCommand::Ls)) => {
             let keys: GossipKeys = client.get("/api/cluster/gossip-key").await?;
             if format == OutputFormat::Json {

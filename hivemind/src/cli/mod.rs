@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+pub mod config;
 mod output;
 
 use std::net::SocketAddr;
@@ -20,14 +21,10 @@ pub use commands::run_client_command;
     about = "Container orchestration with an eBPF data plane"
 )]
 pub struct Cli {
-    /// URL of a node's API
-    #[arg(
-        long,
-        global = true,
-        env = "HIVEMIND_SERVER",
-        default_value = "http://127.0.0.1:3000"
-    )]
-    pub server: String,
+    /// URL of a node's API (default: the current context of `hivemind login`, else
+    /// http://127.0.0.1:3000)
+    #[arg(long, global = true, env = "HIVEMIND_SERVER")]
+    pub server: Option<String>,
     /// API token
     #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -71,6 +68,13 @@ pub enum TopCommand {
     /// The cluster's key
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Check --server and --token against the node and keep them as the current context
+    /// (~/.config/hivemind/config, or $HIVEMIND_CONFIG)
+    Login {
+        /// Name of the context (default: the server's host and port)
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Cluster health summary
     Health,
     /// Print the OpenAPI document of the REST API (what GET /api/openapi.json serves)

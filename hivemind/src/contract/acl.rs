@@ -67,3 +67,11 @@ pub struct SessionAnswer {
     pub name: String,
     pub csrf_token: String,
 }
+
+/// `GET /api/whoami`: the caller's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    /// `role admin`, `policy web-team`.
+    pub grant: String,
+}
