@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> i32 {
         underlay_program: node.underlay_program,
         admin_token_file: node.admin_token_file.clone(),
         gossip_key_file: node.gossip_key_file.clone(),
+        api_hosts: node.api_hosts.clone(),
         tombstone_grace: std::time::Duration::from_secs(node.tombstone_grace),
         clock_offset_ms: node.clock_offset_ms,
         mock,

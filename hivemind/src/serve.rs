@@ -50,6 +50,8 @@ pub struct ServeOptions {
     pub admin_token_file: Option<PathBuf>,
     /// The cluster key (a member's `<data dir>/gossip.key`).
     pub gossip_key_file: Option<PathBuf>,
+    /// More names clients reach the API by (a DNS name, a load balancer).
+    pub api_hosts: Vec<String>,
     /// Where the underlay's VXLAN validation runs.
     pub underlay_program: crate::dataplane::UnderlayProgram,
     /// Deletion markers are kept at least this long.
@@ -122,6 +124,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let subnet = acquire_subnet(&store, cluster.as_deref(), &node_id, &options).await?;
     let backends = backends(&options, subnet, advertise).await?;
 
+    let hosts = api_hosts(&options, advertise, &node_name);
     let node = Node::new(NodeParts {
         node_id,
         node_name,
@@ -136,6 +139,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         cluster: cluster.clone(),
         service_cidr: options.service_cidr,
         wall,
+        api_hosts: hosts,
     });
     tracing::info!(node = %node.id(), subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name(), "node starting");
     node.publish_self(advertise, options.node_labels.clone())
@@ -334,6 +338,28 @@ async fn acquire_subnet(
         tracing::info!(subnet = %subnet, winner = ?owner, "subnet claimed earlier by another node; trying the next");
     }
     bail!("could not claim a subnet in {SUBNET_ATTEMPTS} attempts")
+}
+
+/// The names and addresses the API answers to: loopback, this node's
+/// addresses and names, and `--api-host`. Other Host headers get 421, so a
+/// web page of another site cannot reach the API through a name that
+/// resolves here (DNS rebinding).
+fn api_hosts(options: &ServeOptions, advertise: Ipv4Addr, node_name: &str) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        advertise.to_string(),
+        node_name.to_string(),
+        hostname(),
+    ];
+    if !options.listen.ip().is_unspecified() {
+        hosts.push(options.listen.ip().to_string());
+    }
+    hosts.extend(options.api_hosts.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// Where a node keeps the cluster key.

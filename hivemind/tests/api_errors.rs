@@ -190,4 +190,18 @@ fn rejections_answer_the_json_error_body() {
         Some(200),
         "still serving"
     );
+    // A Host the node does not answer to (DNS rebinding) is refused.
+    let mut rebound = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    rebound
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        rebound,
+        "GET /api/apps HTTP/1.1\r\nHost: attacker.example:{port}\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = rebound.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    assert!(answer.contains("host_not_allowed"), "{answer}");
 }

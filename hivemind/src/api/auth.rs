@@ -174,6 +174,42 @@ async fn body_name(request: Request) -> Result<(Option<String>, Request), ApiErr
     Ok((name, Request::from_parts(parts, Body::from(bytes))))
 }
 
+/// Refuses requests whose Host is not a name or address of this node
+/// (421): a page of another site cannot use a name that resolves here.
+pub async fn check_host(State(node): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().host().map(str::to_string));
+    if let Some(host) = host {
+        let name = strip_port(&host);
+        if !node.answers_to(name) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host_not_allowed",
+                format!(
+                    "this node does not answer to {name:?}: use its address, or start it with --api-host {name}"
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `name:port`, `[v6]:port` or a bare name into the name.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// The middleware: authenticates, authorizes, and writes changes to the
 /// audit log.
 pub async fn authorize(State(node): State<AppState>, request: Request, next: Next) -> Response {
@@ -316,6 +352,14 @@ mod tests {
             }
         }
         assert!(viewer_writes.contains(&"/api/deploy"));
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(strip_port("localhost:3000"), "localhost");
+        assert_eq!(strip_port("10.0.0.1"), "10.0.0.1");
+        assert_eq!(strip_port("[::1]:3000"), "::1");
+        assert_eq!(strip_port("node-1"), "node-1");
     }
 
     #[test]

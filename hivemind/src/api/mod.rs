@@ -50,6 +50,10 @@ pub fn router(node: Arc<Node>) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            auth::check_host,
+        ))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .with_state(node)
 }

@@ -210,6 +210,10 @@ pub struct NodeArgs {
     /// GSO under XDP; XDP elsewhere), xdp or tc
     #[arg(long, value_enum, default_value_t = crate::dataplane::UnderlayProgram::Auto)]
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// A name clients reach the API by besides this node's names and addresses (a DNS
+    /// name, a load balancer); repeatable. Other Host headers are answered 421
+    #[arg(long = "api-host")]
+    pub api_hosts: Vec<String>,
     /// The cluster key: a member's <data-dir>/gossip.key, needed to join (gossip is sealed
     /// and replication signed with it); the first node makes one
     #[arg(long)]

@@ -92,6 +92,8 @@ pub struct NodeParts {
     pub service_cidr: crate::state::Subnet,
     /// The wall clock local versions follow when there is no cluster.
     pub wall: Arc<dyn crate::cluster::WallClock>,
+    /// The names and addresses clients reach the API by (the Host header).
+    pub api_hosts: Vec<String>,
 }
 
 /// A tunnel of the overlay: a node's subnet and prefix, its underlay
@@ -131,6 +133,7 @@ pub struct Node {
     backoffs: Mutex<backoff::Backoffs>,
     /// Images resolved by deploys and starts, by reference.
     images: Mutex<HashMap<String, crate::image::ResolvedImage>>,
+    api_hosts: Vec<String>,
 }
 
 impl Node {
@@ -160,11 +163,22 @@ impl Node {
             app_locks: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(backoff::Backoffs::default()),
             images: Mutex::new(HashMap::new()),
+            api_hosts: parts
+                .api_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether clients may reach the API by this Host (name or address,
+    /// without the port).
+    pub fn answers_to(&self, host: &str) -> bool {
+        self.api_hosts.contains(&host.to_ascii_lowercase())
     }
 
     pub fn name(&self) -> &str {
@@ -370,6 +384,7 @@ mod tests {
             cluster: None,
             service_cidr: crate::services::default_service_cidr(),
             wall: Arc::new(TestWall(AtomicU64::new(wall_ms))),
+            api_hosts: vec!["localhost".into()],
         });
         node.publish_self(std::net::Ipv4Addr::LOCALHOST, Default::default())
             .await
