@@ -324,8 +324,15 @@ async fn acquire_subnet(
         let Some(subnet) = free else {
             bail!("no free /24 left in the cluster CIDR {cidr}");
         };
+        let claimed_at = crate::cluster::unix_ms();
         claim_subnet(store, cluster, node_id, subnet).await?;
         tokio::time::sleep(CLAIM_SETTLE).await;
+        // Every live member's claims made before ours have arrived once we
+        // had a complete anti-entropy round with each since our claim;
+        // a claim made after such a round is later than ours and loses.
+        if !cluster.wait_synced_since(claimed_at, SYNC_WAIT).await {
+            tracing::warn!(subnet = %subnet, "not every member synced within {SYNC_WAIT:?}; deciding on the claims known");
+        }
         let owner = subnet_owners(store)?.remove(&subnet.network);
         if owner.as_deref() == Some(node_id) {
             store.put_meta("subnet", &subnet.to_string())?;

@@ -677,6 +677,32 @@ impl Cluster {
         self.shared.bad_frames.load(Ordering::Relaxed)
     }
 
+    /// Waits until this node had a complete anti-entropy round, begun after
+    /// `since_ms`, with every live member; false if `timeout` passed first.
+    pub async fn wait_synced_since(&self, since_ms: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done = {
+                let syncs = self
+                    .shared
+                    .full_syncs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                self.shared
+                    .replication_peers()
+                    .iter()
+                    .all(|m| syncs.get(&m.id).is_some_and(|at| *at >= since_ms))
+            };
+            if done {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Records from peers refused on their own so far.
     pub fn rejected_records(&self) -> u64 {
         self.shared.rejected_records.load(Ordering::Relaxed)
