@@ -19,6 +19,10 @@ use hivemind_tests::daemon::{
 };
 use hivemind_tests::netns::NetNs;
 
+mod member;
+
+use member::push_as_a_member;
+
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
 
 /// Examples per operation and phase.
@@ -433,20 +437,4 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
     let (status, _) = http_as(ns, Some(&viewer), "GET", &api_url("/api/apps"), None)?;
     assert_eq!(status, 401, "a revoked token");
     Ok(())
-}
-
-/// POSTs records to the replication route as a member would: signed with
-/// the cluster key.
-fn push_as_a_member(ns: &NetNs, body: &str) -> Result<(u16, String)> {
-    let path = hivemind::cluster::PUSH_PATH;
-    let keyring = hivemind::cluster::Keyring::parse(hivemind_tests::daemon::TEST_GOSSIP_KEY)?;
-    let auth = keyring.sign_request(hivemind::cluster::unix_ms(), path, body.as_bytes());
-    hivemind_tests::daemon::http_with(
-        ns,
-        None,
-        &[(hivemind::cluster::AUTH_HEADER, &auth)],
-        "POST",
-        &api_url(path),
-        Some(body),
-    )
 }

@@ -19,6 +19,10 @@ use hivemind_tests::netns::NetNs;
 use hivemind_tests::registry::Registry;
 use serde_json::Value;
 
+mod member;
+
+use member::push_as_a_member;
+
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
 const IMAGE_REPO: &str = "hm/test-app";
 
@@ -576,20 +580,4 @@ fn clock_behind_after_restart(ns: &NetNs, daemon: &mut Daemon, current: &str) ->
     daemon.terminate()?;
     daemon.args.retain(|a| !a.starts_with("--clock-offset-ms"));
     daemon.restart(ns)
-}
-
-/// POSTs records to the replication route as a member would: signed with
-/// the cluster key.
-fn push_as_a_member(ns: &NetNs, body: &str) -> Result<(u16, String)> {
-    let path = hivemind::cluster::PUSH_PATH;
-    let keyring = hivemind::cluster::Keyring::parse(hivemind_tests::daemon::TEST_GOSSIP_KEY)?;
-    let auth = keyring.sign_request(hivemind::cluster::unix_ms(), path, body.as_bytes());
-    hivemind_tests::daemon::http_with(
-        ns,
-        None,
-        &[(hivemind::cluster::AUTH_HEADER, &auth)],
-        "POST",
-        &api_url(path),
-        Some(body),
-    )
 }
