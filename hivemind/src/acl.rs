@@ -62,10 +62,12 @@ pub enum Kind {
     Metrics,
     Tokens,
     Audit,
+    /// Secrets' metadata and values: nobody reads a value back.
+    Secrets,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Apps,
         Kind::Containers,
         Kind::Logs,
@@ -77,6 +79,7 @@ impl Kind {
         Kind::Metrics,
         Kind::Tokens,
         Kind::Audit,
+        Kind::Secrets,
     ];
 }
 
@@ -117,6 +120,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Metrics => "metrics",
         Kind::Tokens => "tokens",
         Kind::Audit => "audit",
+        Kind::Secrets => "secrets",
     }
 }
 
@@ -127,10 +131,11 @@ pub enum Role {
     /// Everything.
     Admin,
     /// Apps (deploy, scale, restart, delete, logs), volumes, network
-    /// policies and images; reads everything but tokens and the audit log.
+    /// policies, images and secrets (by name: no value is ever read back);
+    /// reads everything but tokens and the audit log.
     Deployer,
     /// Reads everything but tokens and the audit log; environment values
-    /// are hidden.
+    /// are hidden (secret values are never shown to anyone).
     Viewer,
 }
 
@@ -270,7 +275,7 @@ pub fn allows(grant: &Grant, permission: &Permission) -> bool {
             Verb::Read => !matches!(permission.kind, Kind::Tokens | Kind::Audit),
             Verb::Write | Verb::Delete => matches!(
                 permission.kind,
-                Kind::Apps | Kind::Volumes | Kind::Policies | Kind::Images
+                Kind::Apps | Kind::Volumes | Kind::Policies | Kind::Images | Kind::Secrets
             ),
         },
         Grant::Role(Role::Viewer) => {
@@ -397,7 +402,7 @@ mod tests {
                 );
                 let deployer_writes = matches!(
                     kind,
-                    Kind::Apps | Kind::Volumes | Kind::Policies | Kind::Images
+                    Kind::Apps | Kind::Volumes | Kind::Policies | Kind::Images | Kind::Secrets
                 );
                 let expected = if verb == Verb::Read {
                     !secret_kind

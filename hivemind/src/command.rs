@@ -15,6 +15,7 @@ use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
 use crate::model::{AppSpec, ValidationError, validate_name};
 use crate::policy::NetworkPolicy;
+use crate::secrets::SecretValue;
 
 /// Where pull progress goes (nowhere by default).
 #[derive(Clone, Default)]
@@ -86,6 +87,19 @@ pub enum Command {
     JoinCluster {
         address: SocketAddr,
     },
+    /// Stores a new secret (version 1).
+    CreateSecret {
+        name: String,
+        value: SecretValue,
+    },
+    /// Stores a secret's next version; running containers' files follow.
+    RotateSecret {
+        name: String,
+        value: SecretValue,
+    },
+    DeleteSecret {
+        name: String,
+    },
 }
 
 impl Command {
@@ -128,6 +142,18 @@ impl Command {
             reference,
             force,
             progress,
+        })
+    }
+
+    /// Creates (`create`) or rotates secret `name`.
+    pub fn put_secret(name: &str, value: Vec<u8>, create: bool) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        let value = SecretValue::new(value)?;
+        let name = name.to_string();
+        Ok(if create {
+            Self::CreateSecret { name, value }
+        } else {
+            Self::RotateSecret { name, value }
         })
     }
 
@@ -185,5 +211,11 @@ pub enum Outcome {
     ImagesImported(Vec<ResolvedImage>),
     Joining {
         address: SocketAddr,
+    },
+    SecretSet {
+        name: String,
+        version: u32,
+        /// Version 1 of a new secret.
+        created: bool,
     },
 }

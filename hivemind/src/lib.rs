@@ -21,6 +21,7 @@ pub mod node;
 pub mod policy;
 pub mod runtime;
 pub mod scheduler;
+pub mod secrets;
 pub mod serve;
 pub mod services;
 pub mod state;

@@ -110,6 +110,7 @@ async fn run(cli: Cli) -> i32 {
         api_hosts: node.api_hosts.clone(),
         tombstone_grace: std::time::Duration::from_secs(node.tombstone_grace),
         clock_offset_ms: node.clock_offset_ms,
+        secrets_dir: node.secrets_dir.clone(),
         mock,
     };
     match serve(options).await {

@@ -87,6 +87,10 @@ pub const MAX_MEMORY: u64 = 1 << 40;
 /// Most environment variables of one app, and their size together.
 pub const MAX_ENV_VARS: usize = 1000;
 pub const MAX_ENV_BYTES: usize = 256 << 10;
+/// Largest secret value.
+pub const MAX_SECRET_BYTES: usize = 64 << 10;
+/// Most secrets one app may use.
+pub const MAX_APP_SECRETS: usize = 64;
 
 /// Resources of one replica after validation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,6 +106,16 @@ pub struct VolumeMount {
     pub name: String,
     #[serde(rename = "mountPath")]
     pub mount_path: String,
+}
+
+/// A secret as a file in a container: read-only, mode 0400, on a tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretMount {
+    /// The secret's name.
+    pub name: String,
+    /// Absolute path of the file inside the container.
+    pub path: String,
 }
 
 /// A validated app: what the reconciler keeps running.
@@ -124,6 +138,12 @@ pub struct AppSpec {
     pub placement: Placement,
     #[serde(default)]
     pub constraints: BTreeMap<String, String>,
+    /// Secrets as files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
+    /// Variables set from secrets: variable -> secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// How replicas are placed over nodes.
@@ -172,6 +192,7 @@ impl AppSpec {
         }
         self.validate_resources()?;
         self.validate_volumes()?;
+        self.validate_secrets()?;
         if self.env.len() > MAX_ENV_VARS {
             return Err(ValidationError::new(
                 "env",
@@ -316,6 +337,48 @@ impl AppSpec {
             }
         }
         Ok(())
+    }
+
+    fn validate_secrets(&self) -> Result<(), ValidationError> {
+        if self.secrets.len() + self.secret_env.len() > MAX_APP_SECRETS {
+            return Err(ValidationError::new(
+                "secrets",
+                format!("an app uses at most {MAX_APP_SECRETS} secrets"),
+            ));
+        }
+        let mut seen: std::collections::BTreeSet<&str> =
+            self.volumes.iter().map(|v| v.mount_path.as_str()).collect();
+        for (index, secret) in self.secrets.iter().enumerate() {
+            validate_name(&format!("secrets[{index}].name"), &secret.name)?;
+            let field = format!("secrets[{index}].path");
+            validate_mount_target(&field, &secret.path)?;
+            if !seen.insert(secret.path.as_str()) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{} is mounted twice", secret.path),
+                ));
+            }
+        }
+        for (variable, secret) in &self.secret_env {
+            validate_env("secret_env", variable, "")?;
+            validate_name(&format!("secret_env.{variable}"), secret)?;
+            if self.env.contains_key(variable) {
+                return Err(ValidationError::new(
+                    format!("secret_env.{variable}"),
+                    format!("{variable} is set by env too"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every secret the app uses, by name, once each.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<&str> {
+        self.secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.secret_env.values().map(String::as_str))
+            .collect()
     }
 
     fn validate_volumes(&self) -> Result<(), ValidationError> {
@@ -472,10 +535,64 @@ pub fn parse_volume(text: &str) -> Result<VolumeMount, ValidationError> {
     }
 }
 
+/// Parses `name:/path` as the CLI takes `--secret`.
+pub fn parse_secret(text: &str) -> Result<SecretMount, ValidationError> {
+    match text.split_once(':') {
+        Some((name, path)) => {
+            validate_name("secret", name)?;
+            validate_mount_target("secret", path)?;
+            Ok(SecretMount {
+                name: name.to_string(),
+                path: path.to_string(),
+            })
+        }
+        None => Err(ValidationError::new(
+            "secret",
+            format!("{text:?} must have the form NAME:/path"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contract::{DeployRequest, ResourcesRequest, VolumeMountRequest};
+
+    #[test]
+    fn secrets_need_names_own_paths_and_no_clash_with_env() {
+        let mut r = request();
+        r.secrets = vec![SecretMount {
+            name: "db".into(),
+            path: "/etc/secrets/db".into(),
+        }];
+        r.secret_env.insert("DB_PASSWORD".into(), "db".into());
+        let spec = r.validate().unwrap();
+        assert_eq!(spec.secret_names().into_iter().collect::<Vec<_>>(), ["db"]);
+
+        let mut bad = r.clone();
+        bad.secrets[0].path = "/proc/x".into();
+        assert_eq!(bad.validate().unwrap_err().field, "secrets[0].path");
+        let mut bad = r.clone();
+        bad.volumes = vec![VolumeMountRequest {
+            name: "data".into(),
+            mount_path: "/etc/secrets/db".into(),
+        }];
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .message
+                .contains("mounted twice")
+        );
+        let mut bad = r.clone();
+        bad.env.insert("DB_PASSWORD".into(), "x".into());
+        assert_eq!(bad.validate().unwrap_err().field, "secret_env.DB_PASSWORD");
+        let mut bad = r.clone();
+        bad.secret_env.insert("OK".into(), "Not A Name".into());
+        assert_eq!(bad.validate().unwrap_err().field, "secret_env.OK");
+        assert!(parse_secret("db:/run/db").is_ok());
+        assert!(parse_secret("db").is_err());
+        assert!(parse_secret("db:/etc/hosts").is_err());
+    }
 
     fn request() -> DeployRequest {
         DeployRequest {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cluster::{
-    Cluster, ClusterConfig, OffsetWallClock, RecordKey, ReplicaStore, SystemWallClock, WallClock,
+    Cluster, ClusterConfig, Key, OffsetWallClock, RecordKey, ReplicaStore, SecretsKey,
+    SystemWallClock, WallClock,
 };
 use crate::containerd::Containerd;
 use crate::dataplane::Dataplane;
@@ -19,6 +20,7 @@ use crate::node::{Node, NodeParts};
 use crate::runtime::ContainerRuntime;
 use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::memory::MemoryRuntime;
+use crate::secrets::SecretFiles;
 use crate::services::StoreDirectory;
 use crate::state::{SUBNETS, Store, Subnet};
 
@@ -58,6 +60,9 @@ pub struct ServeOptions {
     pub tombstone_grace: Duration,
     /// Test seam: this node's wall clock runs this far off the system's.
     pub clock_offset_ms: i64,
+    /// Where containers' secret files live (a tmpfs; default
+    /// `/dev/shm/hivemind/<node id>`).
+    pub secrets_dir: Option<PathBuf>,
     /// In-memory runtime, no kernel features, no cluster.
     pub mock: bool,
 }
@@ -98,6 +103,25 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             Arc::new(OffsetWallClock { offset_ms })
         }
     };
+    let secrets_key = if options.mock {
+        SecretsKey::in_memory(Key::generate())
+    } else {
+        let held = SecretsKey::load(options.data_dir.join(SECRETS_KEY_FILE))?;
+        if held.get().is_none() && options.join.is_empty() {
+            let key = held.set(Key::generate())?;
+            tracing::info!(key = %key.fingerprint(), "secrets key made; members that join get it sealed with the cluster key");
+        }
+        held
+    };
+    let secret_files = if options.mock {
+        SecretFiles::open(options.data_dir.join("secrets"), false)?
+    } else {
+        let dir = options
+            .secrets_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/dev/shm/hivemind").join(&node_id));
+        SecretFiles::open(dir, true)?
+    };
     let cluster = if options.mock {
         None
     } else {
@@ -116,6 +140,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         };
         let config = ClusterConfig {
             keyring_path: Some(options.data_dir.join(GOSSIP_KEY_FILE)),
+            secrets_key: secrets_key.clone(),
             ..config
         };
         let replicas: Arc<dyn ReplicaStore> = store.clone();
@@ -140,6 +165,8 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         service_cidr: options.service_cidr,
         wall,
         api_hosts: hosts,
+        secrets_key: secrets_key.clone(),
+        secret_files,
     });
     tracing::info!(node = %node.id(), subnet = %subnet, advertise = %advertise, data_dir = %options.data_dir.display(), runtime = %node.runtime_name(), "node starting");
     node.publish_self(advertise, options.node_labels.clone())
@@ -178,6 +205,11 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             }
         }));
     }
+    if let Some(cluster) = &cluster
+        && secrets_key.get().is_none()
+    {
+        tasks.push(tokio::spawn(fetch_secrets_key(cluster.clone())));
+    }
     if let Some(cluster) = &cluster {
         let mut events = cluster.subscribe();
         let node = node.clone();
@@ -211,6 +243,26 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     }
     tracing::info!("stopped; containers keep running and are adopted at the next start");
     Ok(())
+}
+
+/// Where the secrets key is kept.
+const SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// Asks the members for the secrets key until one hands it out.
+async fn fetch_secrets_key(cluster: Arc<Cluster>) {
+    let mut attempt = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match cluster.secrets_key().await {
+            Ok(_) => return,
+            Err(e) => {
+                attempt += 1;
+                if attempt % 15 == 1 {
+                    tracing::warn!(error = %e, "no secrets key yet; secrets cannot be opened here");
+                }
+            }
+        }
+    }
 }
 
 /// How often flow events are taken from the kernel's ring buffer.

@@ -282,6 +282,30 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
         Some(r#"{"name":"guarded","replicas":0}"#),
     )?;
     assert_eq!(status, 200, "deployer scales: {body}");
+    // Secrets by name: the deployer makes one, the viewer sees its name,
+    // nobody ever reads its value back.
+    let (status, body) = http_as(
+        ns,
+        Some(&deployer),
+        "POST",
+        &api_url("/api/security/secrets"),
+        Some(r#"{"name":"ci-key","value":"shh-ci-value"}"#),
+    )?;
+    assert_eq!(status, 201, "deployer creates a secret: {body}");
+    for token in [&viewer, &deployer] {
+        let (status, listed) = http_as(
+            ns,
+            Some(token),
+            "GET",
+            &api_url("/api/security/secrets"),
+            None,
+        )?;
+        assert_eq!(status, 200, "{listed}");
+        assert!(
+            listed.contains("ci-key") && !listed.contains("shh-ci-value"),
+            "{listed}"
+        );
+    }
     for (method, route, body) in [
         ("POST", "/api/nodes/join", r#"{"address":"127.0.0.1"}"#),
         (

@@ -322,6 +322,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
 
+    secrets_on_every_node(testbed, &reference)?;
+
     // Delete from node 2: gone everywhere.
     let output = testbed
         .node(2)
@@ -339,6 +341,109 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     // A graceful stop announces leave: the others show it as left.
     testbed.node_mut(3).daemon.terminate()?;
     node3_state(testbed, "left", 15)?;
+    Ok(())
+}
+
+/// A secret made on node 2 (which got the secrets key from node 1 when it
+/// joined) reaches a container on every node as a file, and a rotation
+/// sent to node 3 reaches all of them without a restart.
+fn secrets_on_every_node(testbed: &Testbed, reference: &str) -> Result<()> {
+    let cli_ok = |index: usize, args: &[&str]| -> Result<String> {
+        let output = testbed.node(index).daemon.cli(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!(
+                "{args:?} on node {index}: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(stdout)
+    };
+    cli_ok(
+        2,
+        &[
+            "security",
+            "create-secret",
+            "--name",
+            "token",
+            "--value",
+            "first-value",
+        ],
+    )?;
+    cli_ok(
+        1,
+        &[
+            "app",
+            "deploy",
+            "--image",
+            reference,
+            "--name",
+            "vault",
+            "--replicas",
+            "3",
+            "--secret",
+            "token:/run/token",
+        ],
+    )?;
+    let vault = eventually("3 running vault replicas", Duration::from_secs(60), || {
+        let all = running(&testbed.containers(1)?, "vault");
+        Ok((all.len() == 3).then_some(all))
+    })?;
+    assert_eq!(
+        nodes_of(&vault),
+        vec!["node-1", "node-2", "node-3"],
+        "spread"
+    );
+    let read = |container: &Value, exec_id: &str| -> Result<String> {
+        let node = container["node"].as_str().context("node")?;
+        let index: usize = node.trim_start_matches("node-").parse()?;
+        let socket = testbed.node(index).data_dir.join("containerd.sock");
+        let id = container["id"].as_str().context("id")?;
+        ctr(
+            &socket,
+            &[
+                "tasks",
+                "exec",
+                "--exec-id",
+                exec_id,
+                id,
+                "cat",
+                "/run/token",
+            ],
+        )
+    };
+    for container in &vault {
+        assert_eq!(read(container, "t1")?, "first-value", "{container}");
+    }
+    cli_ok(
+        3,
+        &[
+            "security",
+            "rotate",
+            "--name",
+            "token",
+            "--value",
+            "second-value",
+        ],
+    )?;
+    for (n, container) in vault.iter().enumerate() {
+        eventually(
+            "the rotated secret on every node",
+            Duration::from_secs(30),
+            || Ok((read(container, &format!("t2-{n}"))? == "second-value").then_some(())),
+        )?;
+    }
+    let after = running(&testbed.containers(1)?, "vault");
+    assert_eq!(nodes_of(&after).len(), 3);
+    for container in &after {
+        assert_eq!(container["restarts"], 0, "no restart: {container}");
+        assert!(
+            vault.iter().any(|c| c["id"] == container["id"]),
+            "same containers"
+        );
+    }
+    cli_ok(1, &["app", "delete", "--name", "vault"])?;
+    cli_ok(1, &["security", "delete", "--name", "token"])?;
     Ok(())
 }
 

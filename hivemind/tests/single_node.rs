@@ -474,6 +474,218 @@ fn lifecycle(
         &daemon.cli(&["volume", "delete", "--name", "data"]),
         "volume delete",
     );
+    secrets(ns, daemon, socket, reference)
+}
+
+/// Secrets: a file (0400, on a tmpfs) and a variable in the container, a
+/// rotation that reaches the running container, and the values nowhere
+/// else: not in containerd's spec, the environment, the redb file, the
+/// logs or any API answer.
+fn secrets(ns: &NetNs, daemon: &Daemon, socket: &Path, reference: &str) -> Result<()> {
+    let password = format!("pw-{:x}-file", std::process::id() as u64 * 7919);
+    let api_key = format!("key-{:x}-env", std::process::id() as u64 * 104729);
+    let rotated = format!("pw-{:x}-rotated", std::process::id() as u64 * 15485863);
+    let file = daemon.data_dir.with_extension("password");
+    std::fs::write(&file, &password)?;
+    let created = assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "create-secret",
+            "--name",
+            "db-password",
+            "--file",
+            &file.display().to_string(),
+        ]),
+        "create-secret --file",
+    );
+    assert!(
+        created.contains("Created secret db-password (version 1)"),
+        "{created}"
+    );
+    std::fs::remove_file(&file)?;
+    assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "create-secret",
+            "--name",
+            "api-key",
+            "--value",
+            &api_key,
+        ]),
+        "create-secret --value",
+    );
+    let again = daemon.cli(&[
+        "security",
+        "create-secret",
+        "--name",
+        "api-key",
+        "--value",
+        "x",
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(7),
+        "a second create is a conflict"
+    );
+
+    // An app that names a missing secret is refused whole.
+    let missing = daemon.cli(&[
+        "app",
+        "deploy",
+        "--image",
+        reference,
+        "--name",
+        "ghost",
+        "--secret",
+        "nope:/run/nope",
+    ]);
+    assert_eq!(missing.status.code(), Some(6), "missing secret: not found");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("secret nope not found"));
+    assert!(api_json(ns, "/api/apps/ghost").is_err(), "nothing recorded");
+
+    assert_cli_ok(
+        &daemon.cli(&[
+            "app",
+            "deploy",
+            "--image",
+            reference,
+            "--name",
+            "vault",
+            "--secret",
+            "db-password:/etc/secrets/db-password",
+            "--secret-env",
+            "API_KEY=api-key",
+        ]),
+        "deploy with secrets",
+    );
+    let id = wait_replicas(ns, "vault", 1)?.remove(0);
+    let exec = |exec_id: &str, args: &[&str]| -> Result<String> {
+        let mut all = vec!["tasks", "exec", "--exec-id", exec_id, id.as_str()];
+        all.extend_from_slice(args);
+        ctr(socket, &all)
+    };
+    assert_eq!(exec("s1", &["cat", "/etc/secrets/db-password"])?, password);
+    let listing = exec("s2", &["ls", "-l", "/etc/secrets/db-password"])?;
+    assert!(listing.starts_with("-r--------"), "mode 0400: {listing}");
+    let env = exec("s3", &["env"])?;
+    assert!(
+        env.contains(&format!("API_KEY={api_key}")),
+        "variable set: {env}"
+    );
+    assert!(
+        !env.contains(&password),
+        "the file secret is not in the environment"
+    );
+    let mounts = exec("s4", &["cat", "/proc/mounts"])?;
+    let mount = mounts
+        .lines()
+        .find(|l| l.contains("/etc/secrets/db-password"))
+        .context("secret mount")?;
+    assert!(
+        mount.contains("tmpfs") && mount.contains(" ro,"),
+        "read-only tmpfs file: {mount}"
+    );
+
+    // A rotation reaches the running container, without a restart.
+    let answer = assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "rotate",
+            "--name",
+            "db-password",
+            "--value",
+            &rotated,
+        ]),
+        "rotate",
+    );
+    assert!(answer.contains("version 2"), "{answer}");
+    eventually(
+        "the rotated secret in the container",
+        Duration::from_secs(20),
+        || Ok((exec("s5", &["cat", "/etc/secrets/db-password"])? == rotated).then_some(())),
+    )?;
+    assert_eq!(
+        running_ids(ns, "vault")?,
+        vec![id.clone()],
+        "same container"
+    );
+    let info = api_json(ns, &format!("/api/containers/{id}"))?;
+    assert_eq!(info["restarts"], 0, "not restarted: {info}");
+    let listed = assert_cli_ok(&daemon.cli(&["security", "ls"]), "security ls");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("db-password") && l.contains(" 2 ") && l.contains("vault")),
+        "{listed}"
+    );
+
+    // The values are nowhere else.
+    let values = [password.as_str(), api_key.as_str(), rotated.as_str()];
+    let spec = ctr(socket, &["containers", "info", &id])?;
+    for value in [password.as_str(), rotated.as_str()] {
+        assert!(
+            !spec.contains(value),
+            "a secret file's value in containerd's spec"
+        );
+    }
+    let redb = std::fs::read(daemon.data_dir.join("state.redb"))?;
+    let answers: Vec<String> = [
+        "/api/apps",
+        "/api/apps/vault",
+        "/api/containers",
+        &format!("/api/containers/{id}"),
+        "/api/security/secrets",
+        "/api/security/secrets/db-password",
+        "/api/audit",
+        "/api/apps/vault/logs",
+        "/api/health",
+    ]
+    .iter()
+    .map(|path| http(ns, "GET", &api_url(path), None).map(|(_, body)| body))
+    .collect::<Result<_>>()?;
+    let log = std::fs::read_to_string(&daemon.log)?;
+    for value in values {
+        assert!(
+            !redb.windows(value.len()).any(|w| w == value.as_bytes()),
+            "a secret value in the redb file"
+        );
+        assert!(!log.contains(value), "a secret value in the daemon's log");
+        for answer in &answers {
+            assert!(
+                !answer.contains(value),
+                "a secret value in an API answer: {answer}"
+            );
+        }
+    }
+
+    // In use, a secret stays; once unused, it goes, and so do the files.
+    let in_use = daemon.cli(&["security", "delete", "--name", "db-password"]);
+    assert_eq!(
+        in_use.status.code(),
+        Some(7),
+        "deleting a used secret is a conflict"
+    );
+    let secrets_dir = hivemind_tests::daemon::secrets_dir_for(&daemon.data_dir);
+    assert!(
+        secrets_dir.join(&id).exists(),
+        "the container's secret files"
+    );
+    assert_cli_ok(
+        &daemon.cli(&["app", "delete", "--name", "vault"]),
+        "delete vault",
+    );
+    assert!(
+        !secrets_dir.join(&id).exists(),
+        "secret files removed with the container"
+    );
+    for name in ["db-password", "api-key"] {
+        assert_cli_ok(
+            &daemon.cli(&["security", "delete", "--name", name]),
+            "delete secret",
+        );
+    }
+    let left: Value = api_json(ns, "/api/security/secrets")?;
+    assert_eq!(left, serde_json::json!([]));
     Ok(())
 }
 

@@ -117,6 +117,8 @@ impl Daemon {
             .arg(&token_file)
             .arg("--gossip-key-file")
             .arg(&key_file)
+            .arg("--secrets-dir")
+            .arg(secrets_dir_for(&self.data_dir))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--containerd")
@@ -239,8 +241,27 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.kill9();
+        // A detached daemon keeps running, and keeps its secret files.
+        if self.child.is_some() {
+            self.kill9();
+            remove_secrets_dir(&self.data_dir);
+        }
     }
+}
+
+/// The tmpfs directory of a test daemon's secret files (`--secrets-dir`),
+/// one per data dir, outside the data dir so that no tmpfs is ever mounted
+/// in a test's temp dir.
+pub fn secrets_dir_for(data_dir: &Path) -> PathBuf {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    PathBuf::from(format!("/dev/shm/hivemind-test/{:016x}", hasher.finish()))
+}
+
+/// Removes a test daemon's secret files.
+pub fn remove_secrets_dir(data_dir: &Path) {
+    let _ = std::fs::remove_dir_all(secrets_dir_for(data_dir));
 }
 
 pub fn api_url(path: &str) -> String {

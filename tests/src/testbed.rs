@@ -342,6 +342,7 @@ fn teardown_node(data_dir: &Path, id: &str) {
         kill(pid);
     }
     remove_netns_with_prefix(&format!("hm-{id}-"));
+    crate::daemon::remove_secrets_dir(&data_dir.join("data"));
     crate::containerd::cleanup_after(&socket, data_dir);
 }
 

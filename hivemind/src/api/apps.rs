@@ -40,6 +40,8 @@ pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
         resources: app.spec.resources,
         volumes: app.spec.volumes.clone(),
         env: app.spec.env.clone(),
+        secrets: app.spec.secrets.clone(),
+        secret_env: app.spec.secret_env.clone(),
         ports: app.spec.ports.clone(),
         labels: app.spec.labels.clone(),
         generation: app.generation,

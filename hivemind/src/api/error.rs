@@ -75,6 +75,10 @@ impl From<NodeError> for ApiError {
             }
             NodeError::Schedule(_) => (StatusCode::CONFLICT, "no_capacity"),
             NodeError::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster"),
+            NodeError::Secret(crate::secrets::SecretError::NotText(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_field")
+            }
+            NodeError::Secret(_) => (StatusCode::INTERNAL_SERVER_ERROR, "secret"),
             NodeError::Store(_) | NodeError::Io(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

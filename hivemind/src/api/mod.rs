@@ -19,6 +19,7 @@ mod logs;
 mod nodes;
 pub mod openapi;
 mod policies;
+mod secrets;
 mod services;
 mod volumes;
 
@@ -127,6 +128,11 @@ impl Routes {
                 "/api/security/network-policies/{name}",
                 policies::delete,
             )
+            .add(Post, "/api/security/secrets", secrets::create)
+            .add(Get, "/api/security/secrets", secrets::list)
+            .add(Get, "/api/security/secrets/{name}", secrets::show)
+            .add(Delete, "/api/security/secrets/{name}", secrets::delete)
+            .add(Post, "/api/security/secrets/{name}/rotate", secrets::rotate)
             .add(Get, "/api/services", services::list)
             .add(Get, "/api/services/{name}/endpoints", services::endpoints)
             .add(Get, "/api/volumes", volumes::list)

@@ -8,7 +8,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
-use super::{acl, apps, containers, flows, images, nodes, policies, services, volumes};
+use super::{acl, apps, containers, flows, images, nodes, policies, secrets, services, volumes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,11 @@ use super::{acl, apps, containers, flows, images, nodes, policies, services, vol
         policies::list,
         policies::show,
         policies::delete,
+        secrets::create,
+        secrets::list,
+        secrets::show,
+        secrets::rotate,
+        secrets::delete,
         services::list,
         services::endpoints,
         volumes::list,

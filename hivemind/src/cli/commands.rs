@@ -10,18 +10,18 @@ use super::output::{
 };
 use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
-    GossipKeyCommand, ImageCommand, NodeCommand, OutputFormat, SecurityCommand, TokenCommand,
-    TopCommand, VolumeCommand,
+    GossipKeyCommand, ImageCommand, NodeCommand, OutputFormat, SecretValueArgs, SecurityCommand,
+    TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
-    AclPolicy, AppView, AuditEntry, ContainerDetail, ContainerView, CreateToken, CreateVolume,
-    DeployAnswer, DeployRequest, GossipKeys, HealthAnswer, HealthReport, HealthStatus,
-    ImportAnswer, JoinRequest, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
-    PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role,
-    ScaleRequest, ServiceView, TokenCreated, TokenView, VolumeCreated, VolumeMountRequest,
-    VolumeView, WhoAmI,
+    AclPolicy, AppView, AuditEntry, ContainerDetail, ContainerView, CreateSecret, CreateToken,
+    CreateVolume, DeployAnswer, DeployRequest, GossipKeys, HealthAnswer, HealthReport,
+    HealthStatus, ImportAnswer, JoinRequest, KeyRotated, MemoryValue, Message, NetworkPolicy,
+    NodeView, PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer,
+    RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
+    TokenCreated, TokenView, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
-use crate::model::{ValidationError, parse_key_value, parse_volume};
+use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
 fn usage(e: ValidationError) -> ClientError {
     ClientError::Usage(format!("--{e}"))
@@ -50,6 +50,17 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let mut secret_env = std::collections::BTreeMap::new();
+    for pair in &args.secret_env {
+        let (variable, secret) = parse_key_value("secret-env", pair).map_err(usage)?;
+        secret_env.insert(variable, secret);
+    }
     let resources = (args.cpu.is_some() || args.memory.is_some()).then(|| ResourcesRequest {
         cpu: args.cpu,
         memory: args.memory.clone().map(MemoryValue::Text),
@@ -73,6 +84,8 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
             .map(|pair| parse_key_value("constraint", pair))
             .collect::<Result<_, _>>()
             .map_err(usage)?,
+        secrets,
+        secret_env,
     };
     request.validate().map_err(usage)?;
     Ok(request)
@@ -502,8 +515,64 @@ async fn security(
             let answer: Message = client.delete(&path).await?;
             print_message(format, &answer);
         }
+        SecurityCommand::CreateSecret { name, value } => {
+            let body = CreateSecret::new(name, secret_input(value)?);
+            let answer: SecretAnswer = client.post("/api/security/secrets", &body).await?;
+            print_message(format, &answer);
+        }
+        SecurityCommand::ListSecrets => {
+            let secrets: Vec<SecretView> = client.get("/api/security/secrets").await?;
+            print_list(
+                format,
+                &secrets,
+                &[
+                    ("NAME", |s| s.name.clone()),
+                    ("VERSION", |s| s.version.to_string()),
+                    ("SIZE", |s| human_bytes(s.size)),
+                    ("USED BY", |s| {
+                        or_dash((!s.used_by.is_empty()).then(|| joined(&s.used_by)))
+                    }),
+                ],
+            );
+        }
+        SecurityCommand::RotateSecret { name, value } => {
+            let path = format!("/api/security/secrets/{}/rotate", path_segment(name)?);
+            let answer: SecretAnswer = client.post(&path, &secret_input(value)?).await?;
+            print_message(format, &answer);
+        }
+        SecurityCommand::DeleteSecret { name } => {
+            let path = format!("/api/security/secrets/{}", path_segment(name)?);
+            let answer: Message = client.delete(&path).await?;
+            print_message(format, &answer);
+        }
     }
     Ok(())
+}
+
+/// A secret's value from `--file` (or stdin for `-`) or `--value`.
+fn secret_input(args: &SecretValueArgs) -> Result<SecretInput, ClientError> {
+    match (&args.file, &args.value) {
+        (Some(path), None) => {
+            let bytes = if path.as_os_str() == "-" {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                    .map_err(|e| ClientError::Usage(format!("cannot read stdin: {e}")))?;
+                bytes
+            } else {
+                std::fs::read(path).map_err(|e| {
+                    ClientError::Usage(format!("cannot read {}: {e}", path.display()))
+                })?
+            };
+            Ok(SecretInput::of_bytes(&bytes))
+        }
+        (None, Some(value)) => Ok(SecretInput {
+            value: Some(value.clone()),
+            value_base64: None,
+        }),
+        _ => Err(ClientError::Usage(
+            "give exactly one of --file and --value".to_string(),
+        )),
+    }
 }
 
 async fn volume(

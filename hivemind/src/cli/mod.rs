@@ -166,6 +166,42 @@ pub enum SecurityCommand {
         #[arg(long)]
         name: String,
     },
+    /// Create a secret from a file or a value (stored encrypted; never shown again)
+    CreateSecret {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        value: SecretValueArgs,
+    },
+    /// List secrets: names, versions, sizes, the apps using them (never values)
+    #[command(name = "list-secrets", alias = "ls")]
+    ListSecrets,
+    /// Give a secret a new value; running containers' secret files follow without a restart
+    #[command(name = "rotate-secret", alias = "rotate")]
+    RotateSecret {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        value: SecretValueArgs,
+    },
+    /// Delete a secret no app uses
+    #[command(name = "delete-secret", alias = "delete")]
+    DeleteSecret {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SecretValueArgs {
+    /// Read the value from this file (`-` for stdin)
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The value itself (it stays in your shell history: prefer --file)
+    #[arg(long)]
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +261,10 @@ pub struct NodeArgs {
     /// Seconds a deletion marker is kept at least; it goes once every live node has seen it
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub tombstone_grace: u64,
+    /// Directory for containers' secret files; a tmpfs is mounted there unless it is one
+    /// [default: /dev/shm/hivemind/<node id>]
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
     /// Test seam: shifts this node's wall clock by this many milliseconds (negative: behind)
     #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
@@ -284,6 +324,14 @@ pub struct DeployArgs {
     /// KEY=VALUE, repeatable
     #[arg(long = "env")]
     pub env: Vec<String>,
+    /// name:/path, repeatable: the secret as a read-only file (mode 0400, on a tmpfs);
+    /// rotations reach running containers
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// VAR=NAME, repeatable: the secret as an environment variable (read at start, shown
+    /// by `ctr` and /proc; prefer --secret)
+    #[arg(long = "secret-env")]
+    pub secret_env: Vec<String>,
     /// Container port, repeatable
     #[arg(long = "port")]
     pub ports: Vec<u16>,

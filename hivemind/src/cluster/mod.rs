@@ -16,6 +16,7 @@
 mod error;
 mod hlc;
 mod identity;
+mod kek;
 mod keyring;
 mod membership;
 mod ratelimit;
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 pub use error::ClusterError;
 pub use hlc::{Clock, Hlc, OffsetWallClock, SystemWallClock, WallClock, node_number, unix_ms};
 pub use identity::{NodeIdentity, validate_node_id};
+pub use kek::{SECRETS_KEY_PATH, SecretsKey};
 pub use keyring::{Key, Keyring, SealError};
 pub use membership::foca_config;
 pub use record::{
@@ -81,25 +83,14 @@ pub struct ClusterConfig {
     pub keyring: Keyring,
     /// Where the keyring is kept; a rotation rewrites it.
     pub keyring_path: Option<std::path::PathBuf>,
+    /// The key secrets are wrapped with, handed to members that ask.
+    pub secrets_key: Arc<SecretsKey>,
 }
 
 /// Writes a keyring file, readable by its owner only, replacing the old one
 /// whole (a crash leaves the old or the new, never half of one).
 pub fn write_keyring(path: &std::path::Path, ring: &Keyring) -> Result<(), ClusterError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| ClusterError::Key(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(ring.to_text().as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    kek::write_private(path, &ring.to_text())
 }
 
 /// Purged keys are remembered at least this long (ms).
@@ -126,6 +117,7 @@ impl ClusterConfig {
             wall: Arc::new(SystemWallClock),
             keyring,
             keyring_path: None,
+            secrets_key: Arc::new(SecretsKey::default()),
         }
     }
 }
@@ -197,6 +189,7 @@ pub(crate) struct Shared {
     tombstone_grace: Duration,
     keyring: RwLock<Arc<Keyring>>,
     keyring_path: Option<std::path::PathBuf>,
+    secrets_key: Arc<SecretsKey>,
     left: AtomicBool,
     logs: Logs,
 }
@@ -535,6 +528,7 @@ impl Cluster {
             tombstone_grace: config.tombstone_grace,
             keyring: RwLock::new(Arc::new(config.keyring.clone())),
             keyring_path: config.keyring_path.clone(),
+            secrets_key: config.secrets_key.clone(),
             left: AtomicBool::new(false),
             logs: Logs {
                 socket: LogLimiter::new(LOG_INTERVAL),

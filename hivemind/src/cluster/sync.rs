@@ -88,6 +88,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             super::rotation::KEYRING_PATH,
             post(super::rotation::keyring_handler).layer(DefaultBodyLimit::max(64 << 10)),
         )
+        .route(
+            super::kek::SECRETS_KEY_PATH,
+            post(super::kek::secrets_key_handler).layer(DefaultBodyLimit::max(1 << 10)),
+        )
         .with_state(shared)
 }
 

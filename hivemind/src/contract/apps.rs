@@ -10,7 +10,8 @@ use crate::health::{
     HealthSpec, Probe,
 };
 use crate::model::{
-    AppSpec, Placement, Resources, ValidationError, VolumeMount, parse_memory, validate_name,
+    AppSpec, Placement, Resources, SecretMount, ValidationError, VolumeMount, parse_memory,
+    validate_name,
 };
 
 /// Memory as JSON: `"512M"` or a number of bytes.
@@ -195,6 +196,14 @@ pub struct DeployRequest {
     /// Run only on nodes carrying all these labels (`--node-label` of the daemon).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub constraints: BTreeMap<String, String>,
+    /// Secrets as read-only files (mode 0400, on a tmpfs); a rotation
+    /// rewrites them in running containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
+    /// Environment variables set from secrets (variable -> secret name), read
+    /// at container start; prefer files, which rotate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// Answer of `POST /api/deploy`.
@@ -245,6 +254,10 @@ pub struct AppView {
     pub resources: Resources,
     pub volumes: Vec<VolumeMount>,
     pub env: BTreeMap<String, String>,
+    /// Secret files (names and paths; never values).
+    pub secrets: Vec<SecretMount>,
+    /// Variables set from secrets: variable -> secret name.
+    pub secret_env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
     pub labels: BTreeMap<String, String>,
     pub generation: u64,
@@ -332,6 +345,8 @@ impl DeployRequest {
                 }
             },
             constraints: self.constraints.clone(),
+            secrets: self.secrets.clone(),
+            secret_env: self.secret_env.clone(),
         };
         spec.validate()?;
         Ok(spec)

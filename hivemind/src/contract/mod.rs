@@ -20,6 +20,7 @@ mod containers;
 mod images;
 mod nodes;
 mod policies;
+mod secrets;
 mod services;
 mod volumes;
 
@@ -29,10 +30,11 @@ pub use containers::*;
 pub use images::*;
 pub use nodes::*;
 pub use policies::*;
+pub use secrets::*;
 pub use services::*;
 pub use volumes::*;
 
-pub use crate::model::{Resources, VolumeMount};
+pub use crate::model::{Resources, SecretMount, VolumeMount};
 pub use crate::policy::{NetworkPolicy, Peer, PortRange, RuleBody, Selector};
 
 use serde::{Deserialize, Serialize};
@@ -105,5 +107,6 @@ answers!(
     RestartAnswer,
     PolicyAnswer,
     VolumeCreated,
-    ImportAnswer
+    ImportAnswer,
+    SecretAnswer
 );

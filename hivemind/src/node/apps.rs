@@ -174,6 +174,9 @@ impl Node {
                 tracing::warn!(app = %name, error = %e, "reconcile failed");
             }
         }
+        let containers = self.store.containers()?;
+        self.sweep_secret_files(&containers);
+        self.refresh_secret_files(&containers).await;
         self.sweep_orphans().await
     }
 
@@ -359,11 +362,15 @@ impl Node {
                 readonly: false,
             });
         }
+        let secrets = self.container_secrets(&app.spec, &record.id).await?;
+        mounts.extend(secrets.mounts);
+        let mut env = app.spec.env.clone();
+        env.extend(secrets.env);
         let spec = ContainerSpec {
             id: record.id.clone(),
             app: record.app.clone(),
             image,
-            env: app.spec.env.clone(),
+            env,
             mounts,
             resources: app.spec.resources,
             netns: Some(netns),
@@ -466,6 +473,7 @@ impl Node {
             .await?;
         self.store.release_ip(&record.id)?;
         remove_dir_if_exists(&self.container_dir(&record.id))?;
+        self.remove_container_secrets(&record.id)?;
         match std::fs::remove_file(self.log_path(&record.id)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -498,7 +506,7 @@ pub fn endpoint_id(record: &ContainerRecord) -> u32 {
     u32::from(record.ip)
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),

@@ -39,6 +39,7 @@ impl Node {
                 let name = record.spec.name.clone();
                 // The row's rules, then placement, before anything is written.
                 record.check(&name)?;
+                self.require_secrets(&record.spec)?;
                 let placement = self.placement_if_owner(&record.spec)?;
                 for volume in &record.spec.volumes {
                     self.ensure_volume(&volume.name).await?;
@@ -181,6 +182,9 @@ impl Node {
                 cluster.join(address).await?;
                 Ok(Outcome::Joining { address })
             }
+            Command::CreateSecret { name, value } => self.put_secret(name, value, true).await,
+            Command::RotateSecret { name, value } => self.put_secret(name, value, false).await,
+            Command::DeleteSecret { name } => self.delete_secret(name).await,
         }
     }
 

@@ -17,11 +17,13 @@ pub mod map_diff;
 mod placement;
 pub mod plan;
 mod policy_sync;
+mod secrets;
 mod services;
 mod topology;
 mod views;
 
 pub use apps::endpoint_id;
+use apps::lock;
 pub use flows::RECENT_FLOWS;
 pub use policy_sync::HOST_IDENTITY;
 pub use topology::machine_resources;
@@ -63,6 +65,8 @@ pub enum NodeError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]
     Schedule(#[from] crate::scheduler::ScheduleError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
 }
 
 impl From<ImageError> for NodeError {
@@ -94,6 +98,11 @@ pub struct NodeParts {
     pub wall: Arc<dyn crate::cluster::WallClock>,
     /// The names and addresses clients reach the API by (the Host header).
     pub api_hosts: Vec<String>,
+    /// The key secrets are wrapped with (shared with the cluster, which
+    /// hands it to joining members).
+    pub secrets_key: Arc<crate::cluster::SecretsKey>,
+    /// Where containers' secret files are written.
+    pub secret_files: crate::secrets::SecretFiles,
 }
 
 /// A tunnel of the overlay: a node's subnet and prefix, its underlay
@@ -134,6 +143,10 @@ pub struct Node {
     /// Images resolved by deploys and starts, by reference.
     images: Mutex<HashMap<String, crate::image::ResolvedImage>>,
     api_hosts: Vec<String>,
+    secrets_key: Arc<crate::cluster::SecretsKey>,
+    secret_files: crate::secrets::SecretFiles,
+    /// The version of each secret file written, per container and mount.
+    secret_versions: Mutex<HashMap<String, std::collections::BTreeMap<usize, u32>>>,
 }
 
 impl Node {
@@ -168,6 +181,9 @@ impl Node {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            secrets_key: parts.secrets_key,
+            secret_files: parts.secret_files,
+            secret_versions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -385,6 +401,9 @@ mod tests {
             service_cidr: crate::services::default_service_cidr(),
             wall: Arc::new(TestWall(AtomicU64::new(wall_ms))),
             api_hosts: vec!["localhost".into()],
+            secrets_key: crate::cluster::SecretsKey::in_memory(crate::cluster::Key::generate()),
+            secret_files: crate::secrets::SecretFiles::open(dir.join("secrets"), false)
+                .expect("secret files dir"),
         });
         node.publish_self(std::net::Ipv4Addr::LOCALHOST, Default::default())
             .await

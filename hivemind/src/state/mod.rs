@@ -19,11 +19,12 @@ use serde::de::DeserializeOwned;
 pub use ipam::Subnet;
 pub use records::{
     AppRecord, AuditEntry, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord,
-    NodeInfo, Placement, ServiceRecord, TokenRecord, VolumeRecord, now_millis, now_secs,
+    NodeInfo, Placement, SecretRecord, ServiceRecord, TokenRecord, VolumeRecord, now_millis,
+    now_secs,
 };
 pub use replicated::to_value;
 pub use tables::{
-    ACL_POLICIES, APPS, ENDPOINTS, NODES, PLACEMENTS, POLICIES, Row, SERVICES, SUBNETS,
+    ACL_POLICIES, APPS, ENDPOINTS, NODES, PLACEMENTS, POLICIES, Row, SECRETS, SERVICES, SUBNETS,
     TABLE_NAMES, TOKENS, Table, VOLUMES, check_record,
 };
 

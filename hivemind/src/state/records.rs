@@ -182,6 +182,27 @@ pub struct TokenRecord {
     pub created_at: u64,
 }
 
+/// A secret as the replicated store keeps it: ciphertext only. The value
+/// is sealed with a data key of its own, and the data key with the cluster's
+/// key-encryption key, which never enters replicated state (see
+/// the `secrets` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub name: String,
+    /// 1 at creation, one more at each rotation.
+    pub version: u32,
+    /// Bytes of the value.
+    pub size: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// Fingerprint of the key-encryption key that wrapped `data_key`.
+    pub kek: String,
+    /// The data key sealed with the KEK: hex of nonce and ciphertext.
+    pub data_key: String,
+    /// The value sealed with the data key: hex of nonce and ciphertext.
+    pub value: String,
+}
+
 /// One mutating API call, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {

@@ -13,11 +13,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::records::{
-    AppRecord, EndpointRecord, NodeInfo, Placement, ServiceRecord, TokenRecord, VolumeRecord,
+    AppRecord, EndpointRecord, NodeInfo, Placement, SecretRecord, ServiceRecord, TokenRecord,
+    VolumeRecord,
 };
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
-use crate::model::{MAX_REPLICAS, ValidationError, validate_domain, validate_name};
+use crate::model::{
+    MAX_REPLICAS, MAX_SECRET_BYTES, ValidationError, validate_domain, validate_name,
+};
 use crate::policy::NetworkPolicy;
 
 /// A row of a replicated table.
@@ -88,9 +91,10 @@ pub const ENDPOINTS: Table<EndpointRecord> = Table::new("endpoints");
 pub const POLICIES: Table<NetworkPolicy> = Table::new("policies");
 pub const TOKENS: Table<TokenRecord> = Table::new("tokens");
 pub const ACL_POLICIES: Table<AclPolicy> = Table::new("acl_policies");
+pub const SECRETS: Table<SecretRecord> = Table::new("secrets");
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 10] = [
+pub const TABLE_NAMES: [&str; 11] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -101,6 +105,7 @@ pub const TABLE_NAMES: [&str; 10] = [
     POLICIES.name,
     TOKENS.name,
     ACL_POLICIES.name,
+    SECRETS.name,
 ];
 
 /// Checks a record against its table's rules; tombstones only need a known
@@ -133,6 +138,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "endpoints" => check(ENDPOINTS, key, value),
         "tokens" => check(TOKENS, key, value),
         "acl_policies" => check(ACL_POLICIES, key, value),
+        "secrets" => check(SECRETS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -287,6 +293,38 @@ impl Row for EndpointRecord {
     }
 }
 
+/// Bytes a seal adds: the nonce (XChaCha20) and the tag.
+const SEALED_OVERHEAD: usize = 24 + 16;
+
+impl Row for SecretRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        validate_name("name", &self.name)?;
+        key_names(key, &self.name)?;
+        if self.version == 0 {
+            return Err(ValidationError::new("version", "starts at 1"));
+        }
+        if self.size > MAX_SECRET_BYTES as u64 {
+            return Err(ValidationError::new(
+                "size",
+                format!("a secret holds at most {MAX_SECRET_BYTES} bytes"),
+            ));
+        }
+        let hex = |field: &str, value: &str, len: usize| {
+            if value.len() == len * 2 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(())
+            } else {
+                Err(ValidationError::new(
+                    field,
+                    format!("must be {} hex digits", len * 2),
+                ))
+            }
+        };
+        hex("kek", &self.kek, 4)?;
+        hex("data_key", &self.data_key, 32 + SEALED_OVERHEAD)?;
+        hex("value", &self.value, self.size as usize + SEALED_OVERHEAD)
+    }
+}
+
 impl Row for TokenRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         let hex = |field: &str, value: &str, len: usize| {
@@ -386,9 +424,48 @@ mod tests {
     fn undecodable_rows_and_unknown_tables_are_refused() {
         let err = check_record(&record("apps", "web", Some(json!({"spec": 3})))).unwrap_err();
         assert!(err.message.contains("undecodable"), "{err}");
-        let err = check_record(&record("secrets", "x", None)).unwrap_err();
+        let err = check_record(&record("passwords", "x", None)).unwrap_err();
         assert_eq!(err.field, "table");
         check_record(&record("apps", "gone", None)).unwrap();
+    }
+
+    #[test]
+    fn a_secret_record_must_hold_ciphertext_of_its_stated_size() {
+        // The shape sealing gives a 7-byte value.
+        let sealed = SecretRecord {
+            name: "db".into(),
+            version: 1,
+            size: 7,
+            created_at: 1,
+            updated_at: 1,
+            kek: "0011aabb".into(),
+            data_key: "ab".repeat(32 + SEALED_OVERHEAD),
+            value: "cd".repeat(7 + SEALED_OVERHEAD),
+        };
+        let good = serde_json::to_value(&sealed).unwrap();
+        check_record(&record("secrets", "db", Some(good.clone()))).unwrap();
+        let err = check_record(&record("secrets", "other", Some(good))).unwrap_err();
+        assert_eq!(err.field, "key", "{err}");
+        let mut clear = sealed.clone();
+        clear.value = "hunter2".into();
+        let err = check_record(&record(
+            "secrets",
+            "db",
+            Some(serde_json::to_value(&clear).unwrap()),
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "value", "{err}");
+        let huge = SecretRecord {
+            size: MAX_SECRET_BYTES as u64 + 1,
+            ..sealed
+        };
+        let err = check_record(&record(
+            "secrets",
+            "db",
+            Some(serde_json::to_value(&huge).unwrap()),
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "size", "{err}");
     }
 
     #[test]
