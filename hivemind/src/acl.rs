@@ -362,6 +362,49 @@ impl fmt::Display for TokenText {
     }
 }
 
+/// A join token as handed to an operator: `hmjoin_<id>_<secret>_<ca>`, a
+/// [`TokenText`]'s id and secret plus the SHA-256 of the cluster's CA
+/// certificate, which the joining node pins before it sends the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTokenText {
+    pub token: TokenText,
+    pub ca_sha256: String,
+}
+
+const JOIN_PREFIX: &str = "hmjoin_";
+
+impl JoinTokenText {
+    pub fn generate(ca_sha256: &str) -> Self {
+        Self {
+            token: TokenText::generate(),
+            ca_sha256: ca_sha256.to_string(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.trim().strip_prefix(JOIN_PREFIX)?;
+        let (token, ca) = rest.rsplit_once('_')?;
+        let ca_ok = ca.len() == 64
+            && ca
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        Some(Self {
+            token: TokenText::parse(&format!("{TOKEN_PREFIX}{token}"))?,
+            ca_sha256: ca_ok.then(|| ca.to_string())?,
+        })
+    }
+}
+
+impl fmt::Display for JoinTokenText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{JOIN_PREFIX}{}_{}_{}",
+            self.token.id, self.token.secret, self.ca_sha256
+        )
+    }
+}
+
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -482,6 +525,10 @@ mod tests {
         let text = token.to_string();
         assert_eq!(TokenText::parse(&text), Some(token.clone()));
         assert_eq!(text.len(), 3 + ID_HEX + 1 + SECRET_HEX);
+        let join = JoinTokenText::generate(&"ab".repeat(32));
+        assert_eq!(JoinTokenText::parse(&join.to_string()), Some(join.clone()));
+        assert!(JoinTokenText::parse(&text).is_none());
+        assert!(JoinTokenText::parse(&join.to_string()[..100]).is_none());
         assert!(!token.secret_hash().contains(&token.secret));
         assert!(same_hash(&token.secret_hash(), &hash_secret(&token.secret)));
         assert!(!same_hash(&token.secret_hash(), &hash_secret("other")));

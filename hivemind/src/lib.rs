@@ -18,6 +18,7 @@ pub mod listener;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod pki;
 pub mod policy;
 pub mod runtime;
 pub mod scheduler;

@@ -24,14 +24,8 @@ pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open
-/// connections finish for a few seconds.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let router = router.layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
+/// The HTTP/1 and HTTP/2 connection settings: the header timeout and caps.
+fn builder() -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -42,6 +36,34 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder
+}
+
+/// Serves `router` on one accepted connection (a TLS stream, say) with the
+/// same limits as [`serve`], until the client closes it.
+pub async fn serve_connection<S>(stream: S, peer: std::net::SocketAddr, router: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let router = router.layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
+    let service = TowerToHyperService::new(router);
+    if let Err(e) = builder()
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets open
+/// connections finish for a few seconds.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let router = router.layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
+    let builder = builder();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -111,6 +111,8 @@ async fn run(cli: Cli) -> i32 {
         tombstone_grace: std::time::Duration::from_secs(node.tombstone_grace),
         clock_offset_ms: node.clock_offset_ms,
         secrets_dir: node.secrets_dir.clone(),
+        join_token: node.join_token.clone(),
+        node_cert_lifetime: std::time::Duration::from_secs(node.node_cert_lifetime),
         mock,
     };
     match serve(options).await {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::acl::JoinTokenText;
 use crate::cluster::{
-    Cluster, ClusterConfig, Key, OffsetWallClock, RecordKey, ReplicaStore, SecretsKey,
+    Cluster, ClusterConfig, ClusterTls, Key, OffsetWallClock, RecordKey, ReplicaStore, SecretsKey,
     SystemWallClock, WallClock,
 };
 use crate::containerd::Containerd;
@@ -17,6 +18,7 @@ use crate::dataplane::Dataplane;
 use crate::discovery::{DnsConfig, DnsServer};
 use crate::network::{ContainerNetwork, Netlink, NetworkConfig, NoNetwork};
 use crate::node::{Node, NodeParts};
+use crate::pki::{Ca, NodeCert, NodeTls};
 use crate::runtime::ContainerRuntime;
 use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::memory::MemoryRuntime;
@@ -63,6 +65,10 @@ pub struct ServeOptions {
     /// Where containers' secret files live (a tmpfs; default
     /// `/dev/shm/hivemind/<node id>`).
     pub secrets_dir: Option<PathBuf>,
+    /// Admits this node to the cluster of `join` (`hmjoin_...`).
+    pub join_token: Option<String>,
+    /// How long this node's certificates are valid.
+    pub node_cert_lifetime: Duration,
     /// In-memory runtime, no kernel features, no cluster.
     pub mock: bool,
 }
@@ -125,6 +131,14 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let cluster = if options.mock {
         None
     } else {
+        let cert_ips = cert_ips(&options, advertise);
+        let node_tls = cluster_trust(&options, &node_id, &cert_ips, &secrets_key).await?;
+        let tls = ClusterTls::new(
+            node_tls,
+            Some(options.data_dir.join(PKI_DIR)),
+            options.node_cert_lifetime,
+            cert_ips,
+        )?;
         let keyring = cluster_keyring(&options)?;
         let config = ClusterConfig {
             gossip_advertise: SocketAddr::new(advertise.into(), options.gossip_port),
@@ -141,6 +155,8 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         let config = ClusterConfig {
             keyring_path: Some(options.data_dir.join(GOSSIP_KEY_FILE)),
             secrets_key: secrets_key.clone(),
+            tls: Some(tls),
+            join_authority: Some(Arc::new(JoinTokens(store.clone()))),
             ..config
         };
         let replicas: Arc<dyn ReplicaStore> = store.clone();
@@ -225,10 +241,8 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         .await
         .with_context(|| format!("listen on {}", options.listen))?;
     tracing::info!(address = %options.listen, "API and dashboard listening");
-    let mut router = crate::api::router(node.clone());
-    if let Some(cluster) = &cluster {
-        router = router.merge(cluster.router());
-    }
+    // Cluster traffic has its own TLS listener (TCP at the gossip port).
+    let router = crate::api::router(node.clone());
     crate::listener::serve(listener, router, shutdown_signal()).await?;
     for task in tasks {
         task.abort();
@@ -461,6 +475,99 @@ fn cluster_keyring(options: &ServeOptions) -> Result<crate::cluster::Keyring> {
         tracing::info!(path = %kept.display(), key = %keyring.primary().fingerprint(), "cluster key kept; give a copy to joining nodes with --gossip-key-file");
     }
     Ok(keyring)
+}
+
+/// Where the CA and this node's certificate are kept.
+const PKI_DIR: &str = "pki";
+
+/// The addresses this node's certificate names: where peers reach it.
+fn cert_ips(options: &ServeOptions, advertise: Ipv4Addr) -> Vec<std::net::IpAddr> {
+    let mut ips = vec![std::net::IpAddr::V4(advertise)];
+    if !options.listen.ip().is_unspecified() && !ips.contains(&options.listen.ip()) {
+        ips.push(options.listen.ip());
+    }
+    ips
+}
+
+/// The cluster's CA and this node's certificate: kept ones, else a new CA
+/// (the first node), else the CA, cluster key and secrets key a member hands
+/// over for a join token. The node's certificate is issued here when it
+/// has none (or one for another id or CA).
+async fn cluster_trust(
+    options: &ServeOptions,
+    node_id: &str,
+    ips: &[std::net::IpAddr],
+    secrets_key: &SecretsKey,
+) -> Result<NodeTls> {
+    let dir = options.data_dir.join(PKI_DIR);
+    let ca = match Ca::load(&dir)? {
+        Some(ca) => ca,
+        None => match (&options.join_token, options.join.is_empty()) {
+            (Some(text), false) => {
+                let token = JoinTokenText::parse(text).context(
+                    "--join-token is not a join token (hmjoin_<id>_<secret>_<ca sha256>, from                      `hivemind cluster join-token create`)",
+                )?;
+                let bundle = crate::cluster::fetch_join_bundle(
+                    &options.join,
+                    text.trim(),
+                    &token.ca_sha256,
+                    node_id,
+                )
+                .await?;
+                let kept = options.data_dir.join(GOSSIP_KEY_FILE);
+                crate::cluster::write_keyring(&kept, &bundle.keyring()?)?;
+                if let Some(key) = bundle.secrets_key()? {
+                    secrets_key.set(key)?;
+                }
+                let ca = Ca::from_pem(&bundle.ca_cert, &bundle.ca_key)?;
+                ca.save(&dir)?;
+                tracing::info!(ca = %ca.fingerprint(), "admitted to the cluster with a join token");
+                ca
+            }
+            (None, true) => {
+                let ca = Ca::generate()?;
+                ca.save(&dir)?;
+                tracing::info!(ca = %ca.fingerprint(), path = %dir.display(), "cluster CA made; admit nodes with `hivemind cluster join-token create`");
+                ca
+            }
+            (Some(_), true) => bail!("--join-token needs --join: the address of a member"),
+            (None, false) => bail!(
+                "joining a cluster needs a join token: run `hivemind cluster join-token create`                  on a member and start this node with --join-token"
+            ),
+        },
+    };
+    let cert = match NodeCert::load(&dir)? {
+        Some(cert) if cert.node_id() == node_id && ca.verify_node(cert.cert_der()).is_ok() => cert,
+        _ => {
+            let cert = ca.issue(node_id, ips, options.node_cert_lifetime)?;
+            cert.save(&dir)?;
+            tracing::info!(node = %node_id, until = cert.not_after(), "node certificate issued");
+            cert
+        }
+    };
+    Ok(NodeTls { ca, cert })
+}
+
+/// Join tokens as the replicated state holds them.
+struct JoinTokens(Arc<Store>);
+
+impl crate::cluster::JoinAuthority for JoinTokens {
+    fn admit(&self, token: &str, node: &str) -> Result<(), String> {
+        let text = JoinTokenText::parse(token).ok_or("not a join token")?;
+        let record: crate::state::JoinTokenRecord = self
+            .0
+            .value(crate::state::JOIN_TOKENS, &text.token.id)
+            .map_err(|e| e.to_string())?
+            .ok_or("unknown or revoked join token")?;
+        if !crate::acl::same_hash(&record.secret_sha256, &text.token.secret_hash()) {
+            return Err("unknown or revoked join token".to_string());
+        }
+        if record.expires_at <= crate::state::now_secs() {
+            return Err(format!("join token {} has expired", record.id));
+        }
+        tracing::info!(node, token = %record.id, "join token accepted");
+        Ok(())
+    }
 }
 
 /// Where the first node of a cluster writes the admin token it made.

@@ -234,7 +234,7 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
             "generation": 1, "created_at": 0, "updated_at": 0
         }
     }]);
-    let (status, body) = push_as_a_member(ns, &app.to_string())?;
+    let (status, body) = push_as_a_member(ns, &daemon.data_dir, &app.to_string())?;
     assert_eq!(status, 200, "{body}");
 
     let viewer = create_token(daemon, "auditor", "viewer")?;

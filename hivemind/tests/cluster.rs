@@ -504,6 +504,7 @@ fn record(k: &str, wall_ms: u64, value: Value) -> Record {
             node: 42,
         },
         value: Some(value),
+        signature: None,
     }
 }
 

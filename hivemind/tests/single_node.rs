@@ -362,7 +362,8 @@ fn lifecycle(
         "no new privileges: {status}"
     );
 
-    peer_records_are_checked_one_by_one(ns, reference)?;
+    peer_records_are_checked_one_by_one(ns, &daemon.data_dir, reference)?;
+    cluster_traffic_needs_a_member_certificate(ns, &daemon.data_dir, node_id)?;
     clock_behind_after_restart(ns, daemon, &current)?;
 
     // Bad input changes nothing and names the field.
@@ -695,7 +696,7 @@ fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
 
 /// A batch of records as a peer pushes it: the good record applies and runs,
 /// each bad one is refused on its own with its reason, and reconciling goes on.
-fn peer_records_are_checked_one_by_one(ns: &NetNs, reference: &str) -> Result<()> {
+fn peer_records_are_checked_one_by_one(ns: &NetNs, data_dir: &Path, reference: &str) -> Result<()> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
@@ -725,7 +726,7 @@ fn peer_records_are_checked_one_by_one(ns: &NetNs, reference: &str) -> Result<()
         app("escape", "../../../../etc", now_ms),
         app("future", "future-data", now_ms + 600_000),
     ]);
-    let (status, body) = push_as_a_member(ns, &batch.to_string())?;
+    let (status, body) = push_as_a_member(ns, data_dir, &batch.to_string())?;
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body)?;
     assert_eq!(answer["applied"], 1, "{answer}");
@@ -759,6 +760,107 @@ fn peer_records_are_checked_one_by_one(ns: &NetNs, reference: &str) -> Result<()
     let (status, body) = http(ns, "DELETE", &api_url("/api/apps/pushed"), None)?;
     assert_eq!(status, 200, "{body}");
     wait_replicas(ns, "pushed", 0)?;
+    Ok(())
+}
+
+/// Replication is served over mutual TLS only: no client certificate, 401;
+/// a certificate from another CA, no handshake; a member that names itself
+/// as another, 403. A node's own records (its node record, its subnet
+/// claim) are taken only with that node's signature.
+fn cluster_traffic_needs_a_member_certificate(
+    ns: &NetNs,
+    data_dir: &Path,
+    node_id: &str,
+) -> Result<()> {
+    use hivemind::cluster::{Hlc, Record, RecordKey, RecordSignature};
+    use hivemind::pki::{Ca, NodeTls};
+    let ca = member::daemon_ca(data_dir)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone())?;
+    let anonymous = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let (status, body) = member::push_with(ns, anonymous, &[], "[]")?;
+    assert_eq!(status, 401, "no client certificate: {body}");
+    assert!(body.contains("node certificate"), "{body}");
+
+    // A certificate from another CA, shown to a client that trusts the
+    // daemon: only the daemon's check of it can fail.
+    let stranger = Ca::generate()?;
+    let intruder = stranger.issue("intruder", &[], Duration::from_secs(600))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone())?;
+    let foreign = NodeTls {
+        ca: stranger,
+        cert: intruder,
+    }
+    .client_config_trusting(roots)?;
+    let refused = member::push_with(ns, foreign, &[], "[]");
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA: {refused:?}"
+    );
+
+    let honest = member::member(data_dir, "planter")?;
+    let planter = honest.client_config()?;
+    let (status, body) = member::push_with(
+        ns,
+        planter.clone(),
+        &[(hivemind::cluster::NODE_HEADER, node_id)],
+        "[]",
+    )?;
+    assert_eq!(status, 403, "a member naming itself as another: {body}");
+
+    // Node records: only the node itself may write its own.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let node_record = |id: &str| -> Result<Record> {
+        // What an attacker would plant: this node's subnet, pointed at
+        // an underlay address of its choosing.
+        let info = serde_json::json!({
+            "id": id, "name": "hijacked", "api": "127.0.0.1:3000",
+            "underlay": "127.0.0.66", "subnet": "10.244.0.0/24",
+            "cpu_cores": 1.0, "memory_bytes": 1u64 << 30, "labels": {}, "started_at": 0,
+        });
+        Ok(Record {
+            key: RecordKey::new("nodes", id),
+            version: Hlc {
+                wall_ms: now_ms,
+                counter: 0,
+                node: 7,
+            },
+            value: Some(info),
+            signature: None,
+        })
+    };
+    let unsigned = node_record(node_id)?;
+    let mut forged = node_record(node_id)?;
+    forged.signature = Some(RecordSignature {
+        cert: honest.cert.cert_pem().to_string(),
+        sig: hex::encode(honest.cert.sign(&forged.signed_bytes())?),
+    });
+    let mut claim = Record {
+        key: RecordKey::new("subnets", format!("10.244.0.0/{node_id}")),
+        version: forged.version,
+        value: Some(Value::from(node_id)),
+        signature: None,
+    };
+    claim.signature = forged.signature.clone();
+    let batch = serde_json::to_string(&[unsigned, forged, claim])?;
+    let (status, body) = member::push_with(ns, planter, &[], &batch)?;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body)?;
+    assert_eq!(answer["applied"], 0, "{answer}");
+    let reasons = answer["rejected"].to_string();
+    assert!(reasons.contains("is not signed"), "{reasons}");
+    assert!(
+        reasons.matches("it is signed by node planter").count() == 2,
+        "{reasons}"
+    );
     Ok(())
 }
 

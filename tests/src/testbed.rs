@@ -65,6 +65,8 @@ pub struct Testbed {
     pub registry: Option<Registry>,
     pub dir: PathBuf,
     binary: PathBuf,
+    /// The join token node 1 made for the others.
+    join_token: Option<String>,
 }
 
 impl Testbed {
@@ -86,6 +88,7 @@ impl Testbed {
             registry: None,
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
+            join_token: None,
         };
         // Node 1 first; the others join at the same moment (their subnet
         // claims race, as when several machines boot together).
@@ -135,6 +138,8 @@ impl Testbed {
         if index > 1 {
             args.push("--join".to_string());
             args.push(format!("{}:7946", node_ip(1)));
+            args.push("--join-token".to_string());
+            args.push(self.join_token()?);
         }
         let daemon = Daemon::launch_with(
             &ns,
@@ -158,6 +163,26 @@ impl Testbed {
         }
         self.nodes.push(node);
         Ok(())
+    }
+
+    /// A join token from node 1, as an operator makes one.
+    fn join_token(&mut self) -> Result<String> {
+        if let Some(token) = &self.join_token {
+            return Ok(token.clone());
+        }
+        let first = self.nodes.first().context("node 1 starts first")?;
+        let created = first
+            .daemon
+            .cli(&["cluster", "join-token", "create", "--ttl", "1h"]);
+        let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+        if !created.status.success() || !token.starts_with("hmjoin_") {
+            anyhow::bail!(
+                "cluster join-token create: {token} {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        self.join_token = Some(token.clone());
+        Ok(token)
     }
 
     /// Waits until every node sees `count` alive members.

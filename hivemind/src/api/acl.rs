@@ -42,7 +42,7 @@ pub async fn create_token(
     }
     let expires_at = match &request.expires {
         None => None,
-        Some(text) => Some(now_secs() + parse_lifetime(text)?),
+        Some(text) => Some(now_secs() + parse_lifetime("expires", text, 10 * 365 * 86_400)?),
     };
     if tokens(&node)?.iter().any(|t| t.name == request.name) {
         return Err(NodeError::Conflict(format!("a token named {} exists", request.name)).into());
@@ -70,19 +70,20 @@ pub async fn create_token(
     ))
 }
 
-/// Token lifetimes: a duration with a unit (`90d` too).
-fn parse_lifetime(text: &str) -> Result<u64, ApiError> {
+/// Token lifetimes: a duration with a unit (`90d` too), from a minute to
+/// `max` seconds.
+pub(super) fn parse_lifetime(field: &str, text: &str, max: u64) -> Result<u64, ApiError> {
     let secs = match text.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
         Some(days) => days.checked_mul(86_400),
-        None => parse_duration("expires", text)
+        None => parse_duration(field, text)
             .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
             .map(|d| Some(d.as_secs()))?,
     };
     match secs {
-        Some(secs) if (60..=10 * 365 * 86_400).contains(&secs) => Ok(secs),
+        Some(secs) if (60..=max).contains(&secs) => Ok(secs),
         _ => Err(ApiError::bad_request(
             "invalid_field",
-            format!("expires: {text:?} must be between 1m and 3650d"),
+            format!("{field}: {text:?} must be between 1m and {}d", max / 86_400),
         )),
     }
 }

@@ -63,6 +63,11 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/nodes/join" | "/api/cluster/gossip-key/rotate" => {
             p(Verb::Write, Nodes, NameFrom::None)
         }
+        "/api/cluster/certificate" => p(Verb::Read, Nodes, NameFrom::None),
+        // A join token admits a machine into the cluster: as much as a token.
+        "/api/cluster/join-tokens" if write => p(Verb::Write, Tokens, NameFrom::None),
+        "/api/cluster/join-tokens" => p(Verb::Read, Tokens, NameFrom::None),
+        "/api/cluster/join-tokens/{id}" => p(Verb::Delete, Tokens, Path("id")),
         "/api/deploy" | "/api/scale" | "/api/restart" => p(Verb::Write, Apps, Body),
         "/api/apps" => p(Verb::Read, Apps, NameFrom::None),
         "/api/apps/{name}" if read => p(Verb::Read, Apps, Path("name")),

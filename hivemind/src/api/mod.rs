@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod flows;
 mod images;
+mod join_tokens;
 mod logs;
 mod nodes;
 pub mod openapi;
@@ -157,6 +158,10 @@ impl Routes {
             .add(Get, "/api/audit", acl::audit)
             .add(Get, "/api/whoami", acl::whoami)
             .add(Get, "/api/cluster/gossip-key", nodes::gossip_keys)
+            .add(Post, "/api/cluster/join-tokens", join_tokens::create)
+            .add(Get, "/api/cluster/join-tokens", join_tokens::list)
+            .add(Delete, "/api/cluster/join-tokens/{id}", join_tokens::revoke)
+            .add(Get, "/api/cluster/certificate", join_tokens::certificate)
             .add(
                 Post,
                 "/api/cluster/gossip-key/rotate",

@@ -8,7 +8,9 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
-use super::{acl, apps, containers, flows, images, nodes, policies, secrets, services, volumes};
+use super::{
+    acl, apps, containers, flows, images, join_tokens, nodes, policies, secrets, services, volumes,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +41,10 @@ use super::{acl, apps, containers, flows, images, nodes, policies, secrets, serv
         policies::list,
         policies::show,
         policies::delete,
+        join_tokens::create,
+        join_tokens::list,
+        join_tokens::revoke,
+        join_tokens::certificate,
         secrets::create,
         secrets::list,
         secrets::show,

@@ -10,16 +10,17 @@ use super::output::{
 };
 use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
-    GossipKeyCommand, ImageCommand, NodeCommand, OutputFormat, SecretValueArgs, SecurityCommand,
-    TokenCommand, TopCommand, VolumeCommand,
+    GossipKeyCommand, ImageCommand, JoinTokenCommand, NodeCommand, OutputFormat, SecretValueArgs,
+    SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
-    AclPolicy, AppView, AuditEntry, ContainerDetail, ContainerView, CreateSecret, CreateToken,
-    CreateVolume, DeployAnswer, DeployRequest, GossipKeys, HealthAnswer, HealthReport,
-    HealthStatus, ImportAnswer, JoinRequest, KeyRotated, MemoryValue, Message, NetworkPolicy,
-    NodeView, PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer,
-    RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
-    TokenCreated, TokenView, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    AclPolicy, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
+    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
+    GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
+    JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
+    PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role,
+    ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView, TokenCreated, TokenView,
+    VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -219,6 +220,56 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                     "some members still use the old key".to_string(),
                 ))
             }
+        }
+        TopCommand::Cluster(ClusterCommand::JoinToken(command)) => {
+            match command {
+                JoinTokenCommand::Create { ttl } => {
+                    let body = CreateJoinToken {
+                        ttl: Some(ttl.clone()),
+                    };
+                    let created: JoinTokenCreated =
+                        client.post("/api/cluster/join-tokens", &body).await?;
+                    if format == OutputFormat::Json {
+                        print_object(format, &created);
+                    } else {
+                        println!("{}", created.token);
+                        eprintln!(
+                            "Join token {} (expires at {}; shown only now). On the new node:\n  {}",
+                            created.id, created.expires_at, created.join_command
+                        );
+                    }
+                }
+                JoinTokenCommand::Ls => {
+                    let tokens: Vec<JoinTokenView> = client.get("/api/cluster/join-tokens").await?;
+                    print_list(
+                        format,
+                        &tokens,
+                        &[
+                            ("ID", |t| t.id.clone()),
+                            ("CREATED", |t| t.created_at.to_string()),
+                            ("EXPIRES", |t| t.expires_at.to_string()),
+                            ("EXPIRED", |t| t.expired.to_string()),
+                        ],
+                    );
+                }
+                JoinTokenCommand::Revoke { id } => {
+                    let path = format!("/api/cluster/join-tokens/{}", path_segment(id)?);
+                    let answer: Message = client.delete(&path).await?;
+                    print_message(format, &answer);
+                }
+            }
+            Ok(())
+        }
+        TopCommand::Cluster(ClusterCommand::Certificate) => {
+            let cert: CertificateView = client.get("/api/cluster/certificate").await?;
+            if format == OutputFormat::Json {
+                print_object(format, &cert);
+            } else {
+                println!("CA sha256: {}", cert.ca_sha256);
+                println!("expires:   {}", cert.not_after);
+                print!("{}", cert.cert);
+            }
+            Ok(())
         }
         TopCommand::Health => {
             let health: HealthAnswer = client.get("/api/health").await?;

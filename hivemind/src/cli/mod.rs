@@ -86,6 +86,28 @@ pub enum ClusterCommand {
     /// The key gossip is sealed and replication signed with
     #[command(subcommand)]
     GossipKey(GossipKeyCommand),
+    /// Tokens that admit new nodes (`hivemind daemon --join ADDR --join-token T`)
+    #[command(subcommand)]
+    JoinToken(JoinTokenCommand),
+    /// The answering node's certificate and the cluster CA's fingerprint
+    Certificate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCommand {
+    /// Make a join token; it is shown once, with the command that uses it
+    Create {
+        /// How long it admits nodes: 30m, 24h, 7d (at most 30d)
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+    /// List join tokens (never their secrets)
+    Ls,
+    /// Revoke a join token
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +283,13 @@ pub struct NodeArgs {
     /// Seconds a deletion marker is kept at least; it goes once every live node has seen it
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub tombstone_grace: u64,
+    /// Join token from `hivemind cluster join-token create` on a member (with --join): the
+    /// node gets the cluster's CA, key and secrets key over TLS pinned to the token's CA
+    #[arg(long, env = "HIVEMIND_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Test seam: seconds this node's certificates are valid (renewed with a third left)
+    #[arg(long, hide = true, default_value_t = 90 * 24 * 3600, value_parser = clap::value_parser!(u64).range(30..))]
+    pub node_cert_lifetime: u64,
     /// Directory for containers' secret files; a tmpfs is mounted there unless it is one
     /// [default: /dev/shm/hivemind/<node id>]
     #[arg(long)]

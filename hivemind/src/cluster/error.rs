@@ -31,4 +31,12 @@ pub enum ClusterError {
     Http(String),
     #[error("peer {peer}: {message}")]
     Peer { peer: String, message: String },
+    #[error("cluster TLS: {0}")]
+    Tls(String),
+    #[error("only node {owner} may write {table}/{key}")]
+    NotOwner {
+        owner: String,
+        table: String,
+        key: String,
+    },
 }

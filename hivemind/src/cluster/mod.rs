@@ -24,6 +24,7 @@ mod record;
 mod rendezvous;
 mod rotation;
 mod sync;
+mod tls;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,14 +45,17 @@ pub use kek::{SECRETS_KEY_PATH, SecretsKey};
 pub use keyring::{Key, Keyring, SealError};
 pub use membership::foca_config;
 pub use record::{
-    MAX_FUTURE_MS, MemoryReplicaStore, Record, RecordKey, ReplicaStore, supersedes, validate_key,
-    validate_record,
+    MAX_FUTURE_MS, MemoryReplicaStore, Record, RecordKey, RecordSignature, ReplicaStore,
+    supersedes, validate_key, validate_record,
 };
 pub use rendezvous::{rendezvous_owner, rendezvous_score};
 pub use rotation::{KEYRING_PATH, KeyringStep, Rotation};
 pub use sync::{
     ANTI_ENTROPY_PERIOD, AUTH_HEADER, DigestEntry, MAX_PUSH_BODY, MAX_RECORDS_PER_MESSAGE,
     MAX_SYNC_BODY, NODE_HEADER, PUSH_PATH, SYNC_PATH, SyncRequest, SyncResponse,
+};
+pub use tls::{
+    ClusterTls, JOIN_PATH, JoinAuthority, JoinBundle, VERIFIED_NODE_HEADER, fetch_join_bundle,
 };
 
 use membership::{FocaInput, MemberEntry};
@@ -85,12 +89,34 @@ pub struct ClusterConfig {
     pub keyring_path: Option<std::path::PathBuf>,
     /// The key secrets are wrapped with, handed to members that ask.
     pub secrets_key: Arc<SecretsKey>,
+    /// Node certificates: cluster traffic runs over (mutual) TLS on TCP at
+    /// the gossip port. `None` serves [`Cluster::router`] as plain HTTP on
+    /// the API instead (in-process tests).
+    pub tls: Option<Arc<ClusterTls>>,
+    /// What admits joining nodes (join tokens), with `tls`.
+    pub join_authority: Option<Arc<dyn JoinAuthority>>,
 }
 
 /// Writes a keyring file, readable by its owner only, replacing the old one
 /// whole (a crash leaves the old or the new, never half of one).
 pub fn write_keyring(path: &std::path::Path, ring: &Keyring) -> Result<(), ClusterError> {
     kek::write_private(path, &ring.to_text())
+}
+
+/// How often a member checks whether its certificate is due for renewal.
+const RENEW_CHECK: Duration = Duration::from_secs(30);
+
+/// Renews this member's certificate when a third of its lifetime is left.
+async fn renew_loop(shared: Arc<Shared>) {
+    let Some(tls) = shared.tls.clone() else {
+        return;
+    };
+    loop {
+        if let Err(e) = tls.renew_if_due() {
+            tracing::warn!(error = %e, "renewing the node certificate failed");
+        }
+        tokio::time::sleep(RENEW_CHECK).await;
+    }
 }
 
 /// Purged keys are remembered at least this long (ms).
@@ -118,6 +144,8 @@ impl ClusterConfig {
             keyring,
             keyring_path: None,
             secrets_key: Arc::new(SecretsKey::default()),
+            tls: None,
+            join_authority: None,
         }
     }
 }
@@ -190,6 +218,8 @@ pub(crate) struct Shared {
     keyring: RwLock<Arc<Keyring>>,
     keyring_path: Option<std::path::PathBuf>,
     secrets_key: Arc<SecretsKey>,
+    tls: Option<Arc<ClusterTls>>,
+    join_authority: Option<Arc<dyn JoinAuthority>>,
     left: AtomicBool,
     logs: Logs,
 }
@@ -260,6 +290,31 @@ impl Shared {
     }
 
     /// Live peers we replicate with: not us, not blocked, and none once we left.
+    /// A record only its node may write must carry that node's signature.
+    fn check_owner(&self, record: &Record) -> Result<(), String> {
+        match (self.store.owner(&record.key), &self.tls) {
+            (Some(owner), Some(tls)) => tls.verify(record, &owner),
+            _ => Ok(()),
+        }
+    }
+
+    /// The client replication requests go out with (the node certificate
+    /// when cluster traffic runs over TLS).
+    fn http(&self) -> reqwest::Client {
+        match &self.tls {
+            Some(tls) => tls.state().http.clone(),
+            None => self.http.clone(),
+        }
+    }
+
+    /// The URL of an internal route on `peer`.
+    fn peer_url(&self, peer: &Member, path: &str) -> String {
+        match &self.tls {
+            Some(_) => format!("https://{}{path}", peer.gossip),
+            None => format!("http://{}{path}", peer.api),
+        }
+    }
+
     fn replication_peers(&self) -> Vec<Member> {
         if self.left.load(Ordering::Acquire) {
             return Vec::new();
@@ -296,6 +351,7 @@ impl Shared {
                     validate_record(&record, now)
                         .map_err(|e| e.to_string())
                         .and_then(|()| self.store.check(&record))
+                        .and_then(|()| self.check_owner(&record))
                         .map(|()| record.clone())
                         .map_err(|e| (Some(record.key), e))
                 });
@@ -529,6 +585,8 @@ impl Cluster {
             keyring: RwLock::new(Arc::new(config.keyring.clone())),
             keyring_path: config.keyring_path.clone(),
             secrets_key: config.secrets_key.clone(),
+            tls: config.tls.clone(),
+            join_authority: config.join_authority.clone(),
             left: AtomicBool::new(false),
             logs: Logs {
                 socket: LogLimiter::new(LOG_INTERVAL),
@@ -547,6 +605,20 @@ impl Cluster {
             .collect();
         let (foca_tx, mut tasks) =
             membership::spawn(shared.clone(), Arc::new(socket), identity.clone(), seeds);
+        if shared.tls.is_some() {
+            // Cluster traffic: TCP at the gossip port, TLS only.
+            let addr = SocketAddr::new(config.gossip_bind.ip(), local.port());
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ClusterError::Bind { addr, source })?;
+            let router = sync::router(shared.clone());
+            tasks.push(tokio::spawn(tls::serve_internal(
+                shared.clone(),
+                listener,
+                router,
+            )));
+            tasks.push(tokio::spawn(renew_loop(shared.clone())));
+        }
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
         tasks.push(tokio::spawn(sync::push_loop(shared.clone(), push_rx)));
         tasks.push(tokio::spawn(sync::anti_entropy_loop(shared.clone())));
@@ -623,11 +695,24 @@ impl Cluster {
         value: Option<serde_json::Value>,
     ) -> Result<Record, ClusterError> {
         validate_key(&key)?;
-        let record = Record {
+        let mut record = Record {
             key,
             version: self.shared.clock.now(),
             value,
+            signature: None,
         };
+        if let Some(owner) = self.shared.store.owner(&record.key) {
+            if owner != self.shared.node_id {
+                return Err(ClusterError::NotOwner {
+                    owner,
+                    table: record.key.table,
+                    key: record.key.key,
+                });
+            }
+            if let Some(tls) = &self.shared.tls {
+                record.signature = Some(tls.sign(&record)?);
+            }
+        }
         self.shared
             .store
             .check(&record)

@@ -38,6 +38,29 @@ pub struct Record {
     pub key: RecordKey,
     pub version: Hlc,
     pub value: Option<serde_json::Value>,
+    /// The author's signature, on records only their node may write
+    /// ([`ReplicaStore::owner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<RecordSignature>,
+}
+
+/// A node's signature of a record, with the node's certificate (which the
+/// cluster's CA signed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSignature {
+    /// The signer's certificate, PEM.
+    pub cert: String,
+    /// ECDSA P-256 over [`Record::signed_bytes`], hex.
+    pub sig: String,
+}
+
+impl Record {
+    /// What a signature covers: table, key, version and value.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&(&self.key.table, &self.key.key, &self.version, &self.value))
+            .unwrap_or_default()
+    }
 }
 
 /// The seam between replication and storage. The daemon implements it over
@@ -54,6 +77,11 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// the error says which rule it broke.
     fn check(&self, _record: &Record) -> Result<(), String> {
         Ok(())
+    }
+    /// The node that alone may write `key` (its node record, its subnet
+    /// claim): such records must carry its signature.
+    fn owner(&self, _key: &RecordKey) -> Option<String> {
+        None
     }
     /// Every stored tombstone with its version.
     fn tombstones(&self) -> Result<Vec<(RecordKey, Hlc)>, ClusterError>;
@@ -213,6 +241,7 @@ mod tests {
                 node,
             },
             value,
+            signature: None,
         }
     }
 

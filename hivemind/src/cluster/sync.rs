@@ -89,6 +89,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(super::rotation::keyring_handler).layer(DefaultBodyLimit::max(64 << 10)),
         )
         .route(
+            super::tls::JOIN_PATH,
+            post(super::tls::join_handler).layer(DefaultBodyLimit::max(4 << 10)),
+        )
+        .route(
             super::kek::SECRETS_KEY_PATH,
             post(super::kek::secrets_key_handler).layer(DefaultBodyLimit::max(1 << 10)),
         )
@@ -164,6 +168,27 @@ pub(super) fn accept_body(
         code: "unauthenticated",
         message,
     };
+    if shared.tls.is_some() {
+        let verified = headers
+            .get(super::tls::VERIFIED_NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                unauthenticated(
+                    "a node certificate from this cluster's CA is needed (mutual TLS)".to_string(),
+                )
+            })?;
+        if let Some(claimed) = headers.get(NODE_HEADER).and_then(|v| v.to_str().ok())
+            && claimed != verified
+        {
+            return Err(HttpError {
+                status: StatusCode::FORBIDDEN,
+                code: "wrong_node",
+                message: format!(
+                    "the certificate is node {verified}'s, the request says {claimed}"
+                ),
+            });
+        }
+    }
     let auth = headers
         .get(AUTH_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -302,10 +327,6 @@ fn diff(shared: &Shared, theirs: &[DigestEntry]) -> Result<SyncResponse, Cluster
     Ok(answer)
 }
 
-fn url(peer: &Member, path: &str) -> String {
-    format!("http://{}{path}", peer.api)
-}
-
 fn peer_error(peer: &Member, message: impl std::fmt::Display) -> ClusterError {
     ClusterError::Peer {
         peer: peer.id.clone(),
@@ -355,8 +376,8 @@ pub(super) fn signed(
 ) -> reqwest::RequestBuilder {
     let auth = shared.keyring().sign_request(unix_ms(), path, &body);
     shared
-        .http
-        .post(url(peer, path))
+        .http()
+        .post(shared.peer_url(peer, path))
         .header(NODE_HEADER, shared.node_id.as_str())
         .header(AUTH_HEADER, auth)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

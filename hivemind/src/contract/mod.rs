@@ -108,5 +108,6 @@ answers!(
     PolicyAnswer,
     VolumeCreated,
     ImportAnswer,
-    SecretAnswer
+    SecretAnswer,
+    JoinTokenCreated
 );

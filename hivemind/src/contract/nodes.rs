@@ -154,3 +154,47 @@ pub struct KeyRotated {
     pub missed: Vec<String>,
     pub message: String,
 }
+
+/// The body of `POST /api/cluster/join-tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// How long it admits nodes: `30m`, `24h`, `7d` (default 24h, at most 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+/// Answer of `POST /api/cluster/join-tokens`: the token, shown only here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenCreated {
+    pub success: bool,
+    pub id: String,
+    /// `hmjoin_<id>_<secret>_<ca sha256>`: give it to `hivemind daemon --join-token`.
+    pub token: String,
+    pub expires_at: u64,
+    /// The SHA-256 of the cluster CA's certificate, which the token pins.
+    pub ca_sha256: String,
+    /// The command that joins a node with it.
+    pub join_command: String,
+    pub message: String,
+}
+
+/// A join token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenView {
+    pub id: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub expired: bool,
+}
+
+/// Where this node's cluster TLS stands (`GET /api/cluster/certificate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CertificateView {
+    /// The SHA-256 of the cluster CA's certificate.
+    pub ca_sha256: String,
+    /// This node's certificate, PEM.
+    pub cert: String,
+    /// When it expires (seconds since the epoch); it is renewed with a third left.
+    pub not_after: u64,
+}

@@ -321,6 +321,7 @@ impl Node {
                     key,
                     version: self.clock.now(),
                     value,
+                    signature: None,
                 };
                 if !self.store.merge_record(&record)? {
                     return Err(NodeError::Conflict(format!(

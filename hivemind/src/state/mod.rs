@@ -19,13 +19,13 @@ use serde::de::DeserializeOwned;
 pub use ipam::Subnet;
 pub use records::{
     AppRecord, AuditEntry, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord,
-    NodeInfo, Placement, SecretRecord, ServiceRecord, TokenRecord, VolumeRecord, now_millis,
-    now_secs,
+    JoinTokenRecord, NodeInfo, Placement, SecretRecord, ServiceRecord, TokenRecord, VolumeRecord,
+    now_millis, now_secs,
 };
 pub use replicated::to_value;
 pub use tables::{
-    ACL_POLICIES, APPS, ENDPOINTS, NODES, PLACEMENTS, POLICIES, Row, SECRETS, SERVICES, SUBNETS,
-    TABLE_NAMES, TOKENS, Table, VOLUMES, check_record,
+    ACL_POLICIES, APPS, ENDPOINTS, JOIN_TOKENS, NODES, PLACEMENTS, POLICIES, Row, SECRETS,
+    SERVICES, SUBNETS, TABLE_NAMES, TOKENS, Table, VOLUMES, check_record,
 };
 
 /// This node's containers (observed state, not replicated).
@@ -280,6 +280,7 @@ mod tests {
                 node: 1,
             },
             value: Some(to_value(&AppRecord::new(spec)).unwrap()),
+            signature: None,
         }
     }
 
@@ -299,6 +300,7 @@ mod tests {
         assert!(!store.merge_record(&app("web", 5)).unwrap(), "older loses");
         let tombstone = Record {
             value: None,
+            signature: None,
             ..app("web", 20)
         };
         assert!(store.merge_record(&tombstone).unwrap());

@@ -203,6 +203,17 @@ pub struct SecretRecord {
     pub value: String,
 }
 
+/// A join token: admits nodes to the cluster until it expires or is
+/// revoked. Only a hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    pub secret_sha256: String,
+    pub created_at: u64,
+    /// Seconds since the epoch after which it is refused.
+    pub expires_at: u64,
+}
+
 /// One mutating API call, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {

@@ -182,6 +182,10 @@ impl ReplicaStore for Store {
         check_record(record).map_err(|e| e.to_string())
     }
 
+    fn owner(&self, key: &RecordKey) -> Option<String> {
+        super::tables::record_owner(key)
+    }
+
     fn tombstones(&self) -> Result<Vec<(RecordKey, Hlc)>, ClusterError> {
         let txn = self.db.begin_read().map_err(store_error)?;
         let handle = txn.open_table(REPLICATED).map_err(store_error)?;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::records::{
-    AppRecord, EndpointRecord, NodeInfo, Placement, SecretRecord, ServiceRecord, TokenRecord,
-    VolumeRecord,
+    AppRecord, EndpointRecord, JoinTokenRecord, NodeInfo, Placement, SecretRecord, ServiceRecord,
+    TokenRecord, VolumeRecord,
 };
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
@@ -92,9 +92,10 @@ pub const POLICIES: Table<NetworkPolicy> = Table::new("policies");
 pub const TOKENS: Table<TokenRecord> = Table::new("tokens");
 pub const ACL_POLICIES: Table<AclPolicy> = Table::new("acl_policies");
 pub const SECRETS: Table<SecretRecord> = Table::new("secrets");
+pub const JOIN_TOKENS: Table<JoinTokenRecord> = Table::new("join_tokens");
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 11] = [
+pub const TABLE_NAMES: [&str; 12] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -106,7 +107,20 @@ pub const TABLE_NAMES: [&str; 11] = [
     TOKENS.name,
     ACL_POLICIES.name,
     SECRETS.name,
+    JOIN_TOKENS.name,
 ];
+
+/// The node that alone may write `key`: a node's record and its subnet
+/// claims (`<network>/<node id>`) are its own.
+pub fn record_owner(key: &RecordKey) -> Option<String> {
+    if key.table == NODES.name {
+        Some(key.key.clone())
+    } else if key.table == SUBNETS.name {
+        key.key.rsplit_once('/').map(|(_, node)| node.to_string())
+    } else {
+        None
+    }
+}
 
 /// Checks a record against its table's rules; tombstones only need a known
 /// table. The error names the rule the record broke.
@@ -139,6 +153,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "tokens" => check(TOKENS, key, value),
         "acl_policies" => check(ACL_POLICIES, key, value),
         "secrets" => check(SECRETS, key, value),
+        "join_tokens" => check(JOIN_TOKENS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -325,6 +340,24 @@ impl Row for SecretRecord {
     }
 }
 
+impl Row for JoinTokenRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        let hex = |field: &str, value: &str, len: usize| {
+            if value.len() == len && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(())
+            } else {
+                Err(ValidationError::new(
+                    field,
+                    format!("must be {len} hex digits"),
+                ))
+            }
+        };
+        hex("id", &self.id, 12)?;
+        hex("secret_sha256", &self.secret_sha256, 64)?;
+        key_names(key, &self.id)
+    }
+}
+
 impl Row for TokenRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         let hex = |field: &str, value: &str, len: usize| {
@@ -383,6 +416,7 @@ mod tests {
                 node: 1,
             },
             value,
+            signature: None,
         }
     }
 
