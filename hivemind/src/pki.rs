@@ -182,7 +182,8 @@ impl Ca {
         ];
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
+        // Some slack for clocks behind ours, small next to the lifetime.
+        params.not_before = now - lifetime.min(Duration::from_secs(300)) / 10;
         params.not_after = now + lifetime;
         let cert = params
             .signed_by(&key, &self.issuer, &self.key)

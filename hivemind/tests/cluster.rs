@@ -819,3 +819,131 @@ async fn the_cluster_key_rotates_without_anyone_going_down() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(all_alive(&nodes, 3));
 }
+
+/// Admits the token `ok-token` only.
+struct OneToken;
+
+impl hivemind::cluster::JoinAuthority for OneToken {
+    fn admit(&self, token: &str, _node: &str) -> Result<(), String> {
+        if token == "ok-token" {
+            Ok(())
+        } else {
+            Err("unknown or revoked join token".to_string())
+        }
+    }
+}
+
+/// A TLS identity for node `id` from `ca`, valid `lifetime`.
+fn tls_for(
+    ca: &hivemind::pki::Ca,
+    id: &str,
+    lifetime: Duration,
+) -> Arc<hivemind::cluster::ClusterTls> {
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let cert = ca.issue(id, &[ip], lifetime).unwrap();
+    let ca = hivemind::pki::Ca::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
+    hivemind::cluster::ClusterTls::new(
+        hivemind::pki::NodeTls { ca, cert },
+        None,
+        lifetime,
+        vec![ip],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_only_certified_members_replicate_joins_need_a_token_and_certificates_renew() {
+    init_tracing();
+    let ca = hivemind::pki::Ca::generate().unwrap();
+    let short = Duration::from_secs(6);
+    let a = start_node_with("tls0", vec![], Arc::new(MemoryReplicaStore::new()), |c| {
+        c.tls = Some(tls_for(&ca, "tls0", short));
+        c.join_authority = Some(Arc::new(OneToken));
+    })
+    .await;
+    let seed = a.cluster.gossip_addr();
+    let b = start_node_with(
+        "tls1",
+        vec![seed],
+        Arc::new(MemoryReplicaStore::new()),
+        |c| {
+            c.tls = Some(tls_for(&ca, "tls1", short));
+        },
+    )
+    .await;
+    // It holds the cluster key, but its certificate is from another CA.
+    let other = hivemind::pki::Ca::generate().unwrap();
+    let c = start_node_with(
+        "tls2",
+        vec![seed],
+        Arc::new(MemoryReplicaStore::new()),
+        |c| {
+            c.tls = Some(tls_for(&other, "tls2", Duration::from_secs(3600)));
+        },
+    )
+    .await;
+
+    let first_cert = b.cluster.tls().unwrap().cert_pem();
+    let k = key("certified");
+    a.cluster.write(k.clone(), Some(json!(1))).await.unwrap();
+    eventually(
+        "a's write on b, over mutual TLS",
+        Duration::from_secs(10),
+        || b.value(&k) == Some(json!(1)),
+    )
+    .await;
+    let outsider = key("outsider");
+    c.cluster
+        .write(outsider.clone(), Some(json!(2)))
+        .await
+        .unwrap();
+
+    // Renewal: with 6 s certificates, each member renews within seconds
+    // and replication goes on with the new ones.
+    eventually("b renewed its certificate", Duration::from_secs(15), || {
+        b.cluster.tls().unwrap().cert_pem() != first_cert
+    })
+    .await;
+    let later = key("after-renewal");
+    b.cluster
+        .write(later.clone(), Some(json!(3)))
+        .await
+        .unwrap();
+    eventually(
+        "b's write on a after renewal",
+        Duration::from_secs(10),
+        || a.value(&later) == Some(json!(3)),
+    )
+    .await;
+    assert_eq!(a.value(&outsider), None, "the outsider's write reached a");
+    assert_eq!(b.value(&outsider), None, "the outsider's write reached b");
+    assert_eq!(c.value(&k), None, "the outsider synced a's state");
+
+    // The join exchange: the token admits, the pinned CA must match.
+    let pin = ca.fingerprint();
+    let bad = hivemind::cluster::fetch_join_bundle(&[seed], "wrong", &pin, "n9").await;
+    assert!(
+        bad.as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("bad_join_token"),
+        "{bad:?}"
+    );
+    let impostor =
+        hivemind::cluster::fetch_join_bundle(&[seed], "ok-token", &other.fingerprint(), "n9").await;
+    assert!(
+        impostor.is_err(),
+        "a CA other than the pinned one was trusted"
+    );
+    let bundle = hivemind::cluster::fetch_join_bundle(&[seed], "ok-token", &pin, "n9")
+        .await
+        .unwrap();
+    assert_eq!(bundle.keyring().unwrap(), test_keyring());
+    let joined = bundle
+        .node_tls("n9", &["127.0.0.1".parse().unwrap()], short)
+        .unwrap();
+    assert_eq!(ca.verify_node(joined.cert.cert_der()).unwrap(), "n9");
+    for node in [a, b, c] {
+        node.kill();
+    }
+}

@@ -115,7 +115,7 @@ async fn renew_loop(shared: Arc<Shared>) {
         if let Err(e) = tls.renew_if_due() {
             tracing::warn!(error = %e, "renewing the node certificate failed");
         }
-        tokio::time::sleep(RENEW_CHECK).await;
+        tokio::time::sleep(RENEW_CHECK.min(tls.lifetime() / 6)).await;
     }
 }
 
@@ -745,9 +745,16 @@ impl Cluster {
         }
     }
 
-    /// The two `/api/internal/cluster/*` routes, state applied.
+    /// The `/api/internal/cluster/*` routes as plain HTTP, for a cluster
+    /// without TLS (with TLS they are served on their own listener, and
+    /// this router refuses every request that needs a certificate).
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        sync::router(self.shared.clone())
+        sync::router(self.shared.clone()).layer(axum::middleware::map_request(
+            |mut request: axum::extract::Request| async move {
+                request.headers_mut().remove(VERIFIED_NODE_HEADER);
+                request
+            },
+        ))
     }
 
     /// Gossip datagrams rejected so far

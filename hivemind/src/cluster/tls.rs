@@ -113,6 +113,11 @@ impl ClusterTls {
             .clone()
     }
 
+    /// How long this node's certificates are valid.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
     /// The SHA-256 of the CA certificate, in hex.
     pub fn ca_fingerprint(&self) -> String {
         self.state().node.ca.fingerprint()
