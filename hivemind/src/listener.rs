@@ -24,6 +24,49 @@ pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// Where a TLS listener gets its acceptor, for each connection (so a
+/// renewed certificate is used from the next one on).
+pub type TlsSource = std::sync::Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
+
+/// What a client that speaks plain HTTP to the TLS port is told.
+const PLAIN_HTTP_ANSWER: &str = concat!(
+    "HTTP/1.1 400 Bad Request\r\n",
+    "Content-Type: application/json\r\n",
+    "Connection: close\r\n",
+    "Content-Length: 97\r\n\r\n",
+    r#"{"success":false,"error":{"code":"tls_required","message":"this API speaks HTTPS: use https://"}}"#,
+);
+
+/// The TLS handshake of an accepted connection, within the header timeout;
+/// a client that speaks plain HTTP gets a 400 that says to use https.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) {
+        return None;
+    }
+    // A TLS record starts with 0x16 (handshake).
+    if first[0] != 0x16 {
+        let mut stream = stream;
+        let _ = stream.write_all(PLAIN_HTTP_ANSWER.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// The HTTP/1 and HTTP/2 connection settings: the header timeout and caps.
 fn builder() -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -60,10 +103,10 @@ where
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsSource>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let router = router.layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT));
-    let builder = builder();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -80,10 +123,27 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    let builder = builder();
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(tls) => {
+                    let Some(stream) = handshake(stream, peer, &tls()).await else {
+                        return;
+                    };
+                    let builder = builder();
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });
@@ -95,4 +155,17 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_http_answer_has_the_length_it_says() {
+        let (head, body) = PLAIN_HTTP_ANSWER.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let error: crate::contract::ErrorBody = serde_json::from_str(body).unwrap();
+        assert_eq!(error.error.code, "tls_required");
+    }
 }

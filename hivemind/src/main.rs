@@ -112,6 +112,8 @@ async fn run(cli: Cli) -> i32 {
         clock_offset_ms: node.clock_offset_ms,
         secrets_dir: node.secrets_dir.clone(),
         join_token: node.join_token.clone(),
+        tls_cert: node.tls_cert.clone(),
+        tls_key: node.tls_key.clone(),
         node_cert_lifetime: std::time::Duration::from_secs(node.node_cert_lifetime),
         mock,
     };

@@ -166,9 +166,28 @@ impl Ca {
         ips: &[IpAddr],
         lifetime: Duration,
     ) -> Result<NodeCert, PkiError> {
+        self.issue_for(node_id, ips, &[], lifetime)
+    }
+
+    /// A certificate for node `node_id`, reachable at `ips` and by the DNS
+    /// `names` (the names clients reach its API by), with a new key.
+    pub fn issue_for(
+        &self,
+        node_id: &str,
+        ips: &[IpAddr],
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<NodeCert, PkiError> {
         let key = KeyPair::generate().map_err(cert_err)?;
-        let dns = format!("{node_id}.{NODE_DOMAIN}");
-        let mut params = CertificateParams::new(vec![dns]).map_err(cert_err)?;
+        let mut dns = vec![format!("{node_id}.{NODE_DOMAIN}")];
+        for name in names {
+            // Names that are not DNS names (an IP given as --api-host) are
+            // left out rather than refused.
+            if !dns.contains(name) && name.parse::<IpAddr>().is_err() {
+                dns.push(name.clone());
+            }
+        }
+        let mut params = CertificateParams::new(dns).map_err(cert_err)?;
         params
             .subject_alt_names
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -379,6 +398,11 @@ impl NodeTls {
         Ok(config)
     }
 
+    /// The API's side: this node's certificate, no client certificate asked.
+    pub fn api_server_config(&self) -> Result<ServerConfig, PkiError> {
+        server_config(self.chain(), self.cert.key_der()?)
+    }
+
     /// The client side: trusts the CA only and shows this node's certificate.
     pub fn client_config(&self) -> Result<ClientConfig, PkiError> {
         self.client_config_trusting(self.roots()?)
@@ -393,6 +417,126 @@ impl NodeTls {
             .with_root_certificates(roots)
             .with_client_auth_cert(self.chain(), self.cert.key_der()?)
             .map_err(tls)
+    }
+}
+
+/// An API server's side from a certificate chain and key in PEM files
+/// (`--tls-cert`, `--tls-key`).
+pub fn api_server_config_from_files(cert: &Path, key: &Path) -> Result<ServerConfig, PkiError> {
+    let io =
+        |path: &Path, e: &dyn std::fmt::Display| PkiError::Io(format!("{}: {e}", path.display()));
+    let cert_pem = std::fs::read(cert).map_err(|e| io(cert, &e))?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io(cert, &e))?;
+    if chain.is_empty() {
+        return Err(io(cert, &"no certificate in it"));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| io(key, &e))?;
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| io(key, &e))?
+        .ok_or_else(|| io(key, &"no private key in it"))?;
+    server_config(chain, key_der)
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, PkiError> {
+    let tls = |e: rustls::Error| PkiError::Tls(e.to_string());
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The SHA-256 of the last certificate a TLS server at `addr` shows (its
+/// CA, when it sends its chain), without trusting it: what `hivemind login`
+/// shows the user to compare.
+pub async fn probe_ca_fingerprint(addr: &str, host: &str) -> Result<String, PkiError> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let verifier = Recorder {
+        seen: seen.clone(),
+        provider: provider(),
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| PkiError::Io(format!("{addr}: {e}")))?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| PkiError::Tls(format!("{host}: {e}")))?;
+    connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| PkiError::Tls(format!("{addr}: {e}")))?;
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    seen.ok_or_else(|| PkiError::Tls(format!("{addr} showed no certificate")))
+}
+
+/// Accepts any server, remembering the fingerprint of the last certificate
+/// of its chain. Only [`probe_ca_fingerprint`] uses it, and sends nothing.
+#[derive(Debug)]
+struct Recorder {
+    seen: Arc<std::sync::Mutex<Option<String>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let last = intermediates.last().unwrap_or(end_entity);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint(last));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -18,7 +18,7 @@ use crate::dataplane::Dataplane;
 use crate::discovery::{DnsConfig, DnsServer};
 use crate::network::{ContainerNetwork, Netlink, NetworkConfig, NoNetwork};
 use crate::node::{Node, NodeParts};
-use crate::pki::{Ca, NodeCert, NodeTls};
+use crate::pki::{Ca, NodeTls};
 use crate::runtime::ContainerRuntime;
 use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::memory::MemoryRuntime;
@@ -69,6 +69,10 @@ pub struct ServeOptions {
     pub join_token: Option<String>,
     /// How long this node's certificates are valid.
     pub node_cert_lifetime: Duration,
+    /// The API's certificate chain and key (PEM) instead of the node
+    /// certificate from the cluster CA.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// In-memory runtime, no kernel features, no cluster.
     pub mock: bool,
 }
@@ -128,16 +132,26 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from("/dev/shm/hivemind").join(&node_id));
         SecretFiles::open(dir, true)?
     };
+    let hosts = api_hosts(&options, advertise, &node_name);
     let cluster = if options.mock {
         None
     } else {
-        let cert_ips = cert_ips(&options, advertise);
-        let node_tls = cluster_trust(&options, &node_id, &cert_ips, &secrets_key).await?;
+        // The node's certificate names every address and name its API
+        // answers to: it serves the API too.
+        let (cert_ips, cert_names): (Vec<String>, Vec<String>) = hosts
+            .iter()
+            .cloned()
+            .partition(|h| h.parse::<std::net::IpAddr>().is_ok());
+        let cert_ips: Vec<std::net::IpAddr> =
+            cert_ips.iter().filter_map(|h| h.parse().ok()).collect();
+        let node_tls =
+            cluster_trust(&options, &node_id, &cert_ips, &cert_names, &secrets_key).await?;
         let tls = ClusterTls::new(
             node_tls,
             Some(options.data_dir.join(PKI_DIR)),
             options.node_cert_lifetime,
             cert_ips,
+            cert_names,
         )?;
         let keyring = cluster_keyring(&options)?;
         let config = ClusterConfig {
@@ -165,7 +179,6 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let subnet = acquire_subnet(&store, cluster.as_deref(), &node_id, &options).await?;
     let backends = backends(&options, subnet, advertise).await?;
 
-    let hosts = api_hosts(&options, advertise, &node_name);
     let node = Node::new(NodeParts {
         node_id,
         node_name,
@@ -240,10 +253,11 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listen on {}", options.listen))?;
-    tracing::info!(address = %options.listen, "API and dashboard listening");
+    tracing::info!(address = %options.listen, tls = !options.mock, "API and dashboard listening");
     // Cluster traffic has its own TLS listener (TCP at the gossip port).
     let router = crate::api::router(node.clone());
-    crate::listener::serve(listener, router, shutdown_signal()).await?;
+    let tls = api_tls(&options, cluster.as_ref())?;
+    crate::listener::serve(listener, router, tls, shutdown_signal()).await?;
     for task in tasks {
         task.abort();
     }
@@ -477,26 +491,45 @@ fn cluster_keyring(options: &ServeOptions) -> Result<crate::cluster::Keyring> {
     Ok(keyring)
 }
 
+/// The API's TLS: the `--tls-cert`/`--tls-key` pair, else the node
+/// certificate (renewed in place); none for `--mock`.
+fn api_tls(
+    options: &ServeOptions,
+    cluster: Option<&Arc<Cluster>>,
+) -> Result<Option<crate::listener::TlsSource>> {
+    match (
+        &options.tls_cert,
+        &options.tls_key,
+        cluster.and_then(|c| c.tls()),
+    ) {
+        (Some(cert), Some(key), _) => {
+            let config = crate::pki::api_server_config_from_files(cert, key)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            Ok(Some(Arc::new(move || acceptor.clone())))
+        }
+        (Some(_), None, _) | (None, Some(_), _) => {
+            bail!("--tls-cert and --tls-key go together")
+        }
+        (None, None, Some(tls)) => {
+            let tls = tls.clone();
+            Ok(Some(Arc::new(move || tls.api_acceptor())))
+        }
+        (None, None, None) => Ok(None),
+    }
+}
+
 /// Where the CA and this node's certificate are kept.
 const PKI_DIR: &str = "pki";
 
-/// The addresses this node's certificate names: where peers reach it.
-fn cert_ips(options: &ServeOptions, advertise: Ipv4Addr) -> Vec<std::net::IpAddr> {
-    let mut ips = vec![std::net::IpAddr::V4(advertise)];
-    if !options.listen.ip().is_unspecified() && !ips.contains(&options.listen.ip()) {
-        ips.push(options.listen.ip());
-    }
-    ips
-}
-
 /// The cluster's CA and this node's certificate: kept ones, else a new CA
 /// (the first node), else the CA, cluster key and secrets key a member hands
-/// over for a join token. The node's certificate is issued here when it
-/// has none (or one for another id or CA).
+/// over for a join token. The node's certificate is issued anew at every
+/// start, so it names the node's current addresses and names.
 async fn cluster_trust(
     options: &ServeOptions,
     node_id: &str,
     ips: &[std::net::IpAddr],
+    names: &[String],
     secrets_key: &SecretsKey,
 ) -> Result<NodeTls> {
     let dir = options.data_dir.join(PKI_DIR);
@@ -536,15 +569,9 @@ async fn cluster_trust(
             ),
         },
     };
-    let cert = match NodeCert::load(&dir)? {
-        Some(cert) if cert.node_id() == node_id && ca.verify_node(cert.cert_der()).is_ok() => cert,
-        _ => {
-            let cert = ca.issue(node_id, ips, options.node_cert_lifetime)?;
-            cert.save(&dir)?;
-            tracing::info!(node = %node_id, until = cert.not_after(), "node certificate issued");
-            cert
-        }
-    };
+    let cert = ca.issue_for(node_id, ips, names, options.node_cert_lifetime)?;
+    cert.save(&dir)?;
+    tracing::info!(node = %node_id, until = cert.not_after(), "node certificate issued");
     Ok(NodeTls { ca, cert })
 }
 

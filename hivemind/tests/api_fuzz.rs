@@ -130,6 +130,8 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() -> Result<()> {
             "POST /api/cluster/gossip-key/rotate",
             "--header",
             &format!("Authorization: Bearer {TEST_TOKEN}"),
+            "--tls-verify",
+            &daemon.ca_cert().display().to_string(),
             "--report",
             "junit",
             "--report-dir",
@@ -341,6 +343,7 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
         .command(env!("CARGO_BIN_EXE_hivemind"))
         .args(["--server", &daemon.url(""), "app", "ls"])
         .env_remove("HIVEMIND_TOKEN")
+        .env("HIVEMIND_CA_CERT", daemon.ca_cert())
         .output()?;
     assert_eq!(
         bare.status.code(),
@@ -359,6 +362,7 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
             "guarded",
         ])
         .env("HIVEMIND_TOKEN", &viewer)
+        .env("HIVEMIND_CA_CERT", daemon.ca_cert())
         .output()?;
     assert_eq!(
         refused.status.code(),
@@ -371,9 +375,12 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
     let signed_in = ns.run({
         let viewer = viewer.clone();
         let url = api_url("");
+        let ca = std::fs::read(daemon.ca_cert())?;
         move || -> Result<(u16, u16, u16)> {
             let client = reqwest::blocking::Client::builder()
                 .cookie_store(true)
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+                .tls_built_in_root_certs(false)
                 .build()?;
             let answer = client
                 .post(format!("{url}/api/session"))
@@ -400,18 +407,47 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
         "session: sign-in, read, change without CSRF"
     );
 
-    // `hivemind login` keeps the server and token as the current context.
+    // `hivemind login` pins the cluster's CA and keeps the server, token
+    // and pin as the current context. A pin of another CA is refused
+    // before the token is sent.
     let config = daemon.data_dir.with_extension("cli-config");
-    let login = ns
-        .command(env!("CARGO_BIN_EXE_hivemind"))
-        .args(["login", "--server", &daemon.url(""), "--token", &deployer])
-        .env("HIVEMIND_CONFIG", &config)
-        .env_remove("HIVEMIND_TOKEN")
-        .output()?;
+    let certificate = daemon.cli(&["cluster", "certificate", "--output", "json"]);
+    let certificate: serde_json::Value = serde_json::from_slice(&certificate.stdout)?;
+    let ca_sha256 = certificate["ca_sha256"].as_str().context("ca_sha256")?;
+    let login_with = |pin: &str| {
+        ns.command(env!("CARGO_BIN_EXE_hivemind"))
+            .args(["login", "--server", &daemon.url(""), "--token", &deployer])
+            .args(["--ca-sha256", pin])
+            .env("HIVEMIND_CONFIG", &config)
+            .env_remove("HIVEMIND_TOKEN")
+            .env_remove("HIVEMIND_CA_CERT")
+            .output()
+    };
+    let wrong = login_with(&"0".repeat(64))?;
+    assert_eq!(
+        wrong.status.code(),
+        Some(3),
+        "a CA other than the pinned one: {}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("cannot trust"));
+    assert!(!config.exists(), "a refused login keeps nothing");
+    let login = login_with(ca_sha256)?;
     let said = String::from_utf8_lossy(&login.stdout);
     assert!(
         login.status.success() && said.contains("as ci (role deployer)"),
-        "login: {said}"
+        "login: {said} {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
+    assert_eq!(kept["contexts"][0]["ca_sha256"], ca_sha256, "{kept}");
+    // Plain HTTP to the API's port is told to use HTTPS.
+    let plain = api_url("/api/health").replace("https://", "http://");
+    let (status, body) = http(ns, "GET", &plain, None)?;
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (400, "tls_required"),
+        "{body}"
     );
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
@@ -424,6 +460,7 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
         .env("HIVEMIND_CONFIG", &config)
         .env_remove("HIVEMIND_TOKEN")
         .env_remove("HIVEMIND_SERVER")
+        .env_remove("HIVEMIND_CA_CERT")
         .output()?;
     let listed = String::from_utf8_lossy(&with_context.stdout);
     assert!(
@@ -439,6 +476,8 @@ fn authentication_and_roles(ns: &NetNs, daemon: &Daemon) -> Result<()> {
             &daemon.url(""),
             "--token",
             well_formed_stranger,
+            "--ca-cert",
+            &daemon.ca_cert().display().to_string(),
         ])
         .env(
             "HIVEMIND_CONFIG",

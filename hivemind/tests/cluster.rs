@@ -847,6 +847,7 @@ fn tls_for(
         None,
         lifetime,
         vec![ip],
+        Vec::new(),
     )
     .unwrap()
 }

@@ -128,10 +128,10 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     let remote = on_node(&containers, "node-3")?;
     let (status, body) = testbed.get_from(
         1,
-        &format!(
-            "http://{}:3000/api/containers/{remote}/logs",
-            testbed.node(1).ip()
-        ),
+        &testbed
+            .node(1)
+            .daemon
+            .url(&format!("/api/containers/{remote}/logs")),
     )?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.trim(), format!("serving as {remote}"));

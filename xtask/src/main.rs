@@ -198,12 +198,14 @@ fn testbed(command: TestbedCommand) -> Result<()> {
             let testbed = Testbed::up("x", nodes, &binary, &dir)?;
             for node in &testbed.nodes {
                 println!(
-                    "testbed: {} id {} at {} (netns {}): hivemind --server http://{}:3000 node ls",
+                    "testbed: {} id {} at {} (netns {}): hivemind --server https://{}:3000 \
+                     --ca-cert {} node ls",
                     node.name,
                     node.id,
                     node.ip(),
                     node.ns.name,
-                    node.ip()
+                    node.ip(),
+                    node.daemon.ca_cert().display()
                 );
             }
             let state = testbed.keep()?;

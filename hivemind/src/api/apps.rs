@@ -216,7 +216,14 @@ pub async fn logs(
         .map(|c| (c.id.clone(), node.log_path(&c.id)))
         .collect();
     let remote = node.remote_containers(&name)?;
-    stream_logs(local, remote, query, forwarded_token(&headers)).await
+    stream_logs(
+        &node.peer_api(),
+        local,
+        remote,
+        query,
+        forwarded_token(&headers),
+    )
+    .await
 }
 
 /// Changes the number of replicas.

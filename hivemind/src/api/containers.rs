@@ -46,14 +46,14 @@ pub(super) async fn from_peers<T: DeserializeOwned>(
     let Some(cluster) = node.cluster() else {
         return Vec::new();
     };
-    let client = reqwest::Client::new();
+    let peers = node.peer_api();
     let requests = cluster
         .live_members()
         .into_iter()
         .filter(|m| !m.is_self)
         .map(|member| {
-            let url = format!("http://{}{path}", member.api);
-            let mut request = client.get(url).timeout(PEER_TIMEOUT);
+            let url = peers.url(&member.api.to_string(), path);
+            let mut request = peers.client().get(url).timeout(PEER_TIMEOUT);
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
@@ -284,13 +284,27 @@ pub async fn logs(
     match find(&node, &id) {
         Ok(record) => {
             let path = node.log_path(&record.id);
-            stream_logs(vec![(record.id, path)], Vec::new(), query, None).await
+            stream_logs(
+                &node.peer_api(),
+                vec![(record.id, path)],
+                Vec::new(),
+                query,
+                None,
+            )
+            .await
         }
         // Not here: the node that runs it answers, once.
         Err(not_here) if !forwarded => match node.remote_container(&id)? {
             Some(remote) => {
                 let token = forwarded_token(&headers);
-                stream_logs(Vec::new(), vec![(id, remote)], query, token).await
+                stream_logs(
+                    &node.peer_api(),
+                    Vec::new(),
+                    vec![(id, remote)],
+                    query,
+                    token,
+                )
+                .await
             }
             None => Err(not_here),
         },

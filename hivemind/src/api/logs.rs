@@ -13,20 +13,19 @@ use futures::stream::{BoxStream, StreamExt};
 
 use super::ApiError;
 use crate::contract::LogQuery;
-use crate::node::Remote;
+use crate::node::{PeerApi, Remote};
 
 /// Marks a logs request one node forwards to another: it is never
 /// forwarded again.
 pub const FORWARDED_HEADER: &str = "x-hivemind-forwarded";
 /// How often a followed local file is read again.
 const FOLLOW_PERIOD: Duration = Duration::from_millis(250);
-/// How long a node waits for another to start answering.
-const PEER_CONNECT: Duration = Duration::from_secs(3);
 
 type Lines = BoxStream<'static, Result<String, std::io::Error>>;
 
 /// The logs of local containers (`id`, log file) and remote ones.
 pub async fn stream_logs(
+    peers: &PeerApi,
     local: Vec<(String, PathBuf)>,
     remote: Vec<(String, Remote)>,
     query: LogQuery,
@@ -36,7 +35,14 @@ pub async fn stream_logs(
     let mut streams: Vec<Lines> = Vec::with_capacity(1 + remote.len());
     streams.push(local_lines(local, query.clone(), prefix).await);
     for (id, node) in remote {
-        streams.push(remote_lines(id, node, query.clone(), prefix, token.clone()));
+        streams.push(remote_lines(
+            peers,
+            id,
+            node,
+            query.clone(),
+            prefix,
+            token.clone(),
+        ));
     }
     let merged = futures::stream::select_all(streams);
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
@@ -106,25 +112,22 @@ async fn local_lines(sources: Vec<(String, PathBuf)>, query: LogQuery, prefix: b
 
 /// The logs of a container on another node, through that node's API.
 fn remote_lines(
+    peers: &PeerApi,
     id: String,
     node: Remote,
     query: LogQuery,
     prefix: bool,
     token: Option<String>,
 ) -> Lines {
-    let mut url = format!(
-        "http://{}/api/containers/{id}/logs?follow={}",
-        node.api, query.follow
+    let mut url = peers.url(
+        &node.api,
+        &format!("/api/containers/{id}/logs?follow={}", query.follow),
     );
     if let Some(tail) = query.tail {
         url.push_str(&format!("&tail={tail}"));
     }
+    let client = peers.client().clone();
     let request = async move {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(PEER_CONNECT)
-            .build()
-            .map_err(std::io::Error::other)?;
         let mut request = client.get(&url).header(FORWARDED_HEADER, "1");
         if let Some(token) = token {
             request = request.bearer_auth(token);

@@ -26,6 +26,10 @@ pub enum ClientError {
         server: String,
         source: reqwest::Error,
     },
+    #[error(
+        "cannot trust {server}: {message} (give its cluster CA with --ca-cert <data dir>/pki/ca.crt, or log in with `hivemind login --ca-sha256`)"
+    )]
+    Tls { server: String, message: String },
     #[error("{message}")]
     Api { status: StatusCode, message: String },
     #[error("{0}")]
@@ -37,7 +41,7 @@ pub enum ClientError {
 impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Connect { .. } => exit::CONNECT,
+            Self::Connect { .. } | Self::Tls { .. } => exit::CONNECT,
             Self::Usage(_) => exit::USAGE,
             Self::Other(_) => exit::ERROR,
             Self::Api { status, .. } => match *status {
@@ -57,13 +61,68 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// Whom the CLI trusts when the server speaks HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The usual public roots (a server with a `--tls-cert` from a public CA).
+    Roots,
+    /// The CA certificate in this PEM file (`--ca-cert`, a node's
+    /// `<data dir>/pki/ca.crt`).
+    CaFile(std::path::PathBuf),
+    /// The CA of this SHA-256 fingerprint, pinned by `hivemind login`.
+    Pinned(String),
+}
+
+impl Trust {
+    /// The fingerprint of the CA this trust names, if it names one.
+    pub fn fingerprint(&self) -> Result<Option<String>, ClientError> {
+        match self {
+            Self::Roots => Ok(None),
+            Self::Pinned(fp) => Ok(Some(fp.clone())),
+            Self::CaFile(path) => {
+                let pem = read_ca(path)?;
+                let der = rustls_pemfile::certs(&mut pem.as_slice())
+                    .next()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| {
+                        ClientError::Usage(format!("{} holds no certificate", path.display()))
+                    })?;
+                Ok(Some(crate::pki::fingerprint(&der)))
+            }
+        }
+    }
+}
+
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path)
+        .map_err(|e| ClientError::Usage(format!("cannot read the CA {}: {e}", path.display())))
+}
+
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Self {
-        Self {
-            http: reqwest::Client::new(),
+    pub fn new(server: &str, token: Option<String>, trust: &Trust) -> Result<Self, ClientError> {
+        let builder = reqwest::Client::builder();
+        let builder = match trust {
+            Trust::Roots => builder,
+            Trust::CaFile(path) => {
+                let ca = reqwest::Certificate::from_pem(&read_ca(path)?).map_err(|e| {
+                    ClientError::Usage(format!("{} is not a PEM certificate: {e}", path.display()))
+                })?;
+                builder
+                    .add_root_certificate(ca)
+                    .tls_built_in_root_certs(false)
+            }
+            Trust::Pinned(fingerprint) => builder.use_preconfigured_tls(
+                crate::pki::pinned_client_config(fingerprint)
+                    .map_err(|e| ClientError::Other(e.to_string()))?,
+            ),
+        };
+        Ok(Self {
+            http: builder
+                .build()
+                .map_err(|e| ClientError::Other(e.to_string()))?,
             server: server.trim_end_matches('/').to_string(),
             token,
-        }
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -81,7 +140,13 @@ impl Client {
         builder: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
         let response = builder.send().await.map_err(|source| {
-            if source.is_connect() || source.is_timeout() {
+            let chain = error_chain(&source);
+            if chain.contains("certificate") || chain.contains("CA of fingerprint") {
+                ClientError::Tls {
+                    server: self.server.clone(),
+                    message: chain,
+                }
+            } else if source.is_connect() || source.is_timeout() {
                 ClientError::Connect {
                     server: self.server.clone(),
                     source,
@@ -144,6 +209,18 @@ impl Client {
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         json_of(self.send(self.request(Method::DELETE, path)).await?).await
     }
+}
+
+/// An error with its causes, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The answer as `T`; an answer that does not fit the contract is an error

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use futures::StreamExt;
 
+use super::client::Trust;
 use super::output::{
     cell_of, human_bytes, joined, or_dash, print_list, print_message, print_object,
 };
@@ -128,8 +129,15 @@ fn health_spec(args: &DeployArgs) -> Result<Option<crate::health::HealthSpec>, C
 }
 
 pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
-    let (server, token) = super::config::resolve(cli.server.as_deref(), cli.token.as_deref())?;
-    let client = Client::new(&server, token.clone());
+    let (server, token, trust) = super::config::resolve(
+        cli.server.as_deref(),
+        cli.token.as_deref(),
+        cli.ca_cert.as_deref(),
+    )?;
+    if let TopCommand::Login { context, ca_sha256 } = &cli.command {
+        return login(cli, context.as_deref(), ca_sha256.as_deref(), trust).await;
+    }
+    let client = Client::new(&server, token.clone(), &trust)?;
     let format = cli.output;
     match &cli.command {
         TopCommand::Daemon(_) | TopCommand::Web(_) => Err(ClientError::Other(
@@ -165,40 +173,7 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
         }
         TopCommand::Security(command) => security(&client, format, command).await,
         TopCommand::Acl(command) => acl(&client, format, command).await,
-        TopCommand::Login { context } => {
-            let (Some(server), Some(token)) = (cli.server.as_deref(), cli.token.as_deref()) else {
-                return Err(ClientError::Usage(
-                    "give the node with --server URL and the token with --token".to_string(),
-                ));
-            };
-            let me: WhoAmI = client.get("/api/whoami").await?;
-            let name = context.clone().unwrap_or_else(|| {
-                server
-                    .split("://")
-                    .last()
-                    .unwrap_or(server)
-                    .trim_end_matches('/')
-                    .to_string()
-            });
-            let mut config = super::config::Config::load()?;
-            config.put(super::config::Context {
-                name: name.clone(),
-                server: server.trim_end_matches('/').to_string(),
-                token: token.to_string(),
-            });
-            let path = config.save()?;
-            if format == OutputFormat::Json {
-                print_object(format, &me);
-            } else {
-                println!(
-                    "Logged in to {server} as {} ({}); context {name} in {}",
-                    me.name,
-                    me.grant,
-                    path.display()
-                );
-            }
-            Ok(())
-        }
+        TopCommand::Login { .. } => Err(ClientError::Other("login is handled above".into())),
         TopCommand::Cluster(ClusterCommand::GossipKey(GossipKeyCommand::Ls)) => {
             let keys: GossipKeys = client.get("/api/cluster/gossip-key").await?;
             if format == OutputFormat::Json {
@@ -598,6 +573,97 @@ async fn security(
         }
     }
     Ok(())
+}
+
+/// `hivemind login`: pins the server's CA, checks the token, keeps both as
+/// the current context.
+async fn login(
+    cli: &Cli,
+    context: Option<&str>,
+    ca_sha256: Option<&str>,
+    trust: Trust,
+) -> Result<(), ClientError> {
+    let (Some(server), Some(token)) = (cli.server.as_deref(), cli.token.as_deref()) else {
+        return Err(ClientError::Usage(
+            "give the node with --server URL and the token with --token".to_string(),
+        ));
+    };
+    let server = server.trim_end_matches('/');
+    let pin = match (ca_sha256, server.starts_with("https://")) {
+        (_, false) => None,
+        (Some(fingerprint), true) => Some(fingerprint.trim().to_ascii_lowercase()),
+        (None, true) => match trust.fingerprint()? {
+            Some(fingerprint) => Some(fingerprint),
+            None => Some(confirm_ca(server).await?),
+        },
+    };
+    let trust = pin.clone().map_or(Trust::Roots, Trust::Pinned);
+    let client = Client::new(server, Some(token.to_string()), &trust)?;
+    let me: WhoAmI = client.get("/api/whoami").await?;
+    let name = context.map(str::to_string).unwrap_or_else(|| {
+        server
+            .split("://")
+            .last()
+            .unwrap_or(server)
+            .trim_end_matches('/')
+            .to_string()
+    });
+    let mut config = super::config::Config::load()?;
+    config.put(super::config::Context {
+        name: name.clone(),
+        server: server.to_string(),
+        token: token.to_string(),
+        ca_sha256: pin.clone(),
+    });
+    let path = config.save()?;
+    if cli.output == OutputFormat::Json {
+        print_object(cli.output, &me);
+    } else {
+        println!(
+            "Logged in to {server} as {} ({}); context {name} in {}{}",
+            me.name,
+            me.grant,
+            path.display(),
+            pin.map(|p| format!("; CA sha256 {p} pinned"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Shows the fingerprint of the CA `server` presents and asks whether to
+/// trust it; without a terminal to ask on, says how to pin it instead.
+async fn confirm_ca(server: &str) -> Result<String, ClientError> {
+    let url = reqwest::Url::parse(server)
+        .map_err(|e| ClientError::Usage(format!("{server} is not a URL: {e}")))?;
+    let host = url.host_str().unwrap_or("localhost").to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let fingerprint = crate::pki::probe_ca_fingerprint(&format!("{host}:{port}"), &host)
+        .await
+        .map_err(|e| ClientError::Other(e.to_string()))?;
+    let shown = format!(
+        "{server} shows a CA with SHA-256 fingerprint\n  {fingerprint}\nCompare it with \
+         `hivemind cluster certificate` on a node you trust (or `sha256sum` of the DER of \
+         <data dir>/pki/ca.crt)."
+    );
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        return Err(ClientError::Usage(format!(
+            "{shown}\nRun again with --ca-sha256 {fingerprint} to trust it (or --ca-cert FILE)."
+        )));
+    }
+    eprint!("{shown}\nTrust it? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Other(e.to_string()))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(fingerprint)
+    } else {
+        Err(ClientError::Other(
+            "not logged in: the CA was not trusted".to_string(),
+        ))
+    }
 }
 
 /// A secret's value from `--file` (or stdin for `-`) or `--value`.

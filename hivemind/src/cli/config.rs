@@ -11,9 +11,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::ClientError;
+use super::client::Trust;
 
 /// Where a server is when nothing says.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:3000";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:3000";
+/// The CA of a node on this machine with the default data dir: trusted when
+/// nothing else says, so the CLI works on a node as it is.
+pub const LOCAL_CA: &str = "/var/lib/hivemind/pki/ca.crt";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -28,6 +32,9 @@ pub struct Context {
     pub name: String,
     pub server: String,
     pub token: String,
+    /// The SHA-256 of the server's CA, pinned at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
 }
 
 pub fn path() -> Option<PathBuf> {
@@ -93,22 +100,34 @@ impl Config {
     }
 }
 
-/// The server and token a command uses: flags and environment first, then
-/// the current context, then the default server without a token.
+/// The server, token and trust a command uses: flags and environment
+/// first, then the current context, then the default server without a
+/// token. The CA trusted: `--ca-cert`, else the one the context pinned (for
+/// its server), else this machine's node's, else the public roots.
 pub fn resolve(
     server: Option<&str>,
     token: Option<&str>,
-) -> Result<(String, Option<String>), ClientError> {
+    ca_cert: Option<&std::path::Path>,
+) -> Result<(String, Option<String>, Trust), ClientError> {
     let config = Config::load()?;
     let context = config.current();
     let server = server
-        .map(str::to_string)
+        .map(|s| s.trim_end_matches('/').to_string())
         .or_else(|| context.map(|c| c.server.clone()))
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
     let token = token
         .map(str::to_string)
         .or_else(|| context.map(|c| c.token.clone()));
-    Ok((server, token))
+    let pinned = context
+        .filter(|c| c.server == server)
+        .and_then(|c| c.ca_sha256.clone());
+    let trust = match (ca_cert, pinned) {
+        (Some(path), _) => Trust::CaFile(path.to_path_buf()),
+        (None, Some(fingerprint)) => Trust::Pinned(fingerprint),
+        (None, None) if std::path::Path::new(LOCAL_CA).exists() => Trust::CaFile(LOCAL_CA.into()),
+        (None, None) => Trust::Roots,
+    };
+    Ok((server, token, trust))
 }
 
 #[cfg(test)]
@@ -120,8 +139,9 @@ mod tests {
         let mut config = Config::default();
         let context = |name: &str, token: &str| Context {
             name: name.into(),
-            server: format!("http://{name}:3000"),
+            server: format!("https://{name}:3000"),
             token: token.into(),
+            ca_sha256: None,
         };
         config.put(context("a", "1"));
         config.put(context("b", "2"));

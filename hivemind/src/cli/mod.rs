@@ -22,12 +22,16 @@ pub use commands::run_client_command;
 )]
 pub struct Cli {
     /// URL of a node's API (default: the current context of `hivemind login`, else
-    /// http://127.0.0.1:3000)
+    /// https://127.0.0.1:3000)
     #[arg(long, global = true, env = "HIVEMIND_SERVER")]
     pub server: Option<String>,
     /// API token
     #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA to trust (a node's <data-dir>/pki/ca.crt; default: the one `hivemind
+    /// login` pinned, else /var/lib/hivemind/pki/ca.crt when it exists)
+    #[arg(long, global = true, env = "HIVEMIND_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Output format
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -74,6 +78,10 @@ pub enum TopCommand {
         /// Name of the context (default: the server's host and port)
         #[arg(long)]
         context: Option<String>,
+        /// The SHA-256 of the cluster CA to pin (`hivemind cluster certificate` on a node);
+        /// without it (or --ca-cert) the server's is shown and asked about
+        #[arg(long)]
+        ca_sha256: Option<String>,
     },
     /// Cluster health summary
     Health,
@@ -287,6 +295,12 @@ pub struct NodeArgs {
     /// node gets the cluster's CA, key and secrets key over TLS pinned to the token's CA
     #[arg(long, env = "HIVEMIND_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// The API's certificate chain (PEM), instead of the node certificate the cluster CA signs
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM)
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Test seam: seconds this node's certificates are valid (renewed with a third left)
     #[arg(long, hide = true, default_value_t = 90 * 24 * 3600, value_parser = clap::value_parser!(u64).range(30..))]
     pub node_cert_lifetime: u64,

@@ -56,6 +56,7 @@ pub struct ClusterTls {
     dir: Option<PathBuf>,
     lifetime: Duration,
     ips: Vec<IpAddr>,
+    names: Vec<String>,
 }
 
 impl std::fmt::Debug for ClusterTls {
@@ -67,12 +68,15 @@ impl std::fmt::Debug for ClusterTls {
 pub(crate) struct TlsState {
     pub node: NodeTls,
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The API's side (no client certificate asked).
+    pub api_acceptor: tokio_rustls::TlsAcceptor,
     pub http: reqwest::Client,
 }
 
 impl TlsState {
     fn new(node: NodeTls) -> Result<Self, ClusterError> {
         let server = node.server_config().map_err(pki)?;
+        let api = node.api_server_config().map_err(pki)?;
         let client = node.client_config().map_err(pki)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(client)
@@ -84,26 +88,39 @@ impl TlsState {
         Ok(Self {
             node,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            api_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(api)),
             http,
         })
     }
 }
 
 impl ClusterTls {
-    /// `node`'s identity; renewals are issued for `ips`, valid `lifetime`,
-    /// and kept in `dir`.
+    /// `node`'s identity; renewals are issued for `ips` and `names`, valid
+    /// `lifetime`, and kept in `dir`.
     pub fn new(
         node: NodeTls,
         dir: Option<PathBuf>,
         lifetime: Duration,
         ips: Vec<IpAddr>,
+        names: Vec<String>,
     ) -> Result<Arc<Self>, ClusterError> {
         Ok(Arc::new(Self {
             current: RwLock::new(Arc::new(TlsState::new(node)?)),
             dir,
             lifetime,
             ips,
+            names,
         }))
+    }
+
+    /// The TLS acceptor of the API, with the current certificate.
+    pub fn api_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.state().api_acceptor.clone()
+    }
+
+    /// The PEM of the cluster CA's certificate.
+    pub fn ca_pem(&self) -> String {
+        self.state().node.ca.cert_pem().to_string()
     }
 
     pub(crate) fn state(&self) -> Arc<TlsState> {
@@ -142,7 +159,12 @@ impl ClusterTls {
         }
         let ca = Ca::from_pem(state.node.ca.cert_pem(), &state.node.ca.key_pem()).map_err(pki)?;
         let cert = ca
-            .issue(state.node.cert.node_id(), &self.ips, self.lifetime)
+            .issue_for(
+                state.node.cert.node_id(),
+                &self.ips,
+                &self.names,
+                self.lifetime,
+            )
             .map_err(pki)?;
         if let Some(dir) = &self.dir {
             cert.save(dir).map_err(pki)?;

@@ -27,7 +27,7 @@ use apps::lock;
 pub use flows::RECENT_FLOWS;
 pub use policy_sync::HOST_IDENTITY;
 pub use topology::machine_resources;
-pub use views::{Remote, ReplicaCount};
+pub use views::{PeerApi, Remote, ReplicaCount};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -29,7 +29,50 @@ pub struct Remote {
     pub api: String,
 }
 
+/// How this node calls other nodes' APIs: over HTTPS trusting the cluster's
+/// CA (and the usual roots, for nodes with `--tls-cert`), or plain HTTP
+/// where there is no cluster TLS.
+#[derive(Clone)]
+pub struct PeerApi {
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl PeerApi {
+    pub fn url(&self, api: &str, path: &str) -> String {
+        format!("{}://{api}{path}", self.scheme)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// How long a node waits for another's API to accept a connection.
+const PEER_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Node {
+    /// The client for other nodes' APIs.
+    pub fn peer_api(&self) -> PeerApi {
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(PEER_CONNECT);
+        let ca = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.tls())
+            .map(|tls| tls.ca_pem())
+            .and_then(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).ok());
+        let (builder, scheme) = match ca {
+            Some(ca) => (builder.add_root_certificate(ca), "https"),
+            None => (builder, "http"),
+        };
+        PeerApi {
+            client: builder.build().unwrap_or_default(),
+            scheme,
+        }
+    }
+
     /// The replicas of every app, cluster-wide, from the endpoint records
     /// every node publishes for its containers.
     pub fn replica_counts(&self) -> Result<BTreeMap<String, ReplicaCount>, NodeError> {
