@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod health;
 pub mod image;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod node;

@@ -109,6 +109,7 @@ fn single_node_app_lifecycle() -> Result<()> {
             "ctr",
             "/usr/bin/docker-registry",
             "/bin/busybox",
+            "promtool",
         ],
     ) {
         return Ok(());
@@ -218,6 +219,8 @@ fn lifecycle(
         to_container > 0 && from_container > 0,
         "data plane counters: {info}"
     );
+
+    metrics_show_the_container(ns, &first)?;
 
     // Table output names the container with its IP and limits.
     let table = assert_cli_ok(&daemon.cli(&["app", "containers"]), "app containers");
@@ -760,6 +763,73 @@ fn peer_records_are_checked_one_by_one(ns: &NetNs, data_dir: &Path, reference: &
     let (status, body) = http(ns, "DELETE", &api_url("/api/apps/pushed"), None)?;
     assert_eq!(status, 200, "{body}");
     wait_replicas(ns, "pushed", 0)?;
+    Ok(())
+}
+
+/// `GET /metrics`: the running container's CPU, memory and eBPF counters
+/// under the names Prometheus users know; `promtool check metrics` accepts
+/// the classic format, and OpenMetrics comes when asked for.
+fn metrics_show_the_container(ns: &NetNs, id: &str) -> Result<()> {
+    let (status, text) = http(ns, "GET", &api_url("/metrics"), None)?;
+    assert_eq!(status, 200, "{text}");
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{")) && l.contains(&format!("container=\"{id}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    for name in [
+        "container_network_receive_packets_total",
+        "container_network_transmit_packets_total",
+        "container_network_receive_bytes_total",
+        "container_memory_working_set_bytes",
+    ] {
+        assert!(
+            value(name).is_some_and(|v| v > 0.0),
+            "{name} of {id}:\n{text}"
+        );
+    }
+    assert!(
+        value("container_cpu_usage_seconds_total").is_some(),
+        "{text}"
+    );
+    assert!(text.contains("app=\"web\""), "{text}");
+    assert!(
+        text.contains("hivemind_api_request_duration_seconds_count{"),
+        "{text}"
+    );
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run promtool (apt-get install prometheus)")?;
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let checked = check.wait_with_output()?;
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let (status, open) = hivemind_tests::daemon::http_with(
+        ns,
+        Some(hivemind_tests::daemon::TEST_TOKEN),
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+        "GET",
+        &api_url("/metrics"),
+        None,
+    )?;
+    assert_eq!(status, 200);
+    assert!(open.ends_with("# EOF\n"), "OpenMetrics when asked: {open}");
     Ok(())
 }
 

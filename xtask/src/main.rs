@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "iptables",
     "nftables",
+    // prometheus and promtool, for the metrics tests.
+    "prometheus",
 ];
 /// bpf-linker must be built against the system LLVM 22, found through this directory.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

@@ -75,9 +75,11 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/apps/{name}/logs" => p(Verb::Read, Logs, Path("name")),
         "/api/containers" | "/api/containers/{id}" => p(Verb::Read, Containers, NameFrom::None),
         "/api/containers/{id}/logs" => p(Verb::Read, Logs, NameFrom::None),
-        "/api/flows" | "/api/flows/recent" | "/api/metrics/containers" | "/api/metrics/overlay" => {
-            p(Verb::Read, Metrics, NameFrom::None)
-        }
+        "/api/flows"
+        | "/api/flows/recent"
+        | "/api/metrics/containers"
+        | "/api/metrics/overlay"
+        | "/metrics" => p(Verb::Read, Metrics, NameFrom::None),
         "/api/security/network-policies" if write => p(Verb::Write, Policies, Body),
         "/api/security/network-policies" => p(Verb::Read, Policies, NameFrom::None),
         "/api/security/network-policies/{name}" if read => p(Verb::Read, Policies, Path("name")),

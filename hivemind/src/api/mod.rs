@@ -17,6 +17,7 @@ mod flows;
 mod images;
 mod join_tokens;
 mod logs;
+mod metrics;
 mod nodes;
 pub mod openapi;
 mod policies;
@@ -49,6 +50,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::authorize,
+        ))
+        // Outside authorization, so refusals are counted too.
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            metrics::measure,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -107,6 +113,7 @@ impl Routes {
         routes
             .add(Get, "/", dashboard)
             .add(Get, "/api/openapi.json", openapi::serve)
+            .add(Get, "/metrics", metrics::serve)
             .add(Post, "/api/deploy", apps::deploy)
             .add(Get, "/api/apps", apps::list)
             .add(Get, "/api/apps/{name}", apps::show)

@@ -9,7 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
-    acl, apps, containers, flows, images, join_tokens, nodes, policies, secrets, services, volumes,
+    acl, apps, containers, flows, images, join_tokens, metrics, nodes, policies, secrets, services,
+    volumes,
 };
 
 #[derive(OpenApi)]
@@ -45,6 +46,7 @@ use super::{
         join_tokens::list,
         join_tokens::revoke,
         join_tokens::certificate,
+        metrics::serve,
         secrets::create,
         secrets::list,
         secrets::show,

@@ -47,6 +47,14 @@ impl Node {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        {
+            let mut counts = super::lock(&self.flow_counts);
+            for event in &events {
+                *counts
+                    .entry((event.verdict, event.direction, event.proto))
+                    .or_default() += 1;
+            }
+        }
         for event in events {
             let value = serde_json::to_value(&event).unwrap_or_default();
             let _ = self.flows.send(value.clone());

@@ -147,6 +147,10 @@ pub struct Node {
     secret_files: crate::secrets::SecretFiles,
     /// The version of each secret file written, per container and mount.
     secret_versions: Mutex<HashMap<String, std::collections::BTreeMap<usize, u32>>>,
+    /// API requests and their latency, for `GET /metrics`.
+    api_stats: crate::metrics::ApiStats,
+    /// Flow events seen, by verdict, direction and IP protocol.
+    flow_counts: Mutex<std::collections::BTreeMap<(&'static str, &'static str, u8), u64>>,
 }
 
 impl Node {
@@ -184,6 +188,8 @@ impl Node {
             secrets_key: parts.secrets_key,
             secret_files: parts.secret_files,
             secret_versions: Mutex::new(HashMap::new()),
+            api_stats: crate::metrics::ApiStats::default(),
+            flow_counts: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -257,6 +263,22 @@ impl Node {
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::Io(format!("create {}: {e}", dir.display())))?;
         Ok(dir)
+    }
+
+    /// API requests and their latency.
+    pub fn api_stats(&self) -> &crate::metrics::ApiStats {
+        &self.api_stats
+    }
+
+    /// Flow events seen since the start, by verdict, direction and IP
+    /// protocol, and how many the kernel could not hand over.
+    pub fn flow_counts(&self) -> (Vec<((&'static str, &'static str, u8), u64)>, u64) {
+        let counts = lock(&self.flow_counts)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let lost = self.flows_lost.load(std::sync::atomic::Ordering::Relaxed);
+        (counts, lost)
     }
 
     /// The overlay's counters and tunnels; `None` without a data plane.

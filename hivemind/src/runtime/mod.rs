@@ -3,6 +3,7 @@
 //!
 //! Invariant: only `runtime::containerd` and `image` talk to containerd.
 
+pub mod cgroup;
 pub mod containerd;
 pub mod memory;
 mod seccomp;
