@@ -230,6 +230,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         after > before,
         "the packets went through hm_overlay_egress ({before} -> {after})"
     );
+    prometheus_scrapes_every_node(testbed, dir)?;
     let received = testbed.node(2).daemon.get("/api/metrics/overlay")?;
     assert!(
         received["counters"]["received"]["packets"].as_u64() > Some(0),
@@ -444,6 +445,113 @@ fn secrets_on_every_node(testbed: &Testbed, reference: &str) -> Result<()> {
     }
     cli_ok(1, &["app", "delete", "--name", "vault"])?;
     cli_ok(1, &["security", "delete", "--name", "token"])?;
+    Ok(())
+}
+
+/// A Prometheus process, killed on drop.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus in node 1's namespace scrapes every node's `/metrics`
+/// over HTTPS (the cluster CA, a bearer token) and finds the web app's
+/// container series on each node, flow accounting and the overlay.
+fn prometheus_scrapes_every_node(testbed: &Testbed, dir: &Path) -> Result<()> {
+    let home = dir.join("prometheus");
+    std::fs::create_dir_all(&home)?;
+    let targets: Vec<String> = (1..=3)
+        .map(|i| format!("'{}:3000'", testbed.node(i).ip()))
+        .collect();
+    let config = home.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+             - job_name: hivemind\n    scheme: https\n    tls_config:\n      ca_file: {}\n    \
+             authorization:\n      credentials: {}\n    static_configs:\n      \
+             - targets: [{}]\n",
+            testbed.node(1).daemon.ca_cert().display(),
+            hivemind_tests::daemon::TEST_TOKEN,
+            targets.join(", ")
+        ),
+    )?;
+    let log = std::fs::File::create(home.join("prometheus.log"))?;
+    let ns = &testbed.node(1).ns;
+    let _prometheus = Prometheus(
+        ns.command("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                home.join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9090")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start prometheus (apt-get install prometheus)")?,
+    );
+    let query = |q: &str| -> Result<Vec<Value>> {
+        let url =
+            reqwest::Url::parse_with_params("http://127.0.0.1:9090/api/v1/query", &[("query", q)])?;
+        let (status, body) = hivemind_tests::daemon::http(ns, "GET", url.as_str(), None)?;
+        if status != 200 {
+            bail!("prometheus answered {status}: {body}");
+        }
+        let answer: Value = serde_json::from_str(&body)?;
+        Ok(answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    };
+    let scraped = |q: &str, what: &str, want: usize| {
+        eventually(what, Duration::from_secs(60), || {
+            Ok(query(q).ok().filter(|r| r.len() == want).map(|_| ()))
+        })
+        .with_context(|| {
+            let targets = hivemind_tests::daemon::http(
+                ns,
+                "GET",
+                "http://127.0.0.1:9090/api/v1/targets",
+                None,
+            )
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+            format!(
+                "{what}: {:?}\ntargets: {targets}\nprometheus log:\n{}",
+                query(q),
+                std::fs::read_to_string(home.join("prometheus.log")).unwrap_or_default()
+            )
+        })
+    };
+    scraped("up == 1", "prometheus scrapes the 3 nodes", 3)?;
+    scraped(
+        r#"count by (node) (container_network_receive_packets_total{app="web"} > 0)"#,
+        "the web containers' packets on each node",
+        3,
+    )?;
+    scraped(
+        r#"count by (node) (container_memory_working_set_bytes{app="web"} > 0)"#,
+        "the web containers' memory on each node",
+        3,
+    )?;
+    // Flow accounting on every node (flow events by verdict are checked
+    // where policies make them, in policy.rs).
+    scraped(
+        "count by (node) (hivemind_flows_lost_total)",
+        "flow accounting on each node",
+        3,
+    )?;
+    scraped(
+        r#"sum(hivemind_overlay_packets_total{node="node-1",direction="sent"}) > 0"#,
+        "node-1's overlay traffic",
+        1,
+    )?;
     Ok(())
 }
 

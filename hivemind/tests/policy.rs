@@ -204,6 +204,28 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         .map(|f| f.iter().filter(|e| e["verdict"] == "denied").count())
         .unwrap_or(0);
     assert!(denied > 0, "denied flow events: {flows}");
+    // The same, as Prometheus sees it: flow events by verdict, and the drops
+    // of the selected container by reason name.
+    let (status, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;
+    assert_eq!(status, 200, "{metrics}");
+    let series = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        series("hivemind_flows_processed_total{node=\"node-1\",verdict=\"denied\"") > 0.0,
+        "denied flows in /metrics: {metrics}"
+    );
+    assert!(
+        series(&format!(
+            "hivemind_container_drops_total{{app=\"web\",container=\"{}\"",
+            web[0].id
+        )) > 0.0,
+        "the web container's drops in /metrics: {metrics}"
+    );
 
     // Update: a CIDR rule lets node-1's subnet in on port 80.
     let node1_subnet = testbed
