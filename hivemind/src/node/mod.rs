@@ -105,6 +105,9 @@ pub struct NodeParts {
     pub secret_files: crate::secrets::SecretFiles,
 }
 
+/// What flow events are counted by: verdict, direction, IP protocol.
+pub type FlowKind = (&'static str, &'static str, u8);
+
 /// A tunnel of the overlay: a node's subnet and prefix, its underlay
 /// address and the VNI.
 pub type Tunnel = (std::net::Ipv4Addr, u8, std::net::Ipv4Addr, u32);
@@ -150,7 +153,7 @@ pub struct Node {
     /// API requests and their latency, for `GET /metrics`.
     api_stats: crate::metrics::ApiStats,
     /// Flow events seen, by verdict, direction and IP protocol.
-    flow_counts: Mutex<std::collections::BTreeMap<(&'static str, &'static str, u8), u64>>,
+    flow_counts: Mutex<std::collections::BTreeMap<FlowKind, u64>>,
 }
 
 impl Node {
@@ -272,7 +275,7 @@ impl Node {
 
     /// Flow events seen since the start, by verdict, direction and IP
     /// protocol, and how many the kernel could not hand over.
-    pub fn flow_counts(&self) -> (Vec<((&'static str, &'static str, u8), u64)>, u64) {
+    pub fn flow_counts(&self) -> (Vec<(FlowKind, u64)>, u64) {
         let counts = lock(&self.flow_counts)
             .iter()
             .map(|(k, v)| (*k, *v))
