@@ -406,6 +406,10 @@ fn lifecycle(
     let logs = daemon.cli(&["app", "logs", "--name", "web"]);
     assert_cli_ok(&logs, "app logs");
 
+    an_update_that_never_gets_ready_leaves_the_old_version_serving(
+        ns, daemon, reference, &current,
+    )?;
+
     // Delete leaves nothing behind.
     assert_cli_ok(&daemon.cli(&["app", "delete", "--name", "web"]), "delete");
     assert!(containers(ns)?.is_empty(), "no container records");
@@ -763,6 +767,60 @@ fn peer_records_are_checked_one_by_one(ns: &NetNs, data_dir: &Path, reference: &
     let (status, body) = http(ns, "DELETE", &api_url("/api/apps/pushed"), None)?;
     assert_eq!(status, 200, "{body}");
     wait_replicas(ns, "pushed", 0)?;
+    Ok(())
+}
+
+/// A redeploy whose new version runs but never passes its readiness check
+/// leaves the old container serving; a good redeploy then replaces both.
+fn an_update_that_never_gets_ready_leaves_the_old_version_serving(
+    ns: &NetNs,
+    daemon: &Daemon,
+    reference: &str,
+    current: &str,
+) -> Result<()> {
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "app",
+            "deploy",
+            "--image",
+            reference,
+            "--name",
+            "web",
+            "--env",
+            "GREETING=hello",
+            "--volume",
+            "data:/data",
+        ];
+        args.extend_from_slice(extra);
+        assert_cli_ok(&daemon.cli(&args), "redeploy web")
+    };
+    deploy(&["--ready-http", "/never-ready", "--ready-interval", "1s"]);
+    let stuck = eventually("the new version runs", Duration::from_secs(30), || {
+        let ids = running_ids(ns, "web")?;
+        Ok((ids.len() == 2).then_some(ids))
+    })?;
+    std::thread::sleep(Duration::from_secs(5)); // readiness failing, two reconcile passes
+    assert_eq!(
+        running_ids(ns, "web")?,
+        stuck,
+        "the old version is kept: {stuck:?}"
+    );
+    assert!(stuck.contains(&current.to_string()), "{stuck:?}");
+    let ip = container_ip(ns, current)?;
+    assert_eq!(
+        fetch(ns, &ip, "greeting")?,
+        "hello",
+        "the old version serves"
+    );
+    let app = api_json(ns, "/api/apps/web")?;
+    assert_ne!(app["status"], "running", "not converged: {app}");
+
+    deploy(&[]);
+    let replaced = wait_replicas(ns, "web", 1)?;
+    assert!(
+        !stuck.contains(&replaced[0]),
+        "a third generation replaced both: {replaced:?} after {stuck:?}"
+    );
     Ok(())
 }
 

@@ -20,7 +20,7 @@ pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
     let empty = ReplicaCount::default();
     let replicas = replicas.unwrap_or(&empty);
     let running = replicas.running;
-    let status = if running == app.spec.replicas {
+    let status = if running == app.spec.replicas && replicas.ready == app.spec.replicas {
         AppStatus::Running
     } else if replicas.failed > 0 {
         AppStatus::Failing
@@ -34,6 +34,7 @@ pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
         image: app.spec.image.clone(),
         replicas: app.spec.replicas,
         running: running as u64,
+        ready: u64::from(replicas.ready),
         status,
         service: app.spec.service.clone(),
         containers: replicas.containers.clone(),

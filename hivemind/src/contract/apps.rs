@@ -220,13 +220,13 @@ pub struct DeployAnswer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppStatus {
-    /// Every replica of the current generation runs.
+    /// Every replica of the current generation runs and is ready.
     Running,
     /// Some container failed.
     Failing,
     /// None runs yet.
     Pending,
-    /// Some, not all, run.
+    /// Some, not all, run or are ready.
     Degraded,
 }
 
@@ -248,6 +248,8 @@ pub struct AppView {
     pub image: String,
     pub replicas: u32,
     pub running: u64,
+    /// Of the running replicas of the current generation, those that serve.
+    pub ready: u64,
     pub status: AppStatus,
     pub service: Option<String>,
     pub containers: Vec<String>,

@@ -45,6 +45,11 @@ impl Node {
             None => 0,
         };
         let backoffs = self.backoffs().clone();
+        let ready: std::collections::BTreeSet<String> = containers
+            .iter()
+            .filter(|c| self.readiness(&c.id).0)
+            .map(|c| c.id.clone())
+            .collect();
         let plan = plan(
             Desired {
                 app: app.as_ref(),
@@ -53,6 +58,7 @@ impl Node {
             Observed {
                 containers: &containers,
                 tasks: &tasks,
+                ready: &ready,
                 backoffs: &backoffs,
                 now: Instant::now(),
             },
@@ -88,7 +94,7 @@ impl Node {
                     }
                     Action::Restart { id } => by_id.get(id).cloned().map(Step::Restart),
                     Action::Start => Some(Step::Start),
-                    Action::Wait { .. } | Action::Remove { .. } => None,
+                    Action::Wait { .. } | Action::Hold { .. } | Action::Remove { .. } => None,
                 })
                 .collect();
             // The image is resolved once for every start of this pass.
@@ -117,7 +123,7 @@ impl Node {
                 .await;
             results.extend(done);
         }
-        // Old generation goes once the new one was started.
+        // The old generation goes once the new one serves (see `plan`).
         let replaced = pick(&by_id, plan.removals(RemoveReason::Replaced));
         results.push(self.remove_containers(replaced).await);
         results.into_iter().collect()

@@ -476,6 +476,10 @@ mod tests {
         assert!(first.contains(&running(&node)[0]), "the oldest stays");
 
         node.execute(deploy(2, "b")).await.expect("redeploy");
+        // The new generation started; the old replica serves until the
+        // next pass sees the new ones ready.
+        assert_eq!(running(&node).len(), 3, "old and new side by side");
+        node.reconcile_app("web").await.expect("reconcile");
         let second = running(&node);
         assert_eq!(second.len(), 2);
         assert!(

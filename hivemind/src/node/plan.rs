@@ -27,6 +27,9 @@ pub struct Observed<'a> {
     pub containers: &'a [ContainerRecord],
     /// containerd's tasks by container id.
     pub tasks: &'a BTreeMap<String, TaskState>,
+    /// Containers that serve: running, and ready by their checks (or with
+    /// none).
+    pub ready: &'a std::collections::BTreeSet<String>,
     pub backoffs: &'a Backoffs,
     pub now: Instant,
 }
@@ -39,8 +42,8 @@ pub enum RemoveReason {
     /// More replicas here than are placed here (scale down, or placement
     /// moved one to another node); the newest go first.
     Surplus,
-    /// An older generation (new image, env, restart): it goes once its
-    /// replacements were started.
+    /// An older generation (new image, env, restart): it goes once every
+    /// replica of the new one placed here runs and is ready.
     Replaced,
 }
 
@@ -69,6 +72,11 @@ pub enum Action {
     },
     /// A new replica of the current generation.
     Start,
+    /// An older generation that keeps serving, untouched, until the new one
+    /// is ready here (never started again with the new spec).
+    Hold {
+        id: String,
+    },
     Remove {
         id: String,
         reason: RemoveReason,
@@ -128,9 +136,26 @@ pub fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Plan {
         actions.push(keep_or_restart(container, &observed));
     }
     actions.extend((current.len()..wanted).map(|_| Action::Start));
-    actions.extend(stale.iter().map(|c| Action::Remove {
-        id: c.id.clone(),
-        reason: RemoveReason::Replaced,
+    // The old generation goes only once the new one serves: a version that
+    // does not start or never becomes ready leaves the old one running.
+    let serving = current
+        .iter()
+        .take(wanted)
+        .filter(|c| {
+            matches!(observed.tasks.get(&c.id), Some(TaskState::Running { .. }))
+                && observed.ready.contains(&c.id)
+        })
+        .count();
+    actions.extend(stale.iter().map(|c| {
+        let id = c.id.clone();
+        if serving >= wanted {
+            Action::Remove {
+                id,
+                reason: RemoveReason::Replaced,
+            }
+        } else {
+            Action::Hold { id }
+        }
     }));
     Plan { actions }
 }
@@ -205,6 +230,7 @@ mod tests {
         local: usize,
         containers: Vec<ContainerRecord>,
         tasks: BTreeMap<String, TaskState>,
+        ready: std::collections::BTreeSet<String>,
         backoffs: Backoffs,
         now: Instant,
     }
@@ -213,6 +239,7 @@ mod tests {
         fn new(app: Option<AppRecord>, local: usize, containers: Vec<ContainerRecord>) -> Self {
             Self {
                 tasks: running(&containers),
+                ready: containers.iter().map(|c| c.id.clone()).collect(),
                 app,
                 local,
                 containers,
@@ -230,6 +257,7 @@ mod tests {
                 Observed {
                     containers: &self.containers,
                     tasks: &self.tasks,
+                    ready: &self.ready,
                     backoffs: &self.backoffs,
                     now: self.now,
                 },
@@ -278,27 +306,45 @@ mod tests {
     }
 
     #[test]
-    fn an_image_change_starts_the_new_generation_before_removing_the_old() {
+    fn an_image_change_keeps_the_old_generation_until_the_new_one_is_ready() {
         let containers: Vec<_> = (1..=2)
             .map(|n| container(n, 1, ContainerStatus::Running))
             .collect();
-        let world = World::new(Some(app(2, 2)), 2, containers);
-        let plan = world.plan();
+        let mut world = World::new(Some(app(2, 2)), 2, containers);
+        let hold = |n: u64| Action::Hold {
+            id: format!("web-{n:06x}"),
+        };
+        let replaced = |n: u64| Action::Remove {
+            id: format!("web-{n:06x}"),
+            reason: RemoveReason::Replaced,
+        };
+        // First the new generation starts; the old one serves meanwhile.
         assert_eq!(
-            plan.actions,
-            vec![
-                Action::Start,
-                Action::Start,
-                Action::Remove {
-                    id: "web-000001".into(),
-                    reason: RemoveReason::Replaced
-                },
-                Action::Remove {
-                    id: "web-000002".into(),
-                    reason: RemoveReason::Replaced
-                },
-            ]
+            world.plan().actions,
+            vec![Action::Start, Action::Start, hold(1), hold(2)]
         );
+        // Started, one of two ready: still held.
+        for n in 3..=4 {
+            let new = container(n, 2, ContainerStatus::Running);
+            world
+                .tasks
+                .insert(new.id.clone(), TaskState::Running { pid: 2 });
+            world.containers.push(new);
+        }
+        world.ready = ["web-000001", "web-000002", "web-000003"]
+            .map(String::from)
+            .into();
+        assert_eq!(world.plan().removals(RemoveReason::Replaced).len(), 0);
+        assert!(world.plan().actions.contains(&hold(2)));
+        // Both ready: the old generation goes.
+        world.ready.insert("web-000004".into());
+        let plan = world.plan();
+        assert!(plan.actions.contains(&replaced(1)) && plan.actions.contains(&replaced(2)));
+        // A new version whose process died is not serving: the old one stays.
+        world
+            .tasks
+            .insert("web-000004".into(), TaskState::Exited { code: 1 });
+        assert!(world.plan().actions.contains(&hold(1)));
     }
 
     #[test]
