@@ -152,6 +152,8 @@ pub struct Node {
     secret_versions: Mutex<HashMap<String, std::collections::BTreeMap<usize, u32>>>,
     /// API requests and their latency, for `GET /metrics`.
     api_stats: crate::metrics::ApiStats,
+    /// The client for other nodes' APIs.
+    peer_api: std::sync::OnceLock<PeerApi>,
     /// Flow events seen, by verdict, direction and IP protocol.
     flow_counts: Mutex<std::collections::BTreeMap<FlowKind, u64>>,
 }
@@ -192,6 +194,7 @@ impl Node {
             secret_files: parts.secret_files,
             secret_versions: Mutex::new(HashMap::new()),
             api_stats: crate::metrics::ApiStats::default(),
+            peer_api: std::sync::OnceLock::new(),
             flow_counts: Mutex::new(std::collections::BTreeMap::new()),
         })
     }

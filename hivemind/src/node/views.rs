@@ -52,8 +52,12 @@ impl PeerApi {
 const PEER_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Node {
-    /// The client for other nodes' APIs.
+    /// The client for other nodes' APIs (made once: the CA does not change).
     pub fn peer_api(&self) -> PeerApi {
+        self.peer_api.get_or_init(|| self.new_peer_api()).clone()
+    }
+
+    fn new_peer_api(&self) -> PeerApi {
         let builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(PEER_CONNECT);
