@@ -204,6 +204,26 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         .map(|f| f.iter().filter(|e| e["verdict"] == "denied").count())
         .unwrap_or(0);
     assert!(denied > 0, "denied flow events: {flows}");
+    // And as an operator asks for it: denied flows into web, with app names.
+    let observed =
+        testbed
+            .node(1)
+            .daemon
+            .cli(&["flows", "observe", "--verdict", "denied", "--to-app", "web"]);
+    let shown = String::from_utf8_lossy(&observed.stdout);
+    assert!(
+        observed.status.success()
+            && shown.lines().count() > 0
+            && shown
+                .lines()
+                .all(|l| l.starts_with("denied") && l.contains("(web)")),
+        "flows observe: {shown}{}",
+        String::from_utf8_lossy(&observed.stderr)
+    );
+    assert!(
+        shown.contains("(other)"),
+        "the denied peer is named: {shown}"
+    );
     // The same, as Prometheus sees it: flow events by verdict, and the drops
     // of the selected container by reason name.
     let (status, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;

@@ -11,17 +11,17 @@ use super::output::{
 };
 use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
-    GossipKeyCommand, ImageCommand, JoinTokenCommand, NodeCommand, OutputFormat, SecretValueArgs,
-    SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
+    FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand, JoinTokenCommand, NodeCommand,
+    OutputFormat, SecretValueArgs, SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
     AclPolicy, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
     CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
     GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
     JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
-    PolicyAnswer, PullEvent, PullRequest, ResourcesRequest, RestartAnswer, RestartRequest, Role,
-    ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView, TokenCreated, TokenView,
-    VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    PolicyAnswer, PullEvent, PullRequest, RecentFlows, ResourcesRequest, RestartAnswer,
+    RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
+    TokenCreated, TokenView, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -172,6 +172,9 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             Ok(())
         }
         TopCommand::Security(command) => security(&client, format, command).await,
+        TopCommand::Flows(FlowsCommand::Observe(filter)) => {
+            flows_observe(&client, format, filter).await
+        }
         TopCommand::Acl(command) => acl(&client, format, command).await,
         TopCommand::Login { .. } => Err(ClientError::Other("login is handled above".into())),
         TopCommand::Cluster(ClusterCommand::GossipKey(GossipKeyCommand::Ls)) => {
@@ -664,6 +667,95 @@ async fn confirm_ca(server: &str) -> Result<String, ClientError> {
             "not logged in: the CA was not trusted".to_string(),
         ))
     }
+}
+
+/// `flows observe`: the answering node's flow events that match `filter`,
+/// the recent ones, then (with `--follow`) new ones as they come, each with
+/// the apps of its two addresses.
+async fn flows_observe(
+    client: &Client,
+    format: OutputFormat,
+    filter: &FlowFilter,
+) -> Result<(), ClientError> {
+    let containers: Vec<ContainerView> = client.get("/api/containers").await?;
+    let apps: std::collections::HashMap<String, String> =
+        containers.into_iter().map(|c| (c.ip, c.app)).collect();
+    let show = |flow: &serde_json::Value| {
+        let text = |key: &str| flow[key].as_str().unwrap_or("").to_string();
+        let (src, dst) = (text("src"), text("dst"));
+        let (src_app, dst_app) = (apps.get(&src).cloned(), apps.get(&dst).cloned());
+        let proto = match flow["proto"].as_u64() {
+            Some(1) => "icmp".to_string(),
+            Some(6) => "tcp".to_string(),
+            Some(17) => "udp".to_string(),
+            other => other.map(|p| p.to_string()).unwrap_or_default(),
+        };
+        let verdict = text("verdict");
+        let wanted = filter
+            .verdict
+            .as_deref()
+            .map(|v| if v == "dropped" { "denied" } else { v });
+        let port = flow["dport"].as_u64().and_then(|p| u16::try_from(p).ok());
+        let keep = wanted.is_none_or(|v| v == verdict)
+            && filter.protocol.as_ref().is_none_or(|p| *p == proto)
+            && filter.port.is_none_or(|p| Some(p) == port)
+            && filter
+                .ip
+                .is_none_or(|ip| ip.to_string() == src || ip.to_string() == dst)
+            && filter
+                .from_app
+                .as_ref()
+                .is_none_or(|a| src_app.as_ref() == Some(a))
+            && filter
+                .to_app
+                .as_ref()
+                .is_none_or(|a| dst_app.as_ref() == Some(a));
+        if !keep {
+            return;
+        }
+        if format == OutputFormat::Json {
+            let mut shown = flow.clone();
+            shown["src_app"] = src_app.into();
+            shown["dst_app"] = dst_app.into();
+            println!("{shown}");
+        } else {
+            let named = |ip: &str, app: Option<&String>| match app {
+                Some(app) => format!("{ip} ({app})"),
+                None => ip.to_string(),
+            };
+            println!(
+                "{verdict:<8} {:<8} {proto:<5} {}:{} -> {}:{}  {}",
+                text("direction"),
+                named(&src, src_app.as_ref()),
+                flow["sport"],
+                named(&dst, dst_app.as_ref()),
+                flow["dport"],
+                flow["reason"]["name"].as_str().unwrap_or("")
+            );
+        }
+    };
+    let recent: RecentFlows = client.get("/api/flows/recent").await?;
+    recent.flows.iter().for_each(&show);
+    if !filter.follow {
+        return Ok(());
+    }
+    // Server-sent events: `event: flow` then `data: {json}`.
+    let mut stream = client.get_text("/api/flows").await?.bytes_stream();
+    let mut pending = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ClientError::Other(format!("the flow stream: {e}")))?;
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            if let Some(data) = line.trim_end().strip_prefix("data:")
+                && let Ok(flow) = serde_json::from_str::<serde_json::Value>(data.trim())
+                && flow.get("src").is_some()
+            {
+                show(&flow);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A secret's value from `--file` (or stdin for `-`) or `--value`.

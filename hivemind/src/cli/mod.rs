@@ -66,6 +66,9 @@ pub enum TopCommand {
     /// Network policies
     #[command(subcommand)]
     Security(SecurityCommand),
+    /// Flow events of the answering node's data plane (new flows, denied packets)
+    #[command(subcommand)]
+    Flows(FlowsCommand),
     /// API tokens, their policies, and the audit log of changes
     #[command(subcommand)]
     Acl(AclCommand),
@@ -99,6 +102,38 @@ pub enum ClusterCommand {
     JoinToken(JoinTokenCommand),
     /// The answering node's certificate and the cluster CA's fingerprint
     Certificate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Show flow events, filtered; with --follow, as they happen
+    Observe(FlowFilter),
+}
+
+/// Which flow events to show; every filter given must match.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FlowFilter {
+    /// Flows from containers of this app
+    #[arg(long)]
+    pub from_app: Option<String>,
+    /// Flows to containers of this app
+    #[arg(long)]
+    pub to_app: Option<String>,
+    /// allowed or denied
+    #[arg(long, value_parser = ["allowed", "denied", "dropped"])]
+    pub verdict: Option<String>,
+    /// Flows from or to this address
+    #[arg(long)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Flows to this port
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// tcp, udp or icmp
+    #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+    pub protocol: Option<String>,
+    /// Keep showing new events until interrupted
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 #[derive(Debug, Subcommand)]
