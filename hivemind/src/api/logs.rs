@@ -54,6 +54,21 @@ pub async fn stream_logs(
     Ok((content_type, text).into_response())
 }
 
+/// What was appended to `path` after `offset` (read from there, not the
+/// whole file), and the file's length now; `None` when it cannot be read.
+async fn appended(path: &std::path::Path, offset: u64) -> Option<(Vec<u8>, u64)> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut file = tokio::fs::File::open(path).await.ok()?;
+    let len = file.metadata().await.ok()?.len();
+    if len <= offset {
+        return Some((Vec::new(), len));
+    }
+    file.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+    let mut new = Vec::new();
+    file.take(len - offset).read_to_end(&mut new).await.ok()?;
+    Some((new, len))
+}
+
 /// Local log files: the last lines first, then (with `follow`) what is
 /// appended, whole lines only.
 async fn local_lines(sources: Vec<(String, PathBuf)>, query: LogQuery, prefix: bool) -> Lines {
@@ -84,21 +99,20 @@ async fn local_lines(sources: Vec<(String, PathBuf)>, query: LogQuery, prefix: b
                 tokio::time::sleep(FOLLOW_PERIOD).await;
                 let mut chunk = String::new();
                 for (index, (id, path)) in sources.iter().enumerate() {
-                    let Ok(bytes) = tokio::fs::read(path).await else {
+                    let Some((new, len)) = appended(path, offsets[index]).await else {
                         continue;
                     };
-                    let offset = offsets[index] as usize;
-                    if bytes.len() > offset {
-                        // Only whole lines; a partial last line waits.
-                        let new = &bytes[offset..];
-                        if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
-                            for line in String::from_utf8_lossy(&new[..=end]).lines() {
-                                push_line(&mut chunk, prefix, id, line);
-                            }
-                            offsets[index] += end as u64 + 1;
-                        }
-                    } else if bytes.len() < offset {
+                    if len < offsets[index] {
+                        // Truncated (or replaced): start over from its beginning.
                         offsets[index] = 0;
+                        continue;
+                    }
+                    // Only whole lines; a partial last line waits.
+                    if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
+                        for line in String::from_utf8_lossy(&new[..=end]).lines() {
+                            push_line(&mut chunk, prefix, id, line);
+                        }
+                        offsets[index] += end as u64 + 1;
                     }
                 }
                 if !chunk.is_empty() {
@@ -213,5 +227,27 @@ mod tests {
             .collect()
             .await;
         assert_eq!(lines.concat(), "[a] two\n[a] three\n[b] uno\n");
+    }
+
+    #[tokio::test]
+    async fn follow_reads_what_is_appended_and_starts_over_after_a_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.log");
+        std::fs::write(&path, "one\ntwo\n").expect("write");
+        let query = LogQuery {
+            tail: Some(1),
+            follow: true,
+        };
+        let mut lines = local_lines(vec![("c".into(), path.clone())], query, false).await;
+        assert_eq!(lines.next().await.expect("first").expect("ok"), "two\n");
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        file.write_all(b"three\npart").expect("append");
+        assert_eq!(lines.next().await.expect("next").expect("ok"), "three\n");
+        std::fs::write(&path, "fresh\n").expect("truncate");
+        assert_eq!(lines.next().await.expect("after").expect("ok"), "fresh\n");
     }
 }
