@@ -221,6 +221,15 @@ fn lifecycle(
     );
 
     metrics_show_the_container(ns, &first)?;
+    let dashboard = assert_cli_ok(
+        &daemon.cli(&["observability", "open-dashboard"]),
+        "observability open-dashboard",
+    );
+    assert_eq!(
+        dashboard.trim(),
+        daemon.url("/"),
+        "no browser here: the URL"
+    );
 
     // Table output names the container with its IP and limits.
     let table = assert_cli_ok(&daemon.cli(&["app", "containers"]), "app containers");

@@ -12,7 +12,8 @@ use super::output::{
 use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
     FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand, JoinTokenCommand, NodeCommand,
-    OutputFormat, SecretValueArgs, SecurityCommand, TokenCommand, TopCommand, VolumeCommand,
+    ObservabilityCommand, OutputFormat, SecretValueArgs, SecurityCommand, TokenCommand, TopCommand,
+    VolumeCommand,
 };
 use crate::contract::{
     AclPolicy, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
@@ -172,6 +173,21 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             Ok(())
         }
         TopCommand::Security(command) => security(&client, format, command).await,
+        TopCommand::Observability(ObservabilityCommand::OpenDashboard) => {
+            // The node must answer before a browser is sent there.
+            let _: HealthAnswer = client.get("/api/health").await?;
+            let url = format!("{}/", server.trim_end_matches('/'));
+            let opened = std::env::var_os("DISPLAY").is_some()
+                && std::process::Command::new("xdg-open")
+                    .arg(&url)
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if opened {
+                eprintln!("opened {url}; sign in with a token");
+            }
+            println!("{url}");
+            Ok(())
+        }
         TopCommand::Flows(FlowsCommand::Observe(filter)) => {
             flows_observe(&client, format, filter).await
         }

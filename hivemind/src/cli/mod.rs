@@ -66,6 +66,9 @@ pub enum TopCommand {
     /// Network policies
     #[command(subcommand)]
     Security(SecurityCommand),
+    /// The dashboard and what observes the cluster
+    #[command(subcommand)]
+    Observability(ObservabilityCommand),
     /// Flow events of the answering node's data plane (new flows, denied packets)
     #[command(subcommand)]
     Flows(FlowsCommand),
@@ -102,6 +105,12 @@ pub enum ClusterCommand {
     JoinToken(JoinTokenCommand),
     /// The answering node's certificate and the cluster CA's fingerprint
     Certificate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ObservabilityCommand {
+    /// Open the dashboard of --server in a browser (or print its URL where there is none)
+    OpenDashboard,
 }
 
 #[derive(Debug, Subcommand)]
