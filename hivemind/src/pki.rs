@@ -138,8 +138,8 @@ impl Ca {
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        write(&dir.join("ca.crt"), &self.cert_pem, 0o644)?;
-        write(&dir.join("ca.key"), &self.key.serialize_pem(), 0o600)
+        write_file(&dir.join("ca.crt"), &self.cert_pem, 0o644)?;
+        write_file(&dir.join("ca.key"), &self.key.serialize_pem(), 0o600)
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -292,8 +292,8 @@ impl NodeCert {
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        write(&dir.join("node.key"), &self.key_pem, 0o600)?;
-        write(&dir.join("node.crt"), &self.cert_pem, 0o644)
+        write_file(&dir.join("node.key"), &self.key_pem, 0o600)?;
+        write_file(&dir.join("node.crt"), &self.cert_pem, 0o644)
     }
 
     pub fn node_id(&self) -> &str {
@@ -611,8 +611,9 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-/// Writes a file whole (a crash leaves the old or the new) with `mode`.
-fn write(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
+/// Writes a file whole (a crash leaves the old or the new) with `mode`,
+/// making its directory if needed.
+pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |e: std::io::Error| PkiError::Io(format!("{}: {e}", path.display()));

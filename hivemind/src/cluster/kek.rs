@@ -75,20 +75,7 @@ impl SecretsKey {
 
 /// Writes a file readable by its owner only, replacing the old one whole.
 pub(super) fn write_private(path: &std::path::Path, text: &str) -> Result<(), ClusterError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| ClusterError::Key(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::pki::write_file(path, text, 0o600).map_err(|e| ClusterError::Key(e.to_string()))
 }
 
 /// The KEK as it travels: sealed with the cluster key, in hex.

@@ -308,6 +308,18 @@ impl Row for EndpointRecord {
     }
 }
 
+/// `value` is exactly `len` hex digits.
+fn hex(field: &str, value: &str, len: usize) -> Result<(), ValidationError> {
+    if value.len() == len && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("must be {len} hex digits"),
+        ))
+    }
+}
+
 /// Bytes a seal adds: the nonce (XChaCha20) and the tag.
 const SEALED_OVERHEAD: usize = 24 + 16;
 
@@ -324,34 +336,18 @@ impl Row for SecretRecord {
                 format!("a secret holds at most {MAX_SECRET_BYTES} bytes"),
             ));
         }
-        let hex = |field: &str, value: &str, len: usize| {
-            if value.len() == len * 2 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(())
-            } else {
-                Err(ValidationError::new(
-                    field,
-                    format!("must be {} hex digits", len * 2),
-                ))
-            }
-        };
-        hex("kek", &self.kek, 4)?;
-        hex("data_key", &self.data_key, 32 + SEALED_OVERHEAD)?;
-        hex("value", &self.value, self.size as usize + SEALED_OVERHEAD)
+        hex("kek", &self.kek, 4 * 2)?;
+        hex("data_key", &self.data_key, (32 + SEALED_OVERHEAD) * 2)?;
+        hex(
+            "value",
+            &self.value,
+            (self.size as usize + SEALED_OVERHEAD) * 2,
+        )
     }
 }
 
 impl Row for JoinTokenRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
-        let hex = |field: &str, value: &str, len: usize| {
-            if value.len() == len && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(())
-            } else {
-                Err(ValidationError::new(
-                    field,
-                    format!("must be {len} hex digits"),
-                ))
-            }
-        };
         hex("id", &self.id, 12)?;
         hex("secret_sha256", &self.secret_sha256, 64)?;
         key_names(key, &self.id)
@@ -360,16 +356,6 @@ impl Row for JoinTokenRecord {
 
 impl Row for TokenRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
-        let hex = |field: &str, value: &str, len: usize| {
-            if value.len() == len && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(())
-            } else {
-                Err(ValidationError::new(
-                    field,
-                    format!("must be {len} hex digits"),
-                ))
-            }
-        };
         hex("id", &self.id, 12)?;
         hex("secret_sha256", &self.secret_sha256, 64)?;
         validate_name("name", &self.name)?;
