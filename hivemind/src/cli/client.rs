@@ -140,7 +140,7 @@ impl Client {
         builder: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
         let response = builder.send().await.map_err(|source| {
-            let chain = error_chain(&source);
+            let chain = crate::health::probe::error_chain(&source);
             if chain.contains("certificate") || chain.contains("CA of fingerprint") {
                 ClientError::Tls {
                     server: self.server.clone(),
@@ -209,18 +209,6 @@ impl Client {
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         json_of(self.send(self.request(Method::DELETE, path)).await?).await
     }
-}
-
-/// An error with its causes, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The answer as `T`; an answer that does not fit the contract is an error

@@ -79,7 +79,7 @@ async fn http(ip: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> (bool, 
 
 /// An error with its sources: reqwest's own message hides the cause
 /// ("connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
