@@ -34,6 +34,9 @@ pub const MAP_BACKENDS: &str = "HM_BACKENDS";
 pub const MAP_CT: &str = "HM_CT";
 /// Name of the one-entry array (index 0) holding this node's [`NodeConfig`].
 pub const MAP_NODE_CONFIG: &str = "HM_NODE_CONFIG";
+/// Host routing: a local container's IPv4 address (network byte order) -> the ifindex of its
+/// host-side veth (the key of `HM_ENDPOINTS`).
+pub const MAP_LXC: &str = "HM_LXC";
 /// Name of the ipcache (LPM trie): IPv4 prefix -> [`IpcacheValue`] (the peer's identity), for
 /// every container of the cluster (/32) and the node itself (identity [`identity::HOST`]).
 /// Key: `{ prefix_len: u32, data: u32 }` as in [`MAP_TUNNELS`] (address in network order). An
@@ -137,6 +140,9 @@ pub mod mark {
     pub const MAGIC_MASK: u32 = 0xff << 24;
     /// Mask of the identity bits.
     pub const IDENTITY_MASK: u32 = 0x00ff_ffff;
+    /// The whole mark of a frame that host routing has encapsulated already (tunnel key set)
+    /// and redirected to `hm-vxlan`: `hm_overlay_egress` clears it and passes the frame.
+    pub const ENCAPSULATED: u32 = 0xa6 << 24;
 }
 
 /// Packets leaving the container (TC ingress of its host-side veth).
@@ -509,9 +515,10 @@ pub mod ct_flags {
     pub const REPLY: u8 = 2;
 }
 
-/// Value of `HM_NODE_CONFIG` (index 0): what the node-originated service path needs. All zero
-/// until the daemon writes it: then a node-originated connection to a local backend cannot be
-/// delivered (it is treated as remote and finds no tunnel).
+/// Value of `HM_NODE_CONFIG` (index 0): what the node-originated service path and host routing
+/// need. All zero until the daemon writes it: then a node-originated connection to a local
+/// backend cannot be delivered (it is treated as remote and finds no tunnel), and every packet
+/// takes the kernel's path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -524,8 +531,35 @@ pub struct NodeConfig {
     pub subnet: u32,
     /// Netmask of the node's container subnet, network byte order (bytes are the mask octets).
     pub subnet_mask: u32,
+    /// `node_flags::*` bits.
+    pub flags: u32,
+    /// Ifindex of `hm-vxlan`: host routing redirects encapsulated frames there.
+    pub vxlan_ifindex: u32,
+    /// MTU of `hm-vxlan`: a frame that is larger and not GSO goes through the kernel, which
+    /// answers it with the ICMP "fragmentation needed" it owes the sender.
+    pub overlay_mtu: u32,
+    /// MAC of the bridge: the source MAC of frames host routing delivers to a container.
+    pub gateway_mac: [u8; 6],
+    /// Always zero.
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(size_of::<NodeConfig>() == 16);
+const _: () = assert!(size_of::<NodeConfig>() == 36);
+
+/// Bits of [`NodeConfig::flags`].
+pub mod node_flags {
+    /// Host routing in eBPF: the container and overlay programs deliver packets for local
+    /// containers with `bpf_redirect_peer` and encapsulate packets for remote ones with
+    /// `bpf_redirect` to `hm-vxlan`, instead of handing them to the kernel's bridge and IP
+    /// forwarding.
+    pub const HOST_ROUTING: u32 = 1;
+}
+
+/// The MAC of a container's eth0, fixed by its IPv4 address (`0a:58:` and the four octets,
+/// locally administered). The daemon gives every container this MAC, so the data plane knows
+/// it from the address alone.
+pub const fn container_mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x0a, 0x58, ip[0], ip[1], ip[2], ip[3]]
+}
 
 /// Verdict reasons recorded in [`MetricsKey::reason`].
 ///
@@ -653,7 +687,8 @@ mod user {
     // SAFETY: CtValue is #[repr(C)], integer fields with the padding as an explicit field (size
     // asserted above); every bit pattern is valid.
     unsafe impl aya::Pod for CtValue {}
-    // SAFETY: NodeConfig is #[repr(C)], four u32 fields, no padding, any bit pattern valid.
+    // SAFETY: NodeConfig is #[repr(C)], u32 fields and a byte array with the padding as an
+    // explicit field (size asserted above); any bit pattern is valid.
     unsafe impl aya::Pod for NodeConfig {}
 }
 

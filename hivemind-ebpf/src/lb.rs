@@ -78,6 +78,17 @@ impl Flow {
     }
 }
 
+/// What `from_container` did to a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nat {
+    /// Nothing: not a service packet, nor a reply of one.
+    Untouched,
+    /// Destination NAT to this backend address and port (network order).
+    Destination(u32, u16),
+    /// Reverse NAT of a reply: the source is the VIP:port again.
+    Source,
+}
+
 /// What `node_egress` decided for a node-originated packet to a service.
 pub(crate) enum NodeEgress {
     /// The backend is on another node: continue with the tunnel lookup of this (network order)
@@ -122,32 +133,34 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
 
 /// TC ingress of a container veth: DNAT to a backend if the packet goes to a service,
 /// otherwise reverse NAT if it is a reply of a translated connection. `Err` holds the drop
-/// reason; `Ok(Some((address, port)))` the new destination (network order) of a translated
-/// packet.
+/// reason.
 #[inline(always)]
-pub(crate) fn from_container(
-    ctx: &TcContext,
-    headers: &Headers,
-    endpoint: u32,
-) -> Result<Option<(u32, u16)>, u8> {
+pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<Nat, u8> {
     let Some(flow) = parse(headers)? else {
-        return Ok(None);
+        return Ok(Nat::Untouched);
     };
     if in_service_cidr(flow.daddr.to_ne_bytes()) {
-        return Ok(translate(ctx, &flow, endpoint)?.map(|b| (b.ip, b.port)));
+        return Ok(match translate(ctx, &flow, endpoint)? {
+            Some(b) => Nat::Destination(b.ip, b.port),
+            None => Nat::Untouched,
+        });
     }
-    reverse_flow(ctx, &flow, endpoint)?;
-    Ok(None)
+    Ok(if reverse_flow(ctx, &flow, endpoint)? {
+        Nat::Source
+    } else {
+        Nat::Untouched
+    })
 }
 
-/// Reverse NAT only (TC egress of a container veth, TC ingress of `hm-vxlan`). `Err` holds the
-/// drop reason (a failed rewrite).
+/// Reverse NAT only (TC egress of a container veth, TC ingress of `hm-vxlan`, host routing's
+/// local delivery). `Ok(true)` if the packet was rewritten; `Err` holds the drop reason (a
+/// failed rewrite).
 #[inline(always)]
-pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<(), u8> {
+pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<bool, u8> {
     match parse(headers) {
         Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint),
         // Nothing to restore in what cannot be parsed: the forward path decides about it.
-        _ => Ok(()),
+        _ => Ok(false),
     }
 }
 
@@ -271,14 +284,15 @@ fn backend(id: u32) -> Option<Backend> {
     HM_BACKENDS.get_ptr(id).map(|b| unsafe { *b })
 }
 
-/// Restores the source of a reply of a translated connection to the VIP:port.
+/// Restores the source of a reply of a translated connection to the VIP:port; `Ok(true)` if
+/// it did.
 #[inline(always)]
-fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<(), u8> {
+fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<bool, u8> {
     let Some(ct) = conntrack::lookup(&flow.ct_key()) else {
-        return Ok(());
+        return Ok(false);
     };
     if ct.flags & ct_flags::REPLY == 0 {
-        return Ok(());
+        return Ok(false);
     }
     rewrite(
         ctx,
@@ -294,7 +308,7 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<(), u8> {
         reason::SERVICE_REVERSE_TRANSLATED,
         u64::from(ctx.len()),
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Rewrites one address (at `addr_off`) and one port (at `port_off`), `(old, new)` pairs in

@@ -11,6 +11,7 @@ mod lb;
 mod metrics;
 mod pkt;
 mod policy;
+mod routing;
 mod tunnel;
 mod underlay;
 
@@ -23,7 +24,8 @@ use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, in_service_cidr, rea
 
 /// TC ingress of a container's host-side veth: packets leaving the container. Service DNAT
 /// then the endpoint's egress policy (on the backend), or the egress policy then the reverse
-/// NAT of replies from a local backend; then the kernel routes the packet.
+/// NAT of replies from a local backend; then host routing (`routing`) delivers or encapsulates
+/// the packet, or the kernel routes it.
 #[classifier]
 pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_FROM_CONTAINER) {
@@ -41,22 +43,30 @@ pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
 }
 
 /// Runs the load balancer and the policy for the direction and counts the packet for its
-/// endpoint: passed (FORWARDED) or dropped with the reason.
+/// endpoint: passed (FORWARDED) or dropped with the reason; a passed packet from the container
+/// then meets host routing.
 #[inline(always)]
 fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     let info = metrics::endpoint(ctx);
     let endpoint = info.endpoint_id;
-    let headers = pkt::parse(ctx);
+    let mut headers = pkt::parse(ctx);
     let verdict = if direction == DIR_FROM_CONTAINER {
-        from_container(ctx, &headers, &info)
+        from_container(ctx, &headers, &info).map(|rewritten| {
+            if rewritten {
+                headers = pkt::parse(ctx);
+            }
+        })
     } else {
-        policy::ingress(ctx, &info, policy::parse(&headers))
-            .and_then(|()| lb::reverse(ctx, &headers, endpoint))
+        policy::ingress(&info, policy::parse(&headers), policy::marked_identity(ctx))
+            .and_then(|()| lb::reverse(ctx, &headers, endpoint).map(|_| ()))
     };
     let bytes = u64::from(ctx.len());
     match verdict {
         Ok(()) => {
             metrics::count(endpoint, direction, reason::FORWARDED, bytes);
+            if direction == DIR_FROM_CONTAINER {
+                return Ok(routing::from_container(ctx, &headers, &info));
+            }
             Ok(TC_ACT_OK)
         }
         Err(why) => {
@@ -67,26 +77,28 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
 }
 
 /// Policy applies to the backend: after DNAT for packets to the service CIDR, before the
-/// reverse NAT (which only touches replies) otherwise.
+/// reverse NAT (which only touches replies) otherwise. `Ok(true)` if the load balancer
+/// rewrote the packet.
 #[inline(always)]
 fn from_container(
     ctx: &TcContext,
     headers: &pkt::Headers,
     info: &hivemind_common::EndpointInfo,
-) -> Result<(), u8> {
+) -> Result<bool, u8> {
     let before = policy::parse(headers);
     match before {
         policy::Parsed::Ipv4(t) if in_service_cidr(t.daddr.to_ne_bytes()) => {
             // The tuple the packet carries now: the backend's if it was translated.
-            let after = match lb::from_container(ctx, headers, info.endpoint_id)? {
-                Some((daddr, dport)) => t.with_destination(daddr, dport),
-                None => t,
+            let (after, rewritten) = match lb::from_container(ctx, headers, info.endpoint_id)? {
+                lb::Nat::Destination(daddr, dport) => (t.with_destination(daddr, dport), true),
+                _ => (t, false),
             };
-            policy::egress(info, policy::Parsed::Ipv4(after), Some(t))
+            policy::egress(info, policy::Parsed::Ipv4(after), Some(t))?;
+            Ok(rewritten)
         }
         _ => {
             policy::egress(info, before, None)?;
-            lb::from_container(ctx, headers, info.endpoint_id).map(|_| ())
+            Ok(lb::from_container(ctx, headers, info.endpoint_id)? != lb::Nat::Untouched)
         }
     }
 }

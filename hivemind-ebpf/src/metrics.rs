@@ -39,6 +39,13 @@ pub(crate) fn endpoint(ctx: &TcContext) -> EndpointInfo {
     }
 }
 
+/// The endpoint on host-side veth `ifindex`, if the daemon attached one there.
+#[inline(always)]
+pub(crate) fn endpoint_at(ifindex: u32) -> Option<EndpointInfo> {
+    // SAFETY: as in `endpoint`.
+    HM_ENDPOINTS.get_ptr(ifindex).map(|info| unsafe { *info })
+}
+
 /// Adds one packet of `bytes` bytes to `{endpoint_id, direction, reason}`; usable from any
 /// program type (TC and XDP alike).
 #[inline(always)]

@@ -133,6 +133,33 @@ macro_rules! load {
     }};
 }
 
+/// What host routing reads of a frame besides [`Headers`]: the destination MAC as the first two
+/// bytes and the last four as on the wire, and the IPv4 TTL/protocol word as on the wire.
+#[derive(Clone, Copy)]
+pub(crate) struct L2Fields {
+    pub(crate) dst_mac_head: u16,
+    pub(crate) dst_mac_tail: u32,
+    pub(crate) ttl_proto: u16,
+}
+
+impl L2Fields {
+    #[inline(always)]
+    pub(crate) fn ttl(&self) -> u8 {
+        self.ttl_proto.to_ne_bytes()[0]
+    }
+}
+
+/// The [`L2Fields`] of a frame `parse` found to be IPv4 (its fixed header is linear then).
+#[inline(always)]
+pub(crate) fn l2_fields(ctx: &TcContext) -> Option<L2Fields> {
+    let start = linear(ctx, FIXED_LEN)?;
+    Some(L2Fields {
+        dst_mac_head: load!(u16, start),
+        dst_mac_tail: load!(u32, start + 2),
+        ttl_proto: load!(u16, start + ETH_HLEN + 8),
+    })
+}
+
 /// Reads the headers of the frame.
 #[inline(always)]
 pub(crate) fn parse(ctx: &TcContext) -> Headers {

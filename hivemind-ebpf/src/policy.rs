@@ -3,7 +3,8 @@
 //!
 //! Where it runs: `egress` in `hm_lxc_from_container` (the source endpoint's egress rules, on
 //! the tuple after service DNAT), `ingress` in `hm_lxc_to_container` (the destination
-//! endpoint's ingress rules, before the reverse NAT of service replies).
+//! endpoint's ingress rules, before the reverse NAT of service replies), or, with host routing,
+//! in whichever program delivers the packet to the destination (`routing::deliver`).
 //!
 //! Verdict of one packet of an endpoint whose `EndpointInfo::flags` is non-zero (an endpoint
 //! that enforces nothing only counts; it keeps no conntrack and writes no flow records):
@@ -17,8 +18,9 @@
 //!    and a flow record written;
 //! 3. otherwise `DROP_POLICY` (and a rate-limited flow record).
 //!
-//! The peer identity: on ingress the mark `hm_overlay_ingress` wrote from the VNI
-//! (`hivemind_common::mark`), else the ipcache of the source; on egress the ipcache of the
+//! The peer identity: on ingress the VNI (through the mark `hm_overlay_ingress` wrote,
+//! `hivemind_common::mark`, or handed over by host routing) or a local sender's endpoint
+//! identity, else the ipcache of the source; on egress the ipcache of the
 //! destination; no match is `identity::WORLD`, the node gateway without an entry is
 //! `identity::HOST`. Non-IPv4 frames (ARP) pass; a broken IPv4 header is dropped
 //! (`DROP_MALFORMED_IPV4`) when the direction is enforced; later fragments and TCP/UDP headers
@@ -158,21 +160,28 @@ pub(crate) fn egress(
     check(info, parsed, DIR_FROM_CONTAINER, 0, original)
 }
 
-/// The ingress check of `info`'s endpoint.
+/// The source identity `hm_overlay_ingress` left in the packet's mark, 0 if none.
 #[inline(always)]
-pub(crate) fn ingress(ctx: &TcContext, info: &EndpointInfo, parsed: Parsed) -> Result<(), u8> {
+pub(crate) fn marked_identity(ctx: &TcContext) -> u32 {
     // SAFETY: a verifier-checked read of the program's context.
     let skb_mark = unsafe { (*ctx.skb.skb).mark };
-    let from_overlay = if skb_mark & mark::MAGIC_MASK == mark::IDENTITY_MAGIC {
+    if skb_mark & mark::MAGIC_MASK == mark::IDENTITY_MAGIC {
         skb_mark & mark::IDENTITY_MASK
     } else {
         0
-    };
+    }
+}
+
+/// The ingress check of `info`'s endpoint. `source_identity`: the sender's identity where the
+/// caller knows it (the VNI of an overlay packet, the endpoint of a local sender), else 0 and
+/// the ipcache of the source address decides.
+#[inline(always)]
+pub(crate) fn ingress(info: &EndpointInfo, parsed: Parsed, source_identity: u32) -> Result<(), u8> {
     check(
         info,
         parsed,
         hivemind_common::DIR_TO_CONTAINER,
-        from_overlay,
+        source_identity,
         None,
     )
 }

@@ -12,6 +12,11 @@
 //! `identity::HOST` when the ipcache does not know it); `ingress` writes the received VNI into
 //! `skb->mark` (`hivemind_common::mark`) for `hm_lxc_to_container`.
 //!
+//! Host routing (`routing`) sets the tunnel key itself, in the container's program, and
+//! redirects the frame here marked `mark::ENCAPSULATED`: `egress` lets such a frame through
+//! untouched. On the way in, `ingress` hands frames for a local container to
+//! `routing::deliver` instead of the kernel.
+//!
 //! VNI decisions go through [`check_vni`] (which defers to `hivemind_common::vni`), from here and
 //! from the XDP validation of the underlay alike.
 
@@ -32,7 +37,7 @@ use hivemind_common::{
 use crate::{
     lb, metrics,
     pkt::{self, Headers},
-    policy,
+    policy, routing,
 };
 
 /// Remote node container subnet (LPM, network byte order) -> underlay IP and VNI. Written by
@@ -82,9 +87,51 @@ fn set_source_mac(ctx: &TcContext) -> Result<(), i64> {
     ctx.store(ETH_SOURCE, &OVERLAY_SRC_MAC, 0)
 }
 
+/// The tunnel to the node that holds `destination` (network order), if any.
+#[inline(always)]
+pub(crate) fn lookup(destination: u32) -> Option<TunnelInfo> {
+    HM_TUNNELS.get(Key::new(32, destination)).copied()
+}
+
+/// The VNI of a packet from `source` (network order): its identity when the ipcache knows it,
+/// else `identity::HOST` (anything the ipcache does not know left through the node's own
+/// routing).
+#[inline(always)]
+pub(crate) fn source_vni(source: u32) -> u32 {
+    match policy::known_identity(source) {
+        Some(id) if vni::allowed(id) => id,
+        _ => identity::HOST,
+    }
+}
+
+/// Sets the tunnel key: VNI `vni`, remote underlay `node` (host byte order), `flags` of
+/// `bpf_skb_set_tunnel_key` (`BPF_F_ZERO_CSUM_TX` or 0). `Err` if the helper refused.
+#[inline(always)]
+pub(crate) fn set_key(ctx: &TcContext, vni: u32, node: u32, flags: u64) -> Result<(), i64> {
+    // SAFETY: bpf_tunnel_key is plain C data; all zeroes is its "unset" value.
+    let mut key: bpf_tunnel_key = unsafe { zeroed() };
+    key.tunnel_id = vni;
+    // The helper takes the address in host byte order.
+    key.__bindgen_anon_1.remote_ipv4 = node;
+    key.tunnel_ttl = OUTER_TTL;
+    // SAFETY: `ctx.skb.skb` is the program's context; `key` lives across the call and the size
+    // passed is its own.
+    let ret = unsafe {
+        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, flags)
+    };
+    if ret == 0 { Ok(()) } else { Err(ret) }
+}
+
 /// TC egress of `hm-vxlan`: sets the tunnel key of the packet's destination node, or drops.
 #[inline(always)]
 pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
+    // SAFETY: a verifier-checked read of the program's context.
+    if unsafe { (*ctx.skb.skb).mark } == mark::ENCAPSULATED {
+        // Host routing set the key and counted the packet; the mark must not steer the outer
+        // route lookup.
+        ctx.set_mark(0);
+        return Ok(TC_ACT_OK);
+    }
     let bytes = u64::from(ctx.len());
     let drop = |node: u32, why: u8| {
         metrics::count(node, DIR_TO_OVERLAY, why, bytes);
@@ -99,31 +146,12 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         Ok(Some(lb::NodeEgress::Local(verdict))) => return Ok(verdict),
         Err(why) => return Err(drop(0, why)),
     }
-    let tunnel = match HM_TUNNELS.get(Key::new(32, destination)) {
-        Some(tunnel) => *tunnel,
-        None => return Err(drop(0, reason::DROP_NO_TUNNEL)),
+    let Some(tunnel) = lookup(destination) else {
+        return Err(drop(0, reason::DROP_NO_TUNNEL));
     };
     let node = u32::from_be(tunnel.underlay_ip);
-    // The VNI carries the source identity; anything the ipcache does not know left through the
-    // node's own routing: the host. (`TunnelInfo::vni` is not used any more.)
-    let source_identity = match policy::known_identity(source) {
-        Some(id) if vni::allowed(id) => id,
-        _ => identity::HOST,
-    };
-    // SAFETY: bpf_tunnel_key is plain C data; all zeroes is its "unset" value.
-    let mut key: bpf_tunnel_key = unsafe { zeroed() };
-    key.tunnel_id = source_identity;
-    // The helper takes the address in host byte order.
-    key.__bindgen_anon_1.remote_ipv4 = node;
-    key.tunnel_ttl = OUTER_TTL;
-    // SAFETY: `ctx.skb.skb` is the program's context; `key` lives across the call and the size
-    // passed is its own.
-    let ret = unsafe {
-        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0)
-    };
-    if ret != 0 {
-        return Err(drop(node, reason::DROP_TUNNEL_KEY));
-    }
+    // The VNI carries the source identity. (`TunnelInfo::vni` is not used any more.)
+    set_key(ctx, source_vni(source), node, 0).map_err(|_| drop(node, reason::DROP_TUNNEL_KEY))?;
     // See OVERLAY_SRC_MAC: the receiving driver drops frames "from" its own MAC.
     set_source_mac(ctx).map_err(|_| drop(node, reason::DROP_REWRITE))?;
     metrics::count(node, DIR_TO_OVERLAY, reason::FORWARDED, bytes);
@@ -152,12 +180,15 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     // SAFETY: with flags 0 the helper filled the IPv4 member of the union (host byte order).
     let node = unsafe { key.__bindgen_anon_1.remote_ipv4 };
     check_vni(key.tunnel_id).map_err(|why| drop(node, why))?;
-    let headers = pkt::parse(ctx);
+    let mut headers = pkt::parse(ctx);
     ipv4_addresses(&headers).map_err(|why| drop(node, why))?;
     // The source identity for `hm_lxc_to_container` (see `hivemind_common::mark`).
-    ctx.set_mark(mark::IDENTITY_MAGIC | (key.tunnel_id & mark::IDENTITY_MASK));
+    let source_identity = key.tunnel_id & mark::IDENTITY_MASK;
+    ctx.set_mark(mark::IDENTITY_MAGIC | source_identity);
     // Replies of node-originated connections (and of containers' ones) to a remote backend.
-    lb::reverse(ctx, &headers, 0).map_err(|why| drop(node, why))?;
+    if lb::reverse(ctx, &headers, 0).map_err(|why| drop(node, why))? {
+        headers = pkt::parse(ctx);
+    }
     metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
-    Ok(TC_ACT_OK)
+    Ok(routing::from_overlay(ctx, &headers, source_identity))
 }

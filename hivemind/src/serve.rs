@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub api_hosts: Vec<String>,
     /// Where the underlay's VXLAN validation runs.
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// Host routing in eBPF (else the kernel's bridge and IP forwarding).
+    pub host_routing: bool,
     /// Deletion markers are kept at least this long.
     pub tombstone_grace: Duration,
     /// Test seam: this node's wall clock runs this far off the system's.
@@ -754,6 +756,9 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
     dataplane
         .set_node_config(bridge, subnet.gateway(), subnet.prefix)
         .context("configure the service data path")?;
+    dataplane
+        .set_host_routing(options.host_routing)
+        .context("switch host routing")?;
     Ok(Backends {
         runtime: Arc::new(ContainerdRuntime::new(
             cd,

@@ -254,9 +254,11 @@ fn veth_scenario(host_sock: &UdpSocket, ctr_sock: &UdpSocket, ifindex: u32) {
     const PAYLOAD: usize = 100;
     const ENDPOINT: u32 = 4242;
     let mut dp = Dataplane::load().expect("load dataplane");
-    dp.attach_endpoint(ifindex, ENDPOINT).expect("attach");
+    dp.attach_endpoint(ifindex, ENDPOINT, Ipv4Addr::new(10, 199, 0, 2))
+        .expect("attach");
     // Attaching again replaces: still one program per hook.
-    dp.attach_endpoint(ifindex, ENDPOINT).expect("attach again");
+    dp.attach_endpoint(ifindex, ENDPOINT, Ipv4Addr::new(10, 199, 0, 2))
+        .expect("attach again");
     assert_eq!(tcx_prog_count(ifindex, BPF_TCX_INGRESS), 1);
     assert_eq!(tcx_prog_count(ifindex, BPF_TCX_EGRESS), 1);
     assert!(dp.has_endpoint_entry(ifindex).expect("lookup"));
@@ -306,7 +308,7 @@ fn veth_scenario(host_sock: &UdpSocket, ctr_sock: &UdpSocket, ifindex: u32) {
 
     // Links are owned by file descriptors: dropping the Dataplane (as a dying daemon does)
     // releases them without any explicit detach.
-    dp.attach_endpoint(ifindex, ENDPOINT)
+    dp.attach_endpoint(ifindex, ENDPOINT, Ipv4Addr::new(10, 199, 0, 2))
         .expect("attach after detach");
     assert_eq!(tcx_prog_count(ifindex, BPF_TCX_INGRESS), 1);
     drop(dp);
@@ -1156,8 +1158,8 @@ fn policy_verdicts_under_test_run() {
     let mut dp = Dataplane::load().expect("load dataplane");
     let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
-    dp.attach_endpoint(if_a, EP_A).expect("attach a");
-    dp.attach_endpoint(if_b, EP_B).expect("attach b");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
     assert!(matches!(
         dp.set_endpoint_identity(9999, 1),
         Err(DataplaneError::EndpointNotAttached { ifindex: 9999 })
@@ -1340,7 +1342,7 @@ fn policy_applies_to_the_service_backend_under_test_run() {
     let mut dp = Dataplane::load().expect("load dataplane");
     let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
-    dp.attach_endpoint(if_a, EP_A).expect("attach");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach");
     dp.set_ipcache(POD_B, 32, ID_B).expect("ipcache");
     dp.set_ipcache(POD_C, 32, ID_C).expect("ipcache");
     let vip_b = VIP;
@@ -1418,7 +1420,7 @@ fn policy_scale_thousands_of_rules_under_test_run() {
     let if_b = idx[0];
     let mut dp = Dataplane::load().expect("load dataplane");
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
-    dp.attach_endpoint(if_b, EP_B).expect("attach");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach");
     // 5,000 identities, each allowed on two ports of its own: 5,000 entries, 10,000 rules.
     let port_of = |id: u32| 1000 + (id % 5000) as u16;
     let rules: std::collections::BTreeSet<Allow> = (10_000..15_000u32)
@@ -1480,4 +1482,176 @@ fn policy_scale_thousands_of_rules_under_test_run() {
     let c = dp.endpoint_counters(EP_B).expect("counters");
     assert_eq!(c.drops[&reason::DROP_POLICY], 4);
     assert_eq!(c.to_container.packets, 6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host routing under BPF_PROG_TEST_RUN: the redirect verdicts and the headers as rewritten.
+
+const TC_ACT_REDIRECT: u32 = 7;
+const BRIDGE_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+
+/// Whether the IPv4 header of `frame` (no options) carries a valid checksum.
+fn ipv4_checksum_ok(frame: &[u8]) -> bool {
+    csum_fold(&frame[14..34], 0) == 0
+}
+
+#[test]
+fn host_routing_redirects_and_rewrites_under_test_run() {
+    if !can_run("host_routing_redirects_and_rewrites_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmra", "hmrb", "hmru"]);
+    let (if_a, if_b, underlay) = (idx[0], idx[1], idx[2]);
+    let mac = BRIDGE_MAC.map(|b| format!("{b:02x}")).join(":");
+    ip(&["link", "add", "hm0", "address", &mac, "type", "bridge"]);
+    ip(&[
+        "link", "add", "hm-vxlan", "mtu", "1450", "type", "vxlan", "external", "dstport", "4789",
+    ]);
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let egress = dp.program_fd_for_test(PROG_OVERLAY_EGRESS).expect("fd");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+    dp.set_endpoint_identity(if_a, ID_A).expect("identity");
+    dp.set_endpoint_identity(if_b, ID_B).expect("identity");
+    for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C)] {
+        dp.set_ipcache(addr, 32, id).expect("ipcache");
+    }
+    dp.set_node_config(ifindex("hm0"), GATEWAY, 24)
+        .expect("node config");
+    dp.set_tunnel(
+        Ipv4Addr::new(10, 244, 2, 0),
+        24,
+        Ipv4Addr::new(192, 168, 77, 2),
+        vni::DEFAULT,
+    )
+    .expect("tunnel");
+    assert!(matches!(
+        dp.set_host_routing(true),
+        Err(DataplaneError::HostRoutingNeedsOverlay)
+    ));
+    dp.attach_overlay(
+        ifindex("hm-vxlan"),
+        underlay,
+        hivemind::dataplane::UnderlayProgram::Tc,
+    )
+    .expect("attach overlay");
+    assert_eq!(
+        dp.local_routes().expect("routes"),
+        vec![(POD_A, if_a), (POD_B, if_b)]
+    );
+
+    // Off: every packet goes to the kernel untouched.
+    let remote = syn(POD_A, 40000, POD_C, 8080);
+    assert_eq!(
+        test_run_out_ctx(from, &remote, if_a),
+        (TC_ACT_OK, remote.clone())
+    );
+    dp.set_host_routing(true).expect("host routing on");
+    assert!(dp.host_routing().expect("switch"));
+
+    // Remote: redirected to hm-vxlan with the overlay MACs, TTL 63 and a valid checksum; the
+    // rest of the frame as it was. Counted for the overlay, once (not again on hm-vxlan).
+    let (ret, out) = test_run_out_ctx(from, &remote, if_a);
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(&out[..6], &OVERLAY_MAC);
+    assert_eq!(&out[6..12], &OVERLAY_SRC_MAC);
+    assert_eq!(out[14 + 8], 63, "TTL");
+    assert!(ipv4_checksum_ok(&out));
+    assert_eq!(&out[14 + 12..], &remote[14 + 12..]);
+    assert_eq!(checked_tuple(&out), (POD_A, 40000, POD_C, 8080));
+    let sent = |dp: &Dataplane| {
+        dp.overlay_counters()
+            .expect("counters")
+            .sent_by_node
+            .get(&Ipv4Addr::new(192, 168, 77, 2))
+            .map_or(0, |c| c.packets)
+    };
+    assert_eq!(sent(&dp), 1);
+    assert_eq!(test_run_ctx(egress, &out, 0, mark::ENCAPSULATED), TC_ACT_OK);
+    assert_eq!(sent(&dp), 1, "keyed and counted once");
+
+    // Local, addressed to the gateway (routed): destination MAC of the container from its
+    // address, source MAC of the bridge, TTL decremented.
+    let routed = syn(POD_A, 40001, POD_B, 8080);
+    let (ret, out) = test_run_out_ctx(from, &routed, if_a);
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(&out[..6], &[0x0a, 0x58, 10, 244, 1, 3]);
+    assert_eq!(&out[6..12], &BRIDGE_MAC);
+    assert_eq!(out[14 + 8], 63, "TTL");
+    assert!(ipv4_checksum_ok(&out));
+    assert_eq!(checked_tuple(&out), (POD_A, 40001, POD_B, 8080));
+    // Local, addressed to the container's own MAC (same subnet, switched): untouched.
+    let mut switched = syn(POD_A, 40002, POD_B, 8080);
+    switched[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 3]);
+    assert_eq!(
+        test_run_out_ctx(from, &switched, if_a),
+        (TC_ACT_REDIRECT, switched.clone())
+    );
+    let b = dp.endpoint_counters(EP_B).expect("counters");
+    assert_eq!(b.to_container.packets, 2, "{b:?}");
+
+    // The destination's ingress policy runs in the sender's program, with the sender's
+    // identity: denied, counted for the destination, recorded.
+    dp.set_endpoint_policy(
+        EP_B,
+        &EndpointRules {
+            ingress: Some([allow(PeerMatch::Identity(ID_C), Protocol::Tcp, 8080, 8080)].into()),
+            egress: None,
+        },
+    )
+    .expect("policy");
+    let denied = syn(POD_A, 40003, POD_B, 8080);
+    assert_eq!(test_run_out_ctx(from, &denied, if_a).0, TC_ACT_SHOT);
+    let b = dp.endpoint_counters(EP_B).expect("counters");
+    assert_eq!(b.drops.get(&reason::DROP_POLICY), Some(&1), "{b:?}");
+    let (events, _) = dp.drain_flows().expect("flows");
+    assert!(
+        events.iter().any(|e| e.verdict == "denied"
+            && e.endpoint_id == EP_B
+            && e.peer_identity == ID_A
+            && e.direction == "ingress"),
+        "{events:#?}"
+    );
+
+    // The kernel keeps what it does best: the node, the outside world, an expiring TTL, a frame
+    // too big for the tunnel (it answers with the ICMP error it owes).
+    for frame in [
+        syn(POD_A, 40004, GATEWAY, 53),
+        syn(POD_A, 40005, Ipv4Addr::new(192, 0, 2, 1), 443),
+    ] {
+        assert_eq!(
+            test_run_out_ctx(from, &frame, if_a),
+            (TC_ACT_OK, frame.clone())
+        );
+    }
+    let mut expiring = syn(POD_A, 40006, POD_C, 8080);
+    expiring[14 + 8] = 1;
+    expiring[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = csum_fold(&expiring[14..34], 0);
+    expiring[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(
+        test_run_out_ctx(from, &expiring, if_a),
+        (TC_ACT_OK, expiring.clone())
+    );
+    let big = ipv4_frame(
+        POD_A,
+        POD_C,
+        UDP,
+        &[],
+        0,
+        udp_datagram(40007, 8080, &[0u8; 1440]),
+        false,
+    );
+    assert!(big.len() > 14 + 1450);
+    assert_eq!(test_run_out_ctx(from, &big, if_a), (TC_ACT_OK, big.clone()));
+
+    // Off again: the kernel's path.
+    dp.set_host_routing(false).expect("host routing off");
+    assert_eq!(
+        test_run_out_ctx(from, &remote, if_a),
+        (TC_ACT_OK, remote.clone())
+    );
+    dp.detach_endpoint(if_b).expect("detach");
+    assert_eq!(dp.local_routes().expect("routes"), vec![(POD_A, if_a)]);
 }

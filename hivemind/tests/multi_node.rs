@@ -62,6 +62,14 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     subnets.sort();
     subnets.dedup();
     assert_eq!(subnets.len(), 3, "distinct subnets: {nodes}");
+    // Nodes 1 and 2 route in eBPF, node 3 through the kernel (see the testbed).
+    for (index, host_routing) in [(1, true), (2, true), (3, false)] {
+        let health = testbed.node(index).daemon.get("/api/health")?;
+        assert_eq!(
+            health["network"]["host_routing"], host_routing,
+            "node {index}: {health}"
+        );
+    }
 
     let image = build_test_image(&dir.join("image"))?;
     let reference = testbed.serve_image(&image, "hm/test-app", "1")?;

@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use common::{CLUSTER_CIDR, MTU, UNDERLAY, configure_node, link_underlay};
+use common::{CLUSTER_CIDR, MTU, UNDERLAY, configure_node, forwarded_datagrams, link_underlay};
 use hivemind::dataplane::{Dataplane, OverlayCounters, UnderlayHook, UnderlayProgram};
 use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 use hivemind_tests::kernel::{
@@ -45,6 +45,7 @@ struct Node {
 impl Node {
     /// Creates both namespaces (guards first, so a failing setup still cleans up).
     fn new(tag: &str, index: u8) -> Self {
+        let tag = format!("{tag}{index}");
         let pid = std::process::id();
         let ns = NetNs::create(&format!("hmov-{pid}-node-{tag}")).expect("create node netns");
         let container =
@@ -77,9 +78,16 @@ impl Node {
 
     /// Loads a data plane in the node's namespace, attaches the overlay (twice: the second
     /// replaces the first) with the underlay validation where `program` says, and routes
-    /// `peer`'s subnet to it.
-    fn load_dataplane(&self, peer: &Node, program: UnderlayProgram) -> Dataplane {
+    /// `peer`'s subnet to it. With `host_routing`, also the container's endpoint and the node
+    /// configuration, and host routing on.
+    fn load_dataplane(
+        &self,
+        peer: &Node,
+        program: UnderlayProgram,
+        host_routing: bool,
+    ) -> Dataplane {
         let (subnet, underlay) = (peer.subnet, peer.underlay_ip);
+        let (gateway, container_ip) = (self.gateway, self.container_ip);
         self.ns
             .run(move || {
                 let vxlan = ifindex(OVERLAY_DEVICE);
@@ -97,6 +105,18 @@ impl Node {
                     dp.tunnels().expect("tunnels"),
                     vec![(subnet, 24, underlay, vni::DEFAULT)]
                 );
+                if host_routing {
+                    dp.set_node_config(ifindex("hm0"), gateway, 24)
+                        .expect("node config");
+                    let host_if = ifindex("hm-ctr");
+                    dp.attach_endpoint(host_if, 7, container_ip)
+                        .expect("attach endpoint");
+                    dp.set_host_routing(true).expect("host routing");
+                    assert_eq!(
+                        dp.local_routes().expect("local routes"),
+                        vec![(container_ip, host_if)]
+                    );
+                }
                 dp
             })
             .expect("node thread")
@@ -197,6 +217,8 @@ struct VxlanFrame {
     inner_src_mac: [u8; 6],
     inner_src: Ipv4Addr,
     inner_dst: Ipv4Addr,
+    /// The outer UDP checksum is 0 (none), as host routing asks of the VXLAN driver.
+    zero_udp_checksum: bool,
 }
 
 /// Every IPv4 / UDP-to-4789 frame the capture socket holds, parsed.
@@ -231,6 +253,7 @@ fn captured_vxlan(fd: &OwnedFd) -> Vec<VxlanFrame> {
             inner_src_mac: f[inner + 6..inner + 12].try_into().expect("6 bytes"),
             inner_src: ipv4(inner + 14 + 12),
             inner_dst: ipv4(inner + 14 + 16),
+            zero_udp_checksum: f[udp + 6..udp + 8] == [0, 0],
         });
     }
     frames
@@ -249,21 +272,34 @@ fn drops(c: &OverlayCounters, reason: u8) -> u64 {
 }
 
 #[test]
-fn two_nodes_talk_over_the_vxlan_overlay() {
-    if !can_run("two_nodes_talk_over_the_vxlan_overlay") {
+fn two_nodes_talk_over_the_vxlan_overlay_with_host_routing() {
+    if !can_run("two_nodes_talk_over_the_vxlan_overlay_with_host_routing") {
         return;
     }
+    overlay_scenario(true);
+}
+
+#[test]
+fn two_nodes_talk_over_the_vxlan_overlay_through_the_kernel_path() {
+    if !can_run("two_nodes_talk_over_the_vxlan_overlay_through_the_kernel_path") {
+        return;
+    }
+    overlay_scenario(false);
+}
+
+fn overlay_scenario(host_routing: bool) {
     // Guards first: every namespace (and with it every link) goes away on drop, panics included.
-    let a = Node::new("a", 1);
-    let b = Node::new("b", 2);
+    let tag = if host_routing { "h" } else { "k" };
+    let a = Node::new(tag, 1);
+    let b = Node::new(tag, 2);
     link_underlay(&a.ns, &b.ns);
     a.configure();
     b.configure();
 
     // Node a validates the underlay in XDP (native on a veth), node b where `auto` puts it on
     // a veth: TC ingress, which leaves node a's GSO alone.
-    let mut dp_a = a.load_dataplane(&b, UnderlayProgram::Xdp);
-    let mut dp_b = b.load_dataplane(&a, UnderlayProgram::Auto);
+    let mut dp_a = a.load_dataplane(&b, UnderlayProgram::Xdp, host_routing);
+    let mut dp_b = b.load_dataplane(&a, UnderlayProgram::Auto, host_routing);
     assert_eq!(dp_a.underlay_hook(), Some(UnderlayHook::XdpNative));
     assert_eq!(dp_b.underlay_hook(), Some(UnderlayHook::Tc));
     let link_a = ip(&["-d", "-n", &a.ns.name, "link", "show", UNDERLAY]);
@@ -281,11 +317,23 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
     const N: usize = 20;
     let cap = capture(&b.ns);
     let (rx_b0, tx_b0) = b.underlay_stats();
+    let forwarded = [forwarded_datagrams(&a.ns), forwarded_datagrams(&b.ns)];
     let sock_a = Node::udp_socket(&a.container, a.container_ip, 7000);
     let sock_b = Node::udp_socket(&b.container, b.container_ip, 7000);
     udp_round_trips(&sock_a, &sock_b, N);
     udp_round_trips(&sock_b, &sock_a, N);
     let (rx_b1, tx_b1) = b.underlay_stats();
+    // Host routing encapsulated and delivered every datagram itself; the kernel path forwards
+    // each one on both nodes (once out of the sender's bridge, once out of the overlay).
+    let forwarded_now = [forwarded_datagrams(&a.ns), forwarded_datagrams(&b.ns)];
+    eprintln!("forwarded datagrams {forwarded:?} -> {forwarded_now:?}");
+    for (before, now) in forwarded.iter().zip(&forwarded_now) {
+        if host_routing {
+            assert_eq!(now, before);
+        } else {
+            assert!(*now >= before + 4 * N as u64, "{before} -> {now}");
+        }
+    }
     assert!(
         rx_b1 - rx_b0 >= 2 * N as u64,
         "underlay rx {rx_b0} -> {rx_b1}"
@@ -306,6 +354,7 @@ fn two_nodes_talk_over_the_vxlan_overlay() {
         inner_src_mac: OVERLAY_SRC_MAC,
         inner_src: a.container_ip,
         inner_dst: b.container_ip,
+        zero_udp_checksum: host_routing,
     };
     let b_to_a = VxlanFrame {
         outer_src: b.underlay_ip,

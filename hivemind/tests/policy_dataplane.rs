@@ -69,13 +69,25 @@ const ID_A1: u32 = 2000;
 const ID_B1: u32 = 3000;
 
 #[test]
-fn policy_allows_and_denies_connections_in_the_kernel() {
-    if !can_run("policy_allows_and_denies_connections_in_the_kernel") {
+fn policy_allows_and_denies_connections_with_host_routing() {
+    if !can_run("policy_allows_and_denies_connections_with_host_routing") {
         return;
     }
-    let (a, b) = two_nodes("hmpo");
-    let mut dp_a = a.load_dataplane(&b);
-    let mut dp_b = b.load_dataplane(&a);
+    policy_scenario("hmpo", true);
+}
+
+#[test]
+fn policy_allows_and_denies_connections_through_the_kernel_path() {
+    if !can_run("policy_allows_and_denies_connections_through_the_kernel_path") {
+        return;
+    }
+    policy_scenario("hmpk", false);
+}
+
+fn policy_scenario(prefix: &str, host_routing: bool) {
+    let (a, b) = two_nodes(prefix);
+    let mut dp_a = a.load_dataplane(&b, host_routing);
+    let mut dp_b = b.load_dataplane(&a, host_routing);
     let client = a.container("client");
     let a1 = a.container("a1");
     let b1 = b.container("b1");

@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Container, two_nodes};
+use common::{Container, forwarded_datagrams, two_nodes};
 use hivemind::dataplane::{Dataplane, ServiceBackend};
 use hivemind_tests::kernel::{Servers, can_run, parse_answer};
 use hivemind_tests::netns::NetNs;
@@ -90,13 +90,25 @@ fn tally(answers: &[(String, Ipv4Addr)]) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn service_vip_balances_across_nodes_in_the_kernel() {
-    if !can_run("service_vip_balances_across_nodes_in_the_kernel") {
+fn service_vip_balances_across_nodes_with_host_routing() {
+    if !can_run("service_vip_balances_across_nodes_with_host_routing") {
         return;
     }
-    let (a, b) = two_nodes("hmsv");
-    let mut dp_a = a.load_dataplane(&b);
-    let mut dp_b = b.load_dataplane(&a);
+    service_scenario("hmsv", true);
+}
+
+#[test]
+fn service_vip_balances_across_nodes_through_the_kernel_path() {
+    if !can_run("service_vip_balances_across_nodes_through_the_kernel_path") {
+        return;
+    }
+    service_scenario("hmsk", false);
+}
+
+fn service_scenario(prefix: &str, host_routing: bool) {
+    let (a, b) = two_nodes(prefix);
+    let mut dp_a = a.load_dataplane(&b, host_routing);
+    let mut dp_b = b.load_dataplane(&a, host_routing);
 
     let mut servers = Servers::default();
     let a1 = a.container("a1");
@@ -124,6 +136,7 @@ fn service_vip_balances_across_nodes_in_the_kernel() {
 
     // Many connections from a container: every backend answers, local and remote, and each
     // saw the client's own address (no SNAT).
+    let forwarded = [forwarded_datagrams(&a.ns), forwarded_datagrams(&b.ns)];
     let answers = tcp_ask(&client.ns, 40);
     let by_backend = tally(&answers);
     eprintln!("container -> vip: {by_backend:?}");
@@ -132,6 +145,16 @@ fn service_vip_balances_across_nodes_in_the_kernel() {
         answers.iter().all(|(_, peer)| *peer == client.ip),
         "{answers:?}"
     );
+    // Host routing delivered and encapsulated every packet of them itself, both ways: neither
+    // kernel forwarded one. The kernel path forwards each on both nodes.
+    let forwarded_now = [forwarded_datagrams(&a.ns), forwarded_datagrams(&b.ns)];
+    eprintln!("forwarded datagrams {forwarded:?} -> {forwarded_now:?}");
+    if host_routing {
+        assert_eq!(forwarded, forwarded_now);
+    } else {
+        assert!(forwarded_now[0] >= forwarded[0] + 40, "{forwarded_now:?}");
+        assert!(forwarded_now[1] > forwarded[1], "{forwarded_now:?}");
+    }
 
     // The node itself reaches the VIP (through hm-vxlan: DNAT there, a local backend via the
     // bridge, a remote one through the tunnel); the backends see the node's gateway address.

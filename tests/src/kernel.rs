@@ -115,9 +115,18 @@ pub fn add_container_veth(
     gateway: Ipv4Addr,
 ) {
     let (n, c) = (node.name.as_str(), container.name.as_str());
+    // The container's MAC follows from its address, as the daemon sets it (host routing writes
+    // it without a lookup; see `hivemind_common::container_mac`).
+    let address: Ipv4Addr = addr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("container address as A.B.C.D/len");
+    let [a, b, c4, d] = address.octets();
+    let mac = format!("0a:58:{a:02x}:{b:02x}:{c4:02x}:{d:02x}");
     ip(&[
         "-n", n, "link", "add", host_if, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu",
-        mtu, "netns", c,
+        mtu, "address", &mac, "netns", c,
     ]);
     ip(&["-n", n, "link", "set", host_if, "master", bridge, "up"]);
     ip(&["-n", c, "addr", "add", addr, "dev", "eth0"]);

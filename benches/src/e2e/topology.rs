@@ -367,7 +367,11 @@ impl Topology {
                     Ipv4Addr::new(10, 244, me, 1),
                     24,
                 )?;
-                dp.attach_endpoint(crate::rate::ifindex(HOST_IF)?, endpoint)?;
+                dp.attach_endpoint(
+                    crate::rate::ifindex(HOST_IF)?,
+                    endpoint,
+                    Ipv4Addr::new(10, 244, me, 2),
+                )?;
                 Ok(dp)
             })??;
             planes.push(dp);

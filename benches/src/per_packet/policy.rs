@@ -82,7 +82,7 @@ fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
     dp.load_floor_programs()?;
     let pass = dp.program_fd_for_test(PROG_TC_PASS)?;
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER)?;
-    dp.attach_endpoint(ifindex, POLICY_ENDPOINT)
+    dp.attach_endpoint(ifindex, POLICY_ENDPOINT, POLICY_POD)
         .context("attaching the policy endpoint")?;
     let established = tcp_frame(
         ESTABLISHED_PEER,

@@ -210,6 +210,7 @@ pub async fn health(
             subnet: node.net_config().subnet.to_string(),
             mtu: node.net_config().mtu,
             dataplane: node.has_dataplane(),
+            host_routing: node.host_routing(),
         },
         apps: HealthyCount {
             total: apps.len() as u64,

@@ -39,6 +39,13 @@ pub struct Cli {
     pub command: TopCommand,
 }
 
+/// A switch flag's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
@@ -320,6 +327,11 @@ pub struct NodeArgs {
     /// GSO under XDP; XDP elsewhere), xdp or tc
     #[arg(long, value_enum, default_value_t = crate::dataplane::UnderlayProgram::Auto)]
     pub underlay_program: crate::dataplane::UnderlayProgram,
+    /// Host routing in eBPF: packets between containers are delivered (bpf_redirect_peer) and
+    /// encapsulated (bpf_redirect to the VXLAN device) by the data plane itself; off hands them
+    /// to the kernel's bridge and IP forwarding
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub host_routing: OnOff,
     /// A name clients reach the API by besides this node's names and addresses (a DNS
     /// name, a load balancer); repeatable. Other Host headers are answered 421
     #[arg(long = "api-host")]

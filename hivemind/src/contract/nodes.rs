@@ -102,6 +102,10 @@ pub struct NetworkHealth {
     pub mtu: u32,
     /// Whether the eBPF data plane is loaded.
     pub dataplane: bool,
+    /// Whether the data plane routes between containers itself (`--host-routing on`): local
+    /// delivery with `bpf_redirect_peer`, encapsulation with `bpf_redirect` to the VXLAN device.
+    #[serde(default)]
+    pub host_routing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

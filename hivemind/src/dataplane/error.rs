@@ -23,6 +23,8 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("host routing needs the overlay attached first (its vxlan device)")]
+    HostRoutingNeedsOverlay,
     #[error("no interface with ifindex {ifindex} in this network namespace")]
     InterfaceNotFound {
         ifindex: u32,

@@ -12,12 +12,14 @@ mod counters;
 mod error;
 mod overlay;
 mod policy;
+mod routing;
 mod services;
 
 use std::{
     collections::HashMap as StdHashMap,
     ffi::CStr,
     io,
+    net::Ipv4Addr,
     os::fd::{AsFd as _, AsRawFd as _, RawFd},
 };
 
@@ -30,7 +32,8 @@ use aya::{
     },
 };
 use hivemind_common::{
-    EndpointInfo, MAP_ENDPOINTS, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue, TunnelInfo,
+    EndpointInfo, MAP_ENDPOINTS, MAP_LXC, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue,
+    TunnelInfo,
 };
 
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
@@ -62,6 +65,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hi
 /// The two TC links of one endpoint; dropping them detaches the programs.
 struct EndpointLinks {
     endpoint_id: u32,
+    /// The container's address (its `HM_LXC` entry).
+    ip: Ipv4Addr,
     _from_container: SchedClassifierLink,
     _to_container: SchedClassifierLink,
 }
@@ -72,6 +77,8 @@ pub struct Dataplane {
     links: StdHashMap<u32, EndpointLinks>,
     overlay: Option<overlay::OverlayLinks>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
+    /// Container address (network order) -> host veth ifindex, for host routing.
+    lxc: HashMap<MapData, u32, u32>,
     metrics: PerCpuHashMap<MapData, MetricsKey, MetricsValue>,
     /// Key data: IPv4 network in network byte order (see `hivemind_common::MAP_TUNNELS`).
     tunnels: LpmTrie<MapData, u32, TunnelInfo>,
@@ -116,6 +123,10 @@ impl Dataplane {
             .ok_or(DataplaneError::MapMissing { map: MAP_ENDPOINTS })?;
         let endpoints =
             HashMap::try_from(endpoints).map_err(DataplaneError::map(MAP_ENDPOINTS, "opening"))?;
+        let lxc = ebpf
+            .take_map(MAP_LXC)
+            .ok_or(DataplaneError::MapMissing { map: MAP_LXC })?;
+        let lxc = HashMap::try_from(lxc).map_err(DataplaneError::map(MAP_LXC, "opening"))?;
         let metrics = ebpf
             .take_map(MAP_METRICS)
             .ok_or(DataplaneError::MapMissing { map: MAP_METRICS })?;
@@ -132,6 +143,7 @@ impl Dataplane {
             links: StdHashMap::new(),
             overlay: None,
             endpoints,
+            lxc,
             metrics,
             tunnels,
             services,
@@ -141,16 +153,21 @@ impl Dataplane {
     }
 
     /// Attaches both TC programs to the host-side veth `ifindex` (of the calling thread's network
-    /// namespace) and records it as `endpoint_id`. Attaching an ifindex again replaces its
-    /// links and entry.
+    /// namespace) and records it as `endpoint_id`, the container behind it holding `ip` (where
+    /// host routing delivers). Attaching an ifindex again replaces its links and entries.
     pub fn attach_endpoint(
         &mut self,
         ifindex: u32,
         endpoint_id: u32,
+        ip: Ipv4Addr,
     ) -> Result<(), DataplaneError> {
         let name = interface_name(ifindex)?;
         // Replace, never duplicate: the old links detach when dropped here.
-        self.links.remove(&ifindex);
+        if let Some(old) = self.links.remove(&ifindex)
+            && old.ip != ip
+        {
+            self.remove_lxc(old.ip, ifindex)?;
+        }
         // The map entry goes in first so the first packets already count for the endpoint (and
         // meet the endpoint's policy if `set_endpoint_policy` ran before; the identity is kept
         // when an ifindex is attached again).
@@ -177,12 +194,17 @@ impl Dataplane {
                 let to = self.attach_tc(PROG_TO_CONTAINER, &name, ifindex, TcAttachType::Egress)?;
                 Ok((from, to))
             });
+        let attached = attached.and_then(|links| {
+            self.set_lxc(ip, ifindex)?;
+            Ok(links)
+        });
         match attached {
             Ok((from, to)) => {
                 self.links.insert(
                     ifindex,
                     EndpointLinks {
                         endpoint_id,
+                        ip,
                         _from_container: from,
                         _to_container: to,
                     },
@@ -212,7 +234,11 @@ impl Dataplane {
     /// Detaches the programs from `ifindex` and forgets the endpoint's map entry and counters.
     /// Succeeds if the endpoint is already gone.
     pub fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
-        let from_links = self.links.remove(&ifindex).map(|links| links.endpoint_id);
+        let removed = self.links.remove(&ifindex);
+        if let Some(links) = &removed {
+            self.remove_lxc(links.ip, ifindex)?;
+        }
+        let from_links = removed.map(|links| links.endpoint_id);
         let endpoint_id = match self.endpoints.get(&ifindex, 0) {
             Ok(info) => Some(info.endpoint_id),
             Err(e) if is_not_found(&e) => None,

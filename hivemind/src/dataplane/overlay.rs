@@ -64,6 +64,8 @@ enum UnderlayLink {
 /// The links of the overlay programs; dropping them detaches the programs.
 pub(super) struct OverlayLinks {
     hook: UnderlayHook,
+    /// Where host routing redirects frames for remote containers.
+    pub(super) vxlan_ifindex: u32,
     _egress: SchedClassifierLink,
     _ingress: SchedClassifierLink,
     _underlay: UnderlayLink,
@@ -122,6 +124,7 @@ impl Dataplane {
         };
         self.overlay = Some(OverlayLinks {
             hook,
+            vxlan_ifindex,
             _egress: egress,
             _ingress: ingress,
             _underlay: link,

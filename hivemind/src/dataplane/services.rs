@@ -43,7 +43,7 @@ pub(super) struct ServiceMaps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: HashMap<MapData, u32, Backend>,
     ct: HashMap<MapData, CtKey, CtValue>,
-    node_config: Array<MapData, NodeConfig>,
+    pub(super) node_config: Array<MapData, NodeConfig>,
     /// Per frontend: its slot count and every backend id it lists (slotted or weight 0).
     frontends: StdHashMap<Frontend, (u16, Vec<u32>)>,
 }
@@ -226,16 +226,22 @@ impl Dataplane {
         }
         let mask = u32::MAX << (32 - u32::from(prefix));
         let subnet = Ipv4Addr::from(u32::from(gateway) & mask);
+        // The bridge's MAC is the source of frames host routing delivers; without one (an
+        // interface that has none) the programs write zeroes, which the container accepts.
+        let gateway_mac = super::routing::interface_mac(bridge_ifindex).unwrap_or_else(|e| {
+            tracing::debug!(bridge_ifindex, error = %e, "no bridge mac");
+            [0; 6]
+        });
+        // Host routing's fields are kept.
         let config = NodeConfig {
             bridge_ifindex,
             gateway: u32::from_ne_bytes(gateway.octets()),
             subnet: u32::from_ne_bytes(subnet.octets()),
             subnet_mask: u32::from_ne_bytes(mask.to_be_bytes()),
+            gateway_mac,
+            ..self.node_config()?
         };
-        self.services
-            .node_config
-            .set(0, config, 0)
-            .map_err(DataplaneError::map(MAP_NODE_CONFIG, "writing"))?;
+        self.write_node_config(config)?;
         tracing::debug!(bridge_ifindex, %gateway, prefix, "node config set");
         Ok(())
     }

@@ -21,13 +21,12 @@ fn peer_name(host_ifname: &str) -> String {
     format!("{}p", &host_ifname[..host_ifname.len().min(14)])
 }
 
-/// The MAC of a container's eth0, fixed by its IP (`0a:58:` and the four
-/// octets, locally administered): a container restarted on a fresh veth
-/// keeps its MAC, so neighbour entries that name it stay right and the
-/// node does not send to a dead MAC until the entry times out.
+/// The MAC of a container's eth0, fixed by its IP (`hivemind_common::container_mac`): a
+/// container restarted on a fresh veth keeps its MAC, so neighbour entries that name it stay
+/// right and the node does not send to a dead MAC until the entry times out; host routing
+/// writes it without a lookup.
 pub fn container_mac(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x0a, 0x58, a, b, c, d]
+    hivemind_common::container_mac(ip.octets())
 }
 
 fn nl_error(operation: &'static str, target: &str, e: impl std::fmt::Display) -> NetworkError {

@@ -354,7 +354,11 @@ impl Node {
             .attach(&netns, &record.host_ifname, record.ip)
             .await?;
         if let Some(dataplane) = &self.dataplane {
-            lock(dataplane).attach_endpoint(attachment.host_ifindex, endpoint_id(record))?;
+            lock(dataplane).attach_endpoint(
+                attachment.host_ifindex,
+                endpoint_id(record),
+                record.ip,
+            )?;
         }
         let mut mounts = self.etc_files(record)?;
         for volume in &app.spec.volumes {
@@ -441,7 +445,7 @@ impl Node {
                 if dataplane.is_attached(ifindex, endpoint_id(record)) {
                     return;
                 }
-                if let Err(e) = dataplane.attach_endpoint(ifindex, endpoint_id(record)) {
+                if let Err(e) = dataplane.attach_endpoint(ifindex, endpoint_id(record), record.ip) {
                     tracing::warn!(container = %record.id, error = %e, "data plane attach failed");
                 }
             }

@@ -238,6 +238,16 @@ impl Node {
         self.dataplane.is_some()
     }
 
+    /// Whether the data plane routes between containers itself (`--host-routing`).
+    pub fn host_routing(&self) -> bool {
+        self.dataplane.as_ref().is_some_and(|dataplane| {
+            lock(dataplane).host_routing().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading the host routing switch");
+                false
+            })
+        })
+    }
+
     /// Whether the container runtime answers.
     pub async fn runtime_answers(&self) -> Result<(), RuntimeError> {
         self.runtime.list().await.map(drop)

@@ -144,13 +144,13 @@ impl Node {
     }
 
     /// Loads the data plane in the node's namespace: overlay, tunnel to `peer`, node config,
-    /// every container's endpoint.
-    pub fn load_dataplane(&self, peer: &Node) -> Dataplane {
+    /// host routing on or off, every container's endpoint.
+    pub fn load_dataplane(&self, peer: &Node, host_routing: bool) -> Dataplane {
         let (subnet, underlay, gateway) = (peer.subnet, peer.underlay_ip, self.gateway);
-        let endpoints: Vec<(String, u32)> = self
+        let endpoints: Vec<(String, u32, Ipv4Addr)> = self
             .containers
             .iter()
-            .map(|c| (c.host_if.clone(), c.endpoint_id))
+            .map(|c| (c.host_if.clone(), c.endpoint_id, c.ip))
             .collect();
         self.ns
             .run(move || {
@@ -165,8 +165,10 @@ impl Node {
                     .expect("set tunnel");
                 dp.set_node_config(ifindex("hm0"), gateway, 24)
                     .expect("node config");
-                for (name, id) in endpoints {
-                    dp.attach_endpoint(ifindex(&name), id)
+                dp.set_host_routing(host_routing).expect("host routing");
+                assert_eq!(dp.host_routing().expect("host routing"), host_routing);
+                for (name, id, ip) in endpoints {
+                    dp.attach_endpoint(ifindex(&name), id, ip)
                         .expect("attach endpoint");
                 }
                 dp
@@ -180,6 +182,25 @@ impl Node {
             .find(|c| c.name == name)
             .expect("known container")
     }
+}
+
+/// IPv4 datagrams the namespace's kernel forwarded (`Ip: ForwDatagrams` of its
+/// `/proc/net/snmp`): host routing keeps container-to-container traffic out of it.
+pub fn forwarded_datagrams(ns: &NetNs) -> u64 {
+    let snmp = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp"))
+        .expect("netns thread");
+    let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (
+        ip_lines.next().expect("Ip names"),
+        ip_lines.next().expect("Ip values"),
+    );
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ForwDatagrams")
+        .and_then(|(_, value)| value.parse().ok())
+        .expect("ForwDatagrams")
 }
 
 /// The cluster of the service and policy tests, configured (namespaces `<prefix>-<pid>-...`):

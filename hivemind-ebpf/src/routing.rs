@@ -1,0 +1,195 @@
+//! Host routing in eBPF (`node_flags::HOST_ROUTING` in `HM_NODE_CONFIG`), as Cilium's
+//! `bpf_lxc.c` / `bpf_overlay.c` do it: packets between containers skip the bridge, the
+//! kernel's IP forwarding (netfilter, FIB and rp_filter lookups, neighbour) and the backlog
+//! queues of the veths.
+//!
+//! - From a container (`from_container`, after its egress policy and service NAT): a destination
+//!   in `HM_LXC` is a local container: its ingress policy and reverse NAT run here, then
+//!   `bpf_redirect_peer` puts the frame straight into its namespace. A destination in
+//!   `HM_TUNNELS` is on another node: the MACs and TTL are rewritten, the tunnel key set (VNI =
+//!   source identity, no outer UDP checksum) and the frame redirected to `hm-vxlan`'s transmit
+//!   (marked `mark::ENCAPSULATED` so that `hm_overlay_egress` does not key it again).
+//! - From the overlay (`from_overlay`, after the VNI checks and reverse NAT of `hm_overlay_ingress`):
+//!   a destination in `HM_LXC` is delivered the same way.
+//! - Anything else (the node, the outside world, a frame too big for the tunnel that is not
+//!   GSO, a TTL about to expire, an address with no endpoint) goes to the kernel as before, which
+//!   also answers with the ICMP errors it owes.
+//!
+//! Verdicts and counters are those of the kernel path: the destination endpoint counts the
+//! packet (`DIR_TO_CONTAINER`, forwarded or its drop reason) as its `hm_lxc_to_container` would
+//! have, the overlay counts it per node as `hm_overlay_egress` would have.
+//!
+//! L2: a frame a container addressed to another container's MAC (same subnet) is switched, as
+//! the bridge would: nothing is rewritten. A frame addressed to the gateway, or from the overlay,
+//! is routed: destination MAC of the container (`container_mac`, from its address), source MAC
+//! of the bridge, TTL decremented with the IPv4 checksum updated.
+
+use aya_ebpf::{
+    bindings::{BPF_F_ZERO_CSUM_TX, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    macros::map,
+    maps::HashMap,
+    programs::TcContext,
+};
+use hivemind_common::{
+    DIR_TO_CONTAINER, DIR_TO_OVERLAY, EndpointInfo, MAX_ENDPOINTS, NodeConfig, OVERLAY_MAC,
+    OVERLAY_SRC_MAC, container_mac, mark, node_flags, reason, vni,
+};
+
+use crate::{
+    lb, metrics,
+    pkt::{self, ETH_HLEN, Headers, L2Fields},
+    policy, tunnel,
+};
+
+/// Local container IPv4 address (network order) -> ifindex of its host-side veth. Written by
+/// the daemon with the endpoint.
+#[map(name = "HM_LXC")]
+static HM_LXC: HashMap<u32, u32> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+const IP_TTL_OFF: usize = ETH_HLEN + 8;
+const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+
+/// The node configuration, if host routing is on.
+#[inline(always)]
+fn enabled() -> Option<NodeConfig> {
+    lb::node_config().filter(|c| c.flags & node_flags::HOST_ROUTING != 0)
+}
+
+/// The ifindex of the local container that holds `addr`, if any.
+#[inline(always)]
+fn local_endpoint(addr: u32) -> Option<u32> {
+    // SAFETY: a map value pointer, valid for the program's run; plain data, copied at once.
+    HM_LXC.get_ptr(&addr).map(|i| unsafe { *i })
+}
+
+/// TC ingress of a container's veth, after the source's own checks passed: the TC verdict
+/// (a redirect, a drop of the destination's policy, or `TC_ACT_OK` for the kernel's path).
+#[inline(always)]
+pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &EndpointInfo) -> i32 {
+    let Some(config) = enabled() else {
+        return TC_ACT_OK;
+    };
+    let Headers::Ipv4(ip) = headers else {
+        return TC_ACT_OK;
+    };
+    if !ip.complete {
+        return TC_ACT_OK;
+    }
+    let Some(l2) = pkt::l2_fields(ctx) else {
+        return TC_ACT_OK;
+    };
+    if let Some(ifindex) = local_endpoint(ip.daddr) {
+        let switched = l2.dst_mac_head == u16::from_ne_bytes([0x0a, 0x58])
+            && l2.dst_mac_tail == ip.daddr;
+        return deliver(ctx, headers, &config, &l2, ifindex, source.identity, !switched);
+    }
+    let Some(tunnel) = tunnel::lookup(ip.daddr) else {
+        return TC_ACT_OK;
+    };
+    if config.vxlan_ifindex == 0 || l2.ttl() <= 1 || too_big(ctx, &config) {
+        return TC_ACT_OK;
+    }
+    let bytes = u64::from(ctx.len());
+    let node = u32::from_be(tunnel.underlay_ip);
+    let vni = if source.identity != 0 && vni::allowed(source.identity) {
+        source.identity
+    } else {
+        tunnel::source_vni(ip.saddr)
+    };
+    let drop = |why: u8| {
+        metrics::count(node, DIR_TO_OVERLAY, why, bytes);
+        TC_ACT_SHOT
+    };
+    if tunnel::set_key(ctx, vni, node, u64::from(BPF_F_ZERO_CSUM_TX)).is_err() {
+        return drop(reason::DROP_TUNNEL_KEY);
+    }
+    if route(ctx, &l2, OVERLAY_MAC, OVERLAY_SRC_MAC).is_err() {
+        return drop(reason::DROP_REWRITE);
+    }
+    ctx.set_mark(mark::ENCAPSULATED);
+    metrics::count(node, DIR_TO_OVERLAY, reason::FORWARDED, bytes);
+    // SAFETY: a plain helper call (flags 0: the device's egress).
+    unsafe { bpf_redirect(config.vxlan_ifindex, 0) as i32 }
+}
+
+/// TC ingress of `hm-vxlan`, after its checks passed: delivers to a local container, else
+/// `TC_ACT_OK` (the kernel routes the packet).
+#[inline(always)]
+pub(crate) fn from_overlay(ctx: &TcContext, headers: &Headers, source_identity: u32) -> i32 {
+    let Some(config) = enabled() else {
+        return TC_ACT_OK;
+    };
+    let Headers::Ipv4(ip) = headers else {
+        return TC_ACT_OK;
+    };
+    let Some(ifindex) = local_endpoint(ip.daddr) else {
+        return TC_ACT_OK;
+    };
+    let Some(l2) = pkt::l2_fields(ctx) else {
+        return TC_ACT_OK;
+    };
+    deliver(ctx, headers, &config, &l2, ifindex, source_identity, true)
+}
+
+/// Local delivery to the container on host veth `ifindex`: its ingress policy and reverse NAT,
+/// the L2 rewrite if `routed`, its counters, then `bpf_redirect_peer`.
+#[inline(always)]
+fn deliver(
+    ctx: &TcContext,
+    headers: &Headers,
+    config: &NodeConfig,
+    l2: &L2Fields,
+    ifindex: u32,
+    source_identity: u32,
+    routed: bool,
+) -> i32 {
+    let Some(info) = metrics::endpoint_at(ifindex) else {
+        return TC_ACT_OK;
+    };
+    if routed && l2.ttl() <= 1 {
+        return TC_ACT_OK;
+    }
+    let bytes = u64::from(ctx.len());
+    let verdict = policy::ingress(&info, policy::parse(headers), source_identity)
+        .and_then(|()| lb::reverse(ctx, headers, info.endpoint_id));
+    if let Err(why) = verdict {
+        metrics::count(info.endpoint_id, DIR_TO_CONTAINER, why, bytes);
+        return TC_ACT_SHOT;
+    }
+    if routed {
+        let Headers::Ipv4(ip) = headers else {
+            return TC_ACT_OK;
+        };
+        let mac = container_mac(ip.daddr.to_ne_bytes());
+        if route(ctx, l2, mac, config.gateway_mac).is_err() {
+            metrics::count(info.endpoint_id, DIR_TO_CONTAINER, reason::DROP_REWRITE, bytes);
+            return TC_ACT_SHOT;
+        }
+    }
+    metrics::count(info.endpoint_id, DIR_TO_CONTAINER, reason::FORWARDED, bytes);
+    // SAFETY: a plain helper call (flags must be 0).
+    unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
+}
+
+/// A frame larger than the tunnel takes that is not GSO (GSO segments are cut to size).
+#[inline(always)]
+fn too_big(ctx: &TcContext, config: &NodeConfig) -> bool {
+    // SAFETY: a verifier-checked read of the program's context.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    gso_size == 0 && ctx.len() > ETH_HLEN as u32 + config.overlay_mtu
+}
+
+/// One routing hop: writes the MACs and decrements the TTL, updating the IPv4 checksum.
+#[inline(always)]
+fn route(ctx: &TcContext, l2: &L2Fields, dst: [u8; 6], src: [u8; 6]) -> Result<(), i64> {
+    let macs = [
+        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4],
+        src[5],
+    ];
+    ctx.store(0, &macs, 0)?;
+    let [ttl, proto] = l2.ttl_proto.to_ne_bytes();
+    let new = u16::from_ne_bytes([ttl - 1, proto]);
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(l2.ttl_proto), u64::from(new), 2)?;
+    ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
+}
