@@ -64,6 +64,9 @@ pub(super) fn iperf(
             &secs,
             "--connect-timeout",
             "3000",
+            // Client and server on different CPUs, the same for every configuration.
+            "-A",
+            "0,1",
         ])
         .args(extra)
         .output()
@@ -122,7 +125,7 @@ fn program_stats() -> Result<BTreeMap<String, (u64, u64)>> {
 /// the figures: the statistics themselves cost time per program run.
 pub(super) fn udp_profile(prefix: &str, seconds: u32) -> Result<String> {
     let topo = Topology::new(prefix)?;
-    let _planes = topo.hivemind(0, UnderlayProgram::Auto)?;
+    let _planes = topo.hivemind(0, UnderlayProgram::Auto, true)?;
     let _server = Server::start(&topo.cb)?;
     let before = program_stats()?;
     let stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
@@ -187,7 +190,7 @@ pub(super) fn tx_stats(node: &NetNs) -> Result<(u64, u64)> {
 fn perf_top(prefix: &str, seconds: u32, hivemind: bool) -> Result<(f64, Vec<String>)> {
     let topo = Topology::new(prefix)?;
     let _planes = if hivemind {
-        topo.hivemind(0, UnderlayProgram::Auto)?
+        topo.hivemind(0, UnderlayProgram::Auto, true)?
     } else {
         topo.kernel_overlay()?;
         Vec::new()

@@ -85,6 +85,9 @@ enum Kind {
     Hivemind(usize),
     /// Hivemind without policy, its underlay validation forced into XDP.
     HivemindXdp,
+    /// Hivemind without policy, host routing off: the kernel's bridge and IP forwarding
+    /// between the programs, as before host routing.
+    HivemindKernelPath,
     /// Kernel overlay, the client going through a service VIP that node A DNATs as
     /// kube-proxy's iptables mode does; `n` services.
     IptablesVip(usize),
@@ -104,6 +107,7 @@ impl Kind {
             Self::Hivemind(0) => "Hivemind, no policy".into(),
             Self::Hivemind(n) => format!("Hivemind + {} policy rules", count(n)),
             Self::HivemindXdp => "Hivemind, no policy, underlay in XDP".into(),
+            Self::HivemindKernelPath => "Hivemind, no policy, host routing off".into(),
             Self::IptablesVip(n) => {
                 format!("kernel overlay + iptables DNAT, {} services", count(n))
             }
@@ -155,8 +159,9 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
             topo.nftables(n)?;
             Vec::new()
         }
-        Kind::Hivemind(n) => topo.hivemind(n, UnderlayProgram::Auto)?,
-        Kind::HivemindXdp => topo.hivemind(0, UnderlayProgram::Xdp)?,
+        Kind::Hivemind(n) => topo.hivemind(n, UnderlayProgram::Auto, true)?,
+        Kind::HivemindXdp => topo.hivemind(0, UnderlayProgram::Xdp, true)?,
+        Kind::HivemindKernelPath => topo.hivemind(0, UnderlayProgram::Auto, false)?,
         Kind::IptablesVip(n) => {
             topo.kernel_overlay()?;
             topo.iptables_dnat(n)?;
@@ -168,7 +173,7 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
             Vec::new()
         }
         Kind::HivemindVip(n) => {
-            let mut planes = topo.hivemind(0, UnderlayProgram::Auto)?;
+            let mut planes = topo.hivemind(0, UnderlayProgram::Auto, true)?;
             hivemind_services(&mut planes[0], n)?;
             planes
         }
@@ -210,6 +215,7 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.extend(cfg.rules.iter().map(|&n| Kind::Nftables(n)));
     kinds.push(Kind::Hivemind(0));
     kinds.push(Kind::HivemindXdp);
+    kinds.push(Kind::HivemindKernelPath);
     kinds.extend(cfg.rules.iter().map(|&n| Kind::Hivemind(n)));
     kinds.extend(cfg.rules.iter().map(|&n| Kind::IptablesVip(n)));
     kinds.extend(cfg.rules.iter().map(|&n| Kind::NftablesVip(n)));
@@ -309,6 +315,13 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
             pick(&kernel),
             "kernel overlay",
             Target::RatioAtLeast(1.0),
+        ));
+        rows.extend(row(
+            format!("{what}: Hivemind host routing off (info) vs on (default)"),
+            pick(&get(Kind::HivemindKernelPath)),
+            pick(&hm),
+            "host routing on",
+            Target::None,
         ));
         rows.extend(row(
             format!("{what}: Hivemind underlay in XDP (info) vs default (TC on a veth)"),

@@ -30,6 +30,13 @@ fn ipn(ns: &NetNs, args: &[&str]) -> Result<()> {
     run_cmd(Command::new("ip").arg("-n").arg(&ns.name).args(args)).map(|_| ())
 }
 
+/// The MAC of container 10.244.`node`.2, as the daemon derives it from the address.
+fn container_mac(node: u8) -> String {
+    hivemind_common::container_mac([10, 244, node, 2])
+        .map(|b| format!("{b:02x}"))
+        .join(":")
+}
+
 fn sysctl(ns: &NetNs, setting: &str) -> Result<()> {
     run_cmd(ns.command("sysctl").args(["-qw", setting])).map(|_| ())
 }
@@ -72,8 +79,23 @@ impl Topology {
             ipn(
                 node,
                 &[
-                    "link", "add", HOST_IF, "mtu", MTU, "type", "veth", "peer", "name", "eth0",
-                    "mtu", MTU, "netns", &ctr.name,
+                    "link",
+                    "add",
+                    HOST_IF,
+                    "mtu",
+                    MTU,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "mtu",
+                    MTU,
+                    // The container MAC the daemon gives (host routing writes it).
+                    "address",
+                    &container_mac(i),
+                    "netns",
+                    &ctr.name,
                 ],
             )?;
             ipn(node, &["link", "set", HOST_IF, "master", "hm0", "up"])?;
@@ -302,9 +324,14 @@ impl Topology {
     }
 
     /// (5) Hivemind: hm-vxlan as the daemon creates it, the data plane per node with the
-    /// underlay validation where `underlay` says; `n` ingress CIDR rules on container B when
-    /// `n > 0`.
-    pub(super) fn hivemind(&self, n: usize, underlay: UnderlayProgram) -> Result<Vec<Dataplane>> {
+    /// underlay validation where `underlay` says and host routing on or off; `n` ingress CIDR
+    /// rules on container B when `n > 0`.
+    pub(super) fn hivemind(
+        &self,
+        n: usize,
+        underlay: UnderlayProgram,
+        host_routing: bool,
+    ) -> Result<Vec<Dataplane>> {
         let mac = OVERLAY_MAC.map(|b| format!("{b:02x}")).join(":");
         let port = VXLAN_PORT.to_string();
         let mut planes = Vec::new();
@@ -372,6 +399,7 @@ impl Topology {
                     endpoint,
                     Ipv4Addr::new(10, 244, me, 2),
                 )?;
+                dp.set_host_routing(host_routing)?;
                 Ok(dp)
             })??;
             planes.push(dp);
