@@ -160,6 +160,16 @@ pub(crate) fn l2_fields(ctx: &TcContext) -> Option<L2Fields> {
     })
 }
 
+/// The Internet checksum `check` after one 16-bit word of what it covers changed from `old`
+/// to `new` (RFC 1624: HC' = ~(~HC + ~m + m')); all three as on the wire.
+#[inline(always)]
+pub(crate) fn csum_replace2(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
 /// Reads the headers of the frame.
 #[inline(always)]
 pub(crate) fn parse(ctx: &TcContext) -> Headers {

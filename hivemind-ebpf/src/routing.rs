@@ -15,6 +15,9 @@
 //!   GSO, a TTL about to expire, an address with no endpoint) goes to the kernel as before, which
 //!   also answers with the ICMP errors it owes.
 //!
+//! Reverse NAT: both callers ran it already (the source's `lb::from_container`, the overlay's
+//! `lb::reverse`) on the node's one conntrack table, so delivery does not look again.
+//!
 //! Verdicts and counters are those of the kernel path: the destination endpoint counts the
 //! packet (`DIR_TO_CONTAINER`, forwarded or its drop reason) as its `hm_lxc_to_container` would
 //! have, the overlay counts it per node as `hm_overlay_egress` would have.
@@ -132,8 +135,8 @@ pub(crate) fn from_overlay(ctx: &TcContext, headers: &Headers, source_identity: 
     deliver(ctx, headers, &config, &l2, ifindex, source_identity, true)
 }
 
-/// Local delivery to the container on host veth `ifindex`: its ingress policy and reverse NAT,
-/// the L2 rewrite if `routed`, its counters, then `bpf_redirect_peer`.
+/// Local delivery to the container on host veth `ifindex`: its ingress policy, the L2 rewrite
+/// if `routed`, its counters, then `bpf_redirect_peer`.
 #[inline(always)]
 fn deliver(
     ctx: &TcContext,
@@ -151,9 +154,7 @@ fn deliver(
         return TC_ACT_OK;
     }
     let bytes = u64::from(ctx.len());
-    let verdict = policy::ingress(&info, policy::parse(headers), source_identity)
-        .and_then(|()| lb::reverse(ctx, headers, info.endpoint_id));
-    if let Err(why) = verdict {
+    if let Err(why) = policy::ingress(&info, policy::parse(headers), source_identity) {
         metrics::count(info.endpoint_id, DIR_TO_CONTAINER, why, bytes);
         return TC_ACT_SHOT;
     }
@@ -180,16 +181,26 @@ fn too_big(ctx: &TcContext, config: &NodeConfig) -> bool {
     gso_size == 0 && ctx.len() > ETH_HLEN as u32 + config.overlay_mtu
 }
 
-/// One routing hop: writes the MACs and decrements the TTL, updating the IPv4 checksum.
+/// One routing hop: writes the MACs and decrements the TTL, updating the IPv4 checksum, by
+/// direct packet access (the Ethernet and fixed IPv4 headers are in the linear area after
+/// `pkt::parse`); `Err` if they are not.
 #[inline(always)]
-fn route(ctx: &TcContext, l2: &L2Fields, dst: [u8; 6], src: [u8; 6]) -> Result<(), i64> {
-    let macs = [
-        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4],
-        src[5],
-    ];
-    ctx.store(0, &macs, 0)?;
+fn route(ctx: &TcContext, l2: &L2Fields, dst: [u8; 6], src: [u8; 6]) -> Result<(), ()> {
     let [ttl, proto] = l2.ttl_proto.to_ne_bytes();
     let new = u16::from_ne_bytes([ttl - 1, proto]);
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(l2.ttl_proto), u64::from(new), 2)?;
-    ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
+    let start = ctx.data();
+    if start + ETH_HLEN + 20 > ctx.data_end() {
+        return Err(());
+    }
+    // SAFETY: the first ETH_HLEN + 20 bytes were just checked to lie inside the linear area;
+    // byte arrays and unaligned u16 accesses (the verifier does not ask packet accesses to be
+    // aligned).
+    unsafe {
+        *(start as *mut [u8; 6]) = dst;
+        *((start + 6) as *mut [u8; 6]) = src;
+        let check = (start + IP_CSUM_OFF) as *mut u16;
+        check.write_unaligned(pkt::csum_replace2(check.read_unaligned(), l2.ttl_proto, new));
+        *((start + IP_TTL_OFF) as *mut u8) = ttl - 1;
+    }
+    Ok(())
 }

@@ -27,6 +27,7 @@ use crate::{
 };
 
 mod policy;
+mod routing;
 
 const SECTION: &str = "Per-packet cost (BPF_PROG_TEST_RUN)";
 /// Each common path within 3x the floor.
@@ -107,12 +108,32 @@ fn time_single(
     expect: u32,
     cfg: &Config,
 ) -> Result<f64> {
+    time_single_calls(expect, cfg, &mut |i| test_run(fd, &packet(i), 1))
+}
+
+/// `time_single` on copies of one packet received on `ifindex` (of the calling thread's
+/// namespace).
+fn time_single_on(
+    fd: RawFd,
+    packet: &[u8],
+    ifindex: u32,
+    expect: u32,
+    cfg: &Config,
+) -> Result<f64> {
+    time_single_calls(expect, cfg, &mut |_| test_run_on(fd, packet, ifindex, 1))
+}
+
+fn time_single_calls(
+    expect: u32,
+    cfg: &Config,
+    call: &mut dyn FnMut(u32) -> io::Result<RunResult>,
+) -> Result<f64> {
     let mut samples = Vec::with_capacity(cfg.rounds);
     let mut i = 0u32;
     for _ in 0..cfg.rounds {
         let mut total = 0u64;
         for _ in 0..cfg.single_runs {
-            let r = test_run(fd, &packet(i), 1).context("BPF_PROG_TEST_RUN")?;
+            let r = call(i).context("BPF_PROG_TEST_RUN")?;
             ensure!(r.retval == expect, "program returned {}", r.retval);
             total += u64::from(r.ns_per_run);
             i += 1;
@@ -385,6 +406,7 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     rows.extend(service_paths(&mut dp, from, tc_pass, tc_floor, cfg, notes)?);
     drop(dp);
     rows.extend(policy::paths(cfg, notes)?);
+    rows.extend(routing::paths(cfg, notes)?);
     notes.push(OVERLAY_INGRESS_NOTE.into());
     Ok(rows)
 }
