@@ -60,20 +60,11 @@ pub const MAP_FLOWS_LOST: &str = "HM_FLOWS_LOST";
 /// event per 5-tuple and direction per [`FLOW_DROP_INTERVAL_NS`].
 pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
 
-/// The service CIDR (10.96.0.0/16): every service VIP lies inside it. Its network address's
-/// octets; see [`SERVICE_CIDR_PREFIX`] and [`in_service_cidr`].
+/// The default service CIDR (10.96.0.0/16; `hivemind daemon --service-cidr` sets another):
+/// its network address's octets. The programs read the node's own from [`NodeConfig`].
 pub const SERVICE_CIDR: [u8; 4] = [10, 96, 0, 0];
 /// Prefix length of [`SERVICE_CIDR`].
 pub const SERVICE_CIDR_PREFIX: u8 = 16;
-
-/// Whether the IPv4 address whose octets are `addr` lies in the service CIDR.
-pub const fn in_service_cidr(addr: [u8; 4]) -> bool {
-    addr[0] == SERVICE_CIDR[0] && addr[1] == SERVICE_CIDR[1]
-}
-const _: () = assert!(
-    SERVICE_CIDR_PREFIX == 16,
-    "in_service_cidr compares two octets"
-);
 
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;
@@ -542,8 +533,36 @@ pub struct NodeConfig {
     pub gateway_mac: [u8; 6],
     /// Always zero.
     pub _pad: [u8; 2],
+    /// The service CIDR's network address, network byte order; every service VIP lies in it.
+    pub service_net: u32,
+    /// The service CIDR's netmask, network byte order; 0 (nothing written yet): no address is
+    /// a service's.
+    pub service_mask: u32,
 }
-const _: () = assert!(size_of::<NodeConfig>() == 36);
+const _: () = assert!(size_of::<NodeConfig>() == 44);
+
+impl NodeConfig {
+    /// Whether `addr` (network byte order) lies in the service CIDR.
+    #[inline(always)]
+    pub const fn in_service_cidr(&self, addr: u32) -> bool {
+        self.service_mask != 0 && addr & self.service_mask == self.service_net
+    }
+
+    /// Sets the service CIDR to `network`/`prefix` (octets; prefix 1..=32).
+    pub const fn with_service_cidr(self, network: [u8; 4], prefix: u8) -> Self {
+        let mask = if prefix == 0 || prefix > 32 {
+            0
+        } else {
+            u32::MAX << (32 - prefix as u32)
+        };
+        let mask = u32::from_ne_bytes(mask.to_be_bytes());
+        NodeConfig {
+            service_net: u32::from_ne_bytes(network) & mask,
+            service_mask: mask,
+            ..self
+        }
+    }
+}
 
 /// Bits of [`NodeConfig::flags`].
 pub mod node_flags {
@@ -728,11 +747,25 @@ mod tests {
 
     #[test]
     fn service_cidr_membership() {
-        use super::in_service_cidr;
-        assert!(in_service_cidr([10, 96, 0, 10]));
-        assert!(in_service_cidr([10, 96, 255, 255]));
-        assert!(!in_service_cidr([10, 97, 0, 10]));
-        assert!(!in_service_cidr([10, 244, 1, 2]));
+        use super::{NodeConfig, SERVICE_CIDR, SERVICE_CIDR_PREFIX};
+        let ip = |a: [u8; 4]| u32::from_ne_bytes(a);
+        let unset = NodeConfig::default();
+        assert!(!unset.in_service_cidr(ip([10, 96, 0, 10])));
+        assert!(!unset.in_service_cidr(0));
+        let c = unset.with_service_cidr(SERVICE_CIDR, SERVICE_CIDR_PREFIX);
+        assert!(c.in_service_cidr(ip([10, 96, 0, 10])));
+        assert!(c.in_service_cidr(ip([10, 96, 255, 255])));
+        assert!(!c.in_service_cidr(ip([10, 97, 0, 10])));
+        assert!(!c.in_service_cidr(ip([10, 244, 1, 2])));
+        let c = unset.with_service_cidr([172, 20, 4, 0], 22);
+        assert!(c.in_service_cidr(ip([172, 20, 7, 255])));
+        assert!(!c.in_service_cidr(ip([172, 20, 8, 0])));
+        assert!(!c.in_service_cidr(ip([172, 20, 3, 255])));
+        assert!(
+            unset
+                .with_service_cidr([1, 2, 3, 4], 32)
+                .in_service_cidr(ip([1, 2, 3, 4]))
+        );
     }
 
     #[test]

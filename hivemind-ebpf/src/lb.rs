@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use hivemind_common::{
     Backend, CtKey, CtValue, DIR_SERVICE, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
-    MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, in_service_cidr, reason,
+    MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, reason,
 };
 
 use crate::{
@@ -112,7 +112,7 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
         IPPROTO_UDP => UDP_HLEN,
         _ => return Ok(None),
     };
-    let to_service = in_service_cidr(ip.daddr.to_ne_bytes());
+    let to_service = in_service_cidr(ip.daddr);
     let unsupported = if to_service {
         Err(reason::DROP_SERVICE_UNSUPPORTED)
     } else {
@@ -139,7 +139,7 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
     let Some(flow) = parse(headers)? else {
         return Ok(Nat::Untouched);
     };
-    if in_service_cidr(flow.daddr.to_ne_bytes()) {
+    if in_service_cidr(flow.daddr) {
         return Ok(match translate(ctx, &flow, endpoint)? {
             Some(b) => Nat::Destination(b.ip, b.port),
             None => Nat::Untouched,
@@ -171,7 +171,7 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
     let Some(flow) = parse(headers)? else {
         return Ok(None);
     };
-    if !in_service_cidr(flow.daddr.to_ne_bytes()) {
+    if !in_service_cidr(flow.daddr) {
         return Ok(None);
     }
     let Some(backend) = translate(ctx, &flow, 0)? else {
@@ -244,6 +244,18 @@ fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backe
     )?;
     metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
     Ok(Some(backend))
+}
+
+/// Whether `addr` (network order) lies in the node's service CIDR. A BPF subprogram, not
+/// inlined: inlined at its several call sites of one program, the toolchain emitted two BTF
+/// line records for one instruction and the kernel refused `hm_lxc_from_container` ("Invalid
+/// line_info[45].insn_off:128 (prev_offset:128)").
+#[inline(never)]
+pub(crate) fn in_service_cidr(addr: u32) -> bool {
+    match HM_NODE_CONFIG.get(0) {
+        Some(c) => c.service_mask != 0 && addr & c.service_mask == c.service_net,
+        None => false,
+    }
 }
 
 /// This node's configuration, if the daemon wrote it.

@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, in_service_cidr, reason};
+use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, reason};
 
 /// TC ingress of a container's host-side veth: packets leaving the container. Service DNAT
 /// then the endpoint's egress policy (on the backend), or the egress policy then the reverse
@@ -87,7 +87,7 @@ fn from_container(
 ) -> Result<bool, u8> {
     let before = policy::parse(headers);
     match before {
-        policy::Parsed::Ipv4(t) if in_service_cidr(t.daddr.to_ne_bytes()) => {
+        policy::Parsed::Ipv4(t) if lb::in_service_cidr(t.daddr) => {
             // The tuple the packet carries now: the backend's if it was translated.
             let (after, rewritten) = match lb::from_container(ctx, headers, info.endpoint_id)? {
                 lb::Nat::Destination(daddr, dport) => (t.with_destination(daddr, dport), true),

@@ -71,13 +71,14 @@ async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    if service_cidr != hivemind::services::default_service_cidr() {
+    if service_cidr.overlaps(&cluster_cidr) {
         eprintln!(
-            "error: --service-cidr: the eBPF service path serves {} only today",
-            hivemind::services::default_service_cidr()
+            "error: --service-cidr {service_cidr} overlaps --cluster-cidr {cluster_cidr}: VIPs \
+             and container addresses must not share addresses"
         );
         return 2;
     }
+
     let mut node_labels = std::collections::BTreeMap::new();
     for pair in &node.node_labels {
         match hivemind::model::parse_key_value("node-label", pair) {

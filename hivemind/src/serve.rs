@@ -757,6 +757,9 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
         .set_node_config(bridge, subnet.gateway(), subnet.prefix)
         .context("configure the service data path")?;
     dataplane
+        .set_service_cidr(options.service_cidr.network, options.service_cidr.prefix)
+        .context("set the service CIDR")?;
+    dataplane
         .set_host_routing(options.host_routing)
         .context("switch host routing")?;
     Ok(Backends {

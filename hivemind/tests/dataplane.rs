@@ -1007,6 +1007,40 @@ fn service_drops_and_malformed_packets_under_test_run() {
     assert_eq!(e.drops[&reason::DROP_NO_BACKEND], 2);
     assert_eq!(e.drops[&reason::DROP_SERVICE_UNSUPPORTED], 3);
     assert_eq!(dp.conntrack_entries().expect("ct"), 0);
+
+    // Another service CIDR (`--service-cidr`): the programs translate there, and an address of
+    // the old one is nobody's VIP any more.
+    for (net, prefix) in [
+        (Ipv4Addr::new(172, 20, 4, 0), 21),
+        (Ipv4Addr::new(172, 20, 4, 1), 22),
+        (Ipv4Addr::new(172, 20, 4, 0), 0),
+        (Ipv4Addr::new(172, 20, 4, 0), 33),
+    ] {
+        assert!(
+            matches!(
+                dp.set_service_cidr(net, prefix),
+                Err(DataplaneError::InvalidSubnet { .. })
+            ),
+            "{net}/{prefix}"
+        );
+    }
+    dp.set_service_cidr(Ipv4Addr::new(172, 20, 4, 0), 22)
+        .expect("service cidr");
+    let new_vip = Ipv4Addr::new(172, 20, 7, 9);
+    assert!(matches!(
+        dp.set_service(VIP, 80, TCP, &[b]),
+        Err(DataplaneError::InvalidVip { prefix: 22, .. })
+    ));
+    dp.set_service(new_vip, 80, TCP, &[b])
+        .expect("service in the new cidr");
+    let (ret, out) = test_run_out(from, &tcp_frame(CLIENT, 40002, new_vip, 80, SYN)).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (CLIENT, 40002, b.ip, 8080));
+    // The old VIP's service is still in the map, but its address is no service's any more.
+    assert_eq!(
+        test_run_out(from, &syn).expect("test run"),
+        (TC_ACT_OK, syn.clone())
+    );
 }
 
 #[test]

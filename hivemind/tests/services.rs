@@ -143,6 +143,12 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     assert_eq!(nodes, vec!["node-1", "node-2", "node-3"]);
     let service = testbed.node(2).daemon.get("/api/services/web/endpoints")?;
     let vip = service["vip"].as_str().context("vip")?.to_string();
+    // The testbed's --service-cidr, not the default.
+    assert!(
+        vip.starts_with("10.112."),
+        "vip {vip} outside {}",
+        hivemind_tests::testbed::SERVICE_CIDR
+    );
     let services = testbed.node(3).daemon.cli(&["app", "services"]);
     let table = String::from_utf8_lossy(&services.stdout);
     assert!(

@@ -25,6 +25,10 @@ use crate::registry::Registry;
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 pub const REGISTRY_PORT: u16 = 5000;
 
+/// The cluster's service CIDR: not the default 10.96.0.0/16, so that every scenario checks that
+/// `--service-cidr` reaches VIP allocation, DNS and the kernel's translation alike.
+pub const SERVICE_CIDR: &str = "10.112.0.0/16";
+
 pub fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 100, 10 + index as u8)
 }
@@ -136,6 +140,8 @@ impl Testbed {
         let mut args = vec![
             "--node-name".to_string(),
             name.clone(),
+            "--service-cidr".to_string(),
+            SERVICE_CIDR.to_string(),
             "--insecure-registry".to_string(),
             format!("{BRIDGE_IP}:{REGISTRY_PORT}"),
         ];

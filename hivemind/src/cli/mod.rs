@@ -299,7 +299,8 @@ pub struct NodeArgs {
     /// Range the nodes' container subnets come from
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
-    /// Range of service virtual IPs
+    /// Range of service virtual IPs (every node of a cluster must use the same; it must not
+    /// overlap --cluster-cidr)
     #[arg(long, default_value = "10.96.0.0/16")]
     pub service_cidr: String,
     /// Name of this node (default: the hostname)

@@ -33,7 +33,7 @@ use aya::{
 };
 use hivemind_common::{
     EndpointInfo, MAP_ENDPOINTS, MAP_LXC, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue,
-    TunnelInfo,
+    NodeConfig, SERVICE_CIDR, SERVICE_CIDR_PREFIX, TunnelInfo,
 };
 
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
@@ -139,7 +139,7 @@ impl Dataplane {
             LpmTrie::try_from(tunnels).map_err(DataplaneError::map(MAP_TUNNELS, "opening"))?;
         let services = services::ServiceMaps::take(&mut ebpf)?;
         let policy = policy::PolicyMaps::take(&mut ebpf)?;
-        Ok(Self {
+        let mut dataplane = Self {
             links: StdHashMap::new(),
             overlay: None,
             endpoints,
@@ -149,7 +149,11 @@ impl Dataplane {
             services,
             policy,
             ebpf,
-        })
+        };
+        // The default service CIDR until `set_service_cidr` says otherwise.
+        let config = NodeConfig::default().with_service_cidr(SERVICE_CIDR, SERVICE_CIDR_PREFIX);
+        dataplane.write_node_config(config)?;
+        Ok(dataplane)
     }
 
     /// Attaches both TC programs to the host-side veth `ifindex` (of the calling thread's network

@@ -18,8 +18,7 @@ use aya::{
 };
 use hivemind_common::{
     Backend, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKENDS, MAP_CT, MAP_METRICS,
-    MAP_NODE_CONFIG, MAP_SERVICES, MAX_SLOTS_PER_SERVICE, NodeConfig, SERVICE_CIDR,
-    SERVICE_CIDR_PREFIX, ServiceKey, ServiceValue, in_service_cidr,
+    MAP_NODE_CONFIG, MAP_SERVICES, MAX_SLOTS_PER_SERVICE, NodeConfig, ServiceKey, ServiceValue,
 };
 
 use super::{Dataplane, DataplaneError, ServiceCounters, counters, is_not_found};
@@ -83,7 +82,7 @@ impl Dataplane {
         proto: u8,
         backends: &[ServiceBackend],
     ) -> Result<(), DataplaneError> {
-        check_frontend(vip, proto)?;
+        self.check_frontend(vip, proto)?;
         if backends.len() > usize::from(MAX_SLOTS_PER_SERVICE) {
             return Err(DataplaneError::TooManyBackends {
                 vip,
@@ -152,7 +151,7 @@ impl Dataplane {
         port: u16,
         proto: u8,
     ) -> Result<(), DataplaneError> {
-        check_frontend(vip, proto)?;
+        self.check_frontend(vip, proto)?;
         let maps = &mut self.services;
         let vip_n = u32::from_ne_bytes(vip.octets());
         let key = |slot: u16| ServiceKey::new(vip_n, port.to_be(), proto, slot);
@@ -246,6 +245,29 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Sets the service CIDR (the default is `hivemind_common::SERVICE_CIDR`): the programs
+    /// translate packets to addresses inside it, and VIPs must lie in it. Prefix 1..=32, host
+    /// bits zero.
+    pub fn set_service_cidr(
+        &mut self,
+        network: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), DataplaneError> {
+        let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+        if prefix == 0 || prefix > 32 || u32::from(network) & host_bits != 0 {
+            return Err(DataplaneError::InvalidSubnet {
+                subnet: network,
+                prefix,
+            });
+        }
+        let config = self
+            .node_config()?
+            .with_service_cidr(network.octets(), prefix);
+        self.write_node_config(config)?;
+        tracing::debug!(%network, prefix, "service cidr set");
+        Ok(())
+    }
+
     /// Service translations and service drops since the data plane was loaded, all
     /// endpoints and the overlay together.
     pub fn service_counters(&self) -> Result<ServiceCounters, DataplaneError> {
@@ -304,20 +326,24 @@ fn remove_ignoring_absent<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-/// Refuses a VIP outside the service CIDR (the programs only look there) and protocols other
-/// than TCP and UDP.
-fn check_frontend(vip: Ipv4Addr, proto: u8) -> Result<(), DataplaneError> {
-    if !in_service_cidr(vip.octets()) {
-        return Err(DataplaneError::InvalidVip {
-            vip,
-            cidr: Ipv4Addr::from(SERVICE_CIDR),
-            prefix: SERVICE_CIDR_PREFIX,
-        });
+impl Dataplane {
+    /// Refuses a VIP outside the service CIDR (the programs only look there) and protocols
+    /// other than TCP and UDP.
+    fn check_frontend(&self, vip: Ipv4Addr, proto: u8) -> Result<(), DataplaneError> {
+        let config = self.node_config()?;
+        if !config.in_service_cidr(u32::from_ne_bytes(vip.octets())) {
+            let mask = u32::from_be_bytes(config.service_mask.to_ne_bytes());
+            return Err(DataplaneError::InvalidVip {
+                vip,
+                cidr: Ipv4Addr::from(config.service_net.to_ne_bytes()),
+                prefix: mask.count_ones() as u8,
+            });
+        }
+        if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+            return Err(DataplaneError::InvalidProtocol { proto });
+        }
+        Ok(())
     }
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return Err(DataplaneError::InvalidProtocol { proto });
-    }
-    Ok(())
 }
 
 /// The backend id of every slot of a service whose backends are `(backend_id, weight)`: each

@@ -32,6 +32,11 @@ impl Subnet {
         let mask = u32::MAX << (32 - u32::from(self.prefix));
         u32::from(ip) & mask == u32::from(self.network)
     }
+
+    /// Whether the two subnets share an address (one holds the other's network address).
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.contains(other.network) || other.contains(self.network)
+    }
 }
 
 impl std::fmt::Display for Subnet {
