@@ -241,8 +241,8 @@ fn run() -> Result<()> {
             }
         } else {
             e2e::Config {
-                seconds: 5,
-                rounds: 3,
+                seconds: 3,
+                rounds: 7,
                 rules: vec![10, 1_000, 10_000],
             }
         };
