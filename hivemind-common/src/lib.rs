@@ -37,6 +37,12 @@ pub const MAP_NODE_CONFIG: &str = "HM_NODE_CONFIG";
 /// Host routing: a local container's IPv4 address (network byte order) -> the ifindex of its
 /// host-side veth (the key of `HM_ENDPOINTS`).
 pub const MAP_LXC: &str = "HM_LXC";
+/// Socket load balancing: network namespace cookie -> 1 for every namespace whose sockets the
+/// cgroup programs translate (this node's containers and the node itself).
+pub const MAP_SOCK_NETNS: &str = "HM_SOCK_NETNS";
+/// Socket load balancing: [`SockRevKey`] -> [`SockRevValue`], the VIP a translated socket
+/// asked for (LRU).
+pub const MAP_SOCK_REVNAT: &str = "HM_SOCK_REVNAT";
 /// Name of the ipcache (LPM trie): IPv4 prefix -> [`IpcacheValue`] (the peer's identity), for
 /// every container of the cluster (/32) and the node itself (identity [`identity::HOST`]).
 /// Key: `{ prefix_len: u32, data: u32 }` as in [`MAP_TUNNELS`] (address in network order). An
@@ -506,6 +512,28 @@ pub mod ct_flags {
     pub const REPLY: u8 = 2;
 }
 
+/// Key of `HM_SOCK_REVNAT`: a socket (its cookie) and the backend it was sent to (network
+/// byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub backend_ip: u32,
+    pub backend_port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRevKey>() == 16);
+
+/// Value of `HM_SOCK_REVNAT`: the VIP and port (network byte order) the socket addressed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevValue {
+    pub vip: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRevValue>() == 8);
+
 /// Value of `HM_NODE_CONFIG` (index 0): what the node-originated service path and host routing
 /// need. All zero until the daemon writes it: then a node-originated connection to a local
 /// backend cannot be delivered (it is treated as remote and finds no tunnel), and every packet
@@ -599,6 +627,9 @@ pub mod reason {
     /// (Flow events only, never in `HM_METRICS`) A new flow was allowed: by a rule, by an
     /// endpoint that enforces nothing in that direction, or by an always-allowed exception.
     pub const POLICY_ALLOWED: u8 = 4;
+    /// A socket's connect (or a datagram's send) to a VIP:port was sent to a backend by the
+    /// cgroup programs: the connection's packets need no translation.
+    pub const SERVICE_SOCKET_TRANSLATED: u8 = 5;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -639,6 +670,7 @@ pub mod reason {
             SERVICE_REVERSE_TRANSLATED => "service_reverse_translated",
             SERVICE_NEW_CONNECTION => "service_new_connection",
             POLICY_ALLOWED => "policy_allowed",
+            SERVICE_SOCKET_TRANSLATED => "service_socket_translated",
             DROP_NOT_IPV4 => "drop_not_ipv4",
             DROP_MALFORMED_IPV4 => "drop_malformed_ipv4",
             DROP_NO_TUNNEL => "drop_no_tunnel",
@@ -665,7 +697,7 @@ mod user {
     use super::{
         Backend, CtKey, CtValue, EndpointInfo, FlowRecord, IpcacheValue, MetricsKey, MetricsValue,
         NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange, ServiceKey, ServiceValue,
-        TunnelInfo,
+        SockRevKey, SockRevValue, TunnelInfo,
     };
 
     // SAFETY (the seven below): #[repr(C)], integer fields (or arrays of such structs) with
@@ -706,6 +738,12 @@ mod user {
     // SAFETY: CtValue is #[repr(C)], integer fields with the padding as an explicit field (size
     // asserted above); every bit pattern is valid.
     unsafe impl aya::Pod for CtValue {}
+    // SAFETY: SockRevKey is #[repr(C)], integer fields with the padding as an explicit field
+    // (size asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for SockRevKey {}
+    // SAFETY: SockRevValue is #[repr(C)], integer fields with the padding as an explicit field
+    // (size asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for SockRevValue {}
     // SAFETY: NodeConfig is #[repr(C)], u32 fields and a byte array with the padding as an
     // explicit field (size asserted above); any bit pattern is valid.
     unsafe impl aya::Pod for NodeConfig {}
@@ -740,6 +778,7 @@ mod tests {
             reason::SERVICE_REVERSE_TRANSLATED,
             reason::SERVICE_NEW_CONNECTION,
             reason::POLICY_ALLOWED,
+            reason::SERVICE_SOCKET_TRANSLATED,
         ] {
             assert!(!reason::is_drop(code));
         }

@@ -268,7 +268,20 @@ pub(crate) fn node_config() -> Option<NodeConfig> {
 /// `Err(DROP_NO_BACKEND)` if the service has no usable backend.
 #[inline(always)]
 fn select(flow: &Flow) -> Result<Option<(u32, Backend)>, u8> {
-    let head = ServiceKey::new(flow.daddr, flow.dport, flow.proto, 0);
+    select_backend(flow.daddr, flow.dport, flow.proto, hash(flow))
+}
+
+/// The backend of service `vip`:`port` (network order) / `proto` for a connection whose hash
+/// is `hash`: `Ok(None)` if that is no service, `Err(DROP_NO_BACKEND)` if it has no usable
+/// backend.
+#[inline(always)]
+pub(crate) fn select_backend(
+    vip: u32,
+    port: u16,
+    proto: u8,
+    hash: u32,
+) -> Result<Option<(u32, Backend)>, u8> {
+    let head = ServiceKey::new(vip, port, proto, 0);
     // SAFETY: map values are plain data valid for the program's run; copied out at once.
     let Some(count) = HM_SERVICES.get_ptr(head).map(|v| unsafe { (*v).count }) else {
         return Ok(None);
@@ -276,9 +289,9 @@ fn select(flow: &Flow) -> Result<Option<(u32, Backend)>, u8> {
     if count == 0 {
         return Err(reason::DROP_NO_BACKEND);
     }
-    let slot = (hash(flow) % u32::from(count)) as u16 + 1;
+    let slot = (hash % u32::from(count)) as u16 + 1;
     let slot_value = |slot: u16| {
-        let key = ServiceKey::new(flow.daddr, flow.dport, flow.proto, slot);
+        let key = ServiceKey::new(vip, port, proto, slot);
         // SAFETY: as above.
         HM_SERVICES.get_ptr(key).map(|v| unsafe { (*v).backend_id })
     };
@@ -369,7 +382,7 @@ fn hash(flow: &Flow) -> u32 {
 
 /// The murmur3 finalizer.
 #[inline(always)]
-fn mix(mut h: u32) -> u32 {
+pub(crate) fn mix(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;

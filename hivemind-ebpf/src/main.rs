@@ -12,13 +12,14 @@ mod metrics;
 mod pkt;
 mod policy;
 mod routing;
+mod sock;
 mod tunnel;
 mod underlay;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, reason};
 
@@ -134,6 +135,34 @@ pub fn hm_xdp_underlay(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn hm_tc_underlay(ctx: TcContext) -> i32 {
     underlay::tc(&ctx)
+}
+
+/// cgroup connect4: a connect to a VIP:port goes to a backend (`sock`). Always allows.
+#[cgroup_sock_addr(connect4)]
+pub fn hm_sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx);
+    1
+}
+
+/// cgroup sendmsg4: a datagram to a VIP:port goes to a backend.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn hm_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx);
+    1
+}
+
+/// cgroup recvmsg4: a datagram from a backend shows the VIP:port it was sent to.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn hm_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx);
+    1
+}
+
+/// cgroup getpeername4: a socket connected through a VIP names the VIP as its peer.
+#[cgroup_sock_addr(getpeername4)]
+pub fn hm_sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx);
+    1
 }
 
 /// Empty XDP program: the floor for the per-packet cost benchmarks.

@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> i32 {
         join: node.join.clone(),
         underlay_program: node.underlay_program,
         host_routing: node.host_routing == hivemind::cli::OnOff::On,
+        socket_lb: node.socket_lb == hivemind::cli::OnOff::On,
         admin_token_file: node.admin_token_file.clone(),
         gossip_key_file: node.gossip_key_file.clone(),
         api_hosts: node.api_hosts.clone(),

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub underlay_program: crate::dataplane::UnderlayProgram,
     /// Host routing in eBPF (else the kernel's bridge and IP forwarding).
     pub host_routing: bool,
+    /// Service load balancing at the socket (else per packet only).
+    pub socket_lb: bool,
     /// Deletion markers are kept at least this long.
     pub tombstone_grace: Duration,
     /// Test seam: this node's wall clock runs this far off the system's.
@@ -762,6 +764,14 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
     dataplane
         .set_host_routing(options.host_routing)
         .context("switch host routing")?;
+    if options.socket_lb
+        && let Err(e) = enable_socket_lb(&mut dataplane)
+    {
+        tracing::warn!(
+            error = %format!("{e:#}"),
+            "socket load balancing unavailable: services are translated per packet"
+        );
+    }
     Ok(Backends {
         runtime: Arc::new(ContainerdRuntime::new(
             cd,
@@ -772,6 +782,17 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
         dataplane: Some(dataplane),
         runtime_name: format!("containerd at {}", options.containerd.display()),
     })
+}
+
+/// Attaches the socket programs to the machine's cgroup2 root (mounting one if needed) and
+/// translates the node's own sockets; containers' namespaces join as they start.
+fn enable_socket_lb(dataplane: &mut Dataplane) -> Result<()> {
+    let root =
+        crate::runtime::cgroup::cgroup2_root().context("find or mount a cgroup2 hierarchy")?;
+    dataplane.enable_socket_lb(&root)?;
+    let cookie = crate::network::current_netns_cookie().context("the node's netns cookie")?;
+    dataplane.set_socket_lb_netns(cookie, true)?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

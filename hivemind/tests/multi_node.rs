@@ -62,13 +62,15 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     subnets.sort();
     subnets.dedup();
     assert_eq!(subnets.len(), 3, "distinct subnets: {nodes}");
-    // Nodes 1 and 2 route in eBPF, node 3 through the kernel (see the testbed).
-    for (index, host_routing) in [(1, true), (2, true), (3, false)] {
+    // Nodes 1 and 2 route in eBPF and balance at the socket, node 3 does neither (see the
+    // testbed).
+    for (index, on) in [(1, true), (2, true), (3, false)] {
         let health = testbed.node(index).daemon.get("/api/health")?;
         assert_eq!(
-            health["network"]["host_routing"], host_routing,
+            health["network"]["host_routing"], on,
             "node {index}: {health}"
         );
+        assert_eq!(health["network"]["socket_lb"], on, "node {index}: {health}");
     }
 
     let image = build_test_image(&dir.join("image"))?;

@@ -94,6 +94,15 @@ fn spread(
     Ok(seen)
 }
 
+/// The value of the first sample of `name` whose labels contain `label` (0 if none).
+fn sample(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     let image = build_test_image(&dir.join("image"))?;
     let reference = testbed.serve_image(&image, "hm/test-app", "1")?;
@@ -178,6 +187,19 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     // Many connections reach every backend, each seeing the client's address.
     let seen = spread(testbed, &client_id, &client_ip, &vip, 30)?;
     assert_eq!(seen.len(), 3, "all backends answered: {seen:?}");
+    // Node 1 balances at the socket (the default): the client's connections went to a backend
+    // at connect, without per-packet translation.
+    let (status, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;
+    assert_eq!(status, 200, "{metrics}");
+    let at_socket = sample(
+        &metrics,
+        "hivemind_service_connections_total",
+        "path=\"socket\"",
+    );
+    assert!(
+        at_socket >= 30.0,
+        "socket-balanced connections on node 1: {metrics}"
+    );
 
     // A node reaches the VIP too.
     let (status, body) = testbed.get_from(2, &format!("http://{vip}/greeting"))?;

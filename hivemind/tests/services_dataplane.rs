@@ -130,6 +130,25 @@ fn service_scenario(prefix: &str, host_routing: bool) {
                 .expect("set service");
         }
     };
+    // With host routing, also what the daemon turns on with it by default: load balancing at
+    // the socket, for the client's namespace. The node's own sockets stay on the per-packet
+    // path here, so both paths are exercised.
+    if host_routing {
+        let root = hivemind::runtime::cgroup::cgroup2_root().expect("a cgroup2 hierarchy");
+        dp_a.enable_socket_lb(&root).expect("socket programs");
+        assert!(dp_a.socket_lb());
+        let cookie = client
+            .ns
+            .run(hivemind::network::current_netns_cookie)
+            .expect("client thread")
+            .expect("netns cookie");
+        dp_a.set_socket_lb_netns(cookie, true)
+            .expect("translate the client");
+        assert_eq!(
+            dp_a.socket_lb_namespaces().expect("namespaces"),
+            vec![cookie]
+        );
+    }
     let both = [backend(a1, 1, 1), backend(b1, 2, 1)];
     set_all([&mut dp_a, &mut dp_b], HTTP_PORT, TCP, &both);
     set_all([&mut dp_a, &mut dp_b], DNS_PORT, UDP, &both);
@@ -202,17 +221,29 @@ fn service_scenario(prefix: &str, host_routing: bool) {
     let ca = dp_a.service_counters().expect("counters");
     let cb = dp_b.service_counters().expect("counters");
     eprintln!("node-a services: {ca:?}\nnode-b services: {cb:?}");
-    // Container connections (40 + 30 + 200) and node-a's own (30); the 30 UDP
-    // queries add at least one flow, fewer than 30 when a source port repeats
-    // (a repeated 5-tuple is the same flow).
-    assert!(ca.new_connections > 40 + 30 + 30 + 200, "{ca:?}");
-    assert!(
-        ca.reverse_translated.packets >= ca.new_connections,
-        "{ca:?}"
-    );
+    if host_routing {
+        // The client's connections (40 + 30 + 200) and its 30 UDP queries (a send each, more
+        // for a retried one) went to a backend at the socket: no per-packet translation, no
+        // conntrack entry. Node-a's own 30 took the per-packet path.
+        assert!(ca.socket_translated >= 40 + 30 + 200 + 30, "{ca:?}");
+        assert!(ca.new_connections >= ca.socket_translated + 30, "{ca:?}");
+        let ct = dp_a.conntrack_entries().expect("ct");
+        assert!((2 * 30..2 * 300).contains(&ct), "{ct} conntrack entries");
+        assert!(ca.reverse_translated.packets >= 30, "{ca:?}");
+    } else {
+        // Container connections (40 + 30 + 200) and node-a's own (30); the 30 UDP
+        // queries add at least one flow, fewer than 30 when a source port repeats
+        // (a repeated 5-tuple is the same flow).
+        assert_eq!(ca.socket_translated, 0, "{ca:?}");
+        assert!(ca.new_connections > 40 + 30 + 30 + 200, "{ca:?}");
+        assert!(
+            ca.reverse_translated.packets >= ca.new_connections,
+            "{ca:?}"
+        );
+        assert!(dp_a.conntrack_entries().expect("ct") >= 2 * 300);
+    }
     assert!(ca.drops.is_empty(), "{ca:?}");
     assert!(cb.new_connections >= 10, "{cb:?}");
-    assert!(dp_a.conntrack_entries().expect("ct") >= 2 * 300);
 
     // Without backends the VIP refuses (dropped in the kernel, counted).
     set_all([&mut dp_a, &mut dp_b], HTTP_PORT, TCP, &[]);

@@ -6,9 +6,10 @@
 //! Addresses (all configured on the testbed's own namespaces):
 //! bridge namespace 192.168.100.1 (the registry), node i 192.168.100.(10+i).
 //!
-//! Nodes 1 and 2 route between containers in eBPF (`--host-routing on`, the default); node 3
-//! runs `--host-routing off`, so every cross-node scenario also checks that both paths talk to
-//! each other.
+//! Nodes 1 and 2 route between containers in eBPF and balance services at the socket
+//! (`--host-routing on --socket-lb on`, the defaults); node 3 runs both off (the kernel's
+//! forwarding, per-packet service translation), so every cross-node scenario also checks that
+//! both paths talk to each other.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -146,8 +147,10 @@ impl Testbed {
             format!("{BRIDGE_IP}:{REGISTRY_PORT}"),
         ];
         if index == 3 {
-            args.push("--host-routing".to_string());
-            args.push("off".to_string());
+            for flag in ["--host-routing", "--socket-lb"] {
+                args.push(flag.to_string());
+                args.push("off".to_string());
+            }
         }
         if index > 1 {
             args.push("--join".to_string());

@@ -197,6 +197,41 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
         }
     }
 
+    // Service load balancing: where connections were sent to a backend.
+    if let Some(services) = node.service_counters()? {
+        let connections: Counters = family(
+            &mut registry,
+            "hivemind_service_connections",
+            "New connections to a service VIP sent to a backend, by where: at the socket \
+             (connect or send, no per-packet translation) or per packet",
+        );
+        let per_packet = services
+            .new_connections
+            .saturating_sub(services.socket_translated);
+        for (path, count) in [
+            ("socket", services.socket_translated),
+            ("packet", per_packet),
+        ] {
+            connections
+                .get_or_create(&labels(&[("node", &here), ("path", path)]))
+                .inc_by(count);
+        }
+        let translated: Counters = family(
+            &mut registry,
+            "hivemind_service_translated_packets",
+            "Packets whose destination (to a VIP) or source (replies) the per-packet load \
+             balancer rewrote",
+        );
+        for (direction, counter) in [
+            ("to_backend", &services.translated),
+            ("reply", &services.reverse_translated),
+        ] {
+            translated
+                .get_or_create(&labels(&[("node", &here), ("direction", direction)]))
+                .inc_by(counter.packets);
+        }
+    }
+
     // Flow events.
     let flows: Counters = family(
         &mut registry,

@@ -211,6 +211,7 @@ pub async fn health(
             mtu: node.net_config().mtu,
             dataplane: node.has_dataplane(),
             host_routing: node.host_routing(),
+            socket_lb: node.socket_lb(),
         },
         apps: HealthyCount {
             total: apps.len() as u64,

@@ -333,6 +333,12 @@ pub struct NodeArgs {
     /// to the kernel's bridge and IP forwarding
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub host_routing: OnOff,
+    /// Service load balancing at the socket: a connect (or datagram) to a VIP goes to a
+    /// backend once, in cgroup programs on a cgroup2 hierarchy (mounted at
+    /// /run/hivemind/cgroup2 if the machine has none), and the connection's packets need no
+    /// translation; off, or where the kernel refuses, services are translated per packet
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub socket_lb: OnOff,
     /// A name clients reach the API by besides this node's names and addresses (a DNS
     /// name, a load balancer); repeatable. Other Host headers are answered 421
     #[arg(long = "api-host")]

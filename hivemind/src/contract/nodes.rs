@@ -106,6 +106,10 @@ pub struct NetworkHealth {
     /// delivery with `bpf_redirect_peer`, encapsulation with `bpf_redirect` to the VXLAN device.
     #[serde(default)]
     pub host_routing: bool,
+    /// Whether services are load-balanced at the socket (`--socket-lb on` and the kernel took
+    /// the cgroup programs); otherwise every packet to a VIP is translated on its way.
+    #[serde(default)]
+    pub socket_lb: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

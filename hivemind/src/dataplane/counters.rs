@@ -126,6 +126,9 @@ pub struct ServiceCounters {
     pub reverse_translated: Counter,
     /// New connections (a backend picked, conntrack entries created).
     pub new_connections: u64,
+    /// Connects (and datagrams) sent to a backend by the socket programs; their packets are
+    /// not translated (they are not in `translated`), and each is also a new connection.
+    pub socket_translated: u64,
     /// Packets to a service without a usable backend (`reason::DROP_NO_BACKEND`).
     pub no_backend_drops: u64,
     /// Every service drop by reason (`DROP_NO_BACKEND`, `DROP_CT_FULL`,
@@ -153,6 +156,9 @@ impl ServiceCounters {
             reason::SERVICE_REVERSE_TRANSLATED => self.reverse_translated.add(value),
             reason::SERVICE_NEW_CONNECTION => {
                 self.new_connections = self.new_connections.saturating_add(value.packets);
+            }
+            reason::SERVICE_SOCKET_TRANSLATED => {
+                self.socket_translated = self.socket_translated.saturating_add(value.packets);
             }
             _ => {}
         }

@@ -25,6 +25,19 @@ pub enum DataplaneError {
     },
     #[error("host routing needs the overlay attached first (its vxlan device)")]
     HostRoutingNeedsOverlay,
+    #[error("cgroup directory {path}")]
+    Cgroup {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("attaching program {program} to the cgroup {path}")]
+    AttachCgroup {
+        program: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("no interface with ifindex {ifindex} in this network namespace")]
     InterfaceNotFound {
         ifindex: u32,

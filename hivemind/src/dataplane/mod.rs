@@ -14,6 +14,7 @@ mod overlay;
 mod policy;
 mod routing;
 mod services;
+mod socket;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -41,6 +42,9 @@ pub use error::DataplaneError;
 pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use policy::{FlowEvent, FlowReason};
 pub use services::{ServiceBackend, weighted_slots};
+pub use socket::{
+    PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4, PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4,
+};
 
 /// TC ingress of a container's host-side veth (packets leaving the container).
 pub const PROG_FROM_CONTAINER: &str = "hm_lxc_from_container";
@@ -76,6 +80,8 @@ pub struct Dataplane {
     // Field order matters only for tidiness: links drop (detach) before the programs unload.
     links: StdHashMap<u32, EndpointLinks>,
     overlay: Option<overlay::OverlayLinks>,
+    /// Socket load balancing, once attached.
+    socket: Option<socket::SocketLb>,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     /// Container address (network order) -> host veth ifindex, for host routing.
     lxc: HashMap<MapData, u32, u32>,
@@ -142,6 +148,7 @@ impl Dataplane {
         let mut dataplane = Self {
             links: StdHashMap::new(),
             overlay: None,
+            socket: None,
             endpoints,
             lxc,
             metrics,

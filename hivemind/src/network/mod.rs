@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 pub use netlink::Netlink;
-pub use netns::{create_netns, remove_netns};
+pub use netns::{create_netns, current_netns_cookie, netns_cookie, remove_netns};
 
 use crate::state::Subnet;
 

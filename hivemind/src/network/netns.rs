@@ -95,3 +95,40 @@ where
     .join()
     .map_err(|_| netns_error(path, "namespace thread panicked"))?
 }
+
+/// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14).
+pub fn current_netns_cookie() -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a plain socket call; the descriptor is closed below.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` has the size passed in `len`; the kernel writes at most that.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: `socket` is ours and closed once.
+    unsafe { libc::close(socket) };
+    if ret != 0 {
+        return Err(error);
+    }
+    Ok(cookie)
+}
+
+/// The cookie of the network namespace mounted at `path`.
+pub fn netns_cookie(path: &Path) -> Result<u64, NetworkError> {
+    let target = path.to_path_buf();
+    run_in_netns(path, move || async move {
+        current_netns_cookie().map_err(|e| netns_error(&target, e))
+    })
+}

@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use super::plan::{Action, Desired, Observed, Plan, RemoveReason, plan};
 use super::{Node, NodeError, remove_dir_if_exists};
+use crate::dataplane::Dataplane;
 use crate::image::ResolvedImage;
 use crate::network::{host_ifname, netns_path};
 use crate::runtime::{BindMount, ContainerSpec, RuntimeError};
@@ -359,6 +360,7 @@ impl Node {
                 endpoint_id(record),
                 record.ip,
             )?;
+            translate_sockets(dataplane, record, true);
         }
         let mut mounts = self.etc_files(record)?;
         for volume in &app.spec.volumes {
@@ -441,13 +443,17 @@ impl Node {
         };
         match self.network.ifindex(&record.host_ifname).await {
             Ok(Some(ifindex)) => {
-                let mut dataplane = lock(dataplane);
-                if dataplane.is_attached(ifindex, endpoint_id(record)) {
-                    return;
+                {
+                    let mut guard = lock(dataplane);
+                    if guard.is_attached(ifindex, endpoint_id(record)) {
+                        return;
+                    }
+                    if let Err(e) = guard.attach_endpoint(ifindex, endpoint_id(record), record.ip) {
+                        tracing::warn!(container = %record.id, error = %e, "data plane attach failed");
+                        return;
+                    }
                 }
-                if let Err(e) = dataplane.attach_endpoint(ifindex, endpoint_id(record), record.ip) {
-                    tracing::warn!(container = %record.id, error = %e, "data plane attach failed");
-                }
+                translate_sockets(dataplane, record, true);
             }
             Ok(None) => {
                 tracing::warn!(container = %record.id, link = %record.host_ifname, "running container has no host link")
@@ -473,10 +479,11 @@ impl Node {
         self.monitor.unwatch(&record.id);
         self.publish_endpoint(&record.id, None).await?;
         self.runtime.remove(&record.id, self.stop_grace).await?;
-        if let Some(dataplane) = &self.dataplane
-            && let Some(ifindex) = self.network.ifindex(&record.host_ifname).await?
-        {
-            lock(dataplane).detach_endpoint(ifindex)?;
+        if let Some(dataplane) = &self.dataplane {
+            translate_sockets(dataplane, record, false);
+            if let Some(ifindex) = self.network.ifindex(&record.host_ifname).await? {
+                lock(dataplane).detach_endpoint(ifindex)?;
+            }
         }
         self.network
             .detach(&PathBuf::from(&record.netns), &record.host_ifname)
@@ -514,6 +521,25 @@ impl Node {
 /// Endpoint id in the data plane: the container's address, unique on a node.
 pub fn endpoint_id(record: &ContainerRecord) -> u32 {
     u32::from(record.ip)
+}
+
+/// Has the socket programs translate (or stop translating) the sockets of `record`'s network
+/// namespace; nothing to do without socket load balancing. A failure only leaves the container
+/// on the per-packet path, so it is logged.
+fn translate_sockets(dataplane: &std::sync::Mutex<Dataplane>, record: &ContainerRecord, on: bool) {
+    if !lock(dataplane).socket_lb() {
+        return;
+    }
+    let result = crate::network::netns_cookie(std::path::Path::new(&record.netns))
+        .map_err(|e| e.to_string())
+        .and_then(|cookie| {
+            lock(dataplane)
+                .set_socket_lb_netns(cookie, on)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        tracing::warn!(container = %record.id, error = %e, on, "socket load balancing of the container's namespace");
+    }
 }
 
 pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -238,6 +238,14 @@ impl Node {
         self.dataplane.is_some()
     }
 
+    /// Whether services are load-balanced at the socket (`--socket-lb`, and the kernel took
+    /// the programs).
+    pub fn socket_lb(&self) -> bool {
+        self.dataplane
+            .as_ref()
+            .is_some_and(|dataplane| lock(dataplane).socket_lb())
+    }
+
     /// Whether the data plane routes between containers itself (`--host-routing`).
     pub fn host_routing(&self) -> bool {
         self.dataplane.as_ref().is_some_and(|dataplane| {
@@ -295,6 +303,14 @@ impl Node {
             .collect();
         let lost = self.flows_lost.load(std::sync::atomic::Ordering::Relaxed);
         (counts, lost)
+    }
+
+    /// The service load balancer's counters; `None` without a data plane.
+    pub fn service_counters(&self) -> Result<Option<crate::dataplane::ServiceCounters>, NodeError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(None);
+        };
+        Ok(Some(lock(dataplane).service_counters()?))
     }
 
     /// The overlay's counters and tunnels; `None` without a data plane.

@@ -1,7 +1,47 @@
 //! A container's CPU and memory use, read from its cgroup (`/hivemind/<id>`,
-//! the path the runtime spec gives runc), on cgroup v1 or v2.
+//! the path the runtime spec gives runc), on cgroup v1 or v2; and the node's
+//! cgroup2 hierarchy, where the socket load balancer's programs attach.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where the daemon mounts a cgroup2 hierarchy of its own when the machine
+/// has none (a cgroup v1 machine), as Cilium mounts /run/cilium/cgroupv2.
+pub const CGROUP2_MOUNT: &str = "/run/hivemind/cgroup2";
+
+/// The root of a cgroup2 hierarchy: ours if mounted, else any the machine
+/// has (`/sys/fs/cgroup` on a cgroup v2 machine), else ours, mounted now.
+/// Every process starts in a hierarchy's root, so programs attached there
+/// see every socket of the machine.
+pub fn cgroup2_root() -> std::io::Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mounts = cgroup2_mounts(&mountinfo);
+    let ours = PathBuf::from(CGROUP2_MOUNT);
+    if let Some(found) = mounts.iter().find(|m| **m == ours).or(mounts.first()) {
+        return Ok(found.clone());
+    }
+    std::fs::create_dir_all(&ours)?;
+    nix::mount::mount(
+        Some("none"),
+        &ours,
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(ours)
+}
+
+/// The mount points of cgroup2 file systems in a mountinfo text.
+fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (fields, fs) = line.split_once(" - ")?;
+            (fs.split_whitespace().next()? == "cgroup2")
+                .then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .collect()
+}
 
 /// What a container used, as cAdvisor reports it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +101,21 @@ fn stat_field(path: &Path, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup2_mounts_are_found_in_mountinfo() {
+        let mountinfo = "\
+25 30 0:22 / /sys rw,nosuid - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+40 25 0:35 / /run/hivemind/cgroup2 rw,relatime shared:9 - cgroup2 none rw
+41 25 0:36 / /tmp/x\\040y rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            cgroup2_mounts(mountinfo),
+            vec![PathBuf::from("/run/hivemind/cgroup2")]
+        );
+        assert!(cgroup2_mounts("33 25 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw").is_empty());
+    }
 
     #[test]
     fn v1_and_v2_layouts_are_read() {
