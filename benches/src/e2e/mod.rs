@@ -126,8 +126,11 @@ enum Kind {
     IptablesVip(usize),
     /// The same with kube-proxy's nftables mode (a verdict map to per-service chains).
     NftablesVip(usize),
-    /// Hivemind, the client going through a service VIP; `n` services.
+    /// Hivemind, the client going through a service VIP; `n` services; load balancing at the
+    /// socket for the client's namespace, as the daemon does by default.
     HivemindVip(usize),
+    /// The same with the socket programs off: every packet translated on its way.
+    HivemindVipPerPacket(usize),
 }
 
 impl Kind {
@@ -148,6 +151,10 @@ impl Kind {
                 format!("kernel overlay + nftables DNAT, {} services", count(n))
             }
             Self::HivemindVip(n) => format!("Hivemind service VIP, {} services", count(n)),
+            Self::HivemindVipPerPacket(n) => format!(
+                "Hivemind service VIP, {} services, socket load balancing off",
+                count(n)
+            ),
         }
     }
 
@@ -163,15 +170,17 @@ impl Kind {
                 | Self::IptablesVip(_)
                 | Self::NftablesVip(_)
                 | Self::HivemindVip(_)
+                | Self::HivemindVipPerPacket(_)
         )
     }
 
     /// Where the client connects: the last service's VIP, or container B itself.
     fn target(self) -> Ipv4Addr {
         match self {
-            Self::IptablesVip(n) | Self::NftablesVip(n) | Self::HivemindVip(n) => {
-                vip(n.saturating_sub(1))
-            }
+            Self::IptablesVip(n)
+            | Self::NftablesVip(n)
+            | Self::HivemindVip(n)
+            | Self::HivemindVipPerPacket(n) => vip(n.saturating_sub(1)),
             _ => SERVER,
         }
     }
@@ -284,7 +293,7 @@ fn count(n: usize) -> String {
 
 fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
     let topo = Topology::new(prefix)?;
-    let _planes = match kind {
+    let planes = match kind {
         Kind::Plain => {
             topo.plain()?;
             Vec::new()
@@ -317,6 +326,12 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
             Vec::new()
         }
         Kind::HivemindVip(n) => {
+            let mut planes = topo.hivemind(0, UnderlayProgram::Auto, true)?;
+            hivemind_services(&mut planes[0], n)?;
+            topo.socket_lb(&mut planes[0])?;
+            planes
+        }
+        Kind::HivemindVipPerPacket(n) => {
             let mut planes = topo.hivemind(0, UnderlayProgram::Auto, true)?;
             hivemind_services(&mut planes[0], n)?;
             planes
@@ -373,6 +388,15 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
             Err(e) => errors.push(format!("TCP_CRR: {e:#}")),
         }
     }
+    // The socket configuration must have been measured at the socket, not on the fallback.
+    if let (Kind::HivemindVip(_), Some(plane)) = (kind, planes.first()) {
+        let services = plane.service_counters()?;
+        if services.socket_translated == 0 {
+            errors.push(format!(
+                "no connection was balanced at the socket: {services:?}"
+            ));
+        }
+    }
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
@@ -390,6 +414,8 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.extend(cfg.rules.iter().map(|&n| Kind::IptablesVip(n)));
     kinds.extend(cfg.rules.iter().map(|&n| Kind::NftablesVip(n)));
     kinds.extend(cfg.rules.iter().map(|&n| Kind::HivemindVip(n)));
+    let largest = cfg.rules.iter().copied().max().unwrap_or(0);
+    kinds.push(Kind::HivemindVipPerPacket(largest));
     // Rounds go over every configuration in turn, so a slow spell of the machine hits all of
     // them alike rather than one configuration's every run.
     let mut measured: Vec<(Kind, Vec<Figures>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
@@ -456,7 +482,6 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     };
     let plain = get(Kind::Plain);
     let kernel = get(Kind::Kernel);
-    let largest = cfg.rules.iter().copied().max().unwrap_or(0);
     let mut rows = Vec::new();
     for Figure {
         what,
@@ -515,6 +540,17 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
             pick(&plain),
             "plain veth",
             target(veth_target),
+        ));
+        rows.extend(row(
+            format!(
+                "{what}: Hivemind VIP, {} services, per packet (socket LB off, info) vs at the \
+                 socket",
+                count(largest)
+            ),
+            pick(&get(Kind::HivemindVipPerPacket(largest))),
+            pick(&get(Kind::HivemindVip(largest))),
+            "socket load balancing",
+            Target::None,
         ));
         for &n in &cfg.rules {
             let hm = get(Kind::HivemindVip(n));
@@ -643,8 +679,11 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
          kube-proxy's nftables mode: a verdict map VIP . protocol . port -> a chain per service \
          that DNATs. Both translate the first packet of a connection and leave the rest to \
          conntrack, so N costs them per connection, not per packet. Hivemind = set_service \
-         for N VIPs on node A; hm_lxc_from_container translates on container A's veth and \
-         hm_lxc_to_container restores the VIP on replies."
+         for N VIPs on node A with load balancing at the socket (the daemon's default): the \
+         cgroup programs on the machine's cgroup2 root send container A's connect to a backend \
+         once, and its packets cross untranslated; \"socket load balancing off\" = every \
+         packet translated by hm_lxc_from_container on container A's veth, replies restored by \
+         hm_overlay_ingress."
             .into(),
     );
     notes.push(

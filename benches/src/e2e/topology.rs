@@ -429,6 +429,18 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Load balancing at the socket on node A for container A's namespace, as the daemon
+    /// does for its containers: the cgroup programs on the machine's cgroup2 root.
+    pub(super) fn socket_lb(&self, plane: &mut Dataplane) -> Result<()> {
+        let root = hivemind::runtime::cgroup::cgroup2_root().context("a cgroup2 hierarchy")?;
+        plane.enable_socket_lb(&root)?;
+        let cookie = self.ca.run(hivemind::network::current_netns_cookie)??;
+        plane.set_socket_lb_netns(cookie, true)?;
+        Ok(())
+    }
+}
+
 /// VIP of service `i`: 10.96.0.1 upwards (Hivemind's service CIDR).
 pub(super) fn vip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i as u32)
