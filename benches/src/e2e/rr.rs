@@ -8,7 +8,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
+    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -39,17 +39,7 @@ impl RrServer {
             tv_sec: 0,
             tv_usec: 100_000,
         };
-        // SAFETY: a plain setsockopt on a socket we own, with a value of the size passed.
-        let ret = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        ensure!(ret == 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+        set_socket_option(&listener, libc::SO_RCVTIMEO, &timeout, "SO_RCVTIMEO")?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -139,17 +129,27 @@ fn reset_on_close(conn: &TcpStream) -> Result<()> {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: a plain setsockopt on a socket we own, with a value of the size passed.
+    set_socket_option(conn, libc::SO_LINGER, &linger, "SO_LINGER")
+}
+
+/// `setsockopt(SOL_SOCKET, option, value)` on `socket`; `name` names the option in the error.
+fn set_socket_option<T>(
+    socket: &impl AsRawFd,
+    option: libc::c_int,
+    value: &T,
+    name: &str,
+) -> Result<()> {
+    // SAFETY: a plain setsockopt on a socket the caller owns, with a value of the size passed.
     let ret = unsafe {
         libc::setsockopt(
-            conn.as_raw_fd(),
+            socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as u32,
+            option,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
         )
     };
-    ensure!(ret == 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    ensure!(ret == 0, "{name}: {}", std::io::Error::last_os_error());
     Ok(())
 }
 
