@@ -867,6 +867,22 @@ fn metrics_show_the_container(ns: &NetNs, id: &str) -> Result<()> {
         text.contains("hivemind_api_request_duration_seconds_count{"),
         "{text}"
     );
+    // Map pressure: the running container is an entry of the endpoint and host-routing maps,
+    // against their size.
+    let map = |name: &str, map: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("map=\"{map}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    for table in ["HM_ENDPOINTS", "HM_LXC"] {
+        let entries = map("hivemind_bpf_map_entries", table);
+        let capacity = map("hivemind_bpf_map_capacity", table);
+        assert!(
+            entries.is_some_and(|e| e >= 1.0) && capacity == Some(4096.0),
+            "{table}: {entries:?} of {capacity:?}\n{text}"
+        );
+    }
     let mut check = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -197,6 +197,29 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
         }
     }
 
+    // How full the data plane's maps are.
+    let pressure = node.map_pressure();
+    if !pressure.is_empty() {
+        let entries: Gauges = family(
+            &mut registry,
+            "hivemind_bpf_map_entries",
+            "Entries in a data-plane map",
+        );
+        let capacity: Gauges = family(
+            &mut registry,
+            "hivemind_bpf_map_capacity",
+            "Entries a data-plane map holds at most (a full map refuses new entries; an LRU \
+             map, HM_CT, evicts the oldest)",
+        );
+        for map in pressure {
+            let of = labels(&[("node", &here), ("map", map.map)]);
+            entries
+                .get_or_create(&of)
+                .set(i64::try_from(map.entries).unwrap_or(i64::MAX));
+            capacity.get_or_create(&of).set(i64::from(map.capacity));
+        }
+    }
+
     // Service load balancing: where connections were sent to a backend.
     if let Some(services) = node.service_counters()? {
         let connections: Counters = family(

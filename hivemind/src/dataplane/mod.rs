@@ -12,6 +12,7 @@ mod counters;
 mod error;
 mod overlay;
 mod policy;
+mod pressure;
 mod routing;
 mod services;
 mod socket;
@@ -41,6 +42,7 @@ pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
 pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use policy::{FlowEvent, FlowReason};
+pub use pressure::MapPressure;
 pub use services::{ServiceBackend, weighted_slots};
 pub use socket::{
     PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4, PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4,

@@ -99,9 +99,9 @@ struct Written {
 
 /// The policy maps and what this process last wrote to them.
 pub(super) struct PolicyMaps {
-    ipcache: LpmTrie<MapData, u32, IpcacheValue>,
-    rules: HashMap<MapData, PolicyKey, PolicyEntry>,
-    cidr: LpmTrie<MapData, PolicyCidrKey, PolicyEntry>,
+    pub(super) ipcache: LpmTrie<MapData, u32, IpcacheValue>,
+    pub(super) rules: HashMap<MapData, PolicyKey, PolicyEntry>,
+    pub(super) cidr: LpmTrie<MapData, PolicyCidrKey, PolicyEntry>,
     flows: RingBuf<MapData>,
     flows_lost: PerCpuArray<MapData, u64>,
     written: StdHashMap<u32, Written>,

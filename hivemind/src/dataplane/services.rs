@@ -39,9 +39,9 @@ type Frontend = (Ipv4Addr, u16, u8);
 
 /// The maps of the load balancer and what this process last wrote to them.
 pub(super) struct ServiceMaps {
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backends: HashMap<MapData, u32, Backend>,
-    ct: HashMap<MapData, CtKey, CtValue>,
+    pub(super) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub(super) backends: HashMap<MapData, u32, Backend>,
+    pub(super) ct: HashMap<MapData, CtKey, CtValue>,
     pub(super) node_config: Array<MapData, NodeConfig>,
     /// Per frontend: its slot count and every backend id it lists (slotted or weight 0).
     frontends: StdHashMap<Frontend, (u16, Vec<u32>)>,

@@ -31,7 +31,7 @@ const PROGRAMS: [&str; 4] = [
 
 /// The attached socket programs; dropping them detaches them.
 pub(super) struct SocketLb {
-    netns: HashMap<MapData, u64, u32>,
+    pub(super) netns: HashMap<MapData, u64, u32>,
     _links: Vec<CgroupSockAddrLink>,
 }
 

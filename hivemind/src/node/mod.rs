@@ -305,6 +305,14 @@ impl Node {
         (counts, lost)
     }
 
+    /// How full each data-plane map is; empty without a data plane.
+    pub fn map_pressure(&self) -> Vec<crate::dataplane::MapPressure> {
+        self.dataplane
+            .as_ref()
+            .map(|dataplane| lock(dataplane).map_pressure())
+            .unwrap_or_default()
+    }
+
     /// The service load balancer's counters; `None` without a data plane.
     pub fn service_counters(&self) -> Result<Option<crate::dataplane::ServiceCounters>, NodeError> {
         let Some(dataplane) = &self.dataplane else {
