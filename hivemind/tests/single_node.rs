@@ -878,9 +878,15 @@ fn metrics_show_the_container(ns: &NetNs, id: &str) -> Result<()> {
     for table in ["HM_ENDPOINTS", "HM_LXC"] {
         let entries = map("hivemind_bpf_map_entries", table);
         let capacity = map("hivemind_bpf_map_capacity", table);
+        let pressure = map("hivemind_bpf_map_pressure", table);
         assert!(
             entries.is_some_and(|e| e >= 1.0) && capacity == Some(4096.0),
             "{table}: {entries:?} of {capacity:?}\n{text}"
+        );
+        assert_eq!(
+            pressure,
+            entries.map(|e| e / 4096.0),
+            "{table} pressure\n{text}"
         );
     }
     let mut check = std::process::Command::new("promtool")

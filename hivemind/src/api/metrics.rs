@@ -27,6 +27,7 @@ use crate::state::ContainerStatus;
 type Counters = Family<Labels, Counter>;
 type Seconds = Family<Labels, Counter<f64, AtomicU64>>;
 type Gauges = Family<Labels, Gauge>;
+type Ratios = Family<Labels, Gauge<f64, AtomicU64>>;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -211,12 +212,20 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
             "Entries a data-plane map holds at most (a full map refuses new entries; an LRU \
              map, HM_CT, evicts the oldest)",
         );
+        let ratio: Ratios = family(
+            &mut registry,
+            "hivemind_bpf_map_pressure",
+            "Entries of a data-plane map over its capacity (1 is full)",
+        );
         for map in pressure {
             let of = labels(&[("node", &here), ("map", map.map)]);
             entries
                 .get_or_create(&of)
                 .set(i64::try_from(map.entries).unwrap_or(i64::MAX));
             capacity.get_or_create(&of).set(i64::from(map.capacity));
+            ratio
+                .get_or_create(&of)
+                .set(map.entries as f64 / f64::from(map.capacity.max(1)));
         }
     }
 
