@@ -393,10 +393,11 @@ fn is_not_found(e: &MapError) -> bool {
     }
 }
 
-fn classifier<'a>(
-    ebpf: &'a mut Ebpf,
-    program: &'static str,
-) -> Result<&'a mut SchedClassifier, DataplaneError> {
+/// Program `program` of the object as the program type `T`.
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(program)
         .ok_or(DataplaneError::ProgramMissing { program })?
         .try_into()
@@ -406,14 +407,15 @@ fn classifier<'a>(
         })
 }
 
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    program_of(ebpf, program)
+}
+
 fn xdp<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
-    ebpf.program_mut(program)
-        .ok_or(DataplaneError::ProgramMissing { program })?
-        .try_into()
-        .map_err(|e| DataplaneError::ProgramType {
-            program,
-            source: Box::new(e),
-        })
+    program_of(ebpf, program)
 }
 
 /// The name of interface `ifindex` in the calling thread's network namespace.

@@ -11,7 +11,7 @@ use aya::{
 };
 use hivemind_common::MAP_SOCK_NETNS;
 
-use super::{Dataplane, DataplaneError, is_not_found};
+use super::{Dataplane, DataplaneError, is_not_found, program_of};
 
 /// cgroup connect4 (TCP and connected UDP sockets to a VIP).
 pub const PROG_SOCK_CONNECT4: &str = "hm_sock_connect4";
@@ -50,15 +50,7 @@ impl Dataplane {
         let mut links = Vec::new();
         for program in PROGRAMS {
             let directory = File::open(cgroup).map_err(cgroup_error)?;
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(program)
-                .ok_or(DataplaneError::ProgramMissing { program })?
-                .try_into()
-                .map_err(|e| DataplaneError::ProgramType {
-                    program,
-                    source: Box::new(e),
-                })?;
+            let prog: &mut CgroupSockAddr = program_of(&mut self.ebpf, program)?;
             let load_error = |e| DataplaneError::ProgramLoad {
                 program,
                 source: Box::new(e),
