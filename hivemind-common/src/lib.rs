@@ -65,6 +65,10 @@ pub const MAP_FLOWS_LOST: &str = "HM_FLOWS_LOST";
 /// Name of the LRU hash [`CtKey`] -> last drop event time (`u64`, ns): at most one denied-flow
 /// event per 5-tuple and direction per [`FLOW_DROP_INTERVAL_NS`].
 pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
+/// Name of the hash map of egress NAT (masquerade) mappings, [`NatKey`] -> [`NatValue`].
+pub const MAP_NAT: &str = "HM_NAT";
+/// Name of the LPM trie of destinations never masqueraded (key as `MAP_TUNNELS`, value `u8`).
+pub const MAP_NO_MASQ: &str = "HM_NO_MASQ";
 
 /// The default service CIDR (10.96.0.0/16; `hivemind daemon --service-cidr` sets another):
 /// its network address's octets. The programs read the node's own from [`NodeConfig`].
@@ -109,6 +113,19 @@ pub const MAX_PORT_RANGES: usize = 8;
 pub const FLOWS_RING_BYTES: u32 = 256 * 1024;
 /// Maximum number of `HM_FLOW_DROPS` entries.
 pub const MAX_FLOW_DROPS: u32 = 8192;
+/// Capacity of `HM_NAT`: two entries per mapping (out and in), so half as many mappings.
+pub const MAX_NAT_ENTRIES: u32 = 262_144;
+/// Capacity of `HM_NO_MASQ`.
+pub const MAX_NO_MASQ: u32 = 256;
+/// Candidate ports the egress NAT tries for a new mapping (the original one first).
+pub const NAT_PROBES: u32 = 32;
+/// Lowest port the egress NAT hands out when the original one is taken.
+pub const NAT_PORT_MIN: u16 = 1024;
+/// The source address a container's connection to its own service VIP carries when the load
+/// balancer picked that container itself (hairpin): a container drops packets that come from
+/// its own address, so the source is this link-local address instead, and the reply to it is
+/// translated back (as Cilium's `IPV4_LOOPBACK`).
+pub const HAIRPIN_IP: [u8; 4] = [169, 254, 42, 1];
 /// At most one denied-flow event per 5-tuple and direction per this many nanoseconds.
 pub const FLOW_DROP_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -164,6 +181,9 @@ pub const DIR_UNDERLAY: u8 = 5;
 /// reason is one of `reason::SERVICE_*`. These entries count translations, not traffic: the same
 /// packet is also counted (FORWARDED or dropped) under the direction of the program that saw it.
 pub const DIR_SERVICE: u8 = 6;
+/// Egress NAT on the node's underlay interface: `endpoint_id` is always 0; the reason is one
+/// of `reason::NAT_*` or a drop.
+pub const DIR_NAT: u8 = 7;
 
 /// Endpoint id used for traffic seen on an interface that has no `HM_ENDPOINTS` entry.
 pub const ENDPOINT_ID_UNKNOWN: u32 = 0;
@@ -214,8 +234,11 @@ pub struct EndpointInfo {
     pub flags: u32,
     /// The endpoint's own security identity (0 until the daemon sets it).
     pub identity: u32,
+    /// The container's IPv4 address, network byte order: packets it sends must come from this
+    /// address and from `container_mac` of it. 0: not known, not checked.
+    pub ip: u32,
 }
-const _: () = assert!(size_of::<EndpointInfo>() == 12);
+const _: () = assert!(size_of::<EndpointInfo>() == 16);
 
 /// Bits of [`EndpointInfo::flags`].
 pub mod endpoint_flags {
@@ -510,6 +533,10 @@ pub mod ct_flags {
     /// The entry is for the reply direction (backend -> client): restore the source to
     /// `rev_vip:rev_port`.
     pub const REPLY: u8 = 2;
+    /// Hairpin: the client is its own backend. Its packets also get the source `HAIRPIN_IP`;
+    /// on replies (addressed to `HAIRPIN_IP`) the destination goes back to the client, which is
+    /// the reply's own source.
+    pub const HAIRPIN: u8 = 4;
 }
 
 /// Key of `HM_SOCK_REVNAT`: a socket (its cookie) and the backend it was sent to (network
@@ -566,8 +593,10 @@ pub struct NodeConfig {
     /// The service CIDR's netmask, network byte order; 0 (nothing written yet): no address is
     /// a service's.
     pub service_mask: u32,
+    /// The node's underlay address, network byte order: the source of masqueraded packets.
+    pub node_ip: u32,
 }
-const _: () = assert!(size_of::<NodeConfig>() == 44);
+const _: () = assert!(size_of::<NodeConfig>() == 48);
 
 impl NodeConfig {
     /// Whether `addr` (network byte order) lies in the service CIDR.
@@ -599,7 +628,60 @@ pub mod node_flags {
     /// `bpf_redirect` to `hm-vxlan`, instead of handing them to the kernel's bridge and IP
     /// forwarding.
     pub const HOST_ROUTING: u32 = 1;
+    /// Egress NAT: packets from local containers to destinations outside `HM_NO_MASQ` leave
+    /// the underlay interface from `NodeConfig::node_ip`.
+    pub const MASQUERADE: u32 = 2;
 }
+
+/// Key of `HM_NAT`. Out entries (`dir` 0) are the container's side `{container, remote,
+/// container port, remote port}`; in entries (`dir` 1) the wire's reply side `{remote, node,
+/// remote port, NAT port}`. Addresses and ports in network byte order; ICMP echo uses the
+/// identifier as the container / NAT "port" and 0 as the remote one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NatKey {
+    pub local: u32,
+    pub remote: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<NatKey>() == 16);
+
+impl NatKey {
+    pub const OUT: u8 = 0;
+    pub const IN: u8 = 1;
+}
+
+/// Value of `HM_NAT`: for an out entry the NAT port (`addr` = node address), for an in entry
+/// the container's address and port; both carry when the mapping last saw a packet
+/// (`bpf_ktime_get_ns`) and its `nat_flags`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatValue {
+    pub addr: u32,
+    pub port: u16,
+    pub flags: u8,
+    pub _pad: u8,
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<NatValue>() == 16);
+
+/// Bits of [`NatValue::flags`].
+pub mod nat_flags {
+    /// A FIN went through: the mapping is freed once the connection has been quiet for
+    /// `NAT_CLOSING_TIMEOUT_S`.
+    pub const CLOSING: u8 = 1;
+}
+
+/// Seconds a masqueraded mapping lives without a packet, by protocol and state (the kernel's
+/// conntrack uses 5 days for established TCP; a NAT table frees them sooner).
+pub const NAT_TCP_TIMEOUT_S: u64 = 7200;
+pub const NAT_CLOSING_TIMEOUT_S: u64 = 10;
+pub const NAT_UDP_TIMEOUT_S: u64 = 60;
+pub const NAT_ICMP_TIMEOUT_S: u64 = 30;
 
 /// The MAC of a container's eth0, fixed by its IPv4 address (`0a:58:` and the four octets,
 /// locally administered). The daemon gives every container this MAC, so the data plane knows
@@ -630,6 +712,12 @@ pub mod reason {
     /// A socket's connect (or a datagram's send) to a VIP:port was sent to a backend by the
     /// cgroup programs: the connection's packets need no translation.
     pub const SERVICE_SOCKET_TRANSLATED: u8 = 5;
+    /// (`DIR_NAT`) A packet from a container left with the node's address as its source.
+    pub const NAT_MASQUERADED: u8 = 6;
+    /// (`DIR_NAT`) A reply to a masqueraded packet had its destination restored.
+    pub const NAT_REVERSED: u8 = 7;
+    /// (`DIR_NAT`) A new mapping was made (the packet is also counted as `NAT_MASQUERADED`).
+    pub const NAT_NEW_MAPPING: u8 = 8;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -660,6 +748,17 @@ pub mod reason {
     /// Denied by network policy: the endpoint enforces policy in that direction, the packet
     /// belongs to no established flow and no rule allows it.
     pub const DROP_POLICY: u8 = 138;
+    /// A container sent a packet from an address or MAC that is not its own.
+    pub const DROP_SPOOFED: u8 = 139;
+    /// Egress NAT found no free port for a new mapping (every probe taken).
+    pub const DROP_NAT_NO_PORT: u8 = 140;
+    /// Egress NAT could not store a new mapping (`HM_NAT` full).
+    pub const DROP_NAT_FULL: u8 = 141;
+    /// A packet egress NAT cannot translate: a protocol other than TCP, UDP and ICMP echo, an
+    /// IPv4 fragment, or a header cut short.
+    pub const DROP_NAT_UNSUPPORTED: u8 = 142;
+    /// Not IPv4 and not ARP, from or to a container (IPv6 is not carried yet).
+    pub const DROP_NOT_IPV4_CONTAINER: u8 = 143;
 
     /// The name of a code, for logs and the API (`"unknown"` for codes this build does not
     /// know).
@@ -671,6 +770,9 @@ pub mod reason {
             SERVICE_NEW_CONNECTION => "service_new_connection",
             POLICY_ALLOWED => "policy_allowed",
             SERVICE_SOCKET_TRANSLATED => "service_socket_translated",
+            NAT_MASQUERADED => "nat_masqueraded",
+            NAT_REVERSED => "nat_reversed",
+            NAT_NEW_MAPPING => "nat_new_mapping",
             DROP_NOT_IPV4 => "drop_not_ipv4",
             DROP_MALFORMED_IPV4 => "drop_malformed_ipv4",
             DROP_NO_TUNNEL => "drop_no_tunnel",
@@ -682,6 +784,11 @@ pub mod reason {
             DROP_CT_FULL => "drop_ct_full",
             DROP_SERVICE_UNSUPPORTED => "drop_service_unsupported",
             DROP_POLICY => "drop_policy",
+            DROP_SPOOFED => "drop_spoofed",
+            DROP_NAT_NO_PORT => "drop_nat_no_port",
+            DROP_NAT_FULL => "drop_nat_full",
+            DROP_NAT_UNSUPPORTED => "drop_nat_unsupported",
+            DROP_NOT_IPV4_CONTAINER => "drop_not_ipv4_container",
             _ => "unknown",
         }
     }
@@ -696,8 +803,8 @@ pub mod reason {
 mod user {
     use super::{
         Backend, CtKey, CtValue, EndpointInfo, FlowRecord, IpcacheValue, MetricsKey, MetricsValue,
-        NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange, ServiceKey, ServiceValue,
-        SockRevKey, SockRevValue, TunnelInfo,
+        NatKey, NatValue, NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange, ServiceKey,
+        ServiceValue, SockRevKey, SockRevValue, TunnelInfo,
     };
 
     // SAFETY (the seven below): #[repr(C)], integer fields (or arrays of such structs) with
@@ -747,6 +854,11 @@ mod user {
     // SAFETY: NodeConfig is #[repr(C)], u32 fields and a byte array with the padding as an
     // explicit field (size asserted above); any bit pattern is valid.
     unsafe impl aya::Pod for NodeConfig {}
+    // SAFETY: NatKey and NatValue are #[repr(C)], integer fields with the padding as explicit
+    // fields (sizes asserted above); any bit pattern is valid.
+    unsafe impl aya::Pod for NatKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NatValue {}
 }
 
 #[cfg(test)]
@@ -767,6 +879,11 @@ mod tests {
             reason::DROP_CT_FULL,
             reason::DROP_SERVICE_UNSUPPORTED,
             reason::DROP_POLICY,
+            reason::DROP_SPOOFED,
+            reason::DROP_NAT_NO_PORT,
+            reason::DROP_NAT_FULL,
+            reason::DROP_NAT_UNSUPPORTED,
+            reason::DROP_NOT_IPV4_CONTAINER,
         ];
         for (i, a) in codes.iter().enumerate() {
             assert!(reason::is_drop(*a));
@@ -779,6 +896,9 @@ mod tests {
             reason::SERVICE_NEW_CONNECTION,
             reason::POLICY_ALLOWED,
             reason::SERVICE_SOCKET_TRANSLATED,
+            reason::NAT_MASQUERADED,
+            reason::NAT_REVERSED,
+            reason::NAT_NEW_MAPPING,
         ] {
             assert!(!reason::is_drop(code));
         }

@@ -25,8 +25,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hivemind_common::{
-    Backend, CtKey, CtValue, DIR_SERVICE, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
-    MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, reason,
+    Backend, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, reason,
 };
 
 use crate::{
@@ -50,8 +50,8 @@ static HM_BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKEN
 static HM_NODE_CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
 
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-const IP_SRC_OFF: usize = ETH_HLEN + 12;
-const IP_DST_OFF: usize = ETH_HLEN + 16;
+pub(crate) const IP_SRC_OFF: usize = ETH_HLEN + 12;
+pub(crate) const IP_DST_OFF: usize = ETH_HLEN + 16;
 /// More-fragments flag and fragment offset of the IPv4 flags/offset field.
 const IP_MF_OFFSET: u16 = 0x3fff;
 const TCP_HLEN: usize = 20;
@@ -59,6 +59,7 @@ const UDP_HLEN: usize = 8;
 /// Offset of the checksum in the TCP / UDP header.
 const TCP_CSUM: usize = 16;
 const UDP_CSUM: usize = 6;
+const ICMP_CSUM: usize = 2;
 
 /// The 5-tuple of an IPv4 TCP/UDP packet, addresses and ports in network byte order.
 #[derive(Clone, Copy)]
@@ -213,12 +214,17 @@ fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backe
             None => return Ok(None),
         },
     };
-    let reply_key = CtKey::new(backend.ip, flow.saddr, backend.port, flow.sport, flow.proto);
+    // Hairpin: the client is its own backend; it must not see its own address as the source.
+    let hairpin = backend.ip == flow.saddr;
+    let client = if hairpin { hairpin_ip() } else { flow.saddr };
+    let reply_key = CtKey::new(backend.ip, client, backend.port, flow.sport, flow.proto);
     let reply = CtValue {
         backend_id,
         rev_vip: flow.daddr,
         rev_port: flow.dport,
-        flags: ct_flags::SERVICE | ct_flags::REPLY,
+        flags: ct_flags::SERVICE
+            | ct_flags::REPLY
+            | if hairpin { ct_flags::HAIRPIN } else { 0 },
         _pad: 0,
     };
     if new {
@@ -236,12 +242,22 @@ fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backe
     }
     rewrite(
         ctx,
-        flow,
+        (flow.proto, flow.l4_off),
         IP_DST_OFF,
         flow.l4_off + 2,
         (flow.daddr, backend.ip),
         (flow.dport, backend.port),
     )?;
+    if hairpin {
+        rewrite(
+            ctx,
+            (flow.proto, flow.l4_off),
+            IP_SRC_OFF,
+            flow.l4_off,
+            (flow.saddr, client),
+            (flow.sport, flow.sport),
+        )?;
+    }
     metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
     Ok(Some(backend))
 }
@@ -321,12 +337,23 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<bool, u8>
     }
     rewrite(
         ctx,
-        flow,
+        (flow.proto, flow.l4_off),
         IP_SRC_OFF,
         flow.l4_off,
         (flow.saddr, ct.rev_vip),
         (flow.sport, ct.rev_port),
     )?;
+    if ct.flags & ct_flags::HAIRPIN != 0 {
+        // The reply goes back to the client, which is the backend itself.
+        rewrite(
+            ctx,
+            (flow.proto, flow.l4_off),
+            IP_DST_OFF,
+            flow.l4_off + 2,
+            (flow.daddr, flow.saddr),
+            (flow.dport, flow.dport),
+        )?;
+    }
     metrics::count(
         endpoint,
         DIR_SERVICE,
@@ -337,37 +364,50 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<bool, u8>
 }
 
 /// Rewrites one address (at `addr_off`) and one port (at `port_off`), `(old, new)` pairs in
-/// network byte order, updating the IPv4 and the TCP/UDP checksums.
+/// network byte order, updating the IPv4 and the L4 checksums. `proto` is TCP, UDP or ICMP
+/// (whose "port" is the echo identifier and whose checksum covers no pseudo-header).
 #[inline(always)]
-fn rewrite(
+pub(crate) fn rewrite(
     ctx: &TcContext,
-    flow: &Flow,
+    (proto, l4_off): (u8, usize),
     addr_off: usize,
     port_off: usize,
     addr: (u32, u32),
     port: (u16, u16),
 ) -> Result<(), u8> {
-    let (csum_off, mangled) = if flow.proto == IPPROTO_TCP {
-        (flow.l4_off + TCP_CSUM, 0)
-    } else {
+    let (csum_off, mangled) = match proto {
+        IPPROTO_TCP => (l4_off + TCP_CSUM, 0),
+        IPPROTO_ICMP => (l4_off + ICMP_CSUM, 0),
         // A UDP checksum of 0 means "none": leave it, and never produce 0 from an update.
-        (flow.l4_off + UDP_CSUM, u64::from(BPF_F_MARK_MANGLED_0))
+        _ => (l4_off + UDP_CSUM, u64::from(BPF_F_MARK_MANGLED_0)),
     };
     let fail = |_| reason::DROP_REWRITE;
-    ctx.l4_csum_replace(
-        csum_off,
-        u64::from(addr.0),
-        u64::from(addr.1),
-        u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
-    )
-    .map_err(fail)?;
-    ctx.l4_csum_replace(csum_off, u64::from(port.0), u64::from(port.1), mangled | 2)
+    if proto != IPPROTO_ICMP {
+        ctx.l4_csum_replace(
+            csum_off,
+            u64::from(addr.0),
+            u64::from(addr.1),
+            u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
+        )
         .map_err(fail)?;
+    }
+    if port.0 != port.1 {
+        ctx.l4_csum_replace(csum_off, u64::from(port.0), u64::from(port.1), mangled | 2)
+            .map_err(fail)?;
+    }
     ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(addr.0), u64::from(addr.1), 4)
         .map_err(fail)?;
     ctx.store(addr_off, &addr.1, 0).map_err(fail)?;
-    ctx.store(port_off, &port.1, 0).map_err(fail)?;
+    if port.0 != port.1 {
+        ctx.store(port_off, &port.1, 0).map_err(fail)?;
+    }
     Ok(())
+}
+
+/// `HAIRPIN_IP` in network byte order.
+#[inline(always)]
+fn hairpin_ip() -> u32 {
+    u32::from_ne_bytes(HAIRPIN_IP)
 }
 
 /// A hash of the 5-tuple: the same flow always picks the same slot, different client ports

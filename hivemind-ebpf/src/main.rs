@@ -9,6 +9,7 @@ mod conntrack;
 mod flows;
 mod lb;
 mod metrics;
+mod nat;
 mod pkt;
 mod policy;
 mod routing;
@@ -21,7 +22,9 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
-use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, reason};
+use hivemind_common::{
+    DIR_FROM_CONTAINER, DIR_TO_CONTAINER, ENDPOINT_ID_UNKNOWN, EndpointInfo, reason,
+};
 
 /// TC ingress of a container's host-side veth: packets leaving the container. Service DNAT
 /// then the endpoint's egress policy (on the backend), or the egress policy then the reverse
@@ -51,7 +54,9 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     let info = metrics::endpoint(ctx);
     let endpoint = info.endpoint_id;
     let mut headers = pkt::parse(ctx);
-    let verdict = if direction == DIR_FROM_CONTAINER {
+    let verdict = if let Err(why) = guard(ctx, &headers, &info, direction) {
+        Err(why)
+    } else if direction == DIR_FROM_CONTAINER {
         from_container(ctx, &headers, &info).map(|rewritten| {
             if rewritten {
                 headers = pkt::parse(ctx);
@@ -74,6 +79,37 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             metrics::count(endpoint, direction, why, bytes);
             Err(TC_ACT_SHOT)
         }
+    }
+}
+
+/// What a container may send and receive at all: from a container, IPv4 from its own address
+/// and MAC (`DROP_SPOOFED`); both ways, IPv4 and ARP only (`DROP_NOT_IPV4_CONTAINER`: IPv6 is not
+/// carried, so it must not pass between containers around their policy).
+#[inline(always)]
+fn guard(
+    ctx: &TcContext,
+    headers: &pkt::Headers,
+    info: &EndpointInfo,
+    direction: u8,
+) -> Result<(), u8> {
+    const ETH_P_ARP: u16 = 0x0806;
+    if info.endpoint_id == ENDPOINT_ID_UNKNOWN {
+        return Ok(());
+    }
+    match headers {
+        pkt::Headers::Ipv4(ip) if direction == DIR_FROM_CONTAINER && info.ip != 0 => {
+            let own_mac = pkt::source_mac(ctx)
+                .is_some_and(|(head, tail)| head == u16::from_ne_bytes([0x0a, 0x58]) && tail == info.ip);
+            if ip.saddr == info.ip && own_mac {
+                Ok(())
+            } else {
+                Err(reason::DROP_SPOOFED)
+            }
+        }
+        pkt::Headers::NotIpv4 if pkt::ethertype(ctx) != Some(ETH_P_ARP) => {
+            Err(reason::DROP_NOT_IPV4_CONTAINER)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -131,10 +167,25 @@ pub fn hm_xdp_underlay(ctx: XdpContext) -> u32 {
 }
 
 /// TC ingress of the node's underlay interface: the same checks as `hm_xdp_underlay`, for
-/// interfaces where XDP costs more than it saves (a veth, whose peer loses GSO under XDP).
+/// interfaces where XDP costs more than it saves (a veth, whose peer loses GSO under XDP); then
+/// the reverse translation of replies to masqueraded flows.
 #[classifier]
 pub fn hm_tc_underlay(ctx: TcContext) -> i32 {
     underlay::tc(&ctx)
+}
+
+/// TC egress of the node's underlay interface: egress NAT of container traffic leaving the
+/// cluster (`nat`).
+#[classifier]
+pub fn hm_nat_egress(ctx: TcContext) -> i32 {
+    nat::egress(&ctx)
+}
+
+/// TC ingress of the node's underlay interface where `hm_xdp_underlay` validates the overlay:
+/// the reverse translation of replies to masqueraded flows (`hm_tc_underlay` does it itself).
+#[classifier]
+pub fn hm_nat_ingress(ctx: TcContext) -> i32 {
+    nat::ingress(&ctx)
 }
 
 /// cgroup connect4: a connect to a VIP:port goes to a backend (`sock`). Always allows.

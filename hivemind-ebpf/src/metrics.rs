@@ -35,6 +35,7 @@ pub(crate) fn endpoint(ctx: &TcContext) -> EndpointInfo {
             endpoint_id: ENDPOINT_ID_UNKNOWN,
             flags: 0,
             identity: 0,
+            ip: 0,
         },
     }
 }

@@ -160,6 +160,20 @@ pub(crate) fn l2_fields(ctx: &TcContext) -> Option<L2Fields> {
     })
 }
 
+/// The EtherType of the frame (its Ethernet header is linear after `parse`).
+#[inline(always)]
+pub(crate) fn ethertype(ctx: &TcContext) -> Option<u16> {
+    let start = linear(ctx, ETH_HLEN)?;
+    Some(u16::from_be(load!(u16, start + ETH_HLEN - 2)))
+}
+
+/// The source MAC of the frame as its first two bytes and last four, as on the wire.
+#[inline(always)]
+pub(crate) fn source_mac(ctx: &TcContext) -> Option<(u16, u32)> {
+    let start = linear(ctx, ETH_HLEN)?;
+    Some((load!(u16, start + 6), load!(u32, start + 8)))
+}
+
 /// The Internet checksum `check` after one 16-bit word of what it covers changed from `old`
 /// to `new` (RFC 1624: HC' = ~(~HC + ~m + m')); all three as on the wire.
 #[inline(always)]

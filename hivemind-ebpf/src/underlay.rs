@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use hivemind_common::{DIR_UNDERLAY, VXLAN_PORT, reason};
 
-use crate::{metrics, tunnel};
+use crate::{metrics, nat, tunnel};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -59,6 +59,7 @@ impl Frame for TcContext {
 }
 
 /// What [`validate`] found.
+#[derive(Clone, Copy)]
 pub(crate) enum Verdict {
     /// Not overlay traffic: passes uncounted.
     NotOverlay,
@@ -80,7 +81,8 @@ pub(crate) fn xdp(ctx: &XdpContext) -> u32 {
 }
 
 /// TC ingress: pulls the headers into the linear area, then validates and counts the packet
-/// (a GSO packet counts once, with all its bytes).
+/// (a GSO packet counts once, with all its bytes); what is not overlay traffic meets the
+/// reverse NAT of masqueraded flows (`nat::ingress`).
 #[inline(always)]
 pub(crate) fn tc(ctx: &TcContext) -> i32 {
     let len = ctx.len() as usize;
@@ -89,10 +91,10 @@ pub(crate) fn tc(ctx: &TcContext) -> i32 {
         // A failure leaves the bytes out of reach: the checks then see a short frame.
         let _ = ctx.pull_data(want as u32);
     }
-    if count(validate(ctx), len as u64) {
-        TC_ACT_OK
-    } else {
-        TC_ACT_SHOT
+    match validate(ctx) {
+        Verdict::NotOverlay => nat::ingress(ctx),
+        verdict if count(verdict, len as u64) => TC_ACT_OK,
+        _ => TC_ACT_SHOT,
     }
 }
 

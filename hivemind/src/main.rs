@@ -71,6 +71,16 @@ async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
+    let mut no_masquerade = Vec::new();
+    for cidr in &node.no_masquerade {
+        match hivemind::policy::parse_cidr(cidr) {
+            Ok(prefix) => no_masquerade.push(prefix),
+            Err(e) => {
+                eprintln!("error: --no-masquerade {cidr}: {e}");
+                return 2;
+            }
+        }
+    }
     if service_cidr.overlaps(&cluster_cidr) {
         eprintln!(
             "error: --service-cidr {service_cidr} overlaps --cluster-cidr {cluster_cidr}: VIPs \
@@ -108,6 +118,8 @@ async fn run(cli: Cli) -> i32 {
         underlay_program: node.underlay_program,
         host_routing: node.host_routing == hivemind::cli::OnOff::On,
         socket_lb: node.socket_lb == hivemind::cli::OnOff::On,
+        masquerade: node.masquerade == hivemind::cli::OnOff::On,
+        no_masquerade,
         admin_token_file: node.admin_token_file.clone(),
         gossip_key_file: node.gossip_key_file.clone(),
         api_hosts: node.api_hosts.clone(),

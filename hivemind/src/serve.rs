@@ -62,6 +62,10 @@ pub struct ServeOptions {
     pub host_routing: bool,
     /// Service load balancing at the socket (else per packet only).
     pub socket_lb: bool,
+    /// Egress NAT of container traffic leaving the cluster, from the advertise address.
+    pub masquerade: bool,
+    /// Destinations (network, prefix) never masqueraded, besides the cluster and service CIDRs.
+    pub no_masquerade: Vec<(Ipv4Addr, u8)>,
     /// Deletion markers are kept at least this long.
     pub tombstone_grace: Duration,
     /// Test seam: this node's wall clock runs this far off the system's.
@@ -216,6 +220,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let mut tasks = vec![
         tokio::spawn(reconcile_loop(node.clone())),
         tokio::spawn(flow_loop(node.clone())),
+        tokio::spawn(nat_loop(node.clone())),
     ];
     {
         let mut events = node.health_events();
@@ -306,6 +311,19 @@ async fn flow_loop(node: Arc<Node>) {
         ticker.tick().await;
         if let Err(e) = node.pump_flows() {
             tracing::warn!(error = %e, "reading flow events failed");
+        }
+    }
+}
+
+/// How often idle egress NAT mappings are freed.
+const NAT_GC_PERIOD: Duration = Duration::from_secs(5);
+
+async fn nat_loop(node: Arc<Node>) {
+    let mut ticker = tokio::time::interval(NAT_GC_PERIOD);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = node.collect_nat() {
+            tracing::warn!(error = %e, "freeing idle NAT mappings failed");
         }
     }
 }
@@ -764,6 +782,15 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
     dataplane
         .set_host_routing(options.host_routing)
         .context("switch host routing")?;
+    // Like ip-masq-agent: the cluster and service CIDRs are always reached unmasqueraded.
+    let exclude: Vec<(Ipv4Addr, u8)> = [options.cluster_cidr, options.service_cidr]
+        .iter()
+        .map(|s| (s.network, s.prefix))
+        .chain(options.no_masquerade.iter().copied())
+        .collect();
+    dataplane
+        .set_masquerade(options.masquerade.then_some(advertise), &exclude)
+        .context("configure egress NAT")?;
     if options.socket_lb
         && let Err(e) = enable_socket_lb(&mut dataplane)
     {

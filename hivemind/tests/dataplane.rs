@@ -14,7 +14,7 @@ use std::{
 };
 
 use hivemind::dataplane::{
-    Counter, Dataplane, DataplaneError, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS,
+    Counter, Dataplane, DataplaneError, PROG_FROM_CONTAINER, PROG_NAT_EGRESS, PROG_OVERLAY_EGRESS,
     PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TC_UNDERLAY, PROG_TO_CONTAINER, PROG_XDP_PASS,
     PROG_XDP_UNDERLAY, ServiceBackend,
 };
@@ -229,6 +229,11 @@ fn veth_traffic_is_counted_per_direction() {
         "dev",
         "hm-c",
     ]);
+    // The MAC the daemon gives a container of that address: its program drops other sources.
+    let mac = hivemind_common::container_mac([10, 199, 0, 2])
+        .map(|b| format!("{b:02x}"))
+        .join(":");
+    ip(&["-n", &ctr.name, "link", "set", "hm-c", "address", &mac]);
     ip(&["-n", &ctr.name, "link", "set", "hm-c", "up"]);
 
     // A dedicated thread whose network namespace we change; the guards stay on this thread
@@ -632,7 +637,10 @@ fn ipv4_frame(
     ip.extend_from_slice(options);
     let sum = csum_fold(&ip, 0);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let mut p = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+    // The source MAC a container of that address has (a container's program checks it).
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x02];
+    p.extend_from_slice(&hivemind_common::container_mac(src.octets()));
+    p.extend_from_slice(&[0x08, 0x00]);
     p.extend_from_slice(&ip);
     p.extend_from_slice(&l4);
     p
@@ -1688,4 +1696,182 @@ fn host_routing_redirects_and_rewrites_under_test_run() {
     );
     dp.detach_endpoint(if_b).expect("detach");
     assert_eq!(dp.local_routes().expect("routes"), vec![(POD_A, if_a)]);
+}
+
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const RST: u8 = 0x04;
+
+/// An Ethernet frame of `ethertype` with a zeroed payload, from the container MAC of `src`.
+fn l2_frame(src: Ipv4Addr, ethertype: u16) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x02];
+    p.extend_from_slice(&hivemind_common::container_mac(src.octets()));
+    p.extend_from_slice(&ethertype.to_be_bytes());
+    p.extend(std::iter::repeat_n(0, 48));
+    p
+}
+
+#[test]
+fn spoofing_hairpin_and_masquerade_under_test_run() {
+    if !can_run("spoofing_hairpin_and_masquerade_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmna", "hmnb"]);
+    let (if_a, if_b) = (idx[0], idx[1]);
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    let nat_out = dp.program_fd_for_test(PROG_NAT_EGRESS).expect("fd");
+    let nat_in = dp.program_fd_for_test(PROG_TC_UNDERLAY).expect("fd");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+
+    // Anti-spoofing: A may only send from its own address and MAC; IPv6 passes neither way,
+    // ARP does.
+    assert_eq!(
+        test_run_ctx(from, &syn(POD_A, 40000, POD_C, 80), if_a, 0),
+        TC_ACT_OK
+    );
+    assert_eq!(
+        test_run_ctx(from, &syn(POD_B, 40000, POD_C, 80), if_a, 0),
+        TC_ACT_SHOT,
+        "another container's address"
+    );
+    let mut foreign_mac = syn(POD_A, 40000, POD_C, 80);
+    foreign_mac[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x09]);
+    assert_eq!(test_run_ctx(from, &foreign_mac, if_a, 0), TC_ACT_SHOT);
+    assert_eq!(
+        test_run_ctx(from, &l2_frame(POD_A, 0x86dd), if_a, 0),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        test_run_ctx(to, &l2_frame(POD_B, 0x86dd), if_a, 0),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        test_run_ctx(from, &l2_frame(POD_A, 0x0806), if_a, 0),
+        TC_ACT_OK
+    );
+    let drops = dp.endpoint_counters(EP_A).expect("counters").drops;
+    assert_eq!(drops.get(&reason::DROP_SPOOFED), Some(&2), "{drops:?}");
+    assert_eq!(
+        drops.get(&reason::DROP_NOT_IPV4_CONTAINER),
+        Some(&2),
+        "{drops:?}"
+    );
+
+    // Hairpin: A reaches its own service and is picked; it sees the hairpin address as the
+    // client, and its reply comes back from the VIP.
+    let hairpin = Ipv4Addr::from(hivemind_common::HAIRPIN_IP);
+    dp.set_service(VIP, 80, TCP, &[backend(1, 2, 8080, 1)])
+        .expect("service");
+    let (ret, out) = test_run_out_ctx(from, &syn(POD_A, 40010, VIP, 80), if_a);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (hairpin, 40010, POD_A, 8080));
+    let reply = tcp_frame(POD_A, 8080, hairpin, 40010, SYN | ACK);
+    let (ret, out) = test_run_out_ctx(from, &reply, if_a);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (VIP, 80, POD_A, 40010));
+
+    // Masquerade: off until configured.
+    let to_outside = syn(POD_A, 40020, OUTSIDE, 80);
+    assert_eq!(
+        test_run_out(nat_out, &to_outside).expect("run"),
+        (TC_ACT_OK, to_outside.clone())
+    );
+    dp.set_node_config(ifindex("lo"), GATEWAY, 24)
+        .expect("node config");
+    dp.set_masquerade(
+        Some(NODE),
+        &[
+            (Ipv4Addr::new(10, 244, 0, 0), 16),
+            (Ipv4Addr::new(10, 96, 0, 0), 12),
+        ],
+    )
+    .expect("masquerade");
+    assert_eq!(dp.masquerade(), Some(NODE));
+    // The original port is kept when free.
+    let (ret, out) = test_run_out(nat_out, &to_outside).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (NODE, 40020, OUTSIDE, 80));
+    // The same flow keeps its mapping.
+    let (_, again) =
+        test_run_out(nat_out, &tcp_frame(POD_A, 40020, OUTSIDE, 80, ACK)).expect("run");
+    assert_eq!(checked_tuple(&again), (NODE, 40020, OUTSIDE, 80));
+    // B with the same port to the same destination gets another one.
+    let (ret, out) = test_run_out(nat_out, &syn(POD_B, 40020, OUTSIDE, 80)).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    let (src, b_port, dst, dport) = checked_tuple(&out);
+    assert_eq!((src, dst, dport), (NODE, OUTSIDE, 80));
+    assert_ne!(b_port, 40020);
+    assert!(b_port >= hivemind_common::NAT_PORT_MIN);
+    // A port a socket of the node holds is not handed out.
+    let listener = std::net::TcpListener::bind("0.0.0.0:40030").expect("listen");
+    let (_, out) = test_run_out(nat_out, &syn(POD_A, 40030, OUTSIDE, 80)).expect("run");
+    assert_ne!(checked_tuple(&out).1, 40030, "a port the node listens on");
+    drop(listener);
+    // Excluded destinations and the node's own packets are untouched.
+    let inside = syn(POD_A, 40040, POD_C, 80);
+    assert_eq!(
+        test_run_out(nat_out, &inside).expect("run"),
+        (TC_ACT_OK, inside.clone())
+    );
+    let own = syn(NODE, 40040, OUTSIDE, 80);
+    assert_eq!(
+        test_run_out(nat_out, &own).expect("run"),
+        (TC_ACT_OK, own.clone())
+    );
+    // UDP and ICMP echo (by identifier) are translated too.
+    let (_, out) = test_run_out(nat_out, &udp_frame(POD_A, 5353, OUTSIDE, 53)).expect("run");
+    assert_eq!(checked_tuple(&out), (NODE, 5353, OUTSIDE, 53));
+    let (ret, out) = test_run_out(nat_out, &icmp_frame(POD_A, OUTSIDE, 8, 0)).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(&out[14 + 12..14 + 16], &NODE.octets());
+    // What cannot be translated is dropped and counted, never sent with a container address.
+    let gre = ipv4_frame(POD_A, OUTSIDE, 47, &[], 0, vec![0; 8], false);
+    assert_eq!(test_run(nat_out, &gre).expect("run"), TC_ACT_SHOT);
+    let later_fragment = ipv4_frame(POD_A, OUTSIDE, UDP, &[], 0x0010, vec![0; 8], true);
+    assert_eq!(
+        test_run(nat_out, &later_fragment).expect("run"),
+        TC_ACT_SHOT
+    );
+
+    // Replies get the container's address back; other traffic to the node is untouched.
+    let (ret, out) =
+        test_run_out(nat_in, &tcp_frame(OUTSIDE, 80, NODE, 40020, SYN | ACK)).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (OUTSIDE, 80, POD_A, 40020));
+    let (_, out) = test_run_out(nat_in, &tcp_frame(OUTSIDE, 80, NODE, b_port, ACK)).expect("run");
+    assert_eq!(checked_tuple(&out), (OUTSIDE, 80, POD_B, 40020));
+    let (_, out) = test_run_out(nat_in, &udp_frame(OUTSIDE, 53, NODE, 5353)).expect("run");
+    assert_eq!(checked_tuple(&out), (OUTSIDE, 53, POD_A, 5353));
+    let (_, out) = test_run_out(nat_in, &icmp_frame(OUTSIDE, NODE, 0, 0)).expect("run");
+    assert_eq!(&out[14 + 16..14 + 20], &POD_A.octets());
+    let unrelated = tcp_frame(OUTSIDE, 80, NODE, 22, SYN);
+    assert_eq!(
+        test_run_out(nat_in, &unrelated).expect("run"),
+        (TC_ACT_OK, unrelated.clone())
+    );
+
+    let mappings = dp.nat_mappings().expect("mappings");
+    assert_eq!(mappings.len(), 5, "{mappings:?}");
+    let nat = dp.nat_counters().expect("counters");
+    assert_eq!(nat.new_mappings, 5);
+    assert_eq!(
+        nat.drops.get(&reason::DROP_NAT_UNSUPPORTED),
+        Some(&2),
+        "{nat:?}"
+    );
+    // An RST frees its mapping at once; the rest go when idle.
+    test_run_out(nat_in, &tcp_frame(OUTSIDE, 80, NODE, 40020, RST)).expect("run");
+    assert_eq!(dp.nat_mappings().expect("mappings").len(), 4);
+    assert_eq!(
+        dp.collect_nat(hivemind::dataplane::monotonic_now())
+            .expect("gc"),
+        0
+    );
+    let later = hivemind::dataplane::monotonic_now() + Duration::from_secs(3 * 3600);
+    assert_eq!(dp.collect_nat(later).expect("gc"), 8);
+    assert!(dp.nat_mappings().expect("mappings").is_empty());
+    assert_eq!(dp.nat_usage().0, 0);
 }

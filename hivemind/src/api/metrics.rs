@@ -264,6 +264,41 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
         }
     }
 
+    // Egress NAT.
+    if let Some((_, (mappings, _), nat)) = node.masquerade() {
+        let packets: Counters = family(
+            &mut registry,
+            "hivemind_nat_packets",
+            "Packets egress NAT translated: out (source set to the node) and in (replies \
+             given back to the container)",
+        );
+        for (direction, count) in [("out", nat.masqueraded), ("in", nat.reversed)] {
+            packets
+                .get_or_create(&labels(&[("node", &here), ("direction", direction)]))
+                .inc_by(count);
+        }
+        let active: Gauges = family(
+            &mut registry,
+            "hivemind_nat_mappings",
+            "Egress NAT mappings (flows) in use",
+        );
+        active
+            .get_or_create(&labels(&[("node", &here)]))
+            .set(i64::try_from(mappings).unwrap_or(i64::MAX));
+        let drops: Counters = family(
+            &mut registry,
+            "hivemind_nat_drops",
+            "Packets egress NAT dropped, by reason",
+        );
+        for (why, count) in &nat.drops {
+            let of = labels(&[
+                ("node", &here),
+                ("reason", hivemind_common::reason::name(*why)),
+            ]);
+            drops.get_or_create(&of).inc_by(*count);
+        }
+    }
+
     // Flow events.
     let flows: Counters = family(
         &mut registry,

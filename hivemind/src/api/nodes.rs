@@ -212,6 +212,26 @@ pub async fn health(
             dataplane: node.has_dataplane(),
             host_routing: node.host_routing(),
             socket_lb: node.socket_lb(),
+            masquerade: node
+                .masquerade()
+                .map(|(address, (mappings, capacity), counters)| {
+                    crate::contract::MasqueradeHealth {
+                        enabled: address.is_some(),
+                        address: address.map(|a| a.to_string()),
+                        mappings: mappings as u64,
+                        capacity: u64::from(capacity),
+                        pressure: mappings as f64 / f64::from(capacity.max(1)),
+                        masqueraded_packets: counters.masqueraded,
+                        reversed_packets: counters.reversed,
+                        drops: counters
+                            .drops
+                            .iter()
+                            .map(|(why, count)| {
+                                (hivemind_common::reason::name(*why).to_string(), *count)
+                            })
+                            .collect(),
+                    }
+                }),
         },
         apps: HealthyCount {
             total: apps.len() as u64,

@@ -339,6 +339,15 @@ pub struct NodeArgs {
     /// translation; off, or where the kernel refuses, services are translated per packet
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub socket_lb: OnOff,
+    /// Egress NAT in eBPF: containers' traffic to addresses outside the cluster leaves with
+    /// this node's advertise address as its source (TCP, UDP, ICMP echo); off leaves container
+    /// addresses on the wire
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub masquerade: OnOff,
+    /// A destination CIDR containers reach with their own address, repeatable; the cluster
+    /// and service CIDRs always are
+    #[arg(long = "no-masquerade", value_name = "CIDR")]
+    pub no_masquerade: Vec<String>,
     /// A name clients reach the API by besides this node's names and addresses (a DNS
     /// name, a load balancer); repeatable. Other Host headers are answered 421
     #[arg(long = "api-host")]

@@ -95,7 +95,7 @@ pub struct RuntimeHealth {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NetworkHealth {
     pub bridge: String,
     pub subnet: String,
@@ -110,6 +110,30 @@ pub struct NetworkHealth {
     /// the cgroup programs); otherwise every packet to a VIP is translated on its way.
     #[serde(default)]
     pub socket_lb: bool,
+    /// Egress NAT of container traffic leaving the cluster (`--masquerade`); absent without
+    /// a data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<MasqueradeHealth>,
+}
+
+/// Egress NAT (masquerade) of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MasqueradeHealth {
+    /// Whether containers' traffic to outside the cluster leaves from `address`.
+    pub enabled: bool,
+    /// The node address masqueraded packets carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Mappings (flows) in use and how many fit: `pressure` is their ratio.
+    pub mappings: u64,
+    pub capacity: u64,
+    pub pressure: f64,
+    /// Packets translated on the way out and back.
+    pub masqueraded_packets: u64,
+    pub reversed_packets: u64,
+    /// Packets dropped, by reason name (`drop_nat_no_port` when every probed port was taken,
+    /// `drop_nat_full`, `drop_nat_unsupported`).
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

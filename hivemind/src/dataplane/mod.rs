@@ -10,6 +10,7 @@
 
 mod counters;
 mod error;
+mod nat;
 mod overlay;
 mod policy;
 mod pressure;
@@ -40,6 +41,7 @@ use hivemind_common::{
 
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
+pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use policy::{FlowEvent, FlowReason};
 pub use pressure::MapPressure;
@@ -60,6 +62,10 @@ pub const PROG_OVERLAY_INGRESS: &str = "hm_overlay_ingress";
 pub const PROG_XDP_UNDERLAY: &str = "hm_xdp_underlay";
 /// TC ingress alternative to `PROG_XDP_UNDERLAY` (same checks), for veth underlays.
 pub const PROG_TC_UNDERLAY: &str = "hm_tc_underlay";
+/// TC egress of the node's underlay interface (egress NAT of container traffic).
+pub const PROG_NAT_EGRESS: &str = "hm_nat_egress";
+/// TC ingress of the underlay where XDP validates the overlay (reverse NAT of replies).
+pub const PROG_NAT_INGRESS: &str = "hm_nat_ingress";
 /// Empty TC program, the benchmark floor.
 pub const PROG_TC_PASS: &str = "hm_tc_pass";
 /// Empty XDP program, the benchmark floor.
@@ -94,6 +100,8 @@ pub struct Dataplane {
     services: services::ServiceMaps,
     /// Ipcache, policy rules and flow events.
     policy: policy::PolicyMaps,
+    /// Egress NAT mappings and exclusions.
+    nat: nat::NatMaps,
     ebpf: Ebpf,
 }
 
@@ -111,6 +119,8 @@ impl Dataplane {
             PROG_OVERLAY_EGRESS,
             PROG_OVERLAY_INGRESS,
             PROG_TC_UNDERLAY,
+            PROG_NAT_EGRESS,
+            PROG_NAT_INGRESS,
         ] {
             classifier(&mut ebpf, program)?
                 .load()
@@ -147,6 +157,7 @@ impl Dataplane {
             LpmTrie::try_from(tunnels).map_err(DataplaneError::map(MAP_TUNNELS, "opening"))?;
         let services = services::ServiceMaps::take(&mut ebpf)?;
         let policy = policy::PolicyMaps::take(&mut ebpf)?;
+        let nat = nat::NatMaps::take(&mut ebpf)?;
         let mut dataplane = Self {
             links: StdHashMap::new(),
             overlay: None,
@@ -157,6 +168,7 @@ impl Dataplane {
             tunnels,
             services,
             policy,
+            nat,
             ebpf,
         };
         // The default service CIDR until `set_service_cidr` says otherwise.
@@ -197,6 +209,7 @@ impl Dataplane {
                 .copied()
                 .unwrap_or_default(),
             identity,
+            ip: u32::from_ne_bytes(ip.octets()),
         };
         self.endpoints
             .insert(ifindex, info, 0)

@@ -18,8 +18,9 @@ use hivemind_common::{MAP_METRICS, MAP_TUNNELS, TunnelInfo, vni};
 use serde::Serialize;
 
 use super::{
-    Dataplane, DataplaneError, OverlayCounters, PROG_OVERLAY_EGRESS, PROG_OVERLAY_INGRESS,
-    PROG_TC_UNDERLAY, PROG_XDP_UNDERLAY, counters, interface_name, is_not_found, xdp,
+    Dataplane, DataplaneError, OverlayCounters, PROG_NAT_EGRESS, PROG_NAT_INGRESS,
+    PROG_OVERLAY_EGRESS, PROG_OVERLAY_INGRESS, PROG_TC_UNDERLAY, PROG_XDP_UNDERLAY, counters,
+    interface_name, is_not_found, xdp,
 };
 
 /// Where the underlay validation should run (`hivemind daemon --underlay-program`).
@@ -69,6 +70,9 @@ pub(super) struct OverlayLinks {
     _egress: SchedClassifierLink,
     _ingress: SchedClassifierLink,
     _underlay: UnderlayLink,
+    /// Egress NAT on the underlay's TC egress, and its reverse on TC ingress where XDP
+    /// validates the overlay (`hm_tc_underlay` does both otherwise).
+    _nat: (SchedClassifierLink, Option<SchedClassifierLink>),
 }
 
 impl Dataplane {
@@ -122,12 +126,29 @@ impl Dataplane {
             };
             (UnderlayLink::Xdp(link), hook)
         };
+        let nat_egress = self.attach_tc(
+            PROG_NAT_EGRESS,
+            &underlay,
+            underlay_ifindex,
+            TcAttachType::Egress,
+        )?;
+        let nat_ingress = if use_tc {
+            None
+        } else {
+            Some(self.attach_tc(
+                PROG_NAT_INGRESS,
+                &underlay,
+                underlay_ifindex,
+                TcAttachType::Ingress,
+            )?)
+        };
         self.overlay = Some(OverlayLinks {
             hook,
             vxlan_ifindex,
             _egress: egress,
             _ingress: ingress,
             _underlay: link,
+            _nat: (nat_egress, nat_ingress),
         });
         tracing::info!(
             vxlan = %vxlan,

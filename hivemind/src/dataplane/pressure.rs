@@ -3,10 +3,10 @@
 //! (services, rules, tunnels) or evicts them (conntrack, LRU), so operators watch the ratio.
 
 use hivemind_common::{
-    MAP_BACKENDS, MAP_CT, MAP_ENDPOINTS, MAP_IPCACHE, MAP_LXC, MAP_METRICS, MAP_POLICY,
+    MAP_BACKENDS, MAP_CT, MAP_ENDPOINTS, MAP_IPCACHE, MAP_LXC, MAP_METRICS, MAP_NAT, MAP_POLICY,
     MAP_POLICY_CIDR, MAP_SERVICES, MAP_SOCK_NETNS, MAP_TUNNELS, MAX_BACKENDS, MAX_CT_ENTRIES,
-    MAX_ENDPOINTS, MAX_IPCACHE_ENTRIES, MAX_METRICS_ENTRIES, MAX_POLICY_CIDR_ENTRIES,
-    MAX_POLICY_ENTRIES, MAX_SERVICE_ENTRIES, MAX_TUNNELS,
+    MAX_ENDPOINTS, MAX_IPCACHE_ENTRIES, MAX_METRICS_ENTRIES, MAX_NAT_ENTRIES,
+    MAX_POLICY_CIDR_ENTRIES, MAX_POLICY_ENTRIES, MAX_SERVICE_ENTRIES, MAX_TUNNELS,
 };
 
 use super::Dataplane;
@@ -57,6 +57,7 @@ impl Dataplane {
                 entries!(self.policy.cidr),
                 MAX_POLICY_CIDR_ENTRIES,
             ),
+            pressure(MAP_NAT, entries!(self.nat.mappings), MAX_NAT_ENTRIES),
         ];
         if let Some(socket) = &self.socket {
             maps.push(pressure(

@@ -45,6 +45,10 @@ pub(super) struct ServiceMaps {
     pub(super) node_config: Array<MapData, NodeConfig>,
     /// Per frontend: its slot count and every backend id it lists (slotted or weight 0).
     frontends: StdHashMap<Frontend, (u16, Vec<u32>)>,
+    /// The id of each backend address:port/protocol handed out by `backend_id`.
+    ids: StdHashMap<(Ipv4Addr, u16, u8), u32>,
+    /// The next id `backend_id` tries.
+    next_id: u32,
 }
 
 impl ServiceMaps {
@@ -65,11 +69,32 @@ impl ServiceMaps {
             ct,
             node_config,
             frontends: StdHashMap::new(),
+            ids: StdHashMap::new(),
+            next_id: 1,
         })
     }
 }
 
 impl Dataplane {
+    /// The backend id of `ip:port/proto`, the same for as long as a service lists it: each
+    /// (address, port) is its own backend, so a service with several ports sends each port to
+    /// the same port of the backend. Ids are handed out by this process (never 0); one no
+    /// service lists any more is released when its backend entry goes.
+    pub fn backend_id(&mut self, ip: Ipv4Addr, port: u16, proto: u8) -> u32 {
+        let maps = &mut self.services;
+        if let Some(&id) = maps.ids.get(&(ip, port, proto)) {
+            return id;
+        }
+        let taken: std::collections::HashSet<u32> = maps.ids.values().copied().collect();
+        let mut id = maps.next_id.max(1);
+        while taken.contains(&id) {
+            id = id.checked_add(1).unwrap_or(1);
+        }
+        maps.next_id = id.checked_add(1).unwrap_or(1);
+        maps.ids.insert((ip, port, proto), id);
+        id
+    }
+
     /// Creates or replaces the service `vip:port/proto` (proto 6 TCP or 17 UDP) with
     /// `backends`. Writes the backends, then the slots, then slot 0 with the count, so the data
     /// path never sees a half-written service; shrinking removes stale slots after the count is
@@ -309,6 +334,7 @@ impl ServiceMaps {
                 .any(|(_, listed)| listed.contains(&id));
             if !used {
                 remove_ignoring_absent(&mut self.backends, &id, MAP_BACKENDS)?;
+                self.ids.retain(|_, listed| *listed != id);
             }
         }
         Ok(())

@@ -246,6 +246,31 @@ impl Node {
             .is_some_and(|dataplane| lock(dataplane).socket_lb())
     }
 
+    /// Frees egress NAT mappings idle past their timeout.
+    pub fn collect_nat(&self) -> Result<usize, crate::dataplane::DataplaneError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(0);
+        };
+        lock(dataplane).collect_nat(crate::dataplane::monotonic_now())
+    }
+
+    /// Egress NAT: the address it masquerades to (`None`: off), mappings in use and how many
+    /// fit, and its counters.
+    pub fn masquerade(
+        &self,
+    ) -> Option<(
+        Option<std::net::Ipv4Addr>,
+        (usize, u32),
+        crate::dataplane::NatCounters,
+    )> {
+        let dataplane = lock(self.dataplane.as_ref()?);
+        let counters = dataplane.nat_counters().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the NAT counters");
+            Default::default()
+        });
+        Some((dataplane.masquerade(), dataplane.nat_usage(), counters))
+    }
+
     /// Whether the data plane routes between containers itself (`--host-routing`).
     pub fn host_routing(&self) -> bool {
         self.dataplane.as_ref().is_some_and(|dataplane| {

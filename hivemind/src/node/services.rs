@@ -72,8 +72,13 @@ impl Node {
         };
         let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
         let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        let mut dataplane = match dataplane.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         // Frontend -> backend ids (every backend weighs the same today, so
-        // the set of ids says what the kernel holds), and the backends.
+        // the set of ids says what the kernel holds), and the backends. Each
+        // (endpoint, port) is its own backend.
         let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = BTreeMap::new();
         let mut backends: BTreeMap<(Ipv4Addr, u16, u8), Vec<ServiceBackend>> = BTreeMap::new();
         for service in &services {
@@ -82,7 +87,7 @@ impl Node {
                     .iter()
                     .filter(|e| e.app == service.app && e.ready)
                     .map(|e| ServiceBackend {
-                        id: u32::from(e.ip),
+                        id: dataplane.backend_id(e.ip, *port, TCP),
                         ip: e.ip,
                         port: *port,
                         weight: 1,
@@ -93,10 +98,6 @@ impl Node {
                 backends.insert(key, list);
             }
         }
-        let mut dataplane = match dataplane.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
         let current: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = dataplane
             .services()?
             .into_iter()
