@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hivemind_tests::daemon::{ctr, eventually};
 use hivemind_tests::image::build_test_image;
+use hivemind_tests::netns::PeerServer;
 use hivemind_tests::testbed::{Testbed, run_on_testbed};
 use serde_json::Value;
 
@@ -94,6 +95,164 @@ fn spread(
     Ok(seen)
 }
 
+/// A backend that connects to its own service's VIP gets answers, from itself among others:
+/// on node 1 (balanced at the socket) and node 3 (per packet, kernel routing).
+fn hairpin(testbed: &Testbed, ready: &[Value], vip: &str) -> Result<()> {
+    for index in [1, 3] {
+        let name = format!("node-{index}");
+        let me = ready
+            .iter()
+            .find(|e| e["node"] == name.as_str())
+            .context("a backend on the node")?;
+        let id = me["container"].as_str().context("container")?;
+        let script = format!(
+            "i=0; while [ $i -lt 30 ]; do printf 'GET /cgi-bin/whoami HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {vip} 80 | tail -n 1; i=$((i+1)); done"
+        );
+        let output = exec(testbed, index, id, &script)?;
+        let hosts: Vec<&str> = output
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, host)| host.trim()))
+            .collect();
+        assert_eq!(
+            hosts.len(),
+            30,
+            "every connection answered on {name}: {output}"
+        );
+        let own = exec(testbed, index, id, "hostname")?;
+        assert!(
+            hosts.contains(&own.trim()),
+            "the backend on {name} reached itself through the VIP: {hosts:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The PID of a container's task, from containerd.
+fn task_pid(testbed: &Testbed, index: usize, container: &str) -> Result<u32> {
+    let tasks = ctr(&testbed.node(index).containerd_socket(), &["tasks", "ls"])?;
+    tasks
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(container)).then(|| fields.next()?.parse().ok())?
+        })
+        .with_context(|| format!("task of {container}: {tasks}"))
+}
+
+/// Egress NAT: the client container reaches a server outside the cluster (the testbed's
+/// bridge namespace, on the underlay), which sees node 1's address; a burst of 10,000 short
+/// connections completes with no NAT drop. Anti-spoofing: a connection from an address the
+/// container does not own is dropped and counted.
+fn egress_and_spoofing(testbed: &Testbed, client: &str, client_ip: &str) -> Result<()> {
+    const BURST: usize = 10_000;
+    let outside = std::net::SocketAddr::from((hivemind_tests::testbed::BRIDGE_IP, 18080));
+    let server = PeerServer::start(&testbed.bridge, outside)?;
+    let answer = exec(
+        testbed,
+        1,
+        client,
+        &format!("nc -w 3 {} {} < /dev/null", outside.ip(), outside.port()),
+    )?;
+    assert_eq!(
+        answer.trim(),
+        testbed.node(1).ip().to_string(),
+        "the outside sees node 1"
+    );
+
+    let netns = format!("/proc/{}/ns/net", task_pid(testbed, 1, client)?);
+    let failed = hivemind_tests::netns::run_in(&netns, move || {
+        use std::io::Read as _;
+        let mut failed = Vec::new();
+        for i in 0..BURST {
+            let result = std::net::TcpStream::connect_timeout(&outside, Duration::from_secs(3))
+                .and_then(|mut stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    let mut line = String::new();
+                    stream.read_to_string(&mut line)?;
+                    Ok(line)
+                });
+            if let Err(e) = result {
+                failed.push(format!("connection {i}: {e}"));
+            }
+        }
+        failed
+    })?;
+    assert!(
+        failed.is_empty(),
+        "{} of {BURST} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let peers = server.peers();
+    let node_ip = std::net::IpAddr::V4(testbed.node(1).ip());
+    assert_eq!(
+        peers.get(&node_ip).copied(),
+        Some(BURST as u64 + 1),
+        "{peers:?}"
+    );
+    assert_eq!(
+        peers.len(),
+        1,
+        "only node 1's address reached the outside: {peers:?}"
+    );
+    let health = testbed.node(1).daemon.get("/api/health")?;
+    let nat = &health["network"]["masquerade"];
+    assert_eq!(nat["enabled"], true, "{health}");
+    assert_eq!(nat["drops"], serde_json::json!({}), "no NAT drops: {nat}");
+    assert!(
+        nat["masqueraded_packets"].as_u64() > Some(3 * BURST as u64),
+        "{nat}"
+    );
+
+    // A source address the container does not own never leaves it.
+    let pid = task_pid(testbed, 1, client)?;
+    let (subnet, _) = client_ip.rsplit_once('.').context("client address")?;
+    let spoofed = format!("{subnet}.250");
+    let nsenter = |args: &[&str]| {
+        std::process::Command::new("nsenter")
+            .arg("-t")
+            .arg(pid.to_string())
+            .arg("-n")
+            .args(args)
+            .output()
+    };
+    let added = nsenter(&["ip", "addr", "add", &format!("{spoofed}/32"), "dev", "eth0"])?;
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let url = format!("http://{}:{}/", outside.ip(), outside.port());
+    let spoof = nsenter(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "--interface",
+        &spoofed,
+        &url,
+    ])?;
+    nsenter(&["ip", "addr", "del", &format!("{spoofed}/32"), "dev", "eth0"])?;
+    assert!(!spoof.status.success(), "a spoofed connection got through");
+    assert_eq!(
+        server.peers().len(),
+        1,
+        "the spoofed address never reached the outside"
+    );
+    let (_, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;
+    let spoofed_drops: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("hivemind_container_drops")
+                && l.contains(client)
+                && l.contains("reason=\"drop_spoofed\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(spoofed_drops >= 1.0, "spoofed packets counted: {metrics}");
+    Ok(())
+}
+
 /// The value of the first sample of `name` whose labels contain `label` (0 if none).
 fn sample(metrics: &str, name: &str, label: &str) -> f64 {
     metrics
@@ -124,6 +283,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "3",
         "--port",
         "80",
+        "--port",
+        "8080",
         "--ready-http",
         "/ready",
         "--health-http",
@@ -204,6 +365,20 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     // A node reaches the VIP too.
     let (status, body) = testbed.get_from(2, &format!("http://{vip}/greeting"))?;
     assert_eq!(status, 200, "{body}");
+
+    // Each port of the service reaches the same port of the backends.
+    let script = format!(
+        "i=0; while [ $i -lt 9 ]; do printf 'GET /port HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {vip} 8080 | tail -n 1; i=$((i+1)); done"
+    );
+    let answers = exec(testbed, 1, &client_id, &script)?;
+    assert_eq!(
+        answers.lines().filter(|l| l.trim() == "8080").count(),
+        9,
+        "VIP:8080 answered by the backends' port 8080: {answers:?}"
+    );
+
+    hairpin(testbed, &ready, &vip)?;
+    egress_and_spoofing(testbed, &client_id, &client_ip)?;
 
     // Readiness: an unready backend gets no new connections, then returns.
     let victim = ready[0].clone();

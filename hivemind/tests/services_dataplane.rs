@@ -175,6 +175,22 @@ fn service_scenario(prefix: &str, host_routing: bool) {
         assert!(forwarded_now[1] > forwarded[1], "{forwarded_now:?}");
     }
 
+    // Hairpin: a backend reaches its own service, itself included (per packet: a1's namespace
+    // is not balanced at the socket); it sees the hairpin address as the client when it picked
+    // itself.
+    let answers = tcp_ask(&a1.ns, 30);
+    let by_backend = tally(&answers);
+    eprintln!("backend -> own vip: {by_backend:?}");
+    assert_eq!(answers.len(), 30, "{answers:?}");
+    assert_eq!(by_backend.len(), 2, "{by_backend:?}");
+    let hairpin = Ipv4Addr::from(hivemind_common::HAIRPIN_IP);
+    assert!(
+        answers
+            .iter()
+            .all(|(name, peer)| *peer == if name == a1.name { hairpin } else { a1.ip }),
+        "{answers:?}"
+    );
+
     // The node itself reaches the VIP (through hm-vxlan: DNAT there, a local backend via the
     // bridge, a remote one through the tunnel); the backends see the node's gateway address.
     let answers = tcp_ask(&a.ns, 30);

@@ -26,8 +26,9 @@ const APPLETS: &[&str] = &[
 /// /greeting ($GREETING), /boots (a line per start, kept in the /data
 /// volume), /memory-limit, /hostname, /ready and /alive (for readiness and
 /// liveness checks; delete them to fail the check) and /cgi-bin/whoami
-/// (the client address as the server saw it, and the hostname). It logs
-/// `serving as <hostname>` on its standard output.
+/// (the client address as the server saw it, and the hostname). A second
+/// server on :8080 answers /port with `8080`. It logs `serving as
+/// <hostname>` on its standard output.
 pub const APP_SCRIPT: &str = r#"#!/bin/sh
 echo "$GREETING" > /www/greeting
 if [ -d /data ]; then
@@ -45,6 +46,9 @@ echo ok > /www/alive
 mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR $(hostname)"\n' > /www/cgi-bin/whoami
 chmod +x /www/cgi-bin/whoami
+mkdir -p /www8080
+echo 8080 > /www8080/port
+busybox httpd -p 8080 -h /www8080
 echo "serving as $(hostname)"
 exec busybox httpd -f -p 80 -h /www
 "#;

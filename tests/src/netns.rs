@@ -79,15 +79,7 @@ impl NetNs {
     /// Runs `f` on a fresh thread that has entered this network namespace,
     /// so every socket it opens lives there.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let path = self.path();
-        std::thread::spawn(move || -> Result<T> {
-            let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("setns {}", path.display()))?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+        run_in(self.path(), f)
     }
 }
 
@@ -115,4 +107,101 @@ pub fn run(command: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `f` on a thread whose network namespace is the one at `path` (`/run/netns/NAME` or
+/// `/proc/PID/ns/net`, a container's).
+pub fn run_in<T: Send + 'static>(
+    path: impl Into<PathBuf>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let path = path.into();
+    std::thread::spawn(move || -> Result<T> {
+        let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("setns {}", path.display()))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+}
+
+/// A TCP server in a namespace that answers every connection with the address it came from
+/// (a line) and closes it: what "outside the cluster" sees of a client.
+pub struct PeerServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, u64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeerServer {
+    /// Listens on `addr` inside `ns`; returns once the socket is bound.
+    pub fn start(ns: &NetNs, addr: std::net::SocketAddr) -> Result<Self> {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let (ready, bound) = std::sync::mpsc::channel();
+        let path = ns.path();
+        let (stop_flag, seen) = (stop.clone(), peers.clone());
+        let thread = std::thread::spawn(move || {
+            let listener = File::open(&path)
+                .context("open netns")
+                .and_then(|f| {
+                    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")
+                })
+                .and_then(|()| {
+                    let l = std::net::TcpListener::bind(addr).context("bind")?;
+                    l.set_nonblocking(true).context("nonblocking")?;
+                    Ok(l)
+                });
+            let listener = match listener {
+                Ok(l) => {
+                    let _ = ready.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            while !stop_flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, peer)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = writeln!(stream, "{}", peer.ip());
+                        if let Ok(mut seen) = seen.lock() {
+                            *seen.entry(peer.ip()).or_insert(0) += 1;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+        });
+        bound
+            .recv()
+            .context("peer server thread ended before binding")??;
+        Ok(Self {
+            stop,
+            peers,
+            thread: Some(thread),
+        })
+    }
+
+    /// Connections so far, by the client address the server saw.
+    pub fn peers(&self) -> std::collections::BTreeMap<std::net::IpAddr, u64> {
+        self.peers.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -189,7 +189,19 @@ impl ContainerNetwork for Netlink {
             bridge,
             LinkUnspec::new_with_index(index).up().build(),
         )
-        .await
+        .await?;
+        // The hairpin address (the source a container sees when it reached itself through its
+        // service VIP) lives behind the bridge: the reverse-path check of the kernel's
+        // forwarding must find it there.
+        let hairpin = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::from(hivemind_common::HAIRPIN_IP), 32)
+            .output_interface(index)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        match handle.route().add(hairpin).replace().execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(nl_error("route the hairpin address", bridge, e)),
+        }
     }
 
     async fn attach(

@@ -137,6 +137,22 @@ impl Node {
         // refuse a local backend's restored reply (source: the VIP, routed via hm-vxlan) to the
         // node itself.
         sysctl(&self.ns, "net.ipv4.conf.all.rp_filter=2");
+        // As the daemon does: the hairpin address lives behind the bridge.
+        let hairpin = format!(
+            "{}/32",
+            std::net::Ipv4Addr::from(hivemind_common::HAIRPIN_IP)
+        );
+        ip(&[
+            "-n",
+            &self.ns.name,
+            "route",
+            "replace",
+            &hairpin,
+            "dev",
+            "hm0",
+            "scope",
+            "link",
+        ]);
         for c in &self.containers {
             let addr = format!("{}/24", c.ip);
             add_container_veth(&self.ns, &c.ns, &c.host_if, "hm0", MTU, &addr, self.gateway);
