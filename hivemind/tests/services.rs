@@ -285,6 +285,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "80",
         "--port",
         "8080",
+        "--env",
+        "SECOND_PORT=8080",
         "--ready-http",
         "/ready",
         "--health-http",

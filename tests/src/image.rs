@@ -26,9 +26,11 @@ const APPLETS: &[&str] = &[
 /// /greeting ($GREETING), /boots (a line per start, kept in the /data
 /// volume), /memory-limit, /hostname, /ready and /alive (for readiness and
 /// liveness checks; delete them to fail the check) and /cgi-bin/whoami
-/// (the client address as the server saw it, and the hostname). A second
-/// server on :8080 answers /port with `8080`. It logs `serving as
-/// <hostname>` on its standard output.
+/// (the client address as the server saw it, and the hostname). With
+/// `SECOND_PORT` set, a second server on that port answers /port with the
+/// port (a second process: only where asked, so that the container is its
+/// init alone otherwise). It logs `serving as <hostname>` on its standard
+/// output.
 pub const APP_SCRIPT: &str = r#"#!/bin/sh
 echo "$GREETING" > /www/greeting
 if [ -d /data ]; then
@@ -46,9 +48,11 @@ echo ok > /www/alive
 mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR $(hostname)"\n' > /www/cgi-bin/whoami
 chmod +x /www/cgi-bin/whoami
-mkdir -p /www8080
-echo 8080 > /www8080/port
-busybox httpd -p 8080 -h /www8080
+if [ -n "$SECOND_PORT" ]; then
+  mkdir -p /www2
+  echo "$SECOND_PORT" > /www2/port
+  busybox httpd -p "$SECOND_PORT" -h /www2
+fi
 echo "serving as $(hostname)"
 exec busybox httpd -f -p 80 -h /www
 "#;
