@@ -37,7 +37,7 @@ use hivemind_common::{
 
 use crate::{
     lb, metrics,
-    pkt::{self, Headers, Ipv4},
+    pkt::{self, Headers, Ipv4, TCP_FIN, TCP_RST},
 };
 
 /// Masquerade mappings, both directions. Written by the data path; the daemon frees idle ones.
@@ -54,10 +54,6 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 /// Offset of the echo identifier in the ICMP header.
 const ICMP_ID: usize = 4;
-/// Offset of the flags byte in the TCP header.
-const TCP_FLAGS: usize = 13;
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
 /// `bpf_sk_lookup_*`: the network namespace of the packet's device.
 const CURRENT_NETNS: u64 = u64::MAX;
 /// `-EEXIST`, what a `BPF_NOEXIST` insert returns for a key that is there.
@@ -116,7 +112,7 @@ fn flow(ctx: &TcContext, ip: &Ipv4, echo_type: u8) -> Option<Flow> {
         IPPROTO_TCP if ip.l4_avail >= 20 => {
             flow.sport = ip.l4_u16(0);
             flow.dport = ip.l4_u16(2);
-            flow.tcp_flags = ctx.load::<u8>(ip.l4_off + TCP_FLAGS).ok()?;
+            flow.tcp_flags = ip.tcp_flags;
         }
         IPPROTO_UDP if ip.l4_avail >= 8 => {
             flow.sport = ip.l4_u16(0);

@@ -17,6 +17,12 @@ const FIXED_LEN: usize = ETH_HLEN + 20;
 const L4_BYTES: usize = 4;
 /// Fragment offset of the IPv4 flags/offset field.
 const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS: usize = 13;
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
 
 /// An IPv4 header at least 20 bytes long with version 4 and IHL >= 5.
 #[derive(Clone, Copy)]
@@ -37,6 +43,8 @@ pub(crate) struct Ipv4 {
     /// The first bytes of the L4 header as on the wire; only those below `l4_avail` are read,
     /// and only for TCP, UDP and ICMP packets that are not later fragments.
     pub(crate) l4: [u8; L4_BYTES],
+    /// The TCP flags byte (0 for other protocols, later fragments and short headers).
+    pub(crate) tcp_flags: u8,
 }
 
 impl Ipv4 {
@@ -223,6 +231,7 @@ pub(crate) fn parse(ctx: &TcContext) -> Headers {
         complete: len >= l4_off,
         l4_avail: len.saturating_sub(l4_off),
         l4: [0; L4_BYTES],
+        tcp_flags: 0,
     };
     let wants_l4 = matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
         && frag & IP_FRAG_OFFSET_MASK == 0;
@@ -245,5 +254,21 @@ pub(crate) fn parse(ctx: &TcContext) -> Headers {
             }
         }
     }
+    if wants_l4 && proto == IPPROTO_TCP && h.l4_avail > TCP_FLAGS {
+        h.tcp_flags = tcp_flags(ctx, l4_off);
+    }
     Headers::Ipv4(h)
+}
+
+/// The flags byte of the TCP header at `l4_off` (0 if it cannot be read). A BPF subprogram,
+/// not inlined: inlined into `parse` at its several call sites of one program, the toolchain
+/// emitted two BTF line records for one instruction and the kernel refused
+/// `hm_overlay_egress` ("Invalid line_info[46].insn_off:130 (prev_offset:130)").
+#[inline(never)]
+fn tcp_flags(ctx: &TcContext, l4_off: usize) -> u8 {
+    linearize(ctx, l4_off + TCP_FLAGS + 1);
+    match linear_at(ctx, l4_off + TCP_FLAGS, 1) {
+        Some(flags) => load!(u8, flags),
+        None => 0,
+    }
 }

@@ -38,7 +38,10 @@ use hivemind_common::{
     endpoint_flags, identity, mark, reason,
 };
 
-use crate::{conntrack, flows, lb, pkt::Headers};
+use crate::{
+    conntrack, flows, lb,
+    pkt::{self, Headers},
+};
 
 /// IPv4 prefix -> identity of every container of the cluster and of the node. Written by the
 /// daemon.
@@ -70,6 +73,8 @@ pub(crate) struct Tuple {
     proto: u8,
     /// ICMP destination unreachable / fragmentation needed.
     frag_needed: bool,
+    /// TCP flags (0 for other protocols).
+    tcp_flags: u8,
 }
 
 /// What `parse` found.
@@ -98,6 +103,7 @@ pub(crate) fn parse(headers: &Headers) -> Parsed {
         dport: 0,
         proto: ip.proto,
         frag_needed: false,
+        tcp_flags: 0,
     };
     if ip.frag & IP_FRAG_OFFSET_MASK != 0 {
         return Parsed::Ipv4(tuple);
@@ -108,6 +114,7 @@ pub(crate) fn parse(headers: &Headers) -> Parsed {
                 tuple.sport = ip.l4_u16(0);
                 tuple.dport = ip.l4_u16(2);
             }
+            tuple.tcp_flags = ip.tcp_flags;
         }
         IPPROTO_ICMP => {
             if ip.l4_avail >= 2 {
@@ -251,6 +258,16 @@ fn check(
     if !allowed {
         flows::denied(&flow, reason::DROP_POLICY);
         return Err(reason::DROP_POLICY);
+    }
+    // A TCP packet in the middle of a connection the endpoint's state does not know (the daemon
+    // flushed it when a policy changed): a direction that enforces nothing lets it pass but
+    // must not record the connection, or its reply entry would let the other, enforced,
+    // direction pass without a new check.
+    if !enforced
+        && t.proto == IPPROTO_TCP
+        && t.tcp_flags & (pkt::TCP_SYN | pkt::TCP_ACK) != pkt::TCP_SYN
+    {
+        return Ok(());
     }
     let forward = CtValue {
         backend_id: 0,

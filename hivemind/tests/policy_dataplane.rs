@@ -251,5 +251,92 @@ fn policy_scenario(prefix: &str, host_routing: bool) {
         "{events:#?}"
     );
 
+    // A tightened policy cuts a connection it no longer allows, within 5 s: the client, free
+    // again, holds a connection to b1:9000 that b1's rules allow, then b1 allows a1 only.
+    dp_a.set_endpoint_policy(client.endpoint_id, &EndpointRules::default())
+        .expect("client policy gone");
+    dp_b.set_endpoint_policy(
+        b1.endpoint_id,
+        &ingress(&[allow(PeerMatch::Identity(ID_CLIENT), 9000, 9000)]),
+    )
+    .expect("b1 allows the client");
+    let cut_after = long_lived_connection_cut(&client.ns, &b1.ns, b1.ip, || {
+        dp_b.set_endpoint_policy(
+            b1.endpoint_id,
+            &ingress(&[allow(PeerMatch::Identity(ID_A1), 9000, 9000)]),
+        )
+        .expect("b1 allows a1 only");
+    });
+    eprintln!("connection cut {cut_after:?} after the policy changed");
+    assert!(cut_after < Duration::from_secs(5), "{cut_after:?}");
+
     drop(servers);
+}
+
+/// Opens a connection from `client` to an echo server on `server_ip`:9000 in `server`, checks
+/// it echoes, runs `change`, then exchanges a byte every 100 ms until one goes unanswered (1 s
+/// timeout); returns how long after `change` that was. Fails if it still works after 10 s.
+fn long_lived_connection_cut(
+    client: &NetNs,
+    server: &NetNs,
+    server_ip: Ipv4Addr,
+    change: impl FnOnce(),
+) -> Duration {
+    use std::io::Write as _;
+    use std::sync::mpsc;
+    use std::time::Instant;
+    let (listening_tx, listening_rx) = mpsc::channel();
+    let server_path = server.path();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&server_path).expect("server netns");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = std::net::TcpListener::bind("0.0.0.0:9000").expect("bind 9000");
+        listening_tx.send(()).expect("listening");
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        while conn.read_exact(&mut byte).is_ok() && conn.write_all(&byte).is_ok() {}
+    });
+    listening_rx.recv().expect("server up");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (changed_tx, changed_rx) = mpsc::channel::<Instant>();
+    let client_path = client.path();
+    let exchanges = std::thread::spawn(move || -> Result<Duration, String> {
+        let file = std::fs::File::open(&client_path).map_err(|e| e.to_string())?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let target = SocketAddr::V4(SocketAddrV4::new(server_ip, 9000));
+        let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(3))
+            .map_err(|e| format!("connect: {e}"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        let mut exchange = |i: u8| -> bool {
+            let mut back = [0u8; 1];
+            conn.write_all(&[i]).is_ok() && conn.read_exact(&mut back).is_ok() && back[0] == i
+        };
+        for i in 0..5 {
+            if !exchange(i) {
+                return Err(format!("exchange {i} before the change failed"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ready_tx.send(()).map_err(|e| e.to_string())?;
+        let changed = changed_rx.recv().map_err(|e| e.to_string())?;
+        let mut i = 5u8;
+        while changed.elapsed() < Duration::from_secs(10) {
+            if !exchange(i) {
+                return Ok(changed.elapsed());
+            }
+            i = i.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("the connection still works 10 s after the change".to_string())
+    });
+    ready_rx.recv().expect("connection established");
+    change();
+    changed_tx.send(Instant::now()).expect("changed");
+    exchanges
+        .join()
+        .expect("client thread")
+        .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -19,10 +19,10 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use hivemind_common::{
-    DIR_FROM_CONTAINER, DIR_TO_CONTAINER, EndpointInfo, FlowRecord, IpcacheValue, MAP_ENDPOINTS,
-    MAP_FLOWS, MAP_FLOWS_LOST, MAP_IPCACHE, MAP_POLICY, MAP_POLICY_CIDR, MAX_PORT_RANGES,
-    POLICY_CIDR_FIXED_BITS, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange, endpoint_flags,
-    identity, reason, verdict,
+    CtKey, DIR_FROM_CONTAINER, DIR_TO_CONTAINER, EndpointInfo, FlowRecord, IpcacheValue, MAP_CT,
+    MAP_ENDPOINTS, MAP_FLOWS, MAP_FLOWS_LOST, MAP_IPCACHE, MAP_POLICY, MAP_POLICY_CIDR,
+    MAX_PORT_RANGES, POLICY_CIDR_FIXED_BITS, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange,
+    ct_scope, endpoint_flags, identity, reason, verdict,
 };
 use serde::Serialize;
 
@@ -105,6 +105,8 @@ pub(super) struct PolicyMaps {
     flows: RingBuf<MapData>,
     flows_lost: PerCpuArray<MapData, u64>,
     written: StdHashMap<u32, Written>,
+    /// The rules each endpoint last got, to tell which direction a new set changes.
+    rules_of: StdHashMap<u32, EndpointRules>,
     /// Enforcement flags per endpoint id (applied again by `attach_endpoint`).
     pub(super) flags: StdHashMap<u32, u32>,
 }
@@ -125,6 +127,7 @@ impl PolicyMaps {
             flows_lost: PerCpuArray::try_from(take(MAP_FLOWS_LOST)?)
                 .map_err(DataplaneError::map(MAP_FLOWS_LOST, "opening"))?,
             written: StdHashMap::new(),
+            rules_of: StdHashMap::new(),
             flags: StdHashMap::new(),
         })
     }
@@ -390,7 +393,61 @@ impl Dataplane {
                 cidr: cidr_entries.into_keys().collect(),
             },
         );
+        // Connections the old rules let in keep going only if the new ones allow them too: the
+        // state of each changed direction is forgotten, so the next packet is checked again.
+        let old = self
+            .policy
+            .rules_of
+            .insert(endpoint_id, rules.clone())
+            .unwrap_or_default();
+        let mut scopes = Vec::new();
+        if old.ingress != rules.ingress {
+            scopes.push(ct_scope::INGRESS);
+        }
+        if old.egress != rules.egress {
+            scopes.push(ct_scope::EGRESS);
+        }
+        if !scopes.is_empty() {
+            let forgotten = self.forget_flows(endpoint_id, &scopes)?;
+            tracing::debug!(
+                endpoint_id,
+                forgotten,
+                "policy changed: flows checked again"
+            );
+        }
         Ok(())
+    }
+
+    /// Removes the policy conntrack entries of `scopes` that involve an address of
+    /// `endpoint_id`; returns how many went.
+    fn forget_flows(&mut self, endpoint_id: u32, scopes: &[u8]) -> Result<usize, DataplaneError> {
+        let addresses: Vec<u32> = self
+            .links
+            .values()
+            .filter(|l| l.endpoint_id == endpoint_id)
+            .map(|l| u32::from_ne_bytes(l.ip.octets()))
+            .collect();
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        let ct = &mut self.services.ct;
+        let stale: Vec<CtKey> = ct
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                scopes.contains(&k.scope)
+                    && (addresses.contains(&k.saddr) || addresses.contains(&k.daddr))
+            })
+            .collect();
+        let mut removed = 0;
+        for key in &stale {
+            match ct.remove(key) {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(DataplaneError::map(MAP_CT, "removing")(e)),
+            }
+        }
+        Ok(removed)
     }
 
     /// Takes the flow events the kernel wrote since the last call (non-blocking), plus the
