@@ -38,7 +38,8 @@ fn udp_header(sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
 /// Ethernet + IPv4 + UDP with `payload` bytes, from `src` to `dst`.
 pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: usize) -> Vec<u8> {
     let mut p = DST_MAC.to_vec();
-    p.extend_from_slice(&SRC_MAC);
+    // The MAC a container of that address has: a container's program drops other sources.
+    p.extend_from_slice(&hivemind_common::container_mac(src.octets()));
     p.extend_from_slice(&[0x08, 0x00]);
     p.extend(ipv4_header(src, dst, 17, 8 + payload));
     p.extend(udp_header(sport, dport, payload));
@@ -56,7 +57,7 @@ pub fn tcp_frame(
     payload: usize,
 ) -> Vec<u8> {
     let mut p = DST_MAC.to_vec();
-    p.extend_from_slice(&SRC_MAC);
+    p.extend_from_slice(&hivemind_common::container_mac(src.octets()));
     p.extend_from_slice(&[0x08, 0x00]);
     p.extend(ipv4_header(src, dst, 6, 20 + payload));
     p.extend_from_slice(&sport.to_be_bytes());

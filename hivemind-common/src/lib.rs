@@ -67,6 +67,9 @@ pub const MAP_FLOWS_LOST: &str = "HM_FLOWS_LOST";
 pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
 /// Name of the hash map of egress NAT (masquerade) mappings, [`NatKey`] -> [`NatValue`].
 pub const MAP_NAT: &str = "HM_NAT";
+/// Name of the hash map from a local backend's [`PublishedKey`] to the port it is published on
+/// (`u16`, host byte order).
+pub const MAP_PUBLISHED: &str = "HM_PUBLISHED";
 /// Name of the LPM trie of destinations never masqueraded (key as `MAP_TUNNELS`, value `u8`).
 pub const MAP_NO_MASQ: &str = "HM_NO_MASQ";
 
@@ -115,6 +118,8 @@ pub const FLOWS_RING_BYTES: u32 = 256 * 1024;
 pub const MAX_FLOW_DROPS: u32 = 8192;
 /// Capacity of `HM_NAT`: two entries per mapping (out and in), so half as many mappings.
 pub const MAX_NAT_ENTRIES: u32 = 262_144;
+/// Capacity of `HM_PUBLISHED`.
+pub const MAX_PUBLISHED: u32 = 65536;
 /// Capacity of `HM_NO_MASQ`.
 pub const MAX_NO_MASQ: u32 = 256;
 /// Candidate ports the egress NAT tries for a new mapping (the original one first).
@@ -631,7 +636,22 @@ pub mod node_flags {
     /// Egress NAT: packets from local containers to destinations outside `HM_NO_MASQ` leave
     /// the underlay interface from `NodeConfig::node_ip`.
     pub const MASQUERADE: u32 = 2;
+    /// Some app publishes a port: the underlay's ingress translates packets to
+    /// `NodeConfig::node_ip` on a published port, and the overlay's ingress remembers where
+    /// backends answer clients that came through another node (`HM_PUBLISHED`).
+    pub const PUBLISHED: u32 = 4;
 }
+
+/// Key of `HM_PUBLISHED`: a backend address and port (network byte order) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublishedKey {
+    pub ip: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PublishedKey>() == 8);
 
 /// Key of `HM_NAT`. Out entries (`dir` 0) are the container's side `{container, remote,
 /// container port, remote port}`; in entries (`dir` 1) the wire's reply side `{remote, node,
@@ -803,8 +823,8 @@ pub mod reason {
 mod user {
     use super::{
         Backend, CtKey, CtValue, EndpointInfo, FlowRecord, IpcacheValue, MetricsKey, MetricsValue,
-        NatKey, NatValue, NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange, ServiceKey,
-        ServiceValue, SockRevKey, SockRevValue, TunnelInfo,
+        NatKey, NatValue, NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange,
+        PublishedKey, ServiceKey, ServiceValue, SockRevKey, SockRevValue, TunnelInfo,
     };
 
     // SAFETY (the seven below): #[repr(C)], integer fields (or arrays of such structs) with
@@ -859,6 +879,8 @@ mod user {
     unsafe impl aya::Pod for NatKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NatValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PublishedKey {}
 }
 
 #[cfg(test)]

@@ -86,8 +86,9 @@ pub(crate) enum Nat {
     Untouched,
     /// Destination NAT to this backend address and port (network order).
     Destination(u32, u16),
-    /// Reverse NAT of a reply: the source is the VIP:port again.
-    Source,
+    /// Reverse NAT of a reply: the source is the VIP:port (or a node's address and published
+    /// port, network order) again.
+    Source(u32),
 }
 
 /// What `node_egress` decided for a node-originated packet to a service.
@@ -146,10 +147,9 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
             None => Nat::Untouched,
         });
     }
-    Ok(if reverse_flow(ctx, &flow, endpoint)? {
-        Nat::Source
-    } else {
-        Nat::Untouched
+    Ok(match reverse_flow(ctx, &flow, endpoint)? {
+        Some(source) => Nat::Source(source),
+        None => Nat::Untouched,
     })
 }
 
@@ -159,9 +159,38 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<bool, u8> {
     match parse(headers) {
-        Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint),
+        Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint).map(|r| r.is_some()),
         // Nothing to restore in what cannot be parsed: the forward path decides about it.
         _ => Ok(false),
+    }
+}
+
+/// Underlay TC ingress: DNAT of a packet to the node's address on a published port (the
+/// frontend `{node address, port}`), as `translate` does for a VIP. `Ok(false)`: no such
+/// frontend, the packet is the node's own.
+#[inline(always)]
+pub(crate) fn translate_published(ctx: &TcContext, headers: &Headers) -> Result<bool, u8> {
+    let Some(flow) = parse(headers)? else {
+        return Ok(false);
+    };
+    Ok(translate(ctx, &flow, 0)?.is_some())
+}
+
+/// On the node of a local backend that a client reached through the published port
+/// `published` (network order) of node `node` (network order): the reply entry that gives the
+/// backend's replies that node's address and port as their source.
+#[inline(always)]
+pub(crate) fn remember_published_reply(ip: &crate::pkt::Ipv4, node: u32, published: u16) {
+    let key = CtKey::new(ip.daddr, ip.saddr, ip.l4_u16(2), ip.l4_u16(0), ip.proto);
+    let value = CtValue {
+        backend_id: 0,
+        rev_vip: node,
+        rev_port: published,
+        flags: ct_flags::SERVICE | ct_flags::REPLY,
+        _pad: 0,
+    };
+    if conntrack::lookup(&key) != Some(value) {
+        let _ = conntrack::insert(&key, &value);
     }
 }
 
@@ -325,15 +354,15 @@ fn backend(id: u32) -> Option<Backend> {
     HM_BACKENDS.get_ptr(id).map(|b| unsafe { *b })
 }
 
-/// Restores the source of a reply of a translated connection to the VIP:port; `Ok(true)` if
-/// it did.
+/// Restores the source of a reply of a translated connection to the VIP:port (or a node's
+/// address and published port); the address it restored, if it did.
 #[inline(always)]
-fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<bool, u8> {
+fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u32>, u8> {
     let Some(ct) = conntrack::lookup(&flow.ct_key()) else {
-        return Ok(false);
+        return Ok(None);
     };
     if ct.flags & ct_flags::REPLY == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     rewrite(
         ctx,
@@ -360,7 +389,7 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<bool, u8>
         reason::SERVICE_REVERSE_TRANSLATED,
         u64::from(ctx.len()),
     );
-    Ok(true)
+    Ok(Some(ct.rev_vip))
 }
 
 /// Rewrites one address (at `addr_off`) and one port (at `port_off`), `(old, new)` pairs in

@@ -12,6 +12,7 @@ mod metrics;
 mod nat;
 mod pkt;
 mod policy;
+mod publish;
 mod routing;
 mod sock;
 mod tunnel;
@@ -54,13 +55,17 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     let info = metrics::endpoint(ctx);
     let endpoint = info.endpoint_id;
     let mut headers = pkt::parse(ctx);
+    let mut to_outside = false;
     let verdict = if let Err(why) = guard(ctx, &headers, &info, direction) {
         Err(why)
     } else if direction == DIR_FROM_CONTAINER {
-        from_container(ctx, &headers, &info).map(|rewritten| {
-            if rewritten {
+        from_container(ctx, &headers, &info).map(|nat| {
+            if nat != lb::Nat::Untouched {
                 headers = pkt::parse(ctx);
             }
+            // The reply of a published port leaves from a node address: not the kernel's to
+            // forward (its source is local, or another node's), so it is routed out here.
+            to_outside = matches!(nat, lb::Nat::Source(source) if !lb::in_service_cidr(source));
         })
     } else {
         policy::ingress(&info, policy::parse(&headers), policy::marked_identity(ctx))
@@ -70,6 +75,9 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     match verdict {
         Ok(()) => {
             metrics::count(endpoint, direction, reason::FORWARDED, bytes);
+            if to_outside {
+                return Ok(routing::to_outside(ctx, &headers));
+            }
             if direction == DIR_FROM_CONTAINER {
                 return Ok(routing::from_container(ctx, &headers, &info));
             }
@@ -114,28 +122,28 @@ fn guard(
 }
 
 /// Policy applies to the backend: after DNAT for packets to the service CIDR, before the
-/// reverse NAT (which only touches replies) otherwise. `Ok(true)` if the load balancer
-/// rewrote the packet.
+/// reverse NAT (which only touches replies) otherwise. What the load balancer did.
 #[inline(always)]
 fn from_container(
     ctx: &TcContext,
     headers: &pkt::Headers,
     info: &hivemind_common::EndpointInfo,
-) -> Result<bool, u8> {
+) -> Result<lb::Nat, u8> {
     let before = policy::parse(headers);
     match before {
         policy::Parsed::Ipv4(t) if lb::in_service_cidr(t.daddr) => {
             // The tuple the packet carries now: the backend's if it was translated.
-            let (after, rewritten) = match lb::from_container(ctx, headers, info.endpoint_id)? {
-                lb::Nat::Destination(daddr, dport) => (t.with_destination(daddr, dport), true),
-                _ => (t, false),
+            let nat = lb::from_container(ctx, headers, info.endpoint_id)?;
+            let after = match nat {
+                lb::Nat::Destination(daddr, dport) => t.with_destination(daddr, dport),
+                _ => t,
             };
             policy::egress(info, policy::Parsed::Ipv4(after), Some(t))?;
-            Ok(rewritten)
+            Ok(nat)
         }
         _ => {
             policy::egress(info, before, None)?;
-            Ok(lb::from_container(ctx, headers, info.endpoint_id)? != lb::Nat::Untouched)
+            lb::from_container(ctx, headers, info.endpoint_id)
         }
     }
 }

@@ -36,7 +36,7 @@ use hivemind_common::{
 };
 
 use crate::{
-    lb, metrics,
+    lb, metrics, publish,
     pkt::{self, Headers, Ipv4, TCP_FIN, TCP_RST},
 };
 
@@ -305,14 +305,18 @@ fn host_socket(ctx: &TcContext, flow: &Flow, node_ip: u32, port: u16) -> bool {
     true
 }
 
-/// TC ingress of the underlay interface, for what is not overlay traffic: the reverse
-/// translation of replies to masqueraded flows. Always passes the packet.
+/// TC ingress of the underlay interface, for what is not overlay traffic: published ports
+/// (`publish`), then the reverse translation of replies to masqueraded flows.
 #[inline(always)]
 pub(crate) fn ingress(ctx: &TcContext) -> i32 {
+    let headers = pkt::parse(ctx);
+    if let Some(verdict) = publish::ingress(ctx, &headers) {
+        return verdict;
+    }
     let Some(config) = enabled() else {
         return TC_ACT_OK;
     };
-    let Headers::Ipv4(ip) = pkt::parse(ctx) else {
+    let Headers::Ipv4(ip) = headers else {
         return TC_ACT_OK;
     };
     if ip.daddr != config.node_ip {

@@ -28,8 +28,11 @@
 //! of the bridge, TTL decremented with the IPv4 checksum updated.
 
 use aya_ebpf::{
-    bindings::{BPF_F_ZERO_CSUM_TX, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    bindings::{
+        BPF_F_ZERO_CSUM_TX, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
+        TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::map,
     maps::HashMap,
     programs::TcContext,
@@ -51,6 +54,7 @@ use crate::{
 static HM_LXC: HashMap<u32, u32> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
 
 const IP_TTL_OFF: usize = ETH_HLEN + 8;
+const AF_INET: u8 = 2;
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 
 /// The node configuration, if host routing is on.
@@ -117,10 +121,22 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &Endpoi
 }
 
 /// TC ingress of `hm-vxlan`, after its checks passed: delivers to a local container, else
-/// `TC_ACT_OK` (the kernel routes the packet).
+/// `TC_ACT_OK` (the kernel routes the packet). `always`: deliver even with host routing off
+/// (a published port's client from outside the cluster, whose source the kernel's loose
+/// reverse-path check refuses on `hm-vxlan`, an interface without an address).
 #[inline(always)]
-pub(crate) fn from_overlay(ctx: &TcContext, headers: &Headers, source_identity: u32) -> i32 {
-    let Some(config) = enabled() else {
+pub(crate) fn from_overlay(
+    ctx: &TcContext,
+    headers: &Headers,
+    source_identity: u32,
+    always: bool,
+) -> i32 {
+    let config = if always {
+        lb::node_config()
+    } else {
+        enabled()
+    };
+    let Some(config) = config else {
         return TC_ACT_OK;
     };
     let Headers::Ipv4(ip) = headers else {
@@ -171,6 +187,68 @@ fn deliver(
     metrics::count(info.endpoint_id, DIR_TO_CONTAINER, reason::FORWARDED, bytes);
     // SAFETY: a plain helper call (flags must be 0).
     unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
+}
+
+/// A packet for outside the cluster whose source is a node's address (the reply of a published
+/// port): the kernel would drop it as a martian (a local source arriving from a container), so
+/// it is routed here, by the kernel's FIB (`bpf_fib_lookup`): MACs and TTL written and
+/// `bpf_redirect` to the outgoing interface, or `bpf_redirect_neigh` when the next hop's MAC
+/// is not known yet. Anything the FIB does not forward goes to the kernel (`TC_ACT_OK`).
+#[inline(always)]
+pub(crate) fn to_outside(ctx: &TcContext, headers: &Headers) -> i32 {
+    let Headers::Ipv4(ip) = headers else {
+        return TC_ACT_OK;
+    };
+    let Some(l2) = pkt::l2_fields(ctx) else {
+        return TC_ACT_OK;
+    };
+    if l2.ttl() <= 1 {
+        return TC_ACT_OK;
+    }
+    // SAFETY: plain C data; all zeroes is a valid (empty) request.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = ip.proto;
+    fib.__bindgen_anon_1.tot_len = (ctx.len() as usize).saturating_sub(ETH_HLEN) as u16;
+    // SAFETY: a verifier-checked read of the program's context.
+    fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    fib.__bindgen_anon_3.ipv4_src = ip.saddr;
+    fib.__bindgen_anon_4.ipv4_dst = ip.daddr;
+    // SAFETY: the program's context and a stack struct of the size passed.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    match ret as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            if route(ctx, &l2, fib.dmac, fib.smac).is_err() {
+                return TC_ACT_SHOT;
+            }
+            // SAFETY: a plain helper call (flags 0: the device's egress).
+            unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            // SAFETY: plain C data, then the next hop the lookup found.
+            let mut neigh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+            neigh.nh_family = u32::from(AF_INET);
+            // SAFETY: the IPv4 members of both unions, as filled in above and by the lookup.
+            unsafe { neigh.__bindgen_anon_1.ipv4_nh = fib.__bindgen_anon_4.ipv4_dst };
+            // SAFETY: a stack struct of the size passed.
+            unsafe {
+                bpf_redirect_neigh(
+                    fib.ifindex,
+                    &mut neigh,
+                    core::mem::size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                ) as i32
+            }
+        }
+        _ => TC_ACT_OK,
+    }
 }
 
 /// A frame larger than the tunnel takes that is not GSO (GSO segments are cut to size).

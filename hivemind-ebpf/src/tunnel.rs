@@ -37,7 +37,7 @@ use hivemind_common::{
 use crate::{
     lb, metrics,
     pkt::{self, Headers},
-    policy, routing,
+    policy, publish, routing,
 };
 
 /// Remote node container subnet (LPM, network byte order) -> underlay IP and VNI. Written by
@@ -189,6 +189,8 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     if lb::reverse(ctx, &headers, 0).map_err(|why| drop(node, why))? {
         headers = pkt::parse(ctx);
     }
+    // A client that came in through another node's published port.
+    let published = publish::learn(&headers, node.to_be());
     metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
-    Ok(routing::from_overlay(ctx, &headers, source_identity))
+    Ok(routing::from_overlay(ctx, &headers, source_identity, published))
 }

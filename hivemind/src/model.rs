@@ -144,6 +144,46 @@ pub struct AppSpec {
     /// Variables set from secrets: variable -> secret name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// Ports published on every node's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishedPort>,
+}
+
+/// A port published on every node: `<any node address>:published` reaches the app's service
+/// port `target`, balanced over the ready backends of every node. The backend sees the
+/// client's own address and answers it directly from its node (direct server return).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+pub struct PublishedPort {
+    /// The port on every node, 1 to 65535, not one the node itself uses (53, 4789, 7946).
+    pub published: u16,
+    /// The app's port it reaches: one of its `ports` (80 when it lists none).
+    pub target: u16,
+}
+
+/// Ports a node itself answers on, which no app may publish: DNS, VXLAN, gossip.
+pub const RESERVED_PORTS: [u16; 3] = [53, hivemind_common::VXLAN_PORT, 7946];
+
+impl std::str::FromStr for PublishedPort {
+    type Err = String;
+
+    /// `PUBLISHED:TARGET`, e.g. `8080:80`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (published, target) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not PUBLISHED:TARGET, like 8080:80"))?;
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{p:?} is not a port from 1 to 65535"))
+        };
+        Ok(Self {
+            published: port(published)?,
+            target: port(target)?,
+        })
+    }
 }
 
 /// How replicas are placed over nodes.
@@ -217,6 +257,7 @@ impl AppSpec {
                 ));
             }
         }
+        self.validate_publish()?;
         if self.labels.get("app") != Some(&self.name) {
             return Err(ValidationError::new(
                 "labels",
@@ -240,6 +281,58 @@ impl AppSpec {
         for (key, value) in &self.constraints {
             validate_label(key, value)
                 .map_err(|e| ValidationError::new("constraints", e.message))?;
+        }
+        Ok(())
+    }
+
+    fn validate_publish(&self) -> Result<(), ValidationError> {
+        let ports: &[u16] = if self.ports.is_empty() {
+            &[crate::services::DEFAULT_PORT]
+        } else {
+            &self.ports
+        };
+        for (index, p) in self.publish.iter().enumerate() {
+            let field = format!("publish[{index}]");
+            if p.published == 0 || p.target == 0 {
+                return Err(ValidationError::new(
+                    field,
+                    "ports must be between 1 and 65535",
+                ));
+            }
+            if RESERVED_PORTS.contains(&p.published) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "port {} is the node's own (DNS 53, VXLAN {}, gossip 7946)",
+                        p.published,
+                        hivemind_common::VXLAN_PORT
+                    ),
+                ));
+            }
+            if !ports.contains(&p.target) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "{} is not a port of the app ({ports:?}); add it with --port",
+                        p.target
+                    ),
+                ));
+            }
+            if self.publish[..index]
+                .iter()
+                .any(|q| q.published == p.published)
+            {
+                return Err(ValidationError::new(
+                    field,
+                    format!("port {} is published twice", p.published),
+                ));
+            }
+            if self.publish[..index].iter().any(|q| q.target == p.target) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("port {} of the app is published twice", p.target),
+                ));
+            }
         }
         Ok(())
     }
@@ -557,6 +650,46 @@ pub fn parse_secret(text: &str) -> Result<SecretMount, ValidationError> {
 mod tests {
     use super::*;
     use crate::contract::{DeployRequest, ResourcesRequest, VolumeMountRequest};
+
+    #[test]
+    fn published_ports_parse_and_are_checked() {
+        let p: PublishedPort = "8080:80".parse().unwrap();
+        assert_eq!(
+            p,
+            PublishedPort {
+                published: 8080,
+                target: 80
+            }
+        );
+        for bad in ["8080", "0:80", "8080:0", "x:80", "8080:70000", ":"] {
+            assert!(bad.parse::<PublishedPort>().is_err(), "{bad}");
+        }
+        let field = |r: &DeployRequest| r.validate().unwrap_err().field;
+        let mut r = request();
+        r.publish = vec![p];
+        assert_eq!(r.validate().unwrap().publish, vec![p]);
+        // The target must be one of the app's ports (80 when it lists none).
+        r.ports = vec![8000];
+        assert_eq!(field(&r), "publish[0]");
+        r.ports = vec![80, 8000];
+        r.publish.push(PublishedPort {
+            published: 8080,
+            target: 8000,
+        });
+        assert_eq!(field(&r), "publish[1]", "a port published twice");
+        r.publish[1].published = 7946;
+        assert_eq!(field(&r), "publish[1]", "the node's gossip port");
+        r.publish[1] = PublishedPort {
+            published: 9000,
+            target: 80,
+        };
+        assert_eq!(field(&r), "publish[1]", "a target published twice");
+        r.publish.truncate(1);
+        r.publish_mode = Some("snat".into());
+        assert_eq!(field(&r), "publish_mode");
+        r.publish_mode = Some("dsr".into());
+        assert!(r.validate().is_ok());
+    }
 
     #[test]
     fn secrets_need_names_own_paths_and_no_clash_with_env() {

@@ -789,6 +789,9 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
         .chain(options.no_masquerade.iter().copied())
         .collect();
     dataplane
+        .set_node_address(advertise)
+        .context("set the node address")?;
+    dataplane
         .set_masquerade(options.masquerade.then_some(advertise), &exclude)
         .context("configure egress NAT")?;
     if options.socket_lb

@@ -1881,4 +1881,28 @@ fn spoofing_hairpin_and_masquerade_under_test_run() {
     assert_eq!(dp.collect_nat(later).expect("gc"), 8);
     assert!(dp.nat_mappings().expect("mappings").is_empty());
     assert_eq!(dp.nat_usage().0, 0);
+
+    // A published port: the node's address on 8080 reaches A's port 80 (the client's address
+    // kept), and A's reply leaves from the node's address and port. Off until switched on.
+    let to_node = syn(OUTSIDE, 5555, NODE, 8080);
+    assert_eq!(
+        test_run_out(nat_in, &to_node).expect("run"),
+        (TC_ACT_OK, to_node.clone())
+    );
+    dp.set_node_address(NODE).expect("node address");
+    dp.set_service(NODE, 8080, TCP, &[backend(1, 2, 80, 1)])
+        .expect("published frontend");
+    dp.set_published(true, &[((POD_A, 80, TCP), 8080)].into())
+        .expect("published");
+    let (ret, out) = test_run_out(nat_in, &to_node).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (OUTSIDE, 5555, POD_A, 80));
+    let (_, out) = test_run_out_ctx(from, &tcp_frame(POD_A, 80, OUTSIDE, 5555, SYN | ACK), if_a);
+    assert_eq!(checked_tuple(&out), (NODE, 8080, OUTSIDE, 5555));
+    // Other ports of the node are its own.
+    let api = syn(OUTSIDE, 5555, NODE, 3000);
+    assert_eq!(
+        test_run_out(nat_in, &api).expect("run"),
+        (TC_ACT_OK, api.clone())
+    );
 }

@@ -127,6 +127,36 @@ fn hairpin(testbed: &Testbed, ready: &[Value], vip: &str) -> Result<()> {
     Ok(())
 }
 
+/// `18081` is published on every node: a client outside the cluster (the testbed's bridge
+/// namespace) reaches the app through any node's address, gets answers from backends on every
+/// node, and each backend saw the client's own address (direct server return).
+fn published_port(testbed: &Testbed) -> Result<()> {
+    let client = hivemind_tests::testbed::BRIDGE_IP.to_string();
+    let mut hosts = std::collections::BTreeSet::new();
+    for index in 1..=3 {
+        let url = format!("http://{}:18081/cgi-bin/whoami", testbed.node(index).ip());
+        for _ in 0..12 {
+            let (status, body) = hivemind_tests::daemon::http(&testbed.bridge, "GET", &url, None)?;
+            assert_eq!(status, 200, "{url}: {body}");
+            let (addr, host) = body
+                .trim()
+                .split_once(' ')
+                .with_context(|| format!("answer {body:?}"))?;
+            let addr = addr.trim_start_matches("[::ffff:").trim_end_matches(']');
+            assert_eq!(addr, client, "the backend sees the client's own address");
+            hosts.insert(host.trim().to_string());
+        }
+    }
+    assert_eq!(hosts.len(), 3, "backends on every node answered: {hosts:?}");
+    let app = testbed.node(2).daemon.get("/api/apps/web")?;
+    assert_eq!(
+        app["publish"],
+        serde_json::json!([{ "published": 18081, "target": 80 }]),
+        "{app}"
+    );
+    Ok(())
+}
+
 /// The PID of a container's task, from containerd.
 fn task_pid(testbed: &Testbed, index: usize, container: &str) -> Result<u32> {
     let tasks = ctr(&testbed.node(index).containerd_socket(), &["tasks", "ls"])?;
@@ -287,6 +317,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "8080",
         "--env",
         "SECOND_PORT=8080",
+        "--publish",
+        "18081:80",
         "--ready-http",
         "/ready",
         "--health-http",
@@ -380,6 +412,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     );
 
     hairpin(testbed, &ready, &vip)?;
+    published_port(testbed)?;
     egress_and_spoofing(testbed, &client_id, &client_ip)?;
 
     // Readiness: an unready backend gets no new connections, then returns.

@@ -38,8 +38,13 @@ const BACKEND_PORT: u16 = 8080;
 
 /// `n` TCP connections from `ns` to the VIP:80, each answered: (backend name, peer it saw).
 fn tcp_ask(ns: &NetNs, n: usize) -> Vec<(String, Ipv4Addr)> {
+    tcp_ask_at(ns, SocketAddrV4::new(VIP, HTTP_PORT), n)
+}
+
+/// `n` TCP connections from `ns` to `target`, each answered: (backend name, peer it saw).
+fn tcp_ask_at(ns: &NetNs, target: SocketAddrV4, n: usize) -> Vec<(String, Ipv4Addr)> {
     ns.run(move || {
-        let target = SocketAddr::V4(SocketAddrV4::new(VIP, HTTP_PORT));
+        let target = SocketAddr::V4(target);
         (0..n)
             .map(|i| {
                 let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(3))
@@ -209,6 +214,29 @@ fn service_scenario(prefix: &str, host_routing: bool) {
     assert_eq!(by_backend.len(), 2, "{by_backend:?}");
     assert!(
         answers.iter().all(|(_, peer)| *peer == client.ip),
+        "{answers:?}"
+    );
+
+    // A published port on node a's address, from node b's own namespace (outside a's
+    // containers): both backends answer, local and remote, each seeing b's address, and the
+    // replies come from a's address and port (direct server return from b1's node).
+    const PUBLISHED: u16 = 18081;
+    for (dp, own) in [(&mut dp_a, a.underlay_ip), (&mut dp_b, b.underlay_ip)] {
+        dp.set_node_address(own).expect("node address");
+        dp.set_service(own, PUBLISHED, TCP, &both)
+            .expect("published frontend");
+        let published = both
+            .iter()
+            .map(|b| ((b.ip, b.port, TCP), PUBLISHED))
+            .collect();
+        dp.set_published(true, &published).expect("published");
+    }
+    let answers = tcp_ask_at(&b.ns, SocketAddrV4::new(a.underlay_ip, PUBLISHED), 20);
+    let by_backend = tally(&answers);
+    eprintln!("outside -> node a:{PUBLISHED}: {by_backend:?}");
+    assert_eq!(by_backend.len(), 2, "{by_backend:?}");
+    assert!(
+        answers.iter().all(|(_, peer)| *peer == b.underlay_ip),
         "{answers:?}"
     );
 

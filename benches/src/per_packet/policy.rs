@@ -94,24 +94,24 @@ fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
     );
     let floor = time_repeat_on(pass, &established, ifindex, TC_ACT_OK, cfg)?;
 
-    // The established flow's first packet passes on a rule of its own, which every later
-    // policy leaves out: from then on its packets can only pass on their conntrack entry.
-    dp.set_endpoint_policy(POLICY_ENDPOINT, &cidr_rules(0, Some(ESTABLISHED_PEER)))
-        .context("policy for the established flow's first packet")?;
-    let first = test_run_on(to, &established, ifindex, 1).context("BPF_PROG_TEST_RUN")?;
-    ensure!(
-        first.retval == TC_ACT_OK,
-        "the established flow's first packet was not allowed"
-    );
+    // The established flow passes on a rule of its own in every policy: a changed policy
+    // forgets the endpoint's flows, so each size's first (untimed) packet is checked against
+    // the rules and makes the conntrack entry every timed packet then passes on.
 
-    // HM_POLICY_CIDR holds one entry per /32 rule here: the largest size is what it holds.
-    let largest = SIZES[SIZES.len() - 1].min(MAX_POLICY_CIDR_ENTRIES);
+    // HM_POLICY_CIDR holds one entry per /32 rule here: the largest size is what it holds
+    // beside the established flow's rule.
+    let largest = SIZES[SIZES.len() - 1].min(MAX_POLICY_CIDR_ENTRIES - 1);
     let mut sizes: Vec<u32> = SIZES.iter().map(|&n| n.min(largest)).collect();
     sizes.dedup();
     let (mut allowed, mut denied) = (Vec::new(), Vec::new());
     for &n in &sizes {
-        dp.set_endpoint_policy(POLICY_ENDPOINT, &cidr_rules(n, None))
+        dp.set_endpoint_policy(POLICY_ENDPOINT, &cidr_rules(n, Some(ESTABLISHED_PEER)))
             .with_context(|| format!("loading {n} CIDR rules"))?;
+        let first = test_run_on(to, &established, ifindex, 1).context("BPF_PROG_TEST_RUN")?;
+        ensure!(
+            first.retval == TC_ACT_OK,
+            "the established flow's first packet was not allowed with {n} rules"
+        );
         let before = dp.endpoint_counters(POLICY_ENDPOINT)?;
         let a = time_repeat_on(to, &established, ifindex, TC_ACT_OK, cfg)?;
         let mid = dp.endpoint_counters(POLICY_ENDPOINT)?;

@@ -44,6 +44,7 @@ pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
         secrets: app.spec.secrets.clone(),
         secret_env: app.spec.secret_env.clone(),
         ports: app.spec.ports.clone(),
+        publish: app.spec.publish.clone(),
         labels: app.spec.labels.clone(),
         generation: app.generation,
         created_at: app.created_at,

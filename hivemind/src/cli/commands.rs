@@ -89,6 +89,8 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
             .map_err(usage)?,
         secrets,
         secret_env,
+        publish: args.publish.clone(),
+        publish_mode: args.publish_mode.clone(),
     };
     request.validate().map_err(usage)?;
     Ok(request)

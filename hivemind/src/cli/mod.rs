@@ -450,6 +450,14 @@ pub struct DeployArgs {
     /// Container port, repeatable
     #[arg(long = "port")]
     pub ports: Vec<u16>,
+    /// PUBLISHED:TARGET, repeatable: every node's address answers on PUBLISHED for the app's
+    /// port TARGET (balanced over all ready backends, the client's address kept)
+    #[arg(long = "publish", value_parser = clap::value_parser!(crate::model::PublishedPort))]
+    pub publish: Vec<crate::model::PublishedPort>,
+    /// How published ports answer: dsr (the backend replies directly, with the client's
+    /// address); snat is not built yet
+    #[arg(long)]
+    pub publish_mode: Option<String>,
     /// k=v, repeatable
     #[arg(long = "label")]
     pub labels: Vec<String>,

@@ -204,6 +204,13 @@ pub struct DeployRequest {
     /// at container start; prefer files, which rotate.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// Ports published on every node's address (`--publish 8080:80`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::model::PublishedPort>,
+    /// `dsr` (the default: the backend answers the client directly, with the client's own
+    /// address). `snat` is not built yet and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_mode: Option<String>,
 }
 
 /// Answer of `POST /api/deploy`.
@@ -261,6 +268,9 @@ pub struct AppView {
     /// Variables set from secrets: variable -> secret name.
     pub secret_env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
+    /// Ports published on every node's address.
+    #[serde(default)]
+    pub publish: Vec<crate::model::PublishedPort>,
     pub labels: BTreeMap<String, String>,
     pub generation: u64,
     pub created_at: u64,
@@ -349,7 +359,23 @@ impl DeployRequest {
             constraints: self.constraints.clone(),
             secrets: self.secrets.clone(),
             secret_env: self.secret_env.clone(),
+            publish: self.publish.clone(),
         };
+        match self.publish_mode.as_deref() {
+            None | Some("dsr") => {}
+            Some("snat") => {
+                return Err(ValidationError::new(
+                    "publish_mode",
+                    "snat is not built yet: published ports answer by direct server return (dsr)",
+                ));
+            }
+            Some(other) => {
+                return Err(ValidationError::new(
+                    "publish_mode",
+                    format!("{other:?} is not a publish mode: use dsr"),
+                ));
+            }
+        }
         spec.validate()?;
         Ok(spec)
     }

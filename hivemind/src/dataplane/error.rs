@@ -77,6 +77,8 @@ pub enum DataplaneError {
     },
     #[error("ip protocol {proto} cannot be load-balanced (only tcp 6 and udp 17)")]
     InvalidProtocol { proto: u8 },
+    #[error("map {map} would need more than its {max} entries")]
+    MapFull { map: &'static str, max: u32 },
     #[error("{count} destinations excluded from masquerading, at most {max} are supported")]
     TooManyExclusions { count: usize, max: u32 },
     #[error("service {vip}:{port} lists {count} backends, at most {max} are supported")]

@@ -14,6 +14,7 @@ mod nat;
 mod overlay;
 mod policy;
 mod pressure;
+mod publish;
 mod routing;
 mod services;
 mod socket;
@@ -102,6 +103,8 @@ pub struct Dataplane {
     policy: policy::PolicyMaps,
     /// Egress NAT mappings and exclusions.
     nat: nat::NatMaps,
+    /// Local backends' published ports.
+    publish: publish::PublishMaps,
     ebpf: Ebpf,
 }
 
@@ -158,6 +161,7 @@ impl Dataplane {
         let services = services::ServiceMaps::take(&mut ebpf)?;
         let policy = policy::PolicyMaps::take(&mut ebpf)?;
         let nat = nat::NatMaps::take(&mut ebpf)?;
+        let publish = publish::PublishMaps::take(&mut ebpf)?;
         let mut dataplane = Self {
             links: StdHashMap::new(),
             overlay: None,
@@ -169,6 +173,7 @@ impl Dataplane {
             services,
             policy,
             nat,
+            publish,
             ebpf,
         };
         // The default service CIDR until `set_service_cidr` says otherwise.

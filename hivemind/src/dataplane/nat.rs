@@ -130,10 +130,7 @@ impl Dataplane {
                 config.node_ip = u32::from_ne_bytes(ip.octets());
                 config.flags |= node_flags::MASQUERADE;
             }
-            None => {
-                config.node_ip = 0;
-                config.flags &= !node_flags::MASQUERADE;
-            }
+            None => config.flags &= !node_flags::MASQUERADE,
         }
         self.write_node_config(config)?;
         tracing::debug!(?node_ip, excluded = exclude.len(), "masquerade set");

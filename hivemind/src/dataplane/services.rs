@@ -353,11 +353,12 @@ fn remove_ignoring_absent<K: aya::Pod, V: aya::Pod>(
 }
 
 impl Dataplane {
-    /// Refuses a VIP outside the service CIDR (the programs only look there) and protocols
-    /// other than TCP and UDP.
+    /// Refuses a VIP outside the service CIDR (the programs only look there) other than the
+    /// node's own address (published ports), and protocols other than TCP and UDP.
     fn check_frontend(&self, vip: Ipv4Addr, proto: u8) -> Result<(), DataplaneError> {
         let config = self.node_config()?;
-        if !config.in_service_cidr(u32::from_ne_bytes(vip.octets())) {
+        let vip_n = u32::from_ne_bytes(vip.octets());
+        if !config.in_service_cidr(vip_n) && (config.node_ip == 0 || vip_n != config.node_ip) {
             let mask = u32::from_be_bytes(config.service_mask.to_ne_bytes());
             return Err(DataplaneError::InvalidVip {
                 vip,

@@ -40,6 +40,7 @@ impl Node {
                 // The row's rules, then placement, before anything is written.
                 record.check(&name)?;
                 self.require_secrets(&record.spec)?;
+                self.require_free_published_ports(&record.spec)?;
                 let placement = self.placement_if_owner(&record.spec)?;
                 for volume in &record.spec.volumes {
                     self.ensure_volume(&volume.name).await?;

@@ -62,6 +62,29 @@ impl Node {
 }
 
 impl Node {
+    /// Refuses ports another app publishes already.
+    pub(super) fn require_free_published_ports(
+        &self,
+        spec: &crate::model::AppSpec,
+    ) -> Result<(), NodeError> {
+        for app in self.store.apps()? {
+            if app.spec.name == spec.name {
+                continue;
+            }
+            if let Some(p) = spec
+                .publish
+                .iter()
+                .find(|p| app.spec.publish.iter().any(|q| q.published == p.published))
+            {
+                return Err(NodeError::Conflict(format!(
+                    "port {} is published by app {} already",
+                    p.published, app.spec.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Points the data plane's service table at the ready endpoints of every
     /// service; removes services that are gone.
     pub async fn sync_services(&self) -> Result<(), NodeError> {
@@ -72,6 +95,7 @@ impl Node {
         };
         let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
         let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        let apps: Vec<AppRecord> = self.store.apps()?;
         let mut dataplane = match dataplane.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -80,6 +104,8 @@ impl Node {
         // the set of ids says what the kernel holds), and the backends. Each
         // (endpoint, port) is its own backend.
         let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = BTreeMap::new();
+        // Backend -> the port it is published on.
+        let mut published_backends: BTreeMap<(Ipv4Addr, u16, u8), u16> = BTreeMap::new();
         let mut backends: BTreeMap<(Ipv4Addr, u16, u8), Vec<ServiceBackend>> = BTreeMap::new();
         for service in &services {
             for port in &service.ports {
@@ -97,12 +123,34 @@ impl Node {
                 wanted.insert(key, list.iter().map(|b| b.id).collect());
                 backends.insert(key, list);
             }
+            // Published ports: a frontend on this node's own address with the backends of the
+            // target port.
+            let published = apps
+                .iter()
+                .find(|a| a.spec.name == service.app)
+                .map(|a| a.spec.publish.clone())
+                .unwrap_or_default();
+            if let Some(node_ip) = dataplane.node_address() {
+                for p in published {
+                    let Some(list) = backends.get(&(service.vip, p.target, TCP)).cloned() else {
+                        continue;
+                    };
+                    for b in &list {
+                        published_backends.insert((b.ip, b.port, TCP), p.published);
+                    }
+                    let key = (node_ip, p.published, TCP);
+                    wanted.insert(key, list.iter().map(|b| b.id).collect());
+                    backends.insert(key, list);
+                }
+            }
         }
         let current: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = dataplane
             .services()?
             .into_iter()
             .map(|(vip, port, proto, slots)| ((vip, port, proto), slots.into_iter().collect()))
             .collect();
+        let publishing = apps.iter().any(|a| !a.spec.publish.is_empty());
+        dataplane.set_published(publishing, &published_backends)?;
         diff(&current, wanted).apply(
             &mut *dataplane,
             |dp, (vip, port, proto)| dp.remove_service(vip, port, proto),
