@@ -150,7 +150,10 @@ impl Node {
             .map(|(vip, port, proto, slots)| ((vip, port, proto), slots.into_iter().collect()))
             .collect();
         let publishing = apps.iter().any(|a| !a.spec.publish.is_empty());
-        dataplane.set_published(publishing, &published_backends)?;
+        // A refusal here must not stop the services themselves from syncing.
+        if let Err(e) = dataplane.set_published(publishing, &published_backends) {
+            tracing::warn!(error = %e, "published ports not synced");
+        }
         diff(&current, wanted).apply(
             &mut *dataplane,
             |dp, (vip, port, proto)| dp.remove_service(vip, port, proto),
