@@ -131,6 +131,11 @@ enum Kind {
     HivemindVip(usize),
     /// The same with the socket programs off: every packet translated on its way.
     HivemindVipPerPacket(usize),
+    /// Kernel overlay, node B's own namespace (outside node A's containers) reaching
+    /// container A through node A's address and a kube-proxy iptables NodePort.
+    IptablesPublished,
+    /// The same through Hivemind's published port on node A.
+    HivemindPublished,
 }
 
 impl Kind {
@@ -155,7 +160,15 @@ impl Kind {
                 "Hivemind service VIP, {} services, socket load balancing off",
                 count(n)
             ),
+            Self::IptablesPublished => "kernel overlay + iptables NodePort DNAT".into(),
+            Self::HivemindPublished => "Hivemind published port".into(),
         }
+    }
+
+    /// Whether the client is outside the cluster (node B's namespace) and the server is
+    /// container A, behind node A's published port.
+    fn published(self) -> bool {
+        matches!(self, Self::IptablesPublished | Self::HivemindPublished)
     }
 
     /// Whether the request/response and connection rates are measured: the configurations
@@ -171,6 +184,8 @@ impl Kind {
                 | Self::NftablesVip(_)
                 | Self::HivemindVip(_)
                 | Self::HivemindVipPerPacket(_)
+                | Self::IptablesPublished
+                | Self::HivemindPublished
         )
     }
 
@@ -181,6 +196,7 @@ impl Kind {
             | Self::NftablesVip(n)
             | Self::HivemindVip(n)
             | Self::HivemindVipPerPacket(n) => vip(n.saturating_sub(1)),
+            Self::IptablesPublished | Self::HivemindPublished => topology::NODE_A,
             _ => SERVER,
         }
     }
@@ -336,14 +352,29 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
             hivemind_services(&mut planes[0], n)?;
             planes
         }
+        Kind::IptablesPublished => {
+            topo.kernel_overlay()?;
+            topo.iptables_published()?;
+            Vec::new()
+        }
+        Kind::HivemindPublished => {
+            let mut planes = topo.hivemind(0, UnderlayProgram::Auto, true)?;
+            topology::hivemind_published(&mut planes[0])?;
+            planes
+        }
     };
     let target = kind.target();
-    let server = Server::start(&topo.cb)?;
+    let (client_ns, server_ns) = if kind.published() {
+        (&topo.nb, &topo.ca)
+    } else {
+        (&topo.ca, &topo.cb)
+    };
+    let server = Server::start(server_ns)?;
     let mut f = Figures::default();
     let mut errors = Vec::new();
     let before = tx_stats(&topo.na);
     let host_before = (busy_seconds(), time_squeeze());
-    match iperf(&topo.ca, target, seconds, &[]).and_then(|j| Ok((tcp_gbits(&j)?, j))) {
+    match iperf(client_ns, target, seconds, &[]).and_then(|j| Ok((tcp_gbits(&j)?, j))) {
         Ok((v, json)) => {
             f.tcp1 = Some(v);
             if let (Ok((b0, p0)), Ok((b1, p1))) = (before, tx_stats(&topo.na))
@@ -364,11 +395,12 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
         }
         Err(e) => errors.push(format!("TCP 1 stream: {e:#}")),
     }
-    match iperf(&topo.ca, target, seconds, &["-P", "4"]).and_then(|j| tcp_gbits(&j)) {
+    match iperf(client_ns, target, seconds, &["-P", "4"]).and_then(|j| tcp_gbits(&j)) {
         Ok(v) => f.tcp4 = Some(v),
         Err(e) => errors.push(format!("TCP 4 streams: {e:#}")),
     }
-    match iperf(&topo.ca, target, seconds, &["-u", "-l", "64", "-b", "0"]).and_then(|j| udp_pps(&j))
+    match iperf(client_ns, target, seconds, &["-u", "-l", "64", "-b", "0"])
+        .and_then(|j| udp_pps(&j))
     {
         Ok(v) => f.udp_pps = Some(v),
         Err(e) => errors.push(format!("UDP: {e:#}")),
@@ -376,14 +408,14 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
     if kind.measures_rates() {
         drop(server);
         let port: u16 = PORT.parse()?;
-        let _rr_server = RrServer::start(&topo.cb, port)?;
+        let _rr_server = RrServer::start(server_ns, port)?;
         let to = std::net::SocketAddr::from((target, port));
         let rate_seconds = seconds.min(RATE_SECONDS);
-        match tcp_rr(&topo.ca, to, rate_seconds) {
+        match tcp_rr(client_ns, to, rate_seconds) {
             Ok(v) => f.rr = Some(v),
             Err(e) => errors.push(format!("TCP_RR: {e:#}")),
         }
-        match tcp_crr(&topo.ca, to, rate_seconds) {
+        match tcp_crr(client_ns, to, rate_seconds) {
             Ok(v) => f.crr = Some(v),
             Err(e) => errors.push(format!("TCP_CRR: {e:#}")),
         }
@@ -416,6 +448,8 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.extend(cfg.rules.iter().map(|&n| Kind::HivemindVip(n)));
     let largest = cfg.rules.iter().copied().max().unwrap_or(0);
     kinds.push(Kind::HivemindVipPerPacket(largest));
+    kinds.push(Kind::IptablesPublished);
+    kinds.push(Kind::HivemindPublished);
     // Rounds go over every configuration in turn, so a slow spell of the machine hits all of
     // them alike rather than one configuration's every run.
     let mut measured: Vec<(Kind, Vec<Figures>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
@@ -552,6 +586,13 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
             "socket load balancing",
             Target::None,
         ));
+        rows.extend(row(
+            format!("{what}: Hivemind published port vs iptables NodePort DNAT"),
+            pick(&get(Kind::HivemindPublished)),
+            pick(&get(Kind::IptablesPublished)),
+            "kube-proxy iptables NodePort",
+            Target::None,
+        ));
         for &n in &cfg.rules {
             let hm = get(Kind::HivemindVip(n));
             let big = n == largest && n >= 10_000;
@@ -683,7 +724,15 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
          cgroup programs on the machine's cgroup2 root send container A's connect to a backend \
          once, and its packets cross untranslated; \"socket load balancing off\" = every \
          packet translated by hm_lxc_from_container on container A's veth, replies restored by \
-         hm_overlay_ingress."
+         hm_overlay_ingress. Published ports: the client is node B's own namespace (outside \
+         node A's containers) and connects to node A's underlay address 192.168.77.1:5201; \
+         the server is container A. iptables NodePort = the kernel overlay plus kube-proxy's \
+         iptables NodePort DNAT on node A (PREROUTING -d 192.168.77.1 -> KUBE-NODEPORTS -> \
+         DNAT to container A, TCP and UDP; a local endpoint, so no SNAT), replies restored by \
+         conntrack on the kernel's forwarding path. Hivemind = set_node_address, set_service on \
+         the node address and set_published on node A, as the daemon writes `--publish \
+         5201:5201`: DNAT in hm_tc_underlay, replies restored in hm_lxc_from_container and sent \
+         out by bpf_fib_lookup and bpf_redirect."
             .into(),
     );
     notes.push(

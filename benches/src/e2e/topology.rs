@@ -441,6 +441,51 @@ impl Topology {
     }
 }
 
+/// Node A's underlay address: where the published-port configurations' client (node B's own
+/// namespace, outside node A's containers) connects.
+pub(super) const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+
+impl Topology {
+    /// A NodePort as kube-proxy's iptables mode makes it, for a local endpoint
+    /// (externalTrafficPolicy: Local): on node A, PREROUTING DNAT of NODE_A:5201 (TCP and
+    /// UDP) to container A; conntrack restores the replies' source.
+    pub(super) fn iptables_published(&self) -> Result<()> {
+        let mut text = String::from(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             :POSTROUTING ACCEPT [0:0]\n:KUBE-NODEPORTS - [0:0]\n\
+             -A PREROUTING -d 192.168.77.1/32 -j KUBE-NODEPORTS\n",
+        );
+        for proto in ["tcp", "udp"] {
+            text.push_str(&format!(
+                "-A KUBE-NODEPORTS -p {proto} --dport {PORT} -j DNAT --to-destination \
+                 {CLIENT}:{PORT}\n"
+            ));
+        }
+        text.push_str("COMMIT\n");
+        pipe(&mut self.na.command("iptables-restore"), &text)
+    }
+}
+
+/// Hivemind's published port 5201 on node A's address (TCP and UDP), to container A, as the
+/// daemon writes it for `--publish 5201:5201`.
+pub(super) fn hivemind_published(plane: &mut Dataplane) -> Result<()> {
+    let port: u16 = PORT.parse()?;
+    let backend = ServiceBackend {
+        id: 1,
+        ip: CLIENT,
+        port,
+        weight: 1,
+    };
+    plane.set_node_address(NODE_A)?;
+    let mut published = std::collections::BTreeMap::new();
+    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+        plane.set_service(NODE_A, port, proto, &[backend])?;
+        published.insert((CLIENT, port, proto), port);
+    }
+    plane.set_published(true, &published)?;
+    Ok(())
+}
+
 /// VIP of service `i`: 10.96.0.1 upwards (Hivemind's service CIDR).
 pub(super) fn vip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i as u32)
