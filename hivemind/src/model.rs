@@ -162,6 +162,9 @@ pub struct PublishedPort {
     pub target: u16,
 }
 
+/// Port of a service whose app declares none.
+pub const DEFAULT_PORT: u16 = 80;
+
 /// Ports a node itself answers on, which no app may publish: DNS, VXLAN, gossip.
 pub const RESERVED_PORTS: [u16; 3] = [53, hivemind_common::VXLAN_PORT, 7946];
 
@@ -287,7 +290,7 @@ impl AppSpec {
 
     fn validate_publish(&self) -> Result<(), ValidationError> {
         let ports: &[u16] = if self.ports.is_empty() {
-            &[crate::services::DEFAULT_PORT]
+            &[DEFAULT_PORT]
         } else {
             &self.ports
         };

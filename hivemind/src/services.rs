@@ -10,9 +10,8 @@ use std::net::Ipv4Addr;
 
 use crate::state::{AppRecord, Subnet};
 
+pub use crate::model::DEFAULT_PORT;
 pub use crate::state::{CLUSTER_DOMAIN, ENDPOINTS, EndpointRecord, SERVICES, ServiceRecord};
-/// Port of a service whose app declares none.
-pub const DEFAULT_PORT: u16 = 80;
 
 /// Default service CIDR.
 pub fn default_service_cidr() -> Subnet {

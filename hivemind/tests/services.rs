@@ -411,6 +411,16 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "VIP:8080 answered by the backends' port 8080: {answers:?}"
     );
 
+    // Containers carry no IPv6 (the daemon turns it off at both ends of their veth), so
+    // nothing of theirs is dropped for not being IPv4.
+    let (_, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;
+    assert!(
+        !metrics.lines().any(
+            |l| l.contains("hivemind_container_drops") && l.contains("drop_not_ipv4_container")
+        ),
+        "{metrics}"
+    );
+
     hairpin(testbed, &ready, &vip)?;
     published_port(testbed)?;
     egress_and_spoofing(testbed, &client_id, &client_ip)?;

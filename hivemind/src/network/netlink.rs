@@ -183,6 +183,12 @@ impl ContainerNetwork for Netlink {
         let index = link.header.index;
         let gateway = self.config.subnet.gateway();
         add_address(&handle, index, gateway, self.config.subnet.prefix, bridge).await?;
+        // Containers carry no IPv6: the bridge's own (router solicitations, MLD) would only be
+        // flooded to them and dropped at their veths.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
+            "1",
+        );
         set_link(
             &handle,
             "set bridge up",
@@ -249,6 +255,13 @@ impl ContainerNetwork for Netlink {
             .await?
             .ok_or_else(|| NetworkError::NoLink(host_ifname.to_string()))?;
         let host_ifindex = host.header.index;
+        // No IPv6 on either end: the data plane drops it at the container's veth (it is not
+        // carried yet), so its router solicitations and MLD reports would only be counted as
+        // drops. Absent IPv6 support in the kernel is fine.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{host_ifname}/disable_ipv6"),
+            "1",
+        );
         set_link(
             &handle,
             "attach veth to bridge",
@@ -263,6 +276,10 @@ impl ContainerNetwork for Netlink {
         let gateway = self.config.subnet.gateway();
         let prefix = self.config.subnet.prefix;
         run_in_netns(netns, move || async move {
+            // This thread's /proc/sys/net is the container's (see the host end above).
+            for conf in ["all", "default"] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
+            }
             let handle = connect()?;
             if let Some(lo) = link_by_name(&handle, "lo").await? {
                 set_link(
