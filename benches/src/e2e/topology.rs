@@ -466,16 +466,21 @@ impl Topology {
     }
 }
 
+/// The one backend of the benchmark's services: `ip`, port 5201, id 1.
+fn backend_on_5201(ip: Ipv4Addr) -> Result<ServiceBackend> {
+    Ok(ServiceBackend {
+        id: 1,
+        ip,
+        port: PORT.parse()?,
+        weight: 1,
+    })
+}
+
 /// Hivemind's published port 5201 on node A's address (TCP and UDP), to container A, as the
 /// daemon writes it for `--publish 5201:5201`.
 pub(super) fn hivemind_published(plane: &mut Dataplane) -> Result<()> {
-    let port: u16 = PORT.parse()?;
-    let backend = ServiceBackend {
-        id: 1,
-        ip: CLIENT,
-        port,
-        weight: 1,
-    };
+    let backend = backend_on_5201(CLIENT)?;
+    let port = backend.port;
     plane.set_node_address(NODE_A)?;
     let mut published = std::collections::BTreeMap::new();
     for proto in [IPPROTO_TCP, IPPROTO_UDP] {
@@ -494,13 +499,8 @@ pub(super) fn vip(i: usize) -> Ipv4Addr {
 /// Loads `n` services of one backend (container B, port 5201) into node A's data plane: TCP
 /// for each, UDP too for the measured (last) one.
 pub(super) fn hivemind_services(plane: &mut Dataplane, n: usize) -> Result<()> {
-    let port: u16 = PORT.parse()?;
-    let backend = ServiceBackend {
-        id: 1,
-        ip: SERVER,
-        port,
-        weight: 1,
-    };
+    let backend = backend_on_5201(SERVER)?;
+    let port = backend.port;
     for i in 0..n {
         plane
             .set_service(vip(i), port, IPPROTO_TCP, &[backend])
