@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
+use crate::ingress::{CertInfo, check_certificate};
 use crate::model::{AppSpec, ValidationError, validate_name};
 use crate::policy::NetworkPolicy;
 use crate::secrets::SecretValue;
+use crate::state::{now_secs, validate_tls_domain};
 
 /// Where pull progress goes (nowhere by default).
 #[derive(Clone, Default)]
@@ -100,6 +102,17 @@ pub enum Command {
     DeleteSecret {
         name: String,
     },
+    /// Stores (or replaces) the ingress's certificate for a domain; the key
+    /// is sealed like a secret.
+    PutTlsCert {
+        domain: String,
+        chain_pem: String,
+        key: SecretValue,
+        info: CertInfo,
+    },
+    DeleteTlsCert {
+        domain: String,
+    },
 }
 
 impl Command {
@@ -157,12 +170,43 @@ impl Command {
         })
     }
 
+    /// A certificate for the HTTPS ingress: the chain and key must parse,
+    /// belong together, name `domain` and not have expired.
+    pub fn put_tls_cert(
+        domain: &str,
+        chain_pem: String,
+        key_pem: Vec<u8>,
+    ) -> Result<Self, ValidationError> {
+        let domain = tls_domain(domain)?;
+        let info = check_certificate(&domain, &chain_pem, &key_pem, now_secs())?;
+        let key = SecretValue::new(key_pem).map_err(|e| ValidationError::new("key", e.message))?;
+        Ok(Self::PutTlsCert {
+            domain,
+            chain_pem,
+            key,
+            info,
+        })
+    }
+
+    pub fn delete_tls_cert(domain: &str) -> Result<Self, ValidationError> {
+        Ok(Self::DeleteTlsCert {
+            domain: tls_domain(domain)?,
+        })
+    }
+
     /// A join through `address`: `IP` (port 7946) or `IP:PORT`.
     pub fn join_cluster(address: &str) -> Result<Self, ValidationError> {
         let address =
             parse_gossip_address(address).map_err(|e| ValidationError::new("address", e))?;
         Ok(Self::JoinCluster { address })
     }
+}
+
+/// A certificate's domain as stored: lowercase, no trailing dot.
+pub fn tls_domain(domain: &str) -> Result<String, ValidationError> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    validate_tls_domain("domain", &domain)?;
+    Ok(domain)
 }
 
 /// Default UDP port of the membership protocol.
@@ -216,6 +260,11 @@ pub enum Outcome {
         name: String,
         version: u32,
         /// Version 1 of a new secret.
+        created: bool,
+    },
+    TlsCertSet {
+        domain: String,
+        /// No certificate for the domain existed.
         created: bool,
     },
 }

@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod discovery;
 pub mod health;
 pub mod image;
+pub mod ingress;
 pub mod listener;
 pub mod metrics;
 pub mod model;

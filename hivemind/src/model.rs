@@ -89,6 +89,8 @@ pub const MAX_ENV_VARS: usize = 1000;
 pub const MAX_ENV_BYTES: usize = 256 << 10;
 /// Largest secret value.
 pub const MAX_SECRET_BYTES: usize = 64 << 10;
+/// Largest certificate chain the ingress takes, in PEM bytes.
+pub const MAX_CERT_CHAIN_BYTES: usize = 64 << 10;
 /// Most secrets one app may use.
 pub const MAX_APP_SECRETS: usize = 64;
 

@@ -66,6 +66,9 @@ pub struct ServeOptions {
     pub masquerade: bool,
     /// Destinations (network, prefix) never masqueraded, besides the cluster and service CIDRs.
     pub no_masquerade: Vec<(Ipv4Addr, u8)>,
+    /// Ports of the HTTP and HTTPS ingress (0: off).
+    pub ingress_http_port: u16,
+    pub ingress_https_port: u16,
     /// Deletion markers are kept at least this long.
     pub tombstone_grace: Duration,
     /// Test seam: this node's wall clock runs this far off the system's.
@@ -222,6 +225,17 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         tokio::spawn(flow_loop(node.clone())),
         tokio::spawn(nat_loop(node.clone())),
     ];
+    if !options.mock {
+        node.refresh_ingress().await;
+        node.ingress()
+            .start(
+                options.listen.ip(),
+                options.ingress_http_port,
+                options.ingress_https_port,
+            )
+            .await;
+        tasks.push(tokio::spawn(ingress_loop(node.clone())));
+    }
     {
         let mut events = node.health_events();
         let node = node.clone();
@@ -325,6 +339,18 @@ async fn nat_loop(node: Arc<Node>) {
         if let Err(e) = node.collect_nat() {
             tracing::warn!(error = %e, "freeing idle NAT mappings failed");
         }
+    }
+}
+
+/// How often the ingress's routes and certificates are rebuilt from state.
+const INGRESS_REFRESH: Duration = Duration::from_secs(1);
+
+async fn ingress_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(INGRESS_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        node.refresh_ingress().await;
     }
 }
 

@@ -157,6 +157,180 @@ fn published_port(testbed: &Testbed) -> Result<()> {
     Ok(())
 }
 
+/// `curl` from the testbed's bridge namespace (outside the cluster), with
+/// `\n<status> <HTTP version>` after the body.
+fn curl(testbed: &Testbed, args: &[&str]) -> Result<String> {
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", testbed.bridge.path().display()))
+        .args([
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!("curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The HTTP(S) ingress: every node answers `Host: web.example.com` on :80 with backends on
+/// every node and the client's address in `X-Forwarded-For`; no app is a 404 and no ready
+/// backend a 503; after `security tls add`, :443 serves the domain's certificate by SNI
+/// (HTTP/2 by ALPN) on every node.
+fn ingress(testbed: &Testbed, dir: &Path) -> Result<()> {
+    let client = hivemind_tests::testbed::BRIDGE_IP.to_string();
+    let mut hosts = std::collections::BTreeSet::new();
+    for index in 1..=3 {
+        let node = testbed.node(index).ip().to_string();
+        let url = format!("http://{node}/cgi-bin/headers");
+        let headers = eventually(
+            "the ingress routes web.example.com",
+            Duration::from_secs(20),
+            || {
+                let out = curl(testbed, &["-H", "Host: web.example.com", &url])?;
+                Ok(out.ends_with("\n200 1.1").then_some(out))
+            },
+        )?;
+        for expected in [
+            format!("HTTP_X_FORWARDED_FOR={client}\n"),
+            "HTTP_X_FORWARDED_PROTO=http\n".to_string(),
+            "HTTP_HOST=web.example.com\n".to_string(),
+        ] {
+            assert!(
+                headers.contains(&expected),
+                "node {index}: {expected:?} in {headers}"
+            );
+        }
+        for _ in 0..6 {
+            let out = curl(
+                testbed,
+                &[
+                    "-H",
+                    "Host: web.example.com",
+                    &format!("http://{node}/cgi-bin/whoami"),
+                ],
+            )?;
+            let host = out
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .with_context(|| format!("whoami answer {out:?}"))?;
+            hosts.insert(host.to_string());
+        }
+    }
+    assert_eq!(hosts.len(), 3, "backends on every node answered: {hosts:?}");
+
+    let node1 = testbed.node(1).ip().to_string();
+    let out = curl(
+        testbed,
+        &[
+            "-H",
+            "Host: nothing.example.com",
+            &format!("http://{node1}/"),
+        ],
+    )?;
+    assert!(
+        out.ends_with("\n404 1.1") && out.contains("No app serves"),
+        "{out}"
+    );
+    let out = curl(
+        testbed,
+        &["-H", "Host: idle.example.com", &format!("http://{node1}/")],
+    )?;
+    assert!(
+        out.ends_with("\n503 1.1") && out.contains("no ready container"),
+        "{out}"
+    );
+
+    // HTTPS: a certificate added on node 1 is served by every node.
+    let cert = rcgen::generate_simple_self_signed(vec!["web.example.com".to_string()])?;
+    let cert_file = dir.join("web.crt");
+    let key_file = dir.join("web.key");
+    std::fs::write(&cert_file, cert.cert.pem())?;
+    std::fs::write(&key_file, cert.key_pair.serialize_pem())?;
+    let added = testbed.node(1).daemon.cli(&[
+        "security",
+        "tls",
+        "add",
+        "--domain",
+        "web.example.com",
+        "--cert",
+        &cert_file.display().to_string(),
+        "--key",
+        &key_file.display().to_string(),
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // A certificate that does not name the domain is refused, and says so.
+    let body = serde_json::json!({
+        "domain": "api.example.com",
+        "cert": cert.cert.pem(),
+        "key": cert.key_pair.serialize_pem(),
+    })
+    .to_string();
+    let (status, answer) = hivemind_tests::daemon::http(
+        &testbed.bridge,
+        "POST",
+        &testbed.node(1).daemon.url("/api/security/tls"),
+        Some(&body),
+    )?;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("does not name api.example.com"), "{answer}");
+    let cacert = cert_file.display().to_string();
+    for index in 1..=3 {
+        let resolve = format!("web.example.com:443:{}", testbed.node(index).ip());
+        let out = eventually("HTTPS with SNI", Duration::from_secs(20), || {
+            let out = curl(
+                testbed,
+                &[
+                    "--cacert",
+                    &cacert,
+                    "--resolve",
+                    &resolve,
+                    "https://web.example.com/cgi-bin/headers",
+                ],
+            );
+            Ok(out.ok().filter(|o| o.ends_with("\n200 2")))
+        })?;
+        assert!(out.contains("HTTP_X_FORWARDED_PROTO=https\n"), "{out}");
+    }
+    // Another name gets no certificate at all.
+    let resolve = format!("other.example.com:443:{node1}");
+    let other = curl(
+        testbed,
+        &["-k", "--resolve", &resolve, "https://other.example.com/"],
+    );
+    assert!(
+        other.is_err(),
+        "a handshake without a certificate: {other:?}"
+    );
+    let certs = testbed.node(3).daemon.get("/api/security/tls")?;
+    assert_eq!(certs[0]["domain"], "web.example.com", "{certs}");
+    assert_eq!(certs[0]["serves"], serde_json::json!(["web"]), "{certs}");
+
+    let health = testbed.node(2).daemon.get("/api/health")?;
+    assert_eq!(health["network"]["ingress"]["routes"], 2, "{health}");
+    assert_eq!(health["network"]["ingress"]["certificates"], 1, "{health}");
+    let (_, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;
+    assert!(
+        sample(
+            &metrics,
+            "hivemind_ingress_request_duration_seconds_count",
+            "domain=\"web.example.com\",app=\"web\",status=\"200\""
+        ) >= 7.0,
+        "{metrics}"
+    );
+    Ok(())
+}
+
 /// The PID of a container's task, from containerd.
 fn task_pid(testbed: &Testbed, index: usize, container: &str) -> Result<u32> {
     let tasks = ctr(&testbed.node(index).containerd_socket(), &["tasks", "ls"])?;
@@ -319,6 +493,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "SECOND_PORT=8080",
         "--publish",
         "18081:80",
+        "--service",
+        "web.example.com",
         "--ready-http",
         "/ready",
         "--health-http",
@@ -334,6 +510,21 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     ])?;
     deploy(&[
         "app", "deploy", "--image", &reference, "--name", "client", "--node", "node-1",
+    ])?;
+    // Never ready: its domain answers 503.
+    deploy(&[
+        "app",
+        "deploy",
+        "--image",
+        &reference,
+        "--name",
+        "idle",
+        "--node",
+        "node-3",
+        "--service",
+        "idle.example.com",
+        "--ready-http",
+        "/never",
     ])?;
 
     // Every backend ready, on every node.
@@ -423,6 +614,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 
     hairpin(testbed, &ready, &vip)?;
     published_port(testbed)?;
+    ingress(testbed, dir)?;
     egress_and_spoofing(testbed, &client_id, &client_ip)?;
 
     // Readiness: an unready backend gets no new connections, then returns.

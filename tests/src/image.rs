@@ -25,8 +25,9 @@ const APPLETS: &[&str] = &[
 /// The test app's entrypoint: it publishes what it sees over HTTP on :80:
 /// /greeting ($GREETING), /boots (a line per start, kept in the /data
 /// volume), /memory-limit, /hostname, /ready and /alive (for readiness and
-/// liveness checks; delete them to fail the check) and /cgi-bin/whoami
-/// (the client address as the server saw it, and the hostname). With
+/// liveness checks; delete them to fail the check), /cgi-bin/whoami
+/// (the client address as the server saw it, and the hostname) and
+/// /cgi-bin/headers (the request's headers, as CGI's `HTTP_*` variables). With
 /// `SECOND_PORT` set, a second server on that port answers /port with the
 /// port (a second process: only where asked, so that the container is its
 /// init alone otherwise). It logs `serving as <hostname>` on its standard
@@ -47,7 +48,8 @@ echo ok > /www/ready
 echo ok > /www/alive
 mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR $(hostname)"\n' > /www/cgi-bin/whoami
-chmod +x /www/cgi-bin/whoami
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\nenv | grep ^HTTP_\n' > /www/cgi-bin/headers
+chmod +x /www/cgi-bin/whoami /www/cgi-bin/headers
 if [ -n "$SECOND_PORT" ]; then
   mkdir -p /www2
   echo "$SECOND_PORT" > /www2/port

@@ -89,6 +89,10 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/security/secrets/{name}" if read => p(Verb::Read, Secrets, Path("name")),
         "/api/security/secrets/{name}" => p(Verb::Delete, Secrets, Path("name")),
         "/api/security/secrets/{name}/rotate" => p(Verb::Write, Secrets, Path("name")),
+        // A certificate's key is as secret as a secret.
+        "/api/security/tls" if write => p(Verb::Write, Secrets, NameFrom::None),
+        "/api/security/tls" => p(Verb::Read, Secrets, NameFrom::None),
+        "/api/security/tls/{domain}" => p(Verb::Delete, Secrets, Path("domain")),
         "/api/services" => p(Verb::Read, Services, NameFrom::None),
         "/api/services/{name}/endpoints" => p(Verb::Read, Services, Path("name")),
         "/api/volumes" => p(Verb::Read, Volumes, NameFrom::None),

@@ -23,6 +23,7 @@ pub mod openapi;
 mod policies;
 mod secrets;
 mod services;
+mod tls;
 mod volumes;
 
 use std::sync::Arc;
@@ -141,6 +142,9 @@ impl Routes {
             .add(Get, "/api/security/secrets/{name}", secrets::show)
             .add(Delete, "/api/security/secrets/{name}", secrets::delete)
             .add(Post, "/api/security/secrets/{name}/rotate", secrets::rotate)
+            .add(Post, "/api/security/tls", tls::add)
+            .add(Get, "/api/security/tls", tls::list)
+            .add(Delete, "/api/security/tls/{domain}", tls::delete)
             .add(Get, "/api/services", services::list)
             .add(Get, "/api/services/{name}/endpoints", services::endpoints)
             .add(Get, "/api/volumes", volumes::list)

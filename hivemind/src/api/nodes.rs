@@ -232,6 +232,16 @@ pub async fn health(
                             .collect(),
                     }
                 }),
+            ingress: {
+                let status = node.ingress().status();
+                crate::contract::IngressHealth {
+                    http: status.http,
+                    https: status.https,
+                    errors: status.errors,
+                    routes: status.routes as u64,
+                    certificates: status.certificates as u64,
+                }
+            },
         },
         apps: HealthyCount {
             total: apps.len() as u64,

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
     acl, apps, containers, flows, images, join_tokens, metrics, nodes, policies, secrets, services,
-    volumes,
+    tls, volumes,
 };
 
 #[derive(OpenApi)]
@@ -52,6 +52,9 @@ use super::{
         secrets::show,
         secrets::rotate,
         secrets::delete,
+        tls::add,
+        tls::list,
+        tls::delete,
         services::list,
         services::endpoints,
         volumes::list,

@@ -12,17 +12,18 @@ use super::output::{
 use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
     FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand, JoinTokenCommand, NodeCommand,
-    ObservabilityCommand, OutputFormat, SecretValueArgs, SecurityCommand, TokenCommand, TopCommand,
-    VolumeCommand,
+    ObservabilityCommand, OutputFormat, SecretValueArgs, SecurityCommand, TlsCommand, TokenCommand,
+    TopCommand, VolumeCommand,
 };
 use crate::contract::{
-    AclPolicy, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
+    AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
     CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
     GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
     JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
     PolicyAnswer, PullEvent, PullRequest, RecentFlows, ResourcesRequest, RestartAnswer,
     RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
-    TokenCreated, TokenView, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    TlsCertAnswer, TlsCertView, TokenCreated, TokenView, VolumeCreated, VolumeMountRequest,
+    VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -592,8 +593,52 @@ async fn security(
             let answer: Message = client.delete(&path).await?;
             print_message(format, &answer);
         }
+        SecurityCommand::Tls(TlsCommand::Add { domain, cert, key }) => {
+            let read = |path: &std::path::PathBuf| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", path.display())))
+            };
+            let body = AddTlsCert {
+                domain: domain.clone(),
+                cert: read(cert)?,
+                key: read(key)?,
+            };
+            let answer: TlsCertAnswer = client.post("/api/security/tls", &body).await?;
+            print_message(format, &answer);
+        }
+        SecurityCommand::Tls(TlsCommand::Ls) => {
+            let certs: Vec<TlsCertView> = client.get("/api/security/tls").await?;
+            print_list(
+                format,
+                &certs,
+                &[
+                    ("DOMAIN", |c| c.domain.clone()),
+                    ("NAMES", |c| joined(&c.names)),
+                    ("EXPIRES", |c| expires_in(c.not_after)),
+                    ("SERVES", |c| {
+                        or_dash((!c.serves.is_empty()).then(|| joined(&c.serves)))
+                    }),
+                ],
+            );
+        }
+        SecurityCommand::Tls(TlsCommand::Rm { domain }) => {
+            let path = format!("/api/security/tls/{}", path_segment(domain)?);
+            let answer: Message = client.delete(&path).await?;
+            print_message(format, &answer);
+        }
     }
     Ok(())
+}
+
+/// When a certificate expires, from now: `in 89d`, `expired 2d ago`.
+fn expires_in(not_after: u64) -> String {
+    let now = crate::state::now_secs();
+    let days = |secs: u64| secs / 86_400;
+    if not_after > now {
+        format!("in {}d", days(not_after - now))
+    } else {
+        format!("expired {}d ago", days(now - not_after))
+    }
 }
 
 /// `hivemind login`: pins the server's CA, checks the token, keeps both as

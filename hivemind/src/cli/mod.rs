@@ -271,6 +271,34 @@ pub enum SecurityCommand {
         #[arg(long)]
         name: String,
     },
+    /// Certificates the HTTPS ingress serves, chosen by the client's SNI
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Add (or renew) the certificate of a domain: every node's ingress serves it on :443
+    Add {
+        /// The domain (an app's --service), or *.example.com
+        #[arg(long)]
+        domain: String,
+        /// The certificate chain, PEM, leaf first
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key, PEM (stored encrypted like a secret)
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List certificates: domains, names, expiry and the apps they serve
+    #[command(alias = "list")]
+    Ls,
+    /// Remove the certificate of a domain
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(long)]
+        domain: String,
+    },
 }
 
 /// Where a secret's value comes from.
@@ -348,6 +376,14 @@ pub struct NodeArgs {
     /// and service CIDRs always are
     #[arg(long = "no-masquerade", value_name = "CIDR")]
     pub no_masquerade: Vec<String>,
+    /// Port of the HTTP ingress, which routes requests by Host header to the app whose
+    /// --service domain it names (0: off)
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port of the HTTPS ingress, with the certificates of `security tls add` chosen by SNI
+    /// (0: off)
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
     /// A name clients reach the API by besides this node's names and addresses (a DNS
     /// name, a load balancer); repeatable. Other Host headers are answered 421
     #[arg(long = "api-host")]

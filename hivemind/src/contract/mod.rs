@@ -102,6 +102,7 @@ macro_rules! answers {
 
 answers!(
     Message,
+    TlsCertAnswer,
     KeyRotated,
     DeployAnswer,
     RestartAnswer,

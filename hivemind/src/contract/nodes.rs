@@ -114,6 +114,24 @@ pub struct NetworkHealth {
     /// a data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masquerade: Option<MasqueradeHealth>,
+    /// The HTTP(S) ingress: where it listens, what it routes.
+    #[serde(default)]
+    pub ingress: IngressHealth,
+}
+
+/// The HTTP(S) ingress of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IngressHealth {
+    /// `address:port` of the HTTP listener, when it listens.
+    pub http: Option<String>,
+    /// `address:port` of the HTTPS listener, when it listens.
+    pub https: Option<String>,
+    /// Why a listener is missing (the port is taken, say).
+    pub errors: Vec<String>,
+    /// Domains routed (apps with a `--service` domain).
+    pub routes: u64,
+    /// Certificates loaded for HTTPS.
+    pub certificates: u64,
 }
 
 /// Egress NAT (masquerade) of one node.

@@ -110,3 +110,50 @@ pub struct SecretAnswer {
     pub version: u32,
     pub message: String,
 }
+
+/// A certificate for the HTTPS ingress (`security tls add`): PEM text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddTlsCert {
+    /// The domain it serves (an app's `--service`), or `*.example.com`.
+    pub domain: String,
+    /// The certificate chain, PEM, leaf first.
+    pub cert: String,
+    /// The leaf's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+impl std::fmt::Debug for AddTlsCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddTlsCert")
+            .field("domain", &self.domain)
+            .field("key", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored certificate: never its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TlsCertView {
+    pub domain: String,
+    /// The DNS names the certificate holds.
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Validity, seconds since the epoch.
+    pub not_before: u64,
+    pub not_after: u64,
+    /// SHA-256 of the leaf certificate (DER), hex.
+    pub fingerprint: String,
+    /// Apps whose `--service` domain it covers.
+    pub serves: Vec<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// Answer of adding a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TlsCertAnswer {
+    pub success: bool,
+    pub message: String,
+    pub certificate: TlsCertView,
+}

@@ -186,6 +186,13 @@ impl Node {
             Command::CreateSecret { name, value } => self.put_secret(name, value, true).await,
             Command::RotateSecret { name, value } => self.put_secret(name, value, false).await,
             Command::DeleteSecret { name } => self.delete_secret(name).await,
+            Command::PutTlsCert {
+                domain,
+                chain_pem,
+                key,
+                info,
+            } => self.put_tls_cert(domain, chain_pem, key, info).await,
+            Command::DeleteTlsCert { domain } => self.delete_tls_cert(domain).await,
         }
     }
 

@@ -13,6 +13,7 @@ mod backoff;
 mod commands;
 mod flows;
 mod health;
+mod ingress;
 pub mod map_diff;
 mod placement;
 pub mod plan;
@@ -152,6 +153,8 @@ pub struct Node {
     secret_versions: Mutex<HashMap<String, std::collections::BTreeMap<usize, u32>>>,
     /// API requests and their latency, for `GET /metrics`.
     api_stats: crate::metrics::ApiStats,
+    /// The HTTP(S) ingress: routes and certificates from state.
+    ingress: Arc<crate::ingress::Ingress>,
     /// The client for other nodes' APIs.
     peer_api: std::sync::OnceLock<PeerApi>,
     /// Flow events seen, by verdict, direction and IP protocol.
@@ -194,6 +197,7 @@ impl Node {
             secret_files: parts.secret_files,
             secret_versions: Mutex::new(HashMap::new()),
             api_stats: crate::metrics::ApiStats::default(),
+            ingress: crate::ingress::Ingress::new(),
             peer_api: std::sync::OnceLock::new(),
             flow_counts: Mutex::new(std::collections::BTreeMap::new()),
         })

@@ -20,7 +20,7 @@ pub(super) struct ContainerSecrets {
 
 impl Node {
     /// The key secrets are wrapped with: held here, else asked of a member.
-    async fn secrets_key(&self) -> Result<Key, NodeError> {
+    pub(super) async fn secrets_key(&self) -> Result<Key, NodeError> {
         if let Some(key) = self.secrets_key.get() {
             return Ok(key);
         }

@@ -19,13 +19,14 @@ use serde::de::DeserializeOwned;
 pub use ipam::Subnet;
 pub use records::{
     AppRecord, AuditEntry, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord,
-    JoinTokenRecord, NodeInfo, Placement, SecretRecord, ServiceRecord, TokenRecord, VolumeRecord,
-    now_millis, now_secs,
+    JoinTokenRecord, NodeInfo, Placement, SecretRecord, ServiceRecord, TlsCertRecord, TokenRecord,
+    VolumeRecord, now_millis, now_secs,
 };
 pub use replicated::to_value;
 pub use tables::{
     ACL_POLICIES, APPS, ENDPOINTS, JOIN_TOKENS, NODES, PLACEMENTS, POLICIES, Row, SECRETS,
-    SERVICES, SUBNETS, TABLE_NAMES, TOKENS, Table, VOLUMES, check_record,
+    SERVICES, SUBNETS, TABLE_NAMES, TLS_CERTS, TOKENS, Table, VOLUMES, check_record,
+    validate_tls_domain,
 };
 
 /// This node's containers (observed state, not replicated).

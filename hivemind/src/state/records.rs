@@ -203,6 +203,27 @@ pub struct SecretRecord {
     pub value: String,
 }
 
+/// A certificate the HTTPS ingress serves for `domain` (`security tls
+/// add`): the chain in the clear, the private key sealed like a secret
+/// (named after the domain, so a sealed key cannot move to another one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsCertRecord {
+    /// Lowercase; `*.example.com` for a wildcard.
+    pub domain: String,
+    /// PEM, leaf first.
+    pub chain_pem: String,
+    pub key: SecretRecord,
+    /// The leaf's DNS names.
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub not_before: u64,
+    pub not_after: u64,
+    /// SHA-256 of the leaf (DER), hex.
+    pub fingerprint: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
 /// A join token: admits nodes to the cluster until it expires or is
 /// revoked. Only a hash of its secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

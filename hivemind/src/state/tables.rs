@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::records::{
     AppRecord, EndpointRecord, JoinTokenRecord, NodeInfo, Placement, SecretRecord, ServiceRecord,
-    TokenRecord, VolumeRecord,
+    TlsCertRecord, TokenRecord, VolumeRecord,
 };
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
@@ -93,9 +93,10 @@ pub const TOKENS: Table<TokenRecord> = Table::new("tokens");
 pub const ACL_POLICIES: Table<AclPolicy> = Table::new("acl_policies");
 pub const SECRETS: Table<SecretRecord> = Table::new("secrets");
 pub const JOIN_TOKENS: Table<JoinTokenRecord> = Table::new("join_tokens");
+pub const TLS_CERTS: Table<TlsCertRecord> = Table::new("tls_certs");
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 12] = [
+pub const TABLE_NAMES: [&str; 13] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -108,6 +109,7 @@ pub const TABLE_NAMES: [&str; 12] = [
     ACL_POLICIES.name,
     SECRETS.name,
     JOIN_TOKENS.name,
+    TLS_CERTS.name,
 ];
 
 /// The node that alone may write `key`: a node's record and its subnet
@@ -154,6 +156,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "acl_policies" => check(ACL_POLICIES, key, value),
         "secrets" => check(SECRETS, key, value),
         "join_tokens" => check(JOIN_TOKENS, key, value),
+        "tls_certs" => check(TLS_CERTS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -327,22 +330,62 @@ impl Row for SecretRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         validate_name("name", &self.name)?;
         key_names(key, &self.name)?;
-        if self.version == 0 {
-            return Err(ValidationError::new("version", "starts at 1"));
-        }
-        if self.size > MAX_SECRET_BYTES as u64 {
+        check_sealed(self)
+    }
+}
+
+/// A sealed value's shape: version, size and the lengths of its parts.
+fn check_sealed(sealed: &SecretRecord) -> Result<(), ValidationError> {
+    if sealed.version == 0 {
+        return Err(ValidationError::new("version", "starts at 1"));
+    }
+    if sealed.size > MAX_SECRET_BYTES as u64 {
+        return Err(ValidationError::new(
+            "size",
+            format!("a secret holds at most {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
+    hex("kek", &sealed.kek, 4 * 2)?;
+    hex("data_key", &sealed.data_key, (32 + SEALED_OVERHEAD) * 2)?;
+    hex(
+        "value",
+        &sealed.value,
+        (sealed.size as usize + SEALED_OVERHEAD) * 2,
+    )
+}
+
+/// A TLS domain: a domain name, or `*.` and one (lowercase either way).
+pub fn validate_tls_domain(field: &str, domain: &str) -> Result<(), ValidationError> {
+    validate_domain(field, domain.strip_prefix("*.").unwrap_or(domain))?;
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ValidationError::new(field, "must be lowercase"));
+    }
+    Ok(())
+}
+
+impl Row for TlsCertRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        validate_tls_domain("domain", &self.domain)?;
+        key_names(key, &self.domain)?;
+        key_names(&self.key.name, &self.domain)?;
+        check_sealed(&self.key)?;
+        if self.chain_pem.len() > crate::model::MAX_CERT_CHAIN_BYTES
+            || !self.chain_pem.starts_with("-----BEGIN CERTIFICATE-----")
+        {
             return Err(ValidationError::new(
-                "size",
-                format!("a secret holds at most {MAX_SECRET_BYTES} bytes"),
+                "chain_pem",
+                format!(
+                    "must be a PEM chain of at most {} bytes",
+                    crate::model::MAX_CERT_CHAIN_BYTES
+                ),
             ));
         }
-        hex("kek", &self.kek, 4 * 2)?;
-        hex("data_key", &self.data_key, (32 + SEALED_OVERHEAD) * 2)?;
-        hex(
-            "value",
-            &self.value,
-            (self.size as usize + SEALED_OVERHEAD) * 2,
-        )
+        hex("fingerprint", &self.fingerprint, 64)?;
+        text("issuer", &self.issuer, 1024)?;
+        for name in &self.names {
+            text("names", name, 253)?;
+        }
+        Ok(())
     }
 }
 

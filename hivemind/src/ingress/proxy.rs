@@ -1,0 +1,445 @@
+//! One request through the ingress: route by host, forward to a backend
+//! (pooled HTTP/1.1 connections, the next backend when one refuses), and
+//! the answer back; websockets spliced after the backend's 101.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+
+use super::{Ingress, Route};
+
+/// Time to open a connection to a backend before trying the next one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Backends tried for one request.
+const MAX_ATTEMPTS: usize = 3;
+/// Idle connections kept per backend.
+const MAX_IDLE: usize = 64;
+
+/// Idle kept-alive connections to backends.
+#[derive(Debug, Default)]
+pub(super) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<SendRequest<Body>>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection to `backend` that is still open.
+    fn take(&self, backend: SocketAddr) -> Option<SendRequest<Body>> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(&backend)?;
+        while let Some(sender) = list.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, backend: SocketAddr, sender: SendRequest<Body>) {
+        let mut idle = self.lock();
+        let list = idle.entry(backend).or_default();
+        list.retain(|s| !s.is_closed());
+        if list.len() < MAX_IDLE {
+            list.push(sender);
+        }
+    }
+
+    /// Forgets connections to backends no route has any more.
+    pub(super) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.lock().retain(|backend, _| keep(backend));
+    }
+}
+
+/// Headers of one hop, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+/// `upgrade` keeps what an HTTP/1.1 upgrade needs.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// The host a request names (`:authority` in HTTP/2, else `Host`), without
+/// its port, lowercase.
+fn request_host(request: &Request<Incoming>) -> Option<String> {
+    let raw = match request.uri().authority() {
+        Some(authority) => authority.host().to_string(),
+        None => request
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .to_string(),
+    };
+    let host = match raw.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => raw.as_str(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// Whether the request asks for a protocol upgrade (a websocket).
+fn is_upgrade(request: &Request<Incoming>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The ingress's own answer: a short HTML page that says what is missing.
+pub(super) fn page(status: StatusCode, detail: &str) -> Response<Body> {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+         <body><h1>{title}</h1>\n<p>{}</p>\n<hr><p>Hivemind ingress</p></body></html>\n",
+        escape(detail)
+    );
+    let mut response = Response::new(Body::from(html));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The request as the backend gets it: origin-form HTTP/1.1, the client's
+/// host, `X-Forwarded-*` added, hop-by-hop headers gone.
+fn forwarded(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+    upgrade: bool,
+) -> Result<Request<Body>, String> {
+    let host = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_string()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = Uri::try_from(path).map_err(|e| format!("request target: {e}"))?;
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    if let Some(host) = &host {
+        let value = HeaderValue::from_str(host).map_err(|e| format!("host: {e}"))?;
+        headers.insert(header::HOST, value.clone());
+        headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+    }
+    let mut chain: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    chain.push(peer.ip().to_string());
+    let chain =
+        HeaderValue::from_str(&chain.join(", ")).map_err(|e| format!("x-forwarded-for: {e}"))?;
+    headers.insert(HeaderName::from_static("x-forwarded-for"), chain);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    Ok(Request::from_parts(parts, Body::new(body)))
+}
+
+/// A new HTTP/1.1 connection to `backend`.
+async fn connect(backend: SocketAddr) -> Result<SendRequest<Body>, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(backend))
+        .await
+        .map_err(|_| format!("{backend}: no answer within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("{backend}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{backend}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(%backend, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// What became of sending on one connection.
+enum Sent {
+    Answered(Response<Incoming>),
+    /// The connection was closed before the request went out: it comes back.
+    Returned(Request<Body>),
+    Failed(String),
+}
+
+async fn send(sender: &mut SendRequest<Body>, request: Request<Body>) -> Sent {
+    match sender.try_send_request(request).await {
+        Ok(response) => Sent::Answered(response),
+        Err(mut e) => match e.take_message() {
+            Some(request) => Sent::Returned(request),
+            None => Sent::Failed(e.into_error().to_string()),
+        },
+    }
+}
+
+impl Ingress {
+    /// Answers one request.
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let routes = self.routes();
+        let found = request_host(&request)
+            .and_then(|host| routes.get_key_value(&host).map(|(d, r)| (d.clone(), r)));
+        let Some((domain, route)) = found else {
+            let host = request_host(&request).unwrap_or_default();
+            self.stats.observe("unknown", "", 404, started.elapsed());
+            return page(
+                StatusCode::NOT_FOUND,
+                &format!("No app serves the domain {host:?} on this cluster."),
+            );
+        };
+        if route.backends.is_empty() {
+            self.stats
+                .observe(&domain, &route.app, 503, started.elapsed());
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "The app {} serves {domain} but has no ready container right now.",
+                    route.app
+                ),
+            );
+        }
+        let upgrade = is_upgrade(&request);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let response = match forwarded(request, peer, tls, upgrade) {
+            Ok(outgoing) => self.forward(route, outgoing, upgrade).await,
+            Err(e) => Err((
+                StatusCode::BAD_REQUEST,
+                format!("The request cannot be forwarded: {e}."),
+            )),
+        };
+        let response = match response {
+            Ok(mut response) => {
+                if let Some(client_upgrade) = client_upgrade
+                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    splice(client_upgrade, hyper::upgrade::on(&mut response));
+                }
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(
+                    &mut parts.headers,
+                    parts.status == StatusCode::SWITCHING_PROTOCOLS,
+                );
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err((status, detail)) => page(status, &detail),
+        };
+        self.stats.observe(
+            &domain,
+            &route.app,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// Sends `request` to one of the route's backends, round-robin; a
+    /// backend that cannot be reached is skipped for the next.
+    async fn forward(
+        &self,
+        route: &Route,
+        request: Request<Body>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, (StatusCode, String)> {
+        let start = self.next_index();
+        let attempts = route.backends.len().min(MAX_ATTEMPTS);
+        let mut request = request;
+        let mut failures = Vec::new();
+        for i in 0..attempts {
+            let ip = route.backends[(start + i) % route.backends.len()];
+            let backend = SocketAddr::new(ip.into(), route.port);
+            // Kept-alive connections first (never for an upgrade: that
+            // connection is the backend's end of the tunnel).
+            while let Some(mut sender) = (!upgrade).then(|| self.pool.take(backend)).flatten() {
+                match send(&mut sender, request).await {
+                    Sent::Answered(response) => {
+                        self.recycle(backend, sender);
+                        return Ok(response);
+                    }
+                    Sent::Returned(back) => request = back,
+                    Sent::Failed(e) => return Err(bad_gateway(&route.app, &e)),
+                }
+            }
+            let mut sender = match connect(backend).await {
+                Ok(sender) => sender,
+                Err(e) => {
+                    self.stats.connect_failed(&route.app);
+                    tracing::debug!(app = %route.app, error = %e, "ingress backend unreachable");
+                    failures.push(e);
+                    continue;
+                }
+            };
+            match send(&mut sender, request).await {
+                Sent::Answered(response) => {
+                    if !upgrade {
+                        self.recycle(backend, sender);
+                    }
+                    return Ok(response);
+                }
+                Sent::Returned(back) => {
+                    failures.push(format!("{backend}: closed before the request was sent"));
+                    request = back;
+                }
+                Sent::Failed(e) => return Err(bad_gateway(&route.app, &e)),
+            }
+        }
+        Err(bad_gateway(&route.app, &failures.join("; ")))
+    }
+
+    /// Pools the connection once its answer has been read to the end.
+    fn recycle(&self, backend: SocketAddr, mut sender: SendRequest<Body>) {
+        let pool = self.pool_handle();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(backend, sender);
+            }
+        });
+    }
+}
+
+fn bad_gateway(app: &str, error: &str) -> (StatusCode, String) {
+    (
+        StatusCode::BAD_GATEWAY,
+        format!("No container of the app {app} answered: {error}"),
+    )
+}
+
+/// Copies bytes both ways between the client's and the backend's upgraded
+/// connections until either closes.
+fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, backend) {
+            Ok((client, backend)) => {
+                let mut client = TokioIo::new(client);
+                let mut backend = TokioIo::new(backend);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_upgrades_keep_theirs() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        let mut plain = headers.clone();
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert!(plain.contains_key("x-kept"));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers[header::UPGRADE], "websocket");
+        assert_eq!(headers[header::CONNECTION], "upgrade");
+        assert!(!headers.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn pages_escape_what_the_client_sent() {
+        assert_eq!(escape("\"<a>&'"), "&quot;&lt;a&gt;&amp;&#39;");
+        let page = page(StatusCode::NOT_FOUND, "no app");
+        assert_eq!(page.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
+}
