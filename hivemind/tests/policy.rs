@@ -344,6 +344,39 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     )?;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("ip_block"), "{body}");
+    // Policies that would not fit in the data plane's maps are refused up front, naming the
+    // limit: more port ranges for one peer than an entry holds, more CIDR rules than a node's
+    // map holds.
+    let ranges: Vec<Value> = (0..9)
+        .map(|i| json!({"protocol": "TCP", "port_min": 1000 + 10 * i, "port_max": 1000 + 10 * i}))
+        .collect();
+    let too_many_ranges = json!({
+        "name": "ranges", "selector": {"labels": {"app": "web"}},
+        "ingress_rules": [{"ports": ranges, "from": [{"ip_block": "10.9.0.0/16"}]}],
+    });
+    let blocks: Vec<Value> = (0..16_385u32)
+        .map(|i| json!({"ip_block": format!("10.{}.{}.{}/32", 100 + i / 65_536, (i / 256) % 256, i % 256)}))
+        .collect();
+    let too_many_blocks = json!({
+        "name": "blocks", "selector": {"labels": {"app": "web"}},
+        "ingress_rules": [{"from": blocks}],
+    });
+    for (policy, limit) in [
+        (too_many_ranges, "port ranges"),
+        (too_many_blocks, "HM_POLICY_CIDR"),
+    ] {
+        let (status, body) = http(
+            &node.ns,
+            "POST",
+            &node.daemon.url("/api/security/network-policies"),
+            Some(&policy.to_string()),
+        )?;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body.contains("over_limit") && body.contains(limit),
+            "{body}"
+        );
+    }
     let policies = node.daemon.get("/api/security/network-policies")?;
     assert_eq!(policies, json!([]));
     Ok(())

@@ -20,10 +20,12 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, Result, bail};
 use hivemind::dataplane::UnderlayProgram;
 
+mod http;
 mod iperf;
 mod rr;
 mod topology;
 
+use http::{HttpServer, IngressProxy};
 use iperf::{Server, iperf, tcp_gbits, tx_stats, udp_perf, udp_pps, udp_profile};
 use rr::{RrServer, tcp_crr, tcp_rr};
 use topology::{Topology, hivemind_services, vip};
@@ -70,6 +72,10 @@ struct Figures {
     rr: Option<f64>,
     /// TCP_CRR: connections per second.
     crr: Option<f64>,
+    /// HTTP/1.1 requests per second on one kept-alive connection (1-byte answers).
+    http_rps: Option<f64>,
+    /// HTTP/1.1 `GET` of 1 MiB answers on one kept-alive connection, Gbit/s.
+    http_gbits: Option<f64>,
 }
 
 impl Figures {
@@ -89,6 +95,8 @@ impl Figures {
             tcp1_squeeze: pick(|f| f.tcp1_squeeze),
             rr: pick(|f| f.rr),
             crr: pick(|f| f.crr),
+            http_rps: pick(|f| f.http_rps),
+            http_gbits: pick(|f| f.http_gbits),
         }
     }
 
@@ -136,6 +144,11 @@ enum Kind {
     IptablesPublished,
     /// The same through Hivemind's published port on node A.
     HivemindPublished,
+    /// HTTP from node B's namespace to container A's server through node A's iptables NodePort
+    /// DNAT (kernel overlay).
+    IptablesHttp,
+    /// The same through Hivemind's HTTP ingress on node A (Hivemind data plane).
+    HivemindIngress,
 }
 
 impl Kind {
@@ -162,7 +175,14 @@ impl Kind {
             ),
             Self::IptablesPublished => "kernel overlay + iptables NodePort DNAT".into(),
             Self::HivemindPublished => "Hivemind published port".into(),
+            Self::IptablesHttp => "HTTP via kernel overlay + iptables NodePort DNAT".into(),
+            Self::HivemindIngress => "HTTP via Hivemind ingress".into(),
         }
+    }
+
+    /// Whether HTTP is measured (not iperf3 and the rates).
+    fn http(self) -> bool {
+        matches!(self, Self::IptablesHttp | Self::HivemindIngress)
     }
 
     /// Whether the client is outside the cluster (node B's namespace) and the server is
@@ -307,7 +327,39 @@ fn count(n: usize) -> String {
     }
 }
 
+/// Port of Hivemind's ingress on node A in the HTTP configuration.
+const INGRESS_PORT: u16 = 8080;
+
+/// HTTP from node B's namespace to container A: through iptables NodePort DNAT, or through
+/// Hivemind's ingress on node A.
+fn measure_http(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
+    let topo = Topology::new(prefix)?;
+    let port: u16 = PORT.parse()?;
+    let mut _planes = Vec::new();
+    let mut _proxy = None;
+    let to = if kind == Kind::HivemindIngress {
+        _planes = topo.hivemind(0, UnderlayProgram::Auto, true)?;
+        let listen = std::net::SocketAddr::from((topology::NODE_A, INGRESS_PORT));
+        _proxy = Some(IngressProxy::start(&topo.na, listen, CLIENT, port)?);
+        listen
+    } else {
+        topo.kernel_overlay()?;
+        topo.iptables_published()?;
+        std::net::SocketAddr::from((topology::NODE_A, port))
+    };
+    let _server = HttpServer::start(&topo.ca, port)?;
+    let (rps, gbits) = http::measure(&topo.nb, to, seconds)?;
+    Ok(Figures {
+        http_rps: Some(rps),
+        http_gbits: Some(gbits),
+        ..Figures::default()
+    })
+}
+
 fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
+    if kind.http() {
+        return measure_http(prefix, kind, seconds);
+    }
     let topo = Topology::new(prefix)?;
     let planes = match kind {
         Kind::Plain => {
@@ -362,6 +414,7 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
             topology::hivemind_published(&mut planes[0])?;
             planes
         }
+        Kind::IptablesHttp | Kind::HivemindIngress => bail!("HTTP is measured on its own"),
     };
     let target = kind.target();
     let (client_ns, server_ns) = if kind.published() {
@@ -450,6 +503,8 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.push(Kind::HivemindVipPerPacket(largest));
     kinds.push(Kind::IptablesPublished);
     kinds.push(Kind::HivemindPublished);
+    kinds.push(Kind::IptablesHttp);
+    kinds.push(Kind::HivemindIngress);
     // Rounds go over every configuration in turn, so a slow spell of the machine hits all of
     // them alike rather than one configuration's every run.
     let mut measured: Vec<(Kind, Vec<Figures>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
@@ -486,6 +541,16 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
         let f = Figures::median(&runs);
         let spread =
             |field: fn(&Figures) -> Option<f64>, scale: f64| Figures::spread(&runs, field, scale);
+        if kind.http() {
+            raw.push(format!(
+                "{}: {} requests/s, 1 MiB GETs {} Gbit/s",
+                kind.label(),
+                spread(|f| f.http_rps, 1.0),
+                spread(|f| f.http_gbits, 1.0),
+            ));
+            results.push((kind, f));
+            continue;
+        }
         let mut line = format!(
             "{}: TCP 1 stream {} Gbit/s (underlay A→B {} B per packet, {} CPU-s per GB, {} \
              time_squeeze), TCP 4 streams {} Gbit/s, UDP 64 B {} kpps",
@@ -649,6 +714,33 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
         }
     }
 
+    let (ingress, nodeport) = (get(Kind::HivemindIngress), get(Kind::IptablesHttp));
+    for (what, unit, pick) in [
+        (
+            "HTTP requests, 1 kept-alive connection",
+            "requests/s",
+            (|f: &Figures| f.http_rps) as fn(&Figures) -> Option<f64>,
+        ),
+        (
+            "HTTP 1 MiB GETs, 1 kept-alive connection",
+            "Gbit/s",
+            |f: &Figures| f.http_gbits,
+        ),
+    ] {
+        if let Some(value) = pick(&ingress) {
+            rows.push(Row {
+                section: SECTION,
+                name: format!(
+                    "{what}: Hivemind HTTP ingress (L7 proxy, info) vs iptables NodePort DNAT (L4)"
+                ),
+                value,
+                baseline: pick(&nodeport),
+                baseline_name: "kube-proxy iptables NodePort".to_string(),
+                unit,
+                target: Target::None,
+            });
+        }
+    }
     if let (Some(hm), Some(xdp)) = (
         get(Kind::Hivemind(0)).tcp1_frame,
         get(Kind::HivemindXdp).tcp1_frame,
@@ -735,6 +827,23 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
          out by bpf_fib_lookup and bpf_redirect."
             .into(),
     );
+    notes.push(format!(
+        "End to end, HTTP: the client is node B's own namespace and sends `GET /small` (a \
+         1-byte answer) for {s} s, then `GET /big` (1 MiB) for {s} s, one request at a time on \
+         one kept-alive HTTP/1.1 connection with `Host: {domain}`; the server is container A \
+         (a threaded HTTP/1.1 server of the harness's own, benches/src/e2e/http.rs). iptables \
+         NodePort = the kernel overlay plus the NodePort DNAT above (node A's address, port \
+         5201): the kernel translates the connection, nothing reads the requests. Hivemind \
+         ingress = the Hivemind data plane (as in \"Hivemind, no policy\") plus the daemon's \
+         ingress code (`hivemind::ingress::Ingress`, the same the daemon serves on :80) on \
+         node A at 192.168.77.1:{port} on a current-thread Tokio runtime, routing {domain} to \
+         container A: it parses every request, adds X-Forwarded-*, and forwards it on a pooled \
+         connection. An L7 proxy against an L4 translation: the ratio is the price of reading \
+         HTTP, not a target.",
+        s = cfg.seconds,
+        domain = http::DOMAIN,
+        port = INGRESS_PORT,
+    ));
     notes.push(
         "End to end on this machine: with 2 cores, the iperf3 client and server compete with \
          the kernel (softirq, both nodes' forwarding and the VXLAN encapsulation all run on the \

@@ -66,6 +66,7 @@ impl From<NodeError> for ApiError {
             NodeError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
             NodeError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
             NodeError::Runtime(RuntimeError::Image(image)) => image_status(image),
             NodeError::Store(crate::state::StoreError::SubnetFull(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_addresses")

@@ -44,7 +44,7 @@ pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
 pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};
-pub use policy::{FlowEvent, FlowReason};
+pub use policy::{FlowEvent, FlowReason, entry_counts as policy_entry_counts};
 pub use pressure::MapPressure;
 pub use services::{ServiceBackend, weighted_slots};
 pub use socket::{

@@ -181,6 +181,13 @@ fn entry(
     Ok(e)
 }
 
+/// How many `HM_POLICY` and `HM_POLICY_CIDR` entries an endpoint with `rules` takes; an
+/// error when a key would need more port ranges than an entry holds.
+pub fn entry_counts(rules: &EndpointRules) -> Result<(usize, usize), DataplaneError> {
+    let (identity, cidr) = entries(0, rules)?;
+    Ok((identity.len(), cidr.len()))
+}
+
 /// The map entries of one endpoint's rules.
 type Entries = (
     BTreeMap<PolicyKey, PolicyEntry>,

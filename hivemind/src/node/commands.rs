@@ -17,6 +17,7 @@ impl Node {
     async fn execute_inner(&self, command: Command) -> Result<Outcome, NodeError> {
         match command {
             Command::Deploy(spec) => {
+                self.check_service_limits(&spec)?;
                 // Pull before anything is recorded: a bad image changes nothing.
                 let image = self.runtime.ensure_image(&spec.image, &|_| {}).await?;
                 // Its starts below use this resolution rather than asking again.
@@ -101,6 +102,7 @@ impl Node {
                 })
             }
             Command::PutPolicy(policy) => {
+                self.check_policy_limits(&policy)?;
                 let name = policy.name.clone();
                 let created = self.store.value(crate::state::POLICIES, &name)?.is_none();
                 self.write(crate::state::POLICIES, &name, Some(&*policy))

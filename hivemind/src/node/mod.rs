@@ -14,6 +14,7 @@ mod commands;
 mod flows;
 mod health;
 mod ingress;
+mod limits;
 pub mod map_diff;
 mod placement;
 pub mod plan;
@@ -68,6 +69,9 @@ pub enum NodeError {
     Schedule(#[from] crate::scheduler::ScheduleError),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    /// The change would not fit in a data-plane map (the message names the map and limit).
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl From<ImageError> for NodeError {

@@ -76,6 +76,7 @@ impl Node {
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut live = BTreeSet::new();
+        let mut failures = Vec::new();
         for (container, ifindex) in ifindexes {
             let Some((identity, labels)) = app_identity.get(container.app.as_str()) else {
                 continue;
@@ -86,11 +87,27 @@ impl Node {
             live.insert(id);
             if cache.get(&id) != Some(&rules) {
                 tracing::info!(container = %container.id, identity, ingress = rules.ingress.as_ref().map(|r| r.len()), egress = rules.egress.as_ref().map(|r| r.len()), "endpoint policy");
-                dataplane.set_endpoint_policy(id, &rules)?;
-                cache.insert(id, rules);
+                // One endpoint the kernel refuses never keeps the others from their rules;
+                // it is tried again at the next sync (it stays out of the cache).
+                match dataplane.set_endpoint_policy(id, &rules) {
+                    Ok(()) => {
+                        cache.insert(id, rules);
+                    }
+                    Err(e) => {
+                        cache.remove(&id);
+                        failures.push(format!("{}: {e}", container.id));
+                    }
+                }
             }
         }
         cache.retain(|id, _| live.contains(id));
+        if !failures.is_empty() {
+            return Err(NodeError::Io(format!(
+                "policy not written for {} endpoint(s): {}",
+                failures.len(),
+                failures.join("; ")
+            )));
+        }
         Ok(())
     }
 }
