@@ -120,6 +120,8 @@ async fn run(cli: Cli) -> i32 {
         socket_lb: node.socket_lb == hivemind::cli::OnOff::On,
         masquerade: node.masquerade == hivemind::cli::OnOff::On,
         no_masquerade,
+        bpf_pins: node.bpf_pins == hivemind::cli::OnOff::On,
+        bpf_pin_dir: node.bpf_pin_dir.clone(),
         ingress_http_port: node.ingress_http_port,
         ingress_https_port: node.ingress_https_port,
         admin_token_file: node.admin_token_file.clone(),

@@ -66,6 +66,12 @@ pub struct ServeOptions {
     pub masquerade: bool,
     /// Destinations (network, prefix) never masqueraded, besides the cluster and service CIDRs.
     pub no_masquerade: Vec<(Ipv4Addr, u8)>,
+    /// Where the data plane's maps and links are pinned on bpffs (default
+    /// `/sys/fs/bpf/hivemind/<node id>`); `None` with `bpf_pins` off.
+    pub bpf_pin_dir: Option<PathBuf>,
+    /// Pin the data plane, so it outlives the daemon (policy and load balancing stay enforced
+    /// through a restart or a crash).
+    pub bpf_pins: bool,
     /// Ports of the HTTP and HTTPS ingress (0: off).
     pub ingress_http_port: u16,
     pub ingress_https_port: u16,
@@ -188,7 +194,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         Some(Cluster::start(config, replicas).await?)
     };
     let subnet = acquire_subnet(&store, cluster.as_deref(), &node_id, &options).await?;
-    let backends = backends(&options, subnet, advertise).await?;
+    let backends = backends(&options, subnet, advertise, &node_id).await?;
 
     let node = Node::new(NodeParts {
         node_id,
@@ -216,10 +222,13 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     }
     let dns = start_dns(&node, options.mock).await?;
 
-    // Adopt what survived a restart before answering requests.
+    // Adopt what survived a restart before answering requests, bring the data plane in line,
+    // then let go of the pinned links of containers that are gone.
     if let Err(e) = node.reconcile_all().await {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
+    sync_dataplane(&node).await;
+    node.release_unheld_links();
     let mut tasks = vec![
         tokio::spawn(reconcile_loop(node.clone())),
         tokio::spawn(flow_loop(node.clone())),
@@ -363,15 +372,20 @@ async fn reconcile_loop(node: Arc<Node>) {
         if let Err(e) = node.reconcile_all().await {
             tracing::warn!(error = %e, "reconcile failed");
         }
-        if let Err(e) = node.sync_tunnels().await {
-            tracing::warn!(error = %e, "tunnel sync failed");
-        }
-        if let Err(e) = node.sync_services().await {
-            tracing::warn!(error = %e, "service sync failed");
-        }
-        if let Err(e) = node.sync_policy().await {
-            tracing::warn!(error = %e, "policy sync failed");
-        }
+        sync_dataplane(&node).await;
+    }
+}
+
+/// Brings tunnels, services and policy in the data plane in line with state.
+async fn sync_dataplane(node: &Node) {
+    if let Err(e) = node.sync_tunnels().await {
+        tracing::warn!(error = %e, "tunnel sync failed");
+    }
+    if let Err(e) = node.sync_services().await {
+        tracing::warn!(error = %e, "service sync failed");
+    }
+    if let Err(e) = node.sync_policy().await {
+        tracing::warn!(error = %e, "policy sync failed");
     }
 }
 
@@ -766,7 +780,34 @@ struct Backends {
     runtime_name: String,
 }
 
-async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -> Result<Backends> {
+/// The data plane: pinned where asked and possible, else owned by this process (reported).
+fn load_dataplane(options: &ServeOptions, node_id: &str) -> Result<Dataplane> {
+    if options.bpf_pins {
+        let dir = options
+            .bpf_pin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/hivemind").join(node_id));
+        match crate::dataplane::Pins::open(&dir) {
+            Ok(pins) => {
+                let dataplane = Dataplane::load_pinned(pins).context("load the eBPF data plane")?;
+                tracing::info!(dir = %dir.display(), "data plane pinned: it outlives this process");
+                return Ok(dataplane);
+            }
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "bpffs unusable: the data plane goes with this process (policy and load balancing stop while the daemon is down)"
+            ),
+        }
+    }
+    Dataplane::load().context("load the eBPF data plane")
+}
+
+async fn backends(
+    options: &ServeOptions,
+    subnet: Subnet,
+    advertise: Ipv4Addr,
+    node_id: &str,
+) -> Result<Backends> {
     let mut net_config = NetworkConfig {
         bridge: options.bridge.clone(),
         subnet,
@@ -788,7 +829,9 @@ async fn backends(options: &ServeOptions, subnet: Subnet, advertise: Ipv4Addr) -
     let vxlan = network
         .ensure_overlay(&[options.cluster_cidr, options.service_cidr])
         .await?;
-    let mut dataplane = Dataplane::load().context("load the eBPF data plane")?;
+    let mut dataplane = load_dataplane(options, node_id)?;
+    // A container attached from now on denies all traffic until its policy is written.
+    dataplane.set_deny_new_endpoints(true);
     match network.ifindex_of_address(advertise).await? {
         Some(underlay) => dataplane
             .attach_overlay(vxlan, underlay, options.underlay_program)

@@ -81,6 +81,111 @@ fn expect(testbed: &Testbed, what: &str, from: &Container, ip: &str, expected: b
     })
 }
 
+/// Runs `sh -c script` in `container`.
+fn exec_in(testbed: &Testbed, container: &Container, script: &str) -> Result<String> {
+    let socket = testbed.node(container.node).containerd_socket();
+    let exec_id = format!(
+        "k{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    ctr(
+        &socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            &container.id,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+}
+
+/// kill -9 of node 1's daemon: its data plane is pinned on bpffs, so while it is down a
+/// denied flow stays denied, new connections to the VIP are still balanced and one opened
+/// before keeps working; the next daemon takes the pinned state over. Returns web's containers
+/// once settled after the restart (the cluster may have moved a replica while node 1 was away).
+fn kill9_keeps_the_data_plane(
+    testbed: &mut Testbed,
+    web: &[Container],
+    client: &Container,
+    other: &Container,
+    vip: &str,
+) -> Result<Vec<Container>> {
+    let health = testbed.node(1).daemon.get("/api/health")?;
+    assert!(
+        health["network"]["bpf_pins"].as_str().is_some(),
+        "pinned data plane: {health}"
+    );
+    // Connected now, its request sent once the daemon is gone.
+    let answer = "/tmp/kill9-answer";
+    exec_in(
+        testbed,
+        client,
+        &format!(
+            "((sleep 8; printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n') | nc -w 20 {vip} 80 > {answer} 2>&1) </dev/null >/dev/null 2>&1 &"
+        ),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    testbed.node_mut(1).daemon.kill9();
+    for _ in 0..3 {
+        assert!(
+            !reaches(testbed, other, &web[0].ip)?,
+            "other -> web must stay denied while the daemon is down"
+        );
+    }
+    assert!(
+        reaches(testbed, client, vip)?,
+        "a new connection to the VIP is balanced while the daemon is down"
+    );
+    let answered = eventually(
+        "the connection opened before kill -9 is answered",
+        Duration::from_secs(30),
+        || {
+            let out = exec_in(testbed, client, &format!("cat {answer}"))?;
+            Ok(out.contains("200 OK").then_some(out))
+        },
+    )?;
+    assert!(answered.starts_with("HTTP/1."), "{answered}");
+    let hivemind_tests::testbed::TestNode { daemon, ns, .. } = testbed.node_mut(1);
+    daemon.restart(ns)?;
+    let web = eventually(
+        "web settled after the restart",
+        Duration::from_secs(90),
+        || {
+            // Placement is sticky: the replicas stay where the cluster put them meanwhile.
+            let web = find(testbed, "web")?;
+            Ok((web.len() == 2).then_some(web))
+        },
+    )?;
+    expect(
+        testbed,
+        "client -> web after the restart",
+        client,
+        &web[0].ip,
+        true,
+    )?;
+    expect(
+        testbed,
+        "other -> web denied after the restart",
+        other,
+        &web[0].ip,
+        false,
+    )?;
+    expect(
+        testbed,
+        "client -> web VIP after the restart",
+        client,
+        vip,
+        true,
+    )?;
+    Ok(web)
+}
+
 fn put_policy(testbed: &Testbed, policy: &Value) -> Result<()> {
     let node = testbed.node(2);
     let (status, body) = http(
@@ -246,6 +351,9 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         )) > 0.0,
         "the web container's drops in /metrics: {metrics}"
     );
+
+    // Node 1 was away long enough for web's replica to move; its containers are settled again.
+    let web = kill9_keeps_the_data_plane(testbed, &web, client, other, &vip)?;
 
     // Update: a CIDR rule lets node-1's subnet in on port 80.
     let node1_subnet = testbed

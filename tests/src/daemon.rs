@@ -34,6 +34,8 @@ pub struct Daemon {
     pub log: PathBuf,
     child: Option<Child>,
     ns_name: String,
+    /// Left running on purpose (`detach`): its pins stay too.
+    detached: bool,
 }
 
 impl Daemon {
@@ -68,6 +70,7 @@ impl Daemon {
             log: data_dir.with_extension("log"),
             child: None,
             ns_name: ns.name.clone(),
+            detached: false,
         };
         daemon.launch(ns)?;
         Ok(daemon)
@@ -119,6 +122,8 @@ impl Daemon {
             .arg(&key_file)
             .arg("--secrets-dir")
             .arg(secrets_dir_for(&self.data_dir))
+            .arg("--bpf-pin-dir")
+            .arg(bpf_pins_for(&self.data_dir))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--containerd")
@@ -176,6 +181,7 @@ impl Daemon {
     /// that outlives the command that made it).
     pub fn detach(&mut self) {
         self.child = None;
+        self.detached = true;
     }
 
     /// Whether the process still runs.
@@ -247,22 +253,38 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // A detached daemon keeps running, and keeps its secret files.
-        if self.child.is_some() {
+        // A detached daemon keeps running, and keeps its secret files and pins. A killed one's
+        // pins still hold its programs and maps: they go now.
+        if !self.detached {
             self.kill9();
             remove_secrets_dir(&self.data_dir);
+            remove_bpf_pins(&self.data_dir);
         }
     }
+}
+
+fn data_dir_hash(data_dir: &Path) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// The tmpfs directory of a test daemon's secret files (`--secrets-dir`),
 /// one per data dir, outside the data dir so that no tmpfs is ever mounted
 /// in a test's temp dir.
 pub fn secrets_dir_for(data_dir: &Path) -> PathBuf {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut hasher);
-    PathBuf::from(format!("/dev/shm/hivemind-test/{:016x}", hasher.finish()))
+    PathBuf::from("/dev/shm/hivemind-test").join(data_dir_hash(data_dir))
+}
+
+/// Where a test daemon pins its data plane on bpffs (`--bpf-pin-dir`), one per data dir.
+pub fn bpf_pins_for(data_dir: &Path) -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/hivemind-test").join(data_dir_hash(data_dir))
+}
+
+/// Removes a test daemon's pinned maps and links (its programs detach, its maps go).
+pub fn remove_bpf_pins(data_dir: &Path) {
+    let _ = std::fs::remove_dir_all(bpf_pins_for(data_dir));
 }
 
 /// Removes a test daemon's secret files.

@@ -385,6 +385,7 @@ fn teardown_node(data_dir: &Path, id: &str) {
     }
     remove_netns_with_prefix(&format!("hm-{id}-"));
     crate::daemon::remove_secrets_dir(&data_dir.join("data"));
+    crate::daemon::remove_bpf_pins(&data_dir.join("data"));
     crate::containerd::cleanup_after(&socket, data_dir);
 }
 

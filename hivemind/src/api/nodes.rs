@@ -232,6 +232,7 @@ pub async fn health(
                             .collect(),
                     }
                 }),
+            bpf_pins: node.bpf_pins(),
             ingress: {
                 let status = node.ingress().status();
                 crate::contract::IngressHealth {

@@ -376,6 +376,15 @@ pub struct NodeArgs {
     /// and service CIDRs always are
     #[arg(long = "no-masquerade", value_name = "CIDR")]
     pub no_masquerade: Vec<String>,
+    /// Pin the data plane's maps and programs on bpffs, so that policy and load balancing stay
+    /// enforced while the daemon restarts (or after it crashed), and the next daemon takes the
+    /// same state over; off ties them to this process
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub bpf_pins: OnOff,
+    /// Directory of the pins (on bpffs; mounted at /sys/fs/bpf when nothing is)
+    /// [default: /sys/fs/bpf/hivemind/<node id>]
+    #[arg(long)]
+    pub bpf_pin_dir: Option<PathBuf>,
     /// Port of the HTTP ingress, which routes requests by Host header to the app whose
     /// --service domain it names (0: off)
     #[arg(long, default_value_t = 80)]

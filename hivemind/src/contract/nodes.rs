@@ -114,6 +114,11 @@ pub struct NetworkHealth {
     /// a data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masquerade: Option<MasqueradeHealth>,
+    /// Where the data plane's maps and programs are pinned on bpffs (they outlive the
+    /// daemon: policy and load balancing stay enforced while it restarts); absent when they
+    /// go with the daemon (`--bpf-pins off`, or no usable bpffs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_pins: Option<String>,
     /// The HTTP(S) ingress: where it listens, what it routes.
     #[serde(default)]
     pub ingress: IngressHealth,

@@ -38,6 +38,18 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("bpffs pin {path}")]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("link {name}")]
+    Link {
+        name: String,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
     #[error("no interface with ifindex {ifindex} in this network namespace")]
     InterfaceNotFound {
         ifindex: u32,

@@ -4,14 +4,16 @@
 //!
 //! Invariant: this module is the only place in the daemon that calls aya.
 //!
-//! Attachments are TCX links owned by file descriptors of this process and never pinned: when
-//! the daemon dies the kernel detaches them, so a restarted daemon attaches afresh without
-//! duplicates. TCX (kernel >= 6.6) needs no clsact qdisc.
+//! Attachments are TCX, XDP and cgroup links (TCX, kernel >= 6.6, needs no clsact qdisc).
+//! Loaded with [`Dataplane::load`] they belong to this process's file descriptors and detach
+//! when it ends (tests, benchmarks); the daemon loads with [`Dataplane::load_pinned`], which
+//! pins maps and links on bpffs so they outlive it (see `pins`).
 
 mod counters;
 mod error;
 mod nat;
 mod overlay;
+mod pins;
 mod policy;
 mod pressure;
 mod publish;
@@ -28,7 +30,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, MapError, PerCpuHashMap},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp,
@@ -37,13 +39,15 @@ use aya::{
 };
 use hivemind_common::{
     EndpointInfo, MAP_ENDPOINTS, MAP_LXC, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue,
-    NodeConfig, SERVICE_CIDR, SERVICE_CIDR_PREFIX, TunnelInfo,
+    NodeConfig, SERVICE_CIDR, SERVICE_CIDR_PREFIX, TunnelInfo, endpoint_flags,
 };
 
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
 pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};
+pub use pins::Pins;
+use pins::{HeldLink, PINNED_MAPS};
 pub use policy::{FlowEvent, FlowReason, entry_counts as policy_entry_counts};
 pub use pressure::MapPressure;
 pub use services::{ServiceBackend, weighted_slots};
@@ -80,8 +84,16 @@ struct EndpointLinks {
     endpoint_id: u32,
     /// The container's address (its `HM_LXC` entry).
     ip: Ipv4Addr,
-    _from_container: SchedClassifierLink,
-    _to_container: SchedClassifierLink,
+    from_container: HeldLink,
+    to_container: HeldLink,
+}
+
+impl EndpointLinks {
+    /// Detaches both programs.
+    fn release(self) {
+        self.from_container.release();
+        self.to_container.release();
+    }
 }
 
 /// The loaded programs, their maps and the links this process owns.
@@ -105,17 +117,52 @@ pub struct Dataplane {
     nat: nat::NatMaps,
     /// Local backends' published ports.
     publish: publish::PublishMaps,
+    /// Where maps and links are pinned (the daemon); `None`: they go with this process.
+    pins: Option<Pins>,
+    /// A newly attached endpoint denies everything until its policy is written.
+    deny_new: bool,
     ebpf: Ebpf,
 }
 
 impl Dataplane {
-    /// Loads the embedded object and its programs into the kernel; attaches nothing.
+    /// Loads the embedded object and its programs into the kernel; attaches nothing. Maps and
+    /// links belong to this process.
     pub fn load() -> Result<Self, DataplaneError> {
+        Self::load_with(None)
+    }
+
+    /// Loads with maps and links pinned under `pins`: the maps an earlier daemon pinned there
+    /// are taken over (when their layout still matches), and what this process writes is read
+    /// back from them, so programs and state survive the process.
+    pub fn load_pinned(pins: Pins) -> Result<Self, DataplaneError> {
+        Self::load_with(Some(pins))
+    }
+
+    fn load_with(pins: Option<Pins>) -> Result<Self, DataplaneError> {
         if OBJECT.is_empty() {
             return Err(DataplaneError::ObjectMissing);
         }
         bump_memlock_rlimit();
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| DataplaneError::Object(Box::new(e)))?;
+        let object_error = |e| DataplaneError::Object(Box::new(e));
+        let mut reused = Vec::new();
+        let mut ebpf = match &pins {
+            None => Ebpf::load(OBJECT).map_err(object_error)?,
+            Some(pins) => {
+                // The object's own maps first, to compare the pinned ones with.
+                let fresh = Ebpf::load(OBJECT).map_err(object_error)?;
+                reused = pins.drop_incompatible_maps(&fresh)?;
+                drop(fresh);
+                let paths: Vec<(&str, std::path::PathBuf)> = PINNED_MAPS
+                    .iter()
+                    .map(|name| (*name, pins.map(name)))
+                    .collect();
+                let mut loader = EbpfLoader::new();
+                for (name, path) in &paths {
+                    loader.map_pin_path(name, path.as_path());
+                }
+                loader.load(OBJECT).map_err(object_error)?
+            }
+        };
         for program in [
             PROG_FROM_CONTAINER,
             PROG_TO_CONTAINER,
@@ -174,11 +221,22 @@ impl Dataplane {
             policy,
             nat,
             publish,
+            pins,
+            deny_new: false,
             ebpf,
         };
-        // The default service CIDR until `set_service_cidr` says otherwise.
-        let config = NodeConfig::default().with_service_cidr(SERVICE_CIDR, SERVICE_CIDR_PREFIX);
-        dataplane.write_node_config(config)?;
+        if reused.contains(&hivemind_common::MAP_NODE_CONFIG) {
+            // The running programs read it: it stays as the last daemon left it until this one
+            // writes its own.
+        } else {
+            // The default service CIDR until `set_service_cidr` says otherwise.
+            let config = NodeConfig::default().with_service_cidr(SERVICE_CIDR, SERVICE_CIDR_PREFIX);
+            dataplane.write_node_config(config)?;
+        }
+        if !reused.is_empty() {
+            dataplane.restore()?;
+            tracing::info!(maps = reused.len(), "took over the pinned data-plane maps");
+        }
         Ok(dataplane)
     }
 
@@ -192,12 +250,16 @@ impl Dataplane {
         ip: Ipv4Addr,
     ) -> Result<(), DataplaneError> {
         let name = interface_name(ifindex)?;
-        // Replace, never duplicate: the old links detach when dropped here.
-        if let Some(old) = self.links.remove(&ifindex)
-            && old.ip != ip
-        {
-            self.remove_lxc(old.ip, ifindex)?;
+        // Replace, never duplicate. This process's own links run the same programs, which a
+        // hook takes once: they go first. Links an earlier daemon pinned go once the new ones
+        // are attached and take their pins, so the interface is never without a program.
+        if let Some(old) = self.links.remove(&ifindex) {
+            if old.ip != ip {
+                self.remove_lxc(old.ip, ifindex)?;
+            }
+            old.release();
         }
+        let deny = endpoint_flags::INGRESS_ENFORCED | endpoint_flags::EGRESS_ENFORCED;
         // The map entry goes in first so the first packets already count for the endpoint (and
         // meet the endpoint's policy if `set_endpoint_policy` ran before; the identity is kept
         // when an ifindex is attached again).
@@ -207,12 +269,13 @@ impl Dataplane {
         };
         let info = EndpointInfo {
             endpoint_id,
+            // A new endpoint denies everything until its policy is written, where asked.
             flags: self
                 .policy
                 .flags
                 .get(&endpoint_id)
                 .copied()
-                .unwrap_or_default(),
+                .unwrap_or(if self.deny_new { deny } else { 0 }),
             identity,
             ip: u32::from_ne_bytes(ip.octets()),
         };
@@ -221,8 +284,10 @@ impl Dataplane {
             .map_err(DataplaneError::map(MAP_ENDPOINTS, "inserting"))?;
         let attached = self
             .attach_tc(PROG_FROM_CONTAINER, &name, ifindex, TcAttachType::Ingress)
+            .and_then(|from| self.hold(&format!("lxc-{ifindex}-in"), from))
             .and_then(|from| {
                 let to = self.attach_tc(PROG_TO_CONTAINER, &name, ifindex, TcAttachType::Egress)?;
+                let to = self.hold(&format!("lxc-{ifindex}-out"), to)?;
                 Ok((from, to))
             });
         let attached = attached.and_then(|links| {
@@ -236,8 +301,8 @@ impl Dataplane {
                     EndpointLinks {
                         endpoint_id,
                         ip,
-                        _from_container: from,
-                        _to_container: to,
+                        from_container: from,
+                        to_container: to,
                     },
                 );
                 tracing::debug!(ifindex, endpoint_id, interface = %name, "endpoint attached");
@@ -269,7 +334,17 @@ impl Dataplane {
         if let Some(links) = &removed {
             self.remove_lxc(links.ip, ifindex)?;
         }
-        let from_links = removed.map(|links| links.endpoint_id);
+        let from_links = removed.map(|links| {
+            let id = links.endpoint_id;
+            links.release();
+            id
+        });
+        if let Some(pins) = &self.pins {
+            // A link an earlier daemon pinned for this interface.
+            for direction in ["in", "out"] {
+                pins::release_pin(&pins.link(&format!("lxc-{ifindex}-{direction}")));
+            }
+        }
         let endpoint_id = match self.endpoints.get(&ifindex, 0) {
             Ok(info) => Some(info.endpoint_id),
             Err(e) if is_not_found(&e) => None,
@@ -374,6 +449,65 @@ impl Dataplane {
                 source: Box::new(e),
             })?;
         Ok(fd.as_fd().as_raw_fd())
+    }
+
+    /// Keeps `link` attached (pinned as `name` when this data plane pins).
+    fn hold<L>(&self, name: &str, link: L) -> Result<HeldLink, DataplaneError>
+    where
+        aya::programs::links::FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    {
+        HeldLink::hold(self.pins.as_ref(), name, link)
+    }
+
+    /// Where maps and links are pinned, if they are.
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// Whether an endpoint attached from now on denies everything until its policy is written
+    /// (the daemon's choice; tests that attach endpoints by hand leave them open).
+    pub fn set_deny_new_endpoints(&mut self, deny: bool) {
+        self.deny_new = deny;
+    }
+
+    /// Detaches the links an earlier daemon pinned that this one has not taken over (their
+    /// container is gone). Call once the surviving containers are attached again.
+    pub fn release_unheld_links(&mut self) -> usize {
+        let Some(pins) = &self.pins else {
+            return 0;
+        };
+        let mut held: std::collections::BTreeSet<String> = self
+            .links
+            .values()
+            .flat_map(|l| [l.from_container.pin_name(), l.to_container.pin_name()])
+            .flatten()
+            .collect();
+        held.extend(self.overlay.iter().flat_map(|o| o.pin_names()));
+        held.extend(self.socket.iter().flat_map(|s| s.pin_names()));
+        let mut released = 0;
+        for name in pins.links() {
+            if !held.contains(&name) {
+                pins::release_pin(&pins.link(&name));
+                released += 1;
+            }
+        }
+        if released > 0 {
+            tracing::info!(released, "released links of containers that are gone");
+        }
+        released
+    }
+
+    /// Rebuilds what this process remembers of the maps from their contents (after taking
+    /// pinned maps over).
+    fn restore(&mut self) -> Result<(), DataplaneError> {
+        for entry in self.endpoints.iter() {
+            let (_, info) = entry.map_err(DataplaneError::map(MAP_ENDPOINTS, "reading"))?;
+            self.policy.flags.insert(info.endpoint_id, info.flags);
+        }
+        self.restore_policy()?;
+        self.restore_services()?;
+        self.restore_nat()?;
+        self.restore_published()
     }
 
     fn attach_tc(

@@ -269,3 +269,20 @@ impl Dataplane {
         Ok(nat)
     }
 }
+
+impl Dataplane {
+    /// Rebuilds the exclusions this process wrote from `HM_NO_MASQ` (taken over from an earlier
+    /// daemon).
+    pub(super) fn restore_nat(&mut self) -> Result<(), DataplaneError> {
+        let nat = &mut self.nat;
+        nat.excluded.clear();
+        for key in nat.no_masq.keys() {
+            let key = key.map_err(DataplaneError::map(MAP_NO_MASQ, "reading"))?;
+            nat.excluded.push((
+                Ipv4Addr::from(key.data().to_ne_bytes()),
+                key.prefix_len() as u8,
+            ));
+        }
+        Ok(())
+    }
+}

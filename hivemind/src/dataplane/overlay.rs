@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use aya::{
     maps::lpm_trie::Key,
-    programs::{TcAttachType, XdpMode, tc::SchedClassifierLink, xdp::XdpLink},
+    programs::{TcAttachType, XdpMode, xdp::XdpLink},
 };
 use hivemind_common::{MAP_METRICS, MAP_TUNNELS, TunnelInfo, vni};
 use serde::Serialize;
@@ -20,7 +20,9 @@ use serde::Serialize;
 use super::{
     Dataplane, DataplaneError, OverlayCounters, PROG_NAT_EGRESS, PROG_NAT_INGRESS,
     PROG_OVERLAY_EGRESS, PROG_OVERLAY_INGRESS, PROG_TC_UNDERLAY, PROG_XDP_UNDERLAY, counters,
-    interface_name, is_not_found, xdp,
+    interface_name, is_not_found,
+    pins::{self, HeldLink},
+    xdp,
 };
 
 /// Where the underlay validation should run (`hivemind daemon --underlay-program`).
@@ -56,23 +58,37 @@ impl std::fmt::Display for UnderlayHook {
     }
 }
 
-/// The link of the underlay program.
-enum UnderlayLink {
-    Xdp(#[allow(dead_code)] XdpLink),
-    Tc(#[allow(dead_code)] SchedClassifierLink),
-}
+/// Pin names of the overlay's links.
+const PIN_EGRESS: &str = "overlay-vxlan-out";
+const PIN_INGRESS: &str = "overlay-vxlan-in";
+const PIN_UNDERLAY_TC: &str = "overlay-underlay-tc";
+/// The XDP link's pin name says its mode, for the daemon that takes it over.
+const PIN_UNDERLAY_XDP_NATIVE: &str = "overlay-underlay-xdp-native";
+const PIN_UNDERLAY_XDP_SKB: &str = "overlay-underlay-xdp-skb";
+const PIN_NAT_EGRESS: &str = "overlay-nat-out";
+const PIN_NAT_INGRESS: &str = "overlay-nat-in";
 
-/// The links of the overlay programs; dropping them detaches the programs.
+/// The links of the overlay programs; dropping unpinned ones detaches the programs.
 pub(super) struct OverlayLinks {
     hook: UnderlayHook,
     /// Where host routing redirects frames for remote containers.
     pub(super) vxlan_ifindex: u32,
-    _egress: SchedClassifierLink,
-    _ingress: SchedClassifierLink,
-    _underlay: UnderlayLink,
-    /// Egress NAT on the underlay's TC egress, and its reverse on TC ingress where XDP
-    /// validates the overlay (`hm_tc_underlay` does both otherwise).
-    _nat: (SchedClassifierLink, Option<SchedClassifierLink>),
+    /// Egress and ingress of the vxlan device, the underlay validation, and the egress NAT on
+    /// the underlay's TC egress with its reverse on TC ingress where XDP validates the overlay
+    /// (`hm_tc_underlay` does both otherwise).
+    links: Vec<HeldLink>,
+}
+
+impl OverlayLinks {
+    pub(super) fn pin_names(&self) -> Vec<String> {
+        self.links.iter().filter_map(HeldLink::pin_name).collect()
+    }
+
+    fn release(self) {
+        for link in self.links {
+            link.release();
+        }
+    }
 }
 
 impl Dataplane {
@@ -89,21 +105,25 @@ impl Dataplane {
     ) -> Result<(), DataplaneError> {
         let vxlan = interface_name(vxlan_ifindex)?;
         let underlay = interface_name(underlay_ifindex)?;
-        // Replace, never duplicate: the old links detach when dropped here (and an interface
-        // takes only one XDP link anyway).
-        self.overlay = None;
+        // Replace, never duplicate: this process's own links go first (a hook takes a program
+        // once); an earlier daemon's pinned links once the new ones take their pins.
+        if let Some(old) = self.overlay.take() {
+            old.release();
+        }
         let egress = self.attach_tc(
             PROG_OVERLAY_EGRESS,
             &vxlan,
             vxlan_ifindex,
             TcAttachType::Egress,
         )?;
+        let egress = self.hold(PIN_EGRESS, egress)?;
         let ingress = self.attach_tc(
             PROG_OVERLAY_INGRESS,
             &vxlan,
             vxlan_ifindex,
             TcAttachType::Ingress,
         )?;
+        let ingress = self.hold(PIN_INGRESS, ingress)?;
         let use_tc = match program {
             UnderlayProgram::Tc => true,
             UnderlayProgram::Xdp => false,
@@ -116,15 +136,17 @@ impl Dataplane {
                 underlay_ifindex,
                 TcAttachType::Ingress,
             )?;
-            (UnderlayLink::Tc(link), UnderlayHook::Tc)
+            (self.hold(PIN_UNDERLAY_TC, link)?, UnderlayHook::Tc)
         } else {
             let (link, native) = self.attach_xdp_underlay(underlay_ifindex)?;
-            let hook = if native {
-                UnderlayHook::XdpNative
+            if native {
+                (
+                    self.hold(PIN_UNDERLAY_XDP_NATIVE, link)?,
+                    UnderlayHook::XdpNative,
+                )
             } else {
-                UnderlayHook::XdpSkb
-            };
-            (UnderlayLink::Xdp(link), hook)
+                (self.hold(PIN_UNDERLAY_XDP_SKB, link)?, UnderlayHook::XdpSkb)
+            }
         };
         let nat_egress = self.attach_tc(
             PROG_NAT_EGRESS,
@@ -132,23 +154,39 @@ impl Dataplane {
             underlay_ifindex,
             TcAttachType::Egress,
         )?;
-        let nat_ingress = if use_tc {
-            None
-        } else {
-            Some(self.attach_tc(
+        let mut links = vec![
+            egress,
+            ingress,
+            link,
+            self.hold(PIN_NAT_EGRESS, nat_egress)?,
+        ];
+        if !use_tc {
+            let nat_ingress = self.attach_tc(
                 PROG_NAT_INGRESS,
                 &underlay,
                 underlay_ifindex,
                 TcAttachType::Ingress,
-            )?)
-        };
+            )?;
+            links.push(self.hold(PIN_NAT_INGRESS, nat_ingress)?);
+        }
+        // An earlier daemon's links no new one replaced (it used another underlay program).
+        if let Some(pins) = &self.pins {
+            let kept: Vec<String> = links.iter().filter_map(HeldLink::pin_name).collect();
+            for name in [
+                PIN_UNDERLAY_TC,
+                PIN_UNDERLAY_XDP_NATIVE,
+                PIN_UNDERLAY_XDP_SKB,
+                PIN_NAT_INGRESS,
+            ] {
+                if !kept.iter().any(|k| k == name) {
+                    pins::release_pin(&pins.link(name));
+                }
+            }
+        }
         self.overlay = Some(OverlayLinks {
             hook,
             vxlan_ifindex,
-            _egress: egress,
-            _ingress: ingress,
-            _underlay: link,
-            _nat: (nat_egress, nat_ingress),
+            links,
         });
         tracing::info!(
             vxlan = %vxlan,
@@ -162,7 +200,8 @@ impl Dataplane {
     /// Detaches the overlay programs; the tunnel routes and counters stay. Succeeds if nothing
     /// is attached.
     pub fn detach_overlay(&mut self) -> Result<(), DataplaneError> {
-        if self.overlay.take().is_some() {
+        if let Some(overlay) = self.overlay.take() {
+            overlay.release();
             tracing::info!("overlay detached");
         }
         Ok(())
@@ -258,6 +297,25 @@ impl Dataplane {
             ifindex,
             source: Box::new(e),
         };
+        // A link an earlier daemon pinned: its program is swapped in place (an interface takes
+        // one XDP link, so a new one could not be attached beside it).
+        if let Some(pins) = &self.pins {
+            for (name, native) in [
+                (PIN_UNDERLAY_XDP_NATIVE, true),
+                (PIN_UNDERLAY_XDP_SKB, false),
+            ] {
+                let Some(old) = pins::pinned_link(&pins.link(name)) else {
+                    continue;
+                };
+                let replaced = XdpLink::try_from(old)
+                    .ok()
+                    .and_then(|link| prog.attach_to_link(link).ok());
+                match replaced {
+                    Some(id) => return Ok((prog.take_link(id).map_err(take)?, native)),
+                    None => pins::release_pin(&pins.link(name)),
+                }
+            }
+        }
         let native = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
             Ok(id) => return Ok((prog.take_link(id).map_err(take)?, true)),
             Err(e) => e,

@@ -506,6 +506,37 @@ fn ipcache_key(ip: Ipv4Addr, prefix: u8) -> Result<Key<u32>, DataplaneError> {
     }
 }
 
+impl Dataplane {
+    /// Rebuilds which entries each endpoint has from the maps (taken over from an earlier
+    /// daemon), so the next `set_endpoint_policy` removes what it no longer wants.
+    pub(super) fn restore_policy(&mut self) -> Result<(), DataplaneError> {
+        let PolicyMaps {
+            rules,
+            cidr,
+            written,
+            ..
+        } = &mut self.policy;
+        for key in rules.keys() {
+            let key = key.map_err(DataplaneError::map(MAP_POLICY, "reading"))?;
+            written
+                .entry(key.endpoint_id)
+                .or_default()
+                .identity
+                .insert(key);
+        }
+        for key in cidr.keys() {
+            let key = key.map_err(DataplaneError::map(MAP_POLICY_CIDR, "reading"))?;
+            let data = key.data();
+            written
+                .entry(data.endpoint_id)
+                .or_default()
+                .cidr
+                .insert((key.prefix_len(), data));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::merge;

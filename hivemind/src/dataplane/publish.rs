@@ -102,3 +102,17 @@ impl Dataplane {
         Ok(())
     }
 }
+
+impl Dataplane {
+    /// Rebuilds the published ports this process wrote from `HM_PUBLISHED` (taken over from an
+    /// earlier daemon).
+    pub(super) fn restore_published(&mut self) -> Result<(), DataplaneError> {
+        let maps = &mut self.publish;
+        maps.written = maps
+            .published
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(DataplaneError::map(MAP_PUBLISHED, "reading"))?;
+        Ok(())
+    }
+}

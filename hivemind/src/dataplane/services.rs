@@ -443,6 +443,27 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+impl Dataplane {
+    /// Rebuilds the backend ids and frontends this process hands out and replaces from the
+    /// maps (taken over from an earlier daemon): a tracked connection keeps its backend's id.
+    pub(super) fn restore_services(&mut self) -> Result<(), DataplaneError> {
+        let maps = &mut self.services;
+        for entry in maps.backends.iter() {
+            let (id, backend) = entry.map_err(DataplaneError::map(MAP_BACKENDS, "reading"))?;
+            let ip = Ipv4Addr::from(backend.ip.to_ne_bytes());
+            maps.ids
+                .insert((ip, u16::from_be(backend.port), backend.proto), id);
+            maps.next_id = maps.next_id.max(id.saturating_add(1));
+        }
+        for (vip, port, proto, ids) in self.services()? {
+            self.services
+                .frontends
+                .insert((vip, port, proto), (ids.len() as u16, ids));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

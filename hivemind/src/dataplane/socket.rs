@@ -7,10 +7,11 @@ use std::{fs::File, io, path::Path};
 
 use aya::{
     maps::{HashMap, MapData},
-    programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink},
+    programs::{CgroupAttachMode, CgroupSockAddr},
 };
 use hivemind_common::MAP_SOCK_NETNS;
 
+use super::pins::HeldLink;
 use super::{Dataplane, DataplaneError, is_not_found, program_of};
 
 /// cgroup connect4 (TCP and connected UDP sockets to a VIP).
@@ -32,7 +33,13 @@ const PROGRAMS: [&str; 4] = [
 /// The attached socket programs; dropping them detaches them.
 pub(super) struct SocketLb {
     pub(super) netns: HashMap<MapData, u64, u32>,
-    _links: Vec<CgroupSockAddrLink>,
+    links: Vec<HeldLink>,
+}
+
+impl SocketLb {
+    pub(super) fn pin_names(&self) -> Vec<String> {
+        self.links.iter().filter_map(HeldLink::pin_name).collect()
+    }
 }
 
 impl Dataplane {
@@ -68,7 +75,12 @@ impl Dataplane {
             let id = prog
                 .attach(directory, CgroupAttachMode::Single)
                 .map_err(attach_error)?;
-            links.push(prog.take_link(id).map_err(attach_error)?);
+            let link = prog.take_link(id).map_err(attach_error)?;
+            links.push(HeldLink::hold(
+                self.pins.as_ref(),
+                &format!("sock-{program}"),
+                link,
+            )?);
         }
         let netns = self
             .ebpf
@@ -78,10 +90,7 @@ impl Dataplane {
             })?;
         let netns =
             HashMap::try_from(netns).map_err(DataplaneError::map(MAP_SOCK_NETNS, "opening"))?;
-        self.socket = Some(SocketLb {
-            netns,
-            _links: links,
-        });
+        self.socket = Some(SocketLb { netns, links });
         tracing::info!(cgroup = %cgroup.display(), "socket load balancing attached");
         Ok(())
     }

@@ -289,6 +289,22 @@ impl Node {
         })
     }
 
+    /// Where the data plane is pinned on bpffs, when it is.
+    pub fn bpf_pins(&self) -> Option<String> {
+        self.dataplane.as_ref().and_then(|dataplane| {
+            lock(dataplane)
+                .pins()
+                .map(|pins| pins.dir().display().to_string())
+        })
+    }
+
+    /// Detaches the pinned links an earlier daemon left for containers that are gone.
+    pub fn release_unheld_links(&self) {
+        if let Some(dataplane) = &self.dataplane {
+            lock(dataplane).release_unheld_links();
+        }
+    }
+
     /// Whether the container runtime answers.
     pub async fn runtime_answers(&self) -> Result<(), RuntimeError> {
         self.runtime.list().await.map(drop)
