@@ -32,6 +32,8 @@ pub const MAP_BACKENDS: &str = "HM_BACKENDS";
 /// connection has two entries: the original direction (client -> VIP:port, remembering the
 /// backend) and the reply direction (backend -> client, remembering the VIP:port to restore).
 pub const MAP_CT: &str = "HM_CT";
+/// Entries of `HM_CT` per owner (`CtValue::owner`), for the budget.
+pub const MAP_CT_BUDGET: &str = "HM_CT_BUDGET";
 /// Name of the one-entry array (index 0) holding this node's [`NodeConfig`].
 pub const MAP_NODE_CONFIG: &str = "HM_NODE_CONFIG";
 /// Host routing: a local container's IPv4 address (network byte order) -> the ifindex of its
@@ -99,8 +101,9 @@ pub const MAX_SERVICE_ENTRIES: u32 = 65536;
 pub const MAX_SLOTS_PER_SERVICE: u16 = 1024;
 /// Maximum number of `HM_BACKENDS` entries.
 pub const MAX_BACKENDS: u32 = 65536;
-/// Maximum number of `HM_CT` entries (two per translated connection); the least recently used
-/// entries are evicted first.
+/// Maximum number of `HM_CT` entries (two per tracked connection). Nothing is evicted: the
+/// daemon's collector removes idle and closed connections, and each owner holds at most
+/// `CT_OWNER_BUDGET`.
 pub const MAX_CT_ENTRIES: u32 = 131072;
 /// Maximum number of `HM_IPCACHE` entries (containers of the whole cluster, plus the node).
 pub const MAX_IPCACHE_ENTRIES: u32 = 65536;
@@ -526,10 +529,70 @@ pub struct CtValue {
     pub rev_port: u16,
     /// `ct_flags::*` bits.
     pub flags: u8,
+    /// `ct_state::*` bits: what the entry's packets showed (TCP flags seen).
+    pub state: u8,
+    /// The address of the backend the entry was made for, network byte order (0 outside the
+    /// load balancer): a tracked connection whose backend id now names another address picks
+    /// a new backend.
+    pub backend_ip: u32,
+    /// The endpoint whose budget the entry counts against (`CT_OWNER_*` or an endpoint id).
+    pub owner: u32,
+    /// The backend's port, network byte order.
+    pub backend_port: u16,
     /// Always zero.
-    pub _pad: u8,
+    pub _pad: u16,
+    /// When a packet last matched the entry (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
+    pub last_seen_ns: u64,
 }
-const _: () = assert!(size_of::<CtValue>() == 12);
+const _: () = assert!(size_of::<CtValue>() == 32);
+
+/// Bits of [`CtValue::state`], from the TCP flags of the packets the entry saw.
+pub mod ct_state {
+    pub const SYN: u8 = 1;
+    /// A packet with ACK and no SYN: the handshake is done.
+    pub const ESTABLISHED: u8 = 2;
+    pub const FIN: u8 = 4;
+    pub const RST: u8 = 8;
+
+    /// The state bits a TCP packet with `tcp_flags` adds.
+    pub const fn from_tcp_flags(tcp_flags: u8) -> u8 {
+        let mut bits = 0;
+        if tcp_flags & 0x02 != 0 {
+            bits |= SYN;
+        } else if tcp_flags & 0x10 != 0 {
+            bits |= ESTABLISHED;
+        }
+        if tcp_flags & 0x01 != 0 {
+            bits |= FIN;
+        }
+        if tcp_flags & 0x04 != 0 {
+            bits |= RST;
+        }
+        bits
+    }
+}
+
+/// Owner of a conntrack entry made for the node itself: no budget.
+pub const CT_OWNER_NODE: u32 = 0;
+/// Owner of conntrack entries made for clients outside the cluster (published ports): one
+/// budget for all of them.
+pub const CT_OWNER_OUTSIDE: u32 = u32::MAX;
+/// Entries of `HM_CT` one owner (a local endpoint, or the outside) may hold at once; a new
+/// connection beyond it is dropped (`DROP_CT_BUDGET`), so no container can fill the table the
+/// others need.
+pub const CT_OWNER_BUDGET: u32 = MAX_CT_ENTRIES / 8;
+
+/// Seconds a conntrack entry lives without a packet, by protocol and state (the daemon's
+/// collector removes it and its pair; the kernel's conntrack uses 5 days for established TCP,
+/// Cilium 6 hours).
+pub const CT_TCP_SYN_TIMEOUT_S: u64 = 60;
+pub const CT_TCP_ESTABLISHED_TIMEOUT_S: u64 = 6 * 3600;
+pub const CT_TCP_CLOSING_TIMEOUT_S: u64 = 10;
+pub const CT_UDP_TIMEOUT_S: u64 = 60;
+pub const CT_ICMP_TIMEOUT_S: u64 = 30;
+/// How long the data path lets `last_seen_ns` lag before it writes it again (fewer writes to
+/// a shared cache line).
+pub const CT_TOUCH_NS: u64 = 1_000_000_000;
 
 /// Bits of [`CtValue::flags`].
 pub mod ct_flags {
@@ -779,6 +842,8 @@ pub mod reason {
     pub const DROP_NAT_UNSUPPORTED: u8 = 142;
     /// Not IPv4 and not ARP, from or to a container (IPv6 is not carried yet).
     pub const DROP_NOT_IPV4_CONTAINER: u8 = 143;
+    /// A new connection beyond its owner's conntrack budget (`CT_OWNER_BUDGET`).
+    pub const DROP_CT_BUDGET: u8 = 144;
 
     /// The name of a code, for logs and the API (`"unknown"` for codes this build does not
     /// know).
@@ -809,6 +874,7 @@ pub mod reason {
             DROP_NAT_FULL => "drop_nat_full",
             DROP_NAT_UNSUPPORTED => "drop_nat_unsupported",
             DROP_NOT_IPV4_CONTAINER => "drop_not_ipv4_container",
+            DROP_CT_BUDGET => "drop_ct_budget",
             _ => "unknown",
         }
     }
@@ -906,6 +972,7 @@ mod tests {
             reason::DROP_NAT_FULL,
             reason::DROP_NAT_UNSUPPORTED,
             reason::DROP_NOT_IPV4_CONTAINER,
+            reason::DROP_CT_BUDGET,
         ];
         for (i, a) in codes.iter().enumerate() {
             assert!(reason::is_drop(*a));

@@ -1,37 +1,114 @@
-//! Connection tracking of service connections (`HM_CT`, LRU hash).
+//! Connection tracking (`HM_CT`, a hash map: nothing is evicted behind anyone's back).
 //!
 //! A translated connection has two entries, written together when its first packet is
 //! translated: the original direction `{client, VIP, client port, service port}` remembering the
 //! backend, and the reply direction `{backend, client, backend port, client port}` remembering
-//! the VIP:port to restore. Entries live until the LRU evicts them (no TCP state machine yet):
-//! a connection keeps its backend for as long as its packets keep its entry warm.
+//! the VIP:port to restore. The policy checks keep their own entries (other scopes).
+//!
+//! Every entry records what its packets showed (`ct_state`, from TCP flags) and when the last
+//! one came; the daemon's collector removes a connection (both entries) once it has been idle
+//! longer than its protocol and state allow (closed TCP after seconds, established after
+//! hours). Each entry counts against an owner (the local endpoint that opened the connection,
+//! or the outside), and an owner holds at most `CT_OWNER_BUDGET` entries: one container
+//! cannot fill the table the others need.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
-use hivemind_common::{CtKey, CtValue, MAX_CT_ENTRIES};
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::HashMap,
+};
+use hivemind_common::{
+    CT_OWNER_BUDGET, CT_OWNER_NODE, CT_TOUCH_NS, CtKey, CtValue, MAX_CT_ENTRIES, MAX_ENDPOINTS,
+    ct_state, reason,
+};
 
-/// 5-tuple -> backend / VIP to restore. Written by the data path only; the daemon reads it.
+/// 5-tuple -> backend / VIP to restore, state and last packet. Written by the data path; the
+/// daemon reads it and removes what is over.
 #[map(name = "HM_CT")]
-static HM_CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(MAX_CT_ENTRIES, 0);
+static HM_CT: HashMap<CtKey, CtValue> = HashMap::with_max_entries(MAX_CT_ENTRIES, 0);
 
-/// The entry of `key`, copied out of the map.
+/// Owner -> entries it holds (a u64: the data path's atomics are 64-bit). Counted up here,
+/// recounted by the daemon's collector.
+#[map(name = "HM_CT_BUDGET")]
+static HM_CT_BUDGET: HashMap<u32, u64> = HashMap::with_max_entries(MAX_ENDPOINTS + 2, 0);
+
+const EEXIST: i32 = 17;
+
+/// The entry of `key` for a packet with `tcp_flags` (0 for other protocols): its state takes
+/// the packet's flags and its last-seen time moves on (written at most once a second unless
+/// the state changes).
 #[inline(always)]
-pub(crate) fn lookup(key: &CtKey) -> Option<CtValue> {
+pub(crate) fn touch(key: &CtKey, tcp_flags: u8) -> Option<CtValue> {
+    let ptr = HM_CT.get_ptr_mut(key)?;
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a pointer returned by a map lookup is valid for the program's run; the value is
-    // plain data, so a concurrent update can at worst give a stale copy.
-    HM_CT.get_ptr(key).map(|value| unsafe { *value })
+    // plain data. The writes race only with other packets of the same connection, and either
+    // value is right.
+    unsafe {
+        let mut value = *ptr;
+        let state = value.state | ct_state::from_tcp_flags(tcp_flags);
+        if state != value.state || now.wrapping_sub(value.last_seen_ns) >= CT_TOUCH_NS {
+            value.state = state;
+            value.last_seen_ns = now;
+            (*ptr).state = state;
+            (*ptr).last_seen_ns = now;
+        }
+        Some(value)
+    }
 }
 
-/// Creates or replaces the entry of `key`; `Err` if the map refused it.
+/// Creates the entry of `key` for a packet with `tcp_flags`, counted against `value.owner`, or
+/// replaces the one there. `Err` holds the drop reason: the owner's budget is spent, or the map
+/// is full.
 #[inline(always)]
-pub(crate) fn insert(key: &CtKey, value: &CtValue) -> Result<(), i32> {
-    HM_CT.insert(key, value, 0)
+pub(crate) fn create(key: &CtKey, value: &CtValue, tcp_flags: u8) -> Result<(), u8> {
+    let mut value = *value;
+    // SAFETY: a plain helper call.
+    value.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    value.state = ct_state::from_tcp_flags(tcp_flags);
+    let owner = value.owner;
+    let counter = if owner == CT_OWNER_NODE {
+        None
+    } else {
+        match HM_CT_BUDGET.get_ptr_mut(&owner) {
+            Some(count) => {
+                // SAFETY: as in `touch`.
+                if unsafe { *count } >= u64::from(CT_OWNER_BUDGET) {
+                    return Err(reason::DROP_CT_BUDGET);
+                }
+                Some(count)
+            }
+            None => None,
+        }
+    };
+    match HM_CT.insert(key, &value, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {
+            match counter {
+                // SAFETY: `count` points into the map value, valid for this run. Not atomic
+                // (this target has no atomic read-modify-write in Rust): two CPUs counting the
+                // same owner at once may lose one, which the collector's recount restores.
+                Some(count) => unsafe { *count += 1 },
+                None if owner != CT_OWNER_NODE => {
+                    // The owner's first entry (another CPU may race; the collector recounts).
+                    let _ = HM_CT_BUDGET.insert(&owner, &1u64, u64::from(BPF_NOEXIST));
+                }
+                None => {}
+            }
+            Ok(())
+        }
+        Err(e) if e == -EEXIST => HM_CT
+            .insert(key, &value, u64::from(BPF_EXIST))
+            .map_err(|_| reason::DROP_CT_FULL),
+        Err(_) => Err(reason::DROP_CT_FULL),
+    }
 }
 
-/// Creates the entry of `key` unless one exists already (an LRU map never refuses for lack of
-/// room, so a failure here means another CPU won the race: fine either way).
+/// Creates the entry of `key` unless one exists already (then it is only touched).
 #[inline(always)]
-pub(crate) fn ensure(key: &CtKey, value: &CtValue) {
-    if HM_CT.get_ptr(key).is_none() {
-        let _ = HM_CT.insert(key, value, 0);
+pub(crate) fn ensure(key: &CtKey, value: &CtValue, tcp_flags: u8) {
+    if touch(key, tcp_flags).is_none() {
+        let _ = create(key, value, tcp_flags);
     }
 }

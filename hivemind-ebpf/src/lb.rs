@@ -25,7 +25,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hivemind_common::{
-    Backend, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    Backend, CT_OWNER_NODE, CT_OWNER_OUTSIDE, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, reason,
 };
 
@@ -71,6 +71,8 @@ struct Flow {
     proto: u8,
     /// Offset of the TCP/UDP header (after the IPv4 options).
     l4_off: usize,
+    /// TCP flags (0 for UDP).
+    tcp_flags: u8,
 }
 
 impl Flow {
@@ -130,6 +132,7 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
         dport: ip.l4_u16(2),
         proto: ip.proto,
         l4_off: ip.l4_off,
+        tcp_flags: ip.tcp_flags,
     }))
 }
 
@@ -142,7 +145,7 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
         return Ok(Nat::Untouched);
     };
     if in_service_cidr(flow.daddr) {
-        return Ok(match translate(ctx, &flow, endpoint)? {
+        return Ok(match translate(ctx, &flow, endpoint, endpoint)? {
             Some(b) => Nat::Destination(b.ip, b.port),
             None => Nat::Untouched,
         });
@@ -173,7 +176,7 @@ pub(crate) fn translate_published(ctx: &TcContext, headers: &Headers) -> Result<
     let Some(flow) = parse(headers)? else {
         return Ok(false);
     };
-    Ok(translate(ctx, &flow, 0)?.is_some())
+    Ok(translate(ctx, &flow, 0, CT_OWNER_OUTSIDE)?.is_some())
 }
 
 /// On the node of a local backend that a client reached through the published port
@@ -182,16 +185,20 @@ pub(crate) fn translate_published(ctx: &TcContext, headers: &Headers) -> Result<
 #[inline(always)]
 pub(crate) fn remember_published_reply(ip: &crate::pkt::Ipv4, node: u32, published: u16) {
     let key = CtKey::new(ip.daddr, ip.saddr, ip.l4_u16(2), ip.l4_u16(0), ip.proto);
+    if let Some(ct) = conntrack::touch(&key, 0)
+        && ct.rev_vip == node
+        && ct.rev_port == published
+    {
+        return;
+    }
     let value = CtValue {
-        backend_id: 0,
         rev_vip: node,
         rev_port: published,
         flags: ct_flags::SERVICE | ct_flags::REPLY,
-        _pad: 0,
+        owner: CT_OWNER_OUTSIDE,
+        ..CtValue::default()
     };
-    if conntrack::lookup(&key) != Some(value) {
-        let _ = conntrack::insert(&key, &value);
-    }
+    let _ = conntrack::create(&key, &value, 0);
 }
 
 /// TC egress of `hm-vxlan`: DNAT of node-originated packets to a service. `Ok(None)`: not a
@@ -204,7 +211,7 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
     if !in_service_cidr(flow.daddr) {
         return Ok(None);
     }
-    let Some(backend) = translate(ctx, &flow, 0)? else {
+    let Some(backend) = translate(ctx, &flow, 0, CT_OWNER_NODE)? else {
         return Ok(None);
     };
     let Some(config) = HM_NODE_CONFIG.get(0) else {
@@ -223,16 +230,22 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
     }
 }
 
-/// DNAT of a packet to the service CIDR: the connection's backend from `HM_CT`, or a new one
-/// picked by hashing the 5-tuple over the service's slots. `Ok(None)`: no such service (the
-/// packet passes untouched).
+/// DNAT of a packet to the service CIDR: the connection's backend from `HM_CT` while that
+/// backend id still names the same address and port, or a new one picked by hashing the
+/// 5-tuple over the service's slots. New entries count against `owner`. `Ok(None)`: no such
+/// service (the packet passes untouched).
 #[inline(always)]
-fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backend>, u8> {
+fn translate(
+    ctx: &TcContext,
+    flow: &Flow,
+    endpoint: u32,
+    owner: u32,
+) -> Result<Option<Backend>, u8> {
     let key = flow.ct_key();
-    let existing = match conntrack::lookup(&key) {
-        Some(ct) if ct.flags & ct_flags::REPLY == 0 => {
-            backend(ct.backend_id).map(|b| (ct.backend_id, b))
-        }
+    let existing = match conntrack::touch(&key, flow.tcp_flags) {
+        Some(ct) if ct.flags & ct_flags::REPLY == 0 => backend(ct.backend_id)
+            .filter(|b| b.ip == ct.backend_ip && b.port == ct.backend_port)
+            .map(|b| (ct.backend_id, b)),
         _ => None,
     };
     let bytes = u64::from(ctx.len());
@@ -254,7 +267,10 @@ fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backe
         flags: ct_flags::SERVICE
             | ct_flags::REPLY
             | if hairpin { ct_flags::HAIRPIN } else { 0 },
-        _pad: 0,
+        backend_ip: backend.ip,
+        backend_port: backend.port,
+        owner,
+        ..CtValue::default()
     };
     if new {
         let original = CtValue {
@@ -262,12 +278,12 @@ fn translate(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<Backe
             ..reply
         };
         // Reply entry first: once the original one exists, replies may already flow.
-        conntrack::insert(&reply_key, &reply).map_err(|_| reason::DROP_CT_FULL)?;
-        conntrack::insert(&key, &original).map_err(|_| reason::DROP_CT_FULL)?;
+        conntrack::create(&reply_key, &reply, 0)?;
+        conntrack::create(&key, &original, flow.tcp_flags)?;
         metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, bytes);
     } else {
-        // The LRU may have evicted the reply entry alone.
-        conntrack::ensure(&reply_key, &reply);
+        // The collector may have taken the reply entry alone (idle in that direction).
+        conntrack::ensure(&reply_key, &reply, 0);
     }
     rewrite(
         ctx,
@@ -358,7 +374,7 @@ fn backend(id: u32) -> Option<Backend> {
 /// address and published port); the address it restored, if it did.
 #[inline(always)]
 fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u32>, u8> {
-    let Some(ct) = conntrack::lookup(&flow.ct_key()) else {
+    let Some(ct) = conntrack::touch(&flow.ct_key(), flow.tcp_flags) else {
         return Ok(None);
     };
     if ct.flags & ct_flags::REPLY == 0 {

@@ -226,12 +226,12 @@ fn check(
         Parsed::Ipv4(t) => t,
     };
     let key = CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto);
-    if let Some(ct) = conntrack::lookup(&key.with_scope(own))
+    if let Some(ct) = conntrack::touch(&key.with_scope(own), t.tcp_flags)
         && ct.flags & ct_flags::REPLY == 0
     {
         return Ok(());
     }
-    if let Some(ct) = conntrack::lookup(&key.with_scope(other))
+    if let Some(ct) = conntrack::touch(&key.with_scope(other), t.tcp_flags)
         && ct.flags & ct_flags::REPLY != 0
     {
         return Ok(());
@@ -270,26 +270,24 @@ fn check(
         return Ok(());
     }
     let forward = CtValue {
-        backend_id: 0,
-        rev_vip: 0,
-        rev_port: 0,
-        flags: 0,
-        _pad: 0,
+        owner: info.endpoint_id,
+        ..CtValue::default()
     };
     let reply = CtValue {
         flags: ct_flags::REPLY,
         ..forward
     };
     let reverse = CtKey::new(t.daddr, t.saddr, t.dport, t.sport, t.proto).with_scope(own);
-    // Reply entry first, as in the load balancer. A failed insert only costs a later re-check.
-    let _ = conntrack::insert(&reverse, &reply);
+    // Reply entry first, as in the load balancer. A refused entry (the endpoint's budget spent,
+    // the table full) only costs later packets a new check.
+    let _ = conntrack::create(&reverse, &reply, 0);
     if let Some(o) = original
         && (o.daddr != t.daddr || o.dport != t.dport)
     {
         let vip_reply = CtKey::new(o.daddr, o.saddr, o.dport, o.sport, o.proto).with_scope(own);
-        let _ = conntrack::insert(&vip_reply, &reply);
+        let _ = conntrack::create(&vip_reply, &reply, 0);
     }
-    let _ = conntrack::insert(&key.with_scope(own), &forward);
+    let _ = conntrack::create(&key.with_scope(own), &forward, t.tcp_flags);
     flows::allowed(&flow);
     Ok(())
 }

@@ -348,6 +348,9 @@ async fn nat_loop(node: Arc<Node>) {
         if let Err(e) = node.collect_nat() {
             tracing::warn!(error = %e, "freeing idle NAT mappings failed");
         }
+        if let Err(e) = node.collect_conntrack() {
+            tracing::warn!(error = %e, "collecting tracked connections failed");
+        }
     }
 }
 

@@ -1906,3 +1906,156 @@ fn spoofing_hairpin_and_masquerade_under_test_run() {
         (TC_ACT_OK, api.clone())
     );
 }
+
+const FIN: u8 = 0x01;
+
+/// The conntrack key of a packet from `src:sport` to `dst:dport` (TCP), as the data path
+/// writes it.
+fn ct_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> hivemind_common::CtKey {
+    hivemind_common::CtKey::new(
+        u32::from_ne_bytes(src.octets()),
+        u32::from_ne_bytes(dst.octets()),
+        sport.to_be(),
+        dport.to_be(),
+        TCP,
+    )
+}
+
+fn ct_entry(dp: &Dataplane, key: hivemind_common::CtKey) -> Option<hivemind_common::CtValue> {
+    dp.conntrack()
+        .expect("conntrack")
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// Conntrack with TCP state: a connection's entries follow its flags, the collector removes
+/// closed and idle connections (both entries) and keeps established ones; a tracked
+/// connection whose backend id now names another address is balanced again; and an endpoint
+/// that spends its budget gets its next connection dropped while another endpoint's passes.
+#[test]
+fn conntrack_state_collection_budget_and_stale_backends_under_test_run() {
+    use hivemind_common::{CT_OWNER_BUDGET, ct_state};
+    if !can_run("conntrack_state_collection_budget_and_stale_backends_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmca", "hmcb"]);
+    let (if_a, if_b) = (idx[0], idx[1]);
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+    let b1 = backend(1, 5, 8080, 1);
+    dp.set_service(VIP, 80, TCP, &[b1]).expect("service");
+    let from_a = |p: &[u8]| test_run_ctx(from, p, if_a, 0);
+    let now = hivemind::dataplane::monotonic_now();
+
+    // A connection's life: SYN, SYN-ACK, ACK, then FIN.
+    let original = ct_key(POD_A, 40000, VIP, 80);
+    let reply = ct_key(b1.ip, 8080, POD_A, 40000);
+    assert_eq!(from_a(&tcp_frame(POD_A, 40000, VIP, 80, SYN)), TC_ACT_OK);
+    let entry = ct_entry(&dp, original).expect("tracked");
+    assert_eq!(entry.state, ct_state::SYN);
+    assert_eq!(entry.owner, EP_A);
+    assert_eq!(entry.backend_ip, u32::from_ne_bytes(b1.ip.octets()));
+    assert_eq!(
+        test_run_ctx(
+            to,
+            &tcp_frame(b1.ip, 8080, POD_A, 40000, SYN | ACK),
+            if_a,
+            0
+        ),
+        TC_ACT_OK
+    );
+    assert_eq!(ct_entry(&dp, reply).expect("reply").state, ct_state::SYN);
+    assert_eq!(from_a(&tcp_frame(POD_A, 40000, VIP, 80, ACK)), TC_ACT_OK);
+    assert_eq!(
+        ct_entry(&dp, original).expect("tracked").state,
+        ct_state::SYN | ct_state::ESTABLISHED
+    );
+    // Established: still there past the handshake timeout.
+    let collected = dp
+        .collect_conntrack(now + Duration::from_secs(61))
+        .expect("collect");
+    assert_eq!(collected.removed, 0, "{collected:?}");
+    assert!(ct_entry(&dp, original).is_some());
+    // Closed: both entries go after 10 s of quiet.
+    assert_eq!(
+        from_a(&tcp_frame(POD_A, 40000, VIP, 80, FIN | ACK)),
+        TC_ACT_OK
+    );
+    assert!(ct_entry(&dp, original).expect("tracked").state & ct_state::FIN != 0);
+    let later = hivemind::dataplane::monotonic_now();
+    assert_eq!(
+        dp.collect_conntrack(later + Duration::from_secs(5))
+            .expect("collect")
+            .removed,
+        0
+    );
+    let collected = dp
+        .collect_conntrack(later + Duration::from_secs(11))
+        .expect("collect");
+    assert_eq!(collected.removed, 2, "{collected:?}");
+    assert!(ct_entry(&dp, original).is_none() && ct_entry(&dp, reply).is_none());
+
+    // A tracked connection on backend id 1; then the service moves to id 2 and id 1 comes to
+    // name another service's backend: the connection is balanced again within its own service.
+    assert_eq!(from_a(&tcp_frame(POD_A, 41000, VIP, 80, SYN)), TC_ACT_OK);
+    let b2 = backend(2, 6, 8080, 1);
+    dp.set_service(VIP, 80, TCP, &[b2]).expect("move");
+    let elsewhere = Ipv4Addr::new(10, 96, 0, 99);
+    dp.set_service(elsewhere, 80, TCP, &[backend(1, 9, 9090, 1)])
+        .expect("another service");
+    let (ret, out) = test_run_out_ctx(from, &tcp_frame(POD_A, 41000, VIP, 80, ACK), if_a);
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(
+        checked_tuple(&out).2,
+        b2.ip,
+        "not the other service's backend"
+    );
+
+    // Budget: A spends its share of the table; its next connection is dropped and counted,
+    // B's still passes. A collection (here: the handshakes time out) gives the share back.
+    let mut opened = 0u32;
+    let mut sport = 1024u16;
+    let dropped = loop {
+        sport += 1;
+        let ret = from_a(&tcp_frame(POD_A, sport, VIP, 80, SYN));
+        if ret != TC_ACT_OK {
+            break ret;
+        }
+        opened += 1;
+        assert!(opened <= CT_OWNER_BUDGET / 2, "the budget never ran out");
+    };
+    assert_eq!(dropped, TC_ACT_SHOT);
+    assert!(
+        opened + 4 >= CT_OWNER_BUDGET / 2,
+        "only {opened} connections"
+    );
+    let drops = dp.service_counters().expect("counters").drops;
+    assert!(
+        drops.get(&reason::DROP_CT_BUDGET).copied() >= Some(1),
+        "{drops:?}"
+    );
+    assert_eq!(
+        test_run_ctx(from, &tcp_frame(POD_B, 50000, VIP, 80, SYN), if_b, 0),
+        TC_ACT_OK,
+        "another endpoint is not starved"
+    );
+    let owners = dp.conntrack_owners().expect("owners");
+    assert!(
+        owners
+            .iter()
+            .any(|(owner, n)| *owner == EP_A && *n >= u64::from(CT_OWNER_BUDGET) - 1),
+        "{owners:?}"
+    );
+    let collected = dp
+        .collect_conntrack(hivemind::dataplane::monotonic_now() + Duration::from_secs(61))
+        .expect("collect");
+    assert!(
+        collected.removed as u32 >= CT_OWNER_BUDGET - 1,
+        "{collected:?}"
+    );
+    assert_eq!(from_a(&tcp_frame(POD_A, 65000, VIP, 80, SYN)), TC_ACT_OK);
+}

@@ -131,7 +131,7 @@ pub struct ServiceCounters {
     pub socket_translated: u64,
     /// Packets to a service without a usable backend (`reason::DROP_NO_BACKEND`).
     pub no_backend_drops: u64,
-    /// Every service drop by reason (`DROP_NO_BACKEND`, `DROP_CT_FULL`,
+    /// Every service drop by reason (`DROP_NO_BACKEND`, `DROP_CT_FULL`, `DROP_CT_BUDGET`,
     /// `DROP_SERVICE_UNSUPPORTED`), whichever program dropped.
     pub drops: BTreeMap<u8, u64>,
 }
@@ -169,7 +169,10 @@ impl ServiceCounters {
 fn is_service_drop(code: u8) -> bool {
     matches!(
         code,
-        reason::DROP_NO_BACKEND | reason::DROP_CT_FULL | reason::DROP_SERVICE_UNSUPPORTED
+        reason::DROP_NO_BACKEND
+            | reason::DROP_CT_FULL
+            | reason::DROP_CT_BUDGET
+            | reason::DROP_SERVICE_UNSUPPORTED
     )
 }
 

@@ -9,6 +9,7 @@
 //! when it ends (tests, benchmarks); the daemon loads with [`Dataplane::load_pinned`], which
 //! pins maps and links on bpffs so they outlive it (see `pins`).
 
+mod conntrack;
 mod counters;
 mod error;
 mod nat;
@@ -42,6 +43,7 @@ use hivemind_common::{
     NodeConfig, SERVICE_CIDR, SERVICE_CIDR_PREFIX, TunnelInfo, endpoint_flags,
 };
 
+pub use conntrack::{CtCollected, expired as conntrack_expired, pair_key as conntrack_pair};
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use error::DataplaneError;
 pub use nat::{NatCounters, NatMapping, monotonic_now};

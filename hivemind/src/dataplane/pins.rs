@@ -26,8 +26,9 @@ use super::DataplaneError;
 
 /// The maps that outlive the daemon: everything but the read-once ring buffer's loss counter
 /// is state the programs or the next daemon need.
-pub(super) const PINNED_MAPS: [&str; 19] = [
+pub(super) const PINNED_MAPS: [&str; 20] = [
     hivemind_common::MAP_ENDPOINTS,
+    hivemind_common::MAP_CT_BUDGET,
     hivemind_common::MAP_METRICS,
     hivemind_common::MAP_TUNNELS,
     hivemind_common::MAP_SERVICES,

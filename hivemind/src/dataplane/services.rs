@@ -17,8 +17,9 @@ use aya::{
     maps::{Array, HashMap, MapData},
 };
 use hivemind_common::{
-    Backend, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKENDS, MAP_CT, MAP_METRICS,
-    MAP_NODE_CONFIG, MAP_SERVICES, MAX_SLOTS_PER_SERVICE, NodeConfig, ServiceKey, ServiceValue,
+    Backend, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKENDS, MAP_CT, MAP_CT_BUDGET,
+    MAP_METRICS, MAP_NODE_CONFIG, MAP_SERVICES, MAX_SLOTS_PER_SERVICE, NodeConfig, ServiceKey,
+    ServiceValue,
 };
 
 use super::{Dataplane, DataplaneError, ServiceCounters, counters, is_not_found};
@@ -42,6 +43,8 @@ pub(super) struct ServiceMaps {
     pub(super) services: HashMap<MapData, ServiceKey, ServiceValue>,
     pub(super) backends: HashMap<MapData, u32, Backend>,
     pub(super) ct: HashMap<MapData, CtKey, CtValue>,
+    /// Conntrack entries per owner (the budget).
+    pub(super) ct_budget: HashMap<MapData, u32, u64>,
     pub(super) node_config: Array<MapData, NodeConfig>,
     /// Per frontend: its slot count and every backend id it lists (slotted or weight 0).
     frontends: StdHashMap<Frontend, (u16, Vec<u32>)>,
@@ -61,12 +64,15 @@ impl ServiceMaps {
             .map_err(DataplaneError::map(MAP_BACKENDS, "opening"))?;
         let ct =
             HashMap::try_from(take(MAP_CT)?).map_err(DataplaneError::map(MAP_CT, "opening"))?;
+        let ct_budget = HashMap::try_from(take(MAP_CT_BUDGET)?)
+            .map_err(DataplaneError::map(MAP_CT_BUDGET, "opening"))?;
         let node_config = Array::try_from(take(MAP_NODE_CONFIG)?)
             .map_err(DataplaneError::map(MAP_NODE_CONFIG, "opening"))?;
         Ok(Self {
             services,
             backends,
             ct,
+            ct_budget,
             node_config,
             frontends: StdHashMap::new(),
             ids: StdHashMap::new(),

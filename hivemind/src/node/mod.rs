@@ -262,6 +262,16 @@ impl Node {
         lock(dataplane).collect_nat(crate::dataplane::monotonic_now())
     }
 
+    /// Removes tracked connections that are over (idle past their timeout, closed).
+    pub fn collect_conntrack(
+        &self,
+    ) -> Result<crate::dataplane::CtCollected, crate::dataplane::DataplaneError> {
+        let Some(dataplane) = &self.dataplane else {
+            return Ok(Default::default());
+        };
+        lock(dataplane).collect_conntrack(crate::dataplane::monotonic_now())
+    }
+
     /// Egress NAT: the address it masquerades to (`None`: off), mappings in use and how many
     /// fit, and its counters.
     pub fn masquerade(
