@@ -74,6 +74,8 @@ pub const MAP_NAT: &str = "HM_NAT";
 pub const MAP_PUBLISHED: &str = "HM_PUBLISHED";
 /// Name of the LPM trie of destinations never masqueraded (key as `MAP_TUNNELS`, value `u8`).
 pub const MAP_NO_MASQ: &str = "HM_NO_MASQ";
+/// IPv4 datagrams in fragments: what their first fragment was translated to or allowed as.
+pub const MAP_FRAGS: &str = "HM_FRAGS";
 
 /// The default service CIDR (10.96.0.0/16; `hivemind daemon --service-cidr` sets another):
 /// its network address's octets. The programs read the node's own from [`NodeConfig`].
@@ -119,6 +121,45 @@ pub const MAX_PORT_RANGES: usize = 8;
 pub const FLOWS_RING_BYTES: u32 = 256 * 1024;
 /// Maximum number of `HM_FLOW_DROPS` entries.
 pub const MAX_FLOW_DROPS: u32 = 8192;
+/// Maximum number of `HM_FRAGS` entries (datagrams in flight in fragments; the least recently
+/// used go first, and their later fragments are dropped).
+pub const MAX_FRAGS: u32 = 8192;
+
+/// Key of `HM_FRAGS`: one datagram (its addresses, IP id and protocol as in the packet) at one
+/// point (`frag_scope::*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    /// The IP id, network byte order.
+    pub id: u16,
+    pub proto: u8,
+    pub scope: u8,
+}
+const _: () = assert!(size_of::<FragKey>() == 12);
+
+/// Value of `HM_FRAGS`: the address the later fragments get (the backend for the service
+/// scope, the VIP for its replies; 0 for the policy scopes, where the entry is the verdict).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    pub addr: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FragValue>() == 8);
+
+/// Scopes of [`FragKey::scope`]: the policy check points share `ct_scope`'s numbers.
+pub mod frag_scope {
+    /// A datagram to a VIP: later fragments get the backend's address as destination.
+    pub const SERVICE: u8 = 0;
+    /// Allowed by a local endpoint's egress check.
+    pub const EGRESS: u8 = 1;
+    /// Allowed by a local endpoint's ingress check.
+    pub const INGRESS: u8 = 2;
+    /// A backend's reply datagram: later fragments get the VIP as source.
+    pub const SERVICE_REPLY: u8 = 3;
+}
 /// Capacity of `HM_NAT`: two entries per mapping (out and in), so half as many mappings.
 pub const MAX_NAT_ENTRIES: u32 = 262_144;
 /// Capacity of `HM_PUBLISHED`.

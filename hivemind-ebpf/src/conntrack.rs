@@ -69,32 +69,15 @@ pub(crate) fn create(key: &CtKey, value: &CtValue, tcp_flags: u8) -> Result<(), 
     value.last_seen_ns = unsafe { bpf_ktime_get_ns() };
     value.state = ct_state::from_tcp_flags(tcp_flags);
     let owner = value.owner;
-    let counter = if owner == CT_OWNER_NODE {
-        None
-    } else {
-        match HM_CT_BUDGET.get_ptr_mut(&owner) {
-            Some(count) => {
-                // SAFETY: as in `touch`.
-                if unsafe { *count } >= u64::from(CT_OWNER_BUDGET) {
-                    return Err(reason::DROP_CT_BUDGET);
-                }
-                Some(count)
-            }
-            None => None,
-        }
-    };
+    // SAFETY: as in `touch`; a copy of the count, no pointer kept across the insert.
+    let held = HM_CT_BUDGET.get_ptr(&owner).map(|count| unsafe { *count });
+    if owner != CT_OWNER_NODE && held.is_some_and(|count| count >= u64::from(CT_OWNER_BUDGET)) {
+        return Err(reason::DROP_CT_BUDGET);
+    }
     match HM_CT.insert(key, &value, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
-            match counter {
-                // SAFETY: `count` points into the map value, valid for this run. Not atomic
-                // (this target has no atomic read-modify-write in Rust): two CPUs counting the
-                // same owner at once may lose one, which the collector's recount restores.
-                Some(count) => unsafe { *count += 1 },
-                None if owner != CT_OWNER_NODE => {
-                    // The owner's first entry (another CPU may race; the collector recounts).
-                    let _ = HM_CT_BUDGET.insert(&owner, &1u64, u64::from(BPF_NOEXIST));
-                }
-                None => {}
+            if owner != CT_OWNER_NODE {
+                count_one_more(owner);
             }
             Ok(())
         }
@@ -102,6 +85,20 @@ pub(crate) fn create(key: &CtKey, value: &CtValue, tcp_flags: u8) -> Result<(), 
             .insert(key, &value, u64::from(BPF_EXIST))
             .map_err(|_| reason::DROP_CT_FULL),
         Err(_) => Err(reason::DROP_CT_FULL),
+    }
+}
+
+/// One more entry for `owner`. Not atomic (this target has no atomic read-modify-write in
+/// Rust): two CPUs counting the same owner at once may lose one, which the collector's recount
+/// restores.
+#[inline(never)]
+fn count_one_more(owner: u32) {
+    match HM_CT_BUDGET.get_ptr_mut(&owner) {
+        // SAFETY: a pointer from a map lookup is valid for the program's run.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = HM_CT_BUDGET.insert(&owner, &1u64, u64::from(BPF_NOEXIST));
+        }
     }
 }
 

@@ -26,12 +26,13 @@ use aya_ebpf::{
 };
 use hivemind_common::{
     Backend, CT_OWNER_NODE, CT_OWNER_OUTSIDE, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags, reason,
+    MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags,
+    frag_scope, reason,
 };
 
 use crate::{
-    conntrack, metrics,
-    pkt::{ETH_HLEN, Headers},
+    conntrack, frag, metrics,
+    pkt::{ETH_HLEN, Headers, Ipv4},
 };
 
 /// Frontend slots: slot 0 holds the count, slots `1..=count` a backend id each. Written by
@@ -52,8 +53,6 @@ static HM_NODE_CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 pub(crate) const IP_SRC_OFF: usize = ETH_HLEN + 12;
 pub(crate) const IP_DST_OFF: usize = ETH_HLEN + 16;
-/// More-fragments flag and fragment offset of the IPv4 flags/offset field.
-const IP_MF_OFFSET: u16 = 0x3fff;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// Offset of the checksum in the TCP / UDP header.
@@ -73,6 +72,10 @@ struct Flow {
     l4_off: usize,
     /// TCP flags (0 for UDP).
     tcp_flags: u8,
+    /// The IP id, and whether the packet is a datagram's first fragment (whose later fragments
+    /// follow its translation, see `frag`).
+    id: u16,
+    first_fragment: bool,
 }
 
 impl Flow {
@@ -81,16 +84,52 @@ impl Flow {
     }
 }
 
-/// What `from_container` did to a packet.
+/// What `from_container` did to a packet. A plain struct with every field always set (an enum
+/// with payloads of different sizes left bits undefined, which LLVM filled from whatever
+/// register was at hand, a map pointer once, and the verifier refused the program).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Nat {
-    /// Nothing: not a service packet, nor a reply of one.
-    Untouched,
-    /// Destination NAT to this backend address and port (network order).
-    Destination(u32, u16),
-    /// Reverse NAT of a reply: the source is the VIP:port (or a node's address and published
-    /// port, network order) again.
-    Source(u32),
+pub(crate) struct Nat {
+    /// `NAT_*`.
+    pub(crate) kind: u16,
+    /// `NAT_DESTINATION`: the backend port (network order; 0 for a later fragment).
+    pub(crate) port: u16,
+    /// `NAT_DESTINATION`: the backend address; `NAT_SOURCE`: the restored source (a VIP, or a
+    /// node's address for a published port's reply); network order.
+    pub(crate) addr: u32,
+}
+
+/// Nothing: not a service packet, nor a reply of one.
+pub(crate) const NAT_UNTOUCHED: u16 = 0;
+/// Destination NAT to a backend.
+pub(crate) const NAT_DESTINATION: u16 = 1;
+/// Reverse NAT of a reply: the source is the VIP:port (or a node's address and published port)
+/// again.
+pub(crate) const NAT_SOURCE: u16 = 2;
+
+impl Nat {
+    pub(crate) const UNTOUCHED: Nat = Nat {
+        kind: NAT_UNTOUCHED,
+        port: 0,
+        addr: 0,
+    };
+
+    #[inline(always)]
+    pub(crate) fn destination(addr: u32, port: u16) -> Nat {
+        Nat {
+            kind: NAT_DESTINATION,
+            port,
+            addr,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn source(addr: u32) -> Nat {
+        Nat {
+            kind: NAT_SOURCE,
+            port: 0,
+            addr,
+        }
+    }
 }
 
 /// What `node_egress` decided for a node-originated packet to a service.
@@ -122,7 +161,8 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
     } else {
         Ok(None)
     };
-    if ip.frag & IP_MF_OFFSET != 0 || ip.l4_avail < l4_len {
+    // A later fragment has no L4 header: it follows its first fragment (`later_fragment`).
+    if frag::is_later(ip) || ip.l4_avail < l4_len {
         return unsupported;
     }
     Ok(Some(Flow {
@@ -133,6 +173,8 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
         proto: ip.proto,
         l4_off: ip.l4_off,
         tcp_flags: ip.tcp_flags,
+        id: ip.id,
+        first_fragment: frag::is_first(ip),
     }))
 }
 
@@ -141,18 +183,35 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
 /// reason.
 #[inline(always)]
 pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<Nat, u8> {
+    if let Headers::Ipv4(ip) = headers {
+        if frag::is_later(ip) {
+            if in_service_cidr(ip.daddr) {
+                return Ok(Nat::destination(vip_fragment(ctx, ip)?, 0));
+            }
+            return Ok(match reply_fragment(ctx, ip)? {
+                0 => Nat::UNTOUCHED,
+                source => Nat::source(source),
+            });
+        }
+        if ip.proto == IPPROTO_ICMP {
+            return Ok(match icmp_error(ctx, ip)? {
+                (_, 0) => Nat::UNTOUCHED,
+                (_, source) => Nat::source(source),
+            });
+        }
+    }
     let Some(flow) = parse(headers)? else {
-        return Ok(Nat::Untouched);
+        return Ok(Nat::UNTOUCHED);
     };
     if in_service_cidr(flow.daddr) {
         return Ok(match translate(ctx, &flow, endpoint, endpoint)? {
-            Some(b) => Nat::Destination(b.ip, b.port),
-            None => Nat::Untouched,
+            Some(b) => Nat::destination(b.ip, b.port),
+            None => Nat::UNTOUCHED,
         });
     }
     Ok(match reverse_flow(ctx, &flow, endpoint)? {
-        Some(source) => Nat::Source(source),
-        None => Nat::Untouched,
+        Some(source) => Nat::source(source),
+        None => Nat::UNTOUCHED,
     })
 }
 
@@ -161,6 +220,14 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
 /// failed rewrite).
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<bool, u8> {
+    if let Headers::Ipv4(ip) = headers {
+        if frag::is_later(ip) {
+            return Ok(reply_fragment(ctx, ip)? != 0);
+        }
+        if ip.proto == IPPROTO_ICMP {
+            return Ok(icmp_error(ctx, ip)?.0);
+        }
+    }
     match parse(headers) {
         Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint).map(|r| r.is_some()),
         // Nothing to restore in what cannot be parsed: the forward path decides about it.
@@ -303,6 +370,16 @@ fn translate(
             (flow.sport, flow.sport),
         )?;
     }
+    if flow.first_fragment && !hairpin {
+        frag::remember(
+            flow.saddr,
+            flow.daddr,
+            flow.id,
+            flow.proto,
+            frag_scope::SERVICE,
+            backend.ip,
+        );
+    }
     metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
     Ok(Some(backend))
 }
@@ -399,6 +476,16 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u3
             (flow.dport, flow.dport),
         )?;
     }
+    if flow.first_fragment && ct.flags & ct_flags::HAIRPIN == 0 {
+        frag::remember(
+            flow.saddr,
+            flow.daddr,
+            flow.id,
+            flow.proto,
+            frag_scope::SERVICE_REPLY,
+            ct.rev_vip,
+        );
+    }
     metrics::count(
         endpoint,
         DIR_SERVICE,
@@ -406,6 +493,116 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u3
         u64::from(ctx.len()),
     );
     Ok(Some(ct.rev_vip))
+}
+
+/// A later fragment (no L4 header) to a VIP: the backend its first fragment went to (the new
+/// destination). No first fragment on record: `DROP_SERVICE_UNSUPPORTED`.
+#[inline(always)]
+fn vip_fragment(ctx: &TcContext, ip: &Ipv4) -> Result<u32, u8> {
+    let to = frag::lookup(ip.saddr, ip.daddr, ip.id, ip.proto, frag_scope::SERVICE)
+        .ok_or(reason::DROP_SERVICE_UNSUPPORTED)?;
+    rewrite_l3(ctx, IP_DST_OFF, ip.daddr, to.addr)?;
+    Ok(to.addr)
+}
+
+/// A later fragment of a backend's reply: the VIP back as its source, as its first fragment
+/// got. The source it restored, 0 when it is no such fragment.
+#[inline(always)]
+fn reply_fragment(ctx: &TcContext, ip: &Ipv4) -> Result<u32, u8> {
+    match frag::lookup(ip.saddr, ip.daddr, ip.id, ip.proto, frag_scope::SERVICE_REPLY) {
+        Some(from) => {
+            rewrite_l3(ctx, IP_SRC_OFF, ip.saddr, from.addr)?;
+            Ok(from.addr)
+        }
+        None => Ok(0),
+    }
+}
+
+/// ICMP types that quote the packet they are about.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_HLEN: usize = 8;
+
+/// An ICMP error (destination unreachable, fragmentation needed, time exceeded) about a packet
+/// of a translated connection, on its way back to the client: the quoted packet went to the
+/// backend, but the client sent it to the VIP, and matches the error to its socket by what is
+/// quoted. The quote gets the VIP:port back (its IPv4 checksum and the ICMP checksum follow);
+/// an error the backend sent itself comes from the VIP. Returns whether it rewrote the packet,
+/// and the outer source it gave (0: unchanged).
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, ip: &Ipv4) -> Result<(bool, u32), u8> {
+    let ty = ip.l4[0];
+    if ip.l4_avail < ICMP_HLEN + 24 || (ty != ICMP_DEST_UNREACH && ty != ICMP_TIME_EXCEEDED) {
+        return Ok((false, 0));
+    }
+    let inner = ip.l4_off + ICMP_HLEN;
+    let load32 = |off: usize| ctx.load::<u32>(off).map_err(|_| reason::DROP_REWRITE);
+    let load16 = |off: usize| ctx.load::<u16>(off).map_err(|_| reason::DROP_REWRITE);
+    // A plain quoted IPv4 header (no options) over TCP or UDP.
+    let version_ihl = ctx.load::<u8>(inner).map_err(|_| reason::DROP_REWRITE)?;
+    let proto = ctx.load::<u8>(inner + 9).map_err(|_| reason::DROP_REWRITE)?;
+    if version_ihl != 0x45 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return Ok((false, 0));
+    }
+    let (q_saddr, q_daddr) = (load32(inner + 12)?, load32(inner + 16)?);
+    let (q_sport, q_dport) = (load16(inner + 20)?, load16(inner + 22)?);
+    let q_csum = load16(inner + 10)?;
+    let Some(ct) = conntrack::touch(&CtKey::new(q_daddr, q_saddr, q_dport, q_sport, proto), 0)
+    else {
+        return Ok((false, 0));
+    };
+    if ct.flags & ct_flags::REPLY == 0 || ct.flags & ct_flags::HAIRPIN != 0 {
+        return Ok((false, 0));
+    }
+    let fail = |_| reason::DROP_REWRITE;
+    let icmp_csum = ip.l4_off + ICMP_CSUM;
+    let new_q_csum = csum_replace4(q_csum, q_daddr, ct.rev_vip);
+    ctx.l4_csum_replace(icmp_csum, u64::from(q_daddr), u64::from(ct.rev_vip), 4)
+        .map_err(fail)?;
+    ctx.l4_csum_replace(icmp_csum, u64::from(q_csum), u64::from(new_q_csum), 2)
+        .map_err(fail)?;
+    ctx.store(inner + 16, &ct.rev_vip, 0).map_err(fail)?;
+    ctx.store(inner + 10, &new_q_csum, 0).map_err(fail)?;
+    if q_dport != ct.rev_port {
+        ctx.l4_csum_replace(icmp_csum, u64::from(q_dport), u64::from(ct.rev_port), 2)
+            .map_err(fail)?;
+        ctx.store(inner + 22, &ct.rev_port, 0).map_err(fail)?;
+    }
+    metrics::count(
+        0,
+        DIR_SERVICE,
+        reason::SERVICE_REVERSE_TRANSLATED,
+        u64::from(ctx.len()),
+    );
+    if ip.saddr == q_daddr {
+        rewrite_l3(ctx, IP_SRC_OFF, ip.saddr, ct.rev_vip)?;
+        return Ok((true, ct.rev_vip));
+    }
+    Ok((true, 0))
+}
+
+/// The one's-complement checksum `csum` after a 32-bit word of what it covers went from `old`
+/// to `new` (RFC 1624), all as loaded from the packet.
+#[inline(always)]
+fn csum_replace4(csum: u16, old: u32, new: u32) -> u16 {
+    let mut sum = u32::from(!csum)
+        + u32::from(!(old as u16))
+        + u32::from(!((old >> 16) as u16))
+        + u32::from(new as u16)
+        + u32::from((new >> 16) as u16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Rewrites one IPv4 address (at `addr_off`) and the header checksum; no L4 checksum (a later
+/// fragment has none, an ICMP one covers no addresses).
+#[inline(always)]
+fn rewrite_l3(ctx: &TcContext, addr_off: usize, old: u32, new: u32) -> Result<(), u8> {
+    let fail = |_| reason::DROP_REWRITE;
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 4)
+        .map_err(fail)?;
+    ctx.store(addr_off, &new, 0).map_err(fail)
 }
 
 /// Rewrites one address (at `addr_off`) and one port (at `port_off`), `(old, new)` pairs in

@@ -7,6 +7,7 @@
 
 mod conntrack;
 mod flows;
+mod frag;
 mod lb;
 mod metrics;
 mod nat;
@@ -60,12 +61,12 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
         Err(why)
     } else if direction == DIR_FROM_CONTAINER {
         from_container(ctx, &headers, &info).map(|nat| {
-            if nat != lb::Nat::Untouched {
+            if nat.kind != lb::NAT_UNTOUCHED {
                 headers = pkt::parse(ctx);
             }
             // The reply of a published port leaves from a node address: not the kernel's to
             // forward (its source is local, or another node's), so it is routed out here.
-            to_outside = matches!(nat, lb::Nat::Source(source) if !lb::in_service_cidr(source));
+            to_outside = nat.kind == lb::NAT_SOURCE && !lb::in_service_cidr(nat.addr);
         })
     } else {
         policy::ingress(&info, policy::parse(&headers), policy::marked_identity(ctx))
@@ -134,9 +135,10 @@ fn from_container(
         policy::Parsed::Ipv4(t) if lb::in_service_cidr(t.daddr) => {
             // The tuple the packet carries now: the backend's if it was translated.
             let nat = lb::from_container(ctx, headers, info.endpoint_id)?;
-            let after = match nat {
-                lb::Nat::Destination(daddr, dport) => t.with_destination(daddr, dport),
-                _ => t,
+            let after = if nat.kind == lb::NAT_DESTINATION {
+                t.with_destination(nat.addr, nat.port)
+            } else {
+                t
             };
             policy::egress(info, policy::Parsed::Ipv4(after), Some(t))?;
             Ok(nat)

@@ -34,6 +34,8 @@ pub(crate) struct Ipv4 {
     pub(crate) proto: u8,
     /// The flags/offset field, host byte order.
     pub(crate) frag: u16,
+    /// The IP id, as on the wire (network order).
+    pub(crate) id: u16,
     /// Offset of the L4 header (after the IPv4 options).
     pub(crate) l4_off: usize,
     /// Whether the packet holds the whole IPv4 header (options included).
@@ -227,6 +229,7 @@ pub(crate) fn parse(ctx: &TcContext) -> Headers {
         daddr: load!(u32, ip + 16),
         proto,
         frag,
+        id: load!(u16, ip + 4),
         l4_off,
         complete: len >= l4_off,
         l4_avail: len.saturating_sub(l4_off),

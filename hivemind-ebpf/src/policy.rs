@@ -23,8 +23,9 @@
 //! identity, else the ipcache of the source; on egress the ipcache of the
 //! destination; no match is `identity::WORLD`, the node gateway without an entry is
 //! `identity::HOST`. Non-IPv4 frames (ARP) pass; a broken IPv4 header is dropped
-//! (`DROP_MALFORMED_IPV4`) when the direction is enforced; later fragments and TCP/UDP headers
-//! cut short are matched with ports 0.
+//! (`DROP_MALFORMED_IPV4`) when the direction is enforced; TCP/UDP headers cut short are
+//! matched with ports 0. A later fragment (no ports) passes where its datagram's first fragment
+//! passed, and is dropped (`DROP_POLICY`) otherwise (`frag`).
 
 use aya_ebpf::{
     macros::map,
@@ -39,7 +40,7 @@ use hivemind_common::{
 };
 
 use crate::{
-    conntrack, flows, lb,
+    conntrack, flows, frag, lb,
     pkt::{self, Headers},
 };
 
@@ -58,7 +59,6 @@ static HM_POLICY: HashMap<PolicyKey, PolicyEntry> =
 static HM_POLICY_CIDR: LpmTrie<PolicyCidrKey, PolicyEntry> =
     LpmTrie::with_max_entries(MAX_POLICY_CIDR_ENTRIES, 0);
 
-const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const DNS_PORT: u16 = 53;
@@ -75,6 +75,11 @@ pub(crate) struct Tuple {
     frag_needed: bool,
     /// TCP flags (0 for other protocols).
     tcp_flags: u8,
+    /// The IP id, and whether the packet is a datagram's first or a later fragment (a later
+    /// one follows the verdict its first fragment got, see `frag`).
+    id: u16,
+    first_fragment: bool,
+    later_fragment: bool,
 }
 
 /// What `parse` found.
@@ -104,8 +109,11 @@ pub(crate) fn parse(headers: &Headers) -> Parsed {
         proto: ip.proto,
         frag_needed: false,
         tcp_flags: 0,
+        id: ip.id,
+        first_fragment: frag::is_first(ip),
+        later_fragment: frag::is_later(ip),
     };
-    if ip.frag & IP_FRAG_OFFSET_MASK != 0 {
+    if tuple.later_fragment {
         return Parsed::Ipv4(tuple);
     }
     match ip.proto {
@@ -225,16 +233,23 @@ fn check(
         Parsed::Malformed => return Ok(()),
         Parsed::Ipv4(t) => t,
     };
+    if t.later_fragment {
+        // No ports to check: it passes where its datagram's first fragment passed.
+        if !enforced || frag::lookup(t.saddr, t.daddr, t.id, t.proto, own).is_some() {
+            return Ok(());
+        }
+        return Err(reason::DROP_POLICY);
+    }
     let key = CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto);
     if let Some(ct) = conntrack::touch(&key.with_scope(own), t.tcp_flags)
         && ct.flags & ct_flags::REPLY == 0
     {
-        return Ok(());
+        return passed(&t, own);
     }
     if let Some(ct) = conntrack::touch(&key.with_scope(other), t.tcp_flags)
         && ct.flags & ct_flags::REPLY != 0
     {
-        return Ok(());
+        return passed(&t, own);
     }
     if t.frag_needed {
         return Ok(());
@@ -289,6 +304,15 @@ fn check(
     }
     let _ = conntrack::create(&key.with_scope(own), &forward, t.tcp_flags);
     flows::allowed(&flow);
+    passed(&t, own)
+}
+
+/// A packet the check let through; a first fragment leaves the verdict for the later ones.
+#[inline(always)]
+fn passed(t: &Tuple, scope: u8) -> Result<(), u8> {
+    if t.first_fragment {
+        frag::remember(t.saddr, t.daddr, t.id, t.proto, scope, 0);
+    }
     Ok(())
 }
 

@@ -959,21 +959,9 @@ fn service_drops_and_malformed_packets_under_test_run() {
     // Truncated TCP header to the VIP: the ports are there, the checksum is not.
     let truncated = syn[..14 + 20 + 10].to_vec();
     assert_eq!(test_run(from, &truncated).expect("test run"), TC_ACT_SHOT);
-    // Fragments to the VIP: the first (MF) and a later one (offset).
-    let first_fragment = ipv4_frame(
-        CLIENT,
-        VIP,
-        TCP,
-        &[],
-        0x2000,
-        tcp_segment(40001, 80, SYN, b"x"),
-        false,
-    );
+    // A later fragment to the VIP whose first fragment was never seen: nothing to follow
+    // (fragments that were are translated, see `fragments_and_icmp_errors_under_test_run`).
     let later_fragment = ipv4_frame(CLIENT, VIP, TCP, &[], 0x0004, vec![0xab; 24], false);
-    assert_eq!(
-        test_run(from, &first_fragment).expect("test run"),
-        TC_ACT_SHOT
-    );
     assert_eq!(
         test_run(from, &later_fragment).expect("test run"),
         TC_ACT_SHOT
@@ -1012,7 +1000,7 @@ fn service_drops_and_malformed_packets_under_test_run() {
         c.drops,
         [
             (reason::DROP_NO_BACKEND, 2),
-            (reason::DROP_SERVICE_UNSUPPORTED, 3)
+            (reason::DROP_SERVICE_UNSUPPORTED, 2)
         ]
         .into()
     );
@@ -1020,7 +1008,7 @@ fn service_drops_and_malformed_packets_under_test_run() {
     // The drops show in the endpoint's counters as well (test runs: endpoint 0).
     let e = dp.endpoint_counters(0).expect("counters");
     assert_eq!(e.drops[&reason::DROP_NO_BACKEND], 2);
-    assert_eq!(e.drops[&reason::DROP_SERVICE_UNSUPPORTED], 3);
+    assert_eq!(e.drops[&reason::DROP_SERVICE_UNSUPPORTED], 2);
     assert_eq!(dp.conntrack_entries().expect("ct"), 0);
 
     // Another service CIDR (`--service-cidr`): the programs translate there, and an address of
@@ -2058,4 +2046,190 @@ fn conntrack_state_collection_budget_and_stale_backends_under_test_run() {
         "{collected:?}"
     );
     assert_eq!(from_a(&tcp_frame(POD_A, 65000, VIP, 80, SYN)), TC_ACT_OK);
+}
+
+/// Whether the IPv4 header of `frame` (no options) has a valid checksum.
+fn ip_checksum_ok(frame: &[u8]) -> bool {
+    csum_fold(&frame[14..34], 0) == 0
+}
+
+fn addr_at(frame: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
+}
+
+/// Fragments and ICMP errors of service traffic: a datagram to a VIP in fragments gets the
+/// backend in every fragment (the later ones, which carry no UDP header, follow the first), its
+/// reply gets the VIP back in every fragment, a later fragment whose first was never seen is
+/// dropped; an ICMP error about a translated connection reaches the client quoting the VIP:port
+/// it used (and from the VIP when the backend sent it), with valid checksums.
+#[test]
+fn fragments_and_icmp_errors_under_test_run() {
+    if !can_run("fragments_and_icmp_errors_under_test_run") {
+        return;
+    }
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    let dns = ServiceBackend {
+        id: 1,
+        ip: Ipv4Addr::new(10, 244, 1, 5),
+        port: 5353,
+        weight: 1,
+    };
+    dp.set_service(VIP, 53, UDP, &[dns]).expect("service");
+
+    // A query in two fragments (MF set on the first; the second at offset 24 bytes).
+    let first = ipv4_frame(
+        CLIENT,
+        VIP,
+        UDP,
+        &[],
+        0x2000,
+        udp_datagram(5000, 53, &[7; 16]),
+        false,
+    );
+    let (ret, out) = test_run_out(from, &first).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (CLIENT, 5000, dns.ip, 5353));
+    let later = ipv4_frame(CLIENT, VIP, UDP, &[], 0x0003, vec![9; 16], true);
+    let (ret, out) = test_run_out(from, &later).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(
+        addr_at(&out, 14 + 16),
+        dns.ip,
+        "the later fragment follows the first"
+    );
+    assert!(ip_checksum_ok(&out));
+    assert_eq!(&out[14 + 20..], &later[14 + 20..], "its payload untouched");
+    // A later fragment of a datagram whose first fragment never came: dropped.
+    let mut stray = later.clone();
+    stray[14 + 4..14 + 6].copy_from_slice(&[0x99, 0x99]);
+    stray[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = csum_fold(&stray[14..34], 0);
+    stray[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(test_run(from, &stray).expect("run"), TC_ACT_SHOT);
+
+    // The answer in two fragments: the VIP comes back as the source of both.
+    let answer = ipv4_frame(
+        dns.ip,
+        CLIENT,
+        UDP,
+        &[],
+        0x2000,
+        udp_datagram(5353, 5000, &[1; 16]),
+        false,
+    );
+    let (ret, out) = test_run_out(to, &answer).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(checked_tuple(&out), (VIP, 53, CLIENT, 5000));
+    let answer_later = ipv4_frame(dns.ip, CLIENT, UDP, &[], 0x0003, vec![2; 16], true);
+    let (ret, out) = test_run_out(to, &answer_later).expect("run");
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(addr_at(&out, 14 + 12), VIP);
+    assert!(ip_checksum_ok(&out));
+
+    // ICMP errors about a translated TCP connection.
+    let web = backend(2, 6, 8080, 1);
+    dp.set_service(VIP, 80, TCP, &[web]).expect("service");
+    let (_, sent) = test_run_out(from, &tcp_frame(CLIENT, 40000, VIP, 80, SYN)).expect("run");
+    assert_eq!(checked_tuple(&sent).2, web.ip);
+    let router = Ipv4Addr::new(10, 244, 9, 1);
+    for (sender, ty, code) in [(web.ip, 3u8, 3u8), (router, 3, 4), (router, 11, 0)] {
+        // The error quotes the packet as it was sent: to the backend.
+        let mut icmp = vec![ty, code, 0, 0, 0, 0, 0x05, 0xa0];
+        icmp.extend_from_slice(&sent[14..14 + 28]);
+        let sum = csum_fold(&icmp, 0);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        let error = ipv4_frame(sender, CLIENT, 1, &[], 0, icmp, true);
+        let (ret, out) = test_run_out(to, &error).expect("run");
+        assert_eq!(ret, TC_ACT_OK);
+        let expected_source = if sender == web.ip { VIP } else { router };
+        assert_eq!(
+            addr_at(&out, 14 + 12),
+            expected_source,
+            "outer source ({ty}/{code})"
+        );
+        assert!(ip_checksum_ok(&out));
+        let quoted = &out[14 + 20 + 8..];
+        assert_eq!(addr_at(quoted, 16), VIP, "quoted destination ({ty}/{code})");
+        assert_eq!(&quoted[22..24], &80u16.to_be_bytes(), "quoted port");
+        assert_eq!(addr_at(quoted, 12), CLIENT);
+        assert_eq!(csum_fold(&quoted[..20], 0), 0, "quoted IPv4 checksum");
+        assert_eq!(csum_fold(&out[14 + 20..], 0), 0, "ICMP checksum");
+    }
+    // An error about a connection nobody translated is left alone.
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&tcp_frame(CLIENT, 40999, web.ip, 8080, SYN)[14..14 + 28]);
+    let sum = csum_fold(&icmp, 0);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let unrelated = ipv4_frame(web.ip, CLIENT, 1, &[], 0, icmp, true);
+    let (ret, out) = test_run_out(to, &unrelated).expect("run");
+    assert_eq!((ret, &out), (TC_ACT_OK, &unrelated));
+}
+
+/// Policy on fragments: the first fragment (with the ports) decides, and the later ones of the
+/// same datagram pass only where it passed; a later fragment nobody decided about is dropped.
+#[test]
+fn policy_fragments_follow_their_first_under_test_run() {
+    if !can_run("policy_fragments_follow_their_first_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmfa", "hmfb"]);
+    let if_b = idx[1];
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(idx[0], EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+    dp.set_endpoint_identity(idx[0], ID_A).expect("identity");
+    dp.set_endpoint_identity(if_b, ID_B).expect("identity");
+    for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B)] {
+        dp.set_ipcache(addr, 32, id).expect("ipcache");
+    }
+    let rules = EndpointRules {
+        ingress: Some([allow(PeerMatch::Identity(ID_A), Protocol::Udp, 53, 53)].into()),
+        egress: None,
+    };
+    dp.set_endpoint_policy(EP_B, &rules).expect("policy");
+    let into_b = |p: &[u8]| test_run_ctx(to, p, if_b, 0);
+    let with_id = |frame: &[u8], id: u16| {
+        let mut f = frame.to_vec();
+        f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
+        f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let sum = csum_fold(&f[14..34], 0);
+        f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    let first = |dport: u16, id: u16| {
+        with_id(
+            &ipv4_frame(
+                POD_A,
+                POD_B,
+                UDP,
+                &[],
+                0x2000,
+                udp_datagram(5000, dport, &[1; 16]),
+                false,
+            ),
+            id,
+        )
+    };
+    let later = |id: u16| {
+        with_id(
+            &ipv4_frame(POD_A, POD_B, UDP, &[], 0x0003, vec![2; 16], true),
+            id,
+        )
+    };
+
+    // Allowed port: both fragments in.
+    assert_eq!(into_b(&first(53, 1)), TC_ACT_OK);
+    assert_eq!(into_b(&later(1)), TC_ACT_OK);
+    // Denied port: neither.
+    assert_eq!(into_b(&first(54, 2)), TC_ACT_SHOT);
+    assert_eq!(into_b(&later(2)), TC_ACT_SHOT);
+    // A later fragment alone: no ports to check, nothing decided: dropped.
+    assert_eq!(into_b(&later(3)), TC_ACT_SHOT);
+    // Where nothing is enforced, fragments pass as before.
+    dp.set_endpoint_policy(EP_B, &EndpointRules::default())
+        .expect("no policy");
+    assert_eq!(into_b(&later(4)), TC_ACT_OK);
 }
