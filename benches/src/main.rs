@@ -36,7 +36,7 @@ use crate::report::{Machine, render};
 const NS_PREFIX: &str = "hmbench-";
 
 /// The sections of a run, in order.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "per-packet",
     "rate",
     "scheduler",
@@ -45,6 +45,8 @@ const SECTIONS: [&str; 8] = [
     "failover",
     "membership",
     "e2e",
+    // HTTP through the ingress and its baseline alone (part of e2e; only when asked for).
+    "ingress",
 ];
 
 struct Args {
@@ -238,17 +240,33 @@ fn run() -> Result<()> {
                 seconds: 1,
                 rounds: 1,
                 rules: vec![10, 1_000],
+                http_only: false,
             }
         } else {
             e2e::Config {
                 seconds: 3,
                 rounds: 7,
                 rules: vec![10, 1_000, 10_000],
+                http_only: false,
             }
         };
         rows.extend(e2e::run(
             &format!("{NS_PREFIX}{pid}-e2e"),
             &cfg,
+            &mut notes,
+        )?);
+    }
+
+    if args.only.iter().any(|s| s == "ingress") {
+        eprintln!("bench: HTTP through the ingress");
+        rows.extend(e2e::run(
+            &format!("{NS_PREFIX}{pid}-http"),
+            &e2e::Config {
+                seconds: if quick { 1 } else { 3 },
+                rounds: if quick { 1 } else { 7 },
+                rules: Vec::new(),
+                http_only: true,
+            },
             &mut notes,
         )?);
     }

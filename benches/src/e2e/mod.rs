@@ -52,6 +52,8 @@ pub struct Config {
     pub rounds: usize,
     /// Policy sizes measured (iptables, nftables, Hivemind).
     pub rules: Vec<usize>,
+    /// Only HTTP through the ingress and its baseline (`--only ingress`).
+    pub http_only: bool,
 }
 
 /// The three figures of one configuration; `None` where the run failed.
@@ -489,6 +491,14 @@ fn measure_config(prefix: &str, kind: Kind, seconds: u32) -> Result<Figures> {
 }
 
 pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
+    if cfg.http_only {
+        return run_kinds(
+            prefix,
+            cfg,
+            notes,
+            vec![Kind::IptablesHttp, Kind::HivemindIngress],
+        );
+    }
     let mut kinds = vec![Kind::Plain, Kind::Kernel];
     kinds.extend(cfg.rules.iter().map(|&n| Kind::Iptables(n)));
     kinds.extend(cfg.rules.iter().map(|&n| Kind::Nftables(n)));
@@ -505,6 +515,16 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
     kinds.push(Kind::HivemindPublished);
     kinds.push(Kind::IptablesHttp);
     kinds.push(Kind::HivemindIngress);
+    run_kinds(prefix, cfg, notes, kinds)
+}
+
+fn run_kinds(
+    prefix: &str,
+    cfg: &Config,
+    notes: &mut Vec<String>,
+    kinds: Vec<Kind>,
+) -> Result<Vec<Row>> {
+    let largest = cfg.rules.iter().copied().max().unwrap_or(0);
     // Rounds go over every configuration in turn, so a slow spell of the machine hits all of
     // them alike rather than one configuration's every run.
     let mut measured: Vec<(Kind, Vec<Figures>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
@@ -527,13 +547,15 @@ pub fn run(prefix: &str, cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Ro
             }
         }
     }
-    match udp_profile(prefix, cfg.seconds) {
-        Ok(note) => notes.push(note),
-        Err(e) => notes.push(format!("End to end, UDP profile: failed: {e:#}")),
-    }
-    match udp_perf(prefix, cfg.seconds) {
-        Ok(note) => notes.push(note),
-        Err(e) => notes.push(format!("End to end, UDP CPU profile: failed: {e:#}")),
+    if !cfg.http_only {
+        match udp_profile(prefix, cfg.seconds) {
+            Ok(note) => notes.push(note),
+            Err(e) => notes.push(format!("End to end, UDP profile: failed: {e:#}")),
+        }
+        match udp_perf(prefix, cfg.seconds) {
+            Ok(note) => notes.push(note),
+            Err(e) => notes.push(format!("End to end, UDP CPU profile: failed: {e:#}")),
+        }
     }
     let mut results: Vec<(Kind, Figures)> = Vec::new();
     let mut raw = Vec::new();
