@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
 use crate::ingress::{CertInfo, check_certificate};
-use crate::model::{AppSpec, ValidationError, validate_name};
+use crate::model::{AppSpec, MetricsListener, ValidationError, validate_name};
 use crate::policy::NetworkPolicy;
 use crate::secrets::SecretValue;
 use crate::state::{now_secs, validate_tls_domain};
@@ -113,6 +113,8 @@ pub enum Command {
     DeleteTlsCert {
         domain: String,
     },
+    /// Sets (or, `None`, removes) the metrics listener every node opens.
+    ConfigureMetrics(Option<MetricsListener>),
 }
 
 impl Command {
@@ -186,6 +188,13 @@ impl Command {
             key,
             info,
         })
+    }
+
+    pub fn configure_metrics(listener: Option<MetricsListener>) -> Result<Self, ValidationError> {
+        if let Some(listener) = &listener {
+            listener.validate()?;
+        }
+        Ok(Self::ConfigureMetrics(listener))
     }
 
     pub fn delete_tls_cert(domain: &str) -> Result<Self, ValidationError> {
@@ -262,6 +271,7 @@ pub enum Outcome {
         /// Version 1 of a new secret.
         created: bool,
     },
+    MetricsConfigured(Option<MetricsListener>),
     TlsCertSet {
         domain: String,
         /// No certificate for the domain existed.

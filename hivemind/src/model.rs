@@ -89,6 +89,47 @@ pub const MAX_ENV_VARS: usize = 1000;
 pub const MAX_ENV_BYTES: usize = 256 << 10;
 /// Largest secret value.
 pub const MAX_SECRET_BYTES: usize = 64 << 10;
+/// `observability configure-metrics`: every node also serves its metrics on `port` at `path`
+/// (plain HTTP, no token, as Prometheus exporters do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsListener {
+    pub port: u16,
+    /// Where the metrics are, e.g. `/metrics`.
+    pub path: String,
+}
+
+impl MetricsListener {
+    /// The rules of a listener: a port that is no reserved one, an absolute path of plain
+    /// characters.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.port == 0 || RESERVED_PORTS.contains(&self.port) {
+            return Err(ValidationError::new(
+                "port",
+                format!(
+                    "{} cannot serve metrics: use 1-65535 other than {RESERVED_PORTS:?}",
+                    self.port
+                ),
+            ));
+        }
+        let plain = |c: char| c.is_ascii_alphanumeric() || "/-_.~".contains(c);
+        if !self.path.starts_with('/')
+            || self.path.len() > 256
+            || !self.path.chars().all(plain)
+            || self.path.contains("//")
+        {
+            return Err(ValidationError::new(
+                "path",
+                format!(
+                    "{:?} is not a path: it starts with / and holds letters, digits and -_.~/ (at most 256)",
+                    self.path
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Largest certificate chain the ingress takes, in PEM bytes.
 pub const MAX_CERT_CHAIN_BYTES: usize = 64 << 10;
 /// Most secrets one app may use.

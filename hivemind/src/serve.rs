@@ -234,6 +234,10 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         tokio::spawn(flow_loop(node.clone())),
         tokio::spawn(nat_loop(node.clone())),
     ];
+    tasks.push(tokio::spawn(metrics_listener_loop(
+        node.clone(),
+        options.listen.ip(),
+    )));
     if !options.mock {
         node.refresh_ingress().await;
         node.ingress()
@@ -350,6 +354,55 @@ async fn nat_loop(node: Arc<Node>) {
         }
         if let Err(e) = node.collect_conntrack() {
             tracing::warn!(error = %e, "collecting tracked connections failed");
+        }
+    }
+}
+
+/// How often the metrics listener follows its setting.
+const METRICS_LISTENER_PERIOD: Duration = Duration::from_secs(1);
+
+/// Opens, moves and closes the metrics listener (`observability configure-metrics`) as its
+/// cluster setting says; a port that cannot be bound is retried and logged.
+async fn metrics_listener_loop(node: Arc<Node>, bind: std::net::IpAddr) {
+    use crate::state::{CLUSTER_SETTING, METRICS_LISTENER};
+    let mut current: Option<(crate::model::MetricsListener, tokio::task::JoinHandle<()>)> = None;
+    let mut tick = tokio::time::interval(METRICS_LISTENER_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let wanted = match node.store().value(METRICS_LISTENER, CLUSTER_SETTING) {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the metrics listener setting");
+                continue;
+            }
+        };
+        if current.as_ref().map(|(l, _)| l) == wanted.as_ref() {
+            continue;
+        }
+        if let Some((old, task)) = current.take() {
+            task.abort();
+            tracing::info!(port = old.port, path = %old.path, "metrics listener closed");
+        }
+        let Some(listener) = wanted else {
+            continue;
+        };
+        let address = SocketAddr::new(bind, listener.port);
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(socket) => {
+                tracing::info!(%address, path = %listener.path, "metrics listener open");
+                let router = crate::api::metrics_router(node.clone(), &listener.path);
+                let task = tokio::spawn(async move {
+                    let forever = std::future::pending::<()>();
+                    if let Err(e) = crate::listener::serve(socket, router, None, forever).await {
+                        tracing::warn!(error = %e, "metrics listener failed");
+                    }
+                });
+                current = Some((listener, task));
+            }
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "the metrics listener cannot listen; retrying")
+            }
         }
     }
 }

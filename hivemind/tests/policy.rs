@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hivemind_tests::daemon::{ctr, eventually, http};
+use hivemind_tests::daemon::{ctr_sh, eventually, http};
 use hivemind_tests::image::build_test_image;
 use hivemind_tests::testbed::{Testbed, run_on_testbed};
 use serde_json::{Value, json};
@@ -48,28 +48,8 @@ fn find(testbed: &Testbed, app: &str) -> Result<Vec<Container>> {
 
 /// Whether `from` gets an HTTP answer from `ip`:80 within 2 s.
 fn reaches(testbed: &Testbed, from: &Container, ip: &str) -> Result<bool> {
-    let socket = testbed.node(from.node).containerd_socket();
-    let exec_id = format!(
-        "p{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
     let script = format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80");
-    let output = ctr(
-        &socket,
-        &[
-            "tasks",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            &from.id,
-            "sh",
-            "-c",
-            &script,
-        ],
-    )
-    .unwrap_or_default();
+    let output = exec_in(testbed, from, &script).unwrap_or_default();
     Ok(output.starts_with("HTTP/1.") && output.contains("200"))
 }
 
@@ -83,25 +63,10 @@ fn expect(testbed: &Testbed, what: &str, from: &Container, ip: &str, expected: b
 
 /// Runs `sh -c script` in `container`.
 fn exec_in(testbed: &Testbed, container: &Container, script: &str) -> Result<String> {
-    let socket = testbed.node(container.node).containerd_socket();
-    let exec_id = format!(
-        "k{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
-    ctr(
-        &socket,
-        &[
-            "tasks",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            &container.id,
-            "sh",
-            "-c",
-            script,
-        ],
+    ctr_sh(
+        &testbed.node(container.node).containerd_socket(),
+        &container.id,
+        script,
     )
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hivemind_tests::daemon::{ctr, eventually};
+use hivemind_tests::daemon::{ctr, ctr_sh, eventually};
 use hivemind_tests::image::build_test_image;
 use hivemind_tests::netns::PeerServer;
 use hivemind_tests::testbed::{Testbed, run_on_testbed};
@@ -28,26 +28,7 @@ fn services_resolve_balance_and_follow_health() -> Result<()> {
 
 /// Runs `sh -c script` in `container` on node `index`.
 fn exec(testbed: &Testbed, index: usize, container: &str, script: &str) -> Result<String> {
-    let socket = testbed.node(index).containerd_socket();
-    let exec_id = format!(
-        "t{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
-    ctr(
-        &socket,
-        &[
-            "tasks",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            container,
-            "sh",
-            "-c",
-            script,
-        ],
-    )
+    ctr_sh(&testbed.node(index).containerd_socket(), container, script)
 }
 
 fn node_index(name: &str) -> Result<usize> {

@@ -388,6 +388,30 @@ pub fn eventually<T>(
 
 /// `ctr` against a containerd socket in Hivemind's namespace, for checks a
 /// user would make by hand and for cleanup.
+/// Runs `sh -c script` in `container` through the containerd at `socket`, under a fresh exec
+/// id: its standard output.
+pub fn ctr_sh(socket: &Path, container: &str, script: &str) -> Result<String> {
+    let exec_id = format!(
+        "x{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    ctr(
+        socket,
+        &[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            container,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+}
+
 pub fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
     let output = Command::new("ctr")
         .arg("--address")

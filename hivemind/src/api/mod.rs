@@ -19,6 +19,7 @@ mod join_tokens;
 mod logs;
 mod metrics;
 mod nodes;
+mod observability;
 pub mod openapi;
 mod policies;
 mod secrets;
@@ -64,6 +65,14 @@ pub fn router(node: Arc<Node>) -> Router {
             auth::check_host,
         ))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .with_state(node)
+}
+
+/// The metrics of `node` at `path` alone, for the separate metrics listener (no token: the
+/// operator chose to expose them there).
+pub fn metrics_router(node: AppState, path: &str) -> Router {
+    Router::new()
+        .route(path, axum::routing::get(metrics::serve))
         .with_state(node)
 }
 
@@ -142,6 +151,9 @@ impl Routes {
             .add(Get, "/api/security/secrets/{name}", secrets::show)
             .add(Delete, "/api/security/secrets/{name}", secrets::delete)
             .add(Post, "/api/security/secrets/{name}/rotate", secrets::rotate)
+            .add(Post, "/api/observability/metrics", observability::configure)
+            .add(Get, "/api/observability/metrics", observability::show)
+            .add(Delete, "/api/observability/metrics", observability::remove)
             .add(Post, "/api/security/tls", tls::add)
             .add(Get, "/api/security/tls", tls::list)
             .add(Delete, "/api/security/tls/{domain}", tls::delete)

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
-    acl, apps, containers, flows, images, join_tokens, metrics, nodes, policies, secrets, services,
-    tls, volumes,
+    acl, apps, containers, flows, images, join_tokens, metrics, nodes, observability, policies,
+    secrets, services, tls, volumes,
 };
 
 #[derive(OpenApi)]
@@ -53,6 +53,9 @@ use super::{
         secrets::rotate,
         secrets::delete,
         tls::add,
+        observability::configure,
+        observability::show,
+        observability::remove,
         tls::list,
         tls::delete,
         services::list,

@@ -19,11 +19,11 @@ use crate::contract::{
     AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
     CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
     GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
-    JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, NetworkPolicy, NodeView,
-    PolicyAnswer, PullEvent, PullRequest, RecentFlows, ResourcesRequest, RestartAnswer,
-    RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
-    TlsCertAnswer, TlsCertView, TokenCreated, TokenView, VolumeCreated, VolumeMountRequest,
-    VolumeView, WhoAmI,
+    JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, MetricsListener,
+    NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows, ResourcesRequest,
+    RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView,
+    ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, VolumeCreated,
+    VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -189,6 +189,31 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                 eprintln!("opened {url}; sign in with a token");
             }
             println!("{url}");
+            Ok(())
+        }
+        TopCommand::Observability(ObservabilityCommand::ConfigureMetrics {
+            port,
+            path,
+            disable,
+        }) => {
+            if *disable {
+                let answer: Message = client.delete("/api/observability/metrics").await?;
+                print_message(format, &answer);
+                return Ok(());
+            }
+            let body = MetricsListener {
+                port: port.unwrap_or_default(),
+                path: path.clone(),
+            };
+            let set: MetricsListener = client.post("/api/observability/metrics", &body).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &set);
+            } else {
+                println!(
+                    "Every node serves its metrics on port {} at {} (plain HTTP) within seconds",
+                    set.port, set.path
+                );
+            }
             Ok(())
         }
         TopCommand::Flows(FlowsCommand::Observe(filter)) => {

@@ -118,6 +118,16 @@ pub enum ClusterCommand {
 pub enum ObservabilityCommand {
     /// Open the dashboard of --server in a browser (or print its URL where there is none)
     OpenDashboard,
+    /// Every node also serves its metrics on --port at --path (plain HTTP, no token, for
+    /// Prometheus); --disable closes it. The API's own /metrics stays either way
+    ConfigureMetrics {
+        #[arg(long, required_unless_present = "disable")]
+        port: Option<u16>,
+        #[arg(long, default_value = "/metrics")]
+        path: String,
+        #[arg(long, conflicts_with = "port")]
+        disable: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -195,6 +195,12 @@ impl Node {
                 info,
             } => self.put_tls_cert(domain, chain_pem, key, info).await,
             Command::DeleteTlsCert { domain } => self.delete_tls_cert(domain).await,
+            Command::ConfigureMetrics(listener) => {
+                let key = crate::state::CLUSTER_SETTING;
+                self.write(crate::state::METRICS_LISTENER, key, listener.as_ref())
+                    .await?;
+                Ok(Outcome::MetricsConfigured(listener))
+            }
         }
     }
 

@@ -19,7 +19,8 @@ use super::records::{
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{
-    MAX_REPLICAS, MAX_SECRET_BYTES, ValidationError, validate_domain, validate_name,
+    MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, ValidationError, validate_domain,
+    validate_name,
 };
 use crate::policy::NetworkPolicy;
 
@@ -94,9 +95,13 @@ pub const ACL_POLICIES: Table<AclPolicy> = Table::new("acl_policies");
 pub const SECRETS: Table<SecretRecord> = Table::new("secrets");
 pub const JOIN_TOKENS: Table<JoinTokenRecord> = Table::new("join_tokens");
 pub const TLS_CERTS: Table<TlsCertRecord> = Table::new("tls_certs");
+/// Cluster settings of the metrics listener: one row, key [`CLUSTER_SETTING`].
+pub const METRICS_LISTENER: Table<MetricsListener> = Table::new("metrics_listener");
+/// The key of a cluster-wide setting's one row.
+pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 13] = [
+pub const TABLE_NAMES: [&str; 14] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -110,6 +115,7 @@ pub const TABLE_NAMES: [&str; 13] = [
     SECRETS.name,
     JOIN_TOKENS.name,
     TLS_CERTS.name,
+    METRICS_LISTENER.name,
 ];
 
 /// The node that alone may write `key`: a node's record and its subnet
@@ -157,6 +163,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "secrets" => check(SECRETS, key, value),
         "join_tokens" => check(JOIN_TOKENS, key, value),
         "tls_certs" => check(TLS_CERTS, key, value),
+        "metrics_listener" => check(METRICS_LISTENER, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -361,6 +368,13 @@ pub fn validate_tls_domain(field: &str, domain: &str) -> Result<(), ValidationEr
         return Err(ValidationError::new(field, "must be lowercase"));
     }
     Ok(())
+}
+
+impl Row for MetricsListener {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        key_names(key, CLUSTER_SETTING)?;
+        self.validate()
+    }
 }
 
 impl Row for TlsCertRecord {

@@ -1,0 +1,65 @@
+//! /api/observability/metrics: the metrics listener every node opens besides the API
+//! (`observability configure-metrics --port P --path /metrics`).
+
+use axum::extract::State;
+
+use super::{ApiError, AppState, Json};
+use crate::command::{Command, Outcome};
+use crate::contract::{ErrorBody, Message, MetricsListener};
+use crate::state::{CLUSTER_SETTING, METRICS_LISTENER};
+
+/// Sets the metrics listener: every node serves its metrics on the port at the path (plain
+/// HTTP, no token) within seconds; the API's own `/metrics` stays.
+#[utoipa::path(
+    post,
+    path = "/api/observability/metrics",
+    tag = "observability",
+    request_body = MetricsListener,
+    responses(
+        (status = 200, description = "set; every node follows within seconds", body = MetricsListener),
+        (status = 400, description = "the port or path is invalid (named in the message)", body = ErrorBody),
+    )
+)]
+pub async fn configure(
+    State(node): State<AppState>,
+    Json(request): Json<MetricsListener>,
+) -> Result<axum::Json<MetricsListener>, ApiError> {
+    let Outcome::MetricsConfigured(Some(listener)) = node
+        .execute(Command::configure_metrics(Some(request))?)
+        .await?
+    else {
+        return Err(ApiError::internal(
+            "configure returned an unexpected outcome",
+        ));
+    };
+    Ok(axum::Json(listener))
+}
+
+/// The metrics listener as configured.
+#[utoipa::path(
+    get,
+    path = "/api/observability/metrics",
+    tag = "observability",
+    responses(
+        (status = 200, description = "the listener", body = MetricsListener),
+        (status = 404, description = "none is configured (metrics are at the API's /metrics)", body = ErrorBody),
+    )
+)]
+pub async fn show(State(node): State<AppState>) -> Result<axum::Json<MetricsListener>, ApiError> {
+    node.store()
+        .value(METRICS_LISTENER, CLUSTER_SETTING)?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("no metrics listener is configured".to_string()))
+}
+
+/// Closes the metrics listener on every node; the API's `/metrics` stays.
+#[utoipa::path(
+    delete,
+    path = "/api/observability/metrics",
+    tag = "observability",
+    responses((status = 200, description = "closed", body = Message))
+)]
+pub async fn remove(State(node): State<AppState>) -> Result<axum::Json<Message>, ApiError> {
+    node.execute(Command::configure_metrics(None)?).await?;
+    Ok(axum::Json(Message::ok("Closed the metrics listener")))
+}
