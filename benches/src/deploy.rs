@@ -232,7 +232,17 @@ fn measure(
     let ns = NetNs::create(ns_name)?;
     let containerd = TestContainerd::start(&ns, &dir.join("containerd"))?;
     let socket = containerd.socket.clone();
-    let daemon = Daemon::start(&ns, binary, &dir.join("data"), &socket)?;
+    // The ingress stays off: the `ctr run --net-host` baseline serves on this namespace's port 80.
+    let daemon = Daemon::start_with(
+        &ns,
+        binary,
+        &dir.join("data"),
+        &socket,
+        Ipv4Addr::LOCALHOST,
+        ["--ingress-http-port", "0", "--ingress-https-port", "0"]
+            .map(String::from)
+            .to_vec(),
+    )?;
     let stack = Stack {
         daemon,
         _containerd: containerd,
