@@ -69,7 +69,7 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             to_outside = nat.kind == lb::NAT_SOURCE && !lb::in_service_cidr(nat.addr);
         })
     } else {
-        policy::ingress(&info, policy::parse(&headers), policy::marked_identity(ctx))
+        policy::ingress(ctx, &info, policy::parse(&headers), policy::marked_identity(ctx))
             .and_then(|()| lb::reverse(ctx, &headers, endpoint).map(|_| ()))
     };
     let bytes = u64::from(ctx.len());
@@ -140,11 +140,11 @@ fn from_container(
             } else {
                 t
             };
-            policy::egress(info, policy::Parsed::Ipv4(after), Some(t))?;
+            policy::egress(ctx, info, policy::Parsed::Ipv4(after), Some(t))?;
             Ok(nat)
         }
         _ => {
-            policy::egress(info, before, None)?;
+            policy::egress(ctx, info, before, None)?;
             lb::from_container(ctx, headers, info.endpoint_id)
         }
     }

@@ -168,10 +168,14 @@ pub(crate) fn known_identity(addr: u32) -> Option<u32> {
 /// packet was translated (a reply from the VIP must pass too). `Err` holds the drop reason.
 #[inline(always)]
 pub(crate) fn egress(
+    ctx: &TcContext,
     info: &EndpointInfo,
     parsed: Parsed,
     original: Option<Tuple>,
 ) -> Result<(), u8> {
+    if info.flags != 0 && is_icmp(&parsed) && related_error(ctx, DIR_FROM_CONTAINER) {
+        return Ok(());
+    }
     check(info, parsed, DIR_FROM_CONTAINER, 0, original)
 }
 
@@ -191,7 +195,16 @@ pub(crate) fn marked_identity(ctx: &TcContext) -> u32 {
 /// caller knows it (the VNI of an overlay packet, the endpoint of a local sender), else 0 and
 /// the ipcache of the source address decides.
 #[inline(always)]
-pub(crate) fn ingress(info: &EndpointInfo, parsed: Parsed, source_identity: u32) -> Result<(), u8> {
+pub(crate) fn ingress(
+    ctx: &TcContext,
+    info: &EndpointInfo,
+    parsed: Parsed,
+    source_identity: u32,
+) -> Result<(), u8> {
+    if info.flags != 0 && is_icmp(&parsed) && related_error(ctx, hivemind_common::DIR_TO_CONTAINER)
+    {
+        return Ok(());
+    }
     check(
         info,
         parsed,
@@ -199,6 +212,59 @@ pub(crate) fn ingress(info: &EndpointInfo, parsed: Parsed, source_identity: u32)
         source_identity,
         None,
     )
+}
+
+#[inline(always)]
+fn is_icmp(parsed: &Parsed) -> bool {
+    matches!(parsed, Parsed::Ipv4(t) if t.proto == IPPROTO_ICMP)
+}
+
+/// ICMP types that quote the packet they are about.
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_HLEN: usize = 8;
+const IPV4_HLEN: usize = 20;
+
+/// Whether the packet is an ICMP error (destination unreachable, time exceeded) about a TCP or
+/// UDP connection this endpoint's checks know in `direction`'s terms (its quoted packet was
+/// allowed one way or the other): related traffic, as the kernel's conntrack calls it. Read
+/// from the packet itself, apart from the verdict's own parse (a subprogram: the main path
+/// keeps its registers).
+#[inline(never)]
+fn related_error(ctx: &TcContext, direction: u8) -> bool {
+    let at = |off: usize| ctx.load::<u8>(pkt::ETH_HLEN + off).ok();
+    // A plain IPv4 header (no options) carrying ICMP, no fragment.
+    if at(0) != Some(0x45) || at(9) != Some(IPPROTO_ICMP) {
+        return false;
+    }
+    if ctx.load::<u16>(pkt::ETH_HLEN + 6).ok().map(u16::from_be).unwrap_or(1) & 0x1fff != 0 {
+        return false;
+    }
+    let icmp = pkt::ETH_HLEN + IPV4_HLEN;
+    let ty = ctx.load::<u8>(icmp).ok();
+    if ty != Some(ICMP_DEST_UNREACH) && ty != Some(ICMP_TIME_EXCEEDED) {
+        return false;
+    }
+    let inner = icmp + ICMP_HLEN;
+    let proto = ctx.load::<u8>(inner + 9).unwrap_or(0);
+    if ctx.load::<u8>(inner).ok() != Some(0x45) || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return false;
+    }
+    let (Ok(saddr), Ok(daddr), Ok(sport), Ok(dport)) = (
+        ctx.load::<u32>(inner + 12),
+        ctx.load::<u32>(inner + 16),
+        ctx.load::<u16>(inner + 20),
+        ctx.load::<u16>(inner + 22),
+    ) else {
+        return false;
+    };
+    let quoted = CtKey::new(saddr, daddr, sport, dport, proto);
+    let (own, other) = if direction == DIR_FROM_CONTAINER {
+        (ct_scope::EGRESS, ct_scope::INGRESS)
+    } else {
+        (ct_scope::INGRESS, ct_scope::EGRESS)
+    };
+    matches!(conntrack::touch(&quoted.with_scope(other), 0), Some(ct) if ct.flags & ct_flags::REPLY == 0)
+        || matches!(conntrack::touch(&quoted.with_scope(own), 0), Some(ct) if ct.flags & ct_flags::REPLY != 0)
 }
 
 #[inline(always)]

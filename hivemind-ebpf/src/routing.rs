@@ -170,7 +170,7 @@ fn deliver(
         return TC_ACT_OK;
     }
     let bytes = u64::from(ctx.len());
-    if let Err(why) = policy::ingress(&info, policy::parse(headers), source_identity) {
+    if let Err(why) = policy::ingress(ctx, &info, policy::parse(headers), source_identity) {
         metrics::count(info.endpoint_id, DIR_TO_CONTAINER, why, bytes);
         return TC_ACT_SHOT;
     }

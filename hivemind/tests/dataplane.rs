@@ -2233,3 +2233,52 @@ fn policy_fragments_follow_their_first_under_test_run() {
         .expect("no policy");
     assert_eq!(into_b(&later(4)), TC_ACT_OK);
 }
+
+/// An endpoint whose ingress is enforced admits an ICMP error about a connection it opened
+/// (related traffic: port unreachable, time exceeded), and drops one about a connection it
+/// never had.
+#[test]
+fn policy_admits_icmp_errors_of_known_connections_under_test_run() {
+    if !can_run("policy_admits_icmp_errors_of_known_connections_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmia", "hmib"]);
+    let if_b = idx[1];
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(idx[0], EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+    dp.set_endpoint_identity(if_b, ID_B).expect("identity");
+    for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C)] {
+        dp.set_ipcache(addr, 32, id).expect("ipcache");
+    }
+    let rules = EndpointRules {
+        ingress: Some([allow(PeerMatch::Identity(ID_A), Protocol::Tcp, 80, 80)].into()),
+        egress: None,
+    };
+    dp.set_endpoint_policy(EP_B, &rules).expect("policy");
+    // B opens a connection to C (its egress is not enforced, the connection is tracked).
+    let sent = syn(POD_B, 40000, POD_C, 443);
+    assert_eq!(test_run_ctx(from, &sent, if_b, 0), TC_ACT_OK);
+    let error_about = |quoted: &[u8], ty: u8, code: u8| {
+        let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quoted[14..14 + 28]);
+        let sum = csum_fold(&icmp, 0);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        ipv4_frame(POD_C, POD_B, 1, &[], 0, icmp, true)
+    };
+    for (ty, code) in [(3u8, 3u8), (11, 0)] {
+        assert_eq!(
+            test_run_ctx(to, &error_about(&sent, ty, code), if_b, 0),
+            TC_ACT_OK,
+            "ICMP {ty}/{code} about B's own connection"
+        );
+    }
+    let never = syn(POD_B, 40001, POD_C, 443);
+    assert_eq!(
+        test_run_ctx(to, &error_about(&never, 3, 3), if_b, 0),
+        TC_ACT_SHOT,
+        "an error about nothing B sent"
+    );
+}
