@@ -5,23 +5,13 @@
 //! fuzzing is `api_fuzz.rs`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hivemind::contract::ErrorBody;
-use hivemind_tests::daemon::TEST_TOKEN;
+use hivemind_tests::daemon::{MockWeb, TEST_TOKEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
-
-struct Web(Child);
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -44,39 +34,11 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Stri
 
 #[test]
 fn rejections_answer_the_json_error_body() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let token_file = dir.path().join("test.token");
-    std::fs::write(&token_file, TEST_TOKEN).expect("write the token");
-    let child = Command::new(BIN)
-        .args([
-            "web",
-            "--mock",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--admin-token-file")
-        .arg(&token_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hivemind web --mock");
-    let _web = Web(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while request(port, "GET", "/api/health", "").is_none_or(|(status, _)| status != 200) {
-        assert!(
-            Instant::now() < deadline,
-            "hivemind web --mock did not answer"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let web = MockWeb::start(std::path::Path::new(BIN), |port| {
+        request(port, "GET", "/api/health", "").is_some_and(|(status, _)| status == 200)
+    })
+    .expect("hivemind web --mock");
+    let port = web.port;
     for (method, path, body, status, code, names) in [
         (
             "GET",

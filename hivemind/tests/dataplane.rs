@@ -2053,6 +2053,33 @@ fn ip_checksum_ok(frame: &[u8]) -> bool {
     csum_fold(&frame[14..34], 0) == 0
 }
 
+/// `frame` (Ethernet + plain IPv4) with IP id `id`, its header checksum fixed.
+fn with_ip_id(frame: &[u8], id: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = csum_fold(&f[14..34], 0);
+    f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// An ICMP error `ty`/`code` from `src` to `dst` quoting `quoted`'s IPv4 header and first
+/// 8 bytes, with a valid ICMP checksum (`rest`: the header's last 4 bytes, an MTU say).
+fn icmp_error_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    (ty, code): (u8, u8),
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(&quoted[14..14 + 28]);
+    let sum = csum_fold(&icmp, 0);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    ipv4_frame(src, dst, 1, &[], 0, icmp, true)
+}
+
 fn addr_at(frame: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
 }
@@ -2102,11 +2129,7 @@ fn fragments_and_icmp_errors_under_test_run() {
     assert!(ip_checksum_ok(&out));
     assert_eq!(&out[14 + 20..], &later[14 + 20..], "its payload untouched");
     // A later fragment of a datagram whose first fragment never came: dropped.
-    let mut stray = later.clone();
-    stray[14 + 4..14 + 6].copy_from_slice(&[0x99, 0x99]);
-    stray[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = csum_fold(&stray[14..34], 0);
-    stray[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    let stray = with_ip_id(&later, 0x9999);
     assert_eq!(test_run(from, &stray).expect("run"), TC_ACT_SHOT);
 
     // The answer in two fragments: the VIP comes back as the source of both.
@@ -2136,11 +2159,7 @@ fn fragments_and_icmp_errors_under_test_run() {
     let router = Ipv4Addr::new(10, 244, 9, 1);
     for (sender, ty, code) in [(web.ip, 3u8, 3u8), (router, 3, 4), (router, 11, 0)] {
         // The error quotes the packet as it was sent: to the backend.
-        let mut icmp = vec![ty, code, 0, 0, 0, 0, 0x05, 0xa0];
-        icmp.extend_from_slice(&sent[14..14 + 28]);
-        let sum = csum_fold(&icmp, 0);
-        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let error = ipv4_frame(sender, CLIENT, 1, &[], 0, icmp, true);
+        let error = icmp_error_frame(sender, CLIENT, (ty, code), [0, 0, 0x05, 0xa0], &sent);
         let (ret, out) = test_run_out(to, &error).expect("run");
         assert_eq!(ret, TC_ACT_OK);
         let expected_source = if sender == web.ip { VIP } else { router };
@@ -2158,11 +2177,8 @@ fn fragments_and_icmp_errors_under_test_run() {
         assert_eq!(csum_fold(&out[14 + 20..], 0), 0, "ICMP checksum");
     }
     // An error about a connection nobody translated is left alone.
-    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&tcp_frame(CLIENT, 40999, web.ip, 8080, SYN)[14..14 + 28]);
-    let sum = csum_fold(&icmp, 0);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let unrelated = ipv4_frame(web.ip, CLIENT, 1, &[], 0, icmp, true);
+    let never = tcp_frame(CLIENT, 40999, web.ip, 8080, SYN);
+    let unrelated = icmp_error_frame(web.ip, CLIENT, (3, 3), [0; 4], &never);
     let (ret, out) = test_run_out(to, &unrelated).expect("run");
     assert_eq!((ret, &out), (TC_ACT_OK, &unrelated));
 }
@@ -2191,16 +2207,8 @@ fn policy_fragments_follow_their_first_under_test_run() {
     };
     dp.set_endpoint_policy(EP_B, &rules).expect("policy");
     let into_b = |p: &[u8]| test_run_ctx(to, p, if_b, 0);
-    let with_id = |frame: &[u8], id: u16| {
-        let mut f = frame.to_vec();
-        f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
-        f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-        let sum = csum_fold(&f[14..34], 0);
-        f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
-        f
-    };
     let first = |dport: u16, id: u16| {
-        with_id(
+        with_ip_id(
             &ipv4_frame(
                 POD_A,
                 POD_B,
@@ -2214,7 +2222,7 @@ fn policy_fragments_follow_their_first_under_test_run() {
         )
     };
     let later = |id: u16| {
-        with_id(
+        with_ip_id(
             &ipv4_frame(POD_A, POD_B, UDP, &[], 0x0003, vec![2; 16], true),
             id,
         )
@@ -2262,11 +2270,7 @@ fn policy_admits_icmp_errors_of_known_connections_under_test_run() {
     let sent = syn(POD_B, 40000, POD_C, 443);
     assert_eq!(test_run_ctx(from, &sent, if_b, 0), TC_ACT_OK);
     let error_about = |quoted: &[u8], ty: u8, code: u8| {
-        let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&quoted[14..14 + 28]);
-        let sum = csum_fold(&icmp, 0);
-        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        ipv4_frame(POD_C, POD_B, 1, &[], 0, icmp, true)
+        icmp_error_frame(POD_C, POD_B, (ty, code), [0; 4], quoted)
     };
     for (ty, code) in [(3u8, 3u8), (11, 0)] {
         assert_eq!(

@@ -4,29 +4,13 @@
 //! on real daemons in `multi_node.rs` (with Prometheus).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hivemind_tests::daemon::TEST_TOKEN;
+use hivemind_tests::daemon::{MockWeb, TEST_TOKEN, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
-
-struct Web(Child);
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// One plain HTTP request: (status, body), `None` when nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -67,31 +51,11 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn the_metrics_listener_opens_moves_and_closes_as_configured() {
-    let api = free_port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let token_file = dir.path().join("test.token");
-    std::fs::write(&token_file, TEST_TOKEN).expect("write the token");
-    let child = Command::new(BIN)
-        .args([
-            "web",
-            "--mock",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &api.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--admin-token-file")
-        .arg(&token_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hivemind web --mock");
-    let _web = Web(child);
-    eventually("the API", || {
-        get(api, "/api/health").filter(|(status, _)| *status == 200)
-    });
+    let web = MockWeb::start(std::path::Path::new(BIN), |port| {
+        get(port, "/api/health").is_some_and(|(status, _)| status == 200)
+    })
+    .expect("hivemind web --mock");
+    let api = web.port;
 
     // Set: the node serves its metrics there, without a token.
     let port = free_port();

@@ -388,6 +388,69 @@ pub fn eventually<T>(
 
 /// `ctr` against a containerd socket in Hivemind's namespace, for checks a
 /// user would make by hand and for cleanup.
+/// A free TCP port of 127.0.0.1 (for a listener the test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `hivemind web --mock` (in-memory runtime, no kernel features, no root) on a free port of
+/// 127.0.0.1 with the test admin token; killed when dropped.
+pub struct MockWeb {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl MockWeb {
+    /// Starts it and waits (30 s at most) until `up(port)` says it answers.
+    pub fn start(binary: &Path, up: impl Fn(u16) -> bool) -> Result<Self> {
+        let port = free_port();
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let token_file = dir.path().join("test.token");
+        std::fs::write(&token_file, TEST_TOKEN).context("write the token")?;
+        let child = Command::new(binary)
+            .args([
+                "web",
+                "--mock",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start hivemind web --mock")?;
+        let web = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !up(port) {
+            if std::time::Instant::now() > deadline {
+                bail!("hivemind web --mock did not answer within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(web)
+    }
+}
+
+impl Drop for MockWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `sh -c script` in `container` through the containerd at `socket`, under a fresh exec
 /// id: its standard output.
 pub fn ctr_sh(socket: &Path, container: &str, script: &str) -> Result<String> {
