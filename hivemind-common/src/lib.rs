@@ -490,7 +490,7 @@ pub struct ServiceValue {
     /// Only in slot 0: the number of backend slots (0: the service has no backend and its
     /// traffic is dropped with `DROP_NO_BACKEND`).
     pub count: u16,
-    /// Reserved; 0 today.
+    /// Only in slot 0: `service_flags::*` bits.
     pub flags: u16,
 }
 const _: () = assert!(size_of::<ServiceValue>() == 8);
@@ -580,12 +580,19 @@ pub struct CtValue {
     pub owner: u32,
     /// The backend's port, network byte order.
     pub backend_port: u16,
-    /// Always zero.
-    pub _pad: u16,
+    /// `ct_flags::SNAT` only, network byte order: in the original entry the source port the
+    /// client's packets get, in the reply entry the client's own port (the destination its
+    /// replies get back).
+    pub nat_port: u16,
     /// When a packet last matched the entry (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
     pub last_seen_ns: u64,
+    /// `ct_flags::SNAT` only, network byte order: in the original entry the source address the
+    /// client's packets get (the node's gateway), in the reply entry the client's own address.
+    pub nat_ip: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<CtValue>() == 32);
+const _: () = assert!(size_of::<CtValue>() == 40);
 
 /// Bits of [`CtValue::state`], from the TCP flags of the packets the entry saw.
 pub mod ct_state {
@@ -646,7 +653,27 @@ pub mod ct_flags {
     /// on replies (addressed to `HAIRPIN_IP`) the destination goes back to the client, which is
     /// the reply's own source.
     pub const HAIRPIN: u8 = 4;
+    /// Source NAT of a published port in `snat` mode: the client's packets get the node's
+    /// gateway address and a port of their own as the source (`nat_ip`, `nat_port` of the
+    /// original entry), so the backend answers through the node the client reached; replies get
+    /// the published frontend as their source and the client back as their destination
+    /// (`nat_ip`, `nat_port` of the reply entry).
+    pub const SNAT: u8 = 8;
 }
+
+/// Bits of [`ServiceValue::flags`] (slot 0 only).
+pub mod service_flags {
+    /// A published frontend in `snat` mode (see `ct_flags::SNAT`).
+    pub const SNAT: u16 = 1;
+}
+
+/// Source ports a published port's SNAT hands out (host order, inclusive): below the kernel's
+/// ephemeral range (32768-60999 by default), so they do not meet the node's own connections
+/// from the gateway address.
+pub const SNAT_PORT_MIN: u16 = 1024;
+pub const SNAT_PORT_MAX: u16 = 32767;
+/// Ports SNAT tries for a new connection before it drops it (`DROP_NAT_NO_PORT`).
+pub const SNAT_PROBES: u32 = 16;
 
 /// Key of `HM_SOCK_REVNAT`: a socket (its cookie) and the backend it was sent to (network
 /// byte order).

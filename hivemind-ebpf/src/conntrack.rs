@@ -64,6 +64,19 @@ pub(crate) fn touch(key: &CtKey, tcp_flags: u8) -> Option<CtValue> {
 /// is full.
 #[inline(always)]
 pub(crate) fn create(key: &CtKey, value: &CtValue, tcp_flags: u8) -> Result<(), u8> {
+    insert(key, value, tcp_flags, true).map(|_| ())
+}
+
+/// Creates the entry of `key` as `create` does, unless there is one: `Ok(false)` then, and the
+/// entry there is left alone (a key claimed at most once, even by two CPUs at the same time).
+#[inline(always)]
+pub(crate) fn create_new(key: &CtKey, value: &CtValue, tcp_flags: u8) -> Result<bool, u8> {
+    insert(key, value, tcp_flags, false)
+}
+
+/// `create` (`replace`) or `create_new`; whether the entry is new.
+#[inline(always)]
+fn insert(key: &CtKey, value: &CtValue, tcp_flags: u8, replace: bool) -> Result<bool, u8> {
     let mut value = *value;
     // SAFETY: a plain helper call.
     value.last_seen_ns = unsafe { bpf_ktime_get_ns() };
@@ -79,10 +92,12 @@ pub(crate) fn create(key: &CtKey, value: &CtValue, tcp_flags: u8) -> Result<(), 
             if owner != CT_OWNER_NODE {
                 count_one_more(owner);
             }
-            Ok(())
+            Ok(true)
         }
+        Err(e) if e == -EEXIST && !replace => Ok(false),
         Err(e) if e == -EEXIST => HM_CT
             .insert(key, &value, u64::from(BPF_EXIST))
+            .map(|()| false)
             .map_err(|_| reason::DROP_CT_FULL),
         Err(_) => Err(reason::DROP_CT_FULL),
     }

@@ -26,8 +26,8 @@ use aya_ebpf::{
 };
 use hivemind_common::{
     Backend, CT_OWNER_NODE, CT_OWNER_OUTSIDE, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, ServiceKey, ServiceValue, ct_flags,
-    frag_scope, reason,
+    MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES,
+    ServiceKey, ServiceValue, ct_flags, frag_scope, reason, service_flags,
 };
 
 use crate::{
@@ -205,7 +205,7 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
     };
     if in_service_cidr(flow.daddr) {
         return Ok(match translate(ctx, &flow, endpoint, endpoint)? {
-            Some(b) => Nat::destination(b.ip, b.port),
+            Some(t) => Nat::destination(t.backend.ip, t.backend.port),
             None => Nat::UNTOUCHED,
         });
     }
@@ -236,15 +236,26 @@ pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Resu
 }
 
 /// Underlay TC ingress: DNAT of a packet to the node's address on a published port (the
-/// frontend `{node address, port}`), as `translate` does for a VIP. `Ok(false)`: no such
-/// frontend, the packet is the node's own.
+/// frontend `{node address, port}`), as `translate` does for a VIP. `PUBLISHED_NONE`: no such
+/// frontend, the packet is the node's own; `PUBLISHED_DNAT`: translated, the kernel routes it;
+/// `PUBLISHED_SNAT`: its source is the node's gateway now, which the kernel would refuse as
+/// a martian on the underlay: the caller delivers it.
 #[inline(always)]
-pub(crate) fn translate_published(ctx: &TcContext, headers: &Headers) -> Result<bool, u8> {
+pub(crate) fn translate_published(ctx: &TcContext, headers: &Headers) -> Result<u8, u8> {
     let Some(flow) = parse(headers)? else {
-        return Ok(false);
+        return Ok(PUBLISHED_NONE);
     };
-    Ok(translate(ctx, &flow, 0, CT_OWNER_OUTSIDE)?.is_some())
+    Ok(match translate(ctx, &flow, 0, CT_OWNER_OUTSIDE)? {
+        None => PUBLISHED_NONE,
+        Some(t) if t.snat => PUBLISHED_SNAT,
+        Some(_) => PUBLISHED_DNAT,
+    })
 }
+
+/// Results of `translate_published`.
+pub(crate) const PUBLISHED_NONE: u8 = 0;
+pub(crate) const PUBLISHED_DNAT: u8 = 1;
+pub(crate) const PUBLISHED_SNAT: u8 = 2;
 
 /// On the node of a local backend that a client reached through the published port
 /// `published` (network order) of node `node` (network order): the reply entry that gives the
@@ -278,7 +289,7 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
     if !in_service_cidr(flow.daddr) {
         return Ok(None);
     }
-    let Some(backend) = translate(ctx, &flow, 0, CT_OWNER_NODE)? else {
+    let Some(Translated { backend, .. }) = translate(ctx, &flow, 0, CT_OWNER_NODE)? else {
         return Ok(None);
     };
     let Some(config) = HM_NODE_CONFIG.get(0) else {
@@ -300,52 +311,81 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
 /// DNAT of a packet to the service CIDR: the connection's backend from `HM_CT` while that
 /// backend id still names the same address and port, or a new one picked by hashing the
 /// 5-tuple over the service's slots. New entries count against `owner`. `Ok(None)`: no such
-/// service (the packet passes untouched).
+/// service (the packet passes untouched). A published frontend in `snat` mode (only reached
+/// with `CT_OWNER_OUTSIDE`) also gives the client's packets the node's gateway and a port of
+/// their own as the source (`Translated::snat`).
 #[inline(always)]
 fn translate(
     ctx: &TcContext,
     flow: &Flow,
     endpoint: u32,
     owner: u32,
-) -> Result<Option<Backend>, u8> {
+) -> Result<Option<Translated>, u8> {
     let key = flow.ct_key();
-    let existing = match conntrack::touch(&key, flow.tcp_flags) {
-        Some(ct) if ct.flags & ct_flags::REPLY == 0 => backend(ct.backend_id)
-            .filter(|b| b.ip == ct.backend_ip && b.port == ct.backend_port)
-            .map(|b| (ct.backend_id, b)),
+    let tracked = match conntrack::touch(&key, flow.tcp_flags) {
+        Some(ct) if ct.flags & ct_flags::REPLY == 0 => Some(ct),
         _ => None,
     };
+    let existing = match tracked {
+        Some(ct) => backend(ct.backend_id)
+            .filter(|b| b.ip == ct.backend_ip && b.port == ct.backend_port)
+            .map(|b| (ct.backend_id, b, ct)),
+        None => None,
+    };
     let bytes = u64::from(ctx.len());
-    let (backend_id, backend, new) = match existing {
-        Some((id, b)) => (id, b, false),
+    let (backend_id, backend, new, snat) = match existing {
+        Some((id, b, ct)) => (id, b, false, ct.flags & ct_flags::SNAT != 0),
         None => match select(flow)? {
-            Some((id, b)) => (id, b, true),
+            Some((id, b, flags)) => (id, b, true, flags & service_flags::SNAT != 0),
             None => return Ok(None),
         },
     };
+    // SNAT is for clients from outside the cluster only (published frontends).
+    let snat = snat && owner == CT_OWNER_OUTSIDE;
     // Hairpin: the client is its own backend; it must not see its own address as the source.
-    let hairpin = backend.ip == flow.saddr;
-    let client = if hairpin { hairpin_ip() } else { flow.saddr };
-    let reply_key = CtKey::new(backend.ip, client, backend.port, flow.sport, flow.proto);
-    let reply = CtValue {
+    let hairpin = backend.ip == flow.saddr && !snat;
+    let mut reply = CtValue {
         backend_id,
         rev_vip: flow.daddr,
         rev_port: flow.dport,
         flags: ct_flags::SERVICE
             | ct_flags::REPLY
-            | if hairpin { ct_flags::HAIRPIN } else { 0 },
+            | if hairpin { ct_flags::HAIRPIN } else { 0 }
+            | if snat { ct_flags::SNAT } else { 0 },
         backend_ip: backend.ip,
         backend_port: backend.port,
         owner,
         ..CtValue::default()
     };
+    // The source the backend sees.
+    let (client, client_port) = if hairpin {
+        (hairpin_ip(), flow.sport)
+    } else if snat {
+        reply.nat_ip = flow.saddr;
+        reply.nat_port = flow.sport;
+        match (new, existing) {
+            (false, Some((_, _, ct))) => (ct.nat_ip, ct.nat_port),
+            _ => {
+                let gateway = node_config().map_or(0, |c| c.gateway);
+                (gateway, snat_port(flow, &backend, gateway, &reply)?)
+            }
+        }
+    } else {
+        (flow.saddr, flow.sport)
+    };
+    let reply_key = CtKey::new(backend.ip, client, backend.port, client_port, flow.proto);
     if new {
         let original = CtValue {
-            flags: ct_flags::SERVICE,
+            flags: ct_flags::SERVICE | if snat { ct_flags::SNAT } else { 0 },
+            nat_ip: if snat { client } else { 0 },
+            nat_port: if snat { client_port } else { 0 },
             ..reply
         };
-        // Reply entry first: once the original one exists, replies may already flow.
-        conntrack::create(&reply_key, &reply, 0)?;
+        // Reply entry first: once the original one exists, replies may already flow. SNAT
+        // wrote it already, claiming its port.
+        if !snat {
+            conntrack::create(&reply_key, &reply, 0)?;
+        }
         conntrack::create(&key, &original, flow.tcp_flags)?;
         metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, bytes);
     } else {
@@ -360,17 +400,17 @@ fn translate(
         (flow.daddr, backend.ip),
         (flow.dport, backend.port),
     )?;
-    if hairpin {
+    if hairpin || snat {
         rewrite(
             ctx,
             (flow.proto, flow.l4_off),
             IP_SRC_OFF,
             flow.l4_off,
             (flow.saddr, client),
-            (flow.sport, flow.sport),
+            (flow.sport, client_port),
         )?;
     }
-    if flow.first_fragment && !hairpin {
+    if flow.first_fragment && !hairpin && !snat {
         frag::remember(
             flow.saddr,
             flow.daddr,
@@ -381,7 +421,37 @@ fn translate(
         );
     }
     metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
-    Ok(Some(backend))
+    Ok(Some(Translated { backend, snat }))
+}
+
+/// What `translate` did.
+#[derive(Clone, Copy)]
+struct Translated {
+    backend: Backend,
+    /// The source is now the node's gateway (a published port in `snat` mode).
+    snat: bool,
+}
+
+/// Claims a source port on the node's gateway for a new SNAT connection to `backend`: writes
+/// its reply entry `{backend, gateway, backend port, port}` if no connection holds that key
+/// yet, trying up to `SNAT_PROBES` ports of `SNAT_PORT_MIN..=SNAT_PORT_MAX` spread by the flow's
+/// hash. None free: `DROP_NAT_NO_PORT`.
+#[inline(always)]
+fn snat_port(flow: &Flow, backend: &Backend, gateway: u32, reply: &CtValue) -> Result<u16, u8> {
+    if gateway == 0 {
+        return Err(reason::DROP_REWRITE);
+    }
+    let span = u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1;
+    let start = hash(flow);
+    for probe in 0..SNAT_PROBES {
+        let host = u32::from(SNAT_PORT_MIN) + start.wrapping_add(probe.wrapping_mul(7919)) % span;
+        let port = (host as u16).to_be();
+        let key = CtKey::new(backend.ip, gateway, backend.port, port, flow.proto);
+        if conntrack::create_new(&key, reply, 0)? {
+            return Ok(port);
+        }
+    }
+    Err(reason::DROP_NAT_NO_PORT)
 }
 
 /// Whether `addr` (network order) lies in the node's service CIDR. A BPF subprogram, not
@@ -405,23 +475,26 @@ pub(crate) fn node_config() -> Option<NodeConfig> {
 /// A backend for a new connection: `Ok(None)` if the destination is no service,
 /// `Err(DROP_NO_BACKEND)` if the service has no usable backend.
 #[inline(always)]
-fn select(flow: &Flow) -> Result<Option<(u32, Backend)>, u8> {
+fn select(flow: &Flow) -> Result<Option<(u32, Backend, u16)>, u8> {
     select_backend(flow.daddr, flow.dport, flow.proto, hash(flow))
 }
 
 /// The backend of service `vip`:`port` (network order) / `proto` for a connection whose hash
-/// is `hash`: `Ok(None)` if that is no service, `Err(DROP_NO_BACKEND)` if it has no usable
-/// backend.
+/// is `hash`, with the frontend's `service_flags`: `Ok(None)` if that is no service,
+/// `Err(DROP_NO_BACKEND)` if it has no usable backend.
 #[inline(always)]
 pub(crate) fn select_backend(
     vip: u32,
     port: u16,
     proto: u8,
     hash: u32,
-) -> Result<Option<(u32, Backend)>, u8> {
+) -> Result<Option<(u32, Backend, u16)>, u8> {
     let head = ServiceKey::new(vip, port, proto, 0);
     // SAFETY: map values are plain data valid for the program's run; copied out at once.
-    let Some(count) = HM_SERVICES.get_ptr(head).map(|v| unsafe { (*v).count }) else {
+    let Some((count, flags)) = HM_SERVICES
+        .get_ptr(head)
+        .map(|v| unsafe { ((*v).count, (*v).flags) })
+    else {
         return Ok(None);
     };
     if count == 0 {
@@ -438,7 +511,7 @@ pub(crate) fn select_backend(
         .or_else(|| slot_value(1))
         .ok_or(reason::DROP_NO_BACKEND)?;
     let backend = backend(backend_id).ok_or(reason::DROP_NO_BACKEND)?;
-    Ok(Some((backend_id, backend)))
+    Ok(Some((backend_id, backend, flags)))
 }
 
 #[inline(always)]
@@ -476,7 +549,18 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u3
             (flow.dport, flow.dport),
         )?;
     }
-    if flow.first_fragment && ct.flags & ct_flags::HAIRPIN == 0 {
+    if ct.flags & ct_flags::SNAT != 0 {
+        // The reply goes back to the client the node's gateway stood in for.
+        rewrite(
+            ctx,
+            (flow.proto, flow.l4_off),
+            IP_DST_OFF,
+            flow.l4_off + 2,
+            (flow.daddr, ct.nat_ip),
+            (flow.dport, ct.nat_port),
+        )?;
+    }
+    if flow.first_fragment && ct.flags & (ct_flags::HAIRPIN | ct_flags::SNAT) == 0 {
         frag::remember(
             flow.saddr,
             flow.daddr,
@@ -551,7 +635,7 @@ fn icmp_error(ctx: &TcContext, ip: &Ipv4) -> Result<(bool, u32), u8> {
     else {
         return Ok((false, 0));
     };
-    if ct.flags & ct_flags::REPLY == 0 || ct.flags & ct_flags::HAIRPIN != 0 {
+    if ct.flags & ct_flags::REPLY == 0 || ct.flags & (ct_flags::HAIRPIN | ct_flags::SNAT) != 0 {
         return Ok((false, 0));
     }
     let fail = |_| reason::DROP_REWRITE;

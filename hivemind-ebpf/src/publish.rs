@@ -10,6 +10,14 @@
 //!   published port (`HM_PUBLISHED`) came through another node's published port: the reply
 //!   entry it writes makes the backend's replies leave with that node's address and port as
 //!   their source (`lb::reverse`), straight to the client (`routing::to_outside`).
+//!
+//! `--publish-mode snat` (`service_flags::SNAT` on the frontend): `ingress` also gives the
+//! client's packets the node's gateway and a port of their own as the source
+//! (`ct_flags::SNAT`), and delivers them itself (`routing::from_published`): the backend
+//! answers the node the client reached, whose reverse NAT (`lb::reverse` on `hm-vxlan` for a
+//! remote backend, on the backend's veth for a local one) restores the published frontend as
+//! the source and the client as the destination before `routing::to_outside` sends it back.
+//! The backend sees the gateway, not the client; the underlay sees only the node's address.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -24,7 +32,7 @@ use hivemind_common::{
 use crate::{
     lb, metrics,
     pkt::{Headers, Ipv4},
-    tunnel,
+    routing, tunnel,
 };
 
 /// Local backend `{address, port, protocol}` -> the port it is published on (host order).
@@ -52,8 +60,9 @@ pub(crate) fn ingress(ctx: &TcContext, headers: &Headers) -> Option<i32> {
         return None;
     }
     match lb::translate_published(ctx, headers) {
-        Ok(true) => Some(TC_ACT_OK),
-        Ok(false) => None,
+        Ok(lb::PUBLISHED_DNAT) => Some(TC_ACT_OK),
+        Ok(lb::PUBLISHED_SNAT) => Some(routing::from_published(ctx)),
+        Ok(_) => None,
         Err(why) => {
             metrics::count(0, DIR_SERVICE, why, u64::from(ctx.len()));
             Some(TC_ACT_SHOT)

@@ -38,8 +38,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hivemind_common::{
-    DIR_TO_CONTAINER, DIR_TO_OVERLAY, EndpointInfo, MAX_ENDPOINTS, NodeConfig, OVERLAY_MAC,
-    OVERLAY_SRC_MAC, container_mac, mark, node_flags, reason, vni,
+    DIR_SERVICE, DIR_TO_CONTAINER, DIR_TO_OVERLAY, EndpointInfo, MAX_ENDPOINTS, NodeConfig,
+    OVERLAY_MAC, OVERLAY_SRC_MAC, TunnelInfo, container_mac, identity, mark, node_flags, reason,
+    vni,
 };
 
 use crate::{
@@ -97,13 +98,57 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &Endpoi
     if config.vxlan_ifindex == 0 || l2.ttl() <= 1 || too_big(ctx, &config) {
         return TC_ACT_OK;
     }
-    let bytes = u64::from(ctx.len());
-    let node = u32::from_be(tunnel.underlay_ip);
     let vni = if source.identity != 0 && vni::allowed(source.identity) {
         source.identity
     } else {
         tunnel::source_vni(ip.saddr)
     };
+    encapsulate(ctx, &config, &l2, &tunnel, vni)
+}
+
+/// Underlay TC ingress: a packet a published port in `snat` mode translated. Its source is the
+/// node's gateway now, which the kernel refuses from the underlay (a martian), so it is
+/// delivered here: to a local backend (`deliver`) or through the tunnel to the backend's node,
+/// with the identity of the outside (`identity::WORLD`). What cannot be delivered so is dropped
+/// (`DROP_NO_TUNNEL`), counted.
+#[inline(always)]
+pub(crate) fn from_published(ctx: &TcContext) -> i32 {
+    let headers = pkt::parse(ctx);
+    let bytes = u64::from(ctx.len());
+    let drop = |why: u8| {
+        metrics::count(0, DIR_SERVICE, why, bytes);
+        TC_ACT_SHOT
+    };
+    let (Some(config), Headers::Ipv4(ip), Some(l2)) =
+        (lb::node_config(), &headers, pkt::l2_fields(ctx))
+    else {
+        return drop(reason::DROP_REWRITE);
+    };
+    if let Some(ifindex) = local_endpoint(ip.daddr) {
+        return deliver(ctx, &headers, &config, &l2, ifindex, identity::WORLD, true);
+    }
+    let Some(tunnel) = tunnel::lookup(ip.daddr) else {
+        return drop(reason::DROP_NO_TUNNEL);
+    };
+    if config.vxlan_ifindex == 0 || l2.ttl() <= 1 || too_big(ctx, &config) {
+        return drop(reason::DROP_NO_TUNNEL);
+    }
+    encapsulate(ctx, &config, &l2, &tunnel, identity::WORLD)
+}
+
+/// Sends the frame through the tunnel to the node of `tunnel` with `vni`: the tunnel key, the
+/// overlay's MACs and TTL, the mark that tells `hm_overlay_egress` the key is set, and a
+/// redirect to `hm-vxlan`'s transmit.
+#[inline(always)]
+fn encapsulate(
+    ctx: &TcContext,
+    config: &NodeConfig,
+    l2: &L2Fields,
+    tunnel: &TunnelInfo,
+    vni: u32,
+) -> i32 {
+    let bytes = u64::from(ctx.len());
+    let node = u32::from_be(tunnel.underlay_ip);
     let drop = |why: u8| {
         metrics::count(node, DIR_TO_OVERLAY, why, bytes);
         TC_ACT_SHOT
@@ -111,7 +156,7 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &Endpoi
     if tunnel::set_key(ctx, vni, node, u64::from(BPF_F_ZERO_CSUM_TX)).is_err() {
         return drop(reason::DROP_TUNNEL_KEY);
     }
-    if route(ctx, &l2, OVERLAY_MAC, OVERLAY_SRC_MAC).is_err() {
+    if route(ctx, l2, OVERLAY_MAC, OVERLAY_SRC_MAC).is_err() {
         return drop(reason::DROP_REWRITE);
     }
     ctx.set_mark(mark::ENCAPSULATED);
@@ -209,7 +254,8 @@ pub(crate) fn to_outside(ctx: &TcContext, headers: &Headers) -> i32 {
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = ip.proto;
-    fib.__bindgen_anon_1.tot_len = (ctx.len() as usize).saturating_sub(ETH_HLEN) as u16;
+    // tot_len 0: the helper checks the packet itself against the MTU, a GSO packet by the size
+    // of its segments (a tot_len of a GRO-merged reply would fail as "fragmentation needed").
     // SAFETY: a verifier-checked read of the program's context.
     fib.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     fib.__bindgen_anon_3.ipv4_src = ip.saddr;

@@ -57,7 +57,7 @@ pub(crate) fn translate(ctx: &SockAddrContext) {
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(sa.cast()) };
     let hash = lb::mix(cookie as u32 ^ lb::mix((cookie >> 32) as u32));
-    let Ok(Some((_, backend))) = lb::select_backend(vip, port, proto as u8, hash) else {
+    let Ok(Some((_, backend, _))) = lb::select_backend(vip, port, proto as u8, hash) else {
         return;
     };
     let key = SockRevKey {

@@ -188,6 +188,15 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     // Replies of node-originated connections (and of containers' ones) to a remote backend.
     if lb::reverse(ctx, &headers, 0).map_err(|why| drop(node, why))? {
         headers = pkt::parse(ctx);
+        // A reply of a published port in `snat` mode: from this node's address to the client
+        // outside, which the kernel would refuse (a local source from `hm-vxlan`).
+        if let (Headers::Ipv4(ip), Some(config)) = (&headers, lb::node_config())
+            && config.node_ip != 0
+            && ip.saddr == config.node_ip
+        {
+            metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
+            return Ok(routing::to_outside(ctx, &headers));
+        }
     }
     // A client that came in through another node's published port.
     let published = publish::learn(&headers, node.to_be());

@@ -190,6 +190,37 @@ pub struct AppSpec {
     /// Ports published on every node's address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PublishedPort>,
+    /// How published ports answer.
+    #[serde(default, skip_serializing_if = "PublishMode::is_default")]
+    pub publish_mode: PublishMode,
+}
+
+/// How a published port's connections reach a backend on another node and come back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Direct server return: the backend sees the client's own address and answers it from its
+    /// own node, with the address of the node the client reached as the source (the underlay
+    /// must let a node send with another node's address).
+    #[default]
+    Dsr,
+    /// Source NAT: the node the client reached gives its packets its own gateway address as
+    /// the source, so the backend answers through that node; the backend does not see the
+    /// client's address. Works on any underlay.
+    Snat,
+}
+
+impl PublishMode {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dsr => "dsr",
+            Self::Snat => "snat",
+        }
+    }
 }
 
 /// A port published on every node: `<any node address>:published` reaches the app's service
@@ -731,10 +762,12 @@ mod tests {
         };
         assert_eq!(field(&r), "publish[1]", "a target published twice");
         r.publish.truncate(1);
-        r.publish_mode = Some("snat".into());
+        r.publish_mode = Some("nat".into());
         assert_eq!(field(&r), "publish_mode");
+        r.publish_mode = Some("snat".into());
+        assert_eq!(r.validate().map(|s| s.publish_mode), Ok(PublishMode::Snat));
         r.publish_mode = Some("dsr".into());
-        assert!(r.validate().is_ok());
+        assert_eq!(r.validate().map(|s| s.publish_mode), Ok(PublishMode::Dsr));
     }
 
     #[test]

@@ -138,6 +138,60 @@ fn published_port(testbed: &Testbed) -> Result<()> {
     Ok(())
 }
 
+/// `18082` is published in `snat` mode: a client outside the cluster reaches backends on every
+/// node through any node's address, each backend sees the gateway of the node the client
+/// reached (not the client), and a 2 MiB answer comes back whole through each node.
+fn published_port_snat(testbed: &Testbed) -> Result<()> {
+    let client = hivemind_tests::testbed::BRIDGE_IP.to_string();
+    let nodes = testbed.node(1).daemon.get("/api/nodes")?;
+    let mut hosts = std::collections::BTreeSet::new();
+    for index in 1..=3 {
+        let name = format!("node-{index}");
+        let subnet = nodes
+            .as_array()
+            .and_then(|list| list.iter().find(|n| n["name"] == name.as_str()))
+            .and_then(|n| n["subnet"].as_str())
+            .with_context(|| format!("subnet of {name} in {nodes}"))?;
+        let network: std::net::Ipv4Addr = subnet
+            .split_once('/')
+            .and_then(|(net, _)| net.parse().ok())
+            .with_context(|| format!("subnet {subnet}"))?;
+        let gateway = std::net::Ipv4Addr::from(u32::from(network) + 1).to_string();
+        let node = testbed.node(index).ip().to_string();
+        for _ in 0..12 {
+            let out = curl(testbed, &[&format!("http://{node}:18082/cgi-bin/whoami")])?;
+            assert!(out.ends_with("\n200 1.1"), "{node}:18082: {out}");
+            let (addr, host) = out
+                .lines()
+                .next()
+                .and_then(|l| l.trim().split_once(' '))
+                .with_context(|| format!("answer {out:?}"))?;
+            let addr = addr.trim_start_matches("[::ffff:").trim_end_matches(']');
+            assert_ne!(addr, client, "snat: the backend must not see the client");
+            assert_eq!(addr, gateway, "the backend sees {name}'s gateway");
+            hosts.insert(host.trim().to_string());
+        }
+        let size = curl(
+            testbed,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                " %{size_download}",
+                &format!("http://{node}:18082/cgi-bin/bytes?2097152"),
+            ],
+        )?;
+        assert!(
+            size.trim_end().ends_with(" 2097152"),
+            "2 MiB through {name}'s snat port: {size}"
+        );
+    }
+    assert_eq!(hosts.len(), 3, "backends on every node answered: {hosts:?}");
+    let app = testbed.node(3).daemon.get("/api/apps/edge")?;
+    assert_eq!(app["publish_mode"], "snat", "{app}");
+    Ok(())
+}
+
 /// `curl` from the testbed's bridge namespace (outside the cluster), with
 /// `\n<status> <HTTP version>` after the body.
 fn curl(testbed: &Testbed, args: &[&str]) -> Result<String> {
@@ -492,6 +546,22 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     deploy(&[
         "app", "deploy", "--image", &reference, "--name", "client", "--node", "node-1",
     ])?;
+    deploy(&[
+        "app",
+        "deploy",
+        "--image",
+        &reference,
+        "--name",
+        "edge",
+        "--replicas",
+        "3",
+        "--publish",
+        "18082:80",
+        "--publish-mode",
+        "snat",
+        "--ready-http",
+        "/ready",
+    ])?;
     // Never ready: its domain answers 503.
     deploy(&[
         "app",
@@ -595,6 +665,14 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 
     hairpin(testbed, &ready, &vip)?;
     published_port(testbed)?;
+    eventually("3 ready edge endpoints", Duration::from_secs(60), || {
+        let edge = testbed.node(1).daemon.get("/api/services/edge/endpoints")?;
+        let ready = edge["endpoints"]
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|e| e["ready"] == true).count());
+        Ok((ready == 3).then_some(()))
+    })?;
+    published_port_snat(testbed)?;
     ingress(testbed, dir)?;
     egress_and_spoofing(testbed, &client_id, &client_ip)?;
 

@@ -49,7 +49,8 @@ echo ok > /www/alive
 mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR $(hostname)"\n' > /www/cgi-bin/whoami
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\nenv | grep ^HTTP_\n' > /www/cgi-bin/headers
-chmod +x /www/cgi-bin/whoami /www/cgi-bin/headers
+printf '#!/bin/sh\necho "Content-Type: application/octet-stream"\necho\nhead -c "${QUERY_STRING:-1024}" /dev/zero\n' > /www/cgi-bin/bytes
+chmod +x /www/cgi-bin/whoami /www/cgi-bin/headers /www/cgi-bin/bytes
 if [ -n "$SECOND_PORT" ]; then
   mkdir -p /www2
   echo "$SECOND_PORT" > /www2/port

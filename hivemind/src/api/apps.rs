@@ -45,6 +45,7 @@ pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
         secret_env: app.spec.secret_env.clone(),
         ports: app.spec.ports.clone(),
         publish: app.spec.publish.clone(),
+        publish_mode: app.spec.publish_mode,
         labels: app.spec.labels.clone(),
         generation: app.generation,
         created_at: app.created_at,

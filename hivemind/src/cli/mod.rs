@@ -509,8 +509,9 @@ pub struct DeployArgs {
     /// port TARGET (balanced over all ready backends, the client's address kept)
     #[arg(long = "publish", value_parser = clap::value_parser!(crate::model::PublishedPort))]
     pub publish: Vec<crate::model::PublishedPort>,
-    /// How published ports answer: dsr (the backend replies directly, with the client's
-    /// address); snat is not built yet
+    /// How published ports answer: dsr (the default: the backend sees the client's address
+    /// and replies from its own node) or snat (the backend sees the address of the node the
+    /// client reached and replies through it; for underlays that refuse DSR)
     #[arg(long)]
     pub publish_mode: Option<String>,
     /// k=v, repeatable

@@ -10,8 +10,8 @@ use crate::health::{
     HealthSpec, Probe,
 };
 use crate::model::{
-    AppSpec, Placement, Resources, SecretMount, ValidationError, VolumeMount, parse_memory,
-    validate_name,
+    AppSpec, Placement, PublishMode, Resources, SecretMount, ValidationError, VolumeMount,
+    parse_memory, validate_name,
 };
 
 /// Memory as JSON: `"512M"` or a number of bytes.
@@ -207,8 +207,9 @@ pub struct DeployRequest {
     /// Ports published on every node's address (`--publish 8080:80`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<crate::model::PublishedPort>,
-    /// `dsr` (the default: the backend answers the client directly, with the client's own
-    /// address). `snat` is not built yet and is refused.
+    /// `dsr` (the default: the backend sees the client's own address and answers it directly
+    /// from its node) or `snat` (the backend sees the address of the node the client reached and
+    /// answers through it; works on any underlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_mode: Option<String>,
 }
@@ -271,6 +272,9 @@ pub struct AppView {
     /// Ports published on every node's address.
     #[serde(default)]
     pub publish: Vec<crate::model::PublishedPort>,
+    /// How the published ports answer: `dsr` or `snat`.
+    #[serde(default)]
+    pub publish_mode: crate::model::PublishMode,
     pub labels: BTreeMap<String, String>,
     pub generation: u64,
     pub created_at: u64,
@@ -360,22 +364,17 @@ impl DeployRequest {
             secrets: self.secrets.clone(),
             secret_env: self.secret_env.clone(),
             publish: self.publish.clone(),
+            publish_mode: match self.publish_mode.as_deref() {
+                None | Some("dsr") => PublishMode::Dsr,
+                Some("snat") => PublishMode::Snat,
+                Some(other) => {
+                    return Err(ValidationError::new(
+                        "publish_mode",
+                        format!("{other:?} is not a publish mode: use dsr or snat"),
+                    ));
+                }
+            },
         };
-        match self.publish_mode.as_deref() {
-            None | Some("dsr") => {}
-            Some("snat") => {
-                return Err(ValidationError::new(
-                    "publish_mode",
-                    "snat is not built yet: published ports answer by direct server return (dsr)",
-                ));
-            }
-            Some(other) => {
-                return Err(ValidationError::new(
-                    "publish_mode",
-                    format!("{other:?} is not a publish mode: use dsr"),
-                ));
-            }
-        }
         spec.validate()?;
         Ok(spec)
     }

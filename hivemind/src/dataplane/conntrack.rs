@@ -42,6 +42,15 @@ pub fn pair_key(key: &CtKey, value: &CtValue) -> Option<CtKey> {
         if value.backend_ip == 0 {
             return None;
         }
+        if value.flags & ct_flags::SNAT != 0 {
+            return Some(CtKey::new(
+                value.nat_ip,
+                value.rev_vip,
+                value.nat_port,
+                value.rev_port,
+                key.proto,
+            ));
+        }
         let client = if value.flags & ct_flags::HAIRPIN != 0 {
             key.saddr
         } else {
@@ -52,6 +61,14 @@ pub fn pair_key(key: &CtKey, value: &CtValue) -> Option<CtKey> {
             value.rev_vip,
             key.dport,
             value.rev_port,
+            key.proto,
+        ))
+    } else if value.flags & ct_flags::SNAT != 0 {
+        Some(CtKey::new(
+            value.backend_ip,
+            value.nat_ip,
+            value.backend_port,
+            value.nat_port,
             key.proto,
         ))
     } else {
@@ -233,6 +250,36 @@ mod tests {
         assert_eq!(reply.daddr, u32::from_ne_bytes(HAIRPIN_IP));
         let reply_value = CtValue {
             flags: ct_flags::SERVICE | ct_flags::REPLY | ct_flags::HAIRPIN,
+            ..value
+        };
+        assert_eq!(pair_key(&reply, &reply_value), Some(original));
+    }
+
+    #[test]
+    fn snat_entries_of_a_published_port_pair_up_through_the_gateway_port() {
+        let (client, node, gateway, backend) = (
+            ip(192, 168, 7, 9),
+            ip(192, 168, 7, 1),
+            ip(10, 0, 1, 1),
+            ip(10, 0, 2, 3),
+        );
+        let original = CtKey::new(client, node, 40000, 8080, IPPROTO_TCP);
+        let value = CtValue {
+            backend_ip: backend,
+            backend_port: 80,
+            rev_vip: node,
+            rev_port: 8080,
+            flags: ct_flags::SERVICE | ct_flags::SNAT,
+            nat_ip: gateway,
+            nat_port: 2000,
+            ..CtValue::default()
+        };
+        let reply = pair_key(&original, &value).unwrap();
+        assert_eq!(reply, CtKey::new(backend, gateway, 80, 2000, IPPROTO_TCP));
+        let reply_value = CtValue {
+            flags: ct_flags::SERVICE | ct_flags::REPLY | ct_flags::SNAT,
+            nat_ip: client,
+            nat_port: 40000,
             ..value
         };
         assert_eq!(pair_key(&reply, &reply_value), Some(original));

@@ -12,17 +12,17 @@ use super::{Dataplane, DataplaneError, interface_name, is_not_found};
 impl Dataplane {
     /// Turns host routing on or off. On needs the overlay attached (`attach_overlay`): frames for
     /// remote containers are redirected to its VXLAN device, and those larger than its MTU (read
-    /// now) are left to the kernel.
+    /// now) are left to the kernel. The device and its MTU are written either way when the
+    /// overlay is there: a published port in `snat` mode sends through it with host routing off.
     pub fn set_host_routing(&mut self, on: bool) -> Result<(), DataplaneError> {
         let mut config = self.node_config()?;
-        if on {
-            let vxlan = self
-                .overlay
-                .as_ref()
-                .map(|o| o.vxlan_ifindex)
-                .ok_or(DataplaneError::HostRoutingNeedsOverlay)?;
+        let vxlan = self.overlay.as_ref().map(|o| o.vxlan_ifindex);
+        if let Some(vxlan) = vxlan {
             config.vxlan_ifindex = vxlan;
             config.overlay_mtu = interface_mtu(vxlan)?;
+        }
+        if on {
+            vxlan.ok_or(DataplaneError::HostRoutingNeedsOverlay)?;
             config.flags |= node_flags::HOST_ROUTING;
         } else {
             config.flags &= !node_flags::HOST_ROUTING;

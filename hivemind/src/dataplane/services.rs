@@ -113,6 +113,19 @@ impl Dataplane {
         proto: u8,
         backends: &[ServiceBackend],
     ) -> Result<(), DataplaneError> {
+        self.set_frontend(vip, port, proto, backends, 0)
+    }
+
+    /// `set_service` with the frontend's `service_flags` (`SNAT`: a published port in `snat`
+    /// mode).
+    pub fn set_frontend(
+        &mut self,
+        vip: Ipv4Addr,
+        port: u16,
+        proto: u8,
+        backends: &[ServiceBackend],
+        flags: u16,
+    ) -> Result<(), DataplaneError> {
         self.check_frontend(vip, proto)?;
         if backends.len() > usize::from(MAX_SLOTS_PER_SERVICE) {
             return Err(DataplaneError::TooManyBackends {
@@ -153,7 +166,7 @@ impl Dataplane {
         let head = ServiceValue {
             backend_id: 0,
             count,
-            flags: 0,
+            flags,
         };
         maps.services
             .insert(key(0), head, 0)
@@ -236,6 +249,27 @@ impl Dataplane {
                 (frontend.0, frontend.1, frontend.2, ids)
             })
             .collect())
+    }
+
+    /// The `service_flags` of every frontend whose flags are not 0.
+    pub fn frontend_flags(&self) -> Result<BTreeMap<Frontend, u16>, DataplaneError> {
+        let mut flags = BTreeMap::new();
+        for entry in self.services.services.iter() {
+            let (key, value) = match entry {
+                Ok(entry) => entry,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(DataplaneError::map(MAP_SERVICES, "reading")(e)),
+            };
+            if key.slot == 0 && value.flags != 0 {
+                let frontend = (
+                    Ipv4Addr::from(key.vip.to_ne_bytes()),
+                    u16::from_be(key.port),
+                    key.proto,
+                );
+                flags.insert(frontend, value.flags);
+            }
+        }
+        Ok(flags)
     }
 
     /// Tells the node-originated service path (on `hm-vxlan`) where local backends live:

@@ -5,8 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use hivemind_common::service_flags;
+
 use super::map_diff::diff;
 use super::{Node, NodeError};
+use crate::model::PublishMode;
 use crate::services::{pick_vip, service_ports};
 use crate::state::{AppRecord, ENDPOINTS, EndpointRecord, SERVICES, ServiceRecord};
 
@@ -103,7 +106,7 @@ impl Node {
         // Frontend -> backend ids (every backend weighs the same today, so
         // the set of ids says what the kernel holds), and the backends. Each
         // (endpoint, port) is its own backend.
-        let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = BTreeMap::new();
+        let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), (u16, BTreeSet<u32>)> = BTreeMap::new();
         // Backend -> the port it is published on.
         let mut published_backends: BTreeMap<(Ipv4Addr, u16, u8), u16> = BTreeMap::new();
         let mut backends: BTreeMap<(Ipv4Addr, u16, u8), Vec<ServiceBackend>> = BTreeMap::new();
@@ -120,34 +123,45 @@ impl Node {
                     })
                     .collect();
                 let key = (service.vip, *port, TCP);
-                wanted.insert(key, list.iter().map(|b| b.id).collect());
+                wanted.insert(key, (0, list.iter().map(|b| b.id).collect()));
                 backends.insert(key, list);
             }
             // Published ports: a frontend on this node's own address with the backends of the
             // target port.
-            let published = apps
+            let (published, mode) = apps
                 .iter()
                 .find(|a| a.spec.name == service.app)
-                .map(|a| a.spec.publish.clone())
+                .map(|a| (a.spec.publish.clone(), a.spec.publish_mode))
                 .unwrap_or_default();
+            let flags = match mode {
+                PublishMode::Dsr => 0,
+                PublishMode::Snat => service_flags::SNAT,
+            };
             if let Some(node_ip) = dataplane.node_address() {
                 for p in published {
                     let Some(list) = backends.get(&(service.vip, p.target, TCP)).cloned() else {
                         continue;
                     };
-                    for b in &list {
-                        published_backends.insert((b.ip, b.port, TCP), p.published);
+                    if mode == PublishMode::Dsr {
+                        for b in &list {
+                            published_backends.insert((b.ip, b.port, TCP), p.published);
+                        }
                     }
                     let key = (node_ip, p.published, TCP);
-                    wanted.insert(key, list.iter().map(|b| b.id).collect());
+                    wanted.insert(key, (flags, list.iter().map(|b| b.id).collect()));
                     backends.insert(key, list);
                 }
             }
         }
-        let current: BTreeMap<(Ipv4Addr, u16, u8), BTreeSet<u32>> = dataplane
+        let current_flags = dataplane.frontend_flags()?;
+        let current: BTreeMap<(Ipv4Addr, u16, u8), (u16, BTreeSet<u32>)> = dataplane
             .services()?
             .into_iter()
-            .map(|(vip, port, proto, slots)| ((vip, port, proto), slots.into_iter().collect()))
+            .map(|(vip, port, proto, slots)| {
+                let key = (vip, port, proto);
+                let flags = current_flags.get(&key).copied().unwrap_or(0);
+                (key, (flags, slots.into_iter().collect()))
+            })
             .collect();
         let publishing = apps.iter().any(|a| !a.spec.publish.is_empty());
         // A refusal here must not stop the services themselves from syncing.
@@ -157,11 +171,11 @@ impl Node {
         diff(&current, wanted).apply(
             &mut *dataplane,
             |dp, (vip, port, proto)| dp.remove_service(vip, port, proto),
-            |dp, (vip, port, proto), _| {
+            |dp, (vip, port, proto), (flags, _)| {
                 let list = backends
                     .get(&(vip, port, proto))
                     .map_or(&[][..], Vec::as_slice);
-                dp.set_service(vip, port, proto, list)
+                dp.set_frontend(vip, port, proto, list, flags)
             },
         )?;
         Ok(())
