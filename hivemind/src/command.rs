@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
 use crate::ingress::{CertInfo, check_certificate};
-use crate::model::{AppSpec, MetricsListener, ValidationError, validate_name};
+use crate::model::{AppSpec, MetricsListener, TracingExport, ValidationError, validate_name};
 use crate::policy::NetworkPolicy;
 use crate::secrets::SecretValue;
 use crate::state::{now_secs, validate_tls_domain};
@@ -115,6 +115,8 @@ pub enum Command {
     },
     /// Sets (or, `None`, removes) the metrics listener every node opens.
     ConfigureMetrics(Option<MetricsListener>),
+    /// Sets (or, `None`, stops) the span export of every node.
+    ConfigureTracing(Option<TracingExport>),
 }
 
 impl Command {
@@ -197,6 +199,13 @@ impl Command {
         Ok(Self::ConfigureMetrics(listener))
     }
 
+    pub fn configure_tracing(export: Option<TracingExport>) -> Result<Self, ValidationError> {
+        if let Some(export) = &export {
+            export.validate()?;
+        }
+        Ok(Self::ConfigureTracing(export))
+    }
+
     pub fn delete_tls_cert(domain: &str) -> Result<Self, ValidationError> {
         Ok(Self::DeleteTlsCert {
             domain: tls_domain(domain)?,
@@ -272,6 +281,7 @@ pub enum Outcome {
         created: bool,
     },
     MetricsConfigured(Option<MetricsListener>),
+    TracingConfigured(Option<TracingExport>),
     TlsCertSet {
         domain: String,
         /// No certificate for the domain existed.

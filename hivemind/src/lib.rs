@@ -28,4 +28,5 @@ pub mod secrets;
 pub mod serve;
 pub mod services;
 pub mod state;
+pub mod telemetry;
 pub mod validation;

@@ -41,15 +41,14 @@ async fn run(cli: Cli) -> i32 {
             }
         };
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn")
-            }),
-        )
-        // Colour codes only for a terminal, never into a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    hivemind::telemetry::init(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,hickory_server=warn,hickory_proto=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn",
+            )
+        }),
+        node.log_format,
+    );
     let subnet = match node.subnet.as_deref().map(str::parse::<Subnet>).transpose() {
         Ok(subnet) => subnet,
         Err(e) => {

@@ -130,6 +130,49 @@ impl MetricsListener {
     }
 }
 
+/// `observability configure-tracing`: every node exports its spans (API requests, deploy
+/// steps) over OTLP/HTTP to `endpoint`, as service `service_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingExport {
+    /// The `service.name` of the spans, e.g. `hivemind`.
+    pub service_name: String,
+    /// The collector: `http://collector:4318` (spans go to its `/v1/traces`) or a full URL
+    /// with a path, which is used as it is.
+    pub endpoint: String,
+}
+
+impl TracingExport {
+    /// A service name of 1 to 128 printable characters; an http(s) URL with a host.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let name = &self.service_name;
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "service_name",
+                format!("{name:?} is not a service name: 1 to 128 printable characters"),
+            ));
+        }
+        validate_http_url("endpoint", &self.endpoint)
+    }
+}
+
+/// An `http://` or `https://` URL with a host, of at most 2048 characters, without spaces or
+/// control characters.
+pub fn validate_http_url(field: &str, url: &str) -> Result<(), ValidationError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    let plain = !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    match host {
+        Some(host) if !host.is_empty() && url.len() <= 2048 && plain => Ok(()),
+        _ => Err(ValidationError::new(
+            field,
+            format!("{url:?} is not an http:// or https:// URL with a host"),
+        )),
+    }
+}
+
 /// Largest certificate chain the ingress takes, in PEM bytes.
 pub const MAX_CERT_CHAIN_BYTES: usize = 64 << 10;
 /// Most secrets one app may use.

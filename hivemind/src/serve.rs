@@ -238,6 +238,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         node.clone(),
         options.listen.ip(),
     )));
+    tasks.push(tokio::spawn(tracing_export_loop(node.clone())));
     if !options.mock {
         node.refresh_ingress().await;
         node.ingress()
@@ -404,6 +405,33 @@ async fn metrics_listener_loop(node: Arc<Node>, bind: std::net::IpAddr) {
                 tracing::warn!(%address, error = %e, "the metrics listener cannot listen; retrying")
             }
         }
+    }
+}
+
+/// Starts, moves and stops the span export (`observability configure-tracing`) as its cluster
+/// setting says (the node that takes the command follows at once, see `Node::follow_tracing`).
+/// A setting the exporter refuses is logged once, until it changes.
+async fn tracing_export_loop(node: Arc<Node>) {
+    use crate::state::{CLUSTER_SETTING, TRACING_EXPORT};
+    let mut refused = None;
+    let mut tick = tokio::time::interval(METRICS_LISTENER_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let wanted = match node.store().value(TRACING_EXPORT, CLUSTER_SETTING) {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the span export setting");
+                continue;
+            }
+        };
+        let pair = wanted
+            .as_ref()
+            .map(|e| (e.service_name.clone(), e.endpoint.clone()));
+        if crate::telemetry::exporting() == pair || refused == Some(pair.clone()) {
+            continue;
+        }
+        refused = node.follow_tracing(wanted).await.err().map(|_| pair);
     }
 }
 

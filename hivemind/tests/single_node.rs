@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hivemind_tests::collector::Collector;
 use hivemind_tests::containerd::{TestContainerd, prerequisites};
 use hivemind_tests::daemon::{
     Daemon, api_json, api_url, ctr_ids, ctr_purge, eventually, http, netns_with_prefix,
@@ -162,6 +163,7 @@ fn lifecycle(
     archive: &Path,
 ) -> Result<()> {
     let socket = &containerd.socket;
+    let collector = start_tracing(ns, daemon)?;
 
     // Deploy with env, a memory limit and a volume; the CLI shows the pull.
     let output = daemon.cli(&[
@@ -189,6 +191,7 @@ fn lifecycle(
     assert!(stdout.contains("Deployed application web"), "{stdout}");
 
     let ids = wait_replicas(ns, "web", 1)?;
+    deploy_spans(&collector)?;
     let first = ids[0].clone();
     let ip = container_ip(ns, &first)?;
     assert_eq!(
@@ -776,6 +779,125 @@ fn peer_records_are_checked_one_by_one(ns: &NetNs, data_dir: &Path, reference: &
     let (status, body) = http(ns, "DELETE", &api_url("/api/apps/pushed"), None)?;
     assert_eq!(status, 200, "{body}");
     wait_replicas(ns, "pushed", 0)?;
+    Ok(())
+}
+
+/// `observability configure-tracing` to an OTLP/HTTP receiver in the daemon's namespace; an
+/// endpoint that is no http(s) URL is refused, naming the field.
+fn start_tracing(ns: &NetNs, daemon: &Daemon) -> Result<Collector> {
+    let collector = Collector::start(ns, "127.0.0.1:14318".parse()?, 200, "")?;
+    let bad = daemon.cli(&[
+        "observability",
+        "configure-tracing",
+        "--endpoint",
+        "ftp://127.0.0.1",
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("endpoint"),
+        "a bad endpoint is refused: {stderr}"
+    );
+    let stdout = assert_cli_ok(
+        &daemon.cli(&[
+            "observability",
+            "configure-tracing",
+            "--service-name",
+            "hm-e2e",
+            "--endpoint",
+            "http://127.0.0.1:14318",
+        ]),
+        "configure-tracing",
+    );
+    assert!(
+        stdout.contains("http://127.0.0.1:14318/v1/traces"),
+        "{stdout}"
+    );
+    let shown = api_json(ns, "/api/observability/tracing")?;
+    assert_eq!(shown["service_name"], "hm-e2e", "{shown}");
+    Ok(collector)
+}
+
+/// The spans of the first deploy, as the receiver decoded them: the CLI's pull request with
+/// `image.pull` and `image.unpack` under it, and `POST /api/deploy` with the container's
+/// `container.start` and its network, run and ready steps under it, all of service `hm-e2e`.
+fn deploy_spans(collector: &Collector) -> Result<()> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message as _;
+    let wanted = [
+        "POST /api/images/pull",
+        "image.pull",
+        "image.unpack",
+        "POST /api/deploy",
+        "container.start",
+        "container.network",
+        "container.run",
+        "container.ready",
+    ];
+    let (spans, services) = eventually("the deploy's spans", Duration::from_secs(30), || {
+        let mut spans: Vec<Span> = Vec::new();
+        let mut services = std::collections::BTreeSet::new();
+        for request in collector.received() {
+            assert_eq!(request.path, "/v1/traces");
+            let export = ExportTraceServiceRequest::decode(request.body.as_slice())?;
+            for resource in export.resource_spans {
+                for attribute in resource.resource.iter().flat_map(|r| &r.attributes) {
+                    if attribute.key == "service.name" {
+                        services.insert(format!("{:?}", attribute.value));
+                    }
+                }
+                spans.extend(resource.scope_spans.into_iter().flat_map(|s| s.spans));
+            }
+        }
+        let all = wanted.iter().all(|n| spans.iter().any(|s| s.name == *n));
+        Ok(all.then_some((spans, services)))
+    })?;
+    assert!(
+        services.len() == 1 && services.iter().all(|s| s.contains("hm-e2e")),
+        "{services:?}"
+    );
+    let names = || spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>();
+    let under = |parent: &Span, name: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.parent_span_id == parent.span_id
+                    && s.trace_id == parent.trace_id
+            })
+            .cloned()
+            .with_context(|| format!("{name} under {}: {:?}", parent.name, names()))
+    };
+    let root = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.parent_span_id.is_empty())
+            .cloned()
+            .with_context(|| format!("a root span {name}: {:?}", names()))
+    };
+    let pull_request = root("POST /api/images/pull")?;
+    let pull = under(&pull_request, "image.pull")?;
+    under(&pull, "image.unpack")?;
+    let deploy = root("POST /api/deploy")?;
+    let route = deploy
+        .attributes
+        .iter()
+        .find(|a| a.key == "http.route")
+        .map(|a| format!("{:?}", a.value));
+    assert!(
+        route.as_deref().is_some_and(|r| r.contains("/api/deploy")),
+        "{:?}",
+        deploy.attributes
+    );
+    under(&deploy, "image.pull")?;
+    let start = under(&deploy, "container.start")?;
+    for step in ["container.network", "container.run", "container.ready"] {
+        let child = under(&start, step)?;
+        assert!(
+            child.end_time_unix_nano >= child.start_time_unix_nano,
+            "{step} has an end"
+        );
+    }
     Ok(())
 }
 

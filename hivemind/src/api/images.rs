@@ -41,23 +41,30 @@ pub async fn pull(
         let _ = progress_sender.send(PullEvent::from(event));
     });
     let command = Command::pull_image(&request.image, request.force, progress)?;
-    tokio::spawn(async move {
-        match node.execute(command).await {
-            // Present already: say so, with the same closing event.
-            Ok(Outcome::ImagePulled(image)) if !done.load(std::sync::atomic::Ordering::Relaxed) => {
-                let _ = sender.send(PullEvent::Done {
-                    image: image.name,
-                    digest: image.digest,
-                });
+    // In the request's span, which lasts as long as the pull its answer streams.
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            match node.execute(command).await {
+                // Present already: say so, with the same closing event.
+                Ok(Outcome::ImagePulled(image))
+                    if !done.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    let _ = sender.send(PullEvent::Done {
+                        image: image.name,
+                        digest: image.digest,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = sender.send(PullEvent::Error {
+                        message: e.to_string(),
+                    });
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = sender.send(PullEvent::Error {
-                    message: e.to_string(),
-                });
-            }
-        }
-    });
+        },
+        span,
+    ));
     let lines = UnboundedReceiverStream::new(receiver).map(|event| {
         let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
         line.push(b'\n');

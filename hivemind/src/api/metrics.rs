@@ -389,8 +389,10 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
-/// Counts every routed request with its status and latency.
+/// Counts every routed request with its status and latency, in a span named by its method and
+/// route (what a deploy does happens inside it; see `telemetry`).
 pub async fn measure(State(node): State<AppState>, request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -398,7 +400,16 @@ pub async fn measure(State(node): State<AppState>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     node.api_stats().observe(
         &method,
         &route,

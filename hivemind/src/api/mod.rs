@@ -154,6 +154,21 @@ impl Routes {
             .add(Post, "/api/observability/metrics", observability::configure)
             .add(Get, "/api/observability/metrics", observability::show)
             .add(Delete, "/api/observability/metrics", observability::remove)
+            .add(
+                Post,
+                "/api/observability/tracing",
+                observability::configure_tracing,
+            )
+            .add(
+                Get,
+                "/api/observability/tracing",
+                observability::show_tracing,
+            )
+            .add(
+                Delete,
+                "/api/observability/tracing",
+                observability::remove_tracing,
+            )
             .add(Post, "/api/security/tls", tls::add)
             .add(Get, "/api/security/tls", tls::list)
             .add(Delete, "/api/security/tls/{domain}", tls::delete)

@@ -1,12 +1,13 @@
-//! /api/observability/metrics: the metrics listener every node opens besides the API
-//! (`observability configure-metrics --port P --path /metrics`).
+//! /api/observability: the metrics listener every node opens besides the API
+//! (`observability configure-metrics --port P --path /metrics`), and the span export of every
+//! node (`observability configure-tracing --service-name S --endpoint URL`).
 
 use axum::extract::State;
 
 use super::{ApiError, AppState, Json};
 use crate::command::{Command, Outcome};
-use crate::contract::{ErrorBody, Message, MetricsListener};
-use crate::state::{CLUSTER_SETTING, METRICS_LISTENER};
+use crate::contract::{ErrorBody, Message, MetricsListener, TracingExport};
+use crate::state::{CLUSTER_SETTING, METRICS_LISTENER, TRACING_EXPORT};
 
 /// Sets the metrics listener: every node serves its metrics on the port at the path (plain
 /// HTTP, no token) within seconds; the API's own `/metrics` stays.
@@ -62,4 +63,62 @@ pub async fn show(State(node): State<AppState>) -> Result<axum::Json<MetricsList
 pub async fn remove(State(node): State<AppState>) -> Result<axum::Json<Message>, ApiError> {
     node.execute(Command::configure_metrics(None)?).await?;
     Ok(axum::Json(Message::ok("Closed the metrics listener")))
+}
+
+/// Sets the span export: every node sends its spans (API requests, the steps of a deploy) over
+/// OTLP/HTTP to the endpoint within seconds, replacing the previous one.
+#[utoipa::path(
+    post,
+    path = "/api/observability/tracing",
+    tag = "observability",
+    request_body = TracingExport,
+    responses(
+        (status = 200, description = "set; every node follows within seconds", body = TracingExport),
+        (status = 400, description = "the service name or endpoint is invalid (named in the message)", body = ErrorBody),
+    )
+)]
+pub async fn configure_tracing(
+    State(node): State<AppState>,
+    Json(request): Json<TracingExport>,
+) -> Result<axum::Json<TracingExport>, ApiError> {
+    let Outcome::TracingConfigured(Some(export)) = node
+        .execute(Command::configure_tracing(Some(request))?)
+        .await?
+    else {
+        return Err(ApiError::internal(
+            "configure returned an unexpected outcome",
+        ));
+    };
+    Ok(axum::Json(export))
+}
+
+/// The span export as configured.
+#[utoipa::path(
+    get,
+    path = "/api/observability/tracing",
+    tag = "observability",
+    responses(
+        (status = 200, description = "the export", body = TracingExport),
+        (status = 404, description = "spans are not exported", body = ErrorBody),
+    )
+)]
+pub async fn show_tracing(
+    State(node): State<AppState>,
+) -> Result<axum::Json<TracingExport>, ApiError> {
+    node.store()
+        .value(TRACING_EXPORT, CLUSTER_SETTING)?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("spans are not exported".to_string()))
+}
+
+/// Stops the span export on every node (what is batched is sent first).
+#[utoipa::path(
+    delete,
+    path = "/api/observability/tracing",
+    tag = "observability",
+    responses((status = 200, description = "stopped", body = Message))
+)]
+pub async fn remove_tracing(State(node): State<AppState>) -> Result<axum::Json<Message>, ApiError> {
+    node.execute(Command::configure_tracing(None)?).await?;
+    Ok(axum::Json(Message::ok("Stopped the span export")))
 }

@@ -22,7 +22,7 @@ use crate::contract::{
     JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, MetricsListener,
     NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows, ResourcesRequest,
     RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView,
-    ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, VolumeCreated,
+    ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport, VolumeCreated,
     VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
@@ -189,6 +189,32 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                 eprintln!("opened {url}; sign in with a token");
             }
             println!("{url}");
+            Ok(())
+        }
+        TopCommand::Observability(ObservabilityCommand::ConfigureTracing {
+            service_name,
+            endpoint,
+            disable,
+        }) => {
+            if *disable {
+                let answer: Message = client.delete("/api/observability/tracing").await?;
+                print_message(format, &answer);
+                return Ok(());
+            }
+            let body = TracingExport {
+                service_name: service_name.clone(),
+                endpoint: endpoint.clone().unwrap_or_default(),
+            };
+            let set: TracingExport = client.post("/api/observability/tracing", &body).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &set);
+            } else {
+                println!(
+                    "Every node exports its spans as {} to {} within seconds",
+                    set.service_name,
+                    crate::telemetry::traces_url(&set.endpoint)
+                );
+            }
             Ok(())
         }
         TopCommand::Observability(ObservabilityCommand::ConfigureMetrics {

@@ -128,6 +128,17 @@ pub enum ObservabilityCommand {
         #[arg(long, conflicts_with = "port")]
         disable: bool,
     },
+    /// Every node exports its spans (API requests, the steps of each deploy) over OTLP/HTTP to
+    /// --endpoint (a collector's base URL, or a full URL with a path); --disable stops it
+    ConfigureTracing {
+        /// The service.name of the spans
+        #[arg(long, default_value = "hivemind")]
+        service_name: String,
+        #[arg(long, required_unless_present = "disable")]
+        endpoint: Option<String>,
+        #[arg(long, conflicts_with = "endpoint")]
+        disable: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +336,9 @@ pub struct SecretValueArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    /// Format of the daemon's log lines: text, or json (one object per line, for log shippers)
+    #[arg(long, value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
     /// Directory for state, volumes, logs (and containerd's state when the daemon starts its own)
     #[arg(long, default_value = "/var/lib/hivemind")]
     pub data_dir: PathBuf,

@@ -2,6 +2,7 @@
 //! storing the documents with their GC labels, unpacking, recording.
 
 use std::collections::HashMap;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 
@@ -202,6 +203,10 @@ pub async fn finish(
         &documents.config.rootfs.diff_ids,
         progress,
     )
+    .instrument(tracing::info_span!(
+        "image.unpack",
+        layers = documents.manifest.layers.len()
+    ))
     .await?;
     put_image(session, name, &documents.top).await?;
     progress(Progress::Done {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use futures::StreamExt;
+use tracing::Instrument as _;
 
 use super::plan::{Action, Desired, Observed, Plan, RemoveReason, plan};
 use super::{Node, NodeError, remove_dir_if_exists};
@@ -288,8 +289,25 @@ impl Node {
         self.start(app, image, record).await
     }
 
-    /// Network, data plane and task for a recorded container.
+    /// Network, data plane and task for a recorded container, in a `container.start` span.
     async fn start(
+        &self,
+        app: &AppRecord,
+        image: Option<&Result<ResolvedImage, String>>,
+        record: ContainerRecord,
+    ) -> Result<(), NodeError> {
+        let span = tracing::info_span!(
+            "container.start",
+            app = %record.app,
+            container = %record.id,
+            node = %self.name,
+        );
+        self.start_in_span(app, image, record)
+            .instrument(span)
+            .await
+    }
+
+    async fn start_in_span(
         &self,
         app: &AppRecord,
         image: Option<&Result<ResolvedImage, String>>,
@@ -320,6 +338,7 @@ impl Node {
                 // A (re)started container starts its checks over.
                 self.monitor.unwatch(&record.id);
                 self.watch_health(app, &record);
+                self.await_ready(&record.id);
                 self.publish_local_endpoint(&record, ContainerStatus::Running)
                     .await
             }
@@ -350,18 +369,24 @@ impl Node {
         record: &ContainerRecord,
     ) -> Result<(), NodeError> {
         let netns = PathBuf::from(&record.netns);
-        let attachment = self
-            .network
-            .attach(&netns, &record.host_ifname, record.ip)
+        let network = async {
+            let attachment = self
+                .network
+                .attach(&netns, &record.host_ifname, record.ip)
+                .await?;
+            if let Some(dataplane) = &self.dataplane {
+                lock(dataplane).attach_endpoint(
+                    attachment.host_ifindex,
+                    endpoint_id(record),
+                    record.ip,
+                )?;
+                translate_sockets(dataplane, record, true);
+            }
+            Ok::<_, NodeError>(())
+        };
+        network
+            .instrument(tracing::info_span!("container.network", ip = %record.ip))
             .await?;
-        if let Some(dataplane) = &self.dataplane {
-            lock(dataplane).attach_endpoint(
-                attachment.host_ifindex,
-                endpoint_id(record),
-                record.ip,
-            )?;
-            translate_sockets(dataplane, record, true);
-        }
         let mut mounts = self.etc_files(record)?;
         for volume in &app.spec.volumes {
             // Volume data lives on each node that runs the app.
@@ -389,8 +414,40 @@ impl Node {
             hostname: record.id.clone(),
             log_path: self.log_path(&record.id),
         };
-        self.runtime.run(&spec).await?;
+        self.runtime
+            .run(&spec)
+            .instrument(tracing::info_span!("container.run"))
+            .await?;
         Ok(())
+    }
+
+    /// Opens the `container.ready` span of a container just started (in its `container.start`
+    /// span): it ends when the container first passes its readiness check, at once when it
+    /// has none.
+    fn await_ready(&self, id: &str) {
+        let span = tracing::info_span!(
+            "container.ready",
+            container = %id,
+            ready = tracing::field::Empty
+        );
+        if !self.readiness(id).0 {
+            self.pending_ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), span);
+        }
+    }
+
+    /// Ends the `container.ready` span of `id`, if it is open; `ready`: whether it passed.
+    pub(super) fn end_ready(&self, id: &str, ready: bool) {
+        let span = self
+            .pending_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(span) = span {
+            span.record("ready", ready);
+        }
     }
 
     /// /etc/hosts, /etc/hostname and /etc/resolv.conf of a container.
@@ -477,6 +534,7 @@ impl Node {
     pub async fn remove_container(&self, record: &ContainerRecord) -> Result<(), NodeError> {
         // Out of the load balancer and DNS before it stops.
         self.monitor.unwatch(&record.id);
+        self.end_ready(&record.id, false);
         self.publish_endpoint(&record.id, None).await?;
         self.runtime.remove(&record.id, self.stop_grace).await?;
         if let Some(dataplane) = &self.dataplane {

@@ -1,6 +1,8 @@
 //! Carrying out user commands: the one place where a [`Command`] changes
 //! the cluster's desired state.
 
+use tracing::Instrument as _;
+
 use super::{Node, NodeError, remove_dir_if_exists};
 use crate::command::{Command, Outcome};
 use crate::state::Row as _;
@@ -19,7 +21,11 @@ impl Node {
             Command::Deploy(spec) => {
                 self.check_service_limits(&spec)?;
                 // Pull before anything is recorded: a bad image changes nothing.
-                let image = self.runtime.ensure_image(&spec.image, &|_| {}).await?;
+                let image = self
+                    .runtime
+                    .ensure_image(&spec.image, &|_| {})
+                    .instrument(tracing::info_span!("image.pull", image = %spec.image))
+                    .await?;
                 // Its starts below use this resolution rather than asking again.
                 self.remember_image(&spec.image, &image);
                 let mut spec = *spec;
@@ -161,10 +167,17 @@ impl Node {
                 progress,
             } => {
                 let report = move |p: crate::image::Progress| progress.report(p);
+                let span = tracing::info_span!("image.pull", image = %reference, force);
                 let image = if force {
-                    self.runtime.pull_image(&reference, &report).await?
+                    self.runtime
+                        .pull_image(&reference, &report)
+                        .instrument(span)
+                        .await?
                 } else {
-                    self.runtime.ensure_image(&reference, &report).await?
+                    self.runtime
+                        .ensure_image(&reference, &report)
+                        .instrument(span)
+                        .await?
                 };
                 self.remember_image(&reference, &image);
                 Ok(Outcome::ImagePulled(image))
@@ -201,6 +214,14 @@ impl Node {
                     .await?;
                 Ok(Outcome::MetricsConfigured(listener))
             }
+            Command::ConfigureTracing(export) => {
+                let key = crate::state::CLUSTER_SETTING;
+                self.write(crate::state::TRACING_EXPORT, key, export.as_ref())
+                    .await?;
+                // The other nodes follow within a second; a refusal here is logged.
+                let _ = self.follow_tracing(export.clone()).await;
+                Ok(Outcome::TracingConfigured(export))
+            }
         }
     }
 
@@ -236,5 +257,33 @@ impl Node {
         };
         self.write(VOLUMES, name, Some(&volume)).await?;
         Ok(volume)
+    }
+}
+
+impl Node {
+    /// Makes this process export its spans as `export` says (`None`: stop); logs the outcome.
+    pub async fn follow_tracing(
+        &self,
+        export: Option<crate::model::TracingExport>,
+    ) -> Result<(), String> {
+        let name = self.name().to_string();
+        let wanted = export.clone();
+        // The exporter's client is a blocking one: built and flushed off the workers.
+        let set = tokio::task::spawn_blocking(move || {
+            let pair = wanted
+                .as_ref()
+                .map(|e| (e.service_name.as_str(), e.endpoint.as_str()));
+            crate::telemetry::set_export(pair, &name)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the span export task failed: {e}")));
+        match (&export, &set) {
+            (Some(e), Ok(())) => {
+                tracing::info!(service = %e.service_name, endpoint = %e.endpoint, "exporting spans")
+            }
+            (None, Ok(())) => tracing::info!("span export off"),
+            (_, Err(e)) => tracing::warn!(error = %e, "the span export cannot start"),
+        }
+        set
     }
 }

@@ -87,6 +87,9 @@ impl Node {
         match event {
             HealthEvent::ReadinessChanged { id, ready } => {
                 tracing::info!(container = %id, ready, "readiness changed");
+                if ready {
+                    self.end_ready(&id, true);
+                }
                 if let Some(record) = self.store.container(&id)? {
                     self.publish_local_endpoint(&record, ContainerStatus::Running)
                         .await?;

@@ -150,6 +150,9 @@ pub struct Node {
     backoffs: Mutex<backoff::Backoffs>,
     /// Images resolved by deploys and starts, by reference.
     images: Mutex<HashMap<String, crate::image::ResolvedImage>>,
+    /// The `container.ready` span of each started container that has not passed its readiness
+    /// check yet: it ends when it does (or the container goes).
+    pending_ready: Mutex<HashMap<String, tracing::Span>>,
     api_hosts: Vec<String>,
     secrets_key: Arc<crate::cluster::SecretsKey>,
     secret_files: crate::secrets::SecretFiles,
@@ -192,6 +195,7 @@ impl Node {
             app_locks: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(backoff::Backoffs::default()),
             images: Mutex::new(HashMap::new()),
+            pending_ready: Mutex::new(HashMap::new()),
             api_hosts: parts
                 .api_hosts
                 .iter()

@@ -25,8 +25,8 @@ pub use records::{
 pub use replicated::to_value;
 pub use tables::{
     ACL_POLICIES, APPS, CLUSTER_SETTING, ENDPOINTS, JOIN_TOKENS, METRICS_LISTENER, NODES,
-    PLACEMENTS, POLICIES, Row, SECRETS, SERVICES, SUBNETS, TABLE_NAMES, TLS_CERTS, TOKENS, Table,
-    VOLUMES, check_record, validate_tls_domain,
+    PLACEMENTS, POLICIES, Row, SECRETS, SERVICES, SUBNETS, TABLE_NAMES, TLS_CERTS, TOKENS,
+    TRACING_EXPORT, Table, VOLUMES, check_record, validate_tls_domain,
 };
 
 /// This node's containers (observed state, not replicated).

@@ -19,8 +19,8 @@ use super::records::{
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{
-    MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, ValidationError, validate_domain,
-    validate_name,
+    MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport, ValidationError,
+    validate_domain, validate_name,
 };
 use crate::policy::NetworkPolicy;
 
@@ -97,11 +97,13 @@ pub const JOIN_TOKENS: Table<JoinTokenRecord> = Table::new("join_tokens");
 pub const TLS_CERTS: Table<TlsCertRecord> = Table::new("tls_certs");
 /// Cluster settings of the metrics listener: one row, key [`CLUSTER_SETTING`].
 pub const METRICS_LISTENER: Table<MetricsListener> = Table::new("metrics_listener");
+/// Cluster settings of the span export: one row, key [`CLUSTER_SETTING`].
+pub const TRACING_EXPORT: Table<TracingExport> = Table::new("tracing_export");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 14] = [
+pub const TABLE_NAMES: [&str; 15] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -116,6 +118,7 @@ pub const TABLE_NAMES: [&str; 14] = [
     JOIN_TOKENS.name,
     TLS_CERTS.name,
     METRICS_LISTENER.name,
+    TRACING_EXPORT.name,
 ];
 
 /// The node that alone may write `key`: a node's record and its subnet
@@ -164,6 +167,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "join_tokens" => check(JOIN_TOKENS, key, value),
         "tls_certs" => check(TLS_CERTS, key, value),
         "metrics_listener" => check(METRICS_LISTENER, key, value),
+        "tracing_export" => check(TRACING_EXPORT, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -371,6 +375,13 @@ pub fn validate_tls_domain(field: &str, domain: &str) -> Result<(), ValidationEr
 }
 
 impl Row for MetricsListener {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        key_names(key, CLUSTER_SETTING)?;
+        self.validate()
+    }
+}
+
+impl Row for TracingExport {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         key_names(key, CLUSTER_SETTING)?;
         self.validate()

@@ -1,0 +1,160 @@
+//! The daemon's own telemetry: its log lines (text or JSON, `--log-format`), and spans
+//! exported over OTLP (`observability configure-tracing`), switched on, changed and off while
+//! it runs.
+//!
+//! Spans come from `tracing`: every API request (`POST /api/deploy`, named by method and
+//! route), and the steps of a deploy under it: `image.pull` (with `image.unpack`), then for
+//! each container `container.start` with `container.network`, `container.run` and
+//! `container.ready` (which ends when the container first passes its readiness check). The
+//! OpenTelemetry layer sits in a reload slot, so a new endpoint replaces the exporter without
+//! a restart; the previous one is flushed first.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+/// The format of the daemon's log lines on standard output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields, spans).
+    Json,
+}
+
+type ExportSlot = Option<Box<dyn Layer<Registry> + Send + Sync>>;
+
+static EXPORT: OnceLock<reload::Handle<ExportSlot, Registry>> = OnceLock::new();
+/// The exporter's provider and the `(service name, endpoint)` it was made for.
+static PROVIDER: Mutex<Option<(SdkTracerProvider, (String, String))>> = Mutex::new(None);
+
+/// How often spans are sent, and the most one request carries.
+const EXPORT_DELAY: Duration = Duration::from_secs(1);
+const EXPORT_BATCH: usize = 512;
+
+/// Installs the process's subscriber: `filter` for everything, log lines in `format`, and an
+/// empty slot for the span exporter.
+pub fn init(filter: EnvFilter, format: LogFormat) {
+    let (export, handle) = reload::Layer::new(None);
+    let _ = EXPORT.set(handle);
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            // Colour codes only for a terminal, never into a log file.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(export)
+        .with(filter)
+        .with(lines)
+        .init();
+}
+
+/// The URL spans go to: `endpoint` as given when it names a path (a collector's own, like
+/// Jaeger's `/api/traces`), else OTLP's `/v1/traces` under it.
+pub fn traces_url(endpoint: &str) -> String {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    match rest.find('/') {
+        Some(slash) if rest.len() > slash + 1 => endpoint.to_string(),
+        _ => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+    }
+}
+
+/// The `(service name, endpoint)` spans go to now, if any.
+pub fn exporting() -> Option<(String, String)> {
+    PROVIDER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|(_, to)| to.clone())
+}
+
+/// Exports spans as `service_name` to `endpoint` (OTLP over HTTP, protobuf), with `node` as
+/// the resource's `host.name`; `None` stops exporting. Nothing changes when that is the export
+/// already; otherwise what the previous exporter holds is flushed first. Blocks (the
+/// exporter's HTTP client is a blocking one): call it off the async runtime's workers.
+pub fn set_export(export: Option<(&str, &str)>, node: &str) -> Result<(), String> {
+    let wanted = export.map(|(s, e)| (s.to_string(), e.to_string()));
+    let mut slot = PROVIDER.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().map(|(_, to)| to) == wanted.as_ref() {
+        return Ok(());
+    }
+    let handle = EXPORT
+        .get()
+        .ok_or("this process did not set up tracing (telemetry::init)")?;
+    handle
+        .reload(None)
+        .map_err(|e| format!("tracing layer: {e}"))?;
+    if let Some((previous, _)) = slot.take() {
+        // What it still holds goes out now; a collector that is gone only costs the timeout.
+        let _ = previous.shutdown();
+    }
+    let Some((service_name, endpoint)) = export else {
+        return Ok(());
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces_url(endpoint))
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("OTLP exporter for {endpoint}: {e}"))?;
+    let batches = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(EXPORT_DELAY)
+                .with_max_export_batch_size(EXPORT_BATCH)
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(batches)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_string())
+                .with_attribute(KeyValue::new("host.name", node.to_string()))
+                .build(),
+        )
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("hivemind"))
+        .boxed();
+    handle
+        .reload(Some(layer))
+        .map_err(|e| format!("tracing layer: {e}"))?;
+    *slot = Some((provider, (service_name.to_string(), endpoint.to_string())));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_endpoint_gets_the_otlp_path_and_a_collector_path_is_kept() {
+        assert_eq!(
+            traces_url("http://collector:4318"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("http://collector:4318/"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("http://jaeger:14268/api/traces"),
+            "http://jaeger:14268/api/traces"
+        );
+    }
+}
