@@ -14,7 +14,9 @@ use std::sync::Arc;
 use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
 use crate::ingress::{CertInfo, check_certificate};
-use crate::model::{AppSpec, MetricsListener, TracingExport, ValidationError, validate_name};
+use crate::model::{
+    AppSpec, LogShipping, MetricsListener, TracingExport, ValidationError, validate_name,
+};
 use crate::policy::NetworkPolicy;
 use crate::secrets::SecretValue;
 use crate::state::{now_secs, validate_tls_domain};
@@ -117,6 +119,8 @@ pub enum Command {
     ConfigureMetrics(Option<MetricsListener>),
     /// Sets (or, `None`, stops) the span export of every node.
     ConfigureTracing(Option<TracingExport>),
+    /// Sets (or, `None`, stops) the log shipping of every node.
+    ConfigureLogging(Option<LogShipping>),
 }
 
 impl Command {
@@ -206,6 +210,13 @@ impl Command {
         Ok(Self::ConfigureTracing(export))
     }
 
+    pub fn configure_logging(shipping: Option<LogShipping>) -> Result<Self, ValidationError> {
+        if let Some(shipping) = &shipping {
+            shipping.validate()?;
+        }
+        Ok(Self::ConfigureLogging(shipping))
+    }
+
     pub fn delete_tls_cert(domain: &str) -> Result<Self, ValidationError> {
         Ok(Self::DeleteTlsCert {
             domain: tls_domain(domain)?,
@@ -282,6 +293,7 @@ pub enum Outcome {
     },
     MetricsConfigured(Option<MetricsListener>),
     TracingConfigured(Option<TracingExport>),
+    LoggingConfigured(Option<LogShipping>),
     TlsCertSet {
         domain: String,
         /// No certificate for the domain existed.

@@ -7,6 +7,16 @@ use hivemind::state::Subnet;
 
 fn main() {
     let cli = Cli::parse();
+    if let TopCommand::LogDriver { file } = &cli.command {
+        // Run by containerd's shim for each container: no runtime, no logging of its own.
+        match hivemind::logfile::run_driver(file) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("hivemind log-driver {}: {e}", file.display());
+                std::process::exit(1);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -156,6 +156,47 @@ impl TracingExport {
     }
 }
 
+/// `observability configure-logging`: every node ships its containers' log lines and its own
+/// to an Elasticsearch-compatible `_bulk` endpoint, into `index`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogShipping {
+    /// The cluster's base URL, e.g. `http://elasticsearch:9200` (lines go to its `/_bulk`).
+    pub endpoint: String,
+    /// The index the lines go to, e.g. `hivemind-logs`.
+    pub index: String,
+}
+
+impl LogShipping {
+    /// An http(s) URL with a host; an index name Elasticsearch takes: lowercase, 1 to 255
+    /// bytes, none of `\ / * ? " < > | , # :` or spaces, not starting with `-`, `_` or `+`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_http_url("endpoint", &self.endpoint)?;
+        let index = &self.index;
+        let bad_char = |c: char| {
+            c.is_ascii_uppercase()
+                || c.is_whitespace()
+                || c.is_control()
+                || "\\/*?\"<>|,#:".contains(c)
+        };
+        if index.is_empty()
+            || index.len() > 255
+            || index.chars().any(bad_char)
+            || index.starts_with(['-', '_', '+'])
+            || index == "."
+            || index == ".."
+        {
+            return Err(ValidationError::new(
+                "index",
+                format!(
+                    "{index:?} is not an index name: lowercase, 1 to 255 bytes, no spaces or \\/*?\"<>|,#:, not starting with -, _ or +"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An `http://` or `https://` URL with a host, of at most 2048 characters, without spaces or
 /// control characters.
 pub fn validate_http_url(field: &str, url: &str) -> Result<(), ValidationError> {

@@ -239,6 +239,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         options.listen.ip(),
     )));
     tasks.push(tokio::spawn(tracing_export_loop(node.clone())));
+    tasks.push(tokio::spawn(log_shipping_loop(node.clone())));
     if !options.mock {
         node.refresh_ingress().await;
         node.ingress()
@@ -432,6 +433,17 @@ async fn tracing_export_loop(node: Arc<Node>) {
             continue;
         }
         refused = node.follow_tracing(wanted).await.err().map(|_| pair);
+    }
+}
+
+/// Ships log lines (`observability configure-logging`) once a second while it is configured.
+async fn log_shipping_loop(node: Arc<Node>) {
+    let mut shipper = crate::shipping::Shipper::new();
+    let mut tick = tokio::time::interval(METRICS_LISTENER_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shipper.pass(&node).await;
     }
 }
 
@@ -956,10 +968,10 @@ async fn backends(
         );
     }
     Ok(Backends {
-        runtime: Arc::new(ContainerdRuntime::new(
+        runtime: Arc::new(log_driver(ContainerdRuntime::new(
             cd,
             options.insecure_registries.clone(),
-        )),
+        ))),
         network: Arc::new(network),
         net_config,
         dataplane: Some(dataplane),
@@ -1071,4 +1083,16 @@ fn random_u32() -> u32 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish() as u32
+}
+
+/// Container output through this executable's `log-driver` (times, rotation), when the
+/// executable can be named; the shim's plain file otherwise.
+fn log_driver(runtime: ContainerdRuntime) -> ContainerdRuntime {
+    match std::env::current_exe() {
+        Ok(exe) => runtime.with_log_driver(exe),
+        Err(e) => {
+            tracing::warn!(error = %e, "container logs without times or rotation: this executable has no path");
+            runtime
+        }
+    }
 }

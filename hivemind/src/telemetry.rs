@@ -60,7 +60,74 @@ pub fn init(filter: EnvFilter, format: LogFormat) {
         .with(export)
         .with(filter)
         .with(lines)
+        .with(ShipLayer)
         .init();
+}
+
+/// Hands the daemon's events to the log shipping (`shipping`) while it is on, as documents:
+/// time, level, target, message, and the other fields under `fields`.
+struct ShipLayer;
+
+impl<S: tracing::Subscriber> Layer<S> for ShipLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if !crate::shipping::daemon_lines_wanted() {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let metadata = event.metadata();
+        crate::shipping::daemon_line(serde_json::json!({
+            "@timestamp": crate::logfile::now_rfc3339(),
+            "level": metadata.level().as_str(),
+            "target": metadata.target(),
+            "message": fields.message,
+            "fields": fields.rest,
+            "source": "daemon",
+        }));
+    }
+}
+
+/// An event's fields: its message, and the rest by name.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        self.record_value(field, serde_json::Value::String(text));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.record_value(field, value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.record_value(field, value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.record_value(field, value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.record_value(field, value.into());
+    }
+}
+
+impl Fields {
+    fn record_value(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        if field.name() == "message" {
+            self.message = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+        } else {
+            self.rest.insert(field.name().to_string(), value);
+        }
+    }
 }
 
 /// The URL spans go to: `endpoint` as given when it names a path (a collector's own, like

@@ -93,6 +93,8 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/observability/metrics" => p(Verb::Write, Nodes, NameFrom::None),
         "/api/observability/tracing" if read => p(Verb::Read, Metrics, NameFrom::None),
         "/api/observability/tracing" => p(Verb::Write, Nodes, NameFrom::None),
+        "/api/observability/logging" if read => p(Verb::Read, Metrics, NameFrom::None),
+        "/api/observability/logging" => p(Verb::Write, Nodes, NameFrom::None),
         // A certificate's key is as secret as a secret.
         "/api/security/tls" if write => p(Verb::Write, Secrets, NameFrom::None),
         "/api/security/tls" => p(Verb::Read, Secrets, NameFrom::None),

@@ -23,6 +23,15 @@ const FOLLOW_PERIOD: Duration = Duration::from_millis(250);
 
 type Lines = BoxStream<'static, Result<String, std::io::Error>>;
 
+/// How lines look in an answer: prefixed with their container, with their time, only since
+/// a time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    prefix: bool,
+    timestamps: bool,
+    since_ns: Option<i128>,
+}
+
 /// The logs of local containers (`id`, log file) and remote ones.
 pub async fn stream_logs(
     peers: &PeerApi,
@@ -31,18 +40,15 @@ pub async fn stream_logs(
     query: LogQuery,
     token: Option<String>,
 ) -> Result<Response, ApiError> {
-    let prefix = local.len() + remote.len() > 1;
+    let shape = Shape {
+        prefix: local.len() + remote.len() > 1,
+        timestamps: query.timestamps,
+        since_ns: query.since_ns()?,
+    };
     let mut streams: Vec<Lines> = Vec::with_capacity(1 + remote.len());
-    streams.push(local_lines(local, query.clone(), prefix).await);
+    streams.push(local_lines(local, query.tail, query.follow, shape).await);
     for (id, node) in remote {
-        streams.push(remote_lines(
-            peers,
-            id,
-            node,
-            query.clone(),
-            prefix,
-            token.clone(),
-        ));
+        streams.push(remote_lines(peers, id, node, &query, shape, token.clone()));
     }
     let merged = futures::stream::select_all(streams);
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
@@ -54,69 +60,66 @@ pub async fn stream_logs(
     Ok((content_type, text).into_response())
 }
 
-/// What was appended to `path` after `offset` (read from there, not the
-/// whole file), and the file's length now; `None` when it cannot be read.
-async fn appended(path: &std::path::Path, offset: u64) -> Option<(Vec<u8>, u64)> {
-    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    let mut file = tokio::fs::File::open(path).await.ok()?;
-    let len = file.metadata().await.ok()?.len();
-    if len <= offset {
-        return Some((Vec::new(), len));
-    }
-    file.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
-    let mut new = Vec::new();
-    file.take(len - offset).read_to_end(&mut new).await.ok()?;
-    Some((new, len))
-}
-
-/// Local log files: the last lines first, then (with `follow`) what is
-/// appended, whole lines only.
-async fn local_lines(sources: Vec<(String, PathBuf)>, query: LogQuery, prefix: bool) -> Lines {
+/// Local log files (the rotated one, then the current one): the lines since `shape.since_ns`,
+/// the last `tail` of them first, then (with `follow`) what is appended, whole lines only.
+async fn local_lines(
+    sources: Vec<(String, PathBuf)>,
+    tail: Option<u64>,
+    follow: bool,
+    shape: Shape,
+) -> Lines {
     let mut initial = String::new();
-    let mut offsets = Vec::new();
+    let mut positions = Vec::new();
     for (id, path) in &sources {
-        let bytes = tokio::fs::read(path).await.unwrap_or_default();
-        offsets.push(bytes.len() as u64);
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        let skip = query.tail.map_or(0, |tail| {
+        let older = tokio::fs::read(crate::logfile::rotated(path))
+            .await
+            .unwrap_or_default();
+        let (bytes, length, inode) = crate::logfile::appended(path, 0).await.unwrap_or_default();
+        positions.push((length, inode));
+        let text = String::from_utf8_lossy(&older) + String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().filter(|l| shape.keeps(l)).collect();
+        let skip = tail.map_or(0, |tail| {
             lines
                 .len()
                 .saturating_sub(usize::try_from(tail).unwrap_or(usize::MAX))
         });
         for line in &lines[skip..] {
-            push_line(&mut initial, prefix, id, line);
+            shape.push(&mut initial, id, line);
         }
     }
     let first = futures::stream::iter([Ok(initial)]);
-    if !query.follow || sources.is_empty() {
+    if !follow || sources.is_empty() {
         return first.boxed();
     }
     let rest = futures::stream::unfold(
-        (sources, offsets),
-        move |(sources, mut offsets)| async move {
+        (sources, positions),
+        move |(sources, mut positions)| async move {
             loop {
                 tokio::time::sleep(FOLLOW_PERIOD).await;
                 let mut chunk = String::new();
                 for (index, (id, path)) in sources.iter().enumerate() {
-                    let Some((new, len)) = appended(path, offsets[index]).await else {
+                    let (offset, inode) = positions[index];
+                    let Some((new, len, now_inode)) = crate::logfile::appended(path, offset).await
+                    else {
                         continue;
                     };
-                    if len < offsets[index] {
-                        // Truncated (or replaced): start over from its beginning.
-                        offsets[index] = 0;
+                    if len < offset || now_inode != inode {
+                        // Rotated, truncated or replaced: start over from its beginning.
+                        positions[index] = (0, now_inode);
                         continue;
                     }
                     // Only whole lines; a partial last line waits.
                     if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
                         for line in String::from_utf8_lossy(&new[..=end]).lines() {
-                            push_line(&mut chunk, prefix, id, line);
+                            if shape.keeps(line) {
+                                shape.push(&mut chunk, id, line);
+                            }
                         }
-                        offsets[index] += end as u64 + 1;
+                        positions[index].0 += end as u64 + 1;
                     }
                 }
                 if !chunk.is_empty() {
-                    return Some((Ok(chunk), (sources, offsets)));
+                    return Some((Ok(chunk), (sources, positions)));
                 }
             }
         },
@@ -124,22 +127,40 @@ async fn local_lines(sources: Vec<(String, PathBuf)>, query: LogQuery, prefix: b
     first.chain(rest).boxed()
 }
 
-/// The logs of a container on another node, through that node's API.
+/// The logs of a container on another node, through that node's API: it applies the filters
+/// and the times, this node the prefix.
 fn remote_lines(
     peers: &PeerApi,
     id: String,
     node: Remote,
-    query: LogQuery,
-    prefix: bool,
+    query: &LogQuery,
+    shape: Shape,
     token: Option<String>,
 ) -> Lines {
     let mut url = peers.url(
         &node.api,
-        &format!("/api/containers/{id}/logs?follow={}", query.follow),
+        &format!(
+            "/api/containers/{id}/logs?follow={}&timestamps={}",
+            query.follow, query.timestamps
+        ),
     );
     if let Some(tail) = query.tail {
         url.push_str(&format!("&tail={tail}"));
     }
+    let since = shape
+        .since_ns
+        .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    if let Some(since) = since {
+        url.push_str(&format!(
+            "&since={}",
+            crate::logfile::percent_encode(&since)
+        ));
+    }
+    let prefix = shape.prefix;
     let client = peers.client().clone();
     let request = async move {
         let mut request = client.get(&url).header(FORWARDED_HEADER, "1");
@@ -196,6 +217,30 @@ fn remote_lines(
         .boxed()
 }
 
+impl Shape {
+    /// Whether a line of a log file is in the answer: written since `since_ns` (a line
+    /// without a time is not, when there is a `since`).
+    fn keeps(&self, line: &str) -> bool {
+        match self.since_ns {
+            None => true,
+            Some(since) => crate::logfile::parse(line)
+                .time_ns
+                .is_some_and(|at| at >= since),
+        }
+    }
+
+    /// A line of a log file as the answer shows it.
+    fn push(&self, out: &mut String, id: &str, line: &str) {
+        let line = crate::logfile::parse(line);
+        if self.timestamps && !line.time.is_empty() {
+            let stamped = format!("{} {}", line.time, line.text);
+            push_line(out, self.prefix, id, &stamped);
+        } else {
+            push_line(out, self.prefix, id, line.text);
+        }
+    }
+}
+
 fn push_line(out: &mut String, prefix: bool, id: &str, line: &str) {
     if prefix {
         out.push('[');
@@ -217,11 +262,12 @@ mod tests {
         let b = dir.path().join("b.log");
         std::fs::write(&a, "one\ntwo\nthree\n").expect("write");
         std::fs::write(&b, "uno\n").expect("write");
-        let query = LogQuery {
-            tail: Some(2),
-            follow: false,
+        let shape = Shape {
+            prefix: true,
+            ..Shape::default()
         };
-        let lines: Vec<String> = local_lines(vec![("a".into(), a), ("b".into(), b)], query, true)
+        let sources = vec![("a".into(), a), ("b".into(), b)];
+        let lines: Vec<String> = local_lines(sources, Some(2), false, shape)
             .await
             .filter_map(|r| futures::future::ready(r.ok()))
             .collect()
@@ -234,11 +280,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.log");
         std::fs::write(&path, "one\ntwo\n").expect("write");
-        let query = LogQuery {
-            tail: Some(1),
-            follow: true,
-        };
-        let mut lines = local_lines(vec![("c".into(), path.clone())], query, false).await;
+        let sources = vec![("c".into(), path.clone())];
+        let mut lines = local_lines(sources, Some(1), true, Shape::default()).await;
         assert_eq!(lines.next().await.expect("first").expect("ok"), "two\n");
         use std::io::Write as _;
         let mut file = std::fs::OpenOptions::new()
@@ -249,5 +292,51 @@ mod tests {
         assert_eq!(lines.next().await.expect("next").expect("ok"), "three\n");
         std::fs::write(&path, "fresh\n").expect("truncate");
         assert_eq!(lines.next().await.expect("after").expect("ok"), "fresh\n");
+    }
+
+    #[tokio::test]
+    async fn since_and_timestamps_read_the_driver_format_across_a_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d.log");
+        std::fs::write(
+            crate::logfile::rotated(&path),
+            "2026-11-30T10:00:00Z stdout F old\n2026-11-30T11:00:00Z stderr F middle\n",
+        )
+        .expect("write rotated");
+        std::fs::write(&path, "2026-11-30T12:00:00.5Z stdout F new\n").expect("write");
+        let read = |shape: Shape, tail: Option<u64>| {
+            let sources = vec![("d".into(), path.clone())];
+            async move {
+                local_lines(sources, tail, false, shape)
+                    .await
+                    .filter_map(|r| futures::future::ready(r.ok()))
+                    .collect::<Vec<String>>()
+                    .await
+                    .concat()
+            }
+        };
+        assert_eq!(read(Shape::default(), None).await, "old\nmiddle\nnew\n");
+        assert_eq!(read(Shape::default(), Some(2)).await, "middle\nnew\n");
+        let since = LogQuery {
+            since: Some("2026-11-30T10:30:00Z".into()),
+            ..LogQuery::default()
+        };
+        let shape = Shape {
+            since_ns: since.since_ns().expect("since"),
+            timestamps: true,
+            ..Shape::default()
+        };
+        assert_eq!(
+            read(shape, None).await,
+            "2026-11-30T11:00:00Z middle\n2026-11-30T12:00:00.5Z new\n"
+        );
+        let bad = LogQuery {
+            since: Some("yesterday".into()),
+            ..LogQuery::default()
+        };
+        assert_eq!(
+            bad.since_ns().map_err(|e| e.field),
+            Err("since".to_string())
+        );
     }
 }

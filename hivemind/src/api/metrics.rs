@@ -384,6 +384,7 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
 
     node.api_stats().register(&mut registry);
     node.ingress().stats().register(&mut registry);
+    crate::shipping::stats().register(&mut registry);
     let body = expose(&registry, openmetrics).map_err(|e| ApiError::internal(e.to_string()))?;
     let content_type = if openmetrics { OPENMETRICS } else { TEXT };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())

@@ -169,6 +169,21 @@ impl Routes {
                 "/api/observability/tracing",
                 observability::remove_tracing,
             )
+            .add(
+                Post,
+                "/api/observability/logging",
+                observability::configure_logging,
+            )
+            .add(
+                Get,
+                "/api/observability/logging",
+                observability::show_logging,
+            )
+            .add(
+                Delete,
+                "/api/observability/logging",
+                observability::remove_logging,
+            )
             .add(Post, "/api/security/tls", tls::add)
             .add(Get, "/api/security/tls", tls::list)
             .add(Delete, "/api/security/tls/{domain}", tls::delete)

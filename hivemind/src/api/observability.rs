@@ -1,13 +1,14 @@
 //! /api/observability: the metrics listener every node opens besides the API
 //! (`observability configure-metrics --port P --path /metrics`), and the span export of every
-//! node (`observability configure-tracing --service-name S --endpoint URL`).
+//! node (`observability configure-tracing --service-name S --endpoint URL`), and the log
+//! shipping of every node (`observability configure-logging --endpoint URL --index I`).
 
 use axum::extract::State;
 
 use super::{ApiError, AppState, Json};
 use crate::command::{Command, Outcome};
-use crate::contract::{ErrorBody, Message, MetricsListener, TracingExport};
-use crate::state::{CLUSTER_SETTING, METRICS_LISTENER, TRACING_EXPORT};
+use crate::contract::{ErrorBody, LogShipping, Message, MetricsListener, TracingExport};
+use crate::state::{CLUSTER_SETTING, LOG_SHIPPING, METRICS_LISTENER, TRACING_EXPORT};
 
 /// Sets the metrics listener: every node serves its metrics on the port at the path (plain
 /// HTTP, no token) within seconds; the API's own `/metrics` stays.
@@ -121,4 +122,62 @@ pub async fn show_tracing(
 pub async fn remove_tracing(State(node): State<AppState>) -> Result<axum::Json<Message>, ApiError> {
     node.execute(Command::configure_tracing(None)?).await?;
     Ok(axum::Json(Message::ok("Stopped the span export")))
+}
+
+/// Sets the log shipping: every node sends its containers' log lines (with app, container and
+/// node) and its own to the endpoint's `_bulk` API, into the index, within seconds.
+#[utoipa::path(
+    post,
+    path = "/api/observability/logging",
+    tag = "observability",
+    request_body = LogShipping,
+    responses(
+        (status = 200, description = "set; every node follows within seconds", body = LogShipping),
+        (status = 400, description = "the endpoint or index is invalid (named in the message)", body = ErrorBody),
+    )
+)]
+pub async fn configure_logging(
+    State(node): State<AppState>,
+    Json(request): Json<LogShipping>,
+) -> Result<axum::Json<LogShipping>, ApiError> {
+    let Outcome::LoggingConfigured(Some(shipping)) = node
+        .execute(Command::configure_logging(Some(request))?)
+        .await?
+    else {
+        return Err(ApiError::internal(
+            "configure returned an unexpected outcome",
+        ));
+    };
+    Ok(axum::Json(shipping))
+}
+
+/// The log shipping as configured.
+#[utoipa::path(
+    get,
+    path = "/api/observability/logging",
+    tag = "observability",
+    responses(
+        (status = 200, description = "the shipping", body = LogShipping),
+        (status = 404, description = "logs are not shipped", body = ErrorBody),
+    )
+)]
+pub async fn show_logging(
+    State(node): State<AppState>,
+) -> Result<axum::Json<LogShipping>, ApiError> {
+    node.store()
+        .value(LOG_SHIPPING, CLUSTER_SETTING)?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("logs are not shipped".to_string()))
+}
+
+/// Stops the log shipping on every node (lines still buffered are dropped).
+#[utoipa::path(
+    delete,
+    path = "/api/observability/logging",
+    tag = "observability",
+    responses((status = 200, description = "stopped", body = Message))
+)]
+pub async fn remove_logging(State(node): State<AppState>) -> Result<axum::Json<Message>, ApiError> {
+    node.execute(Command::configure_logging(None)?).await?;
+    Ok(axum::Json(Message::ok("Stopped the log shipping")))
 }

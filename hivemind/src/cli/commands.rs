@@ -19,11 +19,11 @@ use crate::contract::{
     AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
     CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
     GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
-    JoinTokenCreated, JoinTokenView, KeyRotated, MemoryValue, Message, MetricsListener,
-    NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows, ResourcesRequest,
-    RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput, SecretView,
-    ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport, VolumeCreated,
-    VolumeMountRequest, VolumeView, WhoAmI,
+    JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
+    MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows,
+    ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput,
+    SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport,
+    VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -144,9 +144,9 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
     let client = Client::new(&server, token.clone(), &trust)?;
     let format = cli.output;
     match &cli.command {
-        TopCommand::Daemon(_) | TopCommand::Web(_) => Err(ClientError::Other(
-            "daemon and web are not client commands".into(),
-        )),
+        TopCommand::Daemon(_) | TopCommand::Web(_) | TopCommand::LogDriver { .. } => Err(
+            ClientError::Other("daemon and web are not client commands".into()),
+        ),
         TopCommand::App(command) => app(&client, format, command).await,
         TopCommand::Volume(command) => volume(&client, format, command).await,
         TopCommand::Image(command) => image(&client, format, command).await,
@@ -213,6 +213,32 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                     "Every node exports its spans as {} to {} within seconds",
                     set.service_name,
                     crate::telemetry::traces_url(&set.endpoint)
+                );
+            }
+            Ok(())
+        }
+        TopCommand::Observability(ObservabilityCommand::ConfigureLogging {
+            endpoint,
+            index,
+            disable,
+        }) => {
+            if *disable {
+                let answer: Message = client.delete("/api/observability/logging").await?;
+                print_message(format, &answer);
+                return Ok(());
+            }
+            let body = LogShipping {
+                endpoint: endpoint.clone().unwrap_or_default(),
+                index: index.clone(),
+            };
+            let set: LogShipping = client.post("/api/observability/logging", &body).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &set);
+            } else {
+                println!(
+                    "Every node ships its log lines to {}/_bulk, index {}, within seconds",
+                    set.endpoint.trim_end_matches('/'),
+                    set.index
                 );
             }
             Ok(())
@@ -439,10 +465,22 @@ async fn app(
             let answer: Message = client.post("/api/scale", &body).await?;
             print_message(format, &answer);
         }
-        AppCommand::Logs { name, follow, tail } => {
-            let mut path = format!("/api/apps/{}/logs?follow={follow}", path_segment(name)?);
+        AppCommand::Logs {
+            name,
+            follow,
+            tail,
+            since,
+            timestamps,
+        } => {
+            let mut path = format!(
+                "/api/apps/{}/logs?follow={follow}&timestamps={timestamps}",
+                path_segment(name)?
+            );
             if let Some(tail) = tail {
                 path.push_str(&format!("&tail={tail}"));
+            }
+            if let Some(since) = since {
+                path.push_str(&format!("&since={}", crate::logfile::percent_encode(since)));
             }
             let response = client.get_text(&path).await?;
             let mut body = response.bytes_stream();

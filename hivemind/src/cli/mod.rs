@@ -58,6 +58,9 @@ pub enum TopCommand {
     Daemon(DaemonArgs),
     /// Run the API and dashboard; with --mock, on an in-memory runtime without kernel features
     Web(WebArgs),
+    /// Write a container's output to its log file (containerd's shim runs this; not for users)
+    #[command(name = "log-driver", hide = true)]
+    LogDriver { file: std::path::PathBuf },
     /// Deploy and manage applications
     #[command(subcommand)]
     App(AppCommand),
@@ -136,6 +139,16 @@ pub enum ObservabilityCommand {
         service_name: String,
         #[arg(long, required_unless_present = "disable")]
         endpoint: Option<String>,
+        #[arg(long, conflicts_with = "endpoint")]
+        disable: bool,
+    },
+    /// Every node ships its containers' log lines and its own to an Elasticsearch-compatible
+    /// --endpoint (its /_bulk API) into --index; --disable stops it
+    ConfigureLogging {
+        #[arg(long, required_unless_present = "disable")]
+        endpoint: Option<String>,
+        #[arg(long, default_value = "hivemind-logs")]
+        index: String,
         #[arg(long, conflicts_with = "endpoint")]
         disable: bool,
     },
@@ -616,6 +629,12 @@ pub enum AppCommand {
         follow: bool,
         #[arg(long)]
         tail: Option<usize>,
+        /// Only lines written since: an RFC 3339 time or a duration back from now (10m, 1h)
+        #[arg(long)]
+        since: Option<String>,
+        /// Start each line with the time it was written
+        #[arg(long, short = 't')]
+        timestamps: bool,
     },
     /// List services: virtual IPs, DNS names, ports, endpoints
     Services,

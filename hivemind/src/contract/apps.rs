@@ -315,6 +315,34 @@ pub struct LogQuery {
     /// Keep the answer open and stream new lines.
     #[serde(default)]
     pub follow: bool,
+    /// Only lines written since then: an RFC 3339 time (`2026-11-30T13:00:00Z`) or a duration
+    /// back from now (`10s`, `5m`, `1h30m`).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Start each line with the time it was written (RFC 3339, UTC).
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+impl LogQuery {
+    /// `since` as nanoseconds since the epoch, checked.
+    pub fn since_ns(&self) -> Result<Option<i128>, ValidationError> {
+        let Some(since) = &self.since else {
+            return Ok(None);
+        };
+        use time::format_description::well_known::Rfc3339;
+        if let Ok(at) = time::OffsetDateTime::parse(since, &Rfc3339) {
+            return Ok(Some(at.unix_timestamp_nanos()));
+        }
+        let back = crate::health::parse::parse_duration("since", since).map_err(|_| {
+            ValidationError::new(
+                "since",
+                format!("{since:?} is neither an RFC 3339 time nor a duration like 10m"),
+            )
+        })?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Ok(Some(now - back.as_nanos() as i128))
+    }
 }
 
 impl DeployRequest {

@@ -34,7 +34,9 @@ pub use secrets::*;
 pub use services::*;
 pub use volumes::*;
 
-pub use crate::model::{MetricsListener, Resources, SecretMount, TracingExport, VolumeMount};
+pub use crate::model::{
+    LogShipping, MetricsListener, Resources, SecretMount, TracingExport, VolumeMount,
+};
 pub use crate::policy::{NetworkPolicy, Peer, PortRange, RuleBody, Selector};
 
 use serde::{Deserialize, Serialize};

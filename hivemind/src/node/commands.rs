@@ -222,6 +222,12 @@ impl Node {
                 let _ = self.follow_tracing(export.clone()).await;
                 Ok(Outcome::TracingConfigured(export))
             }
+            Command::ConfigureLogging(shipping) => {
+                let key = crate::state::CLUSTER_SETTING;
+                self.write(crate::state::LOG_SHIPPING, key, shipping.as_ref())
+                    .await?;
+                Ok(Outcome::LoggingConfigured(shipping))
+            }
         }
     }
 

@@ -44,12 +44,25 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub struct ContainerdRuntime {
     cd: Containerd,
     images: ImageStore,
+    /// The executable containerd's shim runs as the log driver (`hivemind log-driver`); `None`:
+    /// the shim writes the output to the file as it comes (no times, no rotation).
+    log_driver: Option<PathBuf>,
 }
 
 impl ContainerdRuntime {
     pub fn new(cd: Containerd, insecure_registries: Vec<String>) -> Self {
         let images = ImageStore::new(cd.clone(), insecure_registries);
-        Self { cd, images }
+        Self {
+            cd,
+            images,
+            log_driver: None,
+        }
+    }
+
+    /// Container output goes through `exe log-driver` (see `logfile`).
+    pub fn with_log_driver(mut self, exe: PathBuf) -> Self {
+        self.log_driver = Some(exe);
+        self
     }
 
     fn containers(&self) -> ContainersClient<tonic::transport::Channel> {
@@ -427,7 +440,10 @@ impl ContainerRuntime for ContainerdRuntime {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RuntimeError::Other(format!("create {}: {e}", dir.display())))?;
         }
-        let log_uri = format!("file://{}", spec.log_path.display());
+        let log_uri = match &self.log_driver {
+            Some(exe) => crate::logfile::driver_uri(exe, &spec.log_path),
+            None => format!("file://{}", spec.log_path.display()),
+        };
         let create = CreateTaskRequest {
             container_id: id.clone(),
             rootfs: mounts,

@@ -19,7 +19,7 @@ use super::records::{
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{
-    MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport, ValidationError,
+    LogShipping, MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport, ValidationError,
     validate_domain, validate_name,
 };
 use crate::policy::NetworkPolicy;
@@ -99,11 +99,13 @@ pub const TLS_CERTS: Table<TlsCertRecord> = Table::new("tls_certs");
 pub const METRICS_LISTENER: Table<MetricsListener> = Table::new("metrics_listener");
 /// Cluster settings of the span export: one row, key [`CLUSTER_SETTING`].
 pub const TRACING_EXPORT: Table<TracingExport> = Table::new("tracing_export");
+/// Cluster settings of the log shipping: one row, key [`CLUSTER_SETTING`].
+pub const LOG_SHIPPING: Table<LogShipping> = Table::new("log_shipping");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 15] = [
+pub const TABLE_NAMES: [&str; 16] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -119,6 +121,7 @@ pub const TABLE_NAMES: [&str; 15] = [
     TLS_CERTS.name,
     METRICS_LISTENER.name,
     TRACING_EXPORT.name,
+    LOG_SHIPPING.name,
 ];
 
 /// The node that alone may write `key`: a node's record and its subnet
@@ -168,6 +171,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "tls_certs" => check(TLS_CERTS, key, value),
         "metrics_listener" => check(METRICS_LISTENER, key, value),
         "tracing_export" => check(TRACING_EXPORT, key, value),
+        "log_shipping" => check(LOG_SHIPPING, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -382,6 +386,13 @@ impl Row for MetricsListener {
 }
 
 impl Row for TracingExport {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        key_names(key, CLUSTER_SETTING)?;
+        self.validate()
+    }
+}
+
+impl Row for LogShipping {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         key_names(key, CLUSTER_SETTING)?;
         self.validate()
