@@ -240,6 +240,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     )));
     tasks.push(tokio::spawn(tracing_export_loop(node.clone())));
     tasks.push(tokio::spawn(log_shipping_loop(node.clone())));
+    tasks.push(tokio::spawn(traffic_loop(node.clone())));
     if !options.mock {
         node.refresh_ingress().await;
         node.ingress()
@@ -433,6 +434,18 @@ async fn tracing_export_loop(node: Arc<Node>) {
             continue;
         }
         refused = node.follow_tracing(wanted).await.err().map(|_| pair);
+    }
+}
+
+/// Takes a traffic sample for the dashboard every second.
+async fn traffic_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let node = node.clone();
+        // The counters are read from the kernel's maps: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || node.sample_traffic()).await;
     }
 }
 

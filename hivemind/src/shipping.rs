@@ -6,7 +6,8 @@
 //!   ran before shipping was switched on ship from that moment on; containers started later,
 //!   from their first line.
 //! - The daemon's own events come from a `tracing` layer (`telemetry`) that queues them, as
-//!   documents with level, target, message and fields, while shipping is on.
+//!   documents with level, target, message and fields, while shipping is on (at most 10,000
+//!   between two passes; more are dropped and counted).
 //! - Documents wait in a buffer of at most `MAX_BUFFERED`; beyond it the oldest are dropped
 //!   and counted (`hivemind_log_lines_dropped_total{reason="buffer_full"}`). They go out in
 //!   batches of `BATCH` every second. A failed request (no answer, 429, 5xx) is retried with a
@@ -15,8 +16,7 @@
 //!   sending them again would not change the answer.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,8 +32,6 @@ use crate::state::{CLUSTER_SETTING, LOG_SHIPPING};
 
 /// Most documents waiting to be sent.
 pub const MAX_BUFFERED: usize = 20_000;
-/// Most daemon events waiting for the shipper's next pass.
-const MAX_DAEMON_QUEUE: usize = 10_000;
 /// Documents per `_bulk` request, and requests per pass.
 const BATCH: usize = 500;
 const BATCHES_PER_PASS: usize = 20;
@@ -81,31 +79,9 @@ impl ShipStats {
 }
 
 static STATS: LazyLock<ShipStats> = LazyLock::new(ShipStats::default);
-static DAEMON_ON: AtomicBool = AtomicBool::new(false);
-static DAEMON_QUEUE: Mutex<VecDeque<Value>> = Mutex::new(VecDeque::new());
 
 pub fn stats() -> &'static ShipStats {
     &STATS
-}
-
-/// Whether the daemon's events are wanted (checked by the `tracing` layer before it builds a
-/// document).
-pub fn daemon_lines_wanted() -> bool {
-    DAEMON_ON.load(Ordering::Relaxed)
-}
-
-/// Queues one of the daemon's events for shipping; counted as dropped when the queue is full.
-pub fn daemon_line(doc: Value) {
-    if !daemon_lines_wanted() {
-        return;
-    }
-    let mut queue = DAEMON_QUEUE.lock().unwrap_or_else(|p| p.into_inner());
-    if queue.len() >= MAX_DAEMON_QUEUE {
-        drop(queue);
-        STATS.drop_lines("buffer_full", 1);
-        return;
-    }
-    queue.push_back(doc);
 }
 
 /// One node's shipper: the setting it follows, where each container's file was read to, and
@@ -158,11 +134,8 @@ impl Shipper {
             return;
         };
         self.read_containers(node).await;
-        let queued: Vec<Value> = DAEMON_QUEUE
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
+        let (queued, overflow) = crate::telemetry::take_daemon_events();
+        STATS.drop_lines("buffer_full", overflow);
         for mut doc in queued {
             doc["node"] = json!(node.name());
             self.push(doc);
@@ -176,15 +149,11 @@ impl Shipper {
         self.setting = wanted;
         self.backoff = FIRST_BACKOFF;
         self.retry_at = Instant::now();
-        DAEMON_ON.store(self.setting.is_some(), Ordering::Relaxed);
+        crate::telemetry::collect_daemon_events(self.setting.is_some());
         match &self.setting {
             None => {
                 self.positions.clear();
                 self.buffer.clear();
-                DAEMON_QUEUE
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
                 tracing::info!("log shipping off");
             }
             Some(setting) => {

@@ -9,6 +9,8 @@
 //! OpenTelemetry layer sits in a reload slot, so a new endpoint replaces the exporter without
 //! a restart; the previous one is flushed first.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -64,8 +66,31 @@ pub fn init(filter: EnvFilter, format: LogFormat) {
         .init();
 }
 
-/// Hands the daemon's events to the log shipping (`shipping`) while it is on, as documents:
-/// time, level, target, message, and the other fields under `fields`.
+/// Whether the daemon's events are collected for the log shipping.
+static COLLECT: AtomicBool = AtomicBool::new(false);
+/// The events collected since the shipper's last pass, and how many did not fit.
+static COLLECTED: Mutex<(VecDeque<serde_json::Value>, usize)> = Mutex::new((VecDeque::new(), 0));
+/// Most events kept between two passes of the shipper.
+const MAX_COLLECTED: usize = 10_000;
+
+/// Starts (or stops, dropping what waits) collecting the daemon's events for the shipper.
+pub fn collect_daemon_events(on: bool) {
+    COLLECT.store(on, Ordering::Relaxed);
+    if !on {
+        *COLLECTED.lock().unwrap_or_else(|p| p.into_inner()) = (VecDeque::new(), 0);
+    }
+}
+
+/// The daemon's events collected since the last call, and how many were dropped for want of
+/// room.
+pub fn take_daemon_events() -> (Vec<serde_json::Value>, usize) {
+    let mut collected = COLLECTED.lock().unwrap_or_else(|p| p.into_inner());
+    let (events, dropped) = std::mem::take(&mut *collected);
+    (events.into(), dropped)
+}
+
+/// Collects the daemon's events for the log shipping (`shipping`) while it is on, as
+/// documents: time, level, target, message, and the other fields under `fields`.
 struct ShipLayer;
 
 impl<S: tracing::Subscriber> Layer<S> for ShipLayer {
@@ -74,20 +99,26 @@ impl<S: tracing::Subscriber> Layer<S> for ShipLayer {
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if !crate::shipping::daemon_lines_wanted() {
+        if !COLLECT.load(Ordering::Relaxed) {
             return;
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let metadata = event.metadata();
-        crate::shipping::daemon_line(serde_json::json!({
+        let doc = serde_json::json!({
             "@timestamp": crate::logfile::now_rfc3339(),
             "level": metadata.level().as_str(),
             "target": metadata.target(),
             "message": fields.message,
             "fields": fields.rest,
             "source": "daemon",
-        }));
+        });
+        let mut collected = COLLECTED.lock().unwrap_or_else(|p| p.into_inner());
+        if collected.0.len() >= MAX_COLLECTED {
+            collected.1 += 1;
+        } else {
+            collected.0.push_back(doc);
+        }
     }
 }
 

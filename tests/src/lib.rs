@@ -2,6 +2,7 @@
 //! registry, an image built offline, and a daemon under test.
 #![allow(clippy::unwrap_used)]
 
+pub mod browser;
 pub mod collector;
 pub mod containerd;
 pub mod daemon;

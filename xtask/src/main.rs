@@ -33,6 +33,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     // prometheus and promtool, for the metrics tests.
     "prometheus",
+    // A real browser for the dashboard test (driven over the DevTools protocol).
+    "chromium",
 ];
 /// bpf-linker must be built against the system LLVM 22, found through this directory.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

@@ -25,6 +25,7 @@ mod policies;
 mod secrets;
 mod services;
 mod tls;
+mod traffic;
 mod volumes;
 
 use std::sync::Arc;
@@ -136,6 +137,7 @@ impl Routes {
             .add(Get, "/api/containers/{id}/logs", containers::logs)
             .add(Get, "/api/flows", flows::stream)
             .add(Get, "/api/flows/recent", flows::recent)
+            .add(Get, "/api/traffic", traffic::traffic)
             .add(Get, "/api/metrics/containers", containers::metrics)
             .add(Get, "/api/metrics/overlay", containers::overlay)
             .add(Post, "/api/security/network-policies", policies::create)

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
     acl, apps, containers, flows, images, join_tokens, metrics, nodes, observability, policies,
-    secrets, services, tls, volumes,
+    secrets, services, tls, traffic, volumes,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +36,7 @@ use super::{
         containers::logs,
         flows::stream,
         flows::recent,
+        traffic::traffic,
         containers::metrics,
         containers::overlay,
         policies::create,

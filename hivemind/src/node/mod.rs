@@ -22,6 +22,7 @@ mod policy_sync;
 mod secrets;
 mod services;
 mod topology;
+pub mod traffic;
 mod views;
 
 pub use apps::endpoint_id;
@@ -153,6 +154,8 @@ pub struct Node {
     /// The `container.ready` span of each started container that has not passed its readiness
     /// check yet: it ends when it does (or the container goes).
     pending_ready: Mutex<HashMap<String, tracing::Span>>,
+    /// The last 15 minutes of this node's traffic rates, for the dashboard.
+    traffic: Mutex<traffic::TrafficHistory>,
     api_hosts: Vec<String>,
     secrets_key: Arc<crate::cluster::SecretsKey>,
     secret_files: crate::secrets::SecretFiles,
@@ -196,6 +199,7 @@ impl Node {
             backoffs: Mutex::new(backoff::Backoffs::default()),
             images: Mutex::new(HashMap::new()),
             pending_ready: Mutex::new(HashMap::new()),
+            traffic: Mutex::new(traffic::TrafficHistory::default()),
             api_hosts: parts
                 .api_hosts
                 .iter()

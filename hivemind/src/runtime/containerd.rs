@@ -308,7 +308,19 @@ fn exec_output_path(id: &str, exec_id: &str) -> PathBuf {
 
 /// Reads the first [`EXEC_OUTPUT_LIMIT`] bytes of an exec's output file and
 /// removes it. A missing file is empty output (the command printed nothing).
-fn take_exec_output(path: &Path) -> String {
+async fn take_exec_output(path: &Path) -> String {
+    // The shim copies stdout and stderr on their own and may still be writing the last of one
+    // after the delete returned: wait until the file stops growing (50 ms apart, 1 s at most).
+    let size = || std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut last = size();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = size();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let mut bytes = Vec::new();
     if let Ok(file) = std::fs::File::open(path) {
         let _ = file.take(EXEC_OUTPUT_LIMIT as u64).read_to_end(&mut bytes);
@@ -577,7 +589,7 @@ impl ContainerRuntime for ContainerdRuntime {
         // Deleting the exec also waits (briefly) for the shim to finish
         // copying its output into the file.
         let deleted = self.delete_process(id, &exec_id).await;
-        let output = take_exec_output(&output_path);
+        let output = take_exec_output(&output_path).await;
         let exit_code = waited?;
         deleted?;
         tracing::debug!(container = %id, exec = %exec_id, exit_code = ?exit_code, "exec finished");
