@@ -221,5 +221,17 @@ fn scenario(ns: &NetNs, daemon: &Daemon, reference: &str, dir: &Path) -> Result<
         "only formapp's denied flows: {rows:?}"
     );
     screenshot(&mut page, dir, "flows")?;
+
+    // The service map: the node's requests to formapp, denied since the policy selected it
+    // (flows are reported for containers a policy selects).
+    page.eval("location.hash = '#/map'; true")?;
+    page.wait_for(
+        "a denied edge from the node to formapp on the map",
+        &format!(
+            "!!document.querySelector('#service-map [data-from=\"node {node_name}\"][data-to=\"formapp\"][data-verdict=\"denied\"]')"
+        ),
+        wait,
+    )?;
+    screenshot(&mut page, dir, "map")?;
     Ok(())
 }

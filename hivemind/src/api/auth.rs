@@ -77,6 +77,7 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/containers/{id}/logs" => p(Verb::Read, Logs, NameFrom::None),
         "/api/flows"
         | "/api/flows/recent"
+        | "/api/flows/map"
         | "/api/traffic"
         | "/api/metrics/containers"
         | "/api/metrics/overlay"

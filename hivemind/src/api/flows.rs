@@ -1,5 +1,6 @@
 //! /api/flows: the data plane's flow events (new allowed flows, denied
-//! packets) as server-sent events, and the most recent ones as JSON.
+//! packets) as server-sent events, the most recent ones as JSON, and the
+//! service map they make, from every node.
 
 use std::convert::Infallible;
 
@@ -10,8 +11,10 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::AppState;
+use super::traffic::ask_other_nodes;
+use super::{ApiError, AppState};
 use crate::contract::RecentFlows;
+use crate::node::flow_map::{AddressEdge, MapEdge, name_edges};
 
 /// Flow events as server-sent events: `flow` (one JSON event) and `lost`
 /// (`{"lost": n}` when this client fell behind).
@@ -47,4 +50,73 @@ pub async fn stream(
 pub async fn recent(State(node): State<AppState>) -> axum::Json<RecentFlows> {
     let (flows, lost) = node.recent_flows();
     axum::Json(RecentFlows { flows, lost })
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MapQuery {
+    /// Seconds back from now (default 300, at most 900).
+    pub window: Option<u64>,
+    /// This node's address pairs only, unnamed (how nodes ask each other).
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// The answer of `GET /api/flows/map`.
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct FlowMap {
+    /// Seconds the map covers.
+    pub window_s: u64,
+    /// Who talked to whom: apps, `node <name>`, `world`; with the verdict and how many flows.
+    pub edges: Vec<MapEdge>,
+    /// This node's address pairs (with `local`).
+    pub addresses: Vec<AddressEdge>,
+    /// Nodes that did not answer.
+    pub unavailable: Vec<String>,
+}
+
+/// The service map: apps (and nodes, and the outside) that talked in the last `window`
+/// seconds, with the verdict and the number of new flows (or denied packets), from every node.
+#[utoipa::path(
+    get,
+    path = "/api/flows/map",
+    tag = "metrics",
+    params(MapQuery),
+    responses(
+        (status = 200, description = "the edges of the map", body = FlowMap),
+        (status = 400, description = "the query is invalid", body = crate::contract::ErrorBody),
+    )
+)]
+pub async fn map(
+    State(node): State<AppState>,
+    super::Query(query): super::Query<MapQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<FlowMap>, ApiError> {
+    let window = query.window.unwrap_or(300).min(900);
+    let since = crate::state::now_secs().saturating_sub(window);
+    let mut addresses = node.flow_edges_since(since);
+    if query.local {
+        return Ok(axum::Json(FlowMap {
+            window_s: window,
+            addresses,
+            ..FlowMap::default()
+        }));
+    }
+    let mut unavailable = Vec::new();
+    let path = format!("/api/flows/map?local=true&window={window}");
+    for (name, answer) in ask_other_nodes::<FlowMap>(&node, &headers, &path).await? {
+        match answer {
+            Some(map) => addresses.extend(map.addresses),
+            None => unavailable.push(name),
+        }
+    }
+    Ok(axum::Json(FlowMap {
+        window_s: window,
+        edges: name_edges(addresses, &node.flow_map_names()),
+        addresses: Vec::new(),
+        unavailable,
+    }))
 }

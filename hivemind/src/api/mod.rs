@@ -25,7 +25,7 @@ mod policies;
 mod secrets;
 mod services;
 mod tls;
-mod traffic;
+pub(crate) mod traffic;
 mod volumes;
 
 use std::sync::Arc;
@@ -137,6 +137,7 @@ impl Routes {
             .add(Get, "/api/containers/{id}/logs", containers::logs)
             .add(Get, "/api/flows", flows::stream)
             .add(Get, "/api/flows/recent", flows::recent)
+            .add(Get, "/api/flows/map", flows::map)
             .add(Get, "/api/traffic", traffic::traffic)
             .add(Get, "/api/metrics/containers", containers::metrics)
             .add(Get, "/api/metrics/overlay", containers::overlay)

@@ -36,6 +36,7 @@ use super::{
         containers::logs,
         flows::stream,
         flows::recent,
+        flows::map,
         traffic::traffic,
         containers::metrics,
         containers::overlay,

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::forwarded_token;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Query};
 use crate::node::traffic::{NodeTraffic, TRAFFIC_WINDOW, TrafficSample, apps_of_cluster};
 use crate::state::{NODES, NodeInfo};
 
@@ -48,7 +48,10 @@ pub struct TrafficAnswer {
     path = "/api/traffic",
     tag = "metrics",
     params(TrafficQuery),
-    responses((status = 200, description = "rates per second per node and app", body = TrafficAnswer))
+    responses(
+        (status = 200, description = "rates per second per node and app", body = TrafficAnswer),
+        (status = 400, description = "the query is invalid", body = crate::contract::ErrorBody),
+    )
 )]
 pub async fn traffic(
     State(node): State<AppState>,
@@ -58,35 +61,13 @@ pub async fn traffic(
     let mut nodes = BTreeMap::from([(node.name().to_string(), node.traffic_since(query.since))]);
     let mut unavailable = Vec::new();
     if !query.local {
-        let peers = node.peer_api();
-        let token = forwarded_token(&headers);
-        let others: Vec<NodeInfo> = node
-            .store()
-            .values(NODES)?
-            .into_iter()
-            .filter(|n| n.id != node.id())
-            .collect();
-        let asks = others.iter().map(|other| {
-            let url = peers.url(
-                &other.api,
-                &format!("/api/traffic?local=true&since={}", query.since),
-            );
-            let mut request = peers.client().get(url);
-            if let Some(token) = &token {
-                request = request.bearer_auth(token);
-            }
-            async move {
-                let answer = request.send().await.ok()?.error_for_status().ok()?;
-                answer.json::<TrafficAnswer>().await.ok()
-            }
-        });
-        let answers = futures::future::join_all(asks).await;
-        for (other, answer) in others.iter().zip(answers) {
+        let path = format!("/api/traffic?local=true&since={}", query.since);
+        for (name, answer) in ask_other_nodes::<TrafficAnswer>(&node, &headers, &path).await? {
             match answer.and_then(|a| a.nodes.into_values().next()) {
                 Some(traffic) => {
-                    nodes.insert(other.name.clone(), traffic);
+                    nodes.insert(name, traffic);
                 }
-                None => unavailable.push(other.name.clone()),
+                None => unavailable.push(name),
             }
         }
     }
@@ -98,4 +79,33 @@ pub async fn traffic(
         apps,
         unavailable,
     }))
+}
+
+/// Asks every other node's API for `path` (with the caller's token): each node's name and its
+/// answer, `None` when it gave none.
+pub(super) async fn ask_other_nodes<T: serde::de::DeserializeOwned>(
+    node: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Vec<(String, Option<T>)>, ApiError> {
+    let peers = node.peer_api();
+    let token = forwarded_token(headers);
+    let others: Vec<NodeInfo> = node
+        .store()
+        .values(NODES)?
+        .into_iter()
+        .filter(|n| n.id != node.id())
+        .collect();
+    let asks = others.iter().map(|other| {
+        let mut request = peers.client().get(peers.url(&other.api, path));
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let answer = request.send().await.ok()?.error_for_status().ok()?;
+            answer.json::<T>().await.ok()
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    Ok(others.into_iter().map(|o| o.name).zip(answers).collect())
 }

@@ -43,6 +43,7 @@ impl Node {
         if events.is_empty() {
             return Ok(());
         }
+        self.count_flow_edges(&events);
         let mut recent = match self.recent_flows.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

@@ -11,6 +11,7 @@
 mod apps;
 mod backoff;
 mod commands;
+pub mod flow_map;
 mod flows;
 mod health;
 mod ingress;
@@ -169,6 +170,8 @@ pub struct Node {
     peer_api: std::sync::OnceLock<PeerApi>,
     /// Flow events seen, by verdict, direction and IP protocol.
     flow_counts: Mutex<std::collections::BTreeMap<FlowKind, u64>>,
+    /// Who talked to whom, for the service map.
+    flow_edges: Mutex<flow_map::FlowEdges>,
 }
 
 impl Node {
@@ -212,6 +215,7 @@ impl Node {
             ingress: crate::ingress::Ingress::new(),
             peer_api: std::sync::OnceLock::new(),
             flow_counts: Mutex::new(std::collections::BTreeMap::new()),
+            flow_edges: Mutex::new(flow_map::FlowEdges::default()),
         })
     }
 
