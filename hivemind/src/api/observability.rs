@@ -48,10 +48,19 @@ pub async fn configure(
     )
 )]
 pub async fn show(State(node): State<AppState>) -> Result<axum::Json<MetricsListener>, ApiError> {
+    setting(&node, METRICS_LISTENER, "no metrics listener is configured")
+}
+
+/// The cluster setting in `table`, or a 404 that says `missing`.
+fn setting<T: crate::state::Row + serde::de::DeserializeOwned>(
+    node: &AppState,
+    table: crate::state::Table<T>,
+    missing: &str,
+) -> Result<axum::Json<T>, ApiError> {
     node.store()
-        .value(METRICS_LISTENER, CLUSTER_SETTING)?
+        .value(table, CLUSTER_SETTING)?
         .map(axum::Json)
-        .ok_or_else(|| ApiError::not_found("no metrics listener is configured".to_string()))
+        .ok_or_else(|| ApiError::not_found(missing.to_string()))
 }
 
 /// Closes the metrics listener on every node; the API's `/metrics` stays.
@@ -106,10 +115,7 @@ pub async fn configure_tracing(
 pub async fn show_tracing(
     State(node): State<AppState>,
 ) -> Result<axum::Json<TracingExport>, ApiError> {
-    node.store()
-        .value(TRACING_EXPORT, CLUSTER_SETTING)?
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::not_found("spans are not exported".to_string()))
+    setting(&node, TRACING_EXPORT, "spans are not exported")
 }
 
 /// Stops the span export on every node (what is batched is sent first).
@@ -164,10 +170,7 @@ pub async fn configure_logging(
 pub async fn show_logging(
     State(node): State<AppState>,
 ) -> Result<axum::Json<LogShipping>, ApiError> {
-    node.store()
-        .value(LOG_SHIPPING, CLUSTER_SETTING)?
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::not_found("logs are not shipped".to_string()))
+    setting(&node, LOG_SHIPPING, "logs are not shipped")
 }
 
 /// Stops the log shipping on every node (lines still buffered are dropped).

@@ -196,77 +196,65 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             endpoint,
             disable,
         }) => {
-            if *disable {
-                let answer: Message = client.delete("/api/observability/tracing").await?;
-                print_message(format, &answer);
-                return Ok(());
-            }
             let body = TracingExport {
                 service_name: service_name.clone(),
                 endpoint: endpoint.clone().unwrap_or_default(),
             };
-            let set: TracingExport = client.post("/api/observability/tracing", &body).await?;
-            if format == OutputFormat::Json {
-                print_object(format, &set);
-            } else {
-                println!(
-                    "Every node exports its spans as {} to {} within seconds",
-                    set.service_name,
-                    crate::telemetry::traces_url(&set.endpoint)
-                );
-            }
-            Ok(())
+            configure_setting(
+                &client,
+                format,
+                "tracing",
+                (!*disable).then_some(body),
+                |set| {
+                    format!(
+                        "Every node exports its spans as {} to {} within seconds",
+                        set.service_name,
+                        crate::telemetry::traces_url(&set.endpoint)
+                    )
+                },
+            )
+            .await
         }
         TopCommand::Observability(ObservabilityCommand::ConfigureLogging {
             endpoint,
             index,
             disable,
         }) => {
-            if *disable {
-                let answer: Message = client.delete("/api/observability/logging").await?;
-                print_message(format, &answer);
-                return Ok(());
-            }
             let body = LogShipping {
                 endpoint: endpoint.clone().unwrap_or_default(),
                 index: index.clone(),
             };
-            let set: LogShipping = client.post("/api/observability/logging", &body).await?;
-            if format == OutputFormat::Json {
-                print_object(format, &set);
-            } else {
-                println!(
-                    "Every node ships its log lines to {}/_bulk, index {}, within seconds",
-                    set.endpoint.trim_end_matches('/'),
-                    set.index
-                );
-            }
-            Ok(())
+            configure_setting(
+                &client,
+                format,
+                "logging",
+                (!*disable).then_some(body),
+                |set| {
+                    format!(
+                        "Every node ships its log lines to {}/_bulk, index {}, within seconds",
+                        set.endpoint.trim_end_matches('/'),
+                        set.index
+                    )
+                },
+            )
+            .await
         }
         TopCommand::Observability(ObservabilityCommand::ConfigureMetrics {
             port,
             path,
             disable,
         }) => {
-            if *disable {
-                let answer: Message = client.delete("/api/observability/metrics").await?;
-                print_message(format, &answer);
-                return Ok(());
-            }
             let body = MetricsListener {
                 port: port.unwrap_or_default(),
                 path: path.clone(),
             };
-            let set: MetricsListener = client.post("/api/observability/metrics", &body).await?;
-            if format == OutputFormat::Json {
-                print_object(format, &set);
-            } else {
-                println!(
+            configure_setting(&client, format, "metrics", (!*disable).then_some(body), |set| {
+                format!(
                     "Every node serves its metrics on port {} at {} (plain HTTP) within seconds",
                     set.port, set.path
-                );
-            }
-            Ok(())
+                )
+            })
+            .await
         }
         TopCommand::Flows(FlowsCommand::Observe(filter)) => {
             flows_observe(&client, format, filter).await
@@ -1053,6 +1041,30 @@ async fn pull(
 }
 
 /// A name put into a URL path must not change the path.
+/// `observability configure-*`: sets the cluster setting at `/api/observability/<name>` to
+/// `body`, or removes it (`None`, `--disable`); says what every node now does.
+async fn configure_setting<T: serde::Serialize + serde::de::DeserializeOwned>(
+    client: &Client,
+    format: OutputFormat,
+    name: &str,
+    body: Option<T>,
+    describe: impl Fn(&T) -> String,
+) -> Result<(), ClientError> {
+    let path = format!("/api/observability/{name}");
+    let Some(body) = body else {
+        let answer: Message = client.delete(&path).await?;
+        print_message(format, &answer);
+        return Ok(());
+    };
+    let set: T = client.post(&path, &body).await?;
+    if format == OutputFormat::Json {
+        print_object(format, &set);
+    } else {
+        println!("{}", describe(&set));
+    }
+    Ok(())
+}
+
 fn path_segment(text: &str) -> Result<&str, ClientError> {
     if text.is_empty() || text.contains(['/', '?', '#', '%', ' ']) {
         return Err(ClientError::Usage(format!(

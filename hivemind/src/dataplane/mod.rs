@@ -397,6 +397,29 @@ impl Dataplane {
     /// The counters of `endpoint_id`, summed over CPUs.
     pub fn endpoint_counters(&self, endpoint_id: u32) -> Result<EndpointCounters, DataplaneError> {
         let mut counters = EndpointCounters::default();
+        self.each_metric(|key, value| {
+            if key.endpoint_id == endpoint_id {
+                counters.add(key, value);
+            }
+        })?;
+        Ok(counters)
+    }
+
+    /// The counters of every endpoint, summed over CPUs, in one pass over the map (what the
+    /// per-second traffic sampler and `/metrics` read, whatever the number of containers).
+    pub fn all_endpoint_counters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u32, EndpointCounters>, DataplaneError> {
+        let mut all = std::collections::BTreeMap::<u32, EndpointCounters>::new();
+        self.each_metric(|key, value| all.entry(key.endpoint_id).or_default().add(key, value))?;
+        Ok(all)
+    }
+
+    /// Every entry of `HM_METRICS`, summed over CPUs.
+    fn each_metric(
+        &self,
+        mut f: impl FnMut(&hivemind_common::MetricsKey, &hivemind_common::MetricsValue),
+    ) -> Result<(), DataplaneError> {
         for entry in self.metrics.iter() {
             let (key, per_cpu) = match entry {
                 Ok(entry) => entry,
@@ -404,11 +427,9 @@ impl Dataplane {
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
             };
-            if key.endpoint_id == endpoint_id {
-                counters.add(&key, &counters::sum_cpus(per_cpu.iter()));
-            }
+            f(&key, &counters::sum_cpus(per_cpu.iter()));
         }
-        Ok(counters)
+        Ok(())
     }
 
     /// Whether `HM_ENDPOINTS` has an entry for `ifindex`.

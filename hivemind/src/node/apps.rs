@@ -560,19 +560,21 @@ impl Node {
         Ok(())
     }
 
-    /// Per-container data plane counters, keyed by container id.
+    /// Per-container data plane counters, keyed by container id (one read of the counters map).
     pub fn counters(&self) -> BTreeMap<String, crate::dataplane::EndpointCounters> {
-        let mut out = BTreeMap::new();
         let (Some(dataplane), Ok(records)) = (&self.dataplane, self.store.containers()) else {
-            return out;
+            return BTreeMap::new();
         };
-        let dataplane = lock(dataplane);
-        for record in records {
-            if let Ok(counters) = dataplane.endpoint_counters(endpoint_id(&record)) {
-                out.insert(record.id, counters);
-            }
-        }
-        out
+        let Ok(mut all) = lock(dataplane).all_endpoint_counters() else {
+            return BTreeMap::new();
+        };
+        records
+            .into_iter()
+            .map(|record| {
+                let counters = all.remove(&endpoint_id(&record)).unwrap_or_default();
+                (record.id, counters)
+            })
+            .collect()
     }
 }
 
