@@ -67,6 +67,9 @@ pub const MAP_FLOWS_LOST: &str = "HM_FLOWS_LOST";
 /// Name of the LRU hash [`CtKey`] -> last drop event time (`u64`, ns): at most one denied-flow
 /// event per 5-tuple and direction per [`FLOW_DROP_INTERVAL_NS`].
 pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
+/// Name of the LRU hash [`CtKey`] (scope = direction) -> `u8`: the flows seen at endpoints no
+/// policy selects, so each new flow is reported once (see `reason::UNPOLICED`).
+pub const MAP_FLOW_SEEN: &str = "HM_FLOW_SEEN";
 /// Name of the hash map of egress NAT (masquerade) mappings, [`NatKey`] -> [`NatValue`].
 pub const MAP_NAT: &str = "HM_NAT";
 /// Name of the hash map from a local backend's [`PublishedKey`] to the port it is published on
@@ -121,6 +124,9 @@ pub const MAX_PORT_RANGES: usize = 8;
 pub const FLOWS_RING_BYTES: u32 = 256 * 1024;
 /// Maximum number of `HM_FLOW_DROPS` entries.
 pub const MAX_FLOW_DROPS: u32 = 8192;
+/// Maximum number of `HM_FLOW_SEEN` entries (flows of endpoints no policy selects; the least
+/// recently used go first and are reported again when they come back).
+pub const MAX_FLOW_SEEN: u32 = 65536;
 /// Maximum number of `HM_FRAGS` entries (datagrams in flight in fragments; the least recently
 /// used go first, and their later fragments are dropped).
 pub const MAX_FRAGS: u32 = 8192;
@@ -869,6 +875,9 @@ pub mod reason {
     pub const NAT_REVERSED: u8 = 7;
     /// (`DIR_NAT`) A new mapping was made (the packet is also counted as `NAT_MASQUERADED`).
     pub const NAT_NEW_MAPPING: u8 = 8;
+    /// (Flow events only) A new flow of an endpoint no policy selects: a TCP SYN, or the first
+    /// packet of a UDP or ICMP flow (`HM_FLOW_SEEN`).
+    pub const UNPOLICED: u8 = 9;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -926,6 +935,7 @@ pub mod reason {
             NAT_MASQUERADED => "nat_masqueraded",
             NAT_REVERSED => "nat_reversed",
             NAT_NEW_MAPPING => "nat_new_mapping",
+            UNPOLICED => "no_policy",
             DROP_NOT_IPV4 => "drop_not_ipv4",
             DROP_MALFORMED_IPV4 => "drop_malformed_ipv4",
             DROP_NO_TUNNEL => "drop_no_tunnel",
@@ -1056,6 +1066,7 @@ mod tests {
             reason::NAT_MASQUERADED,
             reason::NAT_REVERSED,
             reason::NAT_NEW_MAPPING,
+            reason::UNPOLICED,
         ] {
             assert!(!reason::is_drop(code));
         }

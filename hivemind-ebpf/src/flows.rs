@@ -1,6 +1,8 @@
 //! Flow events (`HM_FLOWS` ring buffer): one record per new flow the policy code allowed and per
 //! denied packet, the denied ones rate-limited to one per 5-tuple and direction per second
-//! (`HM_FLOW_DROPS`). A record that does not fit the ring buffer is counted in `HM_FLOWS_LOST`.
+//! (`HM_FLOW_DROPS`). Endpoints no policy selects keep no conntrack, so their new flows are told
+//! apart here (`unpoliced`): a TCP SYN, or a UDP/ICMP tuple `HM_FLOW_SEEN` does not know yet in
+//! either direction. A record that does not fit the ring buffer is counted in `HM_FLOWS_LOST`.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -8,7 +10,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use hivemind_common::{
-    CtKey, FLOW_DROP_INTERVAL_NS, FLOWS_RING_BYTES, FlowRecord, MAX_FLOW_DROPS, reason, verdict,
+    CtKey, DIR_FROM_CONTAINER, FLOW_DROP_INTERVAL_NS, FLOWS_RING_BYTES, FlowRecord, IPPROTO_TCP,
+    MAX_FLOW_DROPS, MAX_FLOW_SEEN, ct_scope, reason, verdict,
 };
 
 /// Flow records for the daemon (`drain_flows`).
@@ -23,7 +26,12 @@ static HM_FLOWS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "HM_FLOW_DROPS")]
 static HM_FLOW_DROPS: LruHashMap<CtKey, u64> = LruHashMap::with_max_entries(MAX_FLOW_DROPS, 0);
 
+/// Flows seen at endpoints no policy selects (scope: `ct_scope::EGRESS` / `INGRESS`).
+#[map(name = "HM_FLOW_SEEN")]
+static HM_FLOW_SEEN: LruHashMap<CtKey, u8> = LruHashMap::with_max_entries(MAX_FLOW_SEEN, 0);
+
 /// What a record says about a packet, besides the verdict.
+#[derive(Clone, Copy)]
 pub(crate) struct Flow {
     pub(crate) key: CtKey,
     pub(crate) endpoint_id: u32,
@@ -56,6 +64,55 @@ pub(crate) fn allowed(flow: &Flow) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     emit(&flow.record(now, verdict::ALLOWED, reason::POLICY_ALLOWED));
+}
+
+/// Records a new flow of an endpoint no policy selects. TCP: the caller passes only a SYN.
+/// Other protocols: the first packet of a tuple, unless it answers a tuple seen in the other
+/// direction (a reply). A `peer_identity` of 0 in `flow` is looked up here, only for a record.
+/// A subprogram: the caller's hot path stays small.
+#[inline(never)]
+pub(crate) fn unpoliced(flow: &Flow) {
+    let (own, other) = if flow.direction == DIR_FROM_CONTAINER {
+        (ct_scope::EGRESS, ct_scope::INGRESS)
+    } else {
+        (ct_scope::INGRESS, ct_scope::EGRESS)
+    };
+    let k = &flow.key;
+    if k.proto != IPPROTO_TCP {
+        // One key on the stack, turned around for the reply check (the stack is shared with
+        // the callers').
+        let mut key = k.with_scope(own);
+        if HM_FLOW_SEEN.get_ptr(&key).is_some() {
+            return;
+        }
+        let _ = HM_FLOW_SEEN.insert(&key, &0, 0);
+        key = CtKey::new(k.daddr, k.saddr, k.dport, k.sport, k.proto).with_scope(other);
+        if HM_FLOW_SEEN.get_ptr(&key).is_some() {
+            return;
+        }
+    }
+    let peer = if flow.peer_identity != 0 {
+        flow.peer_identity
+    } else if flow.direction == DIR_FROM_CONTAINER {
+        crate::policy::identity_of(k.daddr)
+    } else {
+        crate::policy::identity_of(k.saddr)
+    };
+    // Written in place in the ring buffer, not built on the stack.
+    let Some(mut entry) = HM_FLOWS.reserve::<FlowRecord>(0) else {
+        if let Some(lost) = HM_FLOWS_LOST.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a per-CPU array, valid for the program's run.
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    entry.write(FlowRecord {
+        peer_identity: peer,
+        ..flow.record(now, verdict::ALLOWED, reason::UNPOLICED)
+    });
+    entry.submit(0);
 }
 
 /// Records a denied packet, unless one of the same 5-tuple and direction was recorded less

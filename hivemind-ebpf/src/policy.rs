@@ -7,7 +7,7 @@
 //! in whichever program delivers the packet to the destination (`routing::deliver`).
 //!
 //! Verdict of one packet of an endpoint whose `EndpointInfo::flags` is non-zero (an endpoint
-//! that enforces nothing only counts; it keeps no conntrack and writes no flow records):
+//! that enforces nothing keeps no conntrack; it only reports its new flows, `flows::unpoliced`):
 //! 1. a packet of an established flow passes: the original direction of a flow this check point
 //!    allowed, or the reply of one the other check point of the endpoint allowed (`HM_CT`,
 //!    scopes `ct_scope::EGRESS` / `ct_scope::INGRESS`, replies flagged `ct_flags::REPLY`);
@@ -276,6 +276,19 @@ fn check(
     original: Option<Tuple>,
 ) -> Result<(), u8> {
     if info.flags == 0 {
+        // Nothing enforced: only a new flow is reported (a TCP SYN here, other protocols
+        // sorted out by `flows::unpoliced`).
+        if let Parsed::Ipv4(t) = parsed
+            && !t.later_fragment
+            && (t.proto != IPPROTO_TCP || t.tcp_flags & (pkt::TCP_SYN | pkt::TCP_ACK) == pkt::TCP_SYN)
+        {
+            flows::unpoliced(&flows::Flow {
+                key: CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto),
+                endpoint_id: info.endpoint_id,
+                direction,
+                peer_identity: overlay_identity,
+            });
+        }
         return Ok(());
     }
     let egress = direction == DIR_FROM_CONTAINER;

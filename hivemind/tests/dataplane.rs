@@ -1219,10 +1219,50 @@ fn policy_verdicts_under_test_run() {
     let into_b = |p: &[u8]| test_run_ctx(to, p, if_b, 0);
     let from_b = |p: &[u8]| test_run_ctx(from, p, if_b, 0);
 
-    // Unselected: everything passes, nothing is tracked or recorded.
+    // Unselected: everything passes and nothing is tracked; each new flow is reported once as
+    // `no_policy`: a TCP SYN (not the rest of its connection), the first datagram of a UDP
+    // tuple (not its repeats, not the replies).
+    let ack = |src, sport, dst, dport| tcp_frame(src, sport, dst, dport, 0x10);
     assert_eq!(into_b(&syn(POD_C, 1, POD_B, 9)), TC_ACT_OK);
+    assert_eq!(into_b(&ack(POD_C, 1, POD_B, 9)), TC_ACT_OK);
+    assert_eq!(from_b(&tcp_frame(POD_B, 9, POD_C, 1, 0x12)), TC_ACT_OK);
     assert_eq!(from_b(&syn(POD_B, 2, POD_C, 9)), TC_ACT_OK);
-    assert!(dp.drain_flows().expect("flows").0.is_empty());
+    for _ in 0..3 {
+        assert_eq!(into_b(&udp_frame(POD_C, 5353, POD_B, 53)), TC_ACT_OK);
+        assert_eq!(from_b(&udp_frame(POD_B, 53, POD_C, 5353)), TC_ACT_OK);
+    }
+    assert_eq!(from_b(&udp_frame(POD_B, 6000, POD_C, 7000)), TC_ACT_OK);
+    assert_eq!(into_b(&udp_frame(POD_C, 7000, POD_B, 6000)), TC_ACT_OK);
+    let (events, lost) = dp.drain_flows().expect("flows");
+    assert_eq!(lost, 0);
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.direction,
+                e.src,
+                e.sport,
+                e.dst,
+                e.dport,
+                e.verdict,
+                e.reason.name,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ingress", POD_C, 1, POD_B, 9, "allowed", "no_policy"),
+            ("egress", POD_B, 2, POD_C, 9, "allowed", "no_policy"),
+            ("ingress", POD_C, 5353, POD_B, 53, "allowed", "no_policy"),
+            ("egress", POD_B, 6000, POD_C, 7000, "allowed", "no_policy"),
+        ]
+    );
+    assert_eq!(
+        events[0].peer_identity, ID_C,
+        "the peer's identity from the ipcache"
+    );
+    assert_eq!(events[0].endpoint_id, EP_B);
 
     // B's ingress: identity A on TCP 8000-8100, the subnet 10.244.2.0/24 on TCP 443.
     let rules = EndpointRules {

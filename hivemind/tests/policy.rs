@@ -291,9 +291,99 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         String::from_utf8_lossy(&observed.stderr)
     );
     assert!(
-        shown.contains("(other)"),
-        "the denied peer is named: {shown}"
+        shown.contains("(other)") && shown.contains("(policy web-ingress)"),
+        "the denied peer and the policy are named: {shown}"
     );
+    // Every node's flows from any node: web's replicas on node 1 and node 2 both denied
+    // `other`, each naming the policy; db, selected by no policy, reports its new flows too.
+    let denied = testbed
+        .node(2)
+        .daemon
+        .get("/api/flows/recent?to_app=web&verdict=dropped&limit=1000")?;
+    let seen_on: std::collections::BTreeSet<&str> = denied["flows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .inspect(|f| {
+            assert!(
+                f["verdict"] == "denied"
+                    && f["dst_app"] == "web"
+                    && f["policy"] == "web-ingress"
+                    && f["src_app"] == "other",
+                "{f}"
+            )
+        })
+        .filter_map(|f| f["node"].as_str())
+        .collect();
+    assert_eq!(
+        seen_on,
+        ["node-1", "node-2"].into(),
+        "denials from both nodes: {denied}"
+    );
+    assert!(
+        denied["cursor"]
+            .as_str()
+            .is_some_and(|c| c.contains("node-1:")),
+        "{denied}"
+    );
+    // The daemons read the kernel's events every 200 ms.
+    let unselected = eventually(
+        "db's flows, selected by no policy",
+        Duration::from_secs(5),
+        || {
+            let flows = testbed
+                .node(1)
+                .daemon
+                .get("/api/flows/recent?to_app=db&protocol=tcp")?;
+            Ok(flows["flows"]
+                .as_array()
+                .is_some_and(|f| {
+                    f.iter()
+                        .any(|f| f["verdict"] == "allowed" && f["reason"]["name"] == "no_policy")
+                })
+                .then_some(flows))
+        },
+    )?;
+    // Only newer events after a cursor: a new connection's, none of the ones seen before. A
+    // query the daemon cannot read is a 400 naming the field.
+    std::thread::sleep(Duration::from_millis(500));
+    let settled = testbed
+        .node(1)
+        .daemon
+        .get("/api/flows/recent?to_app=db&protocol=tcp&limit=1000")?;
+    let ports = |answer: &serde_json::Value| -> std::collections::BTreeSet<u64> {
+        answer["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["sport"].as_u64())
+            .collect()
+    };
+    assert!(ports(&settled).len() >= ports(&unselected).len());
+    let cursor = settled["cursor"].as_str().unwrap_or_default().to_string();
+    assert!(reaches(testbed, other, &db.ip)?, "other -> db");
+    let after = eventually(
+        "db's new flow after the cursor",
+        Duration::from_secs(5),
+        || {
+            let after = testbed.node(1).daemon.get(&format!(
+                "/api/flows/recent?to_app=db&protocol=tcp&cursor={cursor}"
+            ))?;
+            Ok((!ports(&after).is_empty()).then_some(after))
+        },
+    )?;
+    assert!(
+        ports(&after).is_disjoint(&ports(&settled)) && ports(&after).len() == 1,
+        "after the cursor, only the new connection: {after}\nbefore: {settled}"
+    );
+    let (status, body) = testbed.get_from(
+        1,
+        &testbed
+            .node(1)
+            .daemon
+            .url("/api/flows/recent?ip=10.0.0.300"),
+    )?;
+    assert!(status == 400 && body.contains("`ip`"), "{status} {body}");
     // The same, as Prometheus sees it: flow events by verdict, and the drops
     // of the selected container by reason name.
     let (status, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;

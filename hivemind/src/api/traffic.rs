@@ -61,8 +61,13 @@ pub async fn traffic(
     let mut nodes = BTreeMap::from([(node.name().to_string(), node.traffic_since(query.since))]);
     let mut unavailable = Vec::new();
     if !query.local {
-        let path = format!("/api/traffic?local=true&since={}", query.since);
-        for (name, answer) in ask_other_nodes::<TrafficAnswer>(&node, &headers, &path).await? {
+        let asked = [
+            ("local", "true".to_string()),
+            ("since", query.since.to_string()),
+        ];
+        for (name, answer) in
+            ask_other_nodes::<TrafficAnswer>(&node, &headers, "/api/traffic", &asked).await?
+        {
             match answer.and_then(|a| a.nodes.into_values().next()) {
                 Some(traffic) => {
                     nodes.insert(name, traffic);
@@ -81,12 +86,13 @@ pub async fn traffic(
     }))
 }
 
-/// Asks every other node's API for `path` (with the caller's token): each node's name and its
-/// answer, `None` when it gave none.
+/// Asks every other node's API for `path` with `query` (and the caller's token): each node's
+/// name and its answer, `None` when it gave none.
 pub(super) async fn ask_other_nodes<T: serde::de::DeserializeOwned>(
     node: &AppState,
     headers: &HeaderMap,
     path: &str,
+    query: &(impl Serialize + ?Sized),
 ) -> Result<Vec<(String, Option<T>)>, ApiError> {
     let peers = node.peer_api();
     let token = forwarded_token(headers);
@@ -97,7 +103,7 @@ pub(super) async fn ask_other_nodes<T: serde::de::DeserializeOwned>(
         .filter(|n| n.id != node.id())
         .collect();
     let asks = others.iter().map(|other| {
-        let mut request = peers.client().get(peers.url(&other.api, path));
+        let mut request = peers.client().get(peers.url(&other.api, path)).query(query);
         if let Some(token) = &token {
             request = request.bearer_auth(token);
         }

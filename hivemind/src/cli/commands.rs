@@ -18,7 +18,7 @@ use super::{
 use crate::contract::{
     AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
     CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
-    GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
+    FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
     JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
     MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows,
     ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput,
@@ -809,93 +809,85 @@ async fn confirm_ca(server: &str) -> Result<String, ClientError> {
     }
 }
 
-/// `flows observe`: the answering node's flow events that match `filter`,
-/// the recent ones, then (with `--follow`) new ones as they come, each with
-/// the apps of its two addresses.
+/// `flows observe`: the flow events of every node that match `filter`, the recent ones, then
+/// (with `--follow`) new ones each second, each with the apps of its two addresses.
 async fn flows_observe(
     client: &Client,
     format: OutputFormat,
     filter: &FlowFilter,
 ) -> Result<(), ClientError> {
-    let containers: Vec<ContainerView> = client.get("/api/containers").await?;
-    let apps: std::collections::HashMap<String, String> =
-        containers.into_iter().map(|c| (c.ip, c.app)).collect();
-    let show = |flow: &serde_json::Value| {
-        let text = |key: &str| flow[key].as_str().unwrap_or("").to_string();
-        let (src, dst) = (text("src"), text("dst"));
-        let (src_app, dst_app) = (apps.get(&src).cloned(), apps.get(&dst).cloned());
-        let proto = match flow["proto"].as_u64() {
-            Some(1) => "icmp".to_string(),
-            Some(6) => "tcp".to_string(),
-            Some(17) => "udp".to_string(),
-            other => other.map(|p| p.to_string()).unwrap_or_default(),
-        };
-        let verdict = text("verdict");
-        let wanted = filter
-            .verdict
-            .as_deref()
-            .map(|v| if v == "dropped" { "denied" } else { v });
-        let port = flow["dport"].as_u64().and_then(|p| u16::try_from(p).ok());
-        let keep = wanted.is_none_or(|v| v == verdict)
-            && filter.protocol.as_ref().is_none_or(|p| *p == proto)
-            && filter.port.is_none_or(|p| Some(p) == port)
-            && filter
-                .ip
-                .is_none_or(|ip| ip.to_string() == src || ip.to_string() == dst)
-            && filter
-                .from_app
-                .as_ref()
-                .is_none_or(|a| src_app.as_ref() == Some(a))
-            && filter
-                .to_app
-                .as_ref()
-                .is_none_or(|a| dst_app.as_ref() == Some(a));
-        if !keep {
-            return;
-        }
-        if format == OutputFormat::Json {
-            let mut shown = flow.clone();
-            shown["src_app"] = src_app.into();
-            shown["dst_app"] = dst_app.into();
-            println!("{shown}");
-        } else {
-            let named = |ip: &str, app: Option<&String>| match app {
-                Some(app) => format!("{ip} ({app})"),
-                None => ip.to_string(),
-            };
-            println!(
-                "{verdict:<8} {:<8} {proto:<5} {}:{} -> {}:{}  {}",
-                text("direction"),
-                named(&src, src_app.as_ref()),
-                flow["sport"],
-                named(&dst, dst_app.as_ref()),
-                flow["dport"],
-                flow["reason"]["name"].as_str().unwrap_or("")
-            );
-        }
-    };
-    let recent: RecentFlows = client.get("/api/flows/recent").await?;
-    recent.flows.iter().for_each(&show);
-    if !filter.follow {
-        return Ok(());
-    }
-    // Server-sent events: `event: flow` then `data: {json}`.
-    let mut stream = client.get_text("/api/flows").await?.bytes_stream();
-    let mut pending = String::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ClientError::Other(format!("the flow stream: {e}")))?;
-        pending.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            if let Some(data) = line.trim_end().strip_prefix("data:")
-                && let Ok(flow) = serde_json::from_str::<serde_json::Value>(data.trim())
-                && flow.get("src").is_some()
-            {
-                show(&flow);
+    let mut url = reqwest::Url::parse("http://flows/api/flows/recent")
+        .map_err(|e| ClientError::Other(e.to_string()))?;
+    {
+        let mut query = url.query_pairs_mut();
+        let pairs = [
+            ("from_app", filter.from_app.clone()),
+            ("to_app", filter.to_app.clone()),
+            ("verdict", filter.verdict.clone()),
+            ("ip", filter.ip.clone()),
+            ("port", filter.port.map(|p| p.to_string())),
+            ("protocol", filter.protocol.clone()),
+            (
+                "limit",
+                Some(if filter.follow { "1000" } else { "200" }.to_string()),
+            ),
+        ];
+        for (key, value) in pairs {
+            if let Some(value) = value {
+                query.append_pair(key, &value);
             }
         }
     }
-    Ok(())
+    let show = |flow: &FlowView| {
+        if format == OutputFormat::Json {
+            println!("{}", serde_json::to_string(flow).unwrap_or_default());
+            return;
+        }
+        let named = |ip: &std::net::Ipv4Addr, app: &Option<String>| match app {
+            Some(app) => format!("{ip} ({app})"),
+            None => ip.to_string(),
+        };
+        let why = match &flow.policy {
+            Some(policy) => format!("{} (policy {policy})", flow.reason.name),
+            None => flow.reason.name.clone(),
+        };
+        println!(
+            "{:<8} {:<8} {:<10} {:<5} {}:{} -> {}:{}  {why}",
+            flow.verdict,
+            flow.direction,
+            flow.node,
+            flow.protocol,
+            named(&flow.src, &flow.src_app),
+            flow.sport,
+            named(&flow.dst, &flow.dst_app),
+            flow.dport,
+        );
+    };
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut asked = url.clone();
+        if let Some(cursor) = &cursor {
+            asked.query_pairs_mut().append_pair("cursor", cursor);
+        }
+        let path = match asked.query() {
+            Some(query) => format!("{}?{query}", asked.path()),
+            None => asked.path().to_string(),
+        };
+        let recent: RecentFlows = client.get(&path).await?;
+        recent.flows.iter().for_each(&show);
+        let unshown = recent.matched.saturating_sub(recent.flows.len() as u64);
+        if unshown > 0 && format != OutputFormat::Json {
+            eprintln!("({unshown} more matching flows not shown)");
+        }
+        if !recent.unavailable.is_empty() {
+            eprintln!("(no answer from {})", recent.unavailable.join(", "));
+        }
+        if !filter.follow {
+            return Ok(());
+        }
+        cursor = Some(recent.cursor);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// A secret's value from `--file` (or stdin for `-`) or `--value`.

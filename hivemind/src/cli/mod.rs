@@ -172,10 +172,10 @@ pub struct FlowFilter {
     /// allowed or denied
     #[arg(long, value_parser = ["allowed", "denied", "dropped"])]
     pub verdict: Option<String>,
-    /// Flows from or to this address
+    /// Flows from or to this address or CIDR block
     #[arg(long)]
-    pub ip: Option<std::net::Ipv4Addr>,
-    /// Flows to this port
+    pub ip: Option<String>,
+    /// Flows from or to this port
     #[arg(long)]
     pub port: Option<u16>,
     /// tcp, udp or icmp

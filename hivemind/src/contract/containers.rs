@@ -90,10 +90,63 @@ pub struct TunnelView {
     pub vni: u32,
 }
 
-/// `GET /api/flows/recent`: the latest flow events and how many were lost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// `GET /api/flows/recent`: the latest flow events of every node that match the query, oldest
+/// first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RecentFlows {
-    #[schema(value_type = Vec<Object>)]
-    pub flows: Vec<Value>,
+    pub flows: Vec<FlowView>,
+    /// Events the kernels could not hand over (their ring buffers were full), every node
+    /// together, since each daemon started.
     pub lost: u64,
+    /// How many kept events after `cursor` match (`flows` holds the newest `limit` of them).
+    pub matched: u64,
+    /// Where this answer ends, per node: pass it back as `cursor` for only newer events.
+    pub cursor: String,
+    /// Nodes that did not answer.
+    pub unavailable: Vec<String>,
+}
+
+/// One flow event: a new flow (allowed) or a denied packet, seen by the data plane of `node`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowView {
+    /// The node whose data plane saw it.
+    pub node: String,
+    /// Its number on that node (see `cursor`).
+    pub seq: u64,
+    /// When it was seen, in milliseconds since the epoch.
+    pub time_ms: u64,
+    #[schema(value_type = String)]
+    pub src: std::net::Ipv4Addr,
+    pub sport: u16,
+    #[schema(value_type = String)]
+    pub dst: std::net::Ipv4Addr,
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// `tcp`, `udp`, `icmp` or the number.
+    pub protocol: String,
+    /// `egress` (leaving the container) or `ingress` (going into it).
+    pub direction: String,
+    /// `allowed` or `denied`.
+    pub verdict: String,
+    pub reason: FlowReasonView,
+    /// The local endpoint the event is about.
+    pub endpoint_id: u32,
+    /// The policy identity of the other side.
+    pub peer_identity: u32,
+    /// What the source is: an app, `node NAME`, or none (outside the cluster).
+    pub src_app: Option<String>,
+    /// What the destination is, as `src_app`.
+    pub dst_app: Option<String>,
+    /// A packet denied by policy: the policies that select the endpoint in that direction
+    /// (none of their rules allows it), comma-separated.
+    pub policy: Option<String>,
+}
+
+/// Why a flow event was written: a stable code and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FlowReasonView {
+    pub code: u8,
+    /// `policy_allowed`, `no_policy` (the endpoint enforces nothing), `drop_policy`, ...
+    pub name: String,
 }

@@ -26,7 +26,7 @@ use super::DataplaneError;
 
 /// The maps that outlive the daemon: everything but the read-once ring buffer's loss counter
 /// is state the programs or the next daemon need.
-pub(super) const PINNED_MAPS: [&str; 20] = [
+pub(super) const PINNED_MAPS: [&str; 21] = [
     hivemind_common::MAP_ENDPOINTS,
     hivemind_common::MAP_CT_BUDGET,
     hivemind_common::MAP_METRICS,
@@ -44,6 +44,7 @@ pub(super) const PINNED_MAPS: [&str; 20] = [
     hivemind_common::MAP_FLOWS,
     hivemind_common::MAP_FLOWS_LOST,
     hivemind_common::MAP_FLOW_DROPS,
+    hivemind_common::MAP_FLOW_SEEN,
     hivemind_common::MAP_NAT,
     hivemind_common::MAP_PUBLISHED,
     hivemind_common::MAP_NO_MASQ,

@@ -28,7 +28,7 @@ mod views;
 
 pub use apps::endpoint_id;
 use apps::lock;
-pub use flows::RECENT_FLOWS;
+pub use flows::{FlowFilter, FlowNames, KeptFlow, RECENT_FLOWS, protocol_name, protocol_number};
 pub use policy_sync::HOST_IDENTITY;
 pub use topology::machine_resources;
 pub use views::{PeerApi, Remote, ReplicaCount};
@@ -139,8 +139,10 @@ pub struct Node {
     /// Rules last written to the data plane, per endpoint id.
     policy_cache: Mutex<HashMap<u32, crate::policy::EndpointRules>>,
     /// Flow events from the data plane, for `GET /api/flows`.
-    flows: tokio::sync::broadcast::Sender<serde_json::Value>,
-    recent_flows: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    flows: tokio::sync::broadcast::Sender<Arc<Vec<flows::KeptFlow>>>,
+    recent_flows: Mutex<std::collections::VecDeque<flows::KeptFlow>>,
+    /// The number of the next flow event.
+    flow_seq: std::sync::atomic::AtomicU64,
     /// Flow events the kernel could not hand over (ring buffer full).
     flows_lost: std::sync::atomic::AtomicU64,
     /// Versions local writes when there is no cluster.
@@ -192,8 +194,9 @@ impl Node {
             service_cidr: parts.service_cidr,
             monitor: crate::health::Monitor::new(parts.runtime.clone()),
             policy_cache: Mutex::new(HashMap::new()),
-            flows: tokio::sync::broadcast::channel(4096).0,
+            flows: tokio::sync::broadcast::channel(64).0,
             recent_flows: Mutex::new(std::collections::VecDeque::new()),
+            flow_seq: std::sync::atomic::AtomicU64::new(flows::first_seq()),
             flows_lost: std::sync::atomic::AtomicU64::new(0),
             clock: seeded_clock(&store, parts.wall),
             wake: tokio::sync::Notify::new(),
