@@ -466,9 +466,17 @@ fn lifecycle(
         ns, daemon, reference, &current,
     )?;
 
-    // Delete leaves nothing behind.
+    // Delete leaves nothing behind, in /metrics neither (within 60 s, the budget).
     assert_cli_ok(&daemon.cli(&["app", "delete", "--name", "web"]), "delete");
     assert!(containers(ns)?.is_empty(), "no container records");
+    eventually(
+        "no series of a deleted container in /metrics",
+        Duration::from_secs(60),
+        || {
+            let (_, text) = http(ns, "GET", &api_url("/metrics"), None)?;
+            Ok((!text.contains("app=\"web\"")).then_some(()))
+        },
+    )?;
     assert!(ctr_ids(socket, &["tasks", "ls"])?.is_empty(), "no tasks");
     assert!(
         ctr_ids(socket, &["containers", "ls"])?.is_empty(),
@@ -1129,6 +1137,21 @@ fn metrics_show_the_container(ns: &NetNs, id: &str) -> Result<()> {
         "{text}"
     );
     assert!(text.contains("app=\"web\""), "{text}");
+    for name in [
+        "container_network_receive_packets_dropped_total",
+        "container_network_transmit_packets_dropped_total",
+    ] {
+        assert!(value(name).is_some(), "{name} of {id}:\n{text}");
+    }
+    // The cardinality budget: at most 40 series name the container.
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&format!("container=\"{id}\"")))
+        .count();
+    assert!(
+        (8..=40).contains(&series),
+        "{series} series of {id}:\n{text}"
+    );
     assert!(
         text.contains("hivemind_api_request_duration_seconds_count{"),
         "{text}"

@@ -112,6 +112,16 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
         "container_network_transmit_packets",
         "Packets the container sent that were passed on (eBPF)",
     );
+    let rx_dropped: Counters = family(
+        &mut registry,
+        "container_network_receive_packets_dropped",
+        "Packets on their way into the container the data plane dropped (eBPF)",
+    );
+    let tx_dropped: Counters = family(
+        &mut registry,
+        "container_network_transmit_packets_dropped",
+        "Packets the container sent that the data plane dropped (eBPF)",
+    );
     let container_drops: Counters = family(
         &mut registry,
         "hivemind_container_drops",
@@ -148,6 +158,10 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
             tx_packets
                 .get_or_create(&of)
                 .inc_by(c.from_container.packets);
+            rx_dropped.get_or_create(&of).inc_by(c.to_container_dropped);
+            tx_dropped
+                .get_or_create(&of)
+                .inc_by(c.from_container_dropped);
             for (reason, count) in &c.drops {
                 let mut with = base.to_vec();
                 with.push(("reason", hivemind_common::reason::name(*reason)));

@@ -32,6 +32,10 @@ pub struct EndpointCounters {
     pub to_container: Counter,
     /// Dropped packets (both directions) by drop reason (`hivemind_common::reason`).
     pub drops: BTreeMap<u8, u64>,
+    /// Dropped packets the container sent, every reason together.
+    pub from_container_dropped: u64,
+    /// Dropped packets on their way into the container, every reason together.
+    pub to_container_dropped: u64,
 }
 
 impl EndpointCounters {
@@ -44,6 +48,12 @@ impl EndpointCounters {
         if reason::is_drop(key.reason) {
             let drops = self.drops.entry(key.reason).or_default();
             *drops = drops.saturating_add(value.packets);
+            let direction = if key.direction == DIR_FROM_CONTAINER {
+                &mut self.from_container_dropped
+            } else {
+                &mut self.to_container_dropped
+            };
+            *direction = direction.saturating_add(value.packets);
             return;
         }
         match key.direction {
@@ -226,6 +236,8 @@ mod tests {
                     bytes: 200
                 },
                 drops: BTreeMap::from([(130, 5)]),
+                from_container_dropped: 1,
+                to_container_dropped: 4,
             }
         );
     }

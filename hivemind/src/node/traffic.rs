@@ -208,6 +208,8 @@ mod tests {
                 bytes: tx * 100,
             },
             drops: BTreeMap::from([(1, drops)]),
+            to_container_dropped: drops,
+            ..EndpointCounters::default()
         }
     }
 
