@@ -33,8 +33,163 @@ pub struct Config {
     pub runs: usize,
     /// How long the fresh daemon idles before its memory is read.
     pub idle: Duration,
-    /// Replicas of the app whose daemon memory is measured.
+    /// Replicas of the app whose daemon memory is measured (and that take the flow load of
+    /// the dashboard's scale figures).
     pub containers: u32,
+    /// How long each of the dashboard's scale windows (without and with the load) lasts.
+    pub window: Duration,
+}
+
+/// New flows a second the dashboard's scale figures put on the node.
+const FLOW_RATE: u64 = 10_000;
+/// Source ports the flow load sends from.
+const LOAD_PORTS: u16 = 200;
+/// Distinct (source port, destination, destination port) tuples the load cycles through at
+/// least: more than the data plane's `HM_FLOW_SEEN` remembers (65,536), so every datagram is a
+/// new flow.
+const LOAD_TUPLES: usize = 150_000;
+
+/// CPU time (user + system) of `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) end with ')'.
+    let rest = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/PID/stat")?
+            .parse::<f64>()?)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// The dashboard's work of one second on the flows and traffic pages, as the page does it:
+/// new flows from the cursor (at most 500), the traffic samples since the last, the apps and
+/// the cluster's health. Returns the new cursor and how long the round took.
+fn page_round(stack: &Stack, cursor: &str, since: u64) -> Result<(String, Duration)> {
+    let started = Instant::now();
+    let flows = stack.get(&format!("/api/flows/recent?limit=500&cursor={cursor}"))?;
+    stack.get(&format!("/api/traffic?since={since}"))?;
+    stack.get("/api/apps")?;
+    stack.get("/api/health")?;
+    let cursor = flows["cursor"].as_str().unwrap_or_default().to_string();
+    Ok((cursor, started.elapsed()))
+}
+
+/// Flow events the node processed and lost so far (its `/metrics`).
+fn flow_totals(stack: &Stack) -> Result<(f64, f64)> {
+    let (status, text) = http(&stack.ns, "GET", &api_url("/metrics"), None)?;
+    if status != 200 {
+        bail!("GET /metrics: {status}");
+    }
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Ok((
+        sum("hivemind_flows_processed_total{"),
+        sum("hivemind_flows_lost_total{"),
+    ))
+}
+
+/// What `dashboard_at_scale` measured.
+struct Scale {
+    containers: usize,
+    idle_cpu: f64,
+    loaded_cpu: f64,
+    flows_per_s: f64,
+    lost: f64,
+    sent_per_s: f64,
+    rounds: Vec<Duration>,
+    window: Duration,
+}
+
+/// The dashboard at scale: the daemon's CPU over `window` with the running containers and no
+/// load, then over `window` again while the node sees `FLOW_RATE` new flows a second (UDP
+/// datagrams from the node to every container, each from one of `LOAD_PORTS` source ports in
+/// turn) and a client does the dashboard's work every second (`page_round`).
+fn dashboard_at_scale(
+    stack: &Stack,
+    pid: u32,
+    ips: &[Ipv4Addr],
+    window: Duration,
+) -> Result<Scale> {
+    let before = cpu_seconds(pid)?;
+    std::thread::sleep(window);
+    let idle_cpu = (cpu_seconds(pid)? - before) / window.as_secs_f64();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let ips = ips.to_vec();
+        let ns = stack.ns.path();
+        std::thread::spawn(move || {
+            hivemind_tests::netns::run_in(ns, move || -> Result<u64> {
+                let sockets: Vec<std::net::UdpSocket> = (0..LOAD_PORTS)
+                    .map(|i| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 40000 + i)))
+                    .collect::<std::io::Result<_>>()?;
+                // Destination ports enough for LOAD_TUPLES with this many containers.
+                let per_port = ips.len() * usize::from(LOAD_PORTS);
+                let dports = LOAD_TUPLES.div_ceil(per_port);
+                let started = Instant::now();
+                let mut sent = 0u64;
+                let mut next = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Paced in steps of 10 ms.
+                    let due = (started.elapsed().as_secs_f64() * FLOW_RATE as f64) as u64;
+                    while sent < due {
+                        let socket = &sockets[(next / ips.len()) % sockets.len()];
+                        let ip = ips[next % ips.len()];
+                        let dport = 1024 + (next / per_port) % dports;
+                        let _ = socket.send_to(b"flow", (ip, dport as u16));
+                        next += 1;
+                        sent += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(sent)
+            })
+        })
+    };
+    let (flows_before, lost_before) = flow_totals(stack)?;
+    let before = cpu_seconds(pid)?;
+    let started = Instant::now();
+    let mut cursor = String::new();
+    let mut rounds = Vec::new();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    while started.elapsed() < window {
+        let round_started = Instant::now();
+        let (next, took) = page_round(stack, &cursor, since)?;
+        cursor = next;
+        rounds.push(took);
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(round_started.elapsed()));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let loaded_cpu = (cpu_seconds(pid)? - before) / elapsed;
+    let (flows_after, lost_after) = flow_totals(stack)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the flow sender panicked"))???;
+    rounds.sort();
+    Ok(Scale {
+        containers: ips.len(),
+        idle_cpu,
+        loaded_cpu,
+        flows_per_s: (flows_after - flows_before) / elapsed,
+        lost: lost_after - lost_before,
+        sent_per_s: sent as f64 / elapsed,
+        rounds,
+        window,
+    })
 }
 
 /// Removes the apps and stops the daemon, then containerd (in that order) when dropped.
@@ -294,6 +449,8 @@ fn measure(
     let all_running = started.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let many_kb = vm_rss_kb(pid)?;
+    let ips = stack.running_ips("bench-many")?;
+    let scale = dashboard_at_scale(&stack, pid, &ips, cfg.window)?;
     stack.delete_app("bench-many")?;
     drop(stack);
 
@@ -325,6 +482,42 @@ fn measure(
         baseline: Some(idle_kb as f64 / 1024.0),
         baseline_name: "the same daemon before, no container".into(),
         unit: "MB",
+        target: Target::None,
+    });
+    let added = (scale.loaded_cpu - scale.idle_cpu) * 100.0;
+    rows.push(Row {
+        section: SECTION,
+        name: format!(
+            "Dashboard at scale: daemon CPU added by {FLOW_RATE} new flows/s and the page's \
+             polls, {} containers",
+            scale.containers
+        ),
+        value: added.max(0.0),
+        baseline: None,
+        baseline_name: "none".into(),
+        unit: "% of a core",
+        target: Target::ValueAtMost(10.0),
+    });
+    rows.push(Row {
+        section: SECTION,
+        name: format!(
+            "Dashboard at scale: slowest second of the page's work (flows, traffic, apps, \
+             health), {} containers",
+            scale.containers
+        ),
+        value: scale.rounds.last().map_or(0.0, |d| ms(*d)),
+        baseline: None,
+        baseline_name: "none".into(),
+        unit: "ms",
+        target: Target::ValueAtMost(1000.0),
+    });
+    rows.push(Row {
+        section: SECTION,
+        name: "Dashboard at scale: flow events the daemon processed (info)".into(),
+        value: scale.flows_per_s,
+        baseline: Some(scale.sent_per_s),
+        baseline_name: "new flows sent".into(),
+        unit: "events/s",
         target: Target::None,
     });
     let list = |v: &[Duration]| {
@@ -362,6 +555,25 @@ fn measure(
         idle_kb as f64 / 1024.0,
         cfg.containers,
         all_running.as_secs_f64()
+    ));
+    notes.push(format!(
+        "Dashboard at scale: with the {} replicas of the memory figure running, the daemon's \
+         CPU time (utime + stime from /proc/PID/stat) over {:.0} s idle ({:.1}% of a core), \
+         then over {:.0} s while the harness sends {FLOW_RATE} UDP datagrams a second from the \
+         node's namespace to the replicas, cycling through {LOAD_TUPLES} tuples of {LOAD_PORTS} \
+         source ports, the replicas and destination ports (more tuples than HM_FLOW_SEEN \
+         holds, so each datagram is a new flow event of an endpoint no policy selects), and a client does what the dashboard's flows and traffic pages do \
+         each second: GET /api/flows/recent?limit=500 from the last cursor, \
+         /api/traffic?since, /api/apps and /api/health, over HTTPS with a new connection per \
+         request ({:.1}% of a core). The added CPU is the difference. Rounds of the page's \
+         work, sorted, in ms: [{}]; flow events lost by the ring buffer meanwhile: {:.0}.",
+        scale.containers,
+        scale.window.as_secs_f64(),
+        scale.idle_cpu * 100.0,
+        scale.window.as_secs_f64(),
+        scale.loaded_cpu * 100.0,
+        list(&scale.rounds),
+        scale.lost
     ));
     Ok(rows)
 }

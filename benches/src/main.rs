@@ -200,12 +200,14 @@ fn run() -> Result<()> {
                 runs: 3,
                 idle: Duration::from_secs(1),
                 containers: 10,
+                window: Duration::from_secs(3),
             }
         } else {
             deploy::Config {
                 runs: 20,
                 idle: Duration::from_secs(5),
-                containers: 100,
+                containers: 500,
+                window: Duration::from_secs(15),
             }
         };
         rows.extend(deploy::run(

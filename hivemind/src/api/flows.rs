@@ -168,9 +168,11 @@ pub async fn stream(
                     .expect("names were just read");
                 batch
                     .iter()
-                    .map(|kept| names.view(kept))
-                    .filter(|view| filter.keeps(view))
-                    .map(|view| Ok(Event::default().event("flow").data(json!(view).to_string())))
+                    .filter(|kept| filter.keeps(kept, names))
+                    .map(|kept| {
+                        let view = names.view(kept);
+                        Ok(Event::default().event("flow").data(json!(view).to_string()))
+                    })
                     .collect()
             }
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {

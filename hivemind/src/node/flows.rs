@@ -44,23 +44,33 @@ pub struct FlowFilter {
 }
 
 impl FlowFilter {
-    pub fn keeps(&self, flow: &FlowView) -> bool {
+    /// Whether `kept` matches, its addresses named by `names` (no allocation: the daemon runs
+    /// this over every kept event of a query).
+    pub fn keeps(&self, kept: &KeptFlow, names: &FlowNames) -> bool {
+        let e = &kept.event;
         let in_net = |ip: Ipv4Addr| {
             self.net.is_none_or(|(net, prefix)| {
                 let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
                 u32::from(ip) & mask == u32::from(net) & mask
             })
         };
-        let is = |want: &Option<String>, app: &Option<String>| {
-            want.as_ref().is_none_or(|w| app.as_ref() == Some(w))
+        if !(self.verdict.is_none_or(|v| v == e.verdict)
+            && self.proto.is_none_or(|p| p == e.proto)
+            && self.port.is_none_or(|p| p == e.dport || p == e.sport)
+            && (in_net(e.src) || in_net(e.dst)))
+        {
+            return false;
+        }
+        if self.app.is_none() && self.from_app.is_none() && self.to_app.is_none() {
+            return true;
+        }
+        let (src, dst) = (names.addresses.get(&e.src), names.addresses.get(&e.dst));
+        let is = |want: &Option<String>, app: Option<&String>| {
+            want.as_ref().is_none_or(|w| app == Some(w))
         };
-        self.verdict.is_none_or(|v| v == flow.verdict)
-            && self.proto.is_none_or(|p| p == flow.proto)
-            && self.port.is_none_or(|p| p == flow.dport || p == flow.sport)
-            && (in_net(flow.src) || in_net(flow.dst))
-            && is(&self.from_app, &flow.src_app)
-            && is(&self.to_app, &flow.dst_app)
-            && (is(&self.app, &flow.src_app) || is(&self.app, &flow.dst_app))
+        is(&self.from_app, src)
+            && is(&self.to_app, dst)
+            && (is(&self.app, src) || is(&self.app, dst))
     }
 }
 
@@ -213,11 +223,10 @@ impl Node {
         let mut shown = VecDeque::new();
         let mut matched = 0;
         for kept in recent.iter().rev().take_while(|k| k.seq > after) {
-            let view = names.view(kept);
-            if filter.keeps(&view) {
+            if filter.keeps(kept, &names) {
                 matched += 1;
                 if shown.len() < limit {
-                    shown.push_front(view);
+                    shown.push_front(names.view(kept));
                 }
             }
         }
@@ -266,5 +275,127 @@ impl Node {
             let _ = self.flows.send(Arc::new(batch));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::FlowReason;
+    use hivemind_common::reason;
+
+    fn kept(seq: u64, src: [u8; 4], dst: [u8; 4], dport: u16, code: u8) -> KeptFlow {
+        let denied = reason::is_drop(code);
+        KeptFlow {
+            seq,
+            time_ms: 1_000 + seq,
+            event: FlowEvent {
+                time_ns: 0,
+                src: Ipv4Addr::from(src),
+                dst: Ipv4Addr::from(dst),
+                sport: 40000,
+                dport,
+                proto: 6,
+                endpoint_id: 7,
+                direction: "ingress",
+                peer_identity: 0,
+                verdict: if denied { "denied" } else { "allowed" },
+                reason: FlowReason {
+                    code,
+                    name: reason::name(code),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn filters_match_names_cidr_port_and_verdict_and_denials_name_their_policy() {
+        let (web, db, outside) = ([10, 244, 0, 2], [10, 244, 1, 3], [192, 0, 2, 1]);
+        let names = FlowNames {
+            node: "node-1".into(),
+            addresses: BTreeMap::from([
+                (Ipv4Addr::from(web), "web".to_string()),
+                (Ipv4Addr::from(db), "db".to_string()),
+            ]),
+            selecting: HashMap::from([(("db".to_string(), "ingress"), "db-in, lockdown".into())]),
+        };
+        let flows = [
+            kept(1, web, db, 5432, reason::DROP_POLICY),
+            kept(2, web, db, 5432, reason::POLICY_ALLOWED),
+            kept(3, outside, web, 80, reason::UNPOLICED),
+        ];
+        let shown = |filter: FlowFilter| -> Vec<u64> {
+            flows
+                .iter()
+                .filter(|k| filter.keeps(k, &names))
+                .map(|k| k.seq)
+                .collect()
+        };
+        assert_eq!(shown(FlowFilter::default()), [1, 2, 3]);
+        let app = |a: &str| Some(a.to_string());
+        assert_eq!(
+            shown(FlowFilter {
+                app: app("web"),
+                ..Default::default()
+            }),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            shown(FlowFilter {
+                to_app: app("db"),
+                ..Default::default()
+            }),
+            [1, 2]
+        );
+        assert_eq!(
+            shown(FlowFilter {
+                from_app: app("db"),
+                ..Default::default()
+            }),
+            [0u64; 0]
+        );
+        assert_eq!(
+            shown(FlowFilter {
+                verdict: Some("denied"),
+                ..Default::default()
+            }),
+            [1]
+        );
+        assert_eq!(
+            shown(FlowFilter {
+                net: Some((Ipv4Addr::new(192, 0, 2, 0), 24)),
+                ..Default::default()
+            }),
+            [3]
+        );
+        assert_eq!(
+            shown(FlowFilter {
+                net: Some((Ipv4Addr::UNSPECIFIED, 0)),
+                port: Some(80),
+                ..Default::default()
+            }),
+            [3]
+        );
+        assert_eq!(
+            shown(FlowFilter {
+                proto: Some(17),
+                ..Default::default()
+            }),
+            [0u64; 0]
+        );
+
+        let denied = names.view(&flows[0]);
+        assert_eq!(denied.policy.as_deref(), Some("db-in, lockdown"));
+        assert_eq!(
+            (denied.src_app.as_deref(), denied.dst_app.as_deref()),
+            (Some("web"), Some("db"))
+        );
+        assert_eq!(
+            (denied.node.as_str(), denied.protocol.as_str()),
+            ("node-1", "tcp")
+        );
+        let outsider = names.view(&flows[2]);
+        assert_eq!((outsider.src_app, outsider.policy), (None, None));
+        assert_eq!(outsider.reason.name, "no_policy");
     }
 }
