@@ -15,7 +15,8 @@ use crate::contract::DeployRequest;
 use crate::image::{Progress, ResolvedImage, normalize_reference};
 use crate::ingress::{CertInfo, check_certificate};
 use crate::model::{
-    AppSpec, LogShipping, MetricsListener, TracingExport, ValidationError, validate_name,
+    AppSpec, DashboardHistory, LogShipping, MetricsListener, TracingExport, ValidationError,
+    validate_name,
 };
 use crate::policy::NetworkPolicy;
 use crate::secrets::SecretValue;
@@ -121,6 +122,8 @@ pub enum Command {
     ConfigureTracing(Option<TracingExport>),
     /// Sets (or, `None`, stops) the log shipping of every node.
     ConfigureLogging(Option<LogShipping>),
+    /// Sets (or, `None`, forgets) the Prometheus the dashboard reads history from.
+    ConfigureDashboard(Option<DashboardHistory>),
 }
 
 impl Command {
@@ -217,6 +220,13 @@ impl Command {
         Ok(Self::ConfigureLogging(shipping))
     }
 
+    pub fn configure_dashboard(history: Option<DashboardHistory>) -> Result<Self, ValidationError> {
+        if let Some(history) = &history {
+            history.validate()?;
+        }
+        Ok(Self::ConfigureDashboard(history))
+    }
+
     pub fn delete_tls_cert(domain: &str) -> Result<Self, ValidationError> {
         Ok(Self::DeleteTlsCert {
             domain: tls_domain(domain)?,
@@ -294,6 +304,7 @@ pub enum Outcome {
     MetricsConfigured(Option<MetricsListener>),
     TracingConfigured(Option<TracingExport>),
     LoggingConfigured(Option<LogShipping>),
+    DashboardConfigured(Option<DashboardHistory>),
     TlsCertSet {
         domain: String,
         /// No certificate for the domain existed.

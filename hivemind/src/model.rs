@@ -156,6 +156,22 @@ impl TracingExport {
     }
 }
 
+/// `observability configure-dashboard`: the Prometheus that scrapes the nodes, which the
+/// dashboard's traffic charts read for history beyond the daemons' own 15 minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardHistory {
+    /// Prometheus's base URL, e.g. `http://prometheus:9090` (its `/api/v1/query_range`).
+    pub prometheus: String,
+}
+
+impl DashboardHistory {
+    /// An http(s) URL with a host.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_http_url("prometheus", &self.prometheus)
+    }
+}
+
 /// `observability configure-logging`: every node ships its containers' log lines and its own
 /// to an Elasticsearch-compatible `_bulk` endpoint, into `index`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

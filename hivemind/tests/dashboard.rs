@@ -177,6 +177,13 @@ fn scenario(ns: &NetNs, daemon: &Daemon, reference: &str, dir: &Path) -> Result<
     let rx = moved.context("formapp's chart showed no traffic in 60 rounds of requests")?;
     assert!(rx > 0.0);
     screenshot(&mut page, dir, "traffic")?;
+    // Longer ranges need a Prometheus; without one the page says how to configure it.
+    page.eval("location.hash = '#/traffic?range=6h'; true")?;
+    page.wait_for(
+        "the 6 h range asking for a Prometheus",
+        "!!document.getElementById('traffic-history-missing') && document.getElementById('traffic-history-missing').textContent.includes('configure-dashboard --prometheus')",
+        wait,
+    )?;
 
     // A policy that admits only app db: requests from the node are denied, and the flow table
     // filtered to formapp's denied flows shows them with why.

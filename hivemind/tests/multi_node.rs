@@ -562,6 +562,75 @@ fn prometheus_scrapes_every_node(testbed: &Testbed, dir: &Path) -> Result<()> {
         "node-1's overlay traffic",
         1,
     )?;
+
+    // The dashboard's longer history: node 1 reads it from this Prometheus once configured
+    // (before, a 404 that says how); node 2, which cannot reach node 1's loopback, says so.
+    let daemon = &testbed.node(1).daemon;
+    let (status, body) = testbed.get_from(1, &daemon.url("/api/traffic/history?range=1h"))?;
+    assert!(
+        status == 404 && body.contains("configure-dashboard"),
+        "{status} {body}"
+    );
+    let set = daemon.cli(&[
+        "observability",
+        "configure-dashboard",
+        "--prometheus",
+        "http://127.0.0.1:9090",
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let (status, body) = testbed.get_from(1, &daemon.url("/api/traffic/history?range=2h"))?;
+    assert!(status == 400 && body.contains("`range`"), "{status} {body}");
+    // Requests to web while Prometheus watches: its rates are not zero.
+    let web: Vec<String> = daemon
+        .get("/api/containers")?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["app"] == "web")
+        .filter_map(|c| c["ip"].as_str().map(str::to_string))
+        .collect();
+    let mut last = Value::Null;
+    let history = eventually(
+        "web's traffic in the history from Prometheus",
+        Duration::from_secs(60),
+        || {
+            for ip in &web {
+                let _ = testbed.get_from(1, &format!("http://{ip}/greeting"));
+            }
+            let answer = daemon.get("/api/traffic/history?range=1h")?;
+            last = answer.clone();
+            let moved = |samples: &Value| {
+                samples.as_array().is_some_and(|s| {
+                    s.iter()
+                        .any(|p| p["rx_packets"].as_f64().is_some_and(|v| v > 0.0))
+                })
+            };
+            let nodes = answer["nodes"].as_object().map_or(0, |n| n.len());
+            Ok((moved(&answer["apps"]["web"]) && nodes == 3).then_some(answer))
+        },
+    )
+    .with_context(|| format!("the last answer: {last}"))?;
+    assert_eq!(history["window_s"], 3600, "{history}");
+    assert_eq!(history["source"], "http://127.0.0.1:9090", "{history}");
+    let elsewhere = eventually(
+        "node 2 follows the setting",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = testbed.get_from(
+                2,
+                &testbed.node(2).daemon.url("/api/traffic/history?range=1h"),
+            )?;
+            Ok((status == 502).then_some(body))
+        },
+    )?;
+    assert!(
+        elsewhere.contains("http://127.0.0.1:9090") && elsewhere.contains("prometheus_unavailable"),
+        "{elsewhere}"
+    );
     Ok(())
 }
 

@@ -79,6 +79,7 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         | "/api/flows/recent"
         | "/api/flows/map"
         | "/api/traffic"
+        | "/api/traffic/history"
         | "/api/metrics/containers"
         | "/api/metrics/overlay"
         | "/metrics" => p(Verb::Read, Metrics, NameFrom::None),
@@ -97,6 +98,8 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/observability/tracing" => p(Verb::Write, Nodes, NameFrom::None),
         "/api/observability/logging" if read => p(Verb::Read, Metrics, NameFrom::None),
         "/api/observability/logging" => p(Verb::Write, Nodes, NameFrom::None),
+        "/api/observability/dashboard" if read => p(Verb::Read, Metrics, NameFrom::None),
+        "/api/observability/dashboard" => p(Verb::Write, Nodes, NameFrom::None),
         // A certificate's key is as secret as a secret.
         "/api/security/tls" if write => p(Verb::Write, Secrets, NameFrom::None),
         "/api/security/tls" => p(Verb::Read, Secrets, NameFrom::None),

@@ -139,6 +139,7 @@ impl Routes {
             .add(Get, "/api/flows/recent", flows::recent)
             .add(Get, "/api/flows/map", flows::map)
             .add(Get, "/api/traffic", traffic::traffic)
+            .add(Get, "/api/traffic/history", traffic::history)
             .add(Get, "/api/metrics/containers", containers::metrics)
             .add(Get, "/api/metrics/overlay", containers::overlay)
             .add(Post, "/api/security/network-policies", policies::create)
@@ -186,6 +187,21 @@ impl Routes {
                 Delete,
                 "/api/observability/logging",
                 observability::remove_logging,
+            )
+            .add(
+                Post,
+                "/api/observability/dashboard",
+                observability::configure_dashboard,
+            )
+            .add(
+                Get,
+                "/api/observability/dashboard",
+                observability::show_dashboard,
+            )
+            .add(
+                Delete,
+                "/api/observability/dashboard",
+                observability::remove_dashboard,
             )
             .add(Post, "/api/security/tls", tls::add)
             .add(Get, "/api/security/tls", tls::list)

@@ -1,14 +1,20 @@
 //! /api/observability: the metrics listener every node opens besides the API
 //! (`observability configure-metrics --port P --path /metrics`), and the span export of every
 //! node (`observability configure-tracing --service-name S --endpoint URL`), and the log
-//! shipping of every node (`observability configure-logging --endpoint URL --index I`).
+//! shipping of every node (`observability configure-logging --endpoint URL --index I`), and
+//! the Prometheus the dashboard reads history from (`observability configure-dashboard
+//! --prometheus URL`).
 
 use axum::extract::State;
 
 use super::{ApiError, AppState, Json};
 use crate::command::{Command, Outcome};
-use crate::contract::{ErrorBody, LogShipping, Message, MetricsListener, TracingExport};
-use crate::state::{CLUSTER_SETTING, LOG_SHIPPING, METRICS_LISTENER, TRACING_EXPORT};
+use crate::contract::{
+    DashboardHistory, ErrorBody, LogShipping, Message, MetricsListener, TracingExport,
+};
+use crate::state::{
+    CLUSTER_SETTING, DASHBOARD_HISTORY, LOG_SHIPPING, METRICS_LISTENER, TRACING_EXPORT,
+};
 
 /// Sets the metrics listener: every node serves its metrics on the port at the path (plain
 /// HTTP, no token) within seconds; the API's own `/metrics` stays.
@@ -183,4 +189,67 @@ pub async fn show_logging(
 pub async fn remove_logging(State(node): State<AppState>) -> Result<axum::Json<Message>, ApiError> {
     node.execute(Command::configure_logging(None)?).await?;
     Ok(axum::Json(Message::ok("Stopped the log shipping")))
+}
+
+/// Sets the Prometheus that scrapes the nodes: the dashboard's traffic charts read history
+/// beyond the daemons' 15 minutes from it (`GET /api/traffic/history`).
+#[utoipa::path(
+    post,
+    path = "/api/observability/dashboard",
+    tag = "observability",
+    request_body = DashboardHistory,
+    responses(
+        (status = 200, description = "set", body = DashboardHistory),
+        (status = 400, description = "the URL is invalid (named in the message)", body = ErrorBody),
+    )
+)]
+pub async fn configure_dashboard(
+    State(node): State<AppState>,
+    Json(request): Json<DashboardHistory>,
+) -> Result<axum::Json<DashboardHistory>, ApiError> {
+    let Outcome::DashboardConfigured(Some(history)) = node
+        .execute(Command::configure_dashboard(Some(request))?)
+        .await?
+    else {
+        return Err(ApiError::internal(
+            "configure returned an unexpected outcome",
+        ));
+    };
+    Ok(axum::Json(history))
+}
+
+/// The Prometheus the dashboard reads history from.
+#[utoipa::path(
+    get,
+    path = "/api/observability/dashboard",
+    tag = "observability",
+    responses(
+        (status = 200, description = "the setting", body = DashboardHistory),
+        (status = 404, description = "none is configured: 15 minutes of history only", body = ErrorBody),
+    )
+)]
+pub async fn show_dashboard(
+    State(node): State<AppState>,
+) -> Result<axum::Json<DashboardHistory>, ApiError> {
+    setting(&node, DASHBOARD_HISTORY, NO_PROMETHEUS)
+}
+
+/// What a dashboard without a Prometheus says.
+pub(super) const NO_PROMETHEUS: &str = "no Prometheus is configured for the dashboard's history \
+     (hivemind observability configure-dashboard --prometheus URL)";
+
+/// Forgets the Prometheus: the dashboard keeps its 15 minutes.
+#[utoipa::path(
+    delete,
+    path = "/api/observability/dashboard",
+    tag = "observability",
+    responses((status = 200, description = "forgotten", body = Message))
+)]
+pub async fn remove_dashboard(
+    State(node): State<AppState>,
+) -> Result<axum::Json<Message>, ApiError> {
+    node.execute(Command::configure_dashboard(None)?).await?;
+    Ok(axum::Json(Message::ok(
+        "The dashboard keeps 15 minutes of history only",
+    )))
 }

@@ -17,9 +17,9 @@ use super::{
 };
 use crate::contract::{
     AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
-    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DeployAnswer, DeployRequest,
-    FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
-    JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
+    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DashboardHistory, DeployAnswer,
+    DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
+    JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
     MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows,
     ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput,
     SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport,
@@ -210,6 +210,27 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
                         "Every node exports its spans as {} to {} within seconds",
                         set.service_name,
                         crate::telemetry::traces_url(&set.endpoint)
+                    )
+                },
+            )
+            .await
+        }
+        TopCommand::Observability(ObservabilityCommand::ConfigureDashboard {
+            prometheus,
+            disable,
+        }) => {
+            let body = DashboardHistory {
+                prometheus: prometheus.clone().unwrap_or_default(),
+            };
+            configure_setting(
+                &client,
+                format,
+                "dashboard",
+                (!*disable).then_some(body),
+                |set| {
+                    format!(
+                        "The dashboard reads traffic history from the Prometheus at {}",
+                        set.prometheus
                     )
                 },
             )

@@ -152,6 +152,14 @@ pub enum ObservabilityCommand {
         #[arg(long, conflicts_with = "endpoint")]
         disable: bool,
     },
+    /// The dashboard's traffic charts read history beyond the daemons' 15 minutes (1 h to 7 d)
+    /// from the Prometheus at --prometheus that scrapes the nodes; --disable forgets it
+    ConfigureDashboard {
+        #[arg(long, required_unless_present = "disable")]
+        prometheus: Option<String>,
+        #[arg(long, conflicts_with = "prometheus")]
+        disable: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,7 +35,8 @@ pub use services::*;
 pub use volumes::*;
 
 pub use crate::model::{
-    LogShipping, MetricsListener, Resources, SecretMount, TracingExport, VolumeMount,
+    DashboardHistory, LogShipping, MetricsListener, Resources, SecretMount, TracingExport,
+    VolumeMount,
 };
 pub use crate::policy::{NetworkPolicy, Peer, PortRange, RuleBody, Selector};
 

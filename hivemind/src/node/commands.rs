@@ -228,6 +228,12 @@ impl Node {
                     .await?;
                 Ok(Outcome::LoggingConfigured(shipping))
             }
+            Command::ConfigureDashboard(history) => {
+                let key = crate::state::CLUSTER_SETTING;
+                self.write(crate::state::DASHBOARD_HISTORY, key, history.as_ref())
+                    .await?;
+                Ok(Outcome::DashboardConfigured(history))
+            }
         }
     }
 

@@ -24,9 +24,9 @@ pub use records::{
 };
 pub use replicated::to_value;
 pub use tables::{
-    ACL_POLICIES, APPS, CLUSTER_SETTING, ENDPOINTS, JOIN_TOKENS, LOG_SHIPPING, METRICS_LISTENER,
-    NODES, PLACEMENTS, POLICIES, Row, SECRETS, SERVICES, SUBNETS, TABLE_NAMES, TLS_CERTS, TOKENS,
-    TRACING_EXPORT, Table, VOLUMES, check_record, validate_tls_domain,
+    ACL_POLICIES, APPS, CLUSTER_SETTING, DASHBOARD_HISTORY, ENDPOINTS, JOIN_TOKENS, LOG_SHIPPING,
+    METRICS_LISTENER, NODES, PLACEMENTS, POLICIES, Row, SECRETS, SERVICES, SUBNETS, TABLE_NAMES,
+    TLS_CERTS, TOKENS, TRACING_EXPORT, Table, VOLUMES, check_record, validate_tls_domain,
 };
 
 /// This node's containers (observed state, not replicated).

@@ -19,8 +19,8 @@ use super::records::{
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{
-    LogShipping, MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport, ValidationError,
-    validate_domain, validate_name,
+    DashboardHistory, LogShipping, MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport,
+    ValidationError, validate_domain, validate_name,
 };
 use crate::policy::NetworkPolicy;
 
@@ -101,11 +101,13 @@ pub const METRICS_LISTENER: Table<MetricsListener> = Table::new("metrics_listene
 pub const TRACING_EXPORT: Table<TracingExport> = Table::new("tracing_export");
 /// Cluster settings of the log shipping: one row, key [`CLUSTER_SETTING`].
 pub const LOG_SHIPPING: Table<LogShipping> = Table::new("log_shipping");
+/// Cluster settings of the dashboard's history: one row, key [`CLUSTER_SETTING`].
+pub const DASHBOARD_HISTORY: Table<DashboardHistory> = Table::new("dashboard_history");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 16] = [
+pub const TABLE_NAMES: [&str; 17] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -122,6 +124,7 @@ pub const TABLE_NAMES: [&str; 16] = [
     METRICS_LISTENER.name,
     TRACING_EXPORT.name,
     LOG_SHIPPING.name,
+    DASHBOARD_HISTORY.name,
 ];
 
 /// The node that alone may write `key`: a node's record and its subnet
@@ -172,6 +175,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "metrics_listener" => check(METRICS_LISTENER, key, value),
         "tracing_export" => check(TRACING_EXPORT, key, value),
         "log_shipping" => check(LOG_SHIPPING, key, value),
+        "dashboard_history" => check(DASHBOARD_HISTORY, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -393,6 +397,13 @@ impl Row for TracingExport {
 }
 
 impl Row for LogShipping {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        key_names(key, CLUSTER_SETTING)?;
+        self.validate()
+    }
+}
+
+impl Row for DashboardHistory {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         key_names(key, CLUSTER_SETTING)?;
         self.validate()
