@@ -18,6 +18,8 @@ use hivemind_tests::daemon::{Daemon, api_url, ctr, eventually, http};
 use hivemind_tests::image::build_test_image;
 use hivemind_tests::netns::NetNs;
 
+use hivemind::model::MAX_REPLICAS;
+
 use crate::control::vm_rss_kb;
 use crate::report::{Row, Target};
 
@@ -437,21 +439,38 @@ fn measure(
     hm.sort();
     raw.sort();
 
-    // Memory with many containers: one app of `containers` replicas, all answering.
+    // Memory with many containers: apps of at most `MAX_REPLICAS` replicas, `containers` in
+    // all, every one answering.
     let idle_kb = vm_rss_kb(pid)?;
     let started = Instant::now();
-    stack.deploy("bench-many", cfg.containers)?;
+    let apps: Vec<(String, u32)> = (0..cfg.containers.div_ceil(MAX_REPLICAS))
+        .map(|i| {
+            let replicas = (cfg.containers - i * MAX_REPLICAS).min(MAX_REPLICAS);
+            (format!("bench-many-{i}"), replicas)
+        })
+        .collect();
+    for (name, replicas) in &apps {
+        stack.deploy(name, *replicas)?;
+    }
+    let all_ips = || -> Result<Vec<Ipv4Addr>> {
+        let mut ips = Vec::new();
+        for (name, _) in &apps {
+            ips.extend(stack.running_ips(name)?);
+        }
+        Ok(ips)
+    };
     eventually(
-        "every replica of bench-many running",
+        "every replica of the bench-many apps running",
         Duration::from_secs(30 + 5 * u64::from(cfg.containers)),
-        || Ok((stack.running_ips("bench-many")?.len() == cfg.containers as usize).then_some(())),
+        || Ok((all_ips()?.len() == cfg.containers as usize).then_some(())),
     )?;
     let all_running = started.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let many_kb = vm_rss_kb(pid)?;
-    let ips = stack.running_ips("bench-many")?;
-    let scale = dashboard_at_scale(&stack, pid, &ips, cfg.window)?;
-    stack.delete_app("bench-many")?;
+    let scale = dashboard_at_scale(&stack, pid, &all_ips()?, cfg.window)?;
+    for (name, _) in &apps {
+        stack.delete_app(name)?;
+    }
     drop(stack);
 
     let mut rows = vec![Row {
@@ -549,8 +568,8 @@ fn measure(
     ));
     notes.push(format!(
         "Daemon memory with containers: VmRSS of the same daemon with no container (after the \
-         latency runs, {:.1} MB) and 5 s after an app of {} replicas had every replica \
-         running ({:.1} s after the POST); each replica is a container with its own network \
+         latency runs, {:.1} MB) and 5 s after apps of {} replicas in all (at most \
+         {MAX_REPLICAS} each) had every replica running ({:.1} s after the first POST); each replica is a container with its own network \
          namespace, veth and attached TC programs.",
         idle_kb as f64 / 1024.0,
         cfg.containers,

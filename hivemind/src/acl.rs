@@ -64,10 +64,12 @@ pub enum Kind {
     Audit,
     /// Secrets' metadata and values: nobody reads a value back.
     Secrets,
+    /// The data plane's maps and policy traces (`hivemind debug`): admins only by default.
+    Debug,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Apps,
         Kind::Containers,
         Kind::Logs,
@@ -80,6 +82,7 @@ impl Kind {
         Kind::Tokens,
         Kind::Audit,
         Kind::Secrets,
+        Kind::Debug,
     ];
 }
 
@@ -121,6 +124,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Tokens => "tokens",
         Kind::Audit => "audit",
         Kind::Secrets => "secrets",
+        Kind::Debug => "debug",
     }
 }
 
@@ -272,14 +276,15 @@ pub fn allows(grant: &Grant, permission: &Permission) -> bool {
     match grant {
         Grant::Role(Role::Admin) => true,
         Grant::Role(Role::Deployer) => match permission.verb {
-            Verb::Read => !matches!(permission.kind, Kind::Tokens | Kind::Audit),
+            Verb::Read => !matches!(permission.kind, Kind::Tokens | Kind::Audit | Kind::Debug),
             Verb::Write | Verb::Delete => matches!(
                 permission.kind,
                 Kind::Apps | Kind::Volumes | Kind::Policies | Kind::Images | Kind::Secrets
             ),
         },
         Grant::Role(Role::Viewer) => {
-            permission.verb == Verb::Read && !matches!(permission.kind, Kind::Tokens | Kind::Audit)
+            permission.verb == Verb::Read
+                && !matches!(permission.kind, Kind::Tokens | Kind::Audit | Kind::Debug)
         }
         Grant::Policy(policy) => {
             let applying = policy.rules.iter().filter(|r| r.applies(permission));
@@ -437,7 +442,7 @@ mod tests {
             for verb in all_verbs {
                 let p = permission(verb, kind, None);
                 assert!(allows(&Grant::Role(Role::Admin), &p), "admin {p}");
-                let secret_kind = matches!(kind, Kind::Tokens | Kind::Audit);
+                let secret_kind = matches!(kind, Kind::Tokens | Kind::Audit | Kind::Debug);
                 assert_eq!(
                     allows(&Grant::Role(Role::Viewer), &p),
                     verb == Verb::Read && !secret_kind,

@@ -384,6 +384,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
             .url("/api/flows/recent?ip=10.0.0.300"),
     )?;
     assert!(status == 400 && body.contains("`ip`"), "{status} {body}");
+    debug_tables_and_traces_agree(testbed, &web, client, other, db, &vip)?;
     // The same, as Prometheus sees it: flow events by verdict, and the drops
     // of the selected container by reason name.
     let (status, metrics) = testbed.get_from(1, &testbed.node(1).daemon.url("/metrics"))?;
@@ -542,5 +543,172 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     }
     let policies = node.daemon.get("/api/security/network-policies")?;
     assert_eq!(policies, json!([]));
+    Ok(())
+}
+
+/// `hivemind debug`: the data plane's tables list what the test deployed, named, from every
+/// node; policy traces from the kernel's maps agree with what the connections above did.
+fn debug_tables_and_traces_agree(
+    testbed: &Testbed,
+    web: &[Container],
+    client: &Container,
+    other: &Container,
+    db: &Container,
+    vip: &str,
+) -> Result<()> {
+    let daemon = &testbed.node(1).daemon;
+    let table = |name: &str, query: &str| -> Result<Vec<Value>> {
+        let answer = daemon.get(&format!("/api/debug/bpf/{name}{query}"))?;
+        Ok(answer["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["rows"].as_array().cloned().unwrap_or_default())
+            .collect())
+    };
+    // Endpoints of node 1, with their containers, apps and identities; web's ingress enforced.
+    let endpoints = table("endpoints", "")?;
+    for (container, app) in [(&web[0], "web"), (client, "client"), (other, "other")] {
+        assert!(
+            endpoints
+                .iter()
+                .any(|e| e["container"] == container.id.as_str()
+                    && e["app"] == app
+                    && e["ip"] == container.ip.as_str()
+                    && e["identity_name"].as_str().is_some_and(|n| n.contains(app))),
+            "{app} in endpoints: {endpoints:?}"
+        );
+    }
+    assert!(
+        endpoints
+            .iter()
+            .any(|e| e["app"] == "web" && e["ingress_enforced"] == true)
+    );
+    // Policy rules of web's replicas on both nodes: identity of client, TCP 80.
+    let rules = table("policy", "?node=all")?;
+    for replica in web {
+        assert!(
+            rules.iter().any(|r| r["container"] == replica.id.as_str()
+                && r["direction"] == "ingress"
+                && r["peer_name"] == "client"
+                && r["protocol"] == "tcp"
+                && r["ports"] == "80"),
+            "web's rule on node {}: {rules:?}",
+            replica.node
+        );
+    }
+    // The VIP with web's backends; ipcache, tunnels and backends name what they hold.
+    let services = table("services", "")?;
+    let web_service = services
+        .iter()
+        .find(|s| s["vip"] == vip && s["port"] == 80)
+        .with_context(|| format!("web's VIP in services: {services:?}"))?;
+    for replica in web {
+        assert!(
+            web_service["backends"]
+                .to_string()
+                .contains(&format!("{}:80", replica.ip)),
+            "{web_service}"
+        );
+    }
+    let ipcache = table("ipcache", "")?;
+    assert!(
+        ipcache
+            .iter()
+            .any(|e| e["prefix"] == format!("{}/32", db.ip) && e["name"] == "db"),
+        "{ipcache:?}"
+    );
+    let tunnels = table("tunnels", "")?;
+    assert!(
+        tunnels
+            .iter()
+            .any(|t| t["node"] == "node-2" && t["subnet"].is_string()),
+        "a tunnel to node-2: {tunnels:?}"
+    );
+    let backends = table("backends", "")?;
+    assert!(backends.iter().any(|b| b["app"] == "web"), "{backends:?}");
+    // Conntrack of web's first replica: a connection from client just allowed (kept 10 s after
+    // its FIN).
+    assert!(reaches(testbed, client, &web[0].ip)?, "client -> web");
+    let conntrack = table("conntrack", &format!("?container={}", web[0].id))?;
+    assert!(
+        conntrack
+            .iter()
+            .any(|c| c["scope"] == "ingress" && c["src"] == client.ip.as_str()),
+        "{conntrack:?}"
+    );
+    let answer = daemon.get("/api/debug/bpf/conntrack")?;
+    assert!(
+        answer["tables"][0]["maps"][0]["map"] == "HM_CT"
+            && answer["tables"][0]["maps"][0]["capacity"].as_u64() > Some(0),
+        "map fill: {answer}"
+    );
+    let (status, body) = testbed.get_from(1, &daemon.url("/api/debug/bpf/routes"))?;
+    assert!(
+        status == 400 && body.contains("conntrack"),
+        "{status} {body}"
+    );
+    // The CLI's table.
+    let shown = daemon.cli(&["debug", "bpf", "policy", "--node", "all"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success() && text.contains("# policy on node-1") && text.contains("client"),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+
+    // Traces: client -> web allowed by its identity rule on both nodes; other -> web denied,
+    // naming the policy; other -> db passes, nothing selects db.
+    let trace = |from: &str, to: &str| {
+        daemon.get(&format!(
+            "/api/debug/policy-trace?from_app={from}&to_app={to}&port=80"
+        ))
+    };
+    let allowed = trace("client", "web")?;
+    assert_eq!(allowed["verdict"], "allowed", "{allowed}");
+    let nodes: std::collections::BTreeSet<&str> = allowed["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["direction"] == "ingress")
+        .filter_map(|c| c["node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["node-1", "node-2"].into(), "{allowed}");
+    assert!(
+        allowed.to_string().contains("HM_POLICY allows identity"),
+        "{allowed}"
+    );
+    let denied = trace("other", "web")?;
+    assert_eq!(denied["verdict"], "denied", "{denied}");
+    assert!(
+        denied["checks"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["allowed"] == false
+                && c["direction"] == "ingress"
+                && c["policies"][0] == "web-ingress"
+                && c["decided_by"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("drop_policy")))),
+        "{denied}"
+    );
+    let open = trace("other", "db")?;
+    assert_eq!(open["verdict"], "allowed", "{open}");
+    assert!(open.to_string().contains("no policy selects"), "{open}");
+    let shown = daemon.cli(&[
+        "debug",
+        "policy-trace",
+        "--from-app",
+        "other",
+        "--to-app",
+        "web",
+        "--port",
+        "80",
+    ]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success() && text.contains("verdict: denied") && text.contains("web-ingress"),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
     Ok(())
 }

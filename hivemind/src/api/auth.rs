@@ -98,6 +98,9 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/observability/tracing" => p(Verb::Write, Nodes, NameFrom::None),
         "/api/observability/logging" if read => p(Verb::Read, Metrics, NameFrom::None),
         "/api/observability/logging" => p(Verb::Write, Nodes, NameFrom::None),
+        "/api/debug/bpf/{table}" | "/api/debug/policy-trace" => {
+            p(Verb::Read, Debug, NameFrom::None)
+        }
         "/api/observability/dashboard" if read => p(Verb::Read, Metrics, NameFrom::None),
         "/api/observability/dashboard" => p(Verb::Write, Nodes, NameFrom::None),
         // A certificate's key is as secret as a secret.

@@ -11,6 +11,7 @@ mod acl;
 mod apps;
 pub mod auth;
 mod containers;
+mod debug;
 mod error;
 mod extract;
 mod flows;
@@ -140,6 +141,8 @@ impl Routes {
             .add(Get, "/api/flows/map", flows::map)
             .add(Get, "/api/traffic", traffic::traffic)
             .add(Get, "/api/traffic/history", traffic::history)
+            .add(Get, "/api/debug/bpf/{table}", debug::table)
+            .add(Get, "/api/debug/policy-trace", debug::policy_trace)
             .add(Get, "/api/metrics/containers", containers::metrics)
             .add(Get, "/api/metrics/overlay", containers::overlay)
             .add(Post, "/api/security/network-policies", policies::create)

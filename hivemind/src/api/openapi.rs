@@ -9,8 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
-    acl, apps, containers, flows, images, join_tokens, metrics, nodes, observability, policies,
-    secrets, services, tls, traffic, volumes,
+    acl, apps, containers, debug, flows, images, join_tokens, metrics, nodes, observability,
+    policies, secrets, services, tls, traffic, volumes,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +39,8 @@ use super::{
         flows::map,
         traffic::traffic,
         traffic::history,
+        debug::table,
+        debug::policy_trace,
         containers::metrics,
         containers::overlay,
         policies::create,

@@ -7,23 +7,24 @@ use futures::StreamExt;
 
 use super::client::Trust;
 use super::output::{
-    cell_of, human_bytes, joined, or_dash, print_list, print_message, print_object,
+    cell, cell_of, human_bytes, joined, or_dash, print_list, print_message, print_object,
+    print_table,
 };
 use super::{
-    AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand, DeployArgs,
-    FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand, JoinTokenCommand, NodeCommand,
-    ObservabilityCommand, OutputFormat, SecretValueArgs, SecurityCommand, TlsCommand, TokenCommand,
-    TopCommand, VolumeCommand,
+    AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand,
+    DebugCommand, DeployArgs, FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand,
+    JoinTokenCommand, NodeCommand, ObservabilityCommand, OutputFormat, SecretValueArgs,
+    SecurityCommand, TlsCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
     AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
-    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DashboardHistory, DeployAnswer,
-    DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
-    JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
-    MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PullEvent, PullRequest, RecentFlows,
-    ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer, SecretInput,
-    SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport,
-    VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DashboardHistory, DebugAnswer,
+    DeployAnswer, DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus,
+    ImportAnswer, JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping,
+    MemoryValue, Message, MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace,
+    PullEvent, PullRequest, RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, Role,
+    ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView, TlsCertAnswer, TlsCertView,
+    TokenCreated, TokenView, TracingExport, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -280,6 +281,7 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
         TopCommand::Flows(FlowsCommand::Observe(filter)) => {
             flows_observe(&client, format, filter).await
         }
+        TopCommand::Debug(command) => debug(&client, format, command).await,
         TopCommand::Acl(command) => acl(&client, format, command).await,
         TopCommand::Login { .. } => Err(ClientError::Other("login is handled above".into())),
         TopCommand::Cluster(ClusterCommand::GossipKey(GossipKeyCommand::Ls)) => {
@@ -837,28 +839,19 @@ async fn flows_observe(
     format: OutputFormat,
     filter: &FlowFilter,
 ) -> Result<(), ClientError> {
-    let mut url = reqwest::Url::parse("http://flows/api/flows/recent")
-        .map_err(|e| ClientError::Other(e.to_string()))?;
-    {
-        let mut query = url.query_pairs_mut();
-        let pairs = [
-            ("from_app", filter.from_app.clone()),
-            ("to_app", filter.to_app.clone()),
-            ("verdict", filter.verdict.clone()),
-            ("ip", filter.ip.clone()),
-            ("port", filter.port.map(|p| p.to_string())),
-            ("protocol", filter.protocol.clone()),
-            (
-                "limit",
-                Some(if filter.follow { "1000" } else { "200" }.to_string()),
-            ),
-        ];
-        for (key, value) in pairs {
-            if let Some(value) = value {
-                query.append_pair(key, &value);
-            }
-        }
-    }
+    let mut pairs = vec![
+        ("from_app", filter.from_app.clone()),
+        ("to_app", filter.to_app.clone()),
+        ("verdict", filter.verdict.clone()),
+        ("ip", filter.ip.clone()),
+        ("port", filter.port.map(|p| p.to_string())),
+        ("protocol", filter.protocol.clone()),
+        (
+            "limit",
+            Some(if filter.follow { "1000" } else { "200" }.to_string()),
+        ),
+        ("cursor", None),
+    ];
     let show = |flow: &FlowView| {
         if format == OutputFormat::Json {
             println!("{}", serde_json::to_string(flow).unwrap_or_default());
@@ -884,16 +877,8 @@ async fn flows_observe(
             flow.dport,
         );
     };
-    let mut cursor: Option<String> = None;
     loop {
-        let mut asked = url.clone();
-        if let Some(cursor) = &cursor {
-            asked.query_pairs_mut().append_pair("cursor", cursor);
-        }
-        let path = match asked.query() {
-            Some(query) => format!("{}?{query}", asked.path()),
-            None => asked.path().to_string(),
-        };
+        let path = with_query("/api/flows/recent", &pairs)?;
         let recent: RecentFlows = client.get(&path).await?;
         recent.flows.iter().for_each(&show);
         let unshown = recent.matched.saturating_sub(recent.flows.len() as u64);
@@ -906,7 +891,9 @@ async fn flows_observe(
         if !filter.follow {
             return Ok(());
         }
-        cursor = Some(recent.cursor);
+        if let Some((_, cursor)) = pairs.last_mut() {
+            *cursor = Some(recent.cursor);
+        }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
@@ -1085,4 +1072,129 @@ fn path_segment(text: &str) -> Result<&str, ClientError> {
         )));
     }
     Ok(text)
+}
+
+/// A path with a query of the pairs that have a value.
+fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> Result<String, ClientError> {
+    let mut url = reqwest::Url::parse(&format!("http://cli{path}"))
+        .map_err(|e| ClientError::Other(e.to_string()))?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in pairs {
+            if let Some(value) = value {
+                query.append_pair(key, value);
+            }
+        }
+    }
+    Ok(match url.query() {
+        Some(query) if !query.is_empty() => format!("{}?{query}", url.path()),
+        _ => url.path().to_string(),
+    })
+}
+
+/// `debug bpf` and `debug policy-trace`.
+async fn debug(
+    client: &Client,
+    format: OutputFormat,
+    command: &DebugCommand,
+) -> Result<(), ClientError> {
+    match command {
+        DebugCommand::Bpf {
+            table,
+            container,
+            node,
+        } => {
+            let path = with_query(
+                &format!("/api/debug/bpf/{}", path_segment(table)?),
+                &[("container", container.clone()), ("node", node.clone())],
+            )?;
+            let answer: DebugAnswer = client.get(&path).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &answer);
+                return Ok(());
+            }
+            for table in &answer.tables {
+                let fill: Vec<String> = table
+                    .maps
+                    .iter()
+                    .map(|m| format!("{} {}/{}", m.map, m.entries, m.capacity))
+                    .collect();
+                println!("# {} on {} ({})", table.table, table.node, fill.join(", "));
+                let headers: Vec<String> = table
+                    .rows
+                    .first()
+                    .and_then(|r| r.as_object())
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                let rows = table
+                    .rows
+                    .iter()
+                    .map(|r| headers.iter().map(|h| cell(&r[h.as_str()])).collect())
+                    .collect();
+                if headers.is_empty() {
+                    println!("(no entries)");
+                } else {
+                    print_table(&headers, rows);
+                }
+                if table.truncated {
+                    println!("(more entries than shown; narrow with --container)");
+                }
+            }
+            if !answer.unavailable.is_empty() {
+                eprintln!("(no answer from {})", answer.unavailable.join(", "));
+            }
+            Ok(())
+        }
+        DebugCommand::PolicyTrace {
+            from_app,
+            from_ip,
+            to_app,
+            to_ip,
+            port,
+            protocol,
+        } => {
+            let path = with_query(
+                "/api/debug/policy-trace",
+                &[
+                    ("from_app", from_app.clone()),
+                    ("from_ip", from_ip.map(|ip| ip.to_string())),
+                    ("to_app", to_app.clone()),
+                    ("to_ip", to_ip.map(|ip| ip.to_string())),
+                    ("port", Some(port.to_string())),
+                    ("protocol", Some(protocol.clone())),
+                ],
+            )?;
+            let trace: PolicyTrace = client.get(&path).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &trace);
+                return Ok(());
+            }
+            for check in &trace.checks {
+                let peer = match &check.peer_name {
+                    Some(name) => format!("{} ({name})", check.peer),
+                    None => check.peer.to_string(),
+                };
+                let policies = if check.policies.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [policies: {}]", check.policies.join(", "))
+                };
+                println!(
+                    "{:<7} {:<7} {} {} ({}) peer {peer} identity {}: {}{policies}",
+                    if check.allowed { "allowed" } else { "denied" },
+                    check.direction,
+                    check.node,
+                    check.container,
+                    check.app,
+                    check.peer_identity,
+                    check.decided_by,
+                );
+            }
+            if !trace.unavailable.is_empty() {
+                eprintln!("(no answer from {})", trace.unavailable.join(", "));
+            }
+            println!("verdict: {}", trace.verdict);
+            Ok(())
+        }
+    }
 }

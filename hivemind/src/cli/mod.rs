@@ -82,6 +82,9 @@ pub enum TopCommand {
     /// Flow events of the answering node's data plane (new flows, denied packets)
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Look inside the data plane: its maps with names, policy traces
+    #[command(subcommand)]
+    Debug(DebugCommand),
     /// API tokens, their policies, and the audit log of changes
     #[command(subcommand)]
     Acl(AclCommand),
@@ -159,6 +162,38 @@ pub enum ObservabilityCommand {
         prometheus: Option<String>,
         #[arg(long, conflicts_with = "prometheus")]
         disable: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// A data-plane table decoded with names: endpoints, ipcache, tunnels, services,
+    /// backends, conntrack, nat or policy, with how full its maps are
+    Bpf {
+        #[arg(value_parser = ["endpoints", "ipcache", "tunnels", "services", "backends", "conntrack", "nat", "policy"])]
+        table: String,
+        /// Only rows that mention this container (id, id prefix or address)
+        #[arg(long)]
+        container: Option<String>,
+        /// The node whose maps to read, or `all` (default: the node --server reaches)
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Would traffic from an app (or address) to an app (or address) pass, and which map entry
+    /// (or the lack of one) decides, from the kernel's maps of the nodes involved
+    PolicyTrace {
+        #[arg(long, required_unless_present = "from_ip", conflicts_with = "from_ip")]
+        from_app: Option<String>,
+        #[arg(long)]
+        from_ip: Option<std::net::Ipv4Addr>,
+        #[arg(long, required_unless_present = "to_ip", conflicts_with = "to_ip")]
+        to_app: Option<String>,
+        #[arg(long)]
+        to_ip: Option<std::net::Ipv4Addr>,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp", "icmp"])]
+        protocol: String,
     },
 }
 

@@ -28,7 +28,13 @@ pub fn print_list<T: Serialize>(format: OutputFormat, items: &[T], columns: &[Co
         .iter()
         .map(|item| columns.iter().map(|(_, cell)| cell(item)).collect())
         .collect();
-    let mut widths: Vec<usize> = columns.iter().map(|(header, _)| header.len()).collect();
+    let headers: Vec<String> = columns.iter().map(|(h, _)| h.to_string()).collect();
+    print_table(&headers, rows);
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell.
+pub fn print_table(headers: &[String], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
     for row in &rows {
         for (width, text) in widths.iter_mut().zip(row) {
             *width = (*width).max(text.chars().count());
@@ -44,10 +50,7 @@ pub fn print_list<T: Serialize>(format: OutputFormat, items: &[T], columns: &[Co
             .trim_end()
             .to_string()
     };
-    println!(
-        "{}",
-        line(columns.iter().map(|(h, _)| h.to_string()).collect())
-    );
+    println!("{}", line(headers.to_vec()));
     for row in rows {
         println!("{}", line(row));
     }

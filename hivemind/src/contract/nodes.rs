@@ -1,8 +1,10 @@
 //! /api/nodes and /api/health.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 /// A member of the cluster.
@@ -252,4 +254,79 @@ pub struct CertificateView {
     pub cert: String,
     /// When it expires (seconds since the epoch); it is renewed with a third left.
     pub not_after: u64,
+}
+
+/// One node's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DebugTable {
+    pub node: String,
+    pub table: String,
+    /// Each map behind the table: entries and capacity.
+    pub maps: Vec<MapFill>,
+    /// The entries, decoded and named (at most `MAX_ROWS`).
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Value>,
+    /// More entries matched than the rows hold.
+    pub truncated: bool,
+}
+
+/// How full one map is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MapFill {
+    pub map: String,
+    pub entries: u64,
+    pub capacity: u32,
+}
+
+/// One check of a policy trace: a container of this node, the direction it checks and the
+/// peer, with what the maps decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TraceCheck {
+    pub node: String,
+    pub container: String,
+    pub app: String,
+    /// `egress` (the source's check) or `ingress` (the destination's).
+    pub direction: String,
+    #[schema(value_type = String)]
+    pub peer: Ipv4Addr,
+    /// The peer's app, `node NAME`, or none (outside).
+    pub peer_name: Option<String>,
+    /// The identity the programs give the peer.
+    pub peer_identity: u32,
+    pub allowed: bool,
+    /// What decided, in the maps' terms.
+    pub decided_by: String,
+    /// The policies that select this container in this direction (from the cluster's state).
+    pub policies: Vec<String>,
+}
+
+/// The answer of `GET /api/debug/bpf/{table}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DebugAnswer {
+    pub tables: Vec<DebugTable>,
+    /// Nodes that did not answer.
+    pub unavailable: Vec<String>,
+}
+
+/// The answer of `GET /api/debug/policy-trace`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyTrace {
+    /// `allowed` (every source reaches every destination), `denied` (none does) or `mixed`.
+    pub verdict: String,
+    /// Source and destination pairs and whether each passes both its checks.
+    pub pairs: Vec<TracePair>,
+    /// Every check, from the node that makes it.
+    pub checks: Vec<TraceCheck>,
+    /// Nodes that did not answer (their checks are missing).
+    pub unavailable: Vec<String>,
+}
+
+/// One source and destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TracePair {
+    #[schema(value_type = String)]
+    pub from: Ipv4Addr,
+    #[schema(value_type = String)]
+    pub to: Ipv4Addr,
+    pub allowed: bool,
 }

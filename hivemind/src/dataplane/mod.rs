@@ -11,6 +11,7 @@
 
 mod conntrack;
 mod counters;
+mod dump;
 mod error;
 mod nat;
 mod overlay;
@@ -45,6 +46,7 @@ use hivemind_common::{
 
 pub use conntrack::{CtCollected, expired as conntrack_expired, pair_key as conntrack_pair};
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
+pub use dump::PolicyDecision;
 pub use error::DataplaneError;
 pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};

@@ -1,0 +1,265 @@
+//! /api/debug: the data plane's maps of one node or every node, decoded with names
+//! (`hivemind debug bpf TABLE`), and policy traces from the maps the programs read (`hivemind
+//! debug policy-trace`). Admins only (the ACL kind `debug`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+
+use super::traffic::ask_other_nodes;
+use super::{ApiError, AppState, Query};
+use crate::contract::{DebugAnswer, DebugTable, PolicyTrace, TraceCheck, TracePair};
+use crate::node::debug::{TABLES, TraceRequest};
+use crate::node::protocol_number;
+use crate::state::{ENDPOINTS, EndpointRecord};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TableQuery {
+    /// Only rows that mention this container (its id, a prefix of it, or its address).
+    pub container: Option<String>,
+    /// The node whose maps to read: its name, or `all` (default: the node that answers).
+    pub node: Option<String>,
+    /// This node's table only (how nodes ask each other).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+}
+
+fn no_dataplane(node: &AppState) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "no_dataplane",
+        format!("{} runs without a data plane", node.name()),
+    )
+}
+
+/// One data-plane table (`endpoints`, `ipcache`, `tunnels`, `services`, `backends`,
+/// `conntrack`, `nat` or `policy`) of one node or every node, decoded with names, with how full
+/// its maps are.
+#[utoipa::path(
+    get,
+    path = "/api/debug/bpf/{table}",
+    tag = "nodes",
+    params(("table" = String, Path, description = "endpoints, ipcache, tunnels, services, backends, conntrack, nat or policy"), TableQuery),
+    responses(
+        (status = 200, description = "the table of each node asked", body = DebugAnswer),
+        (status = 400, description = "an unknown table or node (named in the message)", body = crate::contract::ErrorBody),
+        (status = 409, description = "the node runs without a data plane", body = crate::contract::ErrorBody),
+    )
+)]
+pub async fn table(
+    State(node): State<AppState>,
+    Path(table): Path<String>,
+    Query(query): Query<TableQuery>,
+    headers: HeaderMap,
+) -> Result<axum::Json<DebugAnswer>, ApiError> {
+    if !TABLES.iter().any(|(name, _)| *name == table) {
+        let names: Vec<&str> = TABLES.iter().map(|(name, _)| *name).collect();
+        return Err(ApiError::bad_request(
+            "unknown_table",
+            format!("{table:?} is not a table: {}", names.join(", ")),
+        ));
+    }
+    let wanted = query
+        .node
+        .clone()
+        .unwrap_or_else(|| node.name().to_string());
+    let here = || -> Result<DebugTable, ApiError> {
+        node.debug_table(&table, query.container.as_deref())?
+            .ok_or_else(|| no_dataplane(&node))
+    };
+    if query.local || wanted == node.name() {
+        return Ok(axum::Json(DebugAnswer {
+            tables: vec![here()?],
+            unavailable: Vec::new(),
+        }));
+    }
+    let known: Vec<String> = node
+        .store()
+        .values::<crate::state::NodeInfo>(crate::state::NODES)?
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    if wanted != "all" && !known.contains(&wanted) {
+        return Err(ApiError::bad_request(
+            "unknown_node",
+            format!("query field `node`: no node is named {wanted:?}"),
+        ));
+    }
+    let mut answer = DebugAnswer::default();
+    if wanted == "all" {
+        match node.debug_table(&table, query.container.as_deref())? {
+            Some(mine) => answer.tables.push(mine),
+            None => answer.unavailable.push(node.name().to_string()),
+        }
+    }
+    let asked = TableQuery {
+        local: true,
+        node: None,
+        ..query.clone()
+    };
+    let path = format!("/api/debug/bpf/{table}");
+    for (name, theirs) in ask_other_nodes::<DebugAnswer>(&node, &headers, &path, &asked).await? {
+        if wanted != "all" && name != wanted {
+            continue;
+        }
+        match theirs {
+            Some(theirs) => answer.tables.extend(theirs.tables),
+            None => answer.unavailable.push(name),
+        }
+    }
+    Ok(axum::Json(answer))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TraceQuery {
+    /// The sources: every container of this app ...
+    pub from_app: Option<String>,
+    /// ... or this address.
+    pub from_ip: Option<String>,
+    /// The destinations: every container of this app ...
+    pub to_app: Option<String>,
+    /// ... or this address.
+    pub to_ip: Option<String>,
+    /// The destination port.
+    pub port: u16,
+    /// `tcp` (default), `udp`, `icmp` or a number.
+    pub protocol: Option<String>,
+    /// This node's checks only (how nodes ask each other).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+}
+
+impl TraceQuery {
+    /// The addresses of one side: the app's containers, or the address.
+    fn side(
+        field: &str,
+        app: &Option<String>,
+        ip: &Option<String>,
+        endpoints: &[EndpointRecord],
+    ) -> Result<Vec<Ipv4Addr>, ApiError> {
+        let bad = |why: String| ApiError::bad_request("invalid_query", why);
+        match (app, ip) {
+            (Some(app), None) => {
+                let ips: Vec<Ipv4Addr> = endpoints
+                    .iter()
+                    .filter(|e| &e.app == app)
+                    .map(|e| e.ip)
+                    .collect();
+                if ips.is_empty() {
+                    return Err(bad(format!(
+                        "query field `{field}_app`: app {app:?} has no container"
+                    )));
+                }
+                Ok(ips)
+            }
+            (None, Some(ip)) => Ok(vec![ip.parse().map_err(|_| {
+                bad(format!(
+                    "query field `{field}_ip`: {ip:?} is not an IPv4 address"
+                ))
+            })?]),
+            _ => Err(bad(format!("give one of `{field}_app` and `{field}_ip`"))),
+        }
+    }
+}
+
+/// Whether traffic from an app (or address) to an app (or address) on a port would pass, and
+/// which map entry (or the lack of one) decides at each check, from the kernel's maps of the
+/// nodes the containers run on.
+#[utoipa::path(
+    get,
+    path = "/api/debug/policy-trace",
+    tag = "nodes",
+    params(TraceQuery),
+    responses(
+        (status = 200, description = "the verdict and every check", body = PolicyTrace),
+        (status = 400, description = "the query is invalid (the field is named)", body = crate::contract::ErrorBody),
+    )
+)]
+pub async fn policy_trace(
+    State(node): State<AppState>,
+    Query(query): Query<TraceQuery>,
+    headers: HeaderMap,
+) -> Result<axum::Json<PolicyTrace>, ApiError> {
+    let endpoints: Vec<EndpointRecord> = node.store().values(ENDPOINTS)?;
+    let from = TraceQuery::side("from", &query.from_app, &query.from_ip, &endpoints)?;
+    let to = TraceQuery::side("to", &query.to_app, &query.to_ip, &endpoints)?;
+    let protocol = query.protocol.as_deref().unwrap_or("tcp");
+    let proto = protocol_number(protocol).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("query field `protocol`: {protocol:?} is not tcp, udp, icmp or a number"),
+        )
+    })?;
+    let request = TraceRequest {
+        from: from.clone(),
+        to: to.clone(),
+        proto,
+        port: query.port,
+    };
+    let mut checks = node.policy_trace(&request)?;
+    let mut unavailable = Vec::new();
+    if !query.local {
+        let asked = TraceQuery {
+            local: true,
+            ..query.clone()
+        };
+        let answers =
+            ask_other_nodes::<PolicyTrace>(&node, &headers, "/api/debug/policy-trace", &asked)
+                .await?;
+        for (name, answer) in answers {
+            match answer {
+                Some(answer) => checks.extend(answer.checks),
+                None => unavailable.push(name),
+            }
+        }
+    }
+    // A pair passes when every check it meets passes (a side outside the cluster has none).
+    let mut pairs: BTreeMap<(Ipv4Addr, Ipv4Addr), bool> = BTreeMap::new();
+    for f in &from {
+        for t in to.iter().filter(|t| *t != f) {
+            pairs.insert((*f, *t), true);
+        }
+    }
+    let own_ip = |c: &TraceCheck| {
+        endpoints
+            .iter()
+            .find(|e| e.container == c.container)
+            .map(|e| e.ip)
+    };
+    for check in &checks {
+        let Some(own) = own_ip(check) else { continue };
+        let pair = if check.direction == "egress" {
+            (own, check.peer)
+        } else {
+            (check.peer, own)
+        };
+        if let Some(allowed) = pairs.get_mut(&pair) {
+            *allowed &= check.allowed;
+        }
+    }
+    let allowed = pairs.values().filter(|a| **a).count();
+    let verdict = if allowed == pairs.len() {
+        "allowed"
+    } else if allowed == 0 {
+        "denied"
+    } else {
+        "mixed"
+    };
+    Ok(axum::Json(PolicyTrace {
+        verdict: verdict.to_string(),
+        pairs: pairs
+            .into_iter()
+            .map(|((from, to), allowed)| TracePair { from, to, allowed })
+            .collect(),
+        checks,
+        unavailable,
+    }))
+}
