@@ -390,15 +390,23 @@ fn measure(
     let containerd = TestContainerd::start(&ns, &dir.join("containerd"))?;
     let socket = containerd.socket.clone();
     // The ingress stays off: the `ctr run --net-host` baseline serves on this namespace's port 80.
+    // A /22 of container addresses: the memory and scale figures run up to 500 containers.
     let daemon = Daemon::start_with(
         &ns,
         binary,
         &dir.join("data"),
         &socket,
         Ipv4Addr::LOCALHOST,
-        ["--ingress-http-port", "0", "--ingress-https-port", "0"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "--ingress-http-port",
+            "0",
+            "--ingress-https-port",
+            "0",
+            "--subnet",
+            "10.244.0.0/22",
+        ]
+        .map(String::from)
+        .to_vec(),
     )?;
     let stack = Stack {
         daemon,

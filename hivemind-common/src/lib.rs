@@ -70,6 +70,13 @@ pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
 /// Name of the LRU hash [`CtKey`] (scope = direction) -> `u8`: the flows seen at endpoints no
 /// policy selects, so each new flow is reported once (see `reason::UNPOLICED`).
 pub const MAP_FLOW_SEEN: &str = "HM_FLOW_SEEN";
+/// Name of the one-entry array [`MonitorConfig`]: whether a trace monitor is attached (never
+/// pinned: a new daemon starts with it off).
+pub const MAP_MONITOR: &str = "HM_MONITOR";
+/// Name of the trace ring buffer: [`TraceRecord`]s while a monitor is attached.
+pub const MAP_TRACE: &str = "HM_TRACE";
+/// Name of the per-CPU one-entry array (`u64`): trace records lost (ring buffer full).
+pub const MAP_TRACE_LOST: &str = "HM_TRACE_LOST";
 /// Name of the hash map of egress NAT (masquerade) mappings, [`NatKey`] -> [`NatValue`].
 pub const MAP_NAT: &str = "HM_NAT";
 /// Name of the hash map from a local backend's [`PublishedKey`] to the port it is published on
@@ -397,6 +404,69 @@ pub struct FlowRecord {
     pub peer_identity: u32,
 }
 const _: () = assert!(size_of::<FlowRecord>() == 32);
+
+/// Value of `HM_MONITOR` (index 0): whether a packet trace monitor is attached and which
+/// packets it wants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// 0: no monitor; the programs skip everything else.
+    pub enabled: u32,
+    /// `monitor_types::*` bits.
+    pub types: u32,
+    /// Only packets from this identity (0: any).
+    pub src_identity: u32,
+    /// Only packets to this identity (0: any).
+    pub dst_identity: u32,
+}
+const _: () = assert!(size_of::<MonitorConfig>() == 16);
+
+/// Bits of [`MonitorConfig::types`].
+pub mod monitor_types {
+    /// Packets passed on.
+    pub const TRACE: u32 = 1;
+    /// Packets dropped.
+    pub const DROP: u32 = 2;
+}
+
+/// [`TraceRecord::program`]: where the packet was decided on.
+pub mod trace_program {
+    /// `hm_lxc_from_container`: leaving a container.
+    pub const FROM_CONTAINER: u8 = 1;
+    /// `hm_lxc_to_container`: going into a container through the kernel's path.
+    pub const TO_CONTAINER: u8 = 2;
+    /// Host routing's local delivery (`bpf_redirect_peer`) from the overlay or another
+    /// container of the node.
+    pub const DELIVERED: u8 = 3;
+}
+
+/// One record of `HM_TRACE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub time_ns: u64,
+    /// Addresses and ports in network byte order, as the program left the packet.
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// A [`trace_program`] code.
+    pub program: u8,
+    /// `reason::FORWARDED` or the drop reason.
+    pub reason: u8,
+    pub tcp_flags: u8,
+    pub endpoint_id: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    /// Bytes of the packet.
+    pub len: u32,
+}
+const _: () = assert!(size_of::<TraceRecord>() == 40);
+
+/// Size of `HM_TRACE` in bytes (a power of two, a multiple of the page size).
+pub const TRACE_RING_BYTES: u32 = 256 * 1024;
 
 /// Verdicts of [`FlowRecord::verdict`].
 pub mod verdict {
@@ -967,8 +1037,9 @@ pub mod reason {
 mod user {
     use super::{
         Backend, CtKey, CtValue, EndpointInfo, FlowRecord, IpcacheValue, MetricsKey, MetricsValue,
-        NatKey, NatValue, NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey, PortRange,
-        PublishedKey, ServiceKey, ServiceValue, SockRevKey, SockRevValue, TunnelInfo,
+        MonitorConfig, NatKey, NatValue, NodeConfig, PolicyCidrKey, PolicyEntry, PolicyKey,
+        PortRange, PublishedKey, ServiceKey, ServiceValue, SockRevKey, SockRevValue, TraceRecord,
+        TunnelInfo,
     };
 
     // SAFETY (the seven below): #[repr(C)], integer fields (or arrays of such structs) with
@@ -984,6 +1055,10 @@ mod user {
     unsafe impl aya::Pod for PolicyEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FlowRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for MonitorConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TraceRecord {}
 
     // SAFETY: EndpointInfo is #[repr(C)], made only of u32 fields, has no padding (size
     // asserted above) and every bit pattern is a valid value.

@@ -10,6 +10,7 @@ mod flows;
 mod frag;
 mod lb;
 mod metrics;
+mod monitor;
 mod nat;
 mod pkt;
 mod policy;
@@ -73,6 +74,18 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             .and_then(|()| lb::reverse(ctx, &headers, endpoint).map(|_| ()))
     };
     let bytes = u64::from(ctx.len());
+    if monitor::on() {
+        let program = if direction == DIR_FROM_CONTAINER {
+            hivemind_common::trace_program::FROM_CONTAINER
+        } else {
+            hivemind_common::trace_program::TO_CONTAINER
+        };
+        let why = match verdict {
+            Ok(()) => reason::FORWARDED,
+            Err(why) => why,
+        };
+        monitor::trace(ctx, &headers, endpoint, program, why);
+    }
     match verdict {
         Ok(()) => {
             metrics::count(endpoint, direction, reason::FORWARDED, bytes);
@@ -235,6 +248,22 @@ pub fn hm_xdp_pass(_ctx: XdpContext) -> u32 {
 /// Empty TC program: the floor for the TC per-packet cost benchmarks.
 #[classifier]
 pub fn hm_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
+/// The empty TC program plus the trace monitor's switch: against `hm_tc_pass`, what the
+/// monitor costs every packet while it is off.
+#[classifier]
+pub fn hm_tc_monitor_switch(_ctx: TcContext) -> i32 {
+    if monitor::on() {
+        monitor::trace(
+            &_ctx,
+            &pkt::Headers::NotIpv4,
+            0,
+            hivemind_common::trace_program::FROM_CONTAINER,
+            reason::FORWARDED,
+        );
+    }
     TC_ACT_OK
 }
 

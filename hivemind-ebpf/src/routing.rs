@@ -40,11 +40,11 @@ use aya_ebpf::{
 use hivemind_common::{
     DIR_SERVICE, DIR_TO_CONTAINER, DIR_TO_OVERLAY, EndpointInfo, MAX_ENDPOINTS, NodeConfig,
     OVERLAY_MAC, OVERLAY_SRC_MAC, TunnelInfo, container_mac, identity, mark, node_flags, reason,
-    vni,
+    trace_program, vni,
 };
 
 use crate::{
-    lb, metrics,
+    lb, metrics, monitor,
     pkt::{self, ETH_HLEN, Headers, L2Fields},
     policy, tunnel,
 };
@@ -215,7 +215,12 @@ fn deliver(
         return TC_ACT_OK;
     }
     let bytes = u64::from(ctx.len());
-    if let Err(why) = policy::ingress(ctx, &info, policy::parse(headers), source_identity) {
+    let verdict = policy::ingress(ctx, &info, policy::parse(headers), source_identity);
+    if monitor::on() {
+        let why = verdict.err().unwrap_or(reason::FORWARDED);
+        monitor::trace(ctx, headers, info.endpoint_id, trace_program::DELIVERED, why);
+    }
+    if let Err(why) = verdict {
         metrics::count(info.endpoint_id, DIR_TO_CONTAINER, why, bytes);
         return TC_ACT_SHOT;
     }

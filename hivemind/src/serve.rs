@@ -232,6 +232,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let mut tasks = vec![
         tokio::spawn(reconcile_loop(node.clone())),
         tokio::spawn(flow_loop(node.clone())),
+        tokio::spawn(trace_loop(node.clone())),
         tokio::spawn(nat_loop(node.clone())),
     ];
     tasks.push(tokio::spawn(metrics_listener_loop(
@@ -341,6 +342,20 @@ async fn flow_loop(node: Arc<Node>) {
         ticker.tick().await;
         if let Err(e) = node.pump_flows() {
             tracing::warn!(error = %e, "reading flow events failed");
+        }
+    }
+}
+
+/// How often the packet trace monitor's records are taken from the kernel (while someone
+/// watches).
+const TRACE_PERIOD: Duration = Duration::from_millis(100);
+
+async fn trace_loop(node: Arc<Node>) {
+    let mut ticker = tokio::time::interval(TRACE_PERIOD);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = node.pump_traces() {
+            tracing::warn!(error = %e, "reading trace records failed");
         }
     }
 }

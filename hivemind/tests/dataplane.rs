@@ -2326,3 +2326,96 @@ fn policy_admits_icmp_errors_of_known_connections_under_test_run() {
         "an error about nothing B sent"
     );
 }
+
+/// The packet trace monitor: off, the programs record nothing; on, they record each packet
+/// they decide on that matches the filter (identities, drops only), with its outcome; off
+/// again, nothing more.
+#[test]
+fn monitor_traces_only_while_on_and_only_what_matches_under_test_run() {
+    use hivemind::policy::{EndpointRules, PeerMatch, Protocol};
+    use hivemind_common::{MonitorConfig, monitor_types};
+
+    if !can_run("monitor_traces_only_while_on_and_only_what_matches_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmma", "hmmb"]);
+    let (if_a, if_b) = (idx[0], idx[1]);
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach a");
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+    dp.set_endpoint_identity(if_a, ID_A).expect("identity");
+    dp.set_endpoint_identity(if_b, ID_B).expect("identity");
+    for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C)] {
+        dp.set_ipcache(addr, 32, id).expect("ipcache");
+    }
+    // B admits A on TCP 80 only.
+    dp.set_endpoint_policy(
+        EP_B,
+        &EndpointRules {
+            ingress: Some([allow(PeerMatch::Identity(ID_A), Protocol::Tcp, 80, 80)].into()),
+            egress: None,
+        },
+    )
+    .expect("policy");
+    let into_b = |p: &[u8]| test_run_ctx(to, p, if_b, 0);
+    let into_a = |p: &[u8]| test_run_ctx(to, p, if_a, 0);
+
+    // Off: nothing is traced.
+    assert_eq!(dp.monitor().expect("monitor"), None);
+    assert_eq!(into_b(&syn(POD_A, 40000, POD_B, 80)), TC_ACT_OK);
+    assert_eq!(into_b(&syn(POD_C, 40001, POD_B, 80)), TC_ACT_SHOT);
+    assert!(dp.drain_trace().expect("trace").0.is_empty());
+
+    // On for drops into B: the denied SYN from C, not the allowed one from A, not A's traffic.
+    dp.set_monitor(Some(MonitorConfig {
+        enabled: 0,
+        types: monitor_types::DROP,
+        src_identity: 0,
+        dst_identity: ID_B,
+    }))
+    .expect("monitor on");
+    assert!(dp.monitor().expect("monitor").is_some());
+    assert_eq!(into_b(&syn(POD_A, 40002, POD_B, 80)), TC_ACT_OK);
+    assert_eq!(into_b(&syn(POD_C, 40003, POD_B, 80)), TC_ACT_SHOT);
+    assert_eq!(into_a(&syn(POD_C, 40004, POD_A, 80)), TC_ACT_OK);
+    let (events, lost) = dp.drain_trace().expect("trace");
+    assert_eq!(lost, 0);
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.program, e.src, e.sport, e.dst, e.dport, e.reason.name))
+        .collect();
+    assert_eq!(
+        seen,
+        [("to_container", POD_C, 40003, POD_B, 80, "drop_policy")],
+        "{events:#?}"
+    );
+    assert_eq!(
+        (events[0].src_identity, events[0].dst_identity),
+        (ID_C, ID_B)
+    );
+    assert_eq!(events[0].endpoint_id, EP_B);
+    assert!(events[0].len > 0 && events[0].tcp_flags & 0x02 != 0);
+
+    // Every decision, any identity: the allowed one too.
+    dp.set_monitor(Some(MonitorConfig {
+        enabled: 0,
+        types: monitor_types::TRACE | monitor_types::DROP,
+        src_identity: 0,
+        dst_identity: 0,
+    }))
+    .expect("monitor on");
+    assert_eq!(into_b(&syn(POD_A, 40005, POD_B, 80)), TC_ACT_OK);
+    let (events, _) = dp.drain_trace().expect("trace");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.sport == 40005 && e.reason.name == "forwarded"),
+        "{events:#?}"
+    );
+
+    // Off again.
+    dp.set_monitor(None).expect("monitor off");
+    assert_eq!(into_b(&syn(POD_C, 40006, POD_B, 80)), TC_ACT_SHOT);
+    assert!(dp.drain_trace().expect("trace").0.is_empty());
+}

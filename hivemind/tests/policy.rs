@@ -710,5 +710,71 @@ fn debug_tables_and_traces_agree(
         "{text}{}",
         String::from_utf8_lossy(&shown.stderr)
     );
+    println!("debug policy-trace --from-app other --to-app web --port 80:\n{text}");
+
+    // The monitor, watching drops into web: other's denied attempt shows with the policy
+    // reason, client's allowed requests to web and other's to db do not.
+    let mut curl = testbed
+        .node(1)
+        .ns
+        .command("curl")
+        .args(["-sN", "--max-time", "8", "--cacert"])
+        .arg(daemon.ca_cert())
+        .args([
+            "-H",
+            &format!(
+                "Authorization: Bearer {}",
+                hivemind_tests::daemon::TEST_TOKEN
+            ),
+            &daemon.url("/api/debug/monitor?to_app=web&type=drop"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("curl the monitor")?;
+    let stdout = curl.stdout.take().context("curl's output")?;
+    let started = std::time::Instant::now();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| {
+                l.strip_prefix("data:")
+                    .map(|d| (started.elapsed(), d.trim().to_string()))
+            })
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(reaches(testbed, client, &web[0].ip)?, "client -> web");
+    assert!(reaches(testbed, other, &db.ip)?, "other -> db");
+    let attempt = started.elapsed();
+    assert!(!reaches(testbed, other, &web[0].ip)?, "other -> web");
+    let _ = curl.wait();
+    let lines = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
+    let packets: Vec<(Duration, Value)> = lines
+        .into_iter()
+        .filter_map(|(at, l)| Some((at, serde_json::from_str(&l).ok()?)))
+        .collect();
+    let denied = packets
+        .iter()
+        .find(|(_, p)| {
+            p["reason"] == "drop_policy"
+                && p["src_app"] == "other"
+                && p["dst_app"] == "web"
+                && p["verdict"] == "dropped"
+        })
+        .with_context(|| format!("other's drop in the monitor: {packets:?}"))?;
+    println!(
+        "the monitor showed other's dropped SYN {:?} after the attempt began",
+        denied.0.saturating_sub(attempt)
+    );
+    assert!(
+        packets
+            .iter()
+            .all(|(_, p)| p["dst_app"] == "web" && p["verdict"] == "dropped"),
+        "only drops into web: {packets:?}"
+    );
     Ok(())
 }

@@ -15,8 +15,8 @@ use std::{io, net::Ipv4Addr, os::fd::RawFd};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use hivemind::dataplane::{
-    Dataplane, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS, PROG_TC_PASS, PROG_TC_UNDERLAY,
-    PROG_TO_CONTAINER, PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
+    Dataplane, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS, PROG_TC_MONITOR_SWITCH, PROG_TC_PASS,
+    PROG_TC_UNDERLAY, PROG_TO_CONTAINER, PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
 };
 use hivemind_common::MAX_SERVICE_ENTRIES;
 
@@ -307,6 +307,18 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let frame = udp_frame(CLIENT, 40000, Ipv4Addr::new(10, 244, 1, 3), 8080, PAYLOAD);
     let tc_floor = time_repeat(tc_pass, &frame, TC_ACT_OK, cfg)?;
 
+    // The trace monitor's switch, off: the same empty program with the switch in it.
+    let switch = time_repeat(fd(&dp, PROG_TC_MONITOR_SWITCH)?, &frame, TC_ACT_OK, cfg)?;
+    rows.push(Row {
+        section: SECTION,
+        name: "Trace monitor switch, off: hm_tc_monitor_switch minus hm_tc_pass".into(),
+        value: (switch - tc_floor).max(0.0),
+        baseline: None,
+        baseline_name: "none".into(),
+        unit: "ns",
+        target: Target::ValueAtMost(2.0),
+    });
+
     // Container egress and ingress, no service: load balancer lookups and counters.
     let before = dp.endpoint_counters(0)?;
     let v = time_repeat(from, &frame, TC_ACT_OK, cfg)?;
@@ -389,7 +401,9 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
          kind (hm_tc_pass, hm_xdp_pass) on the same frame in the same run. After each timing \
          the program's counters must have grown by exactly the number of runs on the timed path \
          (forwarded; for the denied policy figures, dropped as DROP_POLICY), so the timed path \
-         is the intended one.",
+         is the intended one. The trace monitor's switch: `hm_tc_monitor_switch` is `hm_tc_pass` \
+         with the check every container program makes before tracing (one array lookup and a \
+         branch, the monitor off), timed the same way; the figure is the difference.",
         cfg.repeat,
         frame.len(),
         vxlan.len(),

@@ -98,7 +98,7 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/observability/tracing" => p(Verb::Write, Nodes, NameFrom::None),
         "/api/observability/logging" if read => p(Verb::Read, Metrics, NameFrom::None),
         "/api/observability/logging" => p(Verb::Write, Nodes, NameFrom::None),
-        "/api/debug/bpf/{table}" | "/api/debug/policy-trace" => {
+        "/api/debug/bpf/{table}" | "/api/debug/policy-trace" | "/api/debug/monitor" => {
             p(Verb::Read, Debug, NameFrom::None)
         }
         "/api/observability/dashboard" if read => p(Verb::Read, Metrics, NameFrom::None),

@@ -263,3 +263,163 @@ pub async fn policy_trace(
         unavailable,
     }))
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MonitorQuery {
+    /// Packets from containers of this app.
+    pub from_app: Option<String>,
+    /// Packets to containers of this app.
+    pub to_app: Option<String>,
+    /// `trace` (every decision, the default), `drop` (drops only) or `policy` (drops by
+    /// policy only).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `dropped`: drops only (as `type=drop`).
+    pub verdict: Option<String>,
+}
+
+/// One traced packet, as the monitor sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TracedPacket {
+    pub node: String,
+    /// When the program saw it, in milliseconds since the epoch.
+    pub time_ms: u64,
+    /// `from_container`, `to_container` or `delivered`.
+    pub program: String,
+    /// `forwarded` or `dropped`.
+    pub verdict: String,
+    /// `forwarded` or the drop reason's name.
+    pub reason: String,
+    #[schema(value_type = String)]
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    #[schema(value_type = String)]
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    pub protocol: String,
+    pub tcp_flags: u8,
+    pub len: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub src_app: Option<String>,
+    pub dst_app: Option<String>,
+}
+
+/// The packets this node's programs decide on, live, as server-sent events (`trace`, and
+/// `lost` when this client fell behind): the programs trace only while someone watches, and
+/// only what the filter asks for.
+#[utoipa::path(
+    get,
+    path = "/api/debug/monitor",
+    tag = "nodes",
+    params(MonitorQuery),
+    responses(
+        (status = 200, description = "an endless event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "the query is invalid (the field is named)", body = crate::contract::ErrorBody),
+        (status = 409, description = "the node runs without a data plane", body = crate::contract::ErrorBody),
+    )
+)]
+pub async fn monitor(
+    State(node): State<AppState>,
+    Query(query): Query<MonitorQuery>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use hivemind_common::monitor_types::{DROP, TRACE};
+
+    if !node.has_dataplane() {
+        return Err(no_dataplane(&node));
+    }
+    let bad = |field: &str, why: String| {
+        ApiError::bad_request("invalid_query", format!("query field `{field}`: {why}"))
+    };
+    let drops_only = match query.verdict.as_deref() {
+        None => false,
+        Some("dropped" | "denied") => true,
+        Some(other) => return Err(bad("verdict", format!("{other:?} is not dropped"))),
+    };
+    let (types, policy_only) = match query.kind.as_deref().unwrap_or("trace") {
+        "trace" if drops_only => (DROP, false),
+        "trace" => (TRACE | DROP, false),
+        "drop" => (DROP, false),
+        "policy" => (DROP, true),
+        other => {
+            return Err(bad(
+                "type",
+                format!("{other:?} is not trace, drop or policy"),
+            ));
+        }
+    };
+    let identity = |field: &str, app: &Option<String>| -> Result<u32, ApiError> {
+        match app {
+            None => Ok(0),
+            Some(app) => node
+                .app_identity(app)?
+                .ok_or_else(|| bad(field, format!("no app is named {app:?}"))),
+        }
+    };
+    let filter = crate::node::monitor::MonitorFilter {
+        src_identity: identity("from_app", &query.from_app)?,
+        dst_identity: identity("to_app", &query.to_app)?,
+        types,
+        policy_only,
+    };
+    let handle = node.watch_packets(filter)?;
+    let names = node.flow_map_names();
+    let here = node.name().to_string();
+    let events = futures::stream::unfold(handle, move |mut handle| {
+        let names = names.clone();
+        let here = here.clone();
+        async move {
+            let items: Vec<Result<Event, std::convert::Infallible>> =
+                match handle.batches.recv().await {
+                    Ok(batch) => batch
+                        .iter()
+                        .filter(|e| handle.filter.keeps(e))
+                        .map(|e| {
+                            let packet = TracedPacket {
+                                node: here.clone(),
+                                time_ms: crate::node::wall_ms(e.time_ns),
+                                program: e.program.to_string(),
+                                verdict: if hivemind_common::reason::is_drop(e.reason.code) {
+                                    "dropped".into()
+                                } else {
+                                    "forwarded".into()
+                                },
+                                reason: e.reason.name.to_string(),
+                                src: e.src,
+                                sport: e.sport,
+                                dst: e.dst,
+                                dport: e.dport,
+                                protocol: crate::node::protocol_name(e.proto),
+                                tcp_flags: e.tcp_flags,
+                                len: e.len,
+                                src_identity: e.src_identity,
+                                dst_identity: e.dst_identity,
+                                src_app: names.get(&e.src).cloned(),
+                                dst_app: names.get(&e.dst).cloned(),
+                            };
+                            Ok(Event::default()
+                                .event("trace")
+                                .data(serde_json::json!(packet).to_string()))
+                        })
+                        .collect(),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        vec![Ok(Event::default()
+                            .event("lost")
+                            .data(serde_json::json!({"lost": n}).to_string()))]
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+            Some((futures::stream::iter(items), handle))
+        }
+    });
+    let events = futures::StreamExt::flatten(events);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

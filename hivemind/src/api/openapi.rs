@@ -41,6 +41,7 @@ use super::{
         traffic::history,
         debug::table,
         debug::policy_trace,
+        debug::monitor,
         containers::metrics,
         containers::overlay,
         policies::create,

@@ -1145,6 +1145,62 @@ async fn debug(
             }
             Ok(())
         }
+        DebugCommand::Monitor {
+            from_app,
+            to_app,
+            verdict,
+            kind,
+        } => {
+            let path = with_query(
+                "/api/debug/monitor",
+                &[
+                    ("from_app", from_app.clone()),
+                    ("to_app", to_app.clone()),
+                    ("verdict", verdict.clone()),
+                    ("type", Some(kind.clone())),
+                ],
+            )?;
+            let response = client.get_text(&path).await?;
+            let mut body = response.bytes_stream();
+            let mut pending = String::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| ClientError::Other(format!("the monitor: {e}")))?;
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    let Some(data) = line.trim_end().strip_prefix("data:") else {
+                        continue;
+                    };
+                    let Ok(packet) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                        continue;
+                    };
+                    if format == OutputFormat::Json {
+                        println!("{packet}");
+                        continue;
+                    }
+                    if let Some(lost) = packet.get("lost") {
+                        eprintln!("({lost} batches lost: this client fell behind)");
+                        continue;
+                    }
+                    let text = |k: &str| packet[k].as_str().unwrap_or("").to_string();
+                    let end = |ip: &str, port: &str, app: &str| match packet[app].as_str() {
+                        Some(app) => format!("{}:{} ({app})", text(ip), packet[port]),
+                        None => format!("{}:{}", text(ip), packet[port]),
+                    };
+                    println!(
+                        "{:<9} {:<14} {:<5} {} -> {}  {} bytes  {}",
+                        text("verdict"),
+                        text("program"),
+                        text("protocol"),
+                        end("src", "sport", "src_app"),
+                        end("dst", "dport", "dst_app"),
+                        packet["len"],
+                        text("reason"),
+                    );
+                }
+            }
+            Ok(())
+        }
         DebugCommand::PolicyTrace {
             from_app,
             from_ip,

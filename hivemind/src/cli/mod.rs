@@ -179,6 +179,22 @@ pub enum DebugCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// The packets the node's programs decide on, live (traced only while this runs, only
+    /// what the filter asks for), until interrupted
+    Monitor {
+        /// Packets from containers of this app
+        #[arg(long)]
+        from_app: Option<String>,
+        /// Packets to containers of this app
+        #[arg(long)]
+        to_app: Option<String>,
+        /// dropped: drops only
+        #[arg(long, value_parser = ["dropped"])]
+        verdict: Option<String>,
+        /// trace: every decision; drop: drops; policy: drops by policy
+        #[arg(long = "type", default_value = "trace", value_parser = ["trace", "drop", "policy"])]
+        kind: String,
+    },
     /// Would traffic from an app (or address) to an app (or address) pass, and which map entry
     /// (or the lack of one) decides, from the kernel's maps of the nodes involved
     PolicyTrace {

@@ -13,6 +13,7 @@ mod conntrack;
 mod counters;
 mod dump;
 mod error;
+mod monitor;
 mod nat;
 mod overlay;
 mod pins;
@@ -48,6 +49,7 @@ pub use conntrack::{CtCollected, expired as conntrack_expired, pair_key as connt
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use dump::PolicyDecision;
 pub use error::DataplaneError;
+pub use monitor::TraceEvent;
 pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use pins::Pins;
@@ -77,6 +79,8 @@ pub const PROG_NAT_EGRESS: &str = "hm_nat_egress";
 pub const PROG_NAT_INGRESS: &str = "hm_nat_ingress";
 /// Empty TC program, the benchmark floor.
 pub const PROG_TC_PASS: &str = "hm_tc_pass";
+/// `hm_tc_pass` plus the trace monitor's switch (benchmarks only).
+pub const PROG_TC_MONITOR_SWITCH: &str = "hm_tc_monitor_switch";
 /// Empty XDP program, the benchmark floor.
 pub const PROG_XDP_PASS: &str = "hm_xdp_pass";
 
@@ -121,6 +125,8 @@ pub struct Dataplane {
     nat: nat::NatMaps,
     /// Local backends' published ports.
     publish: publish::PublishMaps,
+    /// The packet trace monitor's switch and records.
+    monitor: monitor::MonitorMaps,
     /// Where maps and links are pinned (the daemon); `None`: they go with this process.
     pins: Option<Pins>,
     /// A newly attached endpoint denies everything until its policy is written.
@@ -213,6 +219,7 @@ impl Dataplane {
         let policy = policy::PolicyMaps::take(&mut ebpf)?;
         let nat = nat::NatMaps::take(&mut ebpf)?;
         let publish = publish::PublishMaps::take(&mut ebpf)?;
+        let monitor = monitor::MonitorMaps::take(&mut ebpf)?;
         let mut dataplane = Self {
             links: StdHashMap::new(),
             overlay: None,
@@ -225,6 +232,7 @@ impl Dataplane {
             policy,
             nat,
             publish,
+            monitor,
             pins,
             deny_new: false,
             ebpf,
@@ -455,9 +463,11 @@ impl Dataplane {
                 source: Box::new(e),
             }
         };
-        classifier(&mut self.ebpf, PROG_TC_PASS)?
-            .load()
-            .map_err(load_error(PROG_TC_PASS))?;
+        for program in [PROG_TC_PASS, PROG_TC_MONITOR_SWITCH] {
+            classifier(&mut self.ebpf, program)?
+                .load()
+                .map_err(load_error(program))?;
+        }
         xdp(&mut self.ebpf, PROG_XDP_PASS)?
             .load()
             .map_err(load_error(PROG_XDP_PASS))

@@ -423,6 +423,21 @@ fn describe(decision: &PolicyDecision, proto: u8) -> String {
 }
 
 impl Node {
+    /// The policy identity of `app`'s containers, `None` for an app that does not exist.
+    pub fn app_identity(&self, app: &str) -> Result<Option<u32>, NodeError> {
+        let apps: Vec<AppRecord> = self.store.apps()?;
+        let Some(labels) = apps
+            .iter()
+            .find(|a| a.spec.name == app)
+            .map(|a| &a.spec.labels)
+        else {
+            return Ok(None);
+        };
+        let sets: BTreeSet<BTreeMap<String, String>> =
+            apps.iter().map(|a| a.spec.labels.clone()).collect();
+        Ok(identities(&sets).get(labels).copied())
+    }
+
     /// This node's gateway address on its bridge (the identity `host` where the ipcache has no
     /// entry), when it has a subnet.
     fn subnet_gateway(&self) -> Option<Ipv4Addr> {

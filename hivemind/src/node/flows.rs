@@ -147,7 +147,7 @@ pub fn protocol_number(name: &str) -> Option<u8> {
 
 /// Milliseconds since the epoch of a `CLOCK_MONOTONIC` time in nanoseconds (what
 /// `bpf_ktime_get_ns` gives).
-fn wall_ms(monotonic_ns: u64) -> u64 {
+pub fn wall_ms(monotonic_ns: u64) -> u64 {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -18,6 +18,7 @@ mod health;
 mod ingress;
 mod limits;
 pub mod map_diff;
+pub mod monitor;
 mod placement;
 pub mod plan;
 mod policy_sync;
@@ -29,7 +30,9 @@ mod views;
 
 pub use apps::endpoint_id;
 use apps::lock;
-pub use flows::{FlowFilter, FlowNames, KeptFlow, RECENT_FLOWS, protocol_name, protocol_number};
+pub use flows::{
+    FlowFilter, FlowNames, KeptFlow, RECENT_FLOWS, protocol_name, protocol_number, wall_ms,
+};
 pub use policy_sync::HOST_IDENTITY;
 pub use topology::machine_resources;
 pub use views::{PeerApi, Remote, ReplicaCount};
@@ -144,6 +147,9 @@ pub struct Node {
     recent_flows: Mutex<std::collections::VecDeque<flows::KeptFlow>>,
     /// The number of the next flow event.
     flow_seq: std::sync::atomic::AtomicU64,
+    /// Who watches the packet trace monitor, and the batches of records for them.
+    monitors: monitor::Monitors,
+    traces: tokio::sync::broadcast::Sender<Arc<Vec<crate::dataplane::TraceEvent>>>,
     /// Flow events the kernel could not hand over (ring buffer full).
     flows_lost: std::sync::atomic::AtomicU64,
     /// Versions local writes when there is no cluster.
@@ -198,6 +204,8 @@ impl Node {
             flows: tokio::sync::broadcast::channel(64).0,
             recent_flows: Mutex::new(std::collections::VecDeque::new()),
             flow_seq: std::sync::atomic::AtomicU64::new(flows::first_seq()),
+            monitors: monitor::Monitors::default(),
+            traces: tokio::sync::broadcast::channel(256).0,
             flows_lost: std::sync::atomic::AtomicU64::new(0),
             clock: seeded_clock(&store, parts.wall),
             wake: tokio::sync::Notify::new(),

@@ -1,0 +1,107 @@
+//! The packet trace monitor (`hivemind debug monitor`): while a monitor is attached, the
+//! daemon switches `HM_MONITOR` on with its filter, and each packet a container's programs
+//! decide on (passed or dropped, with the reason) that matches becomes a `TraceRecord` in
+//! `HM_TRACE`. Off, the fast path pays one array load and one branch (`on`).
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use hivemind_common::{
+    IPPROTO_TCP, IPPROTO_UDP, MonitorConfig, TRACE_RING_BYTES, TraceRecord, monitor_types, reason,
+};
+
+use crate::pkt::Headers;
+
+/// Index 0: whether a monitor is attached, and what it wants. Written by the daemon.
+#[map(name = "HM_MONITOR")]
+static HM_MONITOR: Array<MonitorConfig> = Array::with_max_entries(1, 0);
+
+/// Trace records for the daemon.
+#[map(name = "HM_TRACE")]
+static HM_TRACE: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
+
+/// Index 0: records lost because the ring buffer was full (per CPU).
+#[map(name = "HM_TRACE_LOST")]
+static HM_TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether a monitor is attached: the only cost of the monitor when none is.
+#[inline(always)]
+pub(crate) fn on() -> bool {
+    HM_MONITOR.get(0).is_some_and(|c| c.enabled != 0)
+}
+
+/// Records the packet `headers` describes if the attached monitor wants it: `program` is a
+/// `hivemind_common::trace_program`, `why` the outcome (`FORWARDED` or a drop reason). Call
+/// only when `on`.
+#[inline(always)]
+pub(crate) fn trace(ctx: &TcContext, headers: &Headers, endpoint_id: u32, program: u8, why: u8) {
+    let Headers::Ipv4(ip) = headers else {
+        return;
+    };
+    let (sport, dport) =
+        if (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) && ip.l4_avail >= 4 {
+            (ip.l4_u16(0), ip.l4_u16(2))
+        } else {
+            (0, 0)
+        };
+    // Scalars only across the call: the callers' headers stay in registers.
+    let addrs = u64::from(ip.saddr) | (u64::from(ip.daddr) << 32);
+    let rest = u64::from(sport)
+        | (u64::from(dport) << 16)
+        | (u64::from(ip.proto) << 32)
+        | (u64::from(ip.tcp_flags) << 40);
+    let meta = u32::from(program) | (u32::from(why) << 8);
+    emit(ctx, addrs, rest, meta, endpoint_id);
+}
+
+/// `trace`'s out-of-line part: the filter and the record.
+#[inline(never)]
+fn emit(ctx: &TcContext, addrs: u64, rest: u64, meta: u32, endpoint_id: u32) {
+    let Some(config) = HM_MONITOR.get(0) else {
+        return;
+    };
+    let why = (meta >> 8) as u8;
+    let kind = if reason::is_drop(why) {
+        monitor_types::DROP
+    } else {
+        monitor_types::TRACE
+    };
+    if config.types & kind == 0 {
+        return;
+    }
+    let (saddr, daddr) = (addrs as u32, (addrs >> 32) as u32);
+    let src_identity = crate::policy::identity_of(saddr);
+    let dst_identity = crate::policy::identity_of(daddr);
+    if (config.src_identity != 0 && config.src_identity != src_identity)
+        || (config.dst_identity != 0 && config.dst_identity != dst_identity)
+    {
+        return;
+    }
+    let Some(mut entry) = HM_TRACE.reserve::<TraceRecord>(0) else {
+        if let Some(lost) = HM_TRACE_LOST.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a per-CPU array, valid for the program's run.
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    entry.write(TraceRecord {
+        // SAFETY: a helper without arguments.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        saddr,
+        daddr,
+        sport: rest as u16,
+        dport: (rest >> 16) as u16,
+        proto: (rest >> 32) as u8,
+        program: meta as u8,
+        reason: why,
+        tcp_flags: (rest >> 40) as u8,
+        endpoint_id,
+        src_identity,
+        dst_identity,
+        len: ctx.len(),
+    });
+    entry.submit(0);
+}
