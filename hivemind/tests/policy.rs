@@ -714,34 +714,19 @@ fn debug_tables_and_traces_agree(
 
     // The monitor, watching drops into web: other's denied attempt shows with the policy
     // reason, client's allowed requests to web and other's to db do not.
-    let mut curl = testbed
-        .node(1)
-        .ns
-        .command("curl")
-        .args(["-sN", "--max-time", "8", "--cacert"])
-        .arg(daemon.ca_cert())
-        .args([
-            "-H",
-            &format!(
-                "Authorization: Bearer {}",
-                hivemind_tests::daemon::TEST_TOKEN
-            ),
-            &daemon.url("/api/debug/monitor?to_app=web&type=drop"),
-        ])
+    let mut monitor = daemon
+        .cli_command(&["debug", "monitor", "--to-app", "web", "--type", "drop"])
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .context("curl the monitor")?;
-    let stdout = curl.stdout.take().context("curl's output")?;
+        .context("start debug monitor")?;
+    let stdout = monitor.stdout.take().context("the monitor's output")?;
     let started = std::time::Instant::now();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .filter_map(|l| {
-                l.strip_prefix("data:")
-                    .map(|d| (started.elapsed(), d.trim().to_string()))
-            })
+            .map(|l| (started.elapsed(), l))
             .collect::<Vec<_>>()
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -749,32 +734,28 @@ fn debug_tables_and_traces_agree(
     assert!(reaches(testbed, other, &db.ip)?, "other -> db");
     let attempt = started.elapsed();
     assert!(!reaches(testbed, other, &web[0].ip)?, "other -> web");
-    let _ = curl.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
     let lines = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
-    let packets: Vec<(Duration, Value)> = lines
-        .into_iter()
-        .filter_map(|(at, l)| Some((at, serde_json::from_str(&l).ok()?)))
-        .collect();
-    let denied = packets
+    let shown: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let (seen_at, _) = lines
         .iter()
-        .find(|(_, p)| {
-            p["reason"] == "drop_policy"
-                && p["src_app"] == "other"
-                && p["dst_app"] == "web"
-                && p["verdict"] == "dropped"
-        })
-        .with_context(|| format!("other's drop in the monitor: {packets:?}"))?;
+        .find(|(_, l)| l.contains("(other)") && l.contains("(web)") && l.ends_with("drop_policy"))
+        .with_context(|| format!("other's drop in the monitor: {shown:#?}"))?;
     println!(
-        "the monitor showed other's dropped SYN {:?} after the attempt began",
-        denied.0.saturating_sub(attempt)
+        "debug monitor --to-app web --type drop, other's dropped SYN shown {:?} after the \
+         attempt began:\n{}",
+        seen_at.saturating_sub(attempt),
+        shown.join("\n")
     );
     assert!(
-        packets
+        shown
             .iter()
-            .all(|(_, p)| p["dst_app"] == "web" && p["verdict"] == "dropped"),
-        "only drops into web: {packets:?}"
+            .all(|l| l.starts_with("dropped") && l.contains("(web)")),
+        "only drops into web: {shown:#?}"
     );
     Ok(())
 }

@@ -239,15 +239,23 @@ impl Daemon {
 
     /// Runs the CLI against this daemon, from inside the namespace.
     pub fn cli(&self, args: &[&str]) -> Output {
-        NetNs::existing(&self.ns_name)
-            .command(&self.binary.display().to_string())
+        self.cli_command(args)
+            .output()
+            .expect("run the hivemind CLI")
+    }
+
+    /// The CLI with `args` against this daemon, not started (for commands that run until
+    /// stopped).
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command =
+            NetNs::existing(&self.ns_name).command(&self.binary.display().to_string());
+        command
             .arg("--server")
             .arg(self.url(""))
             .args(args)
             .env("HIVEMIND_TOKEN", TEST_TOKEN)
-            .env("HIVEMIND_CA_CERT", self.ca_cert())
-            .output()
-            .expect("run the hivemind CLI")
+            .env("HIVEMIND_CA_CERT", self.ca_cert());
+        command
     }
 }
 
