@@ -67,8 +67,10 @@ pub const MAP_FLOWS_LOST: &str = "HM_FLOWS_LOST";
 /// Name of the LRU hash [`CtKey`] -> last drop event time (`u64`, ns): at most one denied-flow
 /// event per 5-tuple and direction per [`FLOW_DROP_INTERVAL_NS`].
 pub const MAP_FLOW_DROPS: &str = "HM_FLOW_DROPS";
-/// Name of the LRU hash [`CtKey`] (scope = direction) -> `u8`: the flows seen at endpoints no
-/// policy selects, so each new flow is reported once (see `reason::UNPOLICED`).
+/// Name of the per-CPU array of [`CtKey`]s (scope = direction), indexed by a hash of the key: a
+/// direct-mapped cache of the UDP and ICMP flows seen at endpoints no policy selects, so each
+/// new flow is reported once per CPU (a flow whose slot another took is reported again; see
+/// `reason::UNPOLICED`).
 pub const MAP_FLOW_SEEN: &str = "HM_FLOW_SEEN";
 /// Name of the one-entry array [`MonitorConfig`]: whether a trace monitor is attached (never
 /// pinned: a new daemon starts with it off).
@@ -131,9 +133,10 @@ pub const MAX_PORT_RANGES: usize = 8;
 pub const FLOWS_RING_BYTES: u32 = 256 * 1024;
 /// Maximum number of `HM_FLOW_DROPS` entries.
 pub const MAX_FLOW_DROPS: u32 = 8192;
-/// Maximum number of `HM_FLOW_SEEN` entries (flows of endpoints no policy selects; the least
-/// recently used go first and are reported again when they come back).
-pub const MAX_FLOW_SEEN: u32 = 65536;
+/// log2 of the slots of `HM_FLOW_SEEN` (per CPU).
+pub const FLOW_SEEN_BITS: u32 = 15;
+/// Slots of `HM_FLOW_SEEN` (per CPU).
+pub const MAX_FLOW_SEEN: u32 = 1 << FLOW_SEEN_BITS;
 /// Maximum number of `HM_FRAGS` entries (datagrams in flight in fragments; the least recently
 /// used go first, and their later fragments are dropped).
 pub const MAX_FRAGS: u32 = 8192;

@@ -1,8 +1,8 @@
 //! Flow events (`HM_FLOWS` ring buffer): one record per new flow the policy code allowed and per
 //! denied packet, the denied ones rate-limited to one per 5-tuple and direction per second
 //! (`HM_FLOW_DROPS`). Endpoints no policy selects keep no conntrack, so their new flows are told
-//! apart here (`unpoliced`): a TCP SYN, or a UDP/ICMP tuple `HM_FLOW_SEEN` does not know yet in
-//! either direction. A record that does not fit the ring buffer is counted in `HM_FLOWS_LOST`.
+//! apart here: a TCP SYN, or a UDP/ICMP tuple `HM_FLOW_SEEN` (a direct-mapped per-CPU cache,
+//! `first_of_flow`) does not hold yet in either direction. A record that does not fit the ring buffer is counted in `HM_FLOWS_LOST`.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -10,8 +10,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use hivemind_common::{
-    CtKey, DIR_FROM_CONTAINER, FLOW_DROP_INTERVAL_NS, FLOWS_RING_BYTES, FlowRecord, IPPROTO_TCP,
-    MAX_FLOW_DROPS, MAX_FLOW_SEEN, ct_scope, reason, verdict,
+    CtKey, DIR_FROM_CONTAINER, FLOW_DROP_INTERVAL_NS, FLOW_SEEN_BITS, FLOWS_RING_BYTES,
+    FlowRecord, MAX_FLOW_DROPS, MAX_FLOW_SEEN, reason, verdict,
 };
 
 /// Flow records for the daemon (`drain_flows`).
@@ -26,9 +26,45 @@ static HM_FLOWS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "HM_FLOW_DROPS")]
 static HM_FLOW_DROPS: LruHashMap<CtKey, u64> = LruHashMap::with_max_entries(MAX_FLOW_DROPS, 0);
 
-/// Flows seen at endpoints no policy selects (scope: `ct_scope::EGRESS` / `INGRESS`).
+/// UDP and ICMP flows seen at endpoints no policy selects (scope: `ct_scope::EGRESS` /
+/// `INGRESS`), each in the slot its hash picks (`slot`).
 #[map(name = "HM_FLOW_SEEN")]
-static HM_FLOW_SEEN: LruHashMap<CtKey, u8> = LruHashMap::with_max_entries(MAX_FLOW_SEEN, 0);
+static HM_FLOW_SEEN: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(MAX_FLOW_SEEN, 0);
+
+/// The slot of `key` in `HM_FLOW_SEEN`: a multiplicative hash of the tuple and scope.
+#[inline(always)]
+fn slot(key: &CtKey) -> u32 {
+    let ports = (u32::from(key.sport) << 16) | u32::from(key.dport);
+    let h = key.saddr
+        ^ key.daddr.rotate_left(7)
+        ^ ports.rotate_left(13)
+        ^ ((u32::from(key.proto) << 8) | u32::from(key.scope));
+    h.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_SEEN_BITS)
+}
+
+/// Whether `key` (UDP or ICMP, scope = `own`) starts a flow this CPU has not seen: not in its
+/// slot, and not the reply of a flow seen the other way (`other`). Remembers it either way.
+/// Inlined: a hit costs two array loads and a compare.
+#[inline(always)]
+pub(crate) fn first_of_flow(key: &CtKey, own: u8, other: u8) -> bool {
+    let mine = key.with_scope(own);
+    let Some(entry) = HM_FLOW_SEEN.get_ptr_mut(slot(&mine)) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the program's run; plain data.
+    unsafe {
+        if *entry == mine {
+            return false;
+        }
+        *entry = mine;
+    }
+    let reverse =
+        CtKey::new(key.daddr, key.saddr, key.dport, key.sport, key.proto).with_scope(other);
+    // SAFETY: as above.
+    !HM_FLOW_SEEN
+        .get_ptr(slot(&reverse))
+        .is_some_and(|e| unsafe { *e == reverse })
+}
 
 /// What a record says about a packet, besides the verdict.
 #[derive(Clone, Copy)]
@@ -66,31 +102,12 @@ pub(crate) fn allowed(flow: &Flow) {
     emit(&flow.record(now, verdict::ALLOWED, reason::POLICY_ALLOWED));
 }
 
-/// Records a new flow of an endpoint no policy selects. TCP: the caller passes only a SYN.
-/// Other protocols: the first packet of a tuple, unless it answers a tuple seen in the other
-/// direction (a reply). A `peer_identity` of 0 in `flow` is looked up here, only for a record.
-/// A subprogram: the caller's hot path stays small.
+/// Records a new flow of an endpoint no policy selects (the caller decided it is new: a TCP
+/// SYN, or `first_of_flow`). A `peer_identity` of 0 in `flow` is looked up here. A subprogram:
+/// the caller's hot path stays small.
 #[inline(never)]
 pub(crate) fn unpoliced(flow: &Flow) {
-    let (own, other) = if flow.direction == DIR_FROM_CONTAINER {
-        (ct_scope::EGRESS, ct_scope::INGRESS)
-    } else {
-        (ct_scope::INGRESS, ct_scope::EGRESS)
-    };
     let k = &flow.key;
-    if k.proto != IPPROTO_TCP {
-        // One key on the stack, turned around for the reply check (the stack is shared with
-        // the callers').
-        let mut key = k.with_scope(own);
-        if HM_FLOW_SEEN.get_ptr(&key).is_some() {
-            return;
-        }
-        let _ = HM_FLOW_SEEN.insert(&key, &0, 0);
-        key = CtKey::new(k.daddr, k.saddr, k.dport, k.sport, k.proto).with_scope(other);
-        if HM_FLOW_SEEN.get_ptr(&key).is_some() {
-            return;
-        }
-    }
     let peer = if flow.peer_identity != 0 {
         flow.peer_identity
     } else if flow.direction == DIR_FROM_CONTAINER {

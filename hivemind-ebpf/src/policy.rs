@@ -280,14 +280,23 @@ fn check(
         // sorted out by `flows::unpoliced`).
         if let Parsed::Ipv4(t) = parsed
             && !t.later_fragment
-            && (t.proto != IPPROTO_TCP || t.tcp_flags & (pkt::TCP_SYN | pkt::TCP_ACK) == pkt::TCP_SYN)
         {
-            flows::unpoliced(&flows::Flow {
-                key: CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto),
-                endpoint_id: info.endpoint_id,
-                direction,
-                peer_identity: overlay_identity,
-            });
+            let key = CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto);
+            let new = if t.proto == IPPROTO_TCP {
+                t.tcp_flags & (pkt::TCP_SYN | pkt::TCP_ACK) == pkt::TCP_SYN
+            } else if direction == DIR_FROM_CONTAINER {
+                flows::first_of_flow(&key, ct_scope::EGRESS, ct_scope::INGRESS)
+            } else {
+                flows::first_of_flow(&key, ct_scope::INGRESS, ct_scope::EGRESS)
+            };
+            if new {
+                flows::unpoliced(&flows::Flow {
+                    key,
+                    endpoint_id: info.endpoint_id,
+                    direction,
+                    peer_identity: overlay_identity,
+                });
+            }
         }
         return Ok(());
     }
