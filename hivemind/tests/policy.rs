@@ -720,6 +720,24 @@ fn debug_tables_and_traces_agree(
         .spawn()
         .context("start debug monitor")?;
     let stdout = monitor.stdout.take().context("the monitor's output")?;
+    // Meanwhile the node's flow events as server-sent events, filtered the same way.
+    let stream = testbed
+        .node(1)
+        .ns
+        .command("curl")
+        .args(["-sN", "--max-time", "6", "--cacert"])
+        .arg(daemon.ca_cert())
+        .args([
+            "-H",
+            &format!(
+                "Authorization: Bearer {}",
+                hivemind_tests::daemon::TEST_TOKEN
+            ),
+            &daemon.url("/api/flows?to_app=web&verdict=denied"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("curl /api/flows")?;
     let started = std::time::Instant::now();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
@@ -737,6 +755,20 @@ fn debug_tables_and_traces_agree(
     std::thread::sleep(Duration::from_secs(1));
     let _ = monitor.kill();
     let _ = monitor.wait();
+    let streamed = String::from_utf8_lossy(&stream.wait_with_output()?.stdout).to_string();
+    let flows: Vec<Value> = streamed
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.strip_prefix("data:")?.trim()).ok())
+        .collect();
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["src_app"] == "other" && f["policy"] == "web-ingress")
+            && flows
+                .iter()
+                .all(|f| f["dst_app"] == "web" && f["verdict"] == "denied"),
+        "GET /api/flows?to_app=web&verdict=denied: {streamed}"
+    );
     let lines = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the reader panicked"))?;

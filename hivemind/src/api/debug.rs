@@ -371,53 +371,58 @@ pub async fn monitor(
         policy_only,
     };
     let handle = node.watch_packets(filter)?;
-    let names = node.flow_map_names();
     let here = node.name().to_string();
-    let events = futures::stream::unfold(handle, move |mut handle| {
-        let names = names.clone();
+    let start = (handle, std::time::Instant::now(), node.flow_map_names());
+    let events = futures::stream::unfold(start, move |(mut handle, mut named_at, mut names)| {
         let here = here.clone();
+        let node = node.clone();
         async move {
-            let items: Vec<Result<Event, std::convert::Infallible>> =
-                match handle.batches.recv().await {
-                    Ok(batch) => batch
-                        .iter()
-                        .filter(|e| handle.filter.keeps(e))
-                        .map(|e| {
-                            let packet = TracedPacket {
-                                node: here.clone(),
-                                time_ms: crate::node::wall_ms(e.time_ns),
-                                program: e.program.to_string(),
-                                verdict: if hivemind_common::reason::is_drop(e.reason.code) {
-                                    "dropped".into()
-                                } else {
-                                    "forwarded".into()
-                                },
-                                reason: e.reason.name.to_string(),
-                                src: e.src,
-                                sport: e.sport,
-                                dst: e.dst,
-                                dport: e.dport,
-                                protocol: crate::node::protocol_name(e.proto),
-                                tcp_flags: e.tcp_flags,
-                                len: e.len,
-                                src_identity: e.src_identity,
-                                dst_identity: e.dst_identity,
-                                src_app: names.get(&e.src).cloned(),
-                                dst_app: names.get(&e.dst).cloned(),
-                            };
-                            Ok(Event::default()
-                                .event("trace")
-                                .data(serde_json::json!(packet).to_string()))
-                        })
-                        .collect(),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        vec![Ok(Event::default()
-                            .event("lost")
-                            .data(serde_json::json!({"lost": n}).to_string()))]
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                };
-            Some((futures::stream::iter(items), handle))
+            let received = handle.batches.recv().await;
+            // Names change rarely: read them again at most once a second.
+            if named_at.elapsed() > std::time::Duration::from_secs(1) {
+                names = node.flow_map_names();
+                named_at = std::time::Instant::now();
+            }
+            let items: Vec<Result<Event, std::convert::Infallible>> = match received {
+                Ok(batch) => batch
+                    .iter()
+                    .filter(|e| handle.filter.keeps(e))
+                    .map(|e| {
+                        let packet = TracedPacket {
+                            node: here.clone(),
+                            time_ms: crate::node::wall_ms(e.time_ns),
+                            program: e.program.to_string(),
+                            verdict: if hivemind_common::reason::is_drop(e.reason.code) {
+                                "dropped".into()
+                            } else {
+                                "forwarded".into()
+                            },
+                            reason: e.reason.name.to_string(),
+                            src: e.src,
+                            sport: e.sport,
+                            dst: e.dst,
+                            dport: e.dport,
+                            protocol: crate::node::protocol_name(e.proto),
+                            tcp_flags: e.tcp_flags,
+                            len: e.len,
+                            src_identity: e.src_identity,
+                            dst_identity: e.dst_identity,
+                            src_app: names.get(&e.src).cloned(),
+                            dst_app: names.get(&e.dst).cloned(),
+                        };
+                        Ok(Event::default()
+                            .event("trace")
+                            .data(serde_json::json!(packet).to_string()))
+                    })
+                    .collect(),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    vec![Ok(Event::default()
+                        .event("lost")
+                        .data(serde_json::json!({"lost": n}).to_string()))]
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((futures::stream::iter(items), (handle, named_at, names)))
         }
     });
     let events = futures::StreamExt::flatten(events);

@@ -149,23 +149,17 @@ pub async fn stream(
     super::Query(query): super::Query<FlowQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let filter = query.filter()?;
-    let mut names: Option<(Instant, FlowNames)> = None;
+    let mut names: (Instant, FlowNames) = (Instant::now(), node.flow_names());
     let source = node.clone();
     let batches = BroadcastStream::new(node.subscribe_flows());
     let events = futures::StreamExt::flat_map(batches, move |item| {
         let events: Vec<Result<Event, Infallible>> = match item {
             Ok(batch) => {
                 // Names change rarely: read them again at most once a second.
-                if names
-                    .as_ref()
-                    .is_none_or(|(at, _)| at.elapsed() > Duration::from_secs(1))
-                {
-                    names = Some((Instant::now(), source.flow_names()));
+                if names.0.elapsed() > Duration::from_secs(1) {
+                    names = (Instant::now(), source.flow_names());
                 }
-                let names = names
-                    .as_ref()
-                    .map(|(_, n)| n)
-                    .expect("names were just read");
+                let names = &names.1;
                 batch
                     .iter()
                     .filter(|kept| filter.keeps(kept, names))

@@ -36,15 +36,6 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-fn protocol(proto: u8) -> String {
-    match proto {
-        1 => "icmp".to_string(),
-        6 => "tcp".to_string(),
-        17 => "udp".to_string(),
-        other => other.to_string(),
-    }
-}
-
 /// Registers a family and hands it back to be filled.
 fn family<
     M: prometheus_client::metrics::TypedMetric
@@ -321,7 +312,7 @@ pub async fn serve(State(node): State<AppState>, headers: HeaderMap) -> Result<R
     );
     let (counts, lost) = node.flow_counts();
     for ((verdict, direction, proto), count) in counts {
-        let proto = protocol(proto);
+        let proto = crate::node::protocol_name(proto);
         let of = labels(&[
             ("node", &here),
             ("verdict", verdict),
