@@ -98,6 +98,40 @@ fn rejections_answer_the_json_error_body() {
             "DELETE",
         ),
         ("GET", "/api/nothing", "", 404, "not_found", "/api/nothing"),
+        // A connectivity test refuses bad input before it deploys anything, and a node with
+        // no data plane (the mock) has no container network to check.
+        (
+            "POST",
+            "/api/debug/connectivity",
+            r#"{"egress":"nowhere"}"#,
+            400,
+            "invalid_field",
+            "egress",
+        ),
+        (
+            "POST",
+            "/api/debug/connectivity",
+            r#"{"check_timeout_s":600}"#,
+            400,
+            "invalid_field",
+            "check_timeout_s",
+        ),
+        (
+            "POST",
+            "/api/debug/connectivity",
+            r#"{"probes":2}"#,
+            400,
+            "invalid_body",
+            "probes",
+        ),
+        (
+            "POST",
+            "/api/debug/connectivity",
+            "{}",
+            409,
+            "conflict",
+            "without a data plane",
+        ),
     ] {
         let (got, text) = request(port, method, path, body).expect("an answer");
         let error: ErrorBody = serde_json::from_str(&text)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hivemind_tests::daemon::{ctr_sh, eventually, http};
 use hivemind_tests::image::build_test_image;
-use hivemind_tests::testbed::{Testbed, run_on_testbed};
+use hivemind_tests::testbed::{BRIDGE_IP, REGISTRY_PORT, Testbed, run_on_testbed};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
@@ -215,6 +215,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
             true,
         )?;
     }
+
+    connectivity_passes_then_names_what_a_policy_blocks(testbed)?;
 
     // Ingress of web: only from client, TCP 80.
     put_policy(
@@ -789,5 +791,138 @@ fn debug_tables_and_traces_agree(
             .all(|l| l.starts_with("dropped") && l.contains("(web)")),
         "only drops into web: {shown:#?}"
     );
+    Ok(())
+}
+
+/// `hivemind debug connectivity` from node 1: on the healthy testbed every check passes (the
+/// server probe on node 2, egress to the registry's address outside the cluster, a published
+/// port); with a policy that blocks the client probe's egress, the run fails and names the
+/// checks the policy blocks, and passes the ones it leaves alone. Both runs remove their probes.
+fn connectivity_passes_then_names_what_a_policy_blocks(testbed: &Testbed) -> Result<()> {
+    let daemon = &testbed.node(1).daemon;
+    let egress = format!("{}:{}", BRIDGE_IP, REGISTRY_PORT);
+    let run = || -> Result<(bool, Value, String)> {
+        let output = daemon.cli(&[
+            "-o",
+            "json",
+            "debug",
+            "connectivity",
+            "--egress",
+            &egress,
+            "--publish-port",
+            "30080",
+        ]);
+        let report: Value = serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "a JSON report: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+        Ok((
+            output.status.success(),
+            report,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+    let results = |report: &Value| -> Vec<(String, String)> {
+        report["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or("").to_string(),
+                    c["result"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let probes_gone = || -> Result<()> {
+        let apps = daemon.get("/api/apps")?;
+        assert!(
+            !apps.to_string().contains("hm-connectivity"),
+            "the probe apps are removed: {apps}"
+        );
+        for index in [1, 2] {
+            let containers = testbed.containers(index)?;
+            assert!(
+                !containers.iter().any(|c| c["app"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("hm-connectivity"))),
+                "no probe container left on node {index}: {containers:?}"
+            );
+        }
+        Ok(())
+    };
+
+    let (success, report, stderr) = run()?;
+    let all_passed: Vec<(String, String)> = [
+        "probe-image",
+        "deploy-probes",
+        "container-to-container",
+        "container-to-service",
+        "dns",
+        "node-to-container",
+        "egress",
+        "published-port",
+        "cleanup",
+    ]
+    .iter()
+    .map(|name| (name.to_string(), "passed".to_string()))
+    .collect();
+    assert_eq!(
+        results(&report),
+        all_passed,
+        "healthy testbed: {report:#}\n{stderr}"
+    );
+    assert!(
+        success && report["passed"] == true && report["cross_node"] == true,
+        "{report:#}"
+    );
+    assert_eq!(report["client"]["node"], "node-1", "{report:#}");
+    assert_eq!(report["server"]["node"], "node-2", "{report:#}");
+    for check in report["checks"].as_array().into_iter().flatten() {
+        assert!(check["ms"].is_u64(), "each check has its time: {check}");
+    }
+    probes_gone()?;
+
+    put_policy(
+        testbed,
+        &json!({
+            "name": "block-probes",
+            "selector": {"labels": {"app": "hm-connectivity-client"}},
+            "egress_rules": [],
+        }),
+    )?;
+    let (success, report, stderr) = run()?;
+    let got = results(&report);
+    let result_of = |name: &str| {
+        got.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or("missing")
+    };
+    assert!(!success && report["passed"] == false, "{report:#}");
+    for blocked in ["container-to-container", "container-to-service", "egress"] {
+        assert_eq!(result_of(blocked), "failed", "{blocked}: {report:#}");
+        assert!(
+            stderr.contains(blocked),
+            "the error names {blocked}: {stderr}"
+        );
+    }
+    // DNS to the node is always allowed; the node and published ports are not the client's
+    // egress.
+    for open in ["dns", "node-to-container", "published-port", "cleanup"] {
+        assert_eq!(result_of(open), "passed", "{open}: {report:#}");
+    }
+    probes_gone()?;
+    let deleted = daemon.cli(&[
+        "security",
+        "delete-network-policy",
+        "--name",
+        "block-probes",
+    ]);
+    assert!(deleted.status.success(), "{deleted:?}");
     Ok(())
 }

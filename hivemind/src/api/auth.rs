@@ -101,6 +101,8 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/debug/bpf/{table}" | "/api/debug/policy-trace" | "/api/debug/monitor" => {
             p(Verb::Read, Debug, NameFrom::None)
         }
+        // It deploys and deletes its probe apps: a write of the debug kind (admins only).
+        "/api/debug/connectivity" => p(Verb::Write, Debug, NameFrom::None),
         "/api/observability/dashboard" if read => p(Verb::Read, Metrics, NameFrom::None),
         "/api/observability/dashboard" => p(Verb::Write, Nodes, NameFrom::None),
         // A certificate's key is as secret as a secret.

@@ -10,9 +10,14 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
+use super::auth::forwarded_token;
 use super::traffic::ask_other_nodes;
-use super::{ApiError, AppState, Query};
-use crate::contract::{DebugAnswer, DebugTable, PolicyTrace, TraceCheck, TracePair};
+use super::{ApiError, AppState, Json, Query};
+use crate::contract::{
+    ConnectivityReport, ConnectivityRequest, DebugAnswer, DebugTable, PolicyTrace, TraceCheck,
+    TracePair,
+};
+use crate::node::connectivity::ConnectivityPlan;
 use crate::node::debug::{TABLES, TraceRequest};
 use crate::node::protocol_number;
 use crate::state::{ENDPOINTS, EndpointRecord};
@@ -427,4 +432,33 @@ pub async fn monitor(
     });
     let events = futures::StreamExt::flatten(events);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// An in-cluster connectivity test: deploys a client probe on this node and a server probe on
+/// another, checks container to container, container to the service address, DNS, node to
+/// container, and (where asked) egress and a published port, then removes the probes. Answers
+/// when it is done, with every check and its time; `passed` is false when any check failed.
+#[utoipa::path(
+    post,
+    path = "/api/debug/connectivity",
+    tag = "nodes",
+    request_body = ConnectivityRequest,
+    responses(
+        (status = 200, description = "the report; `passed` says whether every check passed", body = ConnectivityReport),
+        (status = 400, description = "a field is invalid (named in the message)", body = crate::contract::ErrorBody),
+        (status = 409, description = "a test runs already, probe apps exist, or the node runs without a data plane", body = crate::contract::ErrorBody),
+    )
+)]
+pub async fn connectivity(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<ConnectivityRequest>,
+) -> Result<axum::Json<ConnectivityReport>, ApiError> {
+    let plan = ConnectivityPlan::new(&request, forwarded_token(&headers))?;
+    // A task of its own: the probes are removed even when the client leaves before the end.
+    let run = tokio::spawn(async move { node.connectivity(plan).await });
+    let report = run
+        .await
+        .map_err(|e| ApiError::internal(format!("the connectivity test: {e}")))??;
+    Ok(axum::Json(report))
 }

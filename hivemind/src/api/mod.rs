@@ -144,6 +144,7 @@ impl Routes {
             .add(Get, "/api/debug/bpf/{table}", debug::table)
             .add(Get, "/api/debug/policy-trace", debug::policy_trace)
             .add(Get, "/api/debug/monitor", debug::monitor)
+            .add(Post, "/api/debug/connectivity", debug::connectivity)
             .add(Get, "/api/metrics/containers", containers::metrics)
             .add(Get, "/api/metrics/overlay", containers::overlay)
             .add(Post, "/api/security/network-policies", policies::create)

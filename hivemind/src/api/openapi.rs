@@ -42,6 +42,7 @@ use super::{
         debug::table,
         debug::policy_trace,
         debug::monitor,
+        debug::connectivity,
         containers::metrics,
         containers::overlay,
         policies::create,

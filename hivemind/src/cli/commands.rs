@@ -17,14 +17,15 @@ use super::{
     SecurityCommand, TlsCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
-    AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, ContainerDetail, ContainerView,
-    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DashboardHistory, DebugAnswer,
-    DeployAnswer, DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus,
-    ImportAnswer, JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping,
-    MemoryValue, Message, MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace,
-    PullEvent, PullRequest, RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, Role,
-    ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView, TlsCertAnswer, TlsCertView,
-    TokenCreated, TokenView, TracingExport, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, CheckResult, ConnectivityReport,
+    ConnectivityRequest, ContainerDetail, ContainerView, CreateJoinToken, CreateSecret,
+    CreateToken, CreateVolume, DashboardHistory, DebugAnswer, DeployAnswer, DeployRequest,
+    FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
+    JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
+    MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PullEvent, PullRequest,
+    RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer,
+    SecretInput, SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView,
+    TracingExport, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -1251,6 +1252,69 @@ async fn debug(
             }
             println!("verdict: {}", trace.verdict);
             Ok(())
+        }
+        DebugCommand::Connectivity {
+            image,
+            port,
+            server_node,
+            egress,
+            publish_port,
+            check_timeout,
+        } => {
+            let request = ConnectivityRequest {
+                image: image.clone(),
+                port: *port,
+                server_node: server_node.clone(),
+                egress: egress.clone(),
+                publish_port: *publish_port,
+                check_timeout_s: Some(*check_timeout),
+            };
+            let report: ConnectivityReport =
+                client.post("/api/debug/connectivity", &request).await?;
+            if format == OutputFormat::Json {
+                print_object(format, &report);
+            } else {
+                if let (Some(client), Some(server)) = (&report.client, &report.server) {
+                    println!(
+                        "client {} ({}) on {}, server {} ({}) on {}{}",
+                        client.container,
+                        client.ip,
+                        client.node,
+                        server.container,
+                        server.ip,
+                        server.node,
+                        if report.cross_node {
+                            ""
+                        } else {
+                            " (one node: the overlay between nodes is not checked)"
+                        }
+                    );
+                }
+                print_list(
+                    format,
+                    &report.checks,
+                    &[
+                        ("CHECK", |c| c.name.clone()),
+                        ("RESULT", |c| c.result.as_str().to_string()),
+                        ("TIME", |c| format!("{} ms", c.ms)),
+                        ("DETAIL", |c| c.detail.clone()),
+                    ],
+                );
+            }
+            let failed: Vec<&str> = report
+                .checks
+                .iter()
+                .filter(|c| c.result == CheckResult::Failed)
+                .map(|c| c.name.as_str())
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(ClientError::Other(format!(
+                    "connectivity: {} failed",
+                    failed.join(", ")
+                )))
+            }
         }
     }
 }

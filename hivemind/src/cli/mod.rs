@@ -211,6 +211,31 @@ pub enum DebugCommand {
         #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp", "icmp"])]
         protocol: String,
     },
+    /// Checks the cluster's network end to end: deploys a client probe on this node and a server
+    /// probe on another, tests container to container, to the service address, DNS, node to
+    /// container, egress and a published port (where asked), removes the probes; exits non-zero
+    /// when a check fails
+    Connectivity {
+        /// The probes' image, serving HTTP on --port (default: busybox's httpd, built from this
+        /// node's busybox and imported where the probes run)
+        #[arg(long)]
+        image: Option<String>,
+        /// The port the image serves HTTP on
+        #[arg(long)]
+        port: Option<u16>,
+        /// The node of the server probe (default: another live node)
+        #[arg(long)]
+        server_node: Option<String>,
+        /// A TCP service outside the cluster, IP:PORT, for the egress check
+        #[arg(long)]
+        egress: Option<String>,
+        /// Publish the server probe on this port, for the published-port check
+        #[arg(long)]
+        publish_port: Option<u16>,
+        /// Seconds each check may take (1 to 60)
+        #[arg(long, default_value_t = 5)]
+        check_timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -330,3 +330,90 @@ pub struct TracePair {
     pub to: Ipv4Addr,
     pub allowed: bool,
 }
+
+/// What `POST /api/debug/connectivity` checks, beyond its defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectivityRequest {
+    /// The probes' image; it must serve HTTP on `port`. Default: an image of busybox's httpd
+    /// that the node builds from its own busybox and imports on both probe nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The port the image serves HTTP on (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The node of the server probe, by name or id (default: another live node, the first by
+    /// name). The client probe runs on the node that answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_node: Option<String>,
+    /// A TCP service outside the cluster, `IP:PORT`, for the egress check (skipped without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
+    /// Publishes the server probe on this port of every node, for the published-port check
+    /// (skipped without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_port: Option<u16>,
+    /// Seconds each check may take before it fails, 1 to 60 (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_timeout_s: Option<u64>,
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    Passed,
+    Failed,
+    /// Not run: not configured, or an earlier step failed (the detail says which).
+    Skipped,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step of a connectivity test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectivityCheck {
+    /// e.g. `container-to-container`, `dns`, `cleanup`.
+    pub name: String,
+    /// What it does, from where to where.
+    pub description: String,
+    pub result: CheckResult,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
+    /// What was seen: the answer, or why it failed.
+    pub detail: String,
+}
+
+/// A probe container of a connectivity test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProbeView {
+    pub app: String,
+    pub node: String,
+    pub container: String,
+    #[schema(value_type = String)]
+    pub ip: Ipv4Addr,
+}
+
+/// The answer of `POST /api/debug/connectivity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectivityReport {
+    /// Every check passed or was skipped.
+    pub passed: bool,
+    /// The probes ran on two nodes (a cluster of one runs both on its node).
+    pub cross_node: bool,
+    pub client: Option<ProbeView>,
+    pub server: Option<ProbeView>,
+    /// The server probe's service address.
+    #[schema(value_type = Option<String>)]
+    pub vip: Option<Ipv4Addr>,
+    /// In the order they ran; setup and cleanup are checks too.
+    pub checks: Vec<ConnectivityCheck>,
+}

@@ -15,6 +15,7 @@ mod archive;
 pub(crate) mod content;
 mod docker_save;
 mod manifest;
+pub mod probe;
 mod pull;
 mod reference;
 mod registry;

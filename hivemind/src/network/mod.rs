@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 pub use netlink::Netlink;
-pub use netns::{create_netns, current_netns_cookie, netns_cookie, remove_netns};
+pub use netns::{create_netns, current_netns_cookie, netns_cookie, remove_netns, run_in_netns};
 
 use crate::state::Subnet;
 

@@ -11,6 +11,7 @@
 mod apps;
 mod backoff;
 mod commands;
+pub mod connectivity;
 pub mod debug;
 pub mod flow_map;
 mod flows;
