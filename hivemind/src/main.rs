@@ -118,6 +118,7 @@ async fn run(cli: Cli) -> i32 {
         cluster_cidr,
         service_cidr,
         bridge: node.bridge.clone(),
+        mtu: node.mtu,
         insecure_registries: node.insecure_registries.clone(),
         node_name: node.node_name.clone(),
         node_labels,

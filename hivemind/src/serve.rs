@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub cluster_cidr: Subnet,
     pub service_cidr: Subnet,
     pub bridge: String,
+    /// The containers', bridge's and overlay's MTU; from the node's links when unset.
+    pub mtu: Option<u32>,
     pub insecure_registries: Vec<String>,
     pub node_name: Option<String>,
     /// Labels apps can require with `--constraint`.
@@ -947,7 +949,15 @@ async fn backends(
         });
     }
     let cd = connect_or_start_containerd(&options.containerd, &options.data_dir).await?;
-    net_config.mtu = Netlink::container_mtu().await?;
+    net_config.mtu = match options.mtu {
+        Some(mtu) => mtu,
+        None => Netlink::container_mtu().await?,
+    };
+    tracing::info!(
+        mtu = net_config.mtu,
+        given = options.mtu.is_some(),
+        "container MTU"
+    );
     let network = Netlink::new(net_config.clone());
     network.ensure_node().await?;
     let vxlan = network

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hivemind_tests::daemon::{ctr_sh, eventually, http};
 use hivemind_tests::image::build_test_image;
-use hivemind_tests::testbed::{BRIDGE_IP, REGISTRY_PORT, Testbed, run_on_testbed};
+use hivemind_tests::netns::run;
+use hivemind_tests::testbed::{BRIDGE_IP, CONTAINER_MTU, REGISTRY_PORT, Testbed, run_on_testbed};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
@@ -216,6 +217,18 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         )?;
     }
 
+    // `--mtu` (the testbed gives every node one) reaches the containers and the overlay.
+    let mtu = exec_in(testbed, client, "cat /sys/class/net/eth0/mtu")?;
+    assert_eq!(mtu.trim(), CONTAINER_MTU.to_string(), "client's eth0");
+    let overlay = run(testbed
+        .node(1)
+        .ns
+        .command("ip")
+        .args(["-o", "link", "show", "hm-vxlan"]))?;
+    assert!(
+        overlay.contains(&format!(" mtu {CONTAINER_MTU} ")),
+        "hm-vxlan: {overlay}"
+    );
     connectivity_passes_then_names_what_a_policy_blocks(testbed)?;
 
     // Ingress of web: only from client, TCP 80.
@@ -603,7 +616,7 @@ fn debug_tables_and_traces_agree(
     let services = table("services", "")?;
     let web_service = services
         .iter()
-        .find(|s| s["vip"] == vip && s["port"] == 80)
+        .find(|s| s["vip"] == vip && s["port"] == 80 && s["app"] == "web")
         .with_context(|| format!("web's VIP in services: {services:?}"))?;
     for replica in web {
         assert!(
@@ -861,6 +874,7 @@ fn connectivity_passes_then_names_what_a_policy_blocks(testbed: &Testbed) -> Res
         "probe-image",
         "deploy-probes",
         "container-to-container",
+        "large-answer",
         "container-to-service",
         "dns",
         "node-to-container",
@@ -904,7 +918,12 @@ fn connectivity_passes_then_names_what_a_policy_blocks(testbed: &Testbed) -> Res
             .unwrap_or("missing")
     };
     assert!(!success && report["passed"] == false, "{report:#}");
-    for blocked in ["container-to-container", "container-to-service", "egress"] {
+    for blocked in [
+        "container-to-container",
+        "large-answer",
+        "container-to-service",
+        "egress",
+    ] {
         assert_eq!(result_of(blocked), "failed", "{blocked}: {report:#}");
         assert!(
             stderr.contains(blocked),

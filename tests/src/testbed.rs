@@ -30,6 +30,10 @@ pub const REGISTRY_PORT: u16 = 5000;
 /// `--service-cidr` reaches VIP allocation, DNS and the kernel's translation alike.
 pub const SERVICE_CIDR: &str = "10.112.0.0/16";
 
+/// The containers' MTU, given with `--mtu`: below what the nodes' 1500-byte links would give
+/// (1450), so that every scenario checks the flag reaches the containers and the overlay.
+pub const CONTAINER_MTU: u32 = 1400;
+
 pub fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 100, 10 + index as u8)
 }
@@ -145,6 +149,8 @@ impl Testbed {
             SERVICE_CIDR.to_string(),
             "--insecure-registry".to_string(),
             format!("{BRIDGE_IP}:{REGISTRY_PORT}"),
+            "--mtu".to_string(),
+            CONTAINER_MTU.to_string(),
         ];
         if index == 3 {
             for flag in ["--host-routing", "--socket-lb"] {

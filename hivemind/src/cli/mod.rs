@@ -452,6 +452,12 @@ pub struct NodeArgs {
     /// overlap --cluster-cidr)
     #[arg(long, default_value = "10.96.0.0/16")]
     pub service_cidr: String,
+    /// MTU of the containers, the bridge and the overlay device, 576 to 9000 (default: the
+    /// largest MTU of this node's own links less the 50 bytes of VXLAN): lower it when a link
+    /// between the nodes carries less than this node's links (every node of a cluster should
+    /// use the same)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(576..=9000))]
+    pub mtu: Option<u32>,
     /// Name of this node (default: the hostname)
     #[arg(long)]
     pub node_name: Option<String>,

@@ -1,6 +1,6 @@
 //! The image of `hivemind debug connectivity`'s probes, built on the node from its own
-//! busybox (Debian's busybox-static): one layer with `/bin/busybox` and a page, serving HTTP on
-//! port 80 with busybox's httpd. Built the same way every time, so every node that builds it
+//! busybox (Debian's busybox-static): one layer with `/bin/busybox`, a page and a 64 KiB file
+//! (`/large`), serving HTTP on port 80 with busybox's httpd. Built the same way every time, so every node that builds it
 //! from the same busybox names it the same.
 
 use std::io::Write;
@@ -14,6 +14,9 @@ pub const BUSYBOX_PATHS: [&str; 2] = ["/bin/busybox", "/usr/bin/busybox"];
 
 /// What the probe's page says: a client that reads it knows it reached a probe.
 pub const PROBE_PAGE: &str = "hivemind connectivity probe\n";
+
+/// The size of the probe's `/large`: enough full-size packets to show a path that drops them.
+pub const LARGE_BYTES: usize = 64 * 1024;
 
 /// The port the probe serves HTTP on.
 pub const PROBE_PORT: u16 = 80;
@@ -89,6 +92,7 @@ pub fn build(busybox: &[u8]) -> std::io::Result<ProbeImage> {
     }
     layer.file("bin/busybox", busybox, 0o755)?;
     layer.file("www/index.html", PROBE_PAGE.as_bytes(), 0o644)?;
+    layer.file("www/large", &vec![b'.'; LARGE_BYTES], 0o644)?;
     let layer = layer.finish()?;
     let diff_id = digest(&layer);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -189,11 +189,15 @@ impl ContainerNetwork for Netlink {
             format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
             "1",
         );
+        // The MTU too: a bridge left by an earlier run may carry another (`--mtu` changed).
         set_link(
             &handle,
             "set bridge up",
             bridge,
-            LinkUnspec::new_with_index(index).up().build(),
+            LinkUnspec::new_with_index(index)
+                .up()
+                .mtu(self.config.mtu)
+                .build(),
         )
         .await?;
         // The hairpin address (the source a container sees when it reached itself through its
@@ -380,7 +384,10 @@ impl ContainerNetwork for Netlink {
             &handle,
             "set vxlan up",
             OVERLAY_DEVICE,
-            LinkUnspec::new_with_index(index).up().build(),
+            LinkUnspec::new_with_index(index)
+                .up()
+                .mtu(self.config.mtu)
+                .build(),
         )
         .await?;
         for cidr in routes {

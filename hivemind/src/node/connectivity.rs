@@ -529,6 +529,26 @@ impl Node {
         );
 
         let started = Instant::now();
+        let outcome = if plan.image.is_none() {
+            in_netns(&netns, move || async move {
+                retry(wait, |attempt| {
+                    http_get(server, "/large", probe::LARGE_BYTES, attempt)
+                })
+                .await
+            })
+            .await
+            .into()
+        } else {
+            Step::Skipped("the built-in probe serves the large answer; not with --image".into())
+        };
+        steps.record(
+            "large-answer",
+            description("large-answer"),
+            started,
+            outcome,
+        );
+
+        let started = Instant::now();
         let outcome = in_netns(&netns, move || http_check(vip, wait)).await;
         steps.record(
             "container-to-service",
@@ -687,6 +707,13 @@ fn check_names(plan: &ConnectivityPlan) -> Vec<(&'static str, String)> {
             format!("{CLIENT_APP} -> {SERVER_APP}'s container address, TCP {port}, HTTP GET"),
         ),
         (
+            "large-answer",
+            format!(
+                "{CLIENT_APP} -> {SERVER_APP}'s container address, GET of {} KiB: full-size packets from the server to the client",
+                probe::LARGE_BYTES / 1024
+            ),
+        ),
+        (
             "container-to-service",
             format!("{CLIENT_APP} -> {SERVER_APP}'s service address, TCP {port}, HTTP GET"),
         ),
@@ -797,26 +824,68 @@ async fn connect(target: SocketAddr, wait: Duration) -> Result<TcpStream, String
 
 /// Connects and sends `GET /`; passes on any HTTP answer, with its status line.
 async fn http_check(target: SocketAddr, wait: Duration) -> Result<String, String> {
-    retry(wait, |attempt| async move {
-        let mut stream = connect(target, attempt).await?;
-        let request = format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("send to {target}: {e}"))?;
-        let mut answer = vec![0u8; 1024];
-        let read = tokio::time::timeout(attempt, stream.read(&mut answer))
-            .await
-            .map_err(|_| format!("{target} accepted but did not answer"))?
-            .map_err(|e| format!("read from {target}: {e}"))?;
-        let text = String::from_utf8_lossy(&answer[..read]);
-        let status = text.lines().next().unwrap_or("").trim().to_string();
-        if !status.starts_with("HTTP/") {
-            return Err(format!("{target} answered {status:?}, not HTTP"));
+    retry(wait, |attempt| http_get(target, "/", 0, attempt)).await
+}
+
+/// `GET path` from `target`; passes on an HTTP answer whose body has at least `least` bytes,
+/// read within `attempt`.
+async fn http_get(
+    target: SocketAddr,
+    path: &str,
+    least: usize,
+    attempt: Duration,
+) -> Result<String, String> {
+    let started = Instant::now();
+    let mut stream = connect(target, attempt).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send to {target}: {e}"))?;
+    let mut answer = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let complete = |answer: &[u8]| {
+        body_start(answer).is_some_and(|start| answer.len() - start >= least.max(1))
+    };
+    while !complete(&answer) {
+        let left = attempt.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(read)) => answer.extend_from_slice(&chunk[..read]),
+            Ok(Err(e)) => return Err(format!("read from {target}: {e}")),
+            Err(_) if answer.is_empty() => {
+                return Err(format!("{target} accepted but did not answer"));
+            }
+            Err(_) => break,
         }
-        Ok(format!("{target}: {status}"))
-    })
-    .await
+    }
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(256)]);
+    let status = text.lines().next().unwrap_or("").trim().to_string();
+    if !status.starts_with("HTTP/") {
+        return Err(format!("{target} answered {status:?}, not HTTP"));
+    }
+    let body = body_start(&answer).map_or(0, |start| answer.len() - start);
+    if body < least {
+        return Err(format!(
+            "{target}{path}: {body} of {least} bytes within {} ms (small packets pass, full-size ones do not arrive?)",
+            attempt.as_millis()
+        ));
+    }
+    if least > 0 {
+        return Ok(format!(
+            "{target}{path}: {status}, {body} bytes in {} ms",
+            started.elapsed().as_millis()
+        ));
+    }
+    Ok(format!("{target}: {status}"))
+}
+
+/// Where an HTTP answer's body begins.
+fn body_start(answer: &[u8]) -> Option<usize> {
+    answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|end| end + 4)
 }
 
 /// Passes when a TCP connection opens.

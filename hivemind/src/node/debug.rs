@@ -129,6 +129,12 @@ impl Node {
         let name_of = |id: u32| identity_name.get(&id).cloned();
         let addresses = self.flow_map_names();
         let address_name = |a: Ipv4Addr| addresses.get(&a).cloned();
+        let services: BTreeMap<Ipv4Addr, String> = self
+            .store
+            .values::<crate::state::ServiceRecord>(crate::state::SERVICES)?
+            .into_iter()
+            .map(|s| (s.vip, s.app))
+            .collect();
         let containers: Vec<ContainerRecord> = self.store.containers()?;
         let by_endpoint: BTreeMap<u32, &ContainerRecord> =
             containers.iter().map(|c| (endpoint_id(c), c)).collect();
@@ -186,7 +192,7 @@ impl Node {
                                 .collect();
                             json!({
                                 "vip": vip, "port": port, "protocol": protocol_name(proto),
-                                "app": address_name(vip), "slots": ids.len(), "backend_ids": ids,
+                                "app": services.get(&vip), "slots": ids.len(), "backend_ids": ids,
                                 "backends": to,
                             })
                         })
