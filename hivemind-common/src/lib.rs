@@ -77,6 +77,9 @@ pub const MAP_FLOW_SEEN: &str = "HM_FLOW_SEEN";
 pub const MAP_MONITOR: &str = "HM_MONITOR";
 /// Name of the trace ring buffer: [`TraceRecord`]s while a monitor is attached.
 pub const MAP_TRACE: &str = "HM_TRACE";
+/// One slot: `hm_tc_explain`, which the container programs tail-call for a drop the monitor
+/// wants explained in words (`aya-log`).
+pub const MAP_EXPLAIN: &str = "HM_EXPLAIN";
 /// Name of the per-CPU one-entry array (`u64`): trace records lost (ring buffer full).
 pub const MAP_TRACE_LOST: &str = "HM_TRACE_LOST";
 /// Name of the hash map of egress NAT (masquerade) mappings, [`NatKey`] -> [`NatValue`].

@@ -36,7 +36,7 @@ use hivemind_common::{
 #[classifier]
 pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_FROM_CONTAINER) {
-        Ok(ret) | Err(ret) => ret,
+        Ok(ret) | Err(ret) => monitor::finish(&ctx, ret),
     }
 }
 
@@ -45,7 +45,7 @@ pub fn hm_lxc_from_container(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn hm_lxc_to_container(ctx: TcContext) -> i32 {
     match try_lxc(&ctx, DIR_TO_CONTAINER) {
-        Ok(ret) | Err(ret) => ret,
+        Ok(ret) | Err(ret) => monitor::finish(&ctx, ret),
     }
 }
 
@@ -74,6 +74,7 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             .and_then(|()| lb::reverse(ctx, &headers, endpoint).map(|_| ()))
     };
     let bytes = u64::from(ctx.len());
+    let mut explain = false;
     if monitor::on() {
         let program = if direction == DIR_FROM_CONTAINER {
             hivemind_common::trace_program::FROM_CONTAINER
@@ -84,7 +85,7 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             Ok(()) => reason::FORWARDED,
             Err(why) => why,
         };
-        monitor::trace(ctx, &headers, endpoint, program, why);
+        explain = monitor::trace(ctx, &headers, endpoint, program, why) && monitor::explains(why);
     }
     match verdict {
         Ok(()) => {
@@ -99,6 +100,10 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
         }
         Err(why) => {
             metrics::count(endpoint, direction, why, bytes);
+            if explain {
+                monitor::stash(ctx, &headers, why);
+                return Err(monitor::EXPLAIN);
+            }
             Err(TC_ACT_SHOT)
         }
     }
@@ -237,6 +242,14 @@ pub fn hm_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
 pub fn hm_sock_getpeername4(ctx: SockAddrContext) -> i32 {
     sock::restore(&ctx);
     1
+}
+
+/// Tail-called by the container programs for a drop the monitor wants explained: writes the
+/// line in words (`aya-log`) and drops.
+#[classifier]
+pub fn hm_tc_explain(ctx: TcContext) -> i32 {
+    monitor::explain_stashed(&ctx);
+    TC_ACT_SHOT
 }
 
 /// Empty XDP program: the floor for the per-packet cost benchmarks.

@@ -2418,4 +2418,32 @@ fn monitor_traces_only_while_on_and_only_what_matches_under_test_run() {
     dp.set_monitor(None).expect("monitor off");
     assert_eq!(into_b(&syn(POD_C, 40006, POD_B, 80)), TC_ACT_SHOT);
     assert!(dp.drain_trace().expect("trace").0.is_empty());
+
+    // A drop that means a gap in the node's state (here a service with no backend) is also
+    // explained in words through aya-log, behind the same switch: nothing while off.
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let empty_vip = Ipv4Addr::new(10, 96, 0, 99);
+    dp.set_service(empty_vip, 80, TCP, &[]).expect("service");
+    let from_a = |p: &[u8]| test_run_ctx(from, p, if_a, 0);
+    assert_eq!(from_a(&syn(POD_A, 40007, empty_vip, 80)), TC_ACT_SHOT);
+    assert_eq!(dp.drain_kernel_log(), []);
+    dp.set_monitor(Some(MonitorConfig {
+        enabled: 0,
+        types: monitor_types::DROP,
+        src_identity: 0,
+        dst_identity: 0,
+    }))
+    .expect("monitor on");
+    assert_eq!(from_a(&syn(POD_A, 40008, empty_vip, 80)), TC_ACT_SHOT);
+    let lines = dp.drain_kernel_log();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(
+        lines[0].message,
+        format!("dropped: the service has no backend: {POD_A}:40008 -> {empty_vip}:80 protocol 6")
+    );
+    assert_eq!(format!("{:?}", lines[0].level), "Warn");
+    // A decision (a policy drop) gets its trace record, not a line.
+    assert_eq!(into_b(&syn(POD_C, 40009, POD_B, 80)), TC_ACT_SHOT);
+    assert_eq!(dp.drain_kernel_log(), []);
+    dp.set_monitor(None).expect("monitor off");
 }

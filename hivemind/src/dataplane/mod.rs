@@ -49,7 +49,7 @@ pub use conntrack::{CtCollected, expired as conntrack_expired, pair_key as connt
 pub use counters::{Counter, EndpointCounters, OverlayCounters, ServiceCounters};
 pub use dump::PolicyDecision;
 pub use error::DataplaneError;
-pub use monitor::TraceEvent;
+pub use monitor::{KernelLine, TraceEvent};
 pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use pins::Pins;
@@ -77,6 +77,9 @@ pub const PROG_TC_UNDERLAY: &str = "hm_tc_underlay";
 pub const PROG_NAT_EGRESS: &str = "hm_nat_egress";
 /// TC ingress of the underlay where XDP validates the overlay (reverse NAT of replies).
 pub const PROG_NAT_INGRESS: &str = "hm_nat_ingress";
+/// Tail-called by the container programs to explain a drop in words (`aya-log`) while a monitor
+/// is attached; never attached itself.
+pub const PROG_EXPLAIN: &str = "hm_tc_explain";
 /// Empty TC program, the benchmark floor.
 pub const PROG_TC_PASS: &str = "hm_tc_pass";
 /// `hm_tc_pass` plus the trace monitor's switch (benchmarks only).
@@ -181,6 +184,7 @@ impl Dataplane {
             PROG_TC_UNDERLAY,
             PROG_NAT_EGRESS,
             PROG_NAT_INGRESS,
+            PROG_EXPLAIN,
         ] {
             classifier(&mut ebpf, program)?
                 .load()

@@ -1,13 +1,18 @@
 //! The packet trace monitor: `HM_MONITOR` switches the programs' tracing on (with a filter)
 //! while someone watches, and `HM_TRACE` carries what they saw. Neither map is pinned: a new
-//! daemon starts with the monitor off.
+//! daemon starts with the monitor off. Behind the same switch, the programs explain some drops
+//! in words through `aya-log` (`AYA_LOGS`), which `drain_kernel_log` reads.
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 use aya::Ebpf;
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf};
+use aya_log::EbpfLogger;
 use hivemind_common::{
-    MAP_MONITOR, MAP_TRACE, MAP_TRACE_LOST, MonitorConfig, TraceRecord, reason, trace_program,
+    MAP_EXPLAIN, MAP_MONITOR, MAP_TRACE, MAP_TRACE_LOST, MonitorConfig, TraceRecord, reason,
+    trace_program,
 };
 use serde::Serialize;
 
@@ -67,10 +72,68 @@ pub(super) struct MonitorMaps {
     config: Array<MapData, MonitorConfig>,
     trace: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    /// Holds `hm_tc_explain` for the tail call (the kernel empties a program array when the
+    /// last file descriptor of it closes).
+    _explain: ProgramArray<MapData>,
+    /// The programs' `aya-log` lines (`AYA_LOGS`); `None` when the object has none, or after a
+    /// record could not be read.
+    kernel_log: Option<EbpfLogger<KernelLines>>,
+    kernel_lines: KernelLines,
+}
+
+/// A line a program wrote with `aya-log` (only while a monitor is attached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLine {
+    pub level: log::Level,
+    pub message: String,
+}
+
+/// Lines kept between two drains; older ones are dropped first.
+const KERNEL_LINES: usize = 1000;
+
+/// Where `aya-log` puts the lines it decodes, until the daemon drains them.
+#[derive(Debug, Clone, Default)]
+struct KernelLines(Arc<Mutex<VecDeque<KernelLine>>>);
+
+impl log::Log for KernelLines {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() >= KERNEL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(KernelLine {
+            level: record.level(),
+            message: record.args().to_string(),
+        });
+    }
+
+    fn flush(&self) {}
 }
 
 impl MonitorMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let kernel_lines = KernelLines::default();
+        let program_error = |e: aya::programs::ProgramError| DataplaneError::ProgramLoad {
+            program: super::PROG_EXPLAIN,
+            source: Box::new(e),
+        };
+        let explain_fd = super::classifier(ebpf, super::PROG_EXPLAIN)?
+            .fd()
+            .map_err(program_error)?
+            .try_clone()
+            .map_err(|e| program_error(e.into()))?;
+        let mut explain = ProgramArray::try_from(
+            ebpf.take_map(MAP_EXPLAIN)
+                .ok_or(DataplaneError::MapMissing { map: MAP_EXPLAIN })?,
+        )
+        .map_err(DataplaneError::map(MAP_EXPLAIN, "opening"))?;
+        explain
+            .set(0, &explain_fd, 0)
+            .map_err(DataplaneError::map(MAP_EXPLAIN, "writing"))?;
         let mut take =
             |map: &'static str| ebpf.take_map(map).ok_or(DataplaneError::MapMissing { map });
         Ok(Self {
@@ -80,6 +143,15 @@ impl MonitorMaps {
                 .map_err(DataplaneError::map(MAP_TRACE, "opening"))?,
             lost: PerCpuArray::try_from(take(MAP_TRACE_LOST)?)
                 .map_err(DataplaneError::map(MAP_TRACE_LOST, "opening"))?,
+            kernel_log: match EbpfLogger::init_with_logger(ebpf, kernel_lines.clone()) {
+                Ok(logger) => Some(logger),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the programs' log (AYA_LOGS) cannot be read: their diagnostic lines are lost");
+                    None
+                }
+            },
+            kernel_lines,
+            _explain: explain,
         })
     }
 }
@@ -108,6 +180,28 @@ impl Dataplane {
             .get(&0, 0)
             .map_err(DataplaneError::map(MAP_MONITOR, "reading"))?;
         Ok((value.enabled != 0).then_some(value))
+    }
+
+    /// The lines the programs wrote with `aya-log` since the last call, oldest first.
+    pub fn drain_kernel_log(&mut self) -> Vec<KernelLine> {
+        if let Some(logger) = &mut self.monitor.kernel_log {
+            // aya-log panics on a record it cannot decode; one bad record must not end the
+            // caller, so the log is given up instead.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logger.flush()));
+            if read.is_err() {
+                tracing::error!(
+                    "a record of the programs' log could not be decoded; their diagnostic lines are off until the next start"
+                );
+                self.monitor.kernel_log = None;
+            }
+        }
+        let mut lines = self
+            .monitor
+            .kernel_lines
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        lines.drain(..).collect()
     }
 
     /// The trace records written since the last call, and how many were lost since the load.

@@ -113,11 +113,17 @@ impl Node {
         Ok(())
     }
 
-    /// Moves the kernel's trace records to the watchers (nothing to do when none watches).
+    /// Moves the kernel's trace records to the watchers (nothing to do when none watches), and the
+    /// programs' log lines into the daemon's log.
     pub fn pump_traces(&self) -> Result<(), NodeError> {
         let Some(dataplane) = &self.dataplane else {
             return Ok(());
         };
+        // The programs write these only while a monitor is on; one may be left from just
+        // before it went off.
+        for line in lock(dataplane).drain_kernel_log() {
+            kernel_log(&line);
+        }
         if !self.monitor_on() {
             return Ok(());
         }
@@ -126,5 +132,17 @@ impl Node {
             let _ = self.traces.send(Arc::new(events));
         }
         Ok(())
+    }
+}
+
+/// A line of the programs' `aya-log`, into the daemon's own log at its level.
+fn kernel_log(line: &crate::dataplane::KernelLine) {
+    let message = &line.message;
+    match line.level {
+        log::Level::Error => tracing::error!(target: "hivemind::ebpf", "{message}"),
+        log::Level::Warn => tracing::warn!(target: "hivemind::ebpf", "{message}"),
+        log::Level::Info => tracing::info!(target: "hivemind::ebpf", "{message}"),
+        log::Level::Debug => tracing::debug!(target: "hivemind::ebpf", "{message}"),
+        log::Level::Trace => tracing::trace!(target: "hivemind::ebpf", "{message}"),
     }
 }
