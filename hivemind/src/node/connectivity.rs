@@ -511,22 +511,18 @@ impl Node {
         let vip = SocketAddr::from((probes.vip, port));
         let netns = probes.client_netns.clone();
         let names = check_names(plan);
-        let description = |name: &str| {
-            names
+        let mut record = |name: &str, started: Instant, outcome: Step| {
+            let description = names
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, d)| d.clone())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            steps.record(name, description, started, outcome);
         };
 
         let started = Instant::now();
         let outcome = in_netns(&netns, move || http_check(server, wait)).await;
-        steps.record(
-            "container-to-container",
-            description("container-to-container"),
-            started,
-            outcome.into(),
-        );
+        record("container-to-container", started, outcome.into());
 
         let started = Instant::now();
         let outcome = if plan.image.is_none() {
@@ -541,21 +537,11 @@ impl Node {
         } else {
             Step::Skipped("the built-in probe serves the large answer; not with --image".into())
         };
-        steps.record(
-            "large-answer",
-            description("large-answer"),
-            started,
-            outcome,
-        );
+        record("large-answer", started, outcome);
 
         let started = Instant::now();
         let outcome = in_netns(&netns, move || http_check(vip, wait)).await;
-        steps.record(
-            "container-to-service",
-            description("container-to-service"),
-            started,
-            outcome.into(),
-        );
+        record("container-to-service", started, outcome.into());
 
         let started = Instant::now();
         let outcome = match probes.client_resolver {
@@ -568,16 +554,11 @@ impl Node {
             }
             None => Step::Failed("the client probe's resolv.conf names no nameserver".into()),
         };
-        steps.record("dns", description("dns"), started, outcome);
+        record("dns", started, outcome);
 
         let started = Instant::now();
         let outcome = http_check(server, wait).await;
-        steps.record(
-            "node-to-container",
-            description("node-to-container"),
-            started,
-            outcome.into(),
-        );
+        record("node-to-container", started, outcome.into());
 
         let started = Instant::now();
         let outcome = match plan.egress {
@@ -586,7 +567,7 @@ impl Node {
                 .into(),
             None => Step::Skipped("not configured: pass --egress IP:PORT".into()),
         };
-        steps.record("egress", description("egress"), started, outcome);
+        record("egress", started, outcome);
 
         let started = Instant::now();
         let outcome = match plan.publish_port {
@@ -596,12 +577,7 @@ impl Node {
             }
             None => Step::Skipped("not configured: pass --publish-port PORT".into()),
         };
-        steps.record(
-            "published-port",
-            description("published-port"),
-            started,
-            outcome,
-        );
+        record("published-port", started, outcome);
     }
 
     /// Deletes the probe apps and waits until no container of theirs is left, here and on the
