@@ -707,10 +707,16 @@ pub const CT_OWNER_NODE: u32 = 0;
 /// Owner of conntrack entries made for clients outside the cluster (published ports): one
 /// budget for all of them.
 pub const CT_OWNER_OUTSIDE: u32 = u32::MAX;
-/// Entries of `HM_CT` one owner (a local endpoint, or the outside) may hold at once; a new
-/// connection beyond it is dropped (`DROP_CT_BUDGET`), so no container can fill the table the
-/// others need.
+/// Entries of `HM_CT` one owner (a local endpoint, or the outside) may hold once the table is
+/// under pressure (`CT_PRESSURE`); a new connection beyond it is then dropped
+/// (`DROP_CT_BUDGET`), so no container can fill the table the others need. Below the pressure
+/// mark an owner may hold more: a busy published port is not cut off while the table has room.
 pub const CT_OWNER_BUDGET: u32 = MAX_CT_ENTRIES / 8;
+/// Entries in `HM_CT` from which the owners' budgets apply: three quarters of the table.
+pub const CT_PRESSURE: u32 = MAX_CT_ENTRIES / 4 * 3;
+/// The key of `HM_CT_BUDGET` that counts every entry, of any owner (the data path counts up,
+/// the collector recounts).
+pub const CT_TOTAL: u32 = u32::MAX - 1;
 
 /// Seconds a conntrack entry lives without a packet, by protocol and state (the daemon's
 /// collector removes it and its pair; the kernel's conntrack uses 5 days for established TCP,

@@ -9,8 +9,9 @@
 //! one came; the daemon's collector removes a connection (both entries) once it has been idle
 //! longer than its protocol and state allow (closed TCP after seconds, established after
 //! hours). Each entry counts against an owner (the local endpoint that opened the connection,
-//! or the outside), and an owner holds at most `CT_OWNER_BUDGET` entries: one container
-//! cannot fill the table the others need.
+//! or the outside); once the table is three quarters full (`CT_PRESSURE`), an owner holds at
+//! most `CT_OWNER_BUDGET` entries: one container cannot fill the table the others need, and
+//! none is cut off while there is room.
 
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
@@ -19,7 +20,7 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use hivemind_common::{
-    CT_OWNER_BUDGET, CT_OWNER_NODE, CT_TOUCH_NS, CtKey, CtValue, MAX_CT_ENTRIES, MAX_ENDPOINTS,
+    CT_OWNER_BUDGET, CT_OWNER_NODE, CT_PRESSURE, CT_TOTAL, CT_TOUCH_NS, CtKey, CtValue, MAX_CT_ENTRIES, MAX_ENDPOINTS,
     ct_state, reason,
 };
 
@@ -28,10 +29,10 @@ use hivemind_common::{
 #[map(name = "HM_CT")]
 static HM_CT: HashMap<CtKey, CtValue> = HashMap::with_max_entries(MAX_CT_ENTRIES, 0);
 
-/// Owner -> entries it holds (a u64: the data path's atomics are 64-bit). Counted up here,
-/// recounted by the daemon's collector.
+/// Owner -> entries it holds (a u64: the data path's atomics are 64-bit), and `CT_TOTAL` ->
+/// entries of every owner. Counted up here, recounted by the daemon's collector.
 #[map(name = "HM_CT_BUDGET")]
-static HM_CT_BUDGET: HashMap<u32, u64> = HashMap::with_max_entries(MAX_ENDPOINTS + 2, 0);
+static HM_CT_BUDGET: HashMap<u32, u64> = HashMap::with_max_entries(MAX_ENDPOINTS + 3, 0);
 
 const EEXIST: i32 = 17;
 
@@ -84,7 +85,10 @@ fn insert(key: &CtKey, value: &CtValue, tcp_flags: u8, replace: bool) -> Result<
     let owner = value.owner;
     // SAFETY: as in `touch`; a copy of the count, no pointer kept across the insert.
     let held = HM_CT_BUDGET.get_ptr(&owner).map(|count| unsafe { *count });
-    if owner != CT_OWNER_NODE && held.is_some_and(|count| count >= u64::from(CT_OWNER_BUDGET)) {
+    if owner != CT_OWNER_NODE
+        && held.is_some_and(|count| count >= u64::from(CT_OWNER_BUDGET))
+        && under_pressure()
+    {
         return Err(reason::DROP_CT_BUDGET);
     }
     match HM_CT.insert(key, &value, u64::from(BPF_NOEXIST)) {
@@ -92,6 +96,7 @@ fn insert(key: &CtKey, value: &CtValue, tcp_flags: u8, replace: bool) -> Result<
             if owner != CT_OWNER_NODE {
                 count_one_more(owner);
             }
+            count_one_more(CT_TOTAL);
             Ok(true)
         }
         Err(e) if e == -EEXIST && !replace => Ok(false),
@@ -101,6 +106,16 @@ fn insert(key: &CtKey, value: &CtValue, tcp_flags: u8, replace: bool) -> Result<
             .map_err(|_| reason::DROP_CT_FULL),
         Err(_) => Err(reason::DROP_CT_FULL),
     }
+}
+
+/// Whether the table holds `CT_PRESSURE` entries or more (as counted since the last
+/// collection): the owners' budgets apply only then.
+#[inline(always)]
+fn under_pressure() -> bool {
+    // SAFETY: as in `insert`: a copy of the count.
+    HM_CT_BUDGET
+        .get_ptr(&CT_TOTAL)
+        .is_some_and(|count| unsafe { *count } >= u64::from(CT_PRESSURE))
 }
 
 /// One more entry for `owner`. Not atomic (this target has no atomic read-modify-write in

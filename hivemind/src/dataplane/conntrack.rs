@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use hivemind_common::{
     CT_ICMP_TIMEOUT_S, CT_OWNER_NODE, CT_TCP_CLOSING_TIMEOUT_S, CT_TCP_ESTABLISHED_TIMEOUT_S,
-    CT_TCP_SYN_TIMEOUT_S, CT_UDP_TIMEOUT_S, CtKey, CtValue, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP, MAP_CT, MAP_CT_BUDGET, ct_flags, ct_scope, ct_state,
+    CT_TCP_SYN_TIMEOUT_S, CT_TOTAL, CT_UDP_TIMEOUT_S, CtKey, CtValue, HAIRPIN_IP, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP, MAP_CT, MAP_CT_BUDGET, ct_flags, ct_scope, ct_state,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found};
@@ -161,6 +161,7 @@ impl Dataplane {
                 *owned.entry(value.owner).or_default() += 1;
             }
         }
+        owned.insert(CT_TOTAL, entries.len() as u64);
         let budget = &mut self.services.ct_budget;
         let stale: Vec<u32> = budget
             .keys()
@@ -200,11 +201,35 @@ impl Dataplane {
 
     /// Entries each owner holds, as the data path counts them (recounted at each collection).
     pub fn conntrack_owners(&self) -> Result<Vec<(u32, u64)>, DataplaneError> {
-        self.services
+        let counts: Vec<(u32, u64)> = self
+            .services
             .ct_budget
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(DataplaneError::map(MAP_CT_BUDGET, "reading"))
+            .map_err(DataplaneError::map(MAP_CT_BUDGET, "reading"))?;
+        Ok(counts
+            .into_iter()
+            .filter(|(owner, _)| *owner != CT_TOTAL)
+            .collect())
+    }
+
+    /// Entries of every owner, as the data path counts them (recounted at each collection):
+    /// the owners' budgets apply from `CT_PRESSURE` on.
+    pub fn conntrack_total(&self) -> Result<u64, DataplaneError> {
+        match self.services.ct_budget.get(&CT_TOTAL, 0) {
+            Ok(total) => Ok(total),
+            Err(e) if is_not_found(&e) => Ok(0),
+            Err(e) => Err(DataplaneError::map(MAP_CT_BUDGET, "reading")(e)),
+        }
+    }
+
+    /// Sets the count `conntrack_total` reads, as if the table held `total` entries: for tests
+    /// of the budget under pressure without filling the table (the next collection recounts).
+    pub fn set_conntrack_total_for_test(&mut self, total: u64) -> Result<(), DataplaneError> {
+        self.services
+            .ct_budget
+            .insert(CT_TOTAL, total, 0)
+            .map_err(DataplaneError::map(MAP_CT_BUDGET, "writing"))
     }
 }
 
