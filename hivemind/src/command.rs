@@ -66,6 +66,12 @@ pub enum Command {
     DeleteApp {
         name: String,
     },
+    /// Deploys an earlier revision of the app again (the one before the current without
+    /// `to_revision`), keeping the current replica count.
+    Undo {
+        name: String,
+        to_revision: Option<u64>,
+    },
     CreateVolume {
         name: String,
     },
@@ -133,6 +139,20 @@ impl Command {
         spec.image = normalize_reference(&spec.image)
             .map_err(|e| ValidationError::new("image", e.to_string()))?;
         Ok(Self::Deploy(Box::new(spec)))
+    }
+
+    pub fn undo(name: &str, to_revision: Option<u64>) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        if to_revision == Some(0) {
+            return Err(ValidationError::new(
+                "to_revision",
+                "revisions count from 1",
+            ));
+        }
+        Ok(Self::Undo {
+            name: name.to_string(),
+            to_revision,
+        })
     }
 
     pub fn scale(name: &str, replicas: u32) -> Result<Self, ValidationError> {

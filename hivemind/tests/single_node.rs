@@ -527,10 +527,18 @@ fn lifecycle(
         "default",
         "the image's own env"
     );
+    rollout_history_and_undo(ns, daemon)?;
     assert_cli_ok(
         &daemon.cli(&["app", "delete", "--name", "imported"]),
         "delete imported",
     );
+    let (status, body) = http(
+        ns,
+        "GET",
+        &api_url("/api/apps/imported/rollout/history"),
+        None,
+    )?;
+    assert_eq!(status, 404, "a deleted app has no history: {body}");
     let (status, body) = http(
         ns,
         "POST",
@@ -547,6 +555,127 @@ fn lifecycle(
         "volume delete",
     );
     secrets(ns, daemon, socket, reference)
+}
+
+/// The app `imported` runs revision 1 (the image's own GREETING): a deploy that changes the
+/// environment is revision 2, scaling is none, `rollout undo` brings revision 1's spec back as
+/// revision 3 and the container serves the old greeting again; bad undos are refused with the
+/// reason and change nothing.
+fn rollout_history_and_undo(ns: &NetNs, daemon: &Daemon) -> Result<()> {
+    let greeting = |expected: &str| -> Result<()> {
+        eventually(
+            &format!("greeting {expected}"),
+            Duration::from_secs(60),
+            || {
+                let ids = running_ids(ns, "imported")?;
+                if ids.len() != 1 {
+                    return Ok(None);
+                }
+                let ip = container_ip(ns, &ids[0])?;
+                Ok((fetch(ns, &ip, "greeting").ok().as_deref() == Some(expected)).then_some(()))
+            },
+        )
+    };
+    let history = || -> Result<Vec<Value>> {
+        let (status, body) = http(
+            ns,
+            "GET",
+            &api_url("/api/apps/imported/rollout/history"),
+            None,
+        )?;
+        assert_eq!(status, 200, "{body}");
+        Ok(serde_json::from_str::<Vec<Value>>(&body)?)
+    };
+    assert_cli_ok(
+        &daemon.cli(&[
+            "app",
+            "deploy",
+            "--image",
+            "localhost/hm/imported:2",
+            "--name",
+            "imported",
+            "--env",
+            "GREETING=second",
+        ]),
+        "deploy revision 2",
+    );
+    greeting("second")?;
+    assert_cli_ok(
+        &daemon.cli(&["app", "scale", "--name", "imported", "--replicas", "1"]),
+        "scale (not a revision)",
+    );
+    let revisions = history()?;
+    let summary: Vec<(u64, bool, Vec<String>)> = revisions
+        .iter()
+        .map(|r| {
+            (
+                r["revision"].as_u64().unwrap_or(0),
+                r["current"] == true,
+                serde_json::from_value(r["changes"].clone()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(1, false, vec![]), (2, true, vec!["env".to_string()])],
+        "{revisions:#?}"
+    );
+
+    let undone = assert_cli_ok(
+        &daemon.cli(&["app", "rollout", "undo", "--name", "imported"]),
+        "undo",
+    );
+    assert!(
+        undone.contains("Rolled back application imported"),
+        "{undone}"
+    );
+    greeting("default")?;
+    let revisions = history()?;
+    assert_eq!(revisions.len(), 3, "{revisions:#?}");
+    assert_eq!(revisions[2]["from_revision"], 1);
+    assert_eq!(revisions[2]["current"], true);
+    let shown = assert_cli_ok(
+        &daemon.cli(&["app", "rollout", "history", "--name", "imported"]),
+        "history",
+    );
+    assert!(
+        shown.contains("3 (current)") && shown.contains("undo to 1"),
+        "{shown}"
+    );
+
+    // Bad undos: a revision never kept, and the one the app runs.
+    let missing = daemon.cli(&[
+        "app",
+        "rollout",
+        "undo",
+        "--name",
+        "imported",
+        "--to-revision",
+        "9",
+    ]);
+    let error = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success()
+            && error.contains("revision 9")
+            && error.contains("kept: 1, 2, 3"),
+        "{error}"
+    );
+    let same = daemon.cli(&[
+        "app",
+        "rollout",
+        "undo",
+        "--name",
+        "imported",
+        "--to-revision",
+        "1",
+    ]);
+    let error = String::from_utf8_lossy(&same.stderr);
+    assert!(
+        !same.status.success() && error.contains("runs revision 1 already"),
+        "{error}"
+    );
+    assert_eq!(history()?.len(), 3, "a refused undo writes no revision");
+    Ok(())
 }
 
 /// Secrets: a file (0400, on a tmpfs) and a variable in the container, a

@@ -9,7 +9,7 @@ use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome};
 use crate::contract::{
     AppStatus, AppView, DeployAnswer, DeployRequest, ErrorBody, LogQuery, Message, RestartAnswer,
-    RestartRequest, ScaleRequest,
+    RestartRequest, RevisionView, ScaleRequest, UndoRequest,
 };
 use crate::model::validate_name;
 use crate::node::ReplicaCount;
@@ -187,6 +187,101 @@ pub async fn delete(
     Ok(axum::Json(Message::ok(format!(
         "Deleted application {name}"
     ))))
+}
+
+/// The kept revisions of an app (the last 10), oldest first: what each ran and what changed.
+#[utoipa::path(
+    get,
+    path = "/api/apps/{name}/rollout/history",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "the revisions, oldest first", body = Vec<RevisionView>),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
+pub async fn rollout_history(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Vec<RevisionView>>, ApiError> {
+    require_name(&name)?;
+    let app = node
+        .store()
+        .app(&name)?
+        .ok_or_else(|| ApiError::not_found(format!("app {name} not found")))?;
+    let revisions = node.revisions(&name)?;
+    let fields = |spec: &crate::model::AppSpec| match serde_json::to_value(spec) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let mut views = Vec::new();
+    for (i, revision) in revisions.iter().enumerate() {
+        let now = fields(&revision.spec);
+        let changes = match i.checked_sub(1).map(|p| fields(&revisions[p].spec)) {
+            Some(before) => {
+                let mut names: std::collections::BTreeSet<&String> = now.keys().collect();
+                names.extend(before.keys());
+                names
+                    .into_iter()
+                    .filter(|k| k.as_str() != "replicas" && now.get(*k) != before.get(*k))
+                    .cloned()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        views.push(RevisionView {
+            revision: revision.revision,
+            image: revision.spec.image.clone(),
+            created_at: revision.created_at,
+            changes,
+            from_revision: revision.from_revision,
+            current: crate::node::same_revision(&revision.spec, &app.spec)
+                && i + 1 == revisions.len(),
+        });
+    }
+    Ok(axum::Json(views))
+}
+
+/// Deploys an earlier revision again (the one before the current unless `to_revision` says
+/// which), as a new revision; the replica count stays.
+#[utoipa::path(
+    post,
+    path = "/api/apps/{name}/rollout/undo",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    request_body = UndoRequest,
+    responses(
+        (status = 200, description = "deployed", body = DeployAnswer),
+        (status = 400, description = "the name or body is invalid", body = ErrorBody),
+        (status = 404, description = "no such app, or no such revision (the message lists those kept)", body = ErrorBody),
+        (status = 409, description = "no earlier revision, or the app runs that revision already", body = ErrorBody),
+        (status = 502, description = "the registry or container runtime failed (the revision's image is pulled again when it is gone)", body = ErrorBody),
+    )
+)]
+pub async fn rollout_undo(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<UndoRequest>,
+) -> Result<axum::Json<DeployAnswer>, ApiError> {
+    let outcome = node
+        .execute(Command::undo(&name, request.to_revision)?)
+        .await?;
+    let Outcome::Deployed {
+        app, containers, ..
+    } = outcome
+    else {
+        return Err(ApiError::internal("undo returned an unexpected outcome"));
+    };
+    Ok(axum::Json(DeployAnswer {
+        success: true,
+        container_id: containers.first().cloned().unwrap_or_default(),
+        message: format!(
+            "Rolled back application {app} with container(s) {}",
+            containers.join(", ")
+        ),
+        containers,
+    }))
 }
 
 /// The logs of every container of an app, lines prefixed with the

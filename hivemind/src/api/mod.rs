@@ -131,6 +131,12 @@ impl Routes {
             .add(Get, "/api/apps/{name}", apps::show)
             .add(Delete, "/api/apps/{name}", apps::delete)
             .add(Get, "/api/apps/{name}/logs", apps::logs)
+            .add(
+                Get,
+                "/api/apps/{name}/rollout/history",
+                apps::rollout_history,
+            )
+            .add(Post, "/api/apps/{name}/rollout/undo", apps::rollout_undo)
             .add(Post, "/api/scale", apps::scale)
             .add(Post, "/api/restart", apps::restart)
             .add(Get, "/api/containers", containers::list)

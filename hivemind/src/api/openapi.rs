@@ -29,6 +29,8 @@ use super::{
         apps::show,
         apps::delete,
         apps::logs,
+        apps::rollout_history,
+        apps::rollout_undo,
         apps::scale,
         apps::restart,
         containers::list,

@@ -13,8 +13,8 @@ use super::output::{
 use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand,
     DebugCommand, DeployArgs, FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand,
-    JoinTokenCommand, NodeCommand, ObservabilityCommand, OutputFormat, SecretValueArgs,
-    SecurityCommand, TlsCommand, TokenCommand, TopCommand, VolumeCommand,
+    JoinTokenCommand, NodeCommand, ObservabilityCommand, OutputFormat, RolloutCommand,
+    SecretValueArgs, SecurityCommand, TlsCommand, TokenCommand, TopCommand, VolumeCommand,
 };
 use crate::contract::{
     AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, CheckResult, ConnectivityReport,
@@ -23,9 +23,9 @@ use crate::contract::{
     FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
     JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
     MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PullEvent, PullRequest,
-    RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, Role, ScaleRequest, SecretAnswer,
-    SecretInput, SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated, TokenView,
-    TracingExport, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role, ScaleRequest,
+    SecretAnswer, SecretInput, SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated,
+    TokenView, TracingExport, UndoRequest, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -463,6 +463,46 @@ async fn app(
                 .get(&format!("/api/containers/{}", path_segment(container_id)?))
                 .await?;
             print_object(format, &info);
+        }
+        AppCommand::Rollout(RolloutCommand::History { name }) => {
+            let revisions: Vec<RevisionView> = client
+                .get(&format!(
+                    "/api/apps/{}/rollout/history",
+                    path_segment(name)?
+                ))
+                .await?;
+            print_list(
+                format,
+                &revisions,
+                &[
+                    ("REVISION", |r| {
+                        if r.current {
+                            format!("{} (current)", r.revision)
+                        } else {
+                            r.revision.to_string()
+                        }
+                    }),
+                    ("IMAGE", |r| r.image.clone()),
+                    ("CREATED", |r| r.created_at.to_string()),
+                    ("CHANGES", |r| match r.from_revision {
+                        Some(from) => format!("undo to {from}"),
+                        None if r.changes.is_empty() => "-".to_string(),
+                        None => r.changes.join(","),
+                    }),
+                ],
+            );
+        }
+        AppCommand::Rollout(RolloutCommand::Undo { name, to_revision }) => {
+            let body = UndoRequest {
+                to_revision: *to_revision,
+            };
+            let answer: DeployAnswer = client
+                .post(
+                    &format!("/api/apps/{}/rollout/undo", path_segment(name)?),
+                    &body,
+                )
+                .await?;
+            print_message(format, &answer);
         }
         AppCommand::Restart { name } => {
             let body = RestartRequest { name: name.clone() };

@@ -733,6 +733,26 @@ pub enum AppCommand {
         #[arg(long)]
         name: String,
     },
+    /// An app's revisions: what each deploy ran, and going back to one
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// The kept revisions (the last 10), oldest first, with what each changed
+    History {
+        #[arg(long)]
+        name: String,
+    },
+    /// Deploy an earlier revision again (default: the one before the current); the replica
+    /// count stays
+    Undo {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        to_revision: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -422,3 +422,30 @@ impl DeployRequest {
         })
     }
 }
+
+/// One kept revision of an app (`GET /api/apps/{name}/rollout/history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RevisionView {
+    /// 1 for the first deploy, one more for each deploy that changed the spec.
+    pub revision: u64,
+    /// The image reference it ran.
+    pub image: String,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    /// What differs from the revision before it (top-level spec fields, e.g. `image`, `env`);
+    /// empty for the first kept one.
+    pub changes: Vec<String>,
+    /// The revision an undo brought back, for one made by `rollout undo`.
+    pub from_revision: Option<u64>,
+    /// The revision the app runs now.
+    pub current: bool,
+}
+
+/// Body of `POST /api/apps/{name}/rollout/undo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UndoRequest {
+    /// The revision to go back to (default: the one before the current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_revision: Option<u64>,
+}

@@ -5,8 +5,12 @@ use tracing::Instrument as _;
 
 use super::{Node, NodeError, remove_dir_if_exists};
 use crate::command::{Command, Outcome};
+use crate::model::AppSpec;
 use crate::state::Row as _;
-use crate::state::{APPS, AppRecord, PLACEMENTS, Placement, VOLUMES, VolumeRecord, now_secs};
+use crate::state::{
+    APPS, AppRecord, PLACEMENTS, Placement, REVISION_LIMIT, REVISIONS, RevisionRecord, VOLUMES,
+    VolumeRecord, now_secs,
+};
 
 impl Node {
     /// Carries out one command.
@@ -18,51 +22,7 @@ impl Node {
 
     async fn execute_inner(&self, command: Command) -> Result<Outcome, NodeError> {
         match command {
-            Command::Deploy(spec) => {
-                self.check_service_limits(&spec)?;
-                // Pull before anything is recorded: a bad image changes nothing.
-                let image = self
-                    .runtime
-                    .ensure_image(&spec.image, &|_| {})
-                    .instrument(tracing::info_span!("image.pull", image = %spec.image))
-                    .await?;
-                // Its starts below use this resolution rather than asking again.
-                self.remember_image(&spec.image, &image);
-                let mut spec = *spec;
-                spec.image = image.name;
-                let existing = self.store.app(&spec.name)?;
-                let created = existing.is_none();
-                let record = match existing {
-                    Some(mut old) => {
-                        if old.spec != spec {
-                            old.generation += 1;
-                        }
-                        old.spec = spec;
-                        old.updated_at = now_secs();
-                        old
-                    }
-                    None => AppRecord::new(spec),
-                };
-                let name = record.spec.name.clone();
-                // The row's rules, then placement, before anything is written.
-                record.check(&name)?;
-                self.require_secrets(&record.spec)?;
-                self.require_free_published_ports(&record.spec)?;
-                let placement = self.placement_if_owner(&record.spec)?;
-                for volume in &record.spec.volumes {
-                    self.ensure_volume(&volume.name).await?;
-                }
-                self.write(APPS, &name, Some(&record)).await?;
-                if let Some(placement) = placement {
-                    self.write(PLACEMENTS, &name, Some(&placement)).await?;
-                }
-                self.reconcile_app(&name).await?;
-                Ok(Outcome::Deployed {
-                    containers: self.container_ids(&name)?,
-                    app: name,
-                    created,
-                })
-            }
+            Command::Deploy(spec) => self.deploy(*spec, None).await,
             Command::Scale { name, replicas } => {
                 let mut app = self.require_app(&name)?;
                 app.spec.replicas = replicas;
@@ -94,8 +54,44 @@ impl Node {
                 self.require_app(&name)?;
                 self.write::<AppRecord>(APPS, &name, None).await?;
                 self.write::<Placement>(PLACEMENTS, &name, None).await?;
+                for revision in self.revisions(&name)? {
+                    let key = RevisionRecord::key(&name, revision.revision);
+                    self.write::<RevisionRecord>(REVISIONS, &key, None).await?;
+                }
                 self.reconcile_app(&name).await?;
                 Ok(Outcome::Deleted { kind: "app", name })
+            }
+            Command::Undo { name, to_revision } => {
+                let app = self.require_app(&name)?;
+                let revisions = self.revisions(&name)?;
+                let target =
+                    match to_revision {
+                        Some(wanted) => revisions
+                            .iter()
+                            .find(|r| r.revision == wanted)
+                            .ok_or_else(|| NodeError::NotFound {
+                                kind: "revision",
+                                name: format!(
+                                    "{wanted} of app {name} (kept: {})",
+                                    kept(&revisions)
+                                ),
+                            })?,
+                        None => revisions.iter().rev().nth(1).ok_or_else(|| {
+                            NodeError::Conflict(format!(
+                                "app {name} has no earlier revision to go back to (kept: {})",
+                                kept(&revisions)
+                            ))
+                        })?,
+                    };
+                let mut spec = target.spec.clone();
+                spec.replicas = app.spec.replicas;
+                if same_revision(&spec, &app.spec) {
+                    return Err(NodeError::Conflict(format!(
+                        "app {name} runs revision {} already",
+                        target.revision
+                    )));
+                }
+                self.deploy(spec, Some(target.revision)).await
             }
             Command::CreateVolume { name } => {
                 if self.store.volume(&name)?.is_some() {
@@ -298,4 +294,127 @@ impl Node {
         }
         set
     }
+}
+
+impl Node {
+    /// Creates the app, or replaces its containers with `spec`; a spec that differs from the
+    /// app's last revision (replicas aside) becomes its next revision.
+    async fn deploy(
+        &self,
+        spec: AppSpec,
+        from_revision: Option<u64>,
+    ) -> Result<Outcome, NodeError> {
+        self.check_service_limits(&spec)?;
+        // Pull before anything is recorded: a bad image changes nothing.
+        let image = self
+            .runtime
+            .ensure_image(&spec.image, &|_| {})
+            .instrument(tracing::info_span!("image.pull", image = %spec.image))
+            .await?;
+        // Its starts below use this resolution rather than asking again.
+        self.remember_image(&spec.image, &image);
+        let mut spec = spec;
+        spec.image = image.name;
+        let existing = self.store.app(&spec.name)?;
+        let created = existing.is_none();
+        let record = match existing {
+            Some(mut old) => {
+                if old.spec != spec {
+                    old.generation += 1;
+                }
+                old.spec = spec;
+                old.updated_at = now_secs();
+                old
+            }
+            None => AppRecord::new(spec),
+        };
+        let name = record.spec.name.clone();
+        // The row's rules, then placement, before anything is written.
+        record.check(&name)?;
+        self.require_secrets(&record.spec)?;
+        self.require_free_published_ports(&record.spec)?;
+        let placement = self.placement_if_owner(&record.spec)?;
+        for volume in &record.spec.volumes {
+            self.ensure_volume(&volume.name).await?;
+        }
+        self.write(APPS, &name, Some(&record)).await?;
+        if let Some(placement) = placement {
+            self.write(PLACEMENTS, &name, Some(&placement)).await?;
+        }
+        self.record_revision(&record.spec, from_revision).await?;
+        self.reconcile_app(&name).await?;
+        Ok(Outcome::Deployed {
+            containers: self.container_ids(&name)?,
+            app: name,
+            created,
+        })
+    }
+
+    /// The kept revisions of `app`, oldest first.
+    pub fn revisions(&self, app: &str) -> Result<Vec<RevisionRecord>, NodeError> {
+        let mut revisions: Vec<RevisionRecord> = self
+            .store
+            .values::<RevisionRecord>(REVISIONS)?
+            .into_iter()
+            .filter(|r| r.app == app)
+            .collect();
+        revisions.sort_by_key(|r| r.revision);
+        Ok(revisions)
+    }
+
+    /// Writes `spec` as the app's next revision unless it is the last one (replicas aside),
+    /// and forgets the oldest beyond [`REVISION_LIMIT`].
+    async fn record_revision(
+        &self,
+        spec: &AppSpec,
+        from_revision: Option<u64>,
+    ) -> Result<(), NodeError> {
+        let mut revisions = self.revisions(&spec.name)?;
+        if revisions
+            .last()
+            .is_some_and(|last| same_revision(&last.spec, spec))
+        {
+            return Ok(());
+        }
+        let row = RevisionRecord {
+            app: spec.name.clone(),
+            revision: revisions.last().map_or(1, |last| last.revision + 1),
+            spec: spec.clone(),
+            created_at: now_secs(),
+            from_revision,
+        };
+        self.write(
+            REVISIONS,
+            &RevisionRecord::key(&row.app, row.revision),
+            Some(&row),
+        )
+        .await?;
+        revisions.push(row);
+        let excess = revisions.len().saturating_sub(REVISION_LIMIT);
+        for old in &revisions[..excess] {
+            let key = RevisionRecord::key(&old.app, old.revision);
+            self.write::<RevisionRecord>(REVISIONS, &key, None).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether two specs are one revision: the same but for the replica count (scaling is not a
+/// new revision, and an undo keeps the current count).
+pub fn same_revision(a: &AppSpec, b: &AppSpec) -> bool {
+    AppSpec {
+        replicas: b.replicas,
+        ..a.clone()
+    } == *b
+}
+
+fn kept(revisions: &[RevisionRecord]) -> String {
+    if revisions.is_empty() {
+        return "none".into();
+    }
+    revisions
+        .iter()
+        .map(|r| r.revision.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

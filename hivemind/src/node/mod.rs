@@ -31,6 +31,7 @@ mod views;
 
 pub use apps::endpoint_id;
 use apps::lock;
+pub use commands::same_revision;
 pub use flows::{
     FlowFilter, FlowNames, KeptFlow, RECENT_FLOWS, protocol_name, protocol_number, wall_ms,
 };

@@ -94,6 +94,30 @@ pub struct ContainerRecord {
     pub started_at: Option<u64>,
 }
 
+/// One revision of an app: the spec a deploy asked for, kept so that `app rollout undo` can go
+/// back to it. Key `<app>/<revision, 6 digits>`; the newest [`REVISION_LIMIT`] of each app are
+/// kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionRecord {
+    pub app: String,
+    /// 1 for the first deploy, then one more for each deploy that changed the spec.
+    pub revision: u64,
+    pub spec: AppSpec,
+    pub created_at: u64,
+    /// The revision an undo brought back, for a revision made by `rollout undo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_revision: Option<u64>,
+}
+
+/// Revisions kept per app (as Kubernetes keeps 10 by default).
+pub const REVISION_LIMIT: usize = 10;
+
+impl RevisionRecord {
+    pub fn key(app: &str, revision: u64) -> String {
+        format!("{app}/{revision:06}")
+    }
+}
+
 /// A named volume: a directory under the data dir.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VolumeRecord {

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::records::{
-    AppRecord, EndpointRecord, JoinTokenRecord, NodeInfo, Placement, SecretRecord, ServiceRecord,
-    TlsCertRecord, TokenRecord, VolumeRecord,
+    AppRecord, EndpointRecord, JoinTokenRecord, NodeInfo, Placement, RevisionRecord, SecretRecord,
+    ServiceRecord, TlsCertRecord, TokenRecord, VolumeRecord,
 };
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
@@ -103,11 +103,13 @@ pub const TRACING_EXPORT: Table<TracingExport> = Table::new("tracing_export");
 pub const LOG_SHIPPING: Table<LogShipping> = Table::new("log_shipping");
 /// Cluster settings of the dashboard's history: one row, key [`CLUSTER_SETTING`].
 pub const DASHBOARD_HISTORY: Table<DashboardHistory> = Table::new("dashboard_history");
+/// Each app's recent specs, for `app rollout history|undo`: key `<app>/<revision>`.
+pub const REVISIONS: Table<RevisionRecord> = Table::new("revisions");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 17] = [
+pub const TABLE_NAMES: [&str; 18] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -125,6 +127,7 @@ pub const TABLE_NAMES: [&str; 17] = [
     TRACING_EXPORT.name,
     LOG_SHIPPING.name,
     DASHBOARD_HISTORY.name,
+    REVISIONS.name,
 ];
 
 /// The node that alone may write `key`: a node's record and its subnet
@@ -176,6 +179,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "tracing_export" => check(TRACING_EXPORT, key, value),
         "log_shipping" => check(LOG_SHIPPING, key, value),
         "dashboard_history" => check(DASHBOARD_HISTORY, key, value),
+        "revisions" => check(REVISIONS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -228,6 +232,32 @@ impl Row for AppRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         self.spec.validate()?;
         key_names(key, &self.spec.name)
+    }
+}
+
+impl Row for RevisionRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.spec.validate()?;
+        if self.app != self.spec.name {
+            return Err(ValidationError::new(
+                "app",
+                format!(
+                    "{:?} is not the spec's app ({:?})",
+                    self.app, self.spec.name
+                ),
+            ));
+        }
+        if self.revision == 0
+            || self
+                .from_revision
+                .is_some_and(|r| r == 0 || r >= self.revision)
+        {
+            return Err(ValidationError::new(
+                "revision",
+                "revisions count from 1, and an undo comes from an earlier one",
+            ));
+        }
+        key_names(key, &RevisionRecord::key(&self.app, self.revision))
     }
 }
 
@@ -506,6 +536,26 @@ mod tests {
             },
             "generation": 1, "created_at": 0, "updated_at": 0
         })
+    }
+
+    #[test]
+    fn revisions_from_peers_are_checked() {
+        let revision = |key: &str, app: &str, revision: u64, from: Option<u64>| {
+            let mut value = json!({
+                "app": app, "revision": revision, "created_at": 0,
+                "spec": app_value("web", "data")["spec"].clone(),
+            });
+            if let Some(from) = from {
+                value["from_revision"] = json!(from);
+            }
+            check_record(&record("revisions", key, Some(value)))
+        };
+        revision("web/000002", "web", 2, Some(1)).unwrap();
+        let field = |r: Result<(), ValidationError>| r.unwrap_err().field;
+        assert_eq!(field(revision("web/2", "web", 2, None)), "key");
+        assert_eq!(field(revision("db/000002", "db", 2, None)), "app");
+        assert_eq!(field(revision("web/000000", "web", 0, None)), "revision");
+        assert_eq!(field(revision("web/000002", "web", 2, Some(2))), "revision");
     }
 
     #[test]
