@@ -1226,12 +1226,36 @@ fn an_update_that_never_gets_ready_leaves_the_old_version_serving(
     );
     let app = api_json(ns, "/api/apps/web")?;
     assert_ne!(app["status"], "running", "not converged: {app}");
+    // `rollout status` says where it stands and why: the new container is not ready, the old
+    // one is still there; waiting for it fails with exit code 1.
+    let new = stuck
+        .iter()
+        .find(|id| *id != current)
+        .context("the new container")?;
+    let status = daemon.cli(&["app", "rollout", "status", "--name", "web", "--wait", "2"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        !status.status.success()
+            && shown.contains("0/1 updated and ready, 1 updated, 1 old")
+            && shown.contains(&format!("waiting: {new} on "))
+            && shown.contains("in progress"),
+        "{shown}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     deploy(&[]);
     let replaced = wait_replicas(ns, "web", 1)?;
     assert!(
         !stuck.contains(&replaced[0]),
         "a third generation replaced both: {replaced:?} after {stuck:?}"
+    );
+    let done = assert_cli_ok(
+        &daemon.cli(&["app", "rollout", "status", "--name", "web", "--wait", "60"]),
+        "rollout status --wait",
+    );
+    assert!(
+        done.contains("1/1 updated and ready, 1 updated, 0 old") && done.contains("complete"),
+        "{done}"
     );
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome};
 use crate::contract::{
     AppStatus, AppView, DeployAnswer, DeployRequest, ErrorBody, LogQuery, Message, RestartAnswer,
-    RestartRequest, RevisionView, ScaleRequest, UndoRequest,
+    RestartRequest, RevisionView, RolloutStatus, ScaleRequest, UndoRequest, WaitingContainer,
 };
 use crate::model::validate_name;
 use crate::node::ReplicaCount;
@@ -187,6 +187,72 @@ pub async fn delete(
     Ok(axum::Json(Message::ok(format!(
         "Deleted application {name}"
     ))))
+}
+
+/// Where the app's update stands: its current generation's containers (and how many are
+/// ready) against older ones still there, cluster-wide, with the reason of each container that
+/// is not ready.
+#[utoipa::path(
+    get,
+    path = "/api/apps/{name}/rollout",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "the rollout's state", body = RolloutStatus),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
+pub async fn rollout_status(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<RolloutStatus>, ApiError> {
+    require_name(&name)?;
+    let app = node
+        .store()
+        .app(&name)?
+        .ok_or_else(|| ApiError::not_found(format!("app {name} not found")))?;
+    let endpoints: Vec<crate::state::EndpointRecord> = node
+        .store()
+        .values::<crate::state::EndpointRecord>(crate::state::ENDPOINTS)?
+        .into_iter()
+        .filter(|e| e.app == name)
+        .collect();
+    let current = |e: &&crate::state::EndpointRecord| e.generation == app.generation;
+    let updated = endpoints.iter().filter(current).count() as u32;
+    let ready = endpoints.iter().filter(current).filter(|e| e.ready).count() as u32;
+    let old = endpoints.len() as u32 - updated;
+    let mut waiting: Vec<WaitingContainer> = endpoints
+        .iter()
+        .filter(|e| !e.ready)
+        .map(|e| WaitingContainer {
+            container: e.container.clone(),
+            node: e.node.clone(),
+            generation: e.generation,
+            reason: match &e.reason {
+                Some(reason) => format!("{}: {reason}", e.status.as_str()),
+                None => e.status.as_str().to_string(),
+            },
+        })
+        .collect();
+    waiting.sort_by(|a, b| a.container.cmp(&b.container));
+    let revision = node
+        .revisions(&name)?
+        .iter()
+        .rev()
+        .find(|r| crate::node::same_revision(&r.spec, &app.spec))
+        .map(|r| r.revision);
+    Ok(axum::Json(RolloutStatus {
+        complete: ready == app.spec.replicas && updated == app.spec.replicas && old == 0,
+        app: name,
+        generation: app.generation,
+        revision,
+        replicas: app.spec.replicas,
+        updated,
+        ready,
+        old,
+        waiting,
+    }))
 }
 
 /// The kept revisions of an app (the last 10), oldest first: what each ran and what changed.

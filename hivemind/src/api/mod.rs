@@ -137,6 +137,7 @@ impl Routes {
                 apps::rollout_history,
             )
             .add(Post, "/api/apps/{name}/rollout/undo", apps::rollout_undo)
+            .add(Get, "/api/apps/{name}/rollout", apps::rollout_status)
             .add(Post, "/api/scale", apps::scale)
             .add(Post, "/api/restart", apps::restart)
             .add(Get, "/api/containers", containers::list)

@@ -29,6 +29,7 @@ use super::{
         apps::show,
         apps::delete,
         apps::logs,
+        apps::rollout_status,
         apps::rollout_history,
         apps::rollout_undo,
         apps::scale,

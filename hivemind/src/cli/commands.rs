@@ -23,9 +23,10 @@ use crate::contract::{
     FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
     JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
     MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PullEvent, PullRequest,
-    RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role, ScaleRequest,
-    SecretAnswer, SecretInput, SecretView, ServiceView, TlsCertAnswer, TlsCertView, TokenCreated,
-    TokenView, TracingExport, UndoRequest, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role,
+    RolloutStatus, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView, TlsCertAnswer,
+    TlsCertView, TokenCreated, TokenView, TracingExport, UndoRequest, VolumeCreated,
+    VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -463,6 +464,55 @@ async fn app(
                 .get(&format!("/api/containers/{}", path_segment(container_id)?))
                 .await?;
             print_object(format, &info);
+        }
+        AppCommand::Rollout(RolloutCommand::Status { name, wait }) => {
+            let path = format!("/api/apps/{}/rollout", path_segment(name)?);
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs(wait.unwrap_or(0));
+            let status = loop {
+                let status: RolloutStatus = client.get(&path).await?;
+                if status.complete || std::time::Instant::now() >= deadline {
+                    break status;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            };
+            if format == OutputFormat::Json {
+                print_object(format, &status);
+            } else {
+                println!(
+                    "{}: generation {}{}, {}/{} updated and ready, {} updated, {} old",
+                    status.app,
+                    status.generation,
+                    status
+                        .revision
+                        .map(|r| format!(" (revision {r})"))
+                        .unwrap_or_default(),
+                    status.ready,
+                    status.replicas,
+                    status.updated,
+                    status.old
+                );
+                for w in &status.waiting {
+                    println!(
+                        "  waiting: {} on {} (generation {}): {}",
+                        w.container, w.node, w.generation, w.reason
+                    );
+                }
+                println!(
+                    "{}",
+                    if status.complete {
+                        "complete"
+                    } else {
+                        "in progress"
+                    }
+                );
+            }
+            if !status.complete && wait.is_some() {
+                return Err(ClientError::Other(format!(
+                    "the rollout of {name} did not complete within {} s",
+                    wait.unwrap_or(0)
+                )));
+            }
         }
         AppCommand::Rollout(RolloutCommand::History { name }) => {
             let revisions: Vec<RevisionView> = client

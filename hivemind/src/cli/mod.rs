@@ -740,6 +740,15 @@ pub enum AppCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
+    /// Where the app's update stands: containers of the current generation (ready or not)
+    /// against older ones still there, and why each waiting one is not ready
+    Status {
+        #[arg(long)]
+        name: String,
+        /// Wait up to this many seconds for the rollout to complete (exit code 1 if it does not)
+        #[arg(long)]
+        wait: Option<u64>,
+    },
     /// The kept revisions (the last 10), oldest first, with what each changed
     History {
         #[arg(long)]

@@ -449,3 +449,37 @@ pub struct UndoRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_revision: Option<u64>,
 }
+
+/// Where an app's update stands (`GET /api/apps/{name}/rollout`): the containers of its
+/// current generation against those of older ones, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RolloutStatus {
+    pub app: String,
+    /// Bumped by every deploy that changes the spec, and by `restart`.
+    pub generation: u64,
+    /// The kept revision the app runs (see `rollout/history`).
+    pub revision: Option<u64>,
+    /// Replicas wanted.
+    pub replicas: u32,
+    /// Containers of the current generation.
+    pub updated: u32,
+    /// Of those, the ready ones (they take traffic).
+    pub ready: u32,
+    /// Containers of older generations still there: each node removes its old ones once its
+    /// new ones are ready.
+    pub old: u32,
+    /// Every replica runs the current generation, ready, and no old container is left.
+    pub complete: bool,
+    /// Containers that are not ready, and why.
+    pub waiting: Vec<WaitingContainer>,
+}
+
+/// A container of a rollout that does not take traffic yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WaitingContainer {
+    pub container: String,
+    pub node: String,
+    pub generation: u64,
+    /// Its status and why it is not ready (the last readiness check's message).
+    pub reason: String,
+}
