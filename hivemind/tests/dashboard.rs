@@ -1,7 +1,8 @@
 //! The dashboard in a real browser (Debian's headless Chromium over the DevTools protocol)
 //! against a live daemon with real containers: sign in, see the node and the apps, deploy from
 //! the form, watch the app's traffic chart move while requests flow, see the flows a policy
-//! denies in the flow table filtered by app and verdict. With `UPDATE_SCREENSHOTS=1` the
+//! denies in the flow table filtered by app and verdict, follow an update on the app page and
+//! undo it from there. With `UPDATE_SCREENSHOTS=1` the
 //! screenshots go to `docs/images/` (the ones docs/dashboard.md shows).
 
 use std::path::{Path, PathBuf};
@@ -245,5 +246,45 @@ fn scenario(ns: &NetNs, daemon: &Daemon, reference: &str, dir: &Path) -> Result<
         )?;
     }
     screenshot(&mut page, dir, "map")?;
+
+    // The app page follows an update and goes back: a redeploy with another greeting is
+    // revision 2; "Undo to 1" on the page brings the form's greeting back as revision 3.
+    let redeploy = serde_json::json!({
+        "image": reference, "name": "formapp", "env": {"GREETING": "second"},
+    });
+    let (status, body) = http(
+        ns,
+        "POST",
+        &api_url("/api/deploy"),
+        Some(&redeploy.to_string()),
+    )?;
+    anyhow::ensure!(status == 200, "redeploy: {status} {body}");
+    page.eval("location.hash = '#/apps/formapp'; true")?;
+    let rollout = |text: &str| {
+        format!(
+            "(() => {{ const r = document.getElementById('rollout');
+                return !!r && r.textContent.includes({text:?}) && r.textContent.includes('complete')
+                  && !r.textContent.includes('in progress'); }})()"
+        )
+    };
+    page.wait_for(
+        "revision 2 rolled out, with an undo to 1",
+        &format!(
+            "{} && !!document.querySelector('#rollout .undo[data-revision=\"1\"]')",
+            rollout("2 (current)")
+        ),
+        Duration::from_secs(90),
+    )?;
+    page.eval("document.querySelector('#rollout .undo[data-revision=\"1\"]').click(); true")?;
+    page.wait_for(
+        "revision 3 (undo to 1) rolled out",
+        &format!(
+            "{} && document.getElementById('rollout').textContent.includes('undo to 1')",
+            rollout("3 (current)")
+        ),
+        Duration::from_secs(90),
+    )?;
+    let app = api_json(ns, "/api/apps/formapp")?;
+    assert_eq!(app["env"]["GREETING"], "from the form", "{app}");
     Ok(())
 }
