@@ -878,6 +878,7 @@ fn connectivity_passes_then_names_what_a_policy_blocks(testbed: &Testbed) -> Res
         "container-to-service",
         "dns",
         "node-to-container",
+        "node-to-service",
         "egress",
         "published-port",
         "cleanup",
@@ -932,7 +933,13 @@ fn connectivity_passes_then_names_what_a_policy_blocks(testbed: &Testbed) -> Res
     }
     // DNS to the node is always allowed; the node and published ports are not the client's
     // egress.
-    for open in ["dns", "node-to-container", "published-port", "cleanup"] {
+    for open in [
+        "dns",
+        "node-to-container",
+        "node-to-service",
+        "published-port",
+        "cleanup",
+    ] {
         assert_eq!(result_of(open), "passed", "{open}: {report:#}");
     }
     probes_gone()?;

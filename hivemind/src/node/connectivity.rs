@@ -1,8 +1,9 @@
 //! `hivemind debug connectivity`: an in-cluster check in the spirit of `cilium connectivity
 //! test`. It deploys two probe apps, a client on this node and a server on another, checks the
 //! paths a user's traffic takes (container to container, to the service address, DNS, node to
-//! container, egress, a published port), each from where that traffic starts (the client
-//! probe's own network namespace, or this node's), and removes the probes again.
+//! container and to the service address, egress, a published port), each from where that
+//! traffic starts (the client probe's own network namespace, or this node's), and removes the
+//! probes again.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -561,6 +562,10 @@ impl Node {
         record("node-to-container", started, outcome.into());
 
         let started = Instant::now();
+        let outcome = http_check(vip, wait).await;
+        record("node-to-service", started, outcome.into());
+
+        let started = Instant::now();
         let outcome = match plan.egress {
             Some(target) => in_netns(&netns, move || tcp_check(target.into(), wait))
                 .await
@@ -702,6 +707,10 @@ fn check_names(plan: &ConnectivityPlan) -> Vec<(&'static str, String)> {
         (
             "node-to-container",
             format!("this node -> {SERVER_APP}'s container address, TCP {port}, HTTP GET"),
+        ),
+        (
+            "node-to-service",
+            format!("this node -> {SERVER_APP}'s service address, TCP {port}, HTTP GET"),
         ),
         (
             "egress",
