@@ -73,6 +73,20 @@ pub async fn deploy(
     Json(request): Json<DeployRequest>,
 ) -> Result<axum::Json<DeployAnswer>, ApiError> {
     let outcome = node.execute(Command::deploy(&request)?).await?;
+    deployed_answer(
+        outcome,
+        |created| {
+            if created { "Deployed" } else { "Updated" }
+        },
+    )
+}
+
+/// The answer of a deploy or an undo: `verb` (given whether the app was created) and the
+/// containers.
+fn deployed_answer(
+    outcome: Outcome,
+    verb: impl FnOnce(bool) -> &'static str,
+) -> Result<axum::Json<DeployAnswer>, ApiError> {
     let Outcome::Deployed {
         app,
         containers,
@@ -81,12 +95,12 @@ pub async fn deploy(
     else {
         return Err(ApiError::internal("deploy returned an unexpected outcome"));
     };
-    let verb = if created { "Deployed" } else { "Updated" };
     Ok(axum::Json(DeployAnswer {
         success: true,
         container_id: containers.first().cloned().unwrap_or_default(),
         message: format!(
-            "{verb} application {app} with container(s) {}",
+            "{} application {app} with container(s) {}",
+            verb(created),
             containers.join(", ")
         ),
         containers,
@@ -333,21 +347,7 @@ pub async fn rollout_undo(
     let outcome = node
         .execute(Command::undo(&name, request.to_revision)?)
         .await?;
-    let Outcome::Deployed {
-        app, containers, ..
-    } = outcome
-    else {
-        return Err(ApiError::internal("undo returned an unexpected outcome"));
-    };
-    Ok(axum::Json(DeployAnswer {
-        success: true,
-        container_id: containers.first().cloned().unwrap_or_default(),
-        message: format!(
-            "Rolled back application {app} with container(s) {}",
-            containers.join(", ")
-        ),
-        containers,
-    }))
+    deployed_answer(outcome, |_| "Rolled back")
 }
 
 /// The logs of every container of an app, lines prefixed with the
