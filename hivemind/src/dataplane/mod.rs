@@ -186,19 +186,11 @@ impl Dataplane {
             PROG_NAT_INGRESS,
             PROG_EXPLAIN,
         ] {
-            classifier(&mut ebpf, program)?
-                .load()
-                .map_err(|e| DataplaneError::ProgramLoad {
-                    program,
-                    source: Box::new(e),
-                })?;
+            let loaded = classifier(&mut ebpf, program)?;
+            load_program(program, || loaded.load())?;
         }
-        xdp(&mut ebpf, PROG_XDP_UNDERLAY)?
-            .load()
-            .map_err(|e| DataplaneError::ProgramLoad {
-                program: PROG_XDP_UNDERLAY,
-                source: Box::new(e),
-            })?;
+        let loaded = xdp(&mut ebpf, PROG_XDP_UNDERLAY)?;
+        load_program(PROG_XDP_UNDERLAY, || loaded.load())?;
 
         let endpoints = ebpf
             .take_map(MAP_ENDPOINTS)
@@ -596,6 +588,36 @@ where
             program,
             source: Box::new(e),
         })
+}
+
+/// Loads a program into the kernel, again (up to 5 times) when its verification was
+/// interrupted by a signal (EAGAIN), as libbpf does: the container programs take the verifier
+/// long enough that a signal to the process may land meanwhile.
+fn load_program(
+    program: &'static str,
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), DataplaneError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+            {
+                tracing::debug!(
+                    program,
+                    tries,
+                    "program verification interrupted; loading again"
+                );
+            }
+            result => {
+                return result.map_err(|e| DataplaneError::ProgramLoad {
+                    program,
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
 }
 
 fn classifier<'a>(
