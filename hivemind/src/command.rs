@@ -72,6 +72,11 @@ pub enum Command {
         name: String,
         to_revision: Option<u64>,
     },
+    /// `rollout pause|resume|abort`.
+    Rollout {
+        name: String,
+        action: RolloutAction,
+    },
     CreateVolume {
         name: String,
     },
@@ -152,6 +157,14 @@ impl Command {
         Ok(Self::Undo {
             name: name.to_string(),
             to_revision,
+        })
+    }
+
+    pub fn rollout(name: &str, action: RolloutAction) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        Ok(Self::Rollout {
+            name: name.to_string(),
+            action,
         })
     }
 
@@ -281,6 +294,27 @@ pub fn parse_gossip_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP or IP:PORT"))
 }
 
+/// What an operator does to a rollout in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// Holds it where it is.
+    Pause,
+    /// Goes on after a pause, or tries again after a failure (the deadline starts again).
+    Resume,
+    /// Goes back to the version it replaced.
+    Abort,
+}
+
+impl RolloutAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Abort => "abort",
+        }
+    }
+}
+
 /// What a command did, for the API's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -329,5 +363,9 @@ pub enum Outcome {
         domain: String,
         /// No certificate for the domain existed.
         created: bool,
+    },
+    RolloutChanged {
+        app: String,
+        action: RolloutAction,
     },
 }

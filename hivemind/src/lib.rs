@@ -23,6 +23,7 @@ pub mod network;
 pub mod node;
 pub mod pki;
 pub mod policy;
+pub mod rollout;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

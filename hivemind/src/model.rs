@@ -293,6 +293,262 @@ pub struct AppSpec {
     /// How published ports answer.
     #[serde(default, skip_serializing_if = "PublishMode::is_default")]
     pub publish_mode: PublishMode,
+    /// How a redeploy replaces the containers.
+    #[serde(default, skip_serializing_if = "StrategySpec::is_default")]
+    pub strategy: StrategySpec,
+}
+
+/// How a redeploy replaces an app's containers (`--strategy` and its flags). The strategies
+/// themselves are in `crate::rollout`, registered by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrategySpec {
+    /// A registered strategy: `simple` (each node replaces its replicas once their successors
+    /// are ready) or `rolling-update` (batches across the cluster).
+    pub name: String,
+    /// Rolling update: replicas that may be unavailable during the update (default 25%,
+    /// rounded down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<Amount>,
+    /// Rolling update: replicas that may run above the wanted count (default 25%, rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<Amount>,
+    /// Seconds a new container must stay ready before it counts as available.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_ready_secs: u32,
+    /// Seconds a rollout may go without progress before it fails.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline_secs: u32,
+    /// Whether a failed rollout goes back to the version it replaced by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_rollback: bool,
+}
+
+/// Default `progress_deadline_secs`, as Kubernetes's `progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE_S: u32 = 600;
+/// Longest `progress_deadline_secs` and `min_ready_secs`: a day.
+pub const MAX_ROLLOUT_SECS: u32 = 86_400;
+
+fn default_progress_deadline() -> u32 {
+    DEFAULT_PROGRESS_DEADLINE_S
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Default for StrategySpec {
+    fn default() -> Self {
+        Self {
+            name: "simple".to_string(),
+            max_unavailable: None,
+            max_surge: None,
+            min_ready_secs: 0,
+            progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_S,
+            auto_rollback: false,
+        }
+    }
+}
+
+impl StrategySpec {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The rules that do not depend on which strategies exist (the name is checked against
+    /// the registry by the caller).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (field, amount) in [
+            ("strategy.max_unavailable", self.max_unavailable),
+            ("strategy.max_surge", self.max_surge),
+        ] {
+            if let Some(Amount::Percent(p)) = amount
+                && p > 100
+            {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{p}% is more than 100%"),
+                ));
+            }
+            if let Some(Amount::Count(n)) = amount
+                && n > MAX_REPLICAS
+            {
+                return Err(ValidationError::new(
+                    field,
+                    format!("must be at most {MAX_REPLICAS}, got {n}"),
+                ));
+            }
+        }
+        if self.max_unavailable.is_some_and(Amount::is_zero)
+            && self.max_surge.is_some_and(Amount::is_zero)
+        {
+            return Err(ValidationError::new(
+                "strategy.max_surge",
+                "max_surge and max_unavailable cannot both be 0: the update could never start",
+            ));
+        }
+        for (field, secs) in [
+            ("strategy.min_ready_secs", self.min_ready_secs),
+            (
+                "strategy.progress_deadline_secs",
+                self.progress_deadline_secs,
+            ),
+        ] {
+            if secs > MAX_ROLLOUT_SECS {
+                return Err(ValidationError::new(
+                    field,
+                    format!("must be at most {MAX_ROLLOUT_SECS} s, got {secs}"),
+                ));
+            }
+        }
+        if self.progress_deadline_secs == 0 {
+            return Err(ValidationError::new(
+                "strategy.progress_deadline_secs",
+                "must be at least 1 s",
+            ));
+        }
+        if self.min_ready_secs >= self.progress_deadline_secs {
+            return Err(ValidationError::new(
+                "strategy.min_ready_secs",
+                format!(
+                    "{} s leaves no time within the progress deadline of {} s",
+                    self.min_ready_secs, self.progress_deadline_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A number of replicas, absolute (`2`) or a percentage of the wanted count (`25%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    fn is_zero(self) -> bool {
+        matches!(self, Self::Count(0) | Self::Percent(0))
+    }
+
+    /// The count for `replicas`, a percentage rounded up or down.
+    pub fn of(self, replicas: u32, round_up: bool) -> u32 {
+        match self {
+            Self::Count(n) => n,
+            Self::Percent(p) if round_up => (replicas * p).div_ceil(100),
+            Self::Percent(p) => replicas * p / 100,
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for Amount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is neither a count (2) nor a percentage (25%)");
+        match s.strip_suffix('%') {
+            Some(p) => p.parse().map(Self::Percent).map_err(|_| bad()),
+            None => s.parse().map(Self::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An update in progress (or the last one) of an app, in its record: the driving node (the
+/// app's owner) moves it on, every node follows its quotas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The strategy driving it.
+    pub strategy: String,
+    /// The generation it replaces, and the spec that ran it: a rollback returns to both,
+    /// keeping the containers of that generation that still run.
+    pub from_generation: u64,
+    pub from_spec: Box<AppSpec>,
+    /// The generation it brings.
+    pub to_generation: u64,
+    /// How many replicas of each generation the cluster may run now; `None`: every node
+    /// replaces its own replicas once their successors are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    pub phase: RolloutPhase,
+    /// Milliseconds since the epoch: the start, and the last progress (a new replica available,
+    /// an old one gone).
+    pub started_ms: u64,
+    pub progressed_ms: u64,
+    /// The most new replicas seen available, and the fewest old ones seen.
+    #[serde(default)]
+    pub best_available: u32,
+    #[serde(default)]
+    pub fewest_old: u32,
+    /// Why it failed, stopped or went back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Rollout {
+    /// Whether its quotas still bind the nodes.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.phase,
+            RolloutPhase::Progressing | RolloutPhase::Paused | RolloutPhase::Failed
+        )
+    }
+}
+
+/// Replicas of the new generation and of older ones the cluster may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    pub new: u32,
+    pub old: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutPhase {
+    /// The driver moves it on.
+    Progressing,
+    /// `rollout pause`: held where it is until `rollout resume`.
+    Paused,
+    /// Every replica runs the new generation, ready; no old one is left.
+    Complete,
+    /// No progress within the deadline, without auto-rollback: held where it is.
+    Failed,
+    /// Back on the generation it replaced (automatically, by `abort` or by `undo`).
+    RolledBack,
+}
+
+impl RolloutPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Progressing => "progressing",
+            Self::Paused => "paused",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled-back",
+        }
+    }
 }
 
 /// How a published port's connections reach a backend on another node and come back.
@@ -455,6 +711,7 @@ impl AppSpec {
             ));
         }
         self.validate_health()?;
+        self.strategy.validate()?;
         for (key, value) in &self.constraints {
             validate_label(key, value)
                 .map_err(|e| ValidationError::new("constraints", e.message))?;

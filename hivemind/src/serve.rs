@@ -233,6 +233,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     node.release_unheld_links();
     let mut tasks = vec![
         tokio::spawn(reconcile_loop(node.clone())),
+        tokio::spawn(service_sync_loop(node.clone())),
         tokio::spawn(flow_loop(node.clone())),
         tokio::spawn(trace_loop(node.clone())),
         tokio::spawn(nat_loop(node.clone())),
@@ -288,6 +289,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             use tokio::sync::broadcast::error::RecvError;
             while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
                 node.wake();
+                node.wake_services();
             }
         }));
     }
@@ -486,6 +488,18 @@ async fn ingress_loop(node: Arc<Node>) {
     loop {
         tick.tick().await;
         node.refresh_ingress().await;
+    }
+}
+
+/// Follows replicated endpoints and services into the data plane at once, whatever the
+/// reconcile pass is busy with (starting containers takes seconds): a withdrawn backend must
+/// leave every node's load balancer before it stops.
+async fn service_sync_loop(node: Arc<Node>) {
+    loop {
+        node.services_woken().await;
+        if let Err(e) = node.sync_services().await {
+            tracing::warn!(error = %e, "service sync failed");
+        }
     }
 }
 

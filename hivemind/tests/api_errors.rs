@@ -98,6 +98,56 @@ fn rejections_answer_the_json_error_body() {
             "DELETE",
         ),
         ("GET", "/api/nothing", "", 404, "not_found", "/api/nothing"),
+        // Strategies: the guide's that are not built yet are named as such; bad bounds are
+        // refused by field.
+        (
+            "POST",
+            "/api/deploy",
+            r#"{"image":"busybox","name":"web","strategy":{"name":"canary"}}"#,
+            400,
+            "invalid_field",
+            "not available in this version",
+        ),
+        (
+            "POST",
+            "/api/deploy",
+            r#"{"image":"busybox","name":"web","strategy":{"name":"rolling-update","max_surge":"lots"}}"#,
+            400,
+            "invalid_field",
+            "strategy.max_surge",
+        ),
+        (
+            "POST",
+            "/api/deploy",
+            r#"{"image":"busybox","name":"web","strategy":{"name":"rolling-update","max_surge":0,"max_unavailable":"0%"}}"#,
+            400,
+            "invalid_field",
+            "cannot both be 0",
+        ),
+        (
+            "POST",
+            "/api/deploy",
+            r#"{"image":"busybox","name":"web","strategy":{"name":"simple","max_unavailable":1}}"#,
+            400,
+            "invalid_field",
+            "rolling-update only",
+        ),
+        (
+            "POST",
+            "/api/deploy",
+            r#"{"image":"busybox","name":"web","strategy":{"name":"rolling-update","surge":1}}"#,
+            400,
+            "invalid_body",
+            "surge",
+        ),
+        (
+            "POST",
+            "/api/apps/nosuch/rollout/pause",
+            "",
+            404,
+            "not_found",
+            "nosuch",
+        ),
         // A connectivity test refuses bad input before it deploys anything, and a node with
         // no data plane (the mock) has no container network to check.
         (

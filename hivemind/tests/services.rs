@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hivemind_tests::daemon::{ctr, ctr_sh, eventually};
+use hivemind_tests::daemon::{ctr_sh, eventually};
 use hivemind_tests::image::build_test_image;
 use hivemind_tests::netns::PeerServer;
 use hivemind_tests::testbed::{Testbed, run_on_testbed};
@@ -366,18 +366,6 @@ fn ingress(testbed: &Testbed, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The PID of a container's task, from containerd.
-fn task_pid(testbed: &Testbed, index: usize, container: &str) -> Result<u32> {
-    let tasks = ctr(&testbed.node(index).containerd_socket(), &["tasks", "ls"])?;
-    tasks
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(container)).then(|| fields.next()?.parse().ok())?
-        })
-        .with_context(|| format!("task of {container}: {tasks}"))
-}
-
 /// Egress NAT: the client container reaches a server outside the cluster (the testbed's
 /// bridge namespace, on the underlay), which sees node 1's address; a burst of 10,000 short
 /// connections completes with no NAT drop. Anti-spoofing: a connection from an address the
@@ -398,7 +386,7 @@ fn egress_and_spoofing(testbed: &Testbed, client: &str, client_ip: &str) -> Resu
         "the outside sees node 1"
     );
 
-    let netns = format!("/proc/{}/ns/net", task_pid(testbed, 1, client)?);
+    let netns = format!("/proc/{}/ns/net", testbed.task_pid(1, client)?);
     let failed = hivemind_tests::netns::run_in(&netns, move || {
         use std::io::Read as _;
         let mut failed = Vec::new();
@@ -444,7 +432,7 @@ fn egress_and_spoofing(testbed: &Testbed, client: &str, client_ip: &str) -> Resu
     );
 
     // A source address the container does not own never leaves it.
-    let pid = task_pid(testbed, 1, client)?;
+    let pid = testbed.task_pid(1, client)?;
     let (subnet, _) = client_ip.rsplit_once('.').context("client address")?;
     let spoofed = format!("{subnet}.250");
     let nsenter = |args: &[&str]| {

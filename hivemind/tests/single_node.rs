@@ -1238,7 +1238,7 @@ fn an_update_that_never_gets_ready_leaves_the_old_version_serving(
         !status.status.success()
             && shown.contains("0/1 updated and ready, 1 updated, 1 old")
             && shown.contains(&format!("waiting: {new} on "))
-            && shown.contains("in progress"),
+            && shown.contains("progressing"),
         "{shown}{}",
         String::from_utf8_lossy(&status.stderr)
     );

@@ -261,6 +261,18 @@ impl Testbed {
         crate::daemon::http(&self.node(index).ns, "GET", url, None)
     }
 
+    /// The pid of `container`'s task on node `index` (its namespaces are under /proc/PID/ns).
+    pub fn task_pid(&self, index: usize, container: &str) -> Result<u32> {
+        let tasks = crate::daemon::ctr(&self.node(index).containerd_socket(), &["tasks", "ls"])?;
+        tasks
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(container)).then(|| fields.next()?.parse().ok())?
+            })
+            .with_context(|| format!("task of {container}: {tasks}"))
+    }
+
     /// Logs of every daemon, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes

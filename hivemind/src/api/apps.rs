@@ -6,7 +6,7 @@ use axum::response::Response;
 use super::auth::{MaybePrincipal, forwarded_token};
 use super::logs::stream_logs;
 use super::{ApiError, AppState, Json, Path, Query};
-use crate::command::{Command, Outcome};
+use crate::command::{Command, Outcome, RolloutAction};
 use crate::contract::{
     AppStatus, AppView, DeployAnswer, DeployRequest, ErrorBody, LogQuery, Message, RestartAnswer,
     RestartRequest, RevisionView, RolloutStatus, ScaleRequest, UndoRequest, WaitingContainer,
@@ -256,7 +256,15 @@ pub async fn rollout_status(
         .rev()
         .find(|r| crate::node::same_revision(&r.spec, &app.spec))
         .map(|r| r.revision);
+    let rollout = app.rollout.as_ref();
+    let quotas = app.active_rollout().and_then(|r| r.quotas);
     Ok(axum::Json(RolloutStatus {
+        strategy: app.spec.strategy.name.clone(),
+        phase: rollout.map(|r| r.phase.as_str().to_string()),
+        message: rollout.and_then(|r| r.message.clone()),
+        from_generation: rollout.map(|r| r.from_generation),
+        allowed_new: quotas.map(|q| q.new),
+        allowed_old: quotas.map(|q| q.old),
         complete: ready == app.spec.replicas && updated == app.spec.replicas && old == 0,
         app: name,
         generation: app.generation,
@@ -348,6 +356,82 @@ pub async fn rollout_undo(
         .execute(Command::undo(&name, request.to_revision)?)
         .await?;
     deployed_answer(outcome, |_| "Rolled back")
+}
+
+/// Holds a rollout in progress where it is: no new batch starts, nothing more is removed.
+#[utoipa::path(
+    post,
+    path = "/api/apps/{name}/rollout/pause",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "paused", body = Message),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "no rollout is progressing (the message says its phase)", body = ErrorBody),
+    )
+)]
+pub async fn rollout_pause(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Message>, ApiError> {
+    rollout_action(&node, &name, RolloutAction::Pause).await
+}
+
+/// Goes on with a paused rollout, or tries a failed one again (its progress deadline starts
+/// again).
+#[utoipa::path(
+    post,
+    path = "/api/apps/{name}/rollout/resume",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "progressing again", body = Message),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "the rollout is neither paused nor failed", body = ErrorBody),
+    )
+)]
+pub async fn rollout_resume(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Message>, ApiError> {
+    rollout_action(&node, &name, RolloutAction::Resume).await
+}
+
+/// Stops a rollout in progress and goes back to the version it replaces: that version's
+/// containers serve on, the missing ones start again, the new ones go.
+#[utoipa::path(
+    post,
+    path = "/api/apps/{name}/rollout/abort",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "going back", body = Message),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "no rollout in progress", body = ErrorBody),
+    )
+)]
+pub async fn rollout_abort(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Message>, ApiError> {
+    rollout_action(&node, &name, RolloutAction::Abort).await
+}
+
+async fn rollout_action(
+    node: &AppState,
+    name: &str,
+    action: RolloutAction,
+) -> Result<axum::Json<Message>, ApiError> {
+    node.execute(Command::rollout(name, action)?).await?;
+    let done = match action {
+        RolloutAction::Pause => "paused",
+        RolloutAction::Resume => "resumed",
+        RolloutAction::Abort => "aborted; going back to the version it replaced",
+    };
+    Ok(axum::Json(Message::ok(format!("Rollout of {name} {done}"))))
 }
 
 /// The logs of every container of an app, lines prefixed with the

@@ -137,6 +137,13 @@ impl Routes {
                 apps::rollout_history,
             )
             .add(Post, "/api/apps/{name}/rollout/undo", apps::rollout_undo)
+            .add(Post, "/api/apps/{name}/rollout/pause", apps::rollout_pause)
+            .add(
+                Post,
+                "/api/apps/{name}/rollout/resume",
+                apps::rollout_resume,
+            )
+            .add(Post, "/api/apps/{name}/rollout/abort", apps::rollout_abort)
             .add(Get, "/api/apps/{name}/rollout", apps::rollout_status)
             .add(Post, "/api/scale", apps::scale)
             .add(Post, "/api/restart", apps::restart)

@@ -14,19 +14,20 @@ use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand,
     DebugCommand, DeployArgs, FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand,
     JoinTokenCommand, NodeCommand, ObservabilityCommand, OutputFormat, RolloutCommand,
-    SecretValueArgs, SecurityCommand, TlsCommand, TokenCommand, TopCommand, VolumeCommand,
+    SecretValueArgs, SecurityCommand, StrategyArgs, TlsCommand, TokenCommand, TopCommand,
+    VolumeCommand,
 };
 use crate::contract::{
-    AclPolicy, AddTlsCert, AppView, AuditEntry, CertificateView, CheckResult, ConnectivityReport,
-    ConnectivityRequest, ContainerDetail, ContainerView, CreateJoinToken, CreateSecret,
-    CreateToken, CreateVolume, DashboardHistory, DebugAnswer, DeployAnswer, DeployRequest,
-    FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer, JoinRequest,
-    JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
+    AclPolicy, AddTlsCert, AmountValue, AppView, AuditEntry, CertificateView, CheckResult,
+    ConnectivityReport, ConnectivityRequest, ContainerDetail, ContainerView, CreateJoinToken,
+    CreateSecret, CreateToken, CreateVolume, DashboardHistory, DebugAnswer, DeployAnswer,
+    DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
+    JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
     MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PullEvent, PullRequest,
     RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role,
-    RolloutStatus, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView, TlsCertAnswer,
-    TlsCertView, TokenCreated, TokenView, TracingExport, UndoRequest, VolumeCreated,
-    VolumeMountRequest, VolumeView, WhoAmI,
+    RolloutStatus, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
+    StrategyRequest, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport,
+    UndoRequest, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -95,9 +96,32 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         secret_env,
         publish: args.publish.clone(),
         publish_mode: args.publish_mode.clone(),
+        strategy: strategy_request(&args.strategy),
     };
     request.validate().map_err(usage)?;
     Ok(request)
+}
+
+/// The strategy flags as the API takes them; none given: the server's default.
+fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
+    let amount = |a: &Option<String>| a.clone().map(AmountValue::Text);
+    let any = args.strategy.is_some()
+        || args.max_unavailable.is_some()
+        || args.max_surge.is_some()
+        || args.min_ready_time.is_some()
+        || args.progress_deadline.is_some()
+        || args.auto_rollback;
+    any.then(|| StrategyRequest {
+        name: args
+            .strategy
+            .clone()
+            .unwrap_or_else(|| "simple".to_string()),
+        max_unavailable: amount(&args.max_unavailable),
+        max_surge: amount(&args.max_surge),
+        min_ready_time: args.min_ready_time,
+        progress_deadline: args.progress_deadline,
+        auto_rollback: args.auto_rollback.then_some(true),
+    })
 }
 
 fn health_spec(args: &DeployArgs) -> Result<Option<crate::health::HealthSpec>, ClientError> {
@@ -469,9 +493,13 @@ async fn app(
             let path = format!("/api/apps/{}/rollout", path_segment(name)?);
             let deadline =
                 std::time::Instant::now() + std::time::Duration::from_secs(wait.unwrap_or(0));
+            // A failed or rolled-back rollout will not complete by itself.
+            let stuck = |s: &RolloutStatus| {
+                matches!(s.phase.as_deref(), Some("failed") | Some("rolled-back"))
+            };
             let status = loop {
                 let status: RolloutStatus = client.get(&path).await?;
-                if status.complete || std::time::Instant::now() >= deadline {
+                if status.complete || stuck(&status) || std::time::Instant::now() >= deadline {
                     break status;
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -492,20 +520,34 @@ async fn app(
                     status.updated,
                     status.old
                 );
+                if let (Some(new), Some(old)) = (status.allowed_new, status.allowed_old) {
+                    println!(
+                        "  {}: up to {new} new and {old} old replicas now",
+                        status.strategy
+                    );
+                }
                 for w in &status.waiting {
                     println!(
                         "  waiting: {} on {} (generation {}): {}",
                         w.container, w.node, w.generation, w.reason
                     );
                 }
-                println!(
-                    "{}",
-                    if status.complete {
-                        "complete"
-                    } else {
-                        "in progress"
-                    }
-                );
+                let phase = match status.phase.as_deref() {
+                    Some("complete") | None if status.complete => "complete",
+                    Some(phase) => phase,
+                    None => "in progress",
+                };
+                match &status.message {
+                    Some(message) => println!("{phase}: {message}"),
+                    None => println!("{phase}"),
+                }
+            }
+            if wait.is_some() && stuck(&status) {
+                return Err(ClientError::Other(format!(
+                    "the rollout of {name} is {}: {}",
+                    status.phase.as_deref().unwrap_or("stuck"),
+                    status.message.as_deref().unwrap_or("see its status")
+                )));
             }
             if !status.complete && wait.is_some() {
                 return Err(ClientError::Other(format!(
@@ -541,6 +583,24 @@ async fn app(
                     }),
                 ],
             );
+        }
+        AppCommand::Rollout(
+            RolloutCommand::Pause { name }
+            | RolloutCommand::Resume { name }
+            | RolloutCommand::Abort { name },
+        ) => {
+            let action = match command {
+                AppCommand::Rollout(RolloutCommand::Pause { .. }) => "pause",
+                AppCommand::Rollout(RolloutCommand::Resume { .. }) => "resume",
+                _ => "abort",
+            };
+            let answer: Message = client
+                .post(
+                    &format!("/api/apps/{}/rollout/{action}", path_segment(name)?),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print_message(format, &answer);
         }
         AppCommand::Rollout(RolloutCommand::Undo { name, to_revision }) => {
             let body = UndoRequest {

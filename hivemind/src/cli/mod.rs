@@ -645,6 +645,32 @@ pub struct DeployArgs {
     pub constraints: Vec<String>,
     #[command(flatten)]
     pub health: HealthArgs,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+}
+
+/// How a redeploy replaces the containers.
+#[derive(Debug, Args)]
+pub struct StrategyArgs {
+    /// simple (default: each node replaces its replicas once their successors are ready there)
+    /// or rolling-update (batches across the cluster, gated on readiness)
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Rolling update: replicas that may be unavailable, N or P% (default 25%)
+    #[arg(long)]
+    pub max_unavailable: Option<String>,
+    /// Rolling update: replicas that may run above the count, N or P% (default 25%)
+    #[arg(long)]
+    pub max_surge: Option<String>,
+    /// Seconds a new container must stay ready before it counts as available (default 0)
+    #[arg(long)]
+    pub min_ready_time: Option<u32>,
+    /// Seconds the rollout may go without progress before it fails (default 600)
+    #[arg(long)]
+    pub progress_deadline: Option<u32>,
+    /// Go back to the replaced version by itself when the rollout fails
+    #[arg(long)]
+    pub auto_rollback: bool,
 }
 
 /// Liveness (`--health-*`) and readiness (`--ready-*`) checks.
@@ -754,8 +780,23 @@ pub enum RolloutCommand {
         #[arg(long)]
         name: String,
     },
+    /// Hold a rollout in progress where it is
+    Pause {
+        #[arg(long)]
+        name: String,
+    },
+    /// Go on with a paused rollout, or try a failed one again (its deadline starts again)
+    Resume {
+        #[arg(long)]
+        name: String,
+    },
+    /// Stop a rollout in progress and go back to the version it replaces
+    Abort {
+        #[arg(long)]
+        name: String,
+    },
     /// Deploy an earlier revision again (default: the one before the current); the replica
-    /// count stays
+    /// count stays. During a rollout, undo to the version it replaces goes back at once
     Undo {
         #[arg(long)]
         name: String,

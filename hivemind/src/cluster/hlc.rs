@@ -16,6 +16,23 @@ pub struct Hlc {
     pub node: u32,
 }
 
+impl Hlc {
+    /// The smallest version above this one: what a write derived from a record read at this
+    /// version carries. Every node that has seen this version stamps its own writes above
+    /// it, so a user's change made after the read wins over the derived one (which is made
+    /// again from the newer record), never the other way round.
+    pub fn just_after(self) -> Self {
+        match self.node.checked_add(1) {
+            Some(node) => Self { node, ..self },
+            None => Self {
+                counter: self.counter.saturating_add(1),
+                node: 0,
+                ..self
+            },
+        }
+    }
+}
+
 /// The wall-clock seam: the real one reads `SystemTime`, tests inject a fake.
 pub trait WallClock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.

@@ -694,10 +694,22 @@ impl Cluster {
         key: RecordKey,
         value: Option<serde_json::Value>,
     ) -> Result<Record, ClusterError> {
+        let version = self.shared.clock.now();
+        self.write_at(key, value, version).await
+    }
+
+    /// A local change at a given version (see [`Hlc::just_after`]), merged and pushed like
+    /// [`Cluster::write`].
+    pub async fn write_at(
+        &self,
+        key: RecordKey,
+        value: Option<serde_json::Value>,
+        version: Hlc,
+    ) -> Result<Record, ClusterError> {
         validate_key(&key)?;
         let mut record = Record {
             key,
-            version: self.shared.clock.now(),
+            version,
             value,
             signature: None,
         };

@@ -10,8 +10,8 @@ use crate::health::{
     HealthSpec, Probe,
 };
 use crate::model::{
-    AppSpec, Placement, PublishMode, Resources, SecretMount, ValidationError, VolumeMount,
-    parse_memory, validate_name,
+    Amount, AppSpec, Placement, PublishMode, Resources, SecretMount, StrategySpec, ValidationError,
+    VolumeMount, parse_memory, validate_name,
 };
 
 /// Memory as JSON: `"512M"` or a number of bytes.
@@ -212,6 +212,80 @@ pub struct DeployRequest {
     /// answers through it; works on any underlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_mode: Option<String>,
+    /// How a redeploy replaces the containers (default: `simple`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyRequest>,
+}
+
+/// A number of replicas (`1`) or a percentage of the wanted count (`"25%"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum AmountValue {
+    Count(u32),
+    Text(String),
+}
+
+impl AmountValue {
+    fn parse(&self, field: &str) -> Result<Amount, ValidationError> {
+        match self {
+            Self::Count(n) => Ok(Amount::Count(*n)),
+            Self::Text(text) => text.parse().map_err(|e| ValidationError::new(field, e)),
+        }
+    }
+}
+
+/// How a redeploy replaces an app's containers (`--strategy` and its flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyRequest {
+    /// `simple` (the default: each node replaces its replicas once their successors are ready
+    /// there) or `rolling-update` (batches across the cluster). `blue-green`, `canary` and
+    /// `ab-testing` are refused as not available in this version.
+    pub name: String,
+    /// Rolling update: replicas that may be unavailable during the update, a count or a
+    /// percentage (default `"25%"`, rounded down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<AmountValue>,
+    /// Rolling update: replicas that may run above the wanted count (default `"25%"`, rounded
+    /// up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<AmountValue>,
+    /// Seconds a new container must stay ready before it counts as available (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_time: Option<u32>,
+    /// Seconds the rollout may go without progress before it fails (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<u32>,
+    /// Go back to the replaced version by itself when the rollout fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<bool>,
+}
+
+impl StrategyRequest {
+    pub fn parse(&self) -> Result<StrategySpec, ValidationError> {
+        let defaults = StrategySpec::default();
+        let spec = StrategySpec {
+            name: self.name.trim().to_string(),
+            max_unavailable: self
+                .max_unavailable
+                .as_ref()
+                .map(|a| a.parse("strategy.max_unavailable"))
+                .transpose()?,
+            max_surge: self
+                .max_surge
+                .as_ref()
+                .map(|a| a.parse("strategy.max_surge"))
+                .transpose()?,
+            min_ready_secs: self.min_ready_time.unwrap_or(defaults.min_ready_secs),
+            progress_deadline_secs: self
+                .progress_deadline
+                .unwrap_or(defaults.progress_deadline_secs),
+            auto_rollback: self.auto_rollback.unwrap_or(false),
+        };
+        spec.validate()?;
+        crate::rollout::check_strategy(&spec)?;
+        Ok(spec)
+    }
 }
 
 /// Answer of `POST /api/deploy`.
@@ -392,6 +466,10 @@ impl DeployRequest {
             secrets: self.secrets.clone(),
             secret_env: self.secret_env.clone(),
             publish: self.publish.clone(),
+            strategy: match &self.strategy {
+                Some(strategy) => strategy.parse()?,
+                None => StrategySpec::default(),
+            },
             publish_mode: match self.publish_mode.as_deref() {
                 None | Some("dsr") => PublishMode::Dsr,
                 Some("snat") => PublishMode::Snat,
@@ -472,6 +550,19 @@ pub struct RolloutStatus {
     pub complete: bool,
     /// Containers that are not ready, and why.
     pub waiting: Vec<WaitingContainer>,
+    /// The app's strategy (`simple`, `rolling-update`).
+    pub strategy: String,
+    /// The last rollout's phase: `progressing`, `paused`, `complete`, `failed` (no progress
+    /// within the deadline, held where it is) or `rolled-back`; none since the app was created.
+    pub phase: Option<String>,
+    /// Why the last rollout failed or went back.
+    pub message: Option<String>,
+    /// The generation the last rollout replaced (a rollback returns to it).
+    pub from_generation: Option<u64>,
+    /// While a rolling update's quotas bind: replicas of the new generation the cluster may
+    /// run now, and of older ones it keeps.
+    pub allowed_new: Option<u32>,
+    pub allowed_old: Option<u32>,
 }
 
 /// A container of a rollout that does not take traffic yet.

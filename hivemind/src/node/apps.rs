@@ -25,6 +25,11 @@ use crate::state::{AppRecord, ContainerRecord, ContainerStatus, now_millis, now_
 /// New containers of one app started at once.
 const START_CONCURRENCY: usize = 4;
 
+/// How long a replaced or surplus container stays up after leaving the load balancers: the
+/// other nodes follow an endpoint's withdrawal within milliseconds (their service maps are
+/// synced on every replicated change), and requests under way finish.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A fresh container id: `<app>-<6 hex>`.
 fn new_container_id(app: &str) -> String {
     let random = std::collections::hash_map::RandomState::new()
@@ -37,14 +42,25 @@ impl Node {
     /// Brings one app's containers in line with its record (or removes them
     /// all when the app is gone): plans, then applies the plan.
     pub async fn reconcile_app(&self, name: &str) -> Result<(), NodeError> {
+        self.reconcile_app_with(name, true).await
+    }
+
+    /// What a command that changed the app does at once: like [`Node::reconcile_app`], but the
+    /// containers an update replaces are left to the reconcile loop (which the command wakes),
+    /// so that the answer does not wait for their drain and stop.
+    pub(super) async fn reconcile_app_now(&self, name: &str) -> Result<(), NodeError> {
+        self.reconcile_app_with(name, false).await
+    }
+
+    async fn reconcile_app_with(&self, name: &str, replace: bool) -> Result<(), NodeError> {
         let lock = self.app_lock(name);
         let _guard = lock.lock().await;
         let tasks = self.runtime.list().await?;
         let containers = self.store.containers_of(name)?;
         let app = self.store.app(name)?;
-        let local_replicas = match &app {
-            Some(app) => self.local_replicas(app)?,
-            None => 0,
+        let (local_replicas, local_old) = match &app {
+            Some(app) => self.local_quotas(app)?,
+            None => (0, None),
         };
         let backoffs = self.backoffs().clone();
         let ready: std::collections::BTreeSet<String> = containers
@@ -56,6 +72,7 @@ impl Node {
             Desired {
                 app: app.as_ref(),
                 local_replicas,
+                local_old,
             },
             Observed {
                 containers: &containers,
@@ -65,7 +82,7 @@ impl Node {
                 now: Instant::now(),
             },
         );
-        self.apply(app.as_ref(), containers, plan).await
+        self.apply(app.as_ref(), containers, plan, replace).await
     }
 
     /// Carries out a plan: surplus removals first, then keeps, restarts and
@@ -77,13 +94,15 @@ impl Node {
         app: Option<&AppRecord>,
         containers: Vec<ContainerRecord>,
         plan: Plan,
+        replace: bool,
     ) -> Result<(), NodeError> {
         let by_id: BTreeMap<String, ContainerRecord> =
             containers.into_iter().map(|c| (c.id.clone(), c)).collect();
         let mut results = Vec::new();
         for reason in [RemoveReason::AppDeleted, RemoveReason::Surplus] {
             let records = pick(&by_id, plan.removals(reason));
-            results.push(self.remove_containers(records).await);
+            let drain = reason == RemoveReason::Surplus;
+            results.push(self.remove_containers(records, drain).await);
         }
         if let Some(app) = app {
             let steps: Vec<Step> = plan
@@ -126,8 +145,10 @@ impl Node {
             results.extend(done);
         }
         // The old generation goes once the new one serves (see `plan`).
-        let replaced = pick(&by_id, plan.removals(RemoveReason::Replaced));
-        results.push(self.remove_containers(replaced).await);
+        if replace {
+            let replaced = pick(&by_id, plan.removals(RemoveReason::Replaced));
+            results.push(self.remove_containers(replaced, true).await);
+        }
         results.into_iter().collect()
     }
 
@@ -162,6 +183,9 @@ impl Node {
     pub async fn reconcile_all(&self) -> Result<(), NodeError> {
         if let Err(e) = self.reconcile_placements().await {
             tracing::warn!(error = %e, "placement failed");
+        }
+        if let Err(e) = self.reconcile_rollouts().await {
+            tracing::warn!(error = %e, "rollouts failed");
         }
         if let Err(e) = self.reconcile_services().await {
             tracing::warn!(error = %e, "service records failed");
@@ -521,7 +545,35 @@ impl Node {
 
     /// Removes containers all at once: each may wait out its stop grace period, and a
     /// hundred replicas one after the other would take a hundred of them. The first error.
-    async fn remove_containers(&self, records: Vec<ContainerRecord>) -> Result<(), NodeError> {
+    /// Removes containers. With `drain`, the app keeps running elsewhere: the containers leave
+    /// the load balancers first (this node's at once, the others' through replication), and
+    /// stop [`DRAIN`] later, so that no new connection reaches a stopped backend.
+    async fn remove_containers(
+        &self,
+        records: Vec<ContainerRecord>,
+        drain: bool,
+    ) -> Result<(), NodeError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if drain {
+            let mut withdrawn = Vec::new();
+            for record in &records {
+                let current: Option<crate::state::EndpointRecord> =
+                    self.store.value(crate::state::ENDPOINTS, &record.id)?;
+                if current.is_some_and(|e| e.ready) {
+                    self.withdraw(record).await?;
+                    withdrawn.push(record.id.clone());
+                }
+            }
+            if !withdrawn.is_empty() {
+                if let Err(e) = self.sync_services().await {
+                    tracing::warn!(error = %e, "service sync failed");
+                }
+                tracing::info!(containers = ?withdrawn, "draining before the stop");
+                tokio::time::sleep(DRAIN).await;
+            }
+        }
         let removals = records.iter().map(|record| self.remove_container(record));
         futures::future::join_all(removals)
             .await
@@ -530,12 +582,17 @@ impl Node {
             .map(|_| ())
     }
 
+    /// Takes a container out of the load balancers and DNS, and stops watching its health.
+    async fn withdraw(&self, record: &ContainerRecord) -> Result<(), NodeError> {
+        self.monitor.unwatch(&record.id);
+        self.end_ready(&record.id, false);
+        self.publish_endpoint(&record.id, None).await
+    }
+
     /// Stops and removes a container and everything it held.
     pub async fn remove_container(&self, record: &ContainerRecord) -> Result<(), NodeError> {
         // Out of the load balancer and DNS before it stops.
-        self.monitor.unwatch(&record.id);
-        self.end_ready(&record.id, false);
-        self.publish_endpoint(&record.id, None).await?;
+        self.withdraw(record).await?;
         self.runtime.remove(&record.id, self.stop_grace).await?;
         if let Some(dataplane) = &self.dataplane {
             translate_sockets(dataplane, record, false);

@@ -40,11 +40,13 @@ impl Node {
                 })
             }
             Command::Restart { name } => {
-                let mut app = self.require_app(&name)?;
-                app.generation += 1;
+                let before = self.require_app(&name)?;
+                let mut app = before.clone();
+                app.generation = before.next_generation();
                 app.updated_at = now_secs();
+                self.begin_rollout(&mut app, &before)?;
                 self.write(APPS, &name, Some(&app)).await?;
-                self.reconcile_app(&name).await?;
+                self.reconcile_app_now(&name).await?;
                 Ok(Outcome::Restarted {
                     containers: self.container_ids(&name)?,
                     app: name,
@@ -83,16 +85,34 @@ impl Node {
                             ))
                         })?,
                     };
-                let mut spec = target.spec.clone();
-                spec.replicas = app.spec.replicas;
+                let spec = AppSpec {
+                    replicas: app.spec.replicas,
+                    strategy: app.spec.strategy.clone(),
+                    ..target.spec.clone()
+                };
                 if same_revision(&spec, &app.spec) {
                     return Err(NodeError::Conflict(format!(
                         "app {name} runs revision {} already",
                         target.revision
                     )));
                 }
+                // Back to what a rollout in progress replaces: its containers still run.
+                if app
+                    .active_rollout()
+                    .is_some_and(|r| same_revision(&r.from_spec, &spec))
+                {
+                    let message = format!("undone to revision {}", target.revision);
+                    self.roll_back(&app, message, false).await?;
+                    self.reconcile_app_now(&name).await?;
+                    return Ok(Outcome::Deployed {
+                        containers: self.container_ids(&name)?,
+                        app: name,
+                        created: false,
+                    });
+                }
                 self.deploy(spec, Some(target.revision)).await
             }
+            Command::Rollout { name, action } => self.control_rollout(&name, action).await,
             Command::CreateVolume { name } => {
                 if self.store.volume(&name)?.is_some() {
                     return Err(NodeError::Conflict(format!("volume {name} already exists")));
@@ -233,7 +253,7 @@ impl Node {
         }
     }
 
-    fn require_app(&self, name: &str) -> Result<AppRecord, NodeError> {
+    pub(super) fn require_app(&self, name: &str) -> Result<AppRecord, NodeError> {
         self.store.app(name)?.ok_or_else(|| NodeError::NotFound {
             kind: "app",
             name: name.to_string(),
@@ -318,13 +338,16 @@ impl Node {
         let existing = self.store.app(&spec.name)?;
         let created = existing.is_none();
         let record = match existing {
-            Some(mut old) => {
-                if old.spec != spec {
-                    old.generation += 1;
+            Some(before) => {
+                let mut record = before.clone();
+                let replace = !same_containers(&before.spec, &spec);
+                record.spec = spec;
+                record.updated_at = now_secs();
+                if replace {
+                    record.generation = before.next_generation();
+                    self.begin_rollout(&mut record, &before)?;
                 }
-                old.spec = spec;
-                old.updated_at = now_secs();
-                old
+                record
             }
             None => AppRecord::new(spec),
         };
@@ -342,7 +365,7 @@ impl Node {
             self.write(PLACEMENTS, &name, Some(&placement)).await?;
         }
         self.record_revision(&record.spec, from_revision).await?;
-        self.reconcile_app(&name).await?;
+        self.reconcile_app_now(&name).await?;
         Ok(Outcome::Deployed {
             containers: self.container_ids(&name)?,
             app: name,
@@ -364,7 +387,7 @@ impl Node {
 
     /// Writes `spec` as the app's next revision unless it is the last one (replicas aside),
     /// and forgets the oldest beyond [`REVISION_LIMIT`].
-    async fn record_revision(
+    pub(super) async fn record_revision(
         &self,
         spec: &AppSpec,
         from_revision: Option<u64>,
@@ -399,11 +422,21 @@ impl Node {
     }
 }
 
-/// Whether two specs are one revision: the same but for the replica count (scaling is not a
-/// new revision, and an undo keeps the current count).
+/// Whether two specs are one revision: the same but for the replica count and the strategy
+/// (scaling is not a new revision, and an undo keeps the current count and strategy).
 pub fn same_revision(a: &AppSpec, b: &AppSpec) -> bool {
     AppSpec {
         replicas: b.replicas,
+        strategy: b.strategy.clone(),
+        ..a.clone()
+    } == *b
+}
+
+/// Whether a change from `a` to `b` keeps the containers: only the strategy differs. (A new
+/// replica count replaces them too, as it always has: a redeploy is a fresh start.)
+fn same_containers(a: &AppSpec, b: &AppSpec) -> bool {
+    AppSpec {
+        strategy: b.strategy.clone(),
         ..a.clone()
     } == *b
 }

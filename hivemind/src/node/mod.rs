@@ -23,6 +23,7 @@ pub mod monitor;
 mod placement;
 pub mod plan;
 mod policy_sync;
+mod rollout;
 mod secrets;
 mod services;
 mod topology;
@@ -183,6 +184,10 @@ pub struct Node {
     flow_counts: Mutex<std::collections::BTreeMap<FlowKind, u64>>,
     /// Who talked to whom, for the service map.
     flow_edges: Mutex<flow_map::FlowEdges>,
+    /// Wakes the service sync (a replicated endpoint or service changed).
+    services_wake: tokio::sync::Notify,
+    /// When the owner first saw each new container of a rollout ready, for `min_ready_secs`.
+    ready_since: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Node {
@@ -230,6 +235,8 @@ impl Node {
             peer_api: std::sync::OnceLock::new(),
             flow_counts: Mutex::new(std::collections::BTreeMap::new()),
             flow_edges: Mutex::new(flow_map::FlowEdges::default()),
+            services_wake: tokio::sync::Notify::new(),
+            ready_since: Mutex::new(HashMap::new()),
         })
     }
 
@@ -366,6 +373,16 @@ impl Node {
         self.wake.notified().await;
     }
 
+    /// Wakes the service sync: replicated state changed.
+    pub fn wake_services(&self) {
+        self.services_wake.notify_one();
+    }
+
+    /// Waits until something wakes the service sync.
+    pub async fn services_woken(&self) {
+        self.services_wake.notified().await;
+    }
+
     /// Scratch space under the data dir (uploads), created on demand.
     pub fn tmp_dir(&self) -> Result<PathBuf, NodeError> {
         let dir = self.data_dir.join("tmp");
@@ -450,33 +467,49 @@ impl Node {
         key: &str,
         value: Option<&T>,
     ) -> Result<(), NodeError> {
+        self.write_at(table, key, value, None).await
+    }
+
+    /// Writes a row at `version` (`None`: now). A change the daemon derives from a record it
+    /// read (a rollout's next step) is written just after that record's version, so that it
+    /// never overwrites a user's change it has not seen yet.
+    pub async fn write_at<T: Row>(
+        &self,
+        table: Table<T>,
+        key: &str,
+        value: Option<&T>,
+        version: Option<crate::cluster::Hlc>,
+    ) -> Result<(), NodeError> {
         if let Some(row) = value {
             row.check(key)?;
         }
         let value = value.map(to_value).transpose()?;
         let key = table.key(key);
-        match &self.cluster {
-            Some(cluster) => match cluster.write(key, value).await {
-                Ok(_) => {}
-                Err(e @ crate::cluster::ClusterError::Superseded { .. }) => {
-                    return Err(NodeError::Conflict(e.to_string()));
-                }
-                Err(e) => return Err(e.into()),
-            },
-            None => {
-                let record = crate::cluster::Record {
-                    key,
-                    version: self.clock.now(),
-                    value,
-                    signature: None,
-                };
-                if !self.store.merge_record(&record)? {
-                    return Err(NodeError::Conflict(format!(
-                        "the write of {}/{} lost to a newer stored version",
-                        record.key.table, record.key.key
-                    )));
-                }
+        let Some(cluster) = &self.cluster else {
+            let record = crate::cluster::Record {
+                key,
+                version: version.unwrap_or_else(|| self.clock.now()),
+                value,
+                signature: None,
+            };
+            if !self.store.merge_record(&record)? {
+                return Err(NodeError::Conflict(format!(
+                    "the write of {}/{} lost to a newer stored version",
+                    record.key.table, record.key.key
+                )));
             }
+            return Ok(());
+        };
+        let written = match version {
+            Some(version) => cluster.write_at(key, value, version).await,
+            None => cluster.write(key, value).await,
+        };
+        match written {
+            Ok(_) => {}
+            Err(e @ crate::cluster::ClusterError::Superseded { .. }) => {
+                return Err(NodeError::Conflict(e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -34,6 +34,18 @@ impl Node {
         Ok(placement.map_or(0, |p| p.nodes.iter().filter(|n| **n == self.id).count()))
     }
 
+    /// How many replicas of `app`'s current generation this node runs, and, while a rollout's
+    /// quotas bind, how many of older generations it keeps.
+    pub fn local_quotas(&self, app: &AppRecord) -> Result<(usize, Option<usize>), NodeError> {
+        let Some(quotas) = app.active_rollout().and_then(|r| r.quotas) else {
+            return Ok((self.local_replicas(app)?, None));
+        };
+        let placement: Option<Placement> = self.store.value(PLACEMENTS, &app.spec.name)?;
+        let nodes = placement.map(|p| p.nodes).unwrap_or_default();
+        let (new, old) = crate::rollout::local_quotas(&nodes, &self.id, quotas);
+        Ok((new, Some(old)))
+    }
+
     /// The placement of `spec` when this node owns it; `None` otherwise.
     pub fn placement_if_owner(&self, spec: &AppSpec) -> Result<Option<Placement>, NodeError> {
         if !self.owns(&spec.name) {

@@ -16,8 +16,12 @@ use crate::state::{AppRecord, ContainerRecord, ContainerStatus};
 pub struct Desired<'a> {
     /// `None`: the app was deleted.
     pub app: Option<&'a AppRecord>,
-    /// Replicas placed on this node.
+    /// Replicas of the current generation placed on this node.
     pub local_replicas: usize,
+    /// During a cluster-wide rollout: how many containers of older generations this node
+    /// keeps (the rest go at once). `None`: they go once every replica of the new
+    /// generation placed here serves.
+    pub local_old: Option<usize>,
 }
 
 /// What this node has of one app.
@@ -43,7 +47,8 @@ pub enum RemoveReason {
     /// moved one to another node); the newest go first.
     Surplus,
     /// An older generation (new image, env, restart): it goes once every
-    /// replica of the new one placed here runs and is ready.
+    /// replica of the new one placed here runs and is ready, or when a
+    /// rollout's quota for old replicas leaves no room for it.
     Replaced,
 }
 
@@ -138,23 +143,28 @@ pub fn plan(desired: Desired<'_>, observed: Observed<'_>) -> Plan {
     actions.extend((current.len()..wanted).map(|_| Action::Start));
     // The old generation goes only once the new one serves: a version that
     // does not start or never becomes ready leaves the old one running.
-    let serving = current
-        .iter()
-        .take(wanted)
-        .filter(|c| {
-            matches!(observed.tasks.get(&c.id), Some(TaskState::Running { .. }))
-                && observed.ready.contains(&c.id)
-        })
-        .count();
-    actions.extend(stale.iter().map(|c| {
+    let serves = |c: &ContainerRecord| {
+        matches!(observed.tasks.get(&c.id), Some(TaskState::Running { .. }))
+            && observed.ready.contains(&c.id)
+    };
+    let serving = current.iter().take(wanted).filter(|c| serves(c)).count();
+    // Under a rollout's quota the ones that serve are kept first, then the oldest.
+    let keep = match desired.local_old {
+        Some(quota) => quota,
+        None if serving >= wanted => 0,
+        None => stale.len(),
+    };
+    let mut stale = stale;
+    stale.sort_by_key(|c| !serves(c));
+    actions.extend(stale.iter().enumerate().map(|(i, c)| {
         let id = c.id.clone();
-        if serving >= wanted {
+        if i < keep {
+            Action::Hold { id }
+        } else {
             Action::Remove {
                 id,
                 reason: RemoveReason::Replaced,
             }
-        } else {
-            Action::Hold { id }
         }
     }));
     Plan { actions }
@@ -228,6 +238,7 @@ mod tests {
     struct World {
         app: Option<AppRecord>,
         local: usize,
+        local_old: Option<usize>,
         containers: Vec<ContainerRecord>,
         tasks: BTreeMap<String, TaskState>,
         ready: std::collections::BTreeSet<String>,
@@ -242,6 +253,7 @@ mod tests {
                 ready: containers.iter().map(|c| c.id.clone()).collect(),
                 app,
                 local,
+                local_old: None,
                 containers,
                 backoffs: Backoffs::default(),
                 now: Instant::now(),
@@ -253,6 +265,7 @@ mod tests {
                 Desired {
                     app: self.app.as_ref(),
                     local_replicas: self.local,
+                    local_old: self.local_old,
                 },
                 Observed {
                     containers: &self.containers,
@@ -345,6 +358,26 @@ mod tests {
             .tasks
             .insert("web-000004".into(), TaskState::Exited { code: 1 });
         assert!(world.plan().actions.contains(&hold(1)));
+    }
+
+    #[test]
+    fn a_rollout_quota_keeps_the_serving_old_replicas_and_removes_the_rest() {
+        let containers: Vec<_> = (1..=3)
+            .map(|n| container(n, 1, ContainerStatus::Running))
+            .collect();
+        let mut world = World::new(Some(app(3, 2)), 1, containers);
+        world.local_old = Some(2);
+        // The oldest one does not serve: it goes before the two that do.
+        world.ready.remove("web-000001");
+        let plan = world.plan();
+        assert_eq!(plan.starts(), 1);
+        assert_eq!(plan.removals(RemoveReason::Replaced), vec!["web-000001"]);
+        assert!(plan.actions.contains(&Action::Hold {
+            id: "web-000002".into()
+        }));
+        // A quota of 0 removes them all, whether or not the new one is ready yet.
+        world.local_old = Some(0);
+        assert_eq!(world.plan().removals(RemoveReason::Replaced).len(), 3);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct AppRecord {
     pub generation: u64,
     pub created_at: u64,
     pub updated_at: u64,
+    /// The update in progress, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::model::Rollout>,
 }
 
 impl AppRecord {
@@ -41,7 +44,20 @@ impl AppRecord {
             generation: 1,
             created_at: now,
             updated_at: now,
+            rollout: None,
         }
+    }
+
+    /// The generation a change brings: above every generation the app ran, including one a
+    /// rollback left (its containers may still be going).
+    pub fn next_generation(&self) -> u64 {
+        let last = self.rollout.as_ref().map_or(0, |r| r.to_generation);
+        self.generation.max(last) + 1
+    }
+
+    /// The rollout whose quotas bind the nodes now, if any.
+    pub fn active_rollout(&self) -> Option<&crate::model::Rollout> {
+        self.rollout.as_ref().filter(|r| r.is_active())
     }
 }
 

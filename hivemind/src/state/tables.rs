@@ -231,6 +231,27 @@ fn container_id(field: &str, id: &str) -> Result<(), ValidationError> {
 impl Row for AppRecord {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         self.spec.validate()?;
+        crate::rollout::check_strategy(&self.spec.strategy)?;
+        if let Some(rollout) = &self.rollout {
+            rollout.from_spec.validate()?;
+            if rollout.from_spec.name != self.spec.name {
+                return Err(ValidationError::new(
+                    "rollout.from_spec",
+                    format!(
+                        "{:?} is not the app's name ({:?})",
+                        rollout.from_spec.name, self.spec.name
+                    ),
+                ));
+            }
+            if rollout.quotas.is_some_and(|q| {
+                q.new > crate::model::MAX_REPLICAS || q.old > crate::model::MAX_REPLICAS
+            }) {
+                return Err(ValidationError::new(
+                    "rollout.quotas",
+                    format!("at most {} replicas each", crate::model::MAX_REPLICAS),
+                ));
+            }
+        }
         key_names(key, &self.spec.name)
     }
 }

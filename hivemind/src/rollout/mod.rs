@@ -1,0 +1,379 @@
+//! Deployment strategies: how a redeploy replaces an app's containers across the cluster.
+//!
+//! A strategy is one [`DeploymentStrategy`] in [`STRATEGIES`], found by name. It plans: from
+//! what the cluster shows ([`Observed`]) it picks the next [`Quotas`] (how many replicas of the
+//! new generation and of older ones may run), or says the update is complete. [`advance`] wraps
+//! a strategy with what every rollout shares: progress tracking, the progress deadline, and
+//! the choice between holding a failed rollout and rolling it back. The app's owner calls it
+//! in its reconcile pass and writes the result into the app's record; every node then runs its
+//! share of each quota ([`local_quotas`]).
+
+mod rolling;
+mod simple;
+
+use crate::model::{Quotas, Rollout, RolloutPhase, StrategySpec, ValidationError};
+
+pub use rolling::RollingUpdate;
+pub use simple::Simple;
+
+/// What the cluster shows of an app under update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Replicas wanted.
+    pub replicas: u32,
+    /// Containers of the new generation, in any state.
+    pub new_total: u32,
+    /// Of those, the ones ready for at least the strategy's `min_ready_secs`.
+    pub new_available: u32,
+    /// Containers of older generations still there.
+    pub old_total: u32,
+}
+
+/// A strategy's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to change yet.
+    Wait,
+    /// New quotas for the nodes to follow.
+    Scale(Quotas),
+    /// Every replica runs the new generation, available, and no old one is left.
+    Complete,
+}
+
+/// What a failed rollout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stays where it is (for the operator to resume, undo or abort).
+    Hold,
+    /// Goes back to the generation it replaced.
+    RollBack,
+}
+
+/// One way of replacing an app's containers. A new strategy is one file implementing this,
+/// listed in [`STRATEGIES`].
+pub trait DeploymentStrategy: Send + Sync {
+    /// The name `--strategy` takes.
+    fn name(&self) -> &'static str;
+
+    /// Refuses flags this strategy has no use for, rather than ignoring them.
+    fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError>;
+
+    /// The quotas a rollout starts with; `None`: every node replaces its own replicas once
+    /// their successors are ready there.
+    fn start(&self, spec: &StrategySpec, observed: &Observed) -> Option<Quotas>;
+
+    /// The next step from the current quotas and what the cluster shows.
+    fn step(&self, spec: &StrategySpec, quotas: Option<Quotas>, observed: &Observed) -> Step;
+
+    /// What a rollout that made no progress within its deadline does.
+    fn on_failure(&self, spec: &StrategySpec) -> OnFailure {
+        if spec.auto_rollback {
+            OnFailure::RollBack
+        } else {
+            OnFailure::Hold
+        }
+    }
+}
+
+/// Every strategy, by name.
+pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate];
+
+/// Strategies of the reference guide that are not built yet: named in the error.
+const PLANNED: &[&str] = &["blue-green", "canary", "ab-testing"];
+
+/// The strategy called `name`.
+pub fn strategy(name: &str) -> Option<&'static dyn DeploymentStrategy> {
+    STRATEGIES.iter().copied().find(|s| s.name() == name)
+}
+
+/// Checks a spec's strategy: a registered name, and only flags it uses.
+pub fn check_strategy(spec: &StrategySpec) -> Result<(), ValidationError> {
+    let names: Vec<&str> = STRATEGIES.iter().map(|s| s.name()).collect();
+    let Some(strategy) = strategy(&spec.name) else {
+        let why = if PLANNED.contains(&spec.name.as_str()) {
+            "is not available in this version"
+        } else {
+            "is not a strategy"
+        };
+        return Err(ValidationError::new(
+            "strategy",
+            format!("{:?} {why}: use {}", spec.name, names.join(" or ")),
+        ));
+    };
+    strategy.check(spec)
+}
+
+/// Starts a rollout from generation `from_generation` (running `from_spec`) to
+/// `to_generation` at `now_ms`.
+pub fn begin(
+    spec: &StrategySpec,
+    from_generation: u64,
+    from_spec: crate::model::AppSpec,
+    to_generation: u64,
+    observed: &Observed,
+    now_ms: u64,
+) -> Rollout {
+    let quotas = strategy(&spec.name).and_then(|s| s.start(spec, observed));
+    Rollout {
+        strategy: spec.name.clone(),
+        from_generation,
+        from_spec: Box::new(from_spec),
+        to_generation,
+        quotas,
+        phase: RolloutPhase::Progressing,
+        started_ms: now_ms,
+        progressed_ms: now_ms,
+        best_available: observed.new_available,
+        fewest_old: observed.old_total,
+        message: None,
+    }
+}
+
+/// What the driver does with a rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing changed.
+    Keep,
+    /// Write this rollout into the app's record.
+    Update(Rollout),
+    /// Go back to the generation it replaced, for this reason.
+    RollBack(String),
+}
+
+/// Moves a progressing rollout on by one step at `now_ms`.
+pub fn advance(
+    rollout: &Rollout,
+    spec: &StrategySpec,
+    observed: &Observed,
+    now_ms: u64,
+) -> Decision {
+    if rollout.phase != RolloutPhase::Progressing {
+        return Decision::Keep;
+    }
+    let Some(strategy) = strategy(&rollout.strategy) else {
+        return Decision::Keep;
+    };
+    let mut next = rollout.clone();
+    if observed.new_available > next.best_available || observed.old_total < next.fewest_old {
+        next.progressed_ms = now_ms;
+        next.best_available = next.best_available.max(observed.new_available);
+        next.fewest_old = next.fewest_old.min(observed.old_total);
+    }
+    match strategy.step(spec, rollout.quotas, observed) {
+        Step::Complete => {
+            next.phase = RolloutPhase::Complete;
+            next.quotas = None;
+            next.message = None;
+            return Decision::Update(next);
+        }
+        Step::Scale(quotas) => next.quotas = Some(quotas),
+        Step::Wait => {}
+    }
+    let stalled_ms = now_ms.saturating_sub(next.progressed_ms);
+    if stalled_ms > u64::from(spec.progress_deadline_secs) * 1000 {
+        let reason = format!(
+            "no progress for {} s (the progress deadline): {} of {} new replicas available, {} old left",
+            spec.progress_deadline_secs,
+            observed.new_available,
+            observed.replicas,
+            observed.old_total
+        );
+        match strategy.on_failure(spec) {
+            OnFailure::RollBack => return Decision::RollBack(reason),
+            OnFailure::Hold => {
+                next.phase = RolloutPhase::Failed;
+                next.message = Some(reason);
+            }
+        }
+    }
+    if next == *rollout {
+        Decision::Keep
+    } else {
+        Decision::Update(next)
+    }
+}
+
+/// How many replicas of the new and of older generations `node` runs under `quotas`. The
+/// placement lists one node per replica; the new generation takes its first `new` entries,
+/// older ones its last `old` (with a surge, some entries take both).
+pub fn local_quotas(placement: &[String], node: &str, quotas: Quotas) -> (usize, usize) {
+    let len = placement.len();
+    let new = (quotas.new as usize).min(len);
+    let old = (quotas.old as usize).min(len);
+    let here = |slots: &[String]| slots.iter().filter(|n| *n == node).count();
+    (here(&placement[..new]), here(&placement[len - old..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Amount;
+
+    fn rolling(unavailable: u32, surge: u32) -> StrategySpec {
+        StrategySpec {
+            name: "rolling-update".into(),
+            max_unavailable: Some(Amount::Count(unavailable)),
+            max_surge: Some(Amount::Count(surge)),
+            progress_deadline_secs: 30,
+            ..Default::default()
+        }
+    }
+
+    fn spec() -> crate::model::AppSpec {
+        crate::contract::DeployRequest {
+            image: "busybox".into(),
+            name: "web".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid")
+    }
+
+    #[test]
+    fn unknown_and_planned_strategies_are_refused_by_name() {
+        let mut spec = StrategySpec::default();
+        assert!(check_strategy(&spec).is_ok());
+        spec.name = "canary".into();
+        let error = check_strategy(&spec).unwrap_err().to_string();
+        assert!(error.contains("not available"), "{error}");
+        spec.name = "yolo".into();
+        let error = check_strategy(&spec).unwrap_err().to_string();
+        assert!(error.contains("simple or rolling-update"), "{error}");
+        // Simple has no batches.
+        let mut simple = rolling(1, 1);
+        simple.name = "simple".into();
+        let error = check_strategy(&simple).unwrap_err().to_string();
+        assert!(error.contains("max_unavailable"), "{error}");
+    }
+
+    #[test]
+    fn the_new_generation_takes_the_first_slots_and_the_old_the_last() {
+        let placement: Vec<String> = ["a", "b", "c", "a", "b", "c"].map(String::from).into();
+        let q = |new, old| Quotas { new, old };
+        assert_eq!(local_quotas(&placement, "a", q(2, 5)), (1, 1));
+        assert_eq!(local_quotas(&placement, "b", q(2, 5)), (1, 2));
+        assert_eq!(local_quotas(&placement, "c", q(2, 5)), (0, 2));
+        assert_eq!(local_quotas(&placement, "a", q(6, 0)), (2, 0));
+        // Quotas above the placement (a scale-down mid-update) are clipped.
+        assert_eq!(local_quotas(&placement, "c", q(9, 9)), (2, 2));
+    }
+
+    /// Plays a rolling update of 6 replicas where every started replica becomes available at
+    /// the next step: availability never drops below 5 and the total never exceeds 7.
+    #[test]
+    fn a_rolling_update_keeps_within_unavailable_and_surge() {
+        let strategy = rolling(1, 1);
+        let mut observed = Observed {
+            replicas: 6,
+            old_total: 6,
+            ..Default::default()
+        };
+        let mut rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 2, old: 5 }));
+        let mut now = 0;
+        for _ in 0..20 {
+            let q = rollout.quotas.expect("quotas while progressing");
+            assert!(q.new + q.old <= 7, "surge: {q:?}");
+            // What the nodes did: the old ones went, the new ones started and became
+            // available.
+            observed.old_total = q.old;
+            observed.new_total = q.new;
+            assert!(observed.new_available + q.old >= 5, "availability: {q:?}");
+            observed.new_available = q.new;
+            now += 1000;
+            match advance(&rollout, &strategy, &observed, now) {
+                Decision::Update(next) => rollout = next,
+                other => panic!("{other:?}"),
+            }
+            if rollout.phase == RolloutPhase::Complete {
+                break;
+            }
+        }
+        assert_eq!(rollout.phase, RolloutPhase::Complete);
+        assert_eq!(rollout.quotas, None);
+    }
+
+    #[test]
+    fn percentages_round_surge_up_and_unavailable_down() {
+        let strategy = StrategySpec {
+            name: "rolling-update".into(),
+            ..Default::default()
+        };
+        // 25% of 6: surge 2, unavailable 1.
+        let observed = Observed {
+            replicas: 6,
+            old_total: 6,
+            ..Default::default()
+        };
+        let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 3, old: 5 }));
+        // 25% of 1 rounds unavailable to 0 and surge to 1: a new one first, then the old goes.
+        let observed = Observed {
+            replicas: 1,
+            old_total: 1,
+            ..Default::default()
+        };
+        let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 1, old: 1 }));
+    }
+
+    #[test]
+    fn a_stalled_rollout_fails_at_its_deadline_and_rolls_back_when_asked() {
+        let mut strategy = rolling(1, 1);
+        let observed = Observed {
+            replicas: 6,
+            new_total: 2,
+            old_total: 5,
+            new_available: 0,
+        };
+        let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(
+            advance(&rollout, &strategy, &observed, 30_000),
+            Decision::Keep
+        );
+        let Decision::Update(failed) = advance(&rollout, &strategy, &observed, 30_001) else {
+            panic!("no failure at the deadline");
+        };
+        assert_eq!(failed.phase, RolloutPhase::Failed);
+        assert!(failed.message.as_deref().unwrap_or("").contains("0 of 6"));
+        // A failed rollout stays where it is.
+        assert_eq!(
+            advance(&failed, &strategy, &observed, 90_000),
+            Decision::Keep
+        );
+        strategy.auto_rollback = true;
+        assert!(matches!(
+            advance(&rollout, &strategy, &observed, 30_001),
+            Decision::RollBack(_)
+        ));
+        // Progress moves the deadline.
+        let better = Observed {
+            new_available: 1,
+            ..observed
+        };
+        let Decision::Update(moved) = advance(&rollout, &strategy, &better, 29_000) else {
+            panic!("no update");
+        };
+        assert_eq!(moved.progressed_ms, 29_000);
+        assert_eq!(advance(&moved, &strategy, &better, 50_000), Decision::Keep);
+    }
+
+    #[test]
+    fn simple_completes_when_every_new_replica_is_available_and_the_old_are_gone() {
+        let strategy = StrategySpec::default();
+        let mut observed = Observed {
+            replicas: 2,
+            new_total: 2,
+            new_available: 2,
+            old_total: 2,
+        };
+        let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(rollout.quotas, None);
+        assert_eq!(advance(&rollout, &strategy, &observed, 1), Decision::Keep);
+        observed.old_total = 0;
+        let Decision::Update(done) = advance(&rollout, &strategy, &observed, 2) else {
+            panic!("not complete");
+        };
+        assert_eq!(done.phase, RolloutPhase::Complete);
+    }
+}

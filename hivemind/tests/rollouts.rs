@@ -1,0 +1,337 @@
+//! Deployment strategies end to end on a 3-node testbed, under a steady client load through
+//! the service VIP: a rolling update of 6 replicas with max-unavailable 1 and max-surge 1; a
+//! version that never becomes ready, stopped at its progress deadline and rolled back by
+//! itself; a rollout paused, resumed and aborted. Not one request may fail.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hivemind_tests::daemon::eventually;
+use hivemind_tests::image::build_test_image;
+use hivemind_tests::testbed::{Testbed, run_on_testbed};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
+const APP: &str = "roll";
+const REPLICAS: u64 = 6;
+
+#[test]
+fn rolling_updates_roll_back_and_lose_no_request() -> Result<()> {
+    run_on_testbed(
+        "rolling_updates_roll_back_and_lose_no_request",
+        3,
+        Path::new(BIN),
+        scenario,
+    )
+}
+
+/// What the client saw: each answer's body (the greeting), or the error.
+#[derive(Default)]
+struct Answers {
+    ok: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// Requests VIP/greeting from inside a container, one after another, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Answers>,
+}
+
+impl Load {
+    fn start(pid: u32, vip: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = format!("http://{vip}/greeting");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut answers = Answers::default();
+            while !flag.load(Ordering::Relaxed) {
+                let output = std::process::Command::new("nsenter")
+                    .arg(format!("--net=/proc/{pid}/ns/net"))
+                    .args(["curl", "-sS", "--max-time", "3", "--fail", &url])
+                    .output();
+                match output {
+                    Ok(o) if o.status.success() => answers
+                        .ok
+                        .push(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+                    Ok(o) => answers
+                        .failed
+                        .push(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => answers.failed.push(e.to_string()),
+                }
+            }
+            answers
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> Answers {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the load thread")
+    }
+}
+
+fn deploy(testbed: &Testbed, args: &[&str]) -> Result<()> {
+    let output = testbed.node(1).daemon.cli(args);
+    if !output.status.success() {
+        bail!("{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// The app's deploy command for `greeting`, with `extra` flags.
+fn deploy_version(
+    testbed: &Testbed,
+    reference: &str,
+    greeting: &str,
+    extra: &[&str],
+) -> Result<()> {
+    let env = format!("GREETING={greeting}");
+    let replicas = REPLICAS.to_string();
+    let mut args = vec![
+        "app",
+        "deploy",
+        "--image",
+        reference,
+        "--name",
+        APP,
+        "--replicas",
+        &replicas,
+        "--env",
+        &env,
+        "--ready-interval",
+        "1s",
+        "--ready-retries",
+        "1",
+        "--strategy",
+        "rolling-update",
+        "--max-unavailable",
+        "1",
+        "--max-surge",
+        "1",
+    ];
+    if !extra.contains(&"--ready-http") {
+        args.extend(["--ready-http", "/ready"]);
+    }
+    args.extend(extra);
+    deploy(testbed, &args)
+}
+
+fn status(testbed: &Testbed, via: usize) -> Result<Value> {
+    testbed
+        .node(via)
+        .daemon
+        .get(&format!("/api/apps/{APP}/rollout"))
+}
+
+fn endpoints(testbed: &Testbed) -> Result<Vec<Value>> {
+    Ok(testbed
+        .node(2)
+        .daemon
+        .get(&format!("/api/services/{APP}/endpoints"))?["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Waits until the rollout reaches `phase` with every replica of `generation` ready and no
+/// other left, sampling on the way: the quotas never allow more than 7 replicas, and at least
+/// 5 are in the load balancer at every sample.
+fn watch_until(testbed: &Testbed, phase: &str, generation: u64, limit: Duration) -> Result<Value> {
+    let deadline = Instant::now() + limit;
+    let mut lowest_ready = u64::MAX;
+    loop {
+        let s = status(testbed, 3)?;
+        if let (Some(new), Some(old)) = (s["allowed_new"].as_u64(), s["allowed_old"].as_u64()) {
+            assert!(new + old <= REPLICAS + 1, "more than the surge allows: {s}");
+        }
+        let ready = endpoints(testbed)?
+            .iter()
+            .filter(|e| e["ready"] == true)
+            .count() as u64;
+        lowest_ready = lowest_ready.min(ready);
+        assert!(
+            ready + 1 >= REPLICAS,
+            "{ready} ready replicas: more than max-unavailable are out: {s}"
+        );
+        if s["phase"] == phase && s["complete"] == true && s["generation"] == generation {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("the rollout did not reach {phase} at generation {generation}: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
+    let image = build_test_image(&dir.join("image"))?;
+    let reference = testbed.serve_image(&image, "hm/test-app", "1")?;
+    deploy(
+        testbed,
+        &[
+            "app", "deploy", "--image", &reference, "--name", "client", "--node", "node-1",
+        ],
+    )?;
+    deploy_version(testbed, &reference, "v1", &[])?;
+    eventually("6 ready replicas of v1", Duration::from_secs(120), || {
+        let ready = endpoints(testbed)?
+            .iter()
+            .filter(|e| e["ready"] == true)
+            .count() as u64;
+        Ok((ready == REPLICAS).then_some(()))
+    })?;
+    let service = testbed
+        .node(1)
+        .daemon
+        .get(&format!("/api/services/{APP}/endpoints"))?;
+    let vip = service["vip"].as_str().context("vip")?.to_string();
+    let client = testbed
+        .containers(1)?
+        .iter()
+        .find(|c| c["app"] == "client" && c["status"] == "running")
+        .and_then(|c| c["id"].as_str().map(str::to_string))
+        .context("client container")?;
+    let pid = testbed.task_pid(1, &client)?;
+    let first = status(testbed, 1)?;
+    let v1 = first["generation"].as_u64().context("generation")?;
+
+    let load = Load::start(pid, &vip);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A rolling update to v2: batches within the bounds, complete on every node.
+    deploy_version(testbed, &reference, "v2", &[])?;
+    let s = status(testbed, 2)?;
+    assert_eq!(s["strategy"], "rolling-update", "{s}");
+    let v2 = s["generation"].as_u64().context("generation")?;
+    assert!(v2 > v1, "{s}");
+    let done = watch_until(testbed, "complete", v2, Duration::from_secs(180))?;
+    assert_eq!(done["updated"], REPLICAS, "{done}");
+    assert_eq!(done["old"], 0, "{done}");
+
+    // v3 never becomes ready: the rollout makes no progress for 10 s, goes back to v2 by
+    // itself, and v3 never served a request.
+    deploy_version(
+        testbed,
+        &reference,
+        "v3",
+        &[
+            "--ready-http",
+            "/never",
+            "--progress-deadline",
+            "10",
+            "--auto-rollback",
+        ],
+    )?;
+    let waited = testbed
+        .node(2)
+        .daemon
+        .cli(&["app", "rollout", "status", "--name", APP, "--wait", "120"]);
+    let text = String::from_utf8_lossy(&waited.stdout).to_string()
+        + &String::from_utf8_lossy(&waited.stderr);
+    assert!(
+        !waited.status.success(),
+        "a rolled-back rollout is a failure: {text}"
+    );
+    assert!(
+        text.contains("rolled-back") && text.contains("no progress for 10 s"),
+        "{text}"
+    );
+    let back = watch_until(testbed, "rolled-back", v2, Duration::from_secs(120))?;
+    assert_eq!(back["from_generation"], v2, "{back}");
+    let history = testbed
+        .node(3)
+        .daemon
+        .get(&format!("/api/apps/{APP}/rollout/history"))?;
+    let last = history
+        .as_array()
+        .and_then(|h| h.last())
+        .context("history")?;
+    assert!(
+        last["from_revision"].is_u64() && last["current"] == true,
+        "the rollback is the newest revision: {history}"
+    );
+
+    // Pause holds the quotas where they are; resume goes on; abort goes back to v2.
+    deploy_version(testbed, &reference, "v4", &["--min-ready-time", "4"])?;
+    let paused = testbed
+        .node(3)
+        .daemon
+        .cli(&["app", "rollout", "pause", "--name", APP]);
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    let held = status(testbed, 1)?;
+    assert_eq!(held["phase"], "paused", "{held}");
+    // Its first batch becomes ready and would count as available 4 s later: the rollout
+    // stays where it is.
+    eventually("v4's first batch ready", Duration::from_secs(60), || {
+        let s = status(testbed, 2)?;
+        Ok((s["ready"] == 2).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(6));
+    let later = status(testbed, 2)?;
+    assert_eq!(
+        (&held["allowed_new"], &held["allowed_old"]),
+        (&later["allowed_new"], &later["allowed_old"]),
+        "a paused rollout moved: {held} then {later}"
+    );
+    let again = testbed
+        .node(2)
+        .daemon
+        .cli(&["app", "rollout", "pause", "--name", APP]);
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("is paused: nothing to pause"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    for action in ["resume", "abort"] {
+        let output = testbed
+            .node(1)
+            .daemon
+            .cli(&["app", "rollout", action, "--name", APP]);
+        assert!(
+            output.status.success(),
+            "{action}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Back on v2 means nothing of v3 or v4 is left anywhere: 6 replicas of v2, none older or
+    // newer.
+    let aborted = watch_until(testbed, "rolled-back", v2, Duration::from_secs(120))?;
+    assert_eq!(aborted["message"], "aborted by the operator", "{aborted}");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let answers = load.finish();
+    assert!(
+        answers.failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        answers.failed.len(),
+        answers.failed.len() + answers.ok.len(),
+        &answers.failed[..answers.failed.len().min(10)]
+    );
+    let count = |v: &str| answers.ok.iter().filter(|a| *a == v).count();
+    eprintln!(
+        "{} requests through the VIP: v1 {}, v2 {}, v3 {}, v4 {}",
+        answers.ok.len(),
+        count("v1"),
+        count("v2"),
+        count("v3"),
+        count("v4")
+    );
+    assert!(count("v1") > 0 && count("v2") > 0, "both versions served");
+    assert_eq!(count("v3"), 0, "the version that never became ready served");
+    assert!(count("v4") > 0, "v4's first batch served until the abort");
+    assert_eq!(
+        answers.ok.last().map(String::as_str),
+        Some("v2"),
+        "v2 serves at the end"
+    );
+    Ok(())
+}
