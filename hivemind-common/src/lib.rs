@@ -960,6 +960,9 @@ pub mod reason {
     /// (Flow events only) A new flow of an endpoint no policy selects: a TCP SYN, or the first
     /// packet of a UDP or ICMP flow (`HM_FLOW_SEEN`).
     pub const UNPOLICED: u8 = 9;
+    /// (`DIR_FROM_CONTAINER`) A TCP segment with RST set that the container sent and that was
+    /// passed on (also counted as `FORWARDED`): a canary's analysis reads it.
+    pub const TCP_RESET_SENT: u8 = 10;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -1018,6 +1021,7 @@ pub mod reason {
             NAT_REVERSED => "nat_reversed",
             NAT_NEW_MAPPING => "nat_new_mapping",
             UNPOLICED => "no_policy",
+            TCP_RESET_SENT => "tcp_reset_sent",
             DROP_NOT_IPV4 => "drop_not_ipv4",
             DROP_MALFORMED_IPV4 => "drop_malformed_ipv4",
             DROP_NO_TUNNEL => "drop_no_tunnel",
@@ -1154,6 +1158,7 @@ mod tests {
             reason::NAT_REVERSED,
             reason::NAT_NEW_MAPPING,
             reason::UNPOLICED,
+            reason::TCP_RESET_SENT,
         ] {
             assert!(!reason::is_drop(code));
         }

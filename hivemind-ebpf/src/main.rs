@@ -90,6 +90,12 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     match verdict {
         Ok(()) => {
             metrics::count(endpoint, direction, reason::FORWARDED, bytes);
+            if direction == DIR_FROM_CONTAINER
+                && let pkt::Headers::Ipv4(ip) = &headers
+                && ip.tcp_flags & pkt::TCP_RST != 0
+            {
+                metrics::count(endpoint, direction, reason::TCP_RESET_SENT, 0);
+            }
             if to_outside {
                 return Ok(routing::to_outside(ctx, &headers));
             }

@@ -299,7 +299,7 @@ pub struct AppSpec {
 }
 
 /// How a redeploy replaces an app's containers (`--strategy` and its flags). The strategies
-/// themselves are in `crate::rollout`, registered by name.
+/// themselves are in the `rollout` module, registered by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StrategySpec {
     /// A registered strategy: `simple` (each node replaces its replicas once their successors
@@ -321,6 +321,29 @@ pub struct StrategySpec {
     /// Whether a failed rollout goes back to the version it replaced by itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_rollback: bool,
+    /// Canary: the new version's share of the traffic at each step, in permille, rising to
+    /// 1000 (`--percentage 10 --steps 50` is 100, 500, 1000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u32>,
+    /// Canary: seconds each step holds before the analysis lets it go on.
+    #[serde(
+        default = "default_interval",
+        skip_serializing_if = "is_default_interval"
+    )]
+    pub interval_secs: u32,
+}
+
+/// Default `interval_secs` of a canary's steps.
+pub const DEFAULT_CANARY_INTERVAL_S: u32 = 60;
+/// Most steps a canary takes.
+pub const MAX_CANARY_STEPS: usize = 20;
+
+fn default_interval() -> u32 {
+    DEFAULT_CANARY_INTERVAL_S
+}
+
+fn is_default_interval(n: &u32) -> bool {
+    *n == DEFAULT_CANARY_INTERVAL_S
 }
 
 /// Default `progress_deadline_secs`, as Kubernetes's `progressDeadlineSeconds`.
@@ -345,6 +368,8 @@ impl Default for StrategySpec {
             min_ready_secs: 0,
             progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_S,
             auto_rollback: false,
+            steps: Vec::new(),
+            interval_secs: DEFAULT_CANARY_INTERVAL_S,
         }
     }
 }
@@ -399,6 +424,30 @@ impl StrategySpec {
                     format!("must be at most {MAX_ROLLOUT_SECS} s, got {secs}"),
                 ));
             }
+        }
+        if self.steps.len() > MAX_CANARY_STEPS {
+            return Err(ValidationError::new(
+                "strategy.steps",
+                format!("at most {MAX_CANARY_STEPS} steps, got {}", self.steps.len()),
+            ));
+        }
+        if self.steps.windows(2).any(|w| w[0] >= w[1])
+            || self.steps.first().is_some_and(|s| *s == 0)
+            || self.steps.last().is_some_and(|s| *s != 1000)
+        {
+            return Err(ValidationError::new(
+                "strategy.steps",
+                "shares must rise from above 0% to 100%",
+            ));
+        }
+        if self.interval_secs == 0 || self.interval_secs > MAX_ROLLOUT_SECS {
+            return Err(ValidationError::new(
+                "strategy.interval_secs",
+                format!(
+                    "must be 1 to {MAX_ROLLOUT_SECS} s, got {}",
+                    self.interval_secs
+                ),
+            ));
         }
         if self.progress_deadline_secs == 0 {
             return Err(ValidationError::new(
@@ -505,6 +554,20 @@ pub struct Rollout {
     /// Why it failed, stopped or went back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The new generation's share of the service's connections, in permille, while a strategy
+    /// splits traffic by weight; `None`: every ready replica weighs the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// A stepped strategy's step, since when it holds (ms since the epoch), and the failures
+    /// of the new and the old generation counted when it began (for the analysis).
+    #[serde(default)]
+    pub step: u32,
+    #[serde(default)]
+    pub step_started_ms: u64,
+    #[serde(default)]
+    pub failures_at_step: u64,
+    #[serde(default)]
+    pub stable_failures_at_step: u64,
 }
 
 impl Rollout {

@@ -286,5 +286,43 @@ fn scenario(ns: &NetNs, daemon: &Daemon, reference: &str, dir: &Path) -> Result<
     )?;
     let app = api_json(ns, "/api/apps/formapp")?;
     assert_eq!(app["env"]["GREETING"], "from the form", "{app}");
+
+    // An update that never becomes ready shows as progressing, with Pause and Abort; Abort on
+    // the page goes back to the form's greeting, and the page says why.
+    let stuck = serde_json::json!({
+        "image": reference, "name": "formapp", "env": {"GREETING": "stuck"},
+        "health": {"readiness": {"probe": {"type": "http", "path": "/never", "port": 80}, "interval_s": 1}},
+    });
+    let (status, body) = http(
+        ns,
+        "POST",
+        &api_url("/api/deploy"),
+        Some(&stuck.to_string()),
+    )?;
+    anyhow::ensure!(status == 200, "stuck deploy: {status} {body}");
+    page.eval("location.hash = '#/apps'; true")?;
+    page.eval("location.hash = '#/apps/formapp'; true")?;
+    page.wait_for(
+        "the stuck update progressing, with Abort",
+        "(() => { const r = document.getElementById('rollout');
+            return !!r && r.textContent.includes('progressing')
+              && !!r.querySelector('.rollout-action[data-action=\"abort\"]')
+              && !!r.querySelector('.rollout-action[data-action=\"pause\"]'); })()",
+        Duration::from_secs(60),
+    )?;
+    page.eval(
+        "document.querySelector('#rollout .rollout-action[data-action=\"abort\"]').click(); true",
+    )?;
+    page.eval("location.hash = '#/apps'; true")?;
+    page.eval("location.hash = '#/apps/formapp'; true")?;
+    page.wait_for(
+        "the update aborted, back on the form's greeting",
+        "(() => { const m = document.getElementById('rollout-message');
+            return !!m && m.textContent.includes('aborted by the operator')
+              && document.getElementById('rollout').textContent.includes('rolled-back'); })()",
+        Duration::from_secs(60),
+    )?;
+    let app = api_json(ns, "/api/apps/formapp")?;
+    assert_eq!(app["env"]["GREETING"], "from the form", "{app}");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Deployment strategies end to end on a 3-node testbed, under a steady client load through
 //! the service VIP: a rolling update of 6 replicas with max-unavailable 1 and max-surge 1; a
 //! version that never becomes ready, stopped at its progress deadline and rolled back by
-//! itself; a rollout paused, resumed and aborted. Not one request may fail.
+//! itself; a rollout paused, resumed and aborted; a 10% canary, its share measured over 2,000
+//! connections, then promoted by its steps. Not one request may fail. Then, with the load
+//! stopped, a canary that resets connections fails its analysis and goes back by itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -82,7 +84,8 @@ fn deploy(testbed: &Testbed, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The app's deploy command for `greeting`, with `extra` flags.
+/// The app's deploy command for `greeting`, with `extra` flags (a rolling update with 1 and 1
+/// and the readiness check `/ready` unless they name others).
 fn deploy_version(
     testbed: &Testbed,
     reference: &str,
@@ -106,14 +109,19 @@ fn deploy_version(
         "1s",
         "--ready-retries",
         "1",
-        "--strategy",
-        "rolling-update",
-        "--max-unavailable",
-        "1",
-        "--max-surge",
-        "1",
     ];
-    if !extra.contains(&"--ready-http") {
+    // Rolling update, 1 and 1, unless `extra` names a strategy.
+    if !extra.contains(&"--strategy") {
+        args.extend([
+            "--strategy",
+            "rolling-update",
+            "--max-unavailable",
+            "1",
+            "--max-surge",
+            "1",
+        ]);
+    }
+    if !extra.iter().any(|a| a.starts_with("--ready-")) {
         args.extend(["--ready-http", "/ready"]);
     }
     args.extend(extra);
@@ -145,7 +153,11 @@ fn watch_until(testbed: &Testbed, phase: &str, generation: u64, limit: Duration)
     let mut lowest_ready = u64::MAX;
     loop {
         let s = status(testbed, 3)?;
-        if let (Some(new), Some(old)) = (s["allowed_new"].as_u64(), s["allowed_old"].as_u64()) {
+        if let (Some(new), Some(old), "rolling-update") = (
+            s["allowed_new"].as_u64(),
+            s["allowed_old"].as_u64(),
+            s["strategy"].as_str().unwrap_or(""),
+        ) {
             assert!(new + old <= REPLICAS + 1, "more than the surge allows: {s}");
         }
         let ready = endpoints(testbed)?
@@ -306,6 +318,51 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     // newer.
     let aborted = watch_until(testbed, "rolled-back", v2, Duration::from_secs(120))?;
     assert_eq!(aborted["message"], "aborted by the operator", "{aborted}");
+
+    // A 10% canary: one canary replica beside the 6 stable ones, a tenth of the connections by
+    // weight; after its interval, the last step replaces the stable ones.
+    deploy_version(
+        testbed,
+        &reference,
+        "v5",
+        &[
+            "--strategy",
+            "canary",
+            "--percentage",
+            "10",
+            "--interval",
+            "40",
+        ],
+    )?;
+    let split = eventually("the canary takes 10%", Duration::from_secs(60), || {
+        let s = status(testbed, 2)?;
+        Ok((s["traffic_percent"] == 10.0).then_some(s))
+    })?;
+    assert!(
+        split["step"] == 1 && split["steps"] == 2,
+        "step 1 of 2: {split}"
+    );
+    assert!(
+        split["allowed_new"] == 1 && split["allowed_old"] == 6,
+        "one canary beside the 6 stable replicas: {split}"
+    );
+    std::thread::sleep(Duration::from_secs(2)); // every node's service map follows
+    let answers_2000 = burst(pid, &vip, 2000)?;
+    let canary = answers_2000.iter().filter(|a| *a == "v5").count();
+    let stable = answers_2000.iter().filter(|a| *a == "v2").count();
+    assert_eq!(
+        canary + stable,
+        2000,
+        "every connection answered by v2 or v5"
+    );
+    let share = canary as f64 / 20.0;
+    eprintln!("canary share over 2,000 connections: {share}%");
+    assert!(
+        (8.0..=12.0).contains(&share),
+        "canary share {share}%, not 10 ± 2"
+    );
+    let v5 = split["generation"].as_u64().context("generation")?;
+    watch_until(testbed, "complete", v5, Duration::from_secs(180))?;
     std::thread::sleep(Duration::from_secs(2));
 
     let answers = load.finish();
@@ -318,20 +375,121 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     );
     let count = |v: &str| answers.ok.iter().filter(|a| *a == v).count();
     eprintln!(
-        "{} requests through the VIP: v1 {}, v2 {}, v3 {}, v4 {}",
+        "{} requests through the VIP: v1 {}, v2 {}, v3 {}, v4 {}, v5 {}",
         answers.ok.len(),
         count("v1"),
         count("v2"),
         count("v3"),
-        count("v4")
+        count("v4"),
+        count("v5")
     );
     assert!(count("v1") > 0 && count("v2") > 0, "both versions served");
     assert_eq!(count("v3"), 0, "the version that never became ready served");
     assert!(count("v4") > 0, "v4's first batch served until the abort");
     assert_eq!(
         answers.ok.last().map(String::as_str),
-        Some("v2"),
-        "v2 serves at the end"
+        Some("v5"),
+        "v5 serves at the end"
     );
+
+    // A canary whose new version resets every connection (nothing listens on its port, its
+    // readiness check passes anyway): the data plane counts the resets it sends, the
+    // analysis fails it at its first step, and it goes back to v5 by itself.
+    deploy_version(
+        testbed,
+        &reference,
+        "v6",
+        &[
+            "--strategy",
+            "canary",
+            "--percentage",
+            "20",
+            "--interval",
+            "30",
+            "--env",
+            "NO_HTTP=1",
+            "--ready-cmd",
+            "true",
+        ],
+    )?;
+    let v6 = status(testbed, 1)?["generation"]
+        .as_u64()
+        .context("generation")?;
+    eventually(
+        "the broken canary takes traffic",
+        Duration::from_secs(60),
+        || {
+            let s = status(testbed, 2)?;
+            Ok((s["traffic_percent"].as_f64() > Some(0.0)).then_some(()))
+        },
+    )?;
+    // Connections keep coming; those the canary resets fail. The analysis goes back within
+    // the step (the rollout's record says at which share it failed).
+    let during = burst_lenient(pid, &vip, 200);
+    let refused = during.iter().filter(|a| a.is_none()).count();
+    assert!(refused > 0, "no connection reached the broken canary");
+    let back = watch_until(testbed, "rolled-back", v5, Duration::from_secs(60))?;
+    assert_eq!(back["from_generation"], v5, "{back}");
+    let message = back["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("failed its analysis at 20%") && message.contains("failures"),
+        "{back}"
+    );
+    assert_ne!(back["generation"], v6, "{back}");
+    eprintln!("the broken canary: {refused} of 200 connections reset; {message}");
+    // Back on v5: every connection answered again.
+    let after = burst(pid, &vip, 100)?;
+    assert!(after.iter().all(|a| a == "v5"), "{after:?}");
     Ok(())
+}
+
+/// `count` HTTP requests to VIP/greeting from the container of `pid`, each on a new
+/// connection (busybox httpd closes them); the answers in order.
+fn burst(pid: u32, vip: &str, count: usize) -> Result<Vec<String>> {
+    let answers = burst_lenient(pid, vip, count);
+    answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| a.with_context(|| format!("request {i} of {count} failed")))
+        .collect()
+}
+
+/// Like [`burst`], with `None` for a request that failed.
+fn burst_lenient(pid: u32, vip: &str, count: usize) -> Vec<Option<String>> {
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args([
+            "curl",
+            "-s",
+            "--max-time",
+            "120",
+            "--connect-timeout",
+            "3",
+            "-w",
+            "|%{http_code}\n",
+            &format!("http://{vip}/greeting?[1-{count}]"),
+        ])
+        .output();
+    let Ok(output) = output else {
+        return vec![None; count];
+    };
+    // Each answer is the greeting's line, then `|200`; a failed request is a bare `|000`.
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let mut answers = Vec::new();
+    let mut body = String::new();
+    for line in text.lines() {
+        match line.rsplit_once('|') {
+            Some((before, code)) if code.len() == 3 && code.chars().all(|c| c.is_ascii_digit()) => {
+                body.push_str(before);
+                answers.push((code == "200").then(|| body.trim().to_string()));
+                body.clear();
+            }
+            _ => {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    answers.resize(count, None);
+    answers
 }

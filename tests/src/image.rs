@@ -57,6 +57,10 @@ if [ -n "$SECOND_PORT" ]; then
   busybox httpd -p "$SECOND_PORT" -h /www2
 fi
 echo "serving as $(hostname)"
+# A broken version: nothing listens on port 80, so connections to it are reset.
+if [ -n "$NO_HTTP" ]; then
+  exec sleep 2147483647
+fi
 exec busybox httpd -f -p 80 -h /www
 "#;
 

@@ -265,6 +265,16 @@ pub async fn rollout_status(
         from_generation: rollout.map(|r| r.from_generation),
         allowed_new: quotas.map(|q| q.new),
         allowed_old: quotas.map(|q| q.old),
+        traffic_percent: app
+            .active_rollout()
+            .and_then(|r| r.weight)
+            .map(|w| f64::from(w) / 10.0),
+        step: app
+            .active_rollout()
+            .filter(|_| !app.spec.strategy.steps.is_empty())
+            .map(|r| r.step + 1),
+        steps: (!app.spec.strategy.steps.is_empty())
+            .then_some(app.spec.strategy.steps.len() as u32),
         complete: ready == app.spec.replicas && updated == app.spec.replicas && old == 0,
         app: name,
         generation: app.generation,

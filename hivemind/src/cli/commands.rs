@@ -110,7 +110,10 @@ fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
         || args.max_surge.is_some()
         || args.min_ready_time.is_some()
         || args.progress_deadline.is_some()
-        || args.auto_rollback;
+        || args.auto_rollback
+        || args.percentage.is_some()
+        || !args.steps.is_empty()
+        || args.interval.is_some();
     any.then(|| StrategyRequest {
         name: args
             .strategy
@@ -121,6 +124,9 @@ fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
         min_ready_time: args.min_ready_time,
         progress_deadline: args.progress_deadline,
         auto_rollback: args.auto_rollback.then_some(true),
+        percentage: args.percentage,
+        steps: args.steps.clone(),
+        interval: args.interval,
     })
 }
 
@@ -524,6 +530,14 @@ async fn app(
                     println!(
                         "  {}: up to {new} new and {old} old replicas now",
                         status.strategy
+                    );
+                }
+                if let (Some(step), Some(steps)) = (status.step, status.steps) {
+                    println!(
+                        "  step {step} of {steps}, the new version takes {}% of the connections",
+                        status
+                            .traffic_percent
+                            .map_or("its replicas' share of".to_string(), |p| p.to_string())
                     );
                 }
                 for w in &status.waiting {

@@ -671,6 +671,15 @@ pub struct StrategyArgs {
     /// Go back to the replaced version by itself when the rollout fails
     #[arg(long)]
     pub auto_rollback: bool,
+    /// Canary: the new version's first share of the traffic, in percent (to 0.1)
+    #[arg(long)]
+    pub percentage: Option<f64>,
+    /// Canary: the shares that follow, in percent, e.g. 20,50,100
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<f64>,
+    /// Canary: seconds each step holds before the analysis lets it go on (default 60)
+    #[arg(long)]
+    pub interval: Option<u32>,
 }
 
 /// Liveness (`--health-*`) and readiness (`--ready-*`) checks.

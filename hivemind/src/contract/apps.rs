@@ -235,13 +235,25 @@ impl AmountValue {
 }
 
 /// How a redeploy replaces an app's containers (`--strategy` and its flags).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyRequest {
     /// `simple` (the default: each node replaces its replicas once their successors are ready
-    /// there) or `rolling-update` (batches across the cluster). `blue-green`, `canary` and
-    /// `ab-testing` are refused as not available in this version.
+    /// there), `rolling-update` (batches across the cluster) or `canary` (a share of the
+    /// traffic by weight, in steps). `blue-green` and `ab-testing` are refused as not available
+    /// in this version.
     pub name: String,
+    /// Canary: the new version's first share of the traffic, in percent to 0.1 (e.g. `10`,
+    /// `2.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// Canary: the shares that follow, in percent, rising (e.g. `[20, 50, 100]`); 100 is added
+    /// when the last is below.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<f64>,
+    /// Canary: seconds each step holds before the analysis lets it go on (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u32>,
     /// Rolling update: replicas that may be unavailable during the update, a count or a
     /// percentage (default `"25%"`, rounded down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +274,35 @@ pub struct StrategyRequest {
 }
 
 impl StrategyRequest {
+    /// `percentage` then `steps`, in permille, ending at 1000.
+    fn canary_steps(&self) -> Result<Vec<u32>, ValidationError> {
+        let permille = |field: &str, p: f64| {
+            let scaled = p * 10.0;
+            if !(scaled > 0.0 && scaled <= 1000.0) || (scaled - scaled.round()).abs() > 1e-6 {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{p} is not a percentage above 0 and at most 100, to 0.1"),
+                ));
+            }
+            Ok(scaled.round() as u32)
+        };
+        let mut steps = Vec::new();
+        if let Some(p) = self.percentage {
+            steps.push(permille("strategy.percentage", p)?);
+        }
+        for p in &self.steps {
+            let step = permille("strategy.steps", *p)?;
+            // `--percentage 20 --steps 20,50,100` lists the first share twice.
+            if steps.last() != Some(&step) {
+                steps.push(step);
+            }
+        }
+        if steps.last().is_some_and(|last| *last < 1000) {
+            steps.push(1000);
+        }
+        Ok(steps)
+    }
+
     pub fn parse(&self) -> Result<StrategySpec, ValidationError> {
         let defaults = StrategySpec::default();
         let spec = StrategySpec {
@@ -281,6 +322,8 @@ impl StrategyRequest {
                 .progress_deadline
                 .unwrap_or(defaults.progress_deadline_secs),
             auto_rollback: self.auto_rollback.unwrap_or(false),
+            steps: self.canary_steps()?,
+            interval_secs: self.interval.unwrap_or(defaults.interval_secs),
         };
         spec.validate()?;
         crate::rollout::check_strategy(&spec)?;
@@ -559,10 +602,15 @@ pub struct RolloutStatus {
     pub message: Option<String>,
     /// The generation the last rollout replaced (a rollback returns to it).
     pub from_generation: Option<u64>,
-    /// While a rolling update's quotas bind: replicas of the new generation the cluster may
-    /// run now, and of older ones it keeps.
+    /// While a rollout's quotas bind: replicas of the new generation the cluster may run now,
+    /// and of older ones it keeps.
     pub allowed_new: Option<u32>,
     pub allowed_old: Option<u32>,
+    /// While a canary splits the traffic: the new generation's share of the connections, in
+    /// percent (to 0.1), and the step (from 1) of how many.
+    pub traffic_percent: Option<f64>,
+    pub step: Option<u32>,
+    pub steps: Option<u32>,
 }
 
 /// A container of a rollout that does not take traffic yet.

@@ -36,6 +36,8 @@ pub struct EndpointCounters {
     pub from_container_dropped: u64,
     /// Dropped packets on their way into the container, every reason together.
     pub to_container_dropped: u64,
+    /// TCP segments with RST the container sent (also counted in `from_container`).
+    pub tcp_resets_sent: u64,
 }
 
 impl EndpointCounters {
@@ -54,6 +56,10 @@ impl EndpointCounters {
                 &mut self.to_container_dropped
             };
             *direction = direction.saturating_add(value.packets);
+            return;
+        }
+        if key.reason == reason::TCP_RESET_SENT {
+            self.tcp_resets_sent = self.tcp_resets_sent.saturating_add(value.packets);
             return;
         }
         match key.direction {
@@ -221,6 +227,11 @@ mod tests {
         counters.add(&to, &value(2, 200));
         counters.add(&dropped, &value(4, 400));
         counters.add(&dropped_other_dir, &value(1, 10));
+        // Resets the container sent are counted apart (they are in FORWARDED already).
+        counters.add(
+            &MetricsKey::new(7, DIR_FROM_CONTAINER, reason::TCP_RESET_SENT),
+            &value(2, 0),
+        );
         counters.add(&MetricsKey::new(7, 9, reason::FORWARDED), &value(50, 50));
         // Overlay entries are keyed by node, not endpoint: never mixed in.
         counters.add(&MetricsKey::new(7, DIR_TO_OVERLAY, 130), &value(8, 8));
@@ -238,6 +249,7 @@ mod tests {
                 drops: BTreeMap::from([(130, 5)]),
                 from_container_dropped: 1,
                 to_container_dropped: 4,
+                tcp_resets_sent: 2,
             }
         );
     }

@@ -48,8 +48,28 @@ impl Node {
             generation: record.generation,
             ready,
             reason,
+            restarts: record.restarts,
+            resets: self.resets_for_analysis(record),
         };
         self.publish_endpoint(&record.id, Some(&endpoint)).await
+    }
+
+    /// The TCP resets a container sent, while its app is under a canary rollout (0 otherwise,
+    /// so that the endpoint record does not change with every reset).
+    fn resets_for_analysis(&self, record: &crate::state::ContainerRecord) -> u64 {
+        let analysed = self
+            .store
+            .app(&record.app)
+            .ok()
+            .flatten()
+            .and_then(|app| app.active_rollout().map(|r| r.strategy == "canary"))
+            .unwrap_or(false);
+        if !analysed {
+            return 0;
+        }
+        self.counters()
+            .get(&record.id)
+            .map_or(0, |c| c.tcp_resets_sent)
     }
 
     /// Whether a running container serves: its readiness check's verdict

@@ -29,11 +29,14 @@ impl Node {
             ..Default::default()
         };
         for endpoint in endpoints.iter().filter(|e| e.app == app.spec.name) {
+            let failures = u64::from(endpoint.restarts) + endpoint.resets;
             if endpoint.generation != app.generation {
                 observed.old_total += 1;
+                observed.old_failures += failures;
                 continue;
             }
             observed.new_total += 1;
+            observed.new_failures += failures;
             if endpoint.ready && endpoint.status == ContainerStatus::Running {
                 let first = *since.entry(endpoint.container.clone()).or_insert(now);
                 if now.duration_since(first) >= min_ready {

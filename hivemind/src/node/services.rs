@@ -103,27 +103,39 @@ impl Node {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        // Frontend -> backend ids (every backend weighs the same today, so
-        // the set of ids says what the kernel holds), and the backends. Each
-        // (endpoint, port) is its own backend.
-        let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), (u16, BTreeSet<u32>)> = BTreeMap::new();
+        // Frontend -> its flags and the backend id of each slot (what the kernel holds), and the
+        // backends. Each (endpoint, port) is its own backend.
+        let slots = |list: &[ServiceBackend]| {
+            let weights: Vec<(u32, u32)> = list.iter().map(|b| (b.id, b.weight)).collect();
+            crate::dataplane::weighted_slots(
+                &weights,
+                usize::from(hivemind_common::MAX_SLOTS_PER_SERVICE),
+            )
+        };
+        let mut wanted: BTreeMap<(Ipv4Addr, u16, u8), (u16, Vec<u32>)> = BTreeMap::new();
         // Backend -> the port it is published on.
         let mut published_backends: BTreeMap<(Ipv4Addr, u16, u8), u16> = BTreeMap::new();
         let mut backends: BTreeMap<(Ipv4Addr, u16, u8), Vec<ServiceBackend>> = BTreeMap::new();
         for service in &services {
+            let ready: Vec<&EndpointRecord> = endpoints
+                .iter()
+                .filter(|e| e.app == service.app && e.ready)
+                .collect();
+            let app = apps.iter().find(|a| a.spec.name == service.app);
+            let weights = backend_weights(app, &ready);
             for port in &service.ports {
-                let list: Vec<ServiceBackend> = endpoints
+                let list: Vec<ServiceBackend> = ready
                     .iter()
-                    .filter(|e| e.app == service.app && e.ready)
-                    .map(|e| ServiceBackend {
+                    .zip(&weights)
+                    .map(|(e, weight)| ServiceBackend {
                         id: dataplane.backend_id(e.ip, *port, TCP),
                         ip: e.ip,
                         port: *port,
-                        weight: 1,
+                        weight: *weight,
                     })
                     .collect();
                 let key = (service.vip, *port, TCP);
-                wanted.insert(key, (0, list.iter().map(|b| b.id).collect()));
+                wanted.insert(key, (0, slots(&list)));
                 backends.insert(key, list);
             }
             // Published ports: a frontend on this node's own address with the backends of the
@@ -148,19 +160,19 @@ impl Node {
                         }
                     }
                     let key = (node_ip, p.published, TCP);
-                    wanted.insert(key, (flags, list.iter().map(|b| b.id).collect()));
+                    wanted.insert(key, (flags, slots(&list)));
                     backends.insert(key, list);
                 }
             }
         }
         let current_flags = dataplane.frontend_flags()?;
-        let current: BTreeMap<(Ipv4Addr, u16, u8), (u16, BTreeSet<u32>)> = dataplane
+        let current: BTreeMap<(Ipv4Addr, u16, u8), (u16, Vec<u32>)> = dataplane
             .services()?
             .into_iter()
             .map(|(vip, port, proto, slots)| {
                 let key = (vip, port, proto);
                 let flags = current_flags.get(&key).copied().unwrap_or(0);
-                (key, (flags, slots.into_iter().collect()))
+                (key, (flags, slots))
             })
             .collect();
         let publishing = apps.iter().any(|a| !a.spec.publish.is_empty());
@@ -180,4 +192,33 @@ impl Node {
         )?;
         Ok(())
     }
+}
+
+/// The weight of each ready endpoint of an app: alike, unless a rollout splits the traffic by
+/// weight (a canary): then the new generation's endpoints together take its share in permille
+/// and the older ones the rest, whatever their numbers.
+fn backend_weights(app: Option<&AppRecord>, ready: &[&EndpointRecord]) -> Vec<u32> {
+    let split = app.and_then(|a| {
+        a.active_rollout()
+            .and_then(|r| r.weight)
+            .map(|w| (a.generation, w.min(1000)))
+    });
+    let Some((generation, share)) = split else {
+        return vec![1; ready.len()];
+    };
+    let new = ready.iter().filter(|e| e.generation == generation).count() as u32;
+    let old = ready.len() as u32 - new;
+    if new == 0 || old == 0 {
+        return vec![1; ready.len()];
+    }
+    ready
+        .iter()
+        .map(|e| {
+            if e.generation == generation {
+                share * old
+            } else {
+                (1000 - share) * new
+            }
+        })
+        .collect()
 }

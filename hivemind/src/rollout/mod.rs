@@ -8,11 +8,13 @@
 //! in its reconcile pass and writes the result into the app's record; every node then runs its
 //! share of each quota ([`local_quotas`]).
 
+mod canary;
 mod rolling;
 mod simple;
 
 use crate::model::{Quotas, Rollout, RolloutPhase, StrategySpec, ValidationError};
 
+pub use canary::{Canary, FAILURES_TO_FAIL, permille};
 pub use rolling::RollingUpdate;
 pub use simple::Simple;
 
@@ -27,17 +29,39 @@ pub struct Observed {
     pub new_available: u32,
     /// Containers of older generations still there.
     pub old_total: u32,
+    /// Failures the data plane and the nodes counted for the new generation's containers (TCP
+    /// resets they sent, restarts), and for older ones: running totals.
+    pub new_failures: u64,
+    pub old_failures: u64,
+}
+
+/// Where a rollout stands, as a strategy moves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// How many replicas of each generation the cluster may run; `None`: every node replaces
+    /// its own replicas once their successors are ready there.
+    pub quotas: Option<Quotas>,
+    /// The new generation's share of the traffic in permille; `None`: by replica count.
+    pub weight: Option<u32>,
+    /// A stepped strategy's step and since when it holds (ms since the epoch).
+    pub step: u32,
+    pub step_started_ms: u64,
+    /// [`Observed::new_failures`] and [`Observed::old_failures`] when the step began.
+    pub failures_at_step: u64,
+    pub stable_failures_at_step: u64,
 }
 
 /// A strategy's next step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Nothing to change yet.
     Wait,
-    /// New quotas for the nodes to follow.
-    Scale(Quotas),
+    /// A new position for the nodes to follow.
+    Move(Position),
     /// Every replica runs the new generation, available, and no old one is left.
     Complete,
+    /// The strategy's analysis failed the new version, for this reason.
+    Fail(String),
 }
 
 /// What a failed rollout does.
@@ -58,12 +82,11 @@ pub trait DeploymentStrategy: Send + Sync {
     /// Refuses flags this strategy has no use for, rather than ignoring them.
     fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError>;
 
-    /// The quotas a rollout starts with; `None`: every node replaces its own replicas once
-    /// their successors are ready there.
-    fn start(&self, spec: &StrategySpec, observed: &Observed) -> Option<Quotas>;
+    /// Where a rollout starts at `now_ms`.
+    fn start(&self, spec: &StrategySpec, observed: &Observed, now_ms: u64) -> Position;
 
-    /// The next step from the current quotas and what the cluster shows.
-    fn step(&self, spec: &StrategySpec, quotas: Option<Quotas>, observed: &Observed) -> Step;
+    /// The next step from where the rollout stands and what the cluster shows.
+    fn step(&self, spec: &StrategySpec, at: &Position, observed: &Observed, now_ms: u64) -> Step;
 
     /// What a rollout that made no progress within its deadline does.
     fn on_failure(&self, spec: &StrategySpec) -> OnFailure {
@@ -76,10 +99,38 @@ pub trait DeploymentStrategy: Send + Sync {
 }
 
 /// Every strategy, by name.
-pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate];
+pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate, &Canary];
 
 /// Strategies of the reference guide that are not built yet: named in the error.
-const PLANNED: &[&str] = &["blue-green", "canary", "ab-testing"];
+const PLANNED: &[&str] = &["blue-green", "ab-testing"];
+
+/// Refuses the flags of `spec` that `strategy` has no use for (by field name).
+fn refuse_unused(
+    spec: &StrategySpec,
+    strategy: &str,
+    unused: &[&str],
+) -> Result<(), ValidationError> {
+    for field in unused {
+        let set = match *field {
+            "max_unavailable" => spec.max_unavailable.is_some(),
+            "max_surge" => spec.max_surge.is_some(),
+            "steps" => !spec.steps.is_empty(),
+            _ => false,
+        };
+        if set {
+            let owner = if *field == "steps" {
+                "canary"
+            } else {
+                "rolling-update"
+            };
+            return Err(ValidationError::new(
+                format!("strategy.{field}"),
+                format!("applies to --strategy {owner} only, not {strategy}"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The strategy called `name`.
 pub fn strategy(name: &str) -> Option<&'static dyn DeploymentStrategy> {
@@ -113,20 +164,50 @@ pub fn begin(
     observed: &Observed,
     now_ms: u64,
 ) -> Rollout {
-    let quotas = strategy(&spec.name).and_then(|s| s.start(spec, observed));
-    Rollout {
+    let position = strategy(&spec.name)
+        .map(|s| s.start(spec, observed, now_ms))
+        .unwrap_or_default();
+    let mut rollout = Rollout {
         strategy: spec.name.clone(),
         from_generation,
         from_spec: Box::new(from_spec),
         to_generation,
-        quotas,
+        quotas: None,
         phase: RolloutPhase::Progressing,
         started_ms: now_ms,
         progressed_ms: now_ms,
         best_available: observed.new_available,
         fewest_old: observed.old_total,
         message: None,
+        weight: None,
+        step: 0,
+        step_started_ms: 0,
+        failures_at_step: 0,
+        stable_failures_at_step: 0,
+    };
+    set_position(&mut rollout, &position);
+    rollout
+}
+
+/// Where `rollout` stands.
+pub fn position(rollout: &Rollout) -> Position {
+    Position {
+        quotas: rollout.quotas,
+        weight: rollout.weight,
+        step: rollout.step,
+        step_started_ms: rollout.step_started_ms,
+        failures_at_step: rollout.failures_at_step,
+        stable_failures_at_step: rollout.stable_failures_at_step,
     }
+}
+
+fn set_position(rollout: &mut Rollout, position: &Position) {
+    rollout.quotas = position.quotas;
+    rollout.weight = position.weight;
+    rollout.step = position.step;
+    rollout.step_started_ms = position.step_started_ms;
+    rollout.failures_at_step = position.failures_at_step;
+    rollout.stable_failures_at_step = position.stable_failures_at_step;
 }
 
 /// What the driver does with a rollout.
@@ -159,25 +240,35 @@ pub fn advance(
         next.best_available = next.best_available.max(observed.new_available);
         next.fewest_old = next.fewest_old.min(observed.old_total);
     }
-    match strategy.step(spec, rollout.quotas, observed) {
+    let mut failure = None;
+    match strategy.step(spec, &position(rollout), observed, now_ms) {
         Step::Complete => {
             next.phase = RolloutPhase::Complete;
-            next.quotas = None;
+            set_position(&mut next, &Position::default());
             next.message = None;
             return Decision::Update(next);
         }
-        Step::Scale(quotas) => next.quotas = Some(quotas),
+        Step::Move(position) => {
+            // A new step is progress too.
+            if position.step != rollout.step {
+                next.progressed_ms = now_ms;
+            }
+            set_position(&mut next, &position);
+        }
         Step::Wait => {}
+        Step::Fail(reason) => failure = Some(reason),
     }
     let stalled_ms = now_ms.saturating_sub(next.progressed_ms);
-    if stalled_ms > u64::from(spec.progress_deadline_secs) * 1000 {
-        let reason = format!(
+    if failure.is_none() && stalled_ms > u64::from(spec.progress_deadline_secs) * 1000 {
+        failure = Some(format!(
             "no progress for {} s (the progress deadline): {} of {} new replicas available, {} old left",
             spec.progress_deadline_secs,
             observed.new_available,
             observed.replicas,
             observed.old_total
-        );
+        ));
+    }
+    if let Some(reason) = failure {
         match strategy.on_failure(spec) {
             OnFailure::RollBack => return Decision::RollBack(reason),
             OnFailure::Hold => {
@@ -233,12 +324,15 @@ mod tests {
     fn unknown_and_planned_strategies_are_refused_by_name() {
         let mut spec = StrategySpec::default();
         assert!(check_strategy(&spec).is_ok());
-        spec.name = "canary".into();
+        spec.name = "blue-green".into();
         let error = check_strategy(&spec).unwrap_err().to_string();
         assert!(error.contains("not available"), "{error}");
         spec.name = "yolo".into();
         let error = check_strategy(&spec).unwrap_err().to_string();
-        assert!(error.contains("simple or rolling-update"), "{error}");
+        assert!(
+            error.contains("simple or rolling-update or canary"),
+            "{error}"
+        );
         // Simple has no batches.
         let mut simple = rolling(1, 1);
         simple.name = "simple".into();
@@ -324,7 +418,7 @@ mod tests {
             replicas: 6,
             new_total: 2,
             old_total: 5,
-            new_available: 0,
+            ..Default::default()
         };
         let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
         assert_eq!(
@@ -358,6 +452,99 @@ mod tests {
         assert_eq!(advance(&moved, &strategy, &better, 50_000), Decision::Keep);
     }
 
+    fn canary(steps: &[u32]) -> StrategySpec {
+        StrategySpec {
+            name: "canary".into(),
+            steps: steps.to_vec(),
+            interval_secs: 10,
+            ..Default::default()
+        }
+    }
+
+    /// A 10% canary of 9 replicas: one canary replica beside the 9 stable ones, no traffic until
+    /// it is ready, then 10% by weight; after the interval 50% (capped by what the ready canary
+    /// replicas can take), then the last step replaces the stable ones as the new ones become
+    /// available.
+    #[test]
+    fn a_canary_steps_its_weight_within_what_its_ready_replicas_take() {
+        let strategy = canary(&[100, 500, 1000]);
+        assert!(check_strategy(&strategy).is_ok());
+        let mut observed = Observed {
+            replicas: 9,
+            old_total: 9,
+            ..Default::default()
+        };
+        let mut rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 1, old: 9 }));
+        assert_eq!(rollout.weight, Some(0), "not ready: no traffic");
+        let step = |rollout: &mut Rollout, observed: &Observed, now: u64| {
+            if let Decision::Update(next) = advance(rollout, &strategy, observed, now) {
+                *rollout = next;
+            }
+        };
+        observed.new_total = 1;
+        observed.new_available = 1;
+        step(&mut rollout, &observed, 1_000);
+        assert_eq!(rollout.weight, Some(100));
+        // The interval holds the step.
+        step(&mut rollout, &observed, 9_000);
+        assert_eq!((rollout.step, rollout.weight), (0, Some(100)));
+        step(&mut rollout, &observed, 11_000);
+        assert_eq!(rollout.step, 1);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 5, old: 9 }));
+        assert_eq!(
+            rollout.weight,
+            Some(111),
+            "1 ready canary of 9 takes 11.1% at most"
+        );
+        observed.new_total = 5;
+        observed.new_available = 5;
+        step(&mut rollout, &observed, 12_000);
+        assert_eq!(rollout.weight, Some(500));
+        step(&mut rollout, &observed, 23_000);
+        assert_eq!(rollout.step, 2);
+        assert_eq!(rollout.weight, None, "the last step weighs replicas alike");
+        assert_eq!(rollout.quotas, Some(Quotas { new: 9, old: 4 }));
+        observed.new_total = 9;
+        observed.new_available = 9;
+        step(&mut rollout, &observed, 24_000);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 9, old: 0 }));
+        observed.old_total = 0;
+        step(&mut rollout, &observed, 25_000);
+        assert_eq!(rollout.phase, RolloutPhase::Complete);
+    }
+
+    #[test]
+    fn a_canary_that_fails_more_than_the_stable_version_goes_back() {
+        let strategy = canary(&[100, 1000]);
+        let mut observed = Observed {
+            replicas: 9,
+            old_total: 9,
+            new_total: 1,
+            new_available: 1,
+            old_failures: 4,
+            ..Default::default()
+        };
+        let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        // Failures counted before the step began do not count.
+        observed.new_failures = 2;
+        assert!(!matches!(
+            advance(&rollout, &strategy, &observed, 1_000),
+            Decision::RollBack(_)
+        ));
+        observed.new_failures = 3;
+        let Decision::RollBack(reason) = advance(&rollout, &strategy, &observed, 1_000) else {
+            panic!("no rollback");
+        };
+        assert!(reason.contains("analysis at 10%"), "{reason}");
+        // As many failures per replica as the stable version had: not the canary's fault.
+        observed.old_failures = 4 + 9 * 3;
+        assert!(!matches!(
+            advance(&rollout, &strategy, &observed, 1_000),
+            Decision::RollBack(_)
+        ));
+    }
+
     #[test]
     fn simple_completes_when_every_new_replica_is_available_and_the_old_are_gone() {
         let strategy = StrategySpec::default();
@@ -366,6 +553,7 @@ mod tests {
             new_total: 2,
             new_available: 2,
             old_total: 2,
+            ..Default::default()
         };
         let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
         assert_eq!(rollout.quotas, None);

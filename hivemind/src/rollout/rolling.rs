@@ -2,7 +2,7 @@
 //! `max_surge` replicas above the wanted count run at once, and at least the wanted count less
 //! `max_unavailable` are available: old replicas go only as new ones become available.
 
-use super::{DeploymentStrategy, Observed, Step};
+use super::{DeploymentStrategy, Observed, Position, Step};
 use crate::model::{Amount, Quotas, StrategySpec, ValidationError};
 
 /// Kubernetes's default for both bounds.
@@ -33,22 +33,26 @@ impl DeploymentStrategy for RollingUpdate {
         "rolling-update"
     }
 
-    fn check(&self, _: &StrategySpec) -> Result<(), ValidationError> {
-        Ok(())
+    fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError> {
+        super::refuse_unused(spec, self.name(), &["steps"])
     }
 
-    fn start(&self, spec: &StrategySpec, observed: &Observed) -> Option<Quotas> {
-        let first = Quotas {
-            new: 0,
-            old: observed.old_total.min(observed.replicas),
+    fn start(&self, spec: &StrategySpec, observed: &Observed, now_ms: u64) -> Position {
+        let first = Position {
+            quotas: Some(Quotas {
+                new: 0,
+                old: observed.old_total.min(observed.replicas),
+            }),
+            ..Position::default()
         };
-        match self.step(spec, Some(first), observed) {
-            Step::Scale(quotas) => Some(quotas),
-            Step::Wait | Step::Complete => Some(first),
+        match self.step(spec, &first, observed, now_ms) {
+            Step::Move(position) => position,
+            Step::Wait | Step::Complete | Step::Fail(_) => first,
         }
     }
 
-    fn step(&self, spec: &StrategySpec, quotas: Option<Quotas>, observed: &Observed) -> Step {
+    fn step(&self, spec: &StrategySpec, at: &Position, observed: &Observed, _: u64) -> Step {
+        let quotas = at.quotas;
         let replicas = observed.replicas;
         let (surge, unavailable) = Self::bounds(spec, replicas);
         let current = quotas.unwrap_or(Quotas {
@@ -73,7 +77,10 @@ impl DeploymentStrategy for RollingUpdate {
         if quotas == Some(next) {
             Step::Wait
         } else {
-            Step::Scale(next)
+            Step::Move(Position {
+                quotas: Some(next),
+                ..*at
+            })
         }
     }
 }

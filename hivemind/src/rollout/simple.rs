@@ -1,8 +1,8 @@
 //! `simple`: every node starts its new replicas at once and removes its old ones when they are
 //! all ready there; a version that never becomes ready leaves the old one serving.
 
-use super::{DeploymentStrategy, Observed, Step};
-use crate::model::{Quotas, StrategySpec, ValidationError};
+use super::{DeploymentStrategy, Observed, Position, Step};
+use crate::model::{StrategySpec, ValidationError};
 
 pub struct Simple;
 
@@ -12,25 +12,18 @@ impl DeploymentStrategy for Simple {
     }
 
     fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError> {
-        for (field, set) in [
-            ("strategy.max_unavailable", spec.max_unavailable.is_some()),
-            ("strategy.max_surge", spec.max_surge.is_some()),
-        ] {
-            if set {
-                return Err(ValidationError::new(
-                    field,
-                    "applies to --strategy rolling-update only",
-                ));
-            }
-        }
-        Ok(())
+        super::refuse_unused(
+            spec,
+            self.name(),
+            &["max_unavailable", "max_surge", "steps"],
+        )
     }
 
-    fn start(&self, _: &StrategySpec, _: &Observed) -> Option<Quotas> {
-        None
+    fn start(&self, _: &StrategySpec, _: &Observed, _: u64) -> Position {
+        Position::default()
     }
 
-    fn step(&self, _: &StrategySpec, _: Option<Quotas>, observed: &Observed) -> Step {
+    fn step(&self, _: &StrategySpec, _: &Position, observed: &Observed, _: u64) -> Step {
         if observed.new_available >= observed.replicas && observed.old_total == 0 {
             Step::Complete
         } else {

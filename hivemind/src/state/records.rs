@@ -203,6 +203,17 @@ pub struct EndpointRecord {
     pub ready: bool,
     /// Why it is not ready, when it is not.
     pub reason: Option<String>,
+    /// Times it was restarted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// TCP resets it sent, as its node's data plane counted them; kept up to date only while
+    /// its app is under a canary rollout (the analysis reads them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resets: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// An API token: its public id, a name, the hash of its secret, and what it

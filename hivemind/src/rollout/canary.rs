@@ -1,0 +1,168 @@
+//! `canary`: the new version takes a share of the service's connections, split by weight in
+//! the eBPF service map (per connection, to 0.1%), independent of how many replicas each side
+//! runs. Each step's share holds for `interval_secs`; between steps an analysis compares the
+//! canary's failures (TCP resets it sent, restarts) with the stable version's, and a canary
+//! that fails goes back. The share never exceeds what the ready canary replicas can take: each
+//! replica takes at most 1/replicas of the traffic.
+
+use super::{DeploymentStrategy, Observed, Position, Step};
+use crate::model::{Quotas, StrategySpec, ValidationError};
+
+pub struct Canary;
+
+/// Failures of the canary within one step that fail it, when the stable version (per replica)
+/// had fewer than half as many.
+pub const FAILURES_TO_FAIL: u64 = 3;
+
+impl Canary {
+    /// Replicas the canary runs for a share (permille) of the traffic: enough to take it.
+    fn replicas_for(share: u32, replicas: u32) -> u32 {
+        (u64::from(share) * u64::from(replicas))
+            .div_ceil(1000)
+            .clamp(1, u64::from(replicas.max(1))) as u32
+    }
+
+    /// The stable version keeps full strength until the last step; then its replicas go as
+    /// the new ones become available.
+    fn quotas(share: u32, observed: &Observed, current: Option<Quotas>) -> Quotas {
+        let replicas = observed.replicas;
+        if share < 1000 {
+            return Quotas {
+                new: Self::replicas_for(share, replicas),
+                old: replicas,
+            };
+        }
+        let old = replicas.saturating_sub(observed.new_available);
+        Quotas {
+            new: replicas,
+            old: current.map_or(old, |q| q.old.min(old)),
+        }
+    }
+
+    /// The new version's weight: the step's share as far as the ready canary replicas can take
+    /// it; none at the last step (every replica weighs the same).
+    fn weight(share: u32, observed: &Observed) -> Option<u32> {
+        (share < 1000).then(|| Self::effective(share, observed))
+    }
+
+    /// Whether the step's whole share is in effect (its interval runs only then).
+    fn full(share: u32, weight: Option<u32>) -> bool {
+        weight.is_none_or(|w| w >= share)
+    }
+
+    /// The share the ready canary replicas can take, capped by the step's.
+    fn effective(step_share: u32, observed: &Observed) -> u32 {
+        if observed.replicas == 0 {
+            return step_share;
+        }
+        let capacity = u64::from(observed.new_available) * 1000 / u64::from(observed.replicas);
+        step_share.min(capacity as u32)
+    }
+
+    fn position(spec: &StrategySpec, step: u32, observed: &Observed, now_ms: u64) -> Position {
+        let share = spec.steps.get(step as usize).copied().unwrap_or(1000);
+        let weight = Self::weight(share, observed);
+        Position {
+            quotas: Some(Self::quotas(share, observed, None)),
+            weight,
+            step,
+            step_started_ms: if Self::full(share, weight) { now_ms } else { 0 },
+            failures_at_step: observed.new_failures,
+            stable_failures_at_step: observed.old_failures,
+        }
+    }
+}
+
+impl DeploymentStrategy for Canary {
+    fn name(&self) -> &'static str {
+        "canary"
+    }
+
+    fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError> {
+        super::refuse_unused(spec, self.name(), &["max_unavailable", "max_surge"])?;
+        if spec.steps.is_empty() {
+            return Err(ValidationError::new(
+                "strategy.steps",
+                "a canary needs --percentage or --steps",
+            ));
+        }
+        Ok(())
+    }
+
+    fn start(&self, spec: &StrategySpec, observed: &Observed, now_ms: u64) -> Position {
+        Self::position(spec, 0, observed, now_ms)
+    }
+
+    fn step(&self, spec: &StrategySpec, at: &Position, observed: &Observed, now_ms: u64) -> Step {
+        let share = spec.steps.get(at.step as usize).copied().unwrap_or(1000);
+        // The analysis: the canary's failures in this step against the stable version's,
+        // per replica.
+        let canary = observed.new_failures.saturating_sub(at.failures_at_step);
+        let stable = observed
+            .old_failures
+            .saturating_sub(at.stable_failures_at_step);
+        let (n_new, n_old) = (
+            u64::from(observed.new_total.max(1)),
+            u64::from(observed.old_total.max(1)),
+        );
+        if canary >= FAILURES_TO_FAIL && canary * n_old > 2 * stable * n_new {
+            return Step::Fail(format!(
+                "the canary failed its analysis at {}%: {canary} failures (TCP resets it sent, restarts) against {stable} of the stable version",
+                permille(share)
+            ));
+        }
+        if share >= 1000 {
+            return if observed.new_available >= observed.replicas && observed.old_total == 0 {
+                Step::Complete
+            } else {
+                keep_weight(at, share, observed, now_ms)
+            };
+        }
+        // The interval counts from when the step's whole share is in effect.
+        let held = now_ms.saturating_sub(at.step_started_ms);
+        if at.step_started_ms != 0
+            && Self::full(share, Self::weight(share, observed))
+            && held >= u64::from(spec.interval_secs) * 1000
+        {
+            return Step::Move(Self::position(spec, at.step + 1, observed, now_ms));
+        }
+        keep_weight(at, share, observed, now_ms)
+    }
+
+    fn on_failure(&self, _: &StrategySpec) -> super::OnFailure {
+        // A canary that fails its analysis always goes back: that is what it is for.
+        super::OnFailure::RollBack
+    }
+}
+
+/// The same step, its weight following the ready canary replicas (and at the last step, the
+/// old replicas going as new ones become available); its interval starts again whenever the
+/// whole share comes into effect.
+fn keep_weight(at: &Position, share: u32, observed: &Observed, now_ms: u64) -> Step {
+    let weight = Canary::weight(share, observed);
+    let step_started_ms = match (Canary::full(share, weight), at.step_started_ms) {
+        (false, _) => 0,
+        (true, 0) => now_ms,
+        (true, since) => since,
+    };
+    let next = Position {
+        weight,
+        quotas: Some(Canary::quotas(share, observed, at.quotas)),
+        step_started_ms,
+        ..*at
+    };
+    if next == *at {
+        Step::Wait
+    } else {
+        Step::Move(next)
+    }
+}
+
+/// `125` permille as `12.5`.
+pub fn permille(p: u32) -> String {
+    if p.is_multiple_of(10) {
+        format!("{}", p / 10)
+    } else {
+        format!("{}.{}", p / 10, p % 10)
+    }
+}
