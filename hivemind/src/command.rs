@@ -303,6 +303,8 @@ pub enum RolloutAction {
     Resume,
     /// Goes back to the version it replaced.
     Abort,
+    /// Skips a stepped rollout's remaining steps: the new version takes all the traffic.
+    Promote,
 }
 
 impl RolloutAction {
@@ -311,6 +313,7 @@ impl RolloutAction {
             Self::Pause => "pause",
             Self::Resume => "resume",
             Self::Abort => "abort",
+            Self::Promote => "promote",
         }
     }
 }

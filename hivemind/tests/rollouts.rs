@@ -269,15 +269,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
 
     // Pause holds the quotas where they are; resume goes on; abort goes back to v2.
     deploy_version(testbed, &reference, "v4", &["--min-ready-time", "4"])?;
-    let paused = testbed
-        .node(3)
-        .daemon
-        .cli(&["app", "rollout", "pause", "--name", APP]);
-    assert!(
-        paused.status.success(),
-        "{}",
-        String::from_utf8_lossy(&paused.stderr)
-    );
+    rollout(testbed, 3, "pause")?;
     let held = status(testbed, 1)?;
     assert_eq!(held["phase"], "paused", "{held}");
     // Its first batch becomes ready and would count as available 4 s later: the rollout
@@ -293,26 +285,13 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         (&later["allowed_new"], &later["allowed_old"]),
         "a paused rollout moved: {held} then {later}"
     );
-    let again = testbed
-        .node(2)
-        .daemon
-        .cli(&["app", "rollout", "pause", "--name", APP]);
+    let refused = rollout(testbed, 2, "pause").expect_err("refused");
     assert!(
-        !again.status.success()
-            && String::from_utf8_lossy(&again.stderr).contains("is paused: nothing to pause"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+        refused.to_string().contains("is paused: nothing to pause"),
+        "{refused}"
     );
     for action in ["resume", "abort"] {
-        let output = testbed
-            .node(1)
-            .daemon
-            .cli(&["app", "rollout", action, "--name", APP]);
-        assert!(
-            output.status.success(),
-            "{action}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        rollout(testbed, 1, action)?;
     }
     // Back on v2 means nothing of v3 or v4 is left anywhere: 6 replicas of v2, none older or
     // newer.
@@ -331,7 +310,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
             "--percentage",
             "10",
             "--interval",
-            "40",
+            "3600",
         ],
     )?;
     let split = eventually("the canary takes 10%", Duration::from_secs(60), || {
@@ -361,8 +340,17 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         (8.0..=12.0).contains(&share),
         "canary share {share}%, not 10 ± 2"
     );
+    // The interval is an hour: `rollout promote` skips to the last step.
+    rollout(testbed, 3, "promote")?;
     let v5 = split["generation"].as_u64().context("generation")?;
     watch_until(testbed, "complete", v5, Duration::from_secs(180))?;
+    let refused = rollout(testbed, 1, "promote").expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("is complete: nothing to promote"),
+        "{refused}"
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let answers = load.finish();
@@ -492,4 +480,16 @@ fn burst_lenient(pid: u32, vip: &str, count: usize) -> Vec<Option<String>> {
     }
     answers.resize(count, None);
     answers
+}
+
+/// `hivemind app rollout ACTION --name roll` on node `via`; the error is the CLI's.
+fn rollout(testbed: &Testbed, via: usize, action: &str) -> Result<()> {
+    let output = testbed
+        .node(via)
+        .daemon
+        .cli(&["app", "rollout", action, "--name", APP]);
+    if !output.status.success() {
+        bail!("{action}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
 }

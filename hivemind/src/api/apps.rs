@@ -430,6 +430,27 @@ pub async fn rollout_abort(
     rollout_action(&node, &name, RolloutAction::Abort).await
 }
 
+/// Skips a canary's remaining steps: the new version takes all the traffic, and its replicas
+/// replace the stable ones as they become available.
+#[utoipa::path(
+    post,
+    path = "/api/apps/{name}/rollout/promote",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "promoted", body = Message),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "no rollout in progress, or one with no steps to skip (the message says which)", body = ErrorBody),
+    )
+)]
+pub async fn rollout_promote(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Message>, ApiError> {
+    rollout_action(&node, &name, RolloutAction::Promote).await
+}
+
 async fn rollout_action(
     node: &AppState,
     name: &str,
@@ -440,6 +461,7 @@ async fn rollout_action(
         RolloutAction::Pause => "paused",
         RolloutAction::Resume => "resumed",
         RolloutAction::Abort => "aborted; going back to the version it replaced",
+        RolloutAction::Promote => "promoted: the new version takes all the traffic",
     };
     Ok(axum::Json(Message::ok(format!("Rollout of {name} {done}"))))
 }

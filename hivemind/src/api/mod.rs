@@ -144,6 +144,11 @@ impl Routes {
                 apps::rollout_resume,
             )
             .add(Post, "/api/apps/{name}/rollout/abort", apps::rollout_abort)
+            .add(
+                Post,
+                "/api/apps/{name}/rollout/promote",
+                apps::rollout_promote,
+            )
             .add(Get, "/api/apps/{name}/rollout", apps::rollout_status)
             .add(Post, "/api/scale", apps::scale)
             .add(Post, "/api/restart", apps::restart)

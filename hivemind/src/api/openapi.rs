@@ -35,6 +35,7 @@ use super::{
         apps::rollout_pause,
         apps::rollout_resume,
         apps::rollout_abort,
+        apps::rollout_promote,
         apps::scale,
         apps::restart,
         containers::list,

@@ -601,11 +601,13 @@ async fn app(
         AppCommand::Rollout(
             RolloutCommand::Pause { name }
             | RolloutCommand::Resume { name }
-            | RolloutCommand::Abort { name },
+            | RolloutCommand::Abort { name }
+            | RolloutCommand::Promote { name },
         ) => {
             let action = match command {
                 AppCommand::Rollout(RolloutCommand::Pause { .. }) => "pause",
                 AppCommand::Rollout(RolloutCommand::Resume { .. }) => "resume",
+                AppCommand::Rollout(RolloutCommand::Promote { .. }) => "promote",
                 _ => "abort",
             };
             let answer: Message = client

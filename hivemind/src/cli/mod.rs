@@ -804,6 +804,11 @@ pub enum RolloutCommand {
         #[arg(long)]
         name: String,
     },
+    /// Skip a canary's remaining steps: the new version takes all the traffic
+    Promote {
+        #[arg(long)]
+        name: String,
+    },
     /// Deploy an earlier revision again (default: the one before the current); the replica
     /// count stays. During a rollout, undo to the version it replaces goes back at once
     Undo {

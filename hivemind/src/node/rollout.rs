@@ -201,7 +201,7 @@ impl Node {
         Ok(())
     }
 
-    /// `rollout pause|resume|abort`.
+    /// `rollout pause|resume|abort|promote`.
     pub(super) async fn control_rollout(
         &self,
         name: &str,
@@ -223,6 +223,22 @@ impl Node {
             ))
         };
         match action {
+            RolloutAction::Promote => {
+                if !rollout.is_active() {
+                    return Err(refuse());
+                }
+                let observed = self.observe_rollout(&app)?;
+                let next =
+                    crate::rollout::promote(&rollout, &app.spec.strategy, &observed, now_millis())
+                        .map_err(NodeError::Conflict)?;
+                let mut record = app.clone();
+                record.rollout = Some(next);
+                if !self.write_app_if_unchanged(&app, &record, false).await? {
+                    return Err(NodeError::Conflict(format!(
+                        "app {name} changed meanwhile; try again"
+                    )));
+                }
+            }
             RolloutAction::Abort => {
                 if !rollout.is_active() {
                     return Err(refuse());

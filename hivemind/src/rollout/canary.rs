@@ -129,6 +129,18 @@ impl DeploymentStrategy for Canary {
         keep_weight(at, share, observed, now_ms)
     }
 
+    fn promote(
+        &self,
+        spec: &StrategySpec,
+        at: &Position,
+        observed: &Observed,
+        now_ms: u64,
+    ) -> Option<Position> {
+        let last = spec.steps.len().saturating_sub(1) as u32;
+        // Already at the last step: nothing left to skip.
+        (at.step < last).then(|| Self::position(spec, last, observed, now_ms))
+    }
+
     fn on_failure(&self, _: &StrategySpec) -> super::OnFailure {
         // A canary that fails its analysis always goes back: that is what it is for.
         super::OnFailure::RollBack

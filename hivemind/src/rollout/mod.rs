@@ -88,6 +88,19 @@ pub trait DeploymentStrategy: Send + Sync {
     /// The next step from where the rollout stands and what the cluster shows.
     fn step(&self, spec: &StrategySpec, at: &Position, observed: &Observed, now_ms: u64) -> Step;
 
+    /// Where `rollout promote` takes a rollout at `at`; `None`: the strategy has no steps to
+    /// skip.
+    fn promote(
+        &self,
+        spec: &StrategySpec,
+        at: &Position,
+        observed: &Observed,
+        now_ms: u64,
+    ) -> Option<Position> {
+        let _ = (spec, at, observed, now_ms);
+        None
+    }
+
     /// What a rollout that made no progress within its deadline does.
     fn on_failure(&self, spec: &StrategySpec) -> OnFailure {
         if spec.auto_rollback {
@@ -208,6 +221,31 @@ fn set_position(rollout: &mut Rollout, position: &Position) {
     rollout.step_started_ms = position.step_started_ms;
     rollout.failures_at_step = position.failures_at_step;
     rollout.stable_failures_at_step = position.stable_failures_at_step;
+}
+
+/// `rollout promote`: the rollout moved to its strategy's last step, or why it cannot be.
+pub fn promote(
+    rollout: &Rollout,
+    spec: &StrategySpec,
+    observed: &Observed,
+    now_ms: u64,
+) -> Result<Rollout, String> {
+    let strategy =
+        strategy(&rollout.strategy).ok_or_else(|| format!("no strategy {:?}", rollout.strategy))?;
+    let position = strategy
+        .promote(spec, &position(rollout), observed, now_ms)
+        .ok_or_else(|| {
+            format!(
+                "a {} rollout has no steps to skip (pause, resume or abort it)",
+                rollout.strategy
+            )
+        })?;
+    let mut next = rollout.clone();
+    set_position(&mut next, &position);
+    next.phase = RolloutPhase::Progressing;
+    next.progressed_ms = now_ms;
+    next.message = None;
+    Ok(next)
 }
 
 /// What the driver does with a rollout.
