@@ -331,6 +331,33 @@ pub struct StrategySpec {
         skip_serializing_if = "is_default_interval"
     )]
     pub interval_secs: u32,
+    /// Blue-green: seconds every new replica must serve the preview, ready and without
+    /// failures, before the switch (unless it waits for `rollout promote`).
+    #[serde(
+        default = "default_blue_green",
+        skip_serializing_if = "is_default_blue_green"
+    )]
+    pub verification_secs: u32,
+    /// Blue-green: seconds the old version is kept after the switch, for an instant undo.
+    #[serde(
+        default = "default_blue_green",
+        skip_serializing_if = "is_default_blue_green"
+    )]
+    pub scale_down_delay_secs: u32,
+    /// Blue-green: switch only on `rollout promote`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual_promotion: bool,
+}
+
+/// Default `verification_secs` and `scale_down_delay_secs` of a blue-green rollout.
+pub const DEFAULT_BLUE_GREEN_S: u32 = 30;
+
+fn default_blue_green() -> u32 {
+    DEFAULT_BLUE_GREEN_S
+}
+
+fn is_default_blue_green(n: &u32) -> bool {
+    *n == DEFAULT_BLUE_GREEN_S
 }
 
 /// Default `interval_secs` of a canary's steps.
@@ -370,6 +397,9 @@ impl Default for StrategySpec {
             auto_rollback: false,
             steps: Vec::new(),
             interval_secs: DEFAULT_CANARY_INTERVAL_S,
+            verification_secs: DEFAULT_BLUE_GREEN_S,
+            scale_down_delay_secs: DEFAULT_BLUE_GREEN_S,
+            manual_promotion: false,
         }
     }
 }
@@ -417,6 +447,8 @@ impl StrategySpec {
                 "strategy.progress_deadline_secs",
                 self.progress_deadline_secs,
             ),
+            ("strategy.verification_secs", self.verification_secs),
+            ("strategy.scale_down_delay_secs", self.scale_down_delay_secs),
         ] {
             if secs > MAX_ROLLOUT_SECS {
                 return Err(ValidationError::new(

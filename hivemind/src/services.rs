@@ -56,6 +56,31 @@ impl crate::discovery::ServiceDirectory for StoreDirectory {
     fn lookup(&self, name: &str) -> Option<crate::discovery::ServiceAnswer> {
         use crate::discovery::{Endpoint, Protocol, ServiceAnswer};
         let services: Vec<ServiceRecord> = self.store.values(SERVICES).ok()?;
+        // `preview.<app>`: a blue-green rollout's new version alone.
+        if let Some(app) = name
+            .strip_prefix(crate::state::PREVIEW_LABEL)
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            let service = services.into_iter().find(|s| s.app == app)?;
+            let preview = service.preview_vip?;
+            let generation = self.store.app(app).ok()??.generation;
+            let endpoints = self
+                .store
+                .values::<EndpointRecord>(ENDPOINTS)
+                .ok()?
+                .into_iter()
+                .filter(|e| e.app == app && e.ready && e.generation == generation)
+                .map(|e| Endpoint {
+                    name: e.container,
+                    ip: e.ip,
+                })
+                .collect();
+            return Some(ServiceAnswer {
+                vip: preview,
+                ports: service.ports.iter().map(|p| (*p, Protocol::Tcp)).collect(),
+                endpoints,
+            });
+        }
         let service = services.into_iter().find(|s| {
             s.app == name
                 || s.domain

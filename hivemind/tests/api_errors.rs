@@ -103,7 +103,7 @@ fn rejections_answer_the_json_error_body() {
         (
             "POST",
             "/api/deploy",
-            r#"{"image":"busybox","name":"web","strategy":{"name":"blue-green"}}"#,
+            r#"{"image":"busybox","name":"web","strategy":{"name":"ab-testing"}}"#,
             400,
             "invalid_field",
             "not available in this version",
@@ -131,6 +131,14 @@ fn rejections_answer_the_json_error_body() {
             400,
             "invalid_field",
             "must rise",
+        ),
+        (
+            "POST",
+            "/api/deploy",
+            r#"{"image":"busybox","name":"web","strategy":{"name":"canary","percentage":10,"manual_promotion":true}}"#,
+            400,
+            "invalid_field",
+            "blue-green only",
         ),
         (
             "POST",

@@ -2,8 +2,9 @@
 //! the service VIP: a rolling update of 6 replicas with max-unavailable 1 and max-surge 1; a
 //! version that never becomes ready, stopped at its progress deadline and rolled back by
 //! itself; a rollout paused, resumed and aborted; a 10% canary, its share measured over 2,000
-//! connections, then promoted by its steps. Not one request may fail. Then, with the load
-//! stopped, a canary that resets connections fails its analysis and goes back by itself.
+//! connections, then promoted; a blue-green update behind a preview VIP, switched on promote
+//! and undone. Not one request may fail. Then, with the load stopped, a canary that resets
+//! connections fails its analysis and goes back by itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -352,6 +353,7 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "{refused}"
     );
     std::thread::sleep(Duration::from_secs(2));
+    blue_green(testbed, &reference, pid, &client, &vip, v5)?;
 
     let answers = load.finish();
     assert!(
@@ -363,17 +365,19 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     );
     let count = |v: &str| answers.ok.iter().filter(|a| *a == v).count();
     eprintln!(
-        "{} requests through the VIP: v1 {}, v2 {}, v3 {}, v4 {}, v5 {}",
+        "{} requests through the VIP: v1 {}, v2 {}, v3 {}, v4 {}, v5 {}, v7 {}",
         answers.ok.len(),
         count("v1"),
         count("v2"),
         count("v3"),
         count("v4"),
-        count("v5")
+        count("v5"),
+        count("v7")
     );
     assert!(count("v1") > 0 && count("v2") > 0, "both versions served");
     assert_eq!(count("v3"), 0, "the version that never became ready served");
     assert!(count("v4") > 0, "v4's first batch served until the abort");
+    assert!(count("v7") > 0, "v7 served between the switch and the undo");
     assert_eq!(
         answers.ok.last().map(String::as_str),
         Some("v5"),
@@ -491,5 +495,98 @@ fn rollout(testbed: &Testbed, via: usize, action: &str) -> Result<()> {
     if !output.status.success() {
         bail!("{action}: {}", String::from_utf8_lossy(&output.stderr));
     }
+    Ok(())
+}
+
+/// Blue-green from v5 to v7 under the load: v7 comes up beside v5 behind the preview VIP and
+/// name while the VIP serves only v5; `rollout promote` gives the VIP to v7 on every node;
+/// `rollout undo` (v5 is kept for the scale-down delay) gives it back to v5.
+fn blue_green(
+    testbed: &Testbed,
+    reference: &str,
+    pid: u32,
+    client: &str,
+    vip: &str,
+    v5: u64,
+) -> Result<()> {
+    deploy_version(
+        testbed,
+        reference,
+        "v7",
+        &[
+            "--strategy",
+            "blue-green",
+            "--manual-promotion",
+            "--scale-down-delay",
+            "600",
+        ],
+    )?;
+    let preview = eventually(
+        "v7 whole behind the preview",
+        Duration::from_secs(120),
+        || {
+            let s = status(testbed, 2)?;
+            let service = testbed
+                .node(2)
+                .daemon
+                .get(&format!("/api/services/{APP}/endpoints"))?;
+            let preview = service["preview_vip"].as_str().map(str::to_string);
+            Ok((s["ready"] == REPLICAS && s["updated"] == REPLICAS)
+                .then_some(preview)
+                .flatten())
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(2)); // every node's service map follows
+    let before = burst(pid, vip, 60)?;
+    assert!(
+        before.iter().all(|a| a == "v5"),
+        "the VIP before the switch: {before:?}"
+    );
+    let previewed = burst(pid, &preview, 30)?;
+    assert!(
+        previewed.iter().all(|a| a == "v7"),
+        "the preview: {previewed:?}"
+    );
+    let named = hivemind_tests::daemon::ctr_sh(
+        &testbed.node(1).containerd_socket(),
+        client,
+        &format!("nslookup {}.{APP}.hivemind.local", "preview"),
+    )?;
+    assert!(named.contains(&preview), "{named}");
+
+    rollout(testbed, 2, "promote")?;
+    eventually(
+        "the VIP is v7's on every node",
+        Duration::from_secs(30),
+        || {
+            let from_client = burst(pid, vip, 30)?;
+            let from_node3: Vec<String> = (0..10)
+                .map(|_| testbed.get_from(3, &format!("http://{vip}/greeting")))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .map(|(_, body)| body.trim().to_string())
+                .collect();
+            Ok((from_client.iter().chain(&from_node3).all(|a| a == "v7")).then_some(()))
+        },
+    )?;
+    let s = status(testbed, 1)?;
+    assert!(
+        s["phase"] == "progressing" && s["old"] == REPLICAS,
+        "v5 kept for the scale-down delay: {s}"
+    );
+
+    let undo = testbed
+        .node(3)
+        .daemon
+        .cli(&["app", "rollout", "undo", "--name", APP]);
+    if !undo.status.success() {
+        bail!("undo: {}", String::from_utf8_lossy(&undo.stderr));
+    }
+    watch_until(testbed, "rolled-back", v5, Duration::from_secs(120))?;
+    let after = burst(pid, vip, 60)?;
+    assert!(
+        after.iter().all(|a| a == "v5"),
+        "the VIP after the undo: {after:?}"
+    );
     Ok(())
 }

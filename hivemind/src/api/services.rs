@@ -77,6 +77,7 @@ pub async fn endpoints(
     Ok(axum::Json(ServiceEndpoints {
         name: service.app.clone(),
         vip: service.vip.to_string(),
+        preview_vip: service.preview_vip.map(|v| v.to_string()),
         dns_names: service.dns_names(),
         ports: service.ports.clone(),
         endpoints: endpoints.iter().map(endpoint_view).collect(),

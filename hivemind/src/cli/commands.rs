@@ -113,7 +113,10 @@ fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
         || args.auto_rollback
         || args.percentage.is_some()
         || !args.steps.is_empty()
-        || args.interval.is_some();
+        || args.interval.is_some()
+        || args.verification_timeout.is_some()
+        || args.scale_down_delay.is_some()
+        || args.manual_promotion;
     any.then(|| StrategyRequest {
         name: args
             .strategy
@@ -127,6 +130,9 @@ fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
         percentage: args.percentage,
         steps: args.steps.clone(),
         interval: args.interval,
+        verification_timeout: args.verification_timeout,
+        scale_down_delay: args.scale_down_delay,
+        manual_promotion: args.manual_promotion.then_some(true),
     })
 }
 
@@ -532,13 +538,12 @@ async fn app(
                         status.strategy
                     );
                 }
-                if let (Some(step), Some(steps)) = (status.step, status.steps) {
-                    println!(
-                        "  step {step} of {steps}, the new version takes {}% of the connections",
-                        status
-                            .traffic_percent
-                            .map_or("its replicas' share of".to_string(), |p| p.to_string())
-                    );
+                if let Some(percent) = status.traffic_percent {
+                    let step = match (status.step, status.steps) {
+                        (Some(step), Some(steps)) => format!("step {step} of {steps}, "),
+                        _ => String::new(),
+                    };
+                    println!("  {step}the new version takes {percent}% of the connections");
                 }
                 for w in &status.waiting {
                     println!(

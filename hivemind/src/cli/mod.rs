@@ -680,6 +680,16 @@ pub struct StrategyArgs {
     /// Canary: seconds each step holds before the analysis lets it go on (default 60)
     #[arg(long)]
     pub interval: Option<u32>,
+    /// Blue-green: seconds every new replica must serve the preview before the switch
+    /// (default 30)
+    #[arg(long)]
+    pub verification_timeout: Option<u32>,
+    /// Blue-green: seconds the old version is kept after the switch (default 30)
+    #[arg(long)]
+    pub scale_down_delay: Option<u32>,
+    /// Blue-green: switch only on `app rollout promote`
+    #[arg(long)]
+    pub manual_promotion: bool,
 }
 
 /// Liveness (`--health-*`) and readiness (`--ready-*`) checks.

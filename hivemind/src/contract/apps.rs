@@ -239,9 +239,9 @@ impl AmountValue {
 #[serde(deny_unknown_fields)]
 pub struct StrategyRequest {
     /// `simple` (the default: each node replaces its replicas once their successors are ready
-    /// there), `rolling-update` (batches across the cluster) or `canary` (a share of the
-    /// traffic by weight, in steps). `blue-green` and `ab-testing` are refused as not available
-    /// in this version.
+    /// there), `rolling-update` (batches across the cluster), `canary` (a share of the traffic
+    /// by weight, in steps) or `blue-green` (the new version beside the old behind a preview
+    /// VIP, then one switch). `ab-testing` is refused as not available in this version.
     pub name: String,
     /// Canary: the new version's first share of the traffic, in percent to 0.1 (e.g. `10`,
     /// `2.5`).
@@ -254,6 +254,16 @@ pub struct StrategyRequest {
     /// Canary: seconds each step holds before the analysis lets it go on (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<u32>,
+    /// Blue-green: seconds every new replica must serve the preview before the switch
+    /// (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_timeout: Option<u32>,
+    /// Blue-green: seconds the old version is kept after the switch (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay: Option<u32>,
+    /// Blue-green: switch only on `rollout promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_promotion: Option<bool>,
     /// Rolling update: replicas that may be unavailable during the update, a count or a
     /// percentage (default `"25%"`, rounded down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +334,13 @@ impl StrategyRequest {
             auto_rollback: self.auto_rollback.unwrap_or(false),
             steps: self.canary_steps()?,
             interval_secs: self.interval.unwrap_or(defaults.interval_secs),
+            verification_secs: self
+                .verification_timeout
+                .unwrap_or(defaults.verification_secs),
+            scale_down_delay_secs: self
+                .scale_down_delay
+                .unwrap_or(defaults.scale_down_delay_secs),
+            manual_promotion: self.manual_promotion.unwrap_or(false),
         };
         spec.validate()?;
         crate::rollout::check_strategy(&spec)?;

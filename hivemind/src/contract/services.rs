@@ -21,6 +21,8 @@ pub struct ServiceView {
 pub struct ServiceEndpoints {
     pub name: String,
     pub vip: String,
+    /// While a blue-green rollout verifies its new version: the VIP that reaches it alone.
+    pub preview_vip: Option<String>,
     pub dns_names: Vec<String>,
     pub ports: Vec<u16>,
     pub endpoints: Vec<EndpointView>,

@@ -43,11 +43,32 @@ impl Node {
                 },
             };
             taken.insert(vip);
+            // A blue-green rollout's preview VIP, while it verifies its new version.
+            let previewing = app
+                .active_rollout()
+                .is_some_and(|r| r.strategy == "blue-green" && r.weight == Some(0));
+            let preview_vip = match existing.and_then(|s| s.preview_vip) {
+                Some(preview) if previewing => Some(preview),
+                None if previewing => {
+                    let preview = pick_vip(
+                        &format!("{}.{name}", crate::state::PREVIEW_LABEL),
+                        self.service_cidr,
+                        &taken,
+                    );
+                    if preview.is_none() {
+                        tracing::warn!(app = %name, "service CIDR is full: no preview VIP");
+                    }
+                    preview
+                }
+                _ => None,
+            };
+            taken.extend(preview_vip);
             let wanted = ServiceRecord {
                 app: name.clone(),
                 vip,
                 domain: app.spec.service.clone(),
                 ports: service_ports(app),
+                preview_vip,
             };
             if existing != Some(&wanted) {
                 tracing::info!(app = %name, vip = %vip, "service");
@@ -137,6 +158,22 @@ impl Node {
                 let key = (service.vip, *port, TCP);
                 wanted.insert(key, (0, slots(&list)));
                 backends.insert(key, list);
+                // The preview reaches the current generation alone.
+                if let (Some(preview), Some(app)) = (service.preview_vip, app) {
+                    let list: Vec<ServiceBackend> = ready
+                        .iter()
+                        .filter(|e| e.generation == app.generation)
+                        .map(|e| ServiceBackend {
+                            id: dataplane.backend_id(e.ip, *port, TCP),
+                            ip: e.ip,
+                            port: *port,
+                            weight: 1,
+                        })
+                        .collect();
+                    let key = (preview, *port, TCP);
+                    wanted.insert(key, (0, slots(&list)));
+                    backends.insert(key, list);
+                }
             }
             // Published ports: a frontend on this node's own address with the backends of the
             // target port.

@@ -79,7 +79,11 @@ impl DeploymentStrategy for Canary {
     }
 
     fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError> {
-        super::refuse_unused(spec, self.name(), &["max_unavailable", "max_surge"])?;
+        super::refuse_unused(
+            spec,
+            self.name(),
+            &["max_unavailable", "max_surge", "blue_green"],
+        )?;
         if spec.steps.is_empty() {
             return Err(ValidationError::new(
                 "strategy.steps",
@@ -135,10 +139,12 @@ impl DeploymentStrategy for Canary {
         at: &Position,
         observed: &Observed,
         now_ms: u64,
-    ) -> Option<Position> {
+    ) -> Result<Position, String> {
         let last = spec.steps.len().saturating_sub(1) as u32;
-        // Already at the last step: nothing left to skip.
-        (at.step < last).then(|| Self::position(spec, last, observed, now_ms))
+        if at.step >= last {
+            return Err("the canary is at its last step already".to_string());
+        }
+        Ok(Self::position(spec, last, observed, now_ms))
     }
 
     fn on_failure(&self, _: &StrategySpec) -> super::OnFailure {

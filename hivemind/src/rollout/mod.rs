@@ -8,12 +8,14 @@
 //! in its reconcile pass and writes the result into the app's record; every node then runs its
 //! share of each quota ([`local_quotas`]).
 
+mod blue_green;
 mod canary;
 mod rolling;
 mod simple;
 
 use crate::model::{Quotas, Rollout, RolloutPhase, StrategySpec, ValidationError};
 
+pub use blue_green::BlueGreen;
 pub use canary::{Canary, FAILURES_TO_FAIL, permille};
 pub use rolling::RollingUpdate;
 pub use simple::Simple;
@@ -88,17 +90,19 @@ pub trait DeploymentStrategy: Send + Sync {
     /// The next step from where the rollout stands and what the cluster shows.
     fn step(&self, spec: &StrategySpec, at: &Position, observed: &Observed, now_ms: u64) -> Step;
 
-    /// Where `rollout promote` takes a rollout at `at`; `None`: the strategy has no steps to
-    /// skip.
+    /// Where `rollout promote` takes a rollout at `at`, or why it cannot be promoted.
     fn promote(
         &self,
         spec: &StrategySpec,
         at: &Position,
         observed: &Observed,
         now_ms: u64,
-    ) -> Option<Position> {
+    ) -> Result<Position, String> {
         let _ = (spec, at, observed, now_ms);
-        None
+        Err(format!(
+            "a {} rollout has no steps to skip (pause, resume or abort it)",
+            self.name()
+        ))
     }
 
     /// What a rollout that made no progress within its deadline does.
@@ -112,10 +116,10 @@ pub trait DeploymentStrategy: Send + Sync {
 }
 
 /// Every strategy, by name.
-pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate, &Canary];
+pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate, &Canary, &BlueGreen];
 
 /// Strategies of the reference guide that are not built yet: named in the error.
-const PLANNED: &[&str] = &["blue-green", "ab-testing"];
+const PLANNED: &[&str] = &["ab-testing"];
 
 /// Refuses the flags of `spec` that `strategy` has no use for (by field name).
 fn refuse_unused(
@@ -128,13 +132,18 @@ fn refuse_unused(
             "max_unavailable" => spec.max_unavailable.is_some(),
             "max_surge" => spec.max_surge.is_some(),
             "steps" => !spec.steps.is_empty(),
+            "blue_green" => {
+                spec.verification_secs != crate::model::DEFAULT_BLUE_GREEN_S
+                    || spec.scale_down_delay_secs != crate::model::DEFAULT_BLUE_GREEN_S
+                    || spec.manual_promotion
+            }
             _ => false,
         };
         if set {
-            let owner = if *field == "steps" {
-                "canary"
-            } else {
-                "rolling-update"
+            let owner = match *field {
+                "steps" => "canary",
+                "blue_green" => "blue-green",
+                _ => "rolling-update",
             };
             return Err(ValidationError::new(
                 format!("strategy.{field}"),
@@ -232,14 +241,7 @@ pub fn promote(
 ) -> Result<Rollout, String> {
     let strategy =
         strategy(&rollout.strategy).ok_or_else(|| format!("no strategy {:?}", rollout.strategy))?;
-    let position = strategy
-        .promote(spec, &position(rollout), observed, now_ms)
-        .ok_or_else(|| {
-            format!(
-                "a {} rollout has no steps to skip (pause, resume or abort it)",
-                rollout.strategy
-            )
-        })?;
+    let position = strategy.promote(spec, &position(rollout), observed, now_ms)?;
     let mut next = rollout.clone();
     set_position(&mut next, &position);
     next.phase = RolloutPhase::Progressing;
@@ -362,13 +364,13 @@ mod tests {
     fn unknown_and_planned_strategies_are_refused_by_name() {
         let mut spec = StrategySpec::default();
         assert!(check_strategy(&spec).is_ok());
-        spec.name = "blue-green".into();
+        spec.name = "ab-testing".into();
         let error = check_strategy(&spec).unwrap_err().to_string();
         assert!(error.contains("not available"), "{error}");
         spec.name = "yolo".into();
         let error = check_strategy(&spec).unwrap_err().to_string();
         assert!(
-            error.contains("simple or rolling-update or canary"),
+            error.contains("simple or rolling-update or canary or blue-green"),
             "{error}"
         );
         // Simple has no batches.
@@ -581,6 +583,69 @@ mod tests {
             advance(&rollout, &strategy, &observed, 1_000),
             Decision::RollBack(_)
         ));
+    }
+
+    /// Blue-green: green at full strength beside blue with no VIP traffic; after verification
+    /// the VIP's weight flips to green; blue goes after the scale-down delay.
+    #[test]
+    fn blue_green_verifies_switches_at_once_and_scales_down_later() {
+        let strategy = StrategySpec {
+            name: "blue-green".into(),
+            verification_secs: 10,
+            scale_down_delay_secs: 60,
+            ..Default::default()
+        };
+        assert!(check_strategy(&strategy).is_ok());
+        let mut observed = Observed {
+            replicas: 3,
+            old_total: 3,
+            ..Default::default()
+        };
+        let mut rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 3, old: 3 }));
+        assert_eq!(rollout.weight, Some(0), "the VIP is blue's");
+        let step = |rollout: &mut Rollout, observed: &Observed, now: u64| {
+            if let Decision::Update(next) = advance(rollout, &strategy, observed, now) {
+                *rollout = next;
+            }
+        };
+        // Two of three green: verification has not begun.
+        observed.new_total = 3;
+        observed.new_available = 2;
+        step(&mut rollout, &observed, 5_000);
+        assert_eq!(rollout.step_started_ms, 0);
+        observed.new_available = 3;
+        step(&mut rollout, &observed, 6_000);
+        step(&mut rollout, &observed, 15_000);
+        assert_eq!(rollout.weight, Some(0), "still verifying");
+        step(&mut rollout, &observed, 16_000);
+        assert_eq!(rollout.weight, Some(1000), "switched");
+        assert_eq!(rollout.quotas, Some(Quotas { new: 3, old: 3 }), "blue kept");
+        step(&mut rollout, &observed, 75_000);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 3, old: 3 }));
+        step(&mut rollout, &observed, 76_000);
+        assert_eq!(rollout.quotas, Some(Quotas { new: 3, old: 0 }), "blue goes");
+        observed.old_total = 0;
+        step(&mut rollout, &observed, 77_000);
+        assert_eq!(rollout.phase, RolloutPhase::Complete);
+        // With manual promotion it waits for `rollout promote`, which needs all of green.
+        let manual = StrategySpec {
+            manual_promotion: true,
+            ..strategy.clone()
+        };
+        let mut observed = Observed {
+            replicas: 3,
+            old_total: 3,
+            new_total: 3,
+            new_available: 2,
+            ..Default::default()
+        };
+        let rollout = begin(&manual, 1, spec(), 2, &observed, 0);
+        let error = promote(&rollout, &manual, &observed, 1_000).unwrap_err();
+        assert!(error.contains("2 of 3"), "{error}");
+        observed.new_available = 3;
+        let promoted = promote(&rollout, &manual, &observed, 1_000).expect("promoted");
+        assert_eq!(promoted.weight, Some(1000));
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl DeploymentStrategy for RollingUpdate {
     }
 
     fn check(&self, spec: &StrategySpec) -> Result<(), ValidationError> {
-        super::refuse_unused(spec, self.name(), &["steps"])
+        super::refuse_unused(spec, self.name(), &["steps", "blue_green"])
     }
 
     fn start(&self, spec: &StrategySpec, observed: &Observed, now_ms: u64) -> Position {

@@ -15,7 +15,7 @@ impl DeploymentStrategy for Simple {
         super::refuse_unused(
             spec,
             self.name(),
-            &["max_unavailable", "max_surge", "steps"],
+            &["max_unavailable", "max_surge", "steps", "blue_green"],
         )
     }
 

@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 pub use ipam::Subnet;
 pub use records::{
     AppRecord, AuditEntry, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord,
-    JoinTokenRecord, NodeInfo, Placement, REVISION_LIMIT, RevisionRecord, SecretRecord,
-    ServiceRecord, TlsCertRecord, TokenRecord, VolumeRecord, now_millis, now_secs,
+    JoinTokenRecord, NodeInfo, PREVIEW_LABEL, Placement, REVISION_LIMIT, RevisionRecord,
+    SecretRecord, ServiceRecord, TlsCertRecord, TokenRecord, VolumeRecord, now_millis, now_secs,
 };
 pub use replicated::to_value;
 pub use tables::{

@@ -174,12 +174,22 @@ pub struct ServiceRecord {
     pub domain: Option<String>,
     /// TCP ports.
     pub ports: Vec<u16>,
+    /// While a blue-green rollout verifies its new version: the VIP that reaches the new
+    /// version alone (`preview.<app>.hivemind.local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_vip: Option<Ipv4Addr>,
 }
+
+/// The label before an app's name in its preview name (`preview.<app>.hivemind.local`).
+pub const PREVIEW_LABEL: &str = "preview";
 
 impl ServiceRecord {
     pub fn dns_names(&self) -> Vec<String> {
         let mut names = vec![format!("{}.{CLUSTER_DOMAIN}", self.app)];
         names.extend(self.domain.iter().cloned());
+        if self.preview_vip.is_some() {
+            names.push(format!("{PREVIEW_LABEL}.{}.{CLUSTER_DOMAIN}", self.app));
+        }
         names
     }
 }
