@@ -11,7 +11,7 @@
 //! left by a killed earlier run are removed at start.
 //!
 //! Usage: `hivemind-bench [--quick] [--only SECTION,...] [--out FILE] [--command TEXT]
-//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, deploy, failover,
+//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, deploy, failover, rollouts,
 //! membership, e2e. A report of some sections says so in its header.
 
 mod bpf;
@@ -24,6 +24,7 @@ mod packets;
 mod per_packet;
 mod rate;
 mod report;
+mod rollouts;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -36,13 +37,14 @@ use crate::report::{Machine, render};
 const NS_PREFIX: &str = "hmbench-";
 
 /// The sections of a run, in order.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "per-packet",
     "rate",
     "scheduler",
     "memory",
     "deploy",
     "failover",
+    "rollouts",
     "membership",
     "e2e",
     // HTTP through the ingress and its baseline alone (part of e2e; only when asked for).
@@ -225,6 +227,11 @@ fn run() -> Result<()> {
             if quick { 1 } else { 3 },
             &mut notes,
         )?);
+    }
+
+    if wanted("rollouts") {
+        eprintln!("bench: rollouts under load (3-node testbed)");
+        rows.extend(rollouts::run(&args.hivemind, &mut notes)?);
     }
 
     if wanted("membership") {

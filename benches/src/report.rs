@@ -51,7 +51,7 @@ impl Row {
             Target::RatioAtMost(t) => format!("ratio ≤ {t}"),
             Target::RatioAtLeast(t) => format!("ratio ≥ {t}"),
             Target::ValueAtLeast(t) => format!("≥ {} {}", number(t), self.unit),
-            Target::ValueAtMost(t) => format!("< {} {}", number(t), self.unit),
+            Target::ValueAtMost(t) => format!("≤ {} {}", number(t), self.unit),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod image;
 pub mod kernel;
+pub mod load;
 pub mod netns;
 pub mod registry;
 pub mod testbed;

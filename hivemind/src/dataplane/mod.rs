@@ -421,6 +421,21 @@ impl Dataplane {
         Ok(all)
     }
 
+    /// The TCP resets `endpoint_id` sent, summed over CPUs: one lookup, as a canary's analysis
+    /// reads it for each of its containers on every pass.
+    pub fn tcp_resets_sent(&self, endpoint_id: u32) -> Result<u64, DataplaneError> {
+        let key = hivemind_common::MetricsKey::new(
+            endpoint_id,
+            hivemind_common::DIR_FROM_CONTAINER,
+            hivemind_common::reason::TCP_RESET_SENT,
+        );
+        match self.metrics.get(&key, 0) {
+            Ok(per_cpu) => Ok(counters::sum_cpus(per_cpu.iter()).packets),
+            Err(e) if is_not_found(&e) => Ok(0),
+            Err(e) => Err(DataplaneError::map(MAP_METRICS, "looking up")(e)),
+        }
+    }
+
     /// Every entry of `HM_METRICS`, summed over CPUs.
     fn each_metric(
         &self,

@@ -54,22 +54,26 @@ impl Node {
         self.publish_endpoint(&record.id, Some(&endpoint)).await
     }
 
-    /// The TCP resets a container sent, while its app is under a canary rollout (0 otherwise,
-    /// so that the endpoint record does not change with every reset).
+    /// The TCP resets a container sent, while its app is under a rollout whose strategy
+    /// analyses failures (0 otherwise, so that the endpoint record does not change with every
+    /// reset).
     fn resets_for_analysis(&self, record: &crate::state::ContainerRecord) -> u64 {
         let analysed = self
             .store
             .app(&record.app)
             .ok()
             .flatten()
-            .and_then(|app| app.active_rollout().map(|r| r.strategy == "canary"))
+            .and_then(|app| {
+                app.active_rollout()
+                    .map(|r| crate::rollout::ANALYSED.contains(&r.strategy.as_str()))
+            })
             .unwrap_or(false);
-        if !analysed {
+        let Some(dataplane) = self.dataplane.as_ref().filter(|_| analysed) else {
             return 0;
-        }
-        self.counters()
-            .get(&record.id)
-            .map_or(0, |c| c.tcp_resets_sent)
+        };
+        super::apps::lock(dataplane)
+            .tcp_resets_sent(super::endpoint_id(record))
+            .unwrap_or(0)
     }
 
     /// Whether a running container serves: its readiness check's verdict

@@ -1,5 +1,6 @@
 //! Driving rollouts. The app's owner moves each progressing rollout on once per reconcile pass
-//! (`crate::rollout` decides how); any node carries out the operator's pause, resume and abort.
+//! (`crate::rollout` decides how); any node carries out the operator's pause, resume, abort and
+//! promote.
 //! Everything a rollout is lives in the app's replicated record, so a restarted daemon, or the
 //! next owner after the driving node is lost, goes on where it stood.
 

@@ -117,13 +117,15 @@ impl Node {
         let Some(dataplane) = &self.dataplane else {
             return Ok(());
         };
-        let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
-        let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
-        let apps: Vec<AppRecord> = self.store.apps()?;
+        // State is read under the data plane's lock: several tasks sync (the service loop, the
+        // reconcile pass, a drain), and an older read must never be applied after a newer one.
         let mut dataplane = match dataplane.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
+        let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        let apps: Vec<AppRecord> = self.store.apps()?;
         // Frontend -> its flags and the backend id of each slot (what the kernel holds), and the
         // backends. Each (endpoint, port) is its own backend.
         let slots = |list: &[ServiceBackend]| {

@@ -118,6 +118,10 @@ pub trait DeploymentStrategy: Send + Sync {
 /// Every strategy, by name.
 pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate, &Canary, &BlueGreen];
 
+/// Strategies whose analysis reads the containers' failures (the nodes publish TCP resets in
+/// the endpoint records only while one of these runs).
+pub const ANALYSED: &[&str] = &["canary", "blue-green"];
+
 /// Strategies of the reference guide that are not built yet: named in the error.
 const PLANNED: &[&str] = &["ab-testing"];
 
