@@ -753,7 +753,17 @@ pub mod ct_flags {
 pub mod service_flags {
     /// A published frontend in `snat` mode (see `ct_flags::SNAT`).
     pub const SNAT: u16 = 1;
+    /// Client-address affinity (an A/B test's variants): a new connection's slot is chosen by
+    /// a hash of the client's address alone, so one client always lands in the same slot
+    /// range (the daemon lays a variant's slots out together, `AFFINITY_SLOTS` of them in
+    /// all). The socket-level balancer leaves such frontends to the per-packet path, which sees
+    /// the client's address.
+    pub const AFFINITY: u16 = 2;
 }
+
+/// Slots of a frontend with `service_flags::AFFINITY`: its shares are in permille, and a
+/// client's slot (`hash % AFFINITY_SLOTS`) stays the same whatever its backends do.
+pub const AFFINITY_SLOTS: u16 = 1000;
 
 /// Source ports a published port's SNAT hands out (host order, inclusive): below the kernel's
 /// ephemeral range (32768-60999 by default), so they do not meet the node's own connections

@@ -476,18 +476,26 @@ pub(crate) fn node_config() -> Option<NodeConfig> {
 /// `Err(DROP_NO_BACKEND)` if the service has no usable backend.
 #[inline(always)]
 fn select(flow: &Flow) -> Result<Option<(u32, Backend, u16)>, u8> {
-    select_backend(flow.daddr, flow.dport, flow.proto, hash(flow))
+    select_backend(
+        flow.daddr,
+        flow.dport,
+        flow.proto,
+        hash(flow),
+        client_hash(flow.saddr),
+    )
 }
 
 /// The backend of service `vip`:`port` (network order) / `proto` for a connection whose hash
-/// is `hash`, with the frontend's `service_flags`: `Ok(None)` if that is no service,
-/// `Err(DROP_NO_BACKEND)` if it has no usable backend.
+/// is `hash` (`client`: the hash of its client's address, for a frontend with
+/// `service_flags::AFFINITY`), with the frontend's `service_flags`: `Ok(None)` if that is no
+/// service, `Err(DROP_NO_BACKEND)` if it has no usable backend.
 #[inline(always)]
 pub(crate) fn select_backend(
     vip: u32,
     port: u16,
     proto: u8,
     hash: u32,
+    client: u32,
 ) -> Result<Option<(u32, Backend, u16)>, u8> {
     let head = ServiceKey::new(vip, port, proto, 0);
     // SAFETY: map values are plain data valid for the program's run; copied out at once.
@@ -500,6 +508,11 @@ pub(crate) fn select_backend(
     if count == 0 {
         return Err(reason::DROP_NO_BACKEND);
     }
+    let hash = if flags & service_flags::AFFINITY != 0 {
+        client
+    } else {
+        hash
+    };
     let slot = (hash % u32::from(count)) as u16 + 1;
     let slot_value = |slot: u16| {
         let key = ServiceKey::new(vip, port, proto, slot);
@@ -744,6 +757,13 @@ fn hash(flow: &Flow) -> u32 {
     h = mix(h ^ flow.daddr);
     h = mix(h ^ ((u32::from(flow.sport) << 16) | u32::from(flow.dport)));
     mix(h ^ u32::from(flow.proto))
+}
+
+/// A hash of the client's address alone (client-address affinity): the same client, the same
+/// slot, on every frontend and every node.
+#[inline(always)]
+fn client_hash(saddr: u32) -> u32 {
+    mix(saddr ^ 0x9e37_79b9)
 }
 
 /// The murmur3 finalizer.

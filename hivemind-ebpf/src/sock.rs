@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use hivemind_common::{
     DIR_SERVICE, IPPROTO_TCP, IPPROTO_UDP, MAX_CT_ENTRIES, MAX_ENDPOINTS, SockRevKey, SockRevValue,
-    reason,
+    reason, service_flags,
 };
 
 use crate::{lb, metrics};
@@ -57,9 +57,14 @@ pub(crate) fn translate(ctx: &SockAddrContext) {
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(sa.cast()) };
     let hash = lb::mix(cookie as u32 ^ lb::mix((cookie >> 32) as u32));
-    let Ok(Some((_, backend, _))) = lb::select_backend(vip, port, proto as u8, hash) else {
+    let Ok(Some((_, backend, flags))) = lb::select_backend(vip, port, proto as u8, hash, 0) else {
         return;
     };
+    // Affinity follows the client's address, which a socket does not have yet: the per-packet
+    // path chooses.
+    if flags & service_flags::AFFINITY != 0 {
+        return;
+    }
     let key = SockRevKey {
         cookie,
         backend_ip: backend.ip,

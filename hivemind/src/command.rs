@@ -77,6 +77,12 @@ pub enum Command {
         name: String,
         action: RolloutAction,
     },
+    /// `rollout promote --variant`: deploys one variant of an A/B test as the app's one
+    /// version.
+    PromoteVariant {
+        name: String,
+        variant: String,
+    },
     CreateVolume {
         name: String,
     },
@@ -165,6 +171,15 @@ impl Command {
         Ok(Self::Rollout {
             name: name.to_string(),
             action,
+        })
+    }
+
+    pub fn promote_variant(name: &str, variant: &str) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        validate_name("variant", variant)?;
+        Ok(Self::PromoteVariant {
+            name: name.to_string(),
+            variant: variant.to_string(),
         })
     }
 

@@ -347,7 +347,29 @@ pub struct StrategySpec {
     /// Blue-green: switch only on `rollout promote`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual_promotion: bool,
+    /// A/B testing: the variants served side by side, each client (by its address) always on
+    /// the same one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+    /// A/B testing: seconds the test runs before it waits for `rollout promote --variant`
+    /// (none: until promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u32>,
 }
+
+/// One variant of an A/B test: its own image, and its share of the clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    pub name: String,
+    pub image: String,
+    /// Its share of the clients, in permille; the variants' shares add up to 1000.
+    pub share: u32,
+}
+
+/// Most variants of one A/B test.
+pub const MAX_VARIANTS: usize = 8;
+/// Longest A/B test: a year.
+pub const MAX_AB_DURATION_S: u32 = 365 * 86_400;
 
 /// Default `verification_secs` and `scale_down_delay_secs` of a blue-green rollout.
 pub const DEFAULT_BLUE_GREEN_S: u32 = 30;
@@ -400,6 +422,8 @@ impl Default for StrategySpec {
             verification_secs: DEFAULT_BLUE_GREEN_S,
             scale_down_delay_secs: DEFAULT_BLUE_GREEN_S,
             manual_promotion: false,
+            variants: Vec::new(),
+            duration_secs: None,
         }
     }
 }
@@ -407,6 +431,54 @@ impl Default for StrategySpec {
 impl StrategySpec {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// An A/B test's variants: names, images, shares adding up to 100%, duration.
+    fn validate_variants(&self) -> Result<(), ValidationError> {
+        if self.variants.len() > MAX_VARIANTS {
+            return Err(ValidationError::new(
+                "strategy.variants",
+                format!(
+                    "at most {MAX_VARIANTS} variants, got {}",
+                    self.variants.len()
+                ),
+            ));
+        }
+        for (i, variant) in self.variants.iter().enumerate() {
+            validate_name(&format!("strategy.variants[{i}].name"), &variant.name)?;
+            validate_image(&format!("strategy.variants[{i}].image"), &variant.image)?;
+            if variant.share == 0 || variant.share > 1000 {
+                return Err(ValidationError::new(
+                    format!("strategy.variants[{i}].percentage"),
+                    "must be above 0 and at most 100, to 0.1",
+                ));
+            }
+            if self.variants[..i].iter().any(|v| v.name == variant.name) {
+                return Err(ValidationError::new(
+                    format!("strategy.variants[{i}].name"),
+                    format!("{:?} is named twice", variant.name),
+                ));
+            }
+        }
+        let total: u32 = self.variants.iter().map(|v| v.share).sum();
+        if !self.variants.is_empty() && total != 1000 {
+            return Err(ValidationError::new(
+                "strategy.variants",
+                format!(
+                    "the percentages add up to {}%, not 100%",
+                    f64::from(total) / 10.0
+                ),
+            ));
+        }
+        if let Some(secs) = self.duration_secs
+            && (secs == 0 || secs > MAX_AB_DURATION_S)
+        {
+            return Err(ValidationError::new(
+                "strategy.duration",
+                format!("must be 1 to {MAX_AB_DURATION_S} s, got {secs}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The rules that do not depend on which strategies exist (the name is checked against
@@ -487,6 +559,7 @@ impl StrategySpec {
                 "must be at least 1 s",
             ));
         }
+        self.validate_variants()?;
         if self.min_ready_secs >= self.progress_deadline_secs {
             return Err(ValidationError::new(
                 "strategy.min_ready_secs",
@@ -729,26 +802,47 @@ pub enum Placement {
 pub const MAX_CPU: f64 = 1024.0;
 pub use crate::checks::{MAX_HEALTH_PERIOD_S, MAX_HEALTH_RETRIES};
 
+/// Checks an image reference: not empty, at most 512 characters, no spaces.
+fn validate_image(field: &str, image: &str) -> Result<(), ValidationError> {
+    if image.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ValidationError::new(
+            field,
+            "must be an image reference of at most 512 characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The strategy that serves variants side by side.
+pub const AB_TESTING: &str = "ab-testing";
+
 impl AppSpec {
+    /// The variants this app serves side by side (an A/B test), none otherwise.
+    pub fn variants(&self) -> &[Variant] {
+        if self.strategy.name == AB_TESTING {
+            &self.strategy.variants
+        } else {
+            &[]
+        }
+    }
+
+    /// What the containers of `variant` run: this spec with the variant's image.
+    pub fn for_variant(&self, variant: &Variant) -> AppSpec {
+        AppSpec {
+            image: variant.image.clone(),
+            ..self.clone()
+        }
+    }
+
     /// The rules every app satisfies, wherever it comes from: a user's
     /// request (through [`DeployRequest::validate`]) or a record from a peer.
     /// The error names the first bad field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name("name", &self.name)?;
-        if self.image.is_empty() {
-            return Err(ValidationError::new("image", "must not be empty"));
-        }
-        if self.image.len() > 512
-            || self
-                .image
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(ValidationError::new(
-                "image",
-                "must be an image reference of at most 512 characters without spaces",
-            ));
-        }
+        validate_image("image", &self.image)?;
         if self.replicas > MAX_REPLICAS {
             return Err(ValidationError::new(
                 "replicas",

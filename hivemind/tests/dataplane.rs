@@ -915,6 +915,54 @@ fn service_dnat_conntrack_and_reverse_nat_under_test_run() {
     assert_eq!(checked_tuple(&out).2, b3.ip);
 }
 
+/// Client-address affinity (an A/B test): every connection of one client address goes to the
+/// same variant's run of slots, whatever its source port; the clients split by the runs.
+#[test]
+fn affinity_frontends_keep_each_client_on_its_variant_under_test_run() {
+    if !can_run("affinity_frontends_keep_each_client_on_its_variant_under_test_run") {
+        return;
+    }
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    let (v1, v2) = (backend(1, 5, 8080, 1), backend(2, 6, 8080, 1));
+    let slots = hivemind::dataplane::affinity_slots(&[(500, vec![1]), (500, vec![2])], &[]);
+    dp.set_frontend_slots(
+        VIP,
+        80,
+        TCP,
+        &[v1, v2],
+        &slots,
+        hivemind_common::service_flags::AFFINITY,
+    )
+    .expect("affinity frontend");
+    let mut on_v1 = 0;
+    for client in 0..200u16 {
+        let src = Ipv4Addr::new(10, 244, 3 + (client / 250) as u8, 1 + (client % 250) as u8);
+        let mut seen = std::collections::BTreeSet::new();
+        for sport in [40000, 40001, 51234] {
+            let (ret, out) =
+                test_run_out(from, &tcp_frame(src, sport, VIP, 80, SYN)).expect("test run");
+            assert_eq!(ret, TC_ACT_OK);
+            let (_, _, dst, _) = checked_tuple(&out);
+            seen.insert(dst);
+        }
+        assert_eq!(seen.len(), 1, "client {src} went to {seen:?}");
+        on_v1 += usize::from(seen.contains(&v1.ip));
+    }
+    assert!((80..=120).contains(&on_v1), "{on_v1} of 200 clients on v1");
+    // The same frontend without affinity spreads one client's connections.
+    dp.set_frontend_slots(VIP, 80, TCP, &[v1, v2], &slots, 0)
+        .expect("plain frontend");
+    let seen: std::collections::BTreeSet<Ipv4Addr> = (42000..42040)
+        .map(|sport| {
+            let (_, out) =
+                test_run_out(from, &tcp_frame(CLIENT, sport, VIP, 80, SYN)).expect("test run");
+            checked_tuple(&out).2
+        })
+        .collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
 #[test]
 fn service_drops_and_malformed_packets_under_test_run() {
     if !can_run("service_drops_and_malformed_packets_under_test_run") {

@@ -8,8 +8,9 @@ use super::logs::stream_logs;
 use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome, RolloutAction};
 use crate::contract::{
-    AppStatus, AppView, DeployAnswer, DeployRequest, ErrorBody, LogQuery, Message, RestartAnswer,
-    RestartRequest, RevisionView, RolloutStatus, ScaleRequest, UndoRequest, WaitingContainer,
+    AppStatus, AppView, ContainerMetrics, DeployAnswer, DeployRequest, ErrorBody, LogQuery,
+    Message, PromoteRequest, RestartAnswer, RestartRequest, RevisionView, RolloutStatus,
+    ScaleRequest, UndoRequest, VariantStatus, WaitingContainer,
 };
 use crate::model::validate_name;
 use crate::node::ReplicaCount;
@@ -220,6 +221,7 @@ pub async fn delete(
 pub async fn rollout_status(
     State(node): State<AppState>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<RolloutStatus>, ApiError> {
     require_name(&name)?;
     let app = node
@@ -258,7 +260,18 @@ pub async fn rollout_status(
         .map(|r| r.revision);
     let rollout = app.rollout.as_ref();
     let quotas = app.active_rollout().and_then(|r| r.quotas);
+    let variants = variant_statuses(&node, &headers, &app, &endpoints).await?;
+    let test_ends_at = app
+        .spec
+        .strategy
+        .duration_secs
+        .filter(|_| !variants.is_empty())
+        .zip(rollout)
+        .map(|(secs, r)| r.started_ms / 1000 + u64::from(secs));
     Ok(axum::Json(RolloutStatus {
+        variants,
+        test_ends_at,
+        test_over: test_ends_at.is_some_and(|end| crate::state::now_secs() >= end),
         strategy: app.spec.strategy.name.clone(),
         phase: rollout.map(|r| r.phase.as_str().to_string()),
         message: rollout.and_then(|r| r.message.clone()),
@@ -275,7 +288,17 @@ pub async fn rollout_status(
             .map(|r| r.step + 1),
         steps: (!app.spec.strategy.steps.is_empty())
             .then_some(app.spec.strategy.steps.len() as u32),
-        complete: ready == app.spec.replicas && updated == app.spec.replicas && old == 0,
+        complete: {
+            // An A/B test runs each variant's replicas.
+            let wanted: u32 = if app.spec.variants().is_empty() {
+                app.spec.replicas
+            } else {
+                crate::rollout::variant_replicas(app.spec.replicas, app.spec.variants())
+                    .iter()
+                    .sum()
+            };
+            ready == wanted && updated == wanted && old == 0
+        },
         app: name,
         generation: app.generation,
         revision,
@@ -285,6 +308,72 @@ pub async fn rollout_status(
         old,
         waiting,
     }))
+}
+
+/// The figures of each variant of an A/B test: its endpoints' readiness, restarts and resets,
+/// and the traffic into its containers from every node's data plane.
+async fn variant_statuses(
+    node: &AppState,
+    headers: &axum::http::HeaderMap,
+    app: &crate::state::AppRecord,
+    endpoints: &[crate::state::EndpointRecord],
+) -> Result<Vec<VariantStatus>, ApiError> {
+    let variants = app.spec.variants();
+    if variants.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Container id -> (packets, bytes) delivered into it, from this node and the others.
+    let mut traffic: std::collections::BTreeMap<String, (u64, u64)> = node
+        .counters()
+        .into_iter()
+        .map(|(id, c)| (id, (c.to_container.packets, c.to_container.bytes)))
+        .collect();
+    let answers = super::traffic::ask_other_nodes::<ContainerMetrics>(
+        node,
+        headers,
+        "/api/metrics/containers",
+        &[] as &[(&str, &str)],
+    )
+    .await?;
+    let complete = answers.iter().all(|(_, answer)| answer.is_some());
+    for (id, value) in answers.into_iter().filter_map(|(_, a)| a).flat_map(|m| m.0) {
+        let field = |name: &str| value["to_container"][name].as_u64().unwrap_or(0);
+        traffic.insert(id, (field("packets"), field("bytes")));
+    }
+    let counts = crate::rollout::variant_replicas(app.spec.replicas, variants);
+    Ok(variants
+        .iter()
+        .zip(counts)
+        .map(|(variant, replicas)| {
+            let mine: Vec<&crate::state::EndpointRecord> = endpoints
+                .iter()
+                .filter(|e| {
+                    e.generation == app.generation
+                        && e.variant.as_deref() == Some(variant.name.as_str())
+                })
+                .collect();
+            let sum = |f: &dyn Fn(&(u64, u64)) -> u64| {
+                complete.then(|| {
+                    mine.iter()
+                        .filter_map(|e| traffic.get(&e.container))
+                        .map(f)
+                        .sum()
+                })
+            };
+            VariantStatus {
+                name: variant.name.clone(),
+                image: variant.image.clone(),
+                percentage: f64::from(variant.share) / 10.0,
+                replicas,
+                running: mine.len() as u32,
+                ready: mine.iter().filter(|e| e.ready).count() as u32,
+                restarts: mine.iter().map(|e| u64::from(e.restarts)).sum(),
+                resets: mine.iter().map(|e| e.resets).sum(),
+                packets_in: sum(&|t| t.0),
+                bytes_in: sum(&|t| t.1),
+            }
+        })
+        .collect())
 }
 
 /// The kept revisions of an app (the last 10), oldest first: what each ran and what changed.
@@ -430,25 +519,43 @@ pub async fn rollout_abort(
     rollout_action(&node, &name, RolloutAction::Abort).await
 }
 
-/// Skips a canary's remaining steps: the new version takes all the traffic, and its replicas
-/// replace the stable ones as they become available.
+/// Skips a canary's remaining steps (the new version takes all the traffic, and its replicas
+/// replace the stable ones as they become available), switches a blue-green rollout waiting
+/// for its promotion, or, with a `variant`, deploys that variant of an A/B test as the app's
+/// one version. The body may be empty.
 #[utoipa::path(
     post,
     path = "/api/apps/{name}/rollout/promote",
     tag = "apps",
     params(("name" = String, Path, description = "app name")),
+    request_body(content = PromoteRequest, description = "optional"),
     responses(
         (status = 200, description = "promoted", body = Message),
-        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 400, description = "the name or body is invalid, or the app has no such variant", body = ErrorBody),
         (status = 404, description = "no such app", body = ErrorBody),
-        (status = 409, description = "no rollout in progress, or one with no steps to skip (the message says which)", body = ErrorBody),
+        (status = 409, description = "no rollout in progress, one with no steps to skip, or no A/B test to promote a variant of (the message says which)", body = ErrorBody),
+        (status = 502, description = "the registry or container runtime failed", body = ErrorBody),
     )
 )]
 pub async fn rollout_promote(
     State(node): State<AppState>,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<axum::Json<Message>, ApiError> {
-    rollout_action(&node, &name, RolloutAction::Promote).await
+    let request: PromoteRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PromoteRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?
+    };
+    let Some(variant) = request.variant else {
+        return rollout_action(&node, &name, RolloutAction::Promote).await;
+    };
+    node.execute(Command::promote_variant(&name, &variant)?)
+        .await?;
+    Ok(axum::Json(Message::ok(format!(
+        "Promoted variant {variant} of {name}: it replaces the other variants as the app's one version"
+    ))))
 }
 
 async fn rollout_action(

@@ -23,8 +23,8 @@ use crate::contract::{
     CreateSecret, CreateToken, CreateVolume, DashboardHistory, DebugAnswer, DeployAnswer,
     DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
     JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
-    MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PullEvent, PullRequest,
-    RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role,
+    MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PromoteRequest, PullEvent,
+    PullRequest, RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role,
     RolloutStatus, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
     StrategyRequest, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport,
     UndoRequest, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
@@ -74,7 +74,7 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         memory: args.memory.clone().map(MemoryValue::Text),
     });
     let request = DeployRequest {
-        image: args.image.clone(),
+        image: args.image.clone().unwrap_or_default(),
         name: args.name.clone(),
         service: args.service.clone(),
         replicas: args.replicas,
@@ -116,7 +116,9 @@ fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
         || args.interval.is_some()
         || args.verification_timeout.is_some()
         || args.scale_down_delay.is_some()
-        || args.manual_promotion;
+        || args.manual_promotion
+        || !args.variants.is_empty()
+        || args.duration.is_some();
     any.then(|| StrategyRequest {
         name: args
             .strategy
@@ -133,6 +135,8 @@ fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
         verification_timeout: args.verification_timeout,
         scale_down_delay: args.scale_down_delay,
         manual_promotion: args.manual_promotion.then_some(true),
+        variants: args.variants.clone(),
+        duration: args.duration,
     })
 }
 
@@ -460,6 +464,11 @@ async fn app(
         AppCommand::Deploy(args) => {
             let request = deploy_request(args)?;
             pull(client, format, &request.image, false).await?;
+            for variant in request.strategy.iter().flat_map(|s| &s.variants) {
+                if variant.image != request.image {
+                    pull(client, format, &variant.image, false).await?;
+                }
+            }
             let answer: DeployAnswer = client.post("/api/deploy", &request).await?;
             print_message(format, &answer);
         }
@@ -545,6 +554,26 @@ async fn app(
                     };
                     println!("  {step}the new version takes {percent}% of the connections");
                 }
+                for v in &status.variants {
+                    let traffic = match (v.packets_in, v.bytes_in) {
+                        (Some(packets), Some(bytes)) => format!("{packets} packets ({bytes} B) in"),
+                        _ => "traffic unknown (a node did not answer)".to_string(),
+                    };
+                    println!(
+                        "  variant {}: {}% of the clients, {}/{} ready, {} restarts, {} resets sent, {traffic}; {}",
+                        v.name, v.percentage, v.ready, v.replicas, v.restarts, v.resets, v.image
+                    );
+                }
+                match (status.test_ends_at, status.test_over) {
+                    (Some(_), true) => println!(
+                        "  the test's duration is over: keep one variant with `app rollout promote --name {} --variant NAME`",
+                        status.app
+                    ),
+                    (Some(end), false) => {
+                        println!("  the test runs until {end} (seconds since the epoch)")
+                    }
+                    _ => {}
+                }
                 for w in &status.waiting {
                     println!(
                         "  waiting: {} on {} (generation {}): {}",
@@ -607,8 +636,12 @@ async fn app(
             RolloutCommand::Pause { name }
             | RolloutCommand::Resume { name }
             | RolloutCommand::Abort { name }
-            | RolloutCommand::Promote { name },
+            | RolloutCommand::Promote { name, .. },
         ) => {
+            let variant = match command {
+                AppCommand::Rollout(RolloutCommand::Promote { variant, .. }) => variant.clone(),
+                _ => None,
+            };
             let action = match command {
                 AppCommand::Rollout(RolloutCommand::Pause { .. }) => "pause",
                 AppCommand::Rollout(RolloutCommand::Resume { .. }) => "resume",
@@ -618,7 +651,7 @@ async fn app(
             let answer: Message = client
                 .post(
                     &format!("/api/apps/{}/rollout/{action}", path_segment(name)?),
-                    &serde_json::json!({}),
+                    &PromoteRequest { variant },
                 )
                 .await?;
             print_message(format, &answer);

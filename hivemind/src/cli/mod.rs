@@ -590,8 +590,9 @@ impl DaemonArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    #[arg(long)]
-    pub image: String,
+    /// The image (an A/B test may leave it out: its first --variant's image is the app's)
+    #[arg(long, required_unless_present = "variants")]
+    pub image: Option<String>,
     #[arg(long)]
     pub name: String,
     /// Service domain for routing and discovery
@@ -690,6 +691,13 @@ pub struct StrategyArgs {
     /// Blue-green: switch only on `app rollout promote`
     #[arg(long)]
     pub manual_promotion: bool,
+    /// A/B testing: one variant, "name=v1,image=web:1,percentage=50" (repeat for each; the
+    /// percentages add up to 100)
+    #[arg(long = "variant", id = "variants")]
+    pub variants: Vec<crate::contract::VariantRequest>,
+    /// A/B testing: seconds the test runs before it waits for `app rollout promote --variant`
+    #[arg(long)]
+    pub duration: Option<u32>,
 }
 
 /// Liveness (`--health-*`) and readiness (`--ready-*`) checks.
@@ -814,10 +822,14 @@ pub enum RolloutCommand {
         #[arg(long)]
         name: String,
     },
-    /// Skip a canary's remaining steps: the new version takes all the traffic
+    /// Skip a canary's remaining steps (the new version takes all the traffic), switch a
+    /// blue-green rollout, or deploy one variant of an A/B test as the app's one version
     Promote {
         #[arg(long)]
         name: String,
+        /// The A/B test's variant to keep
+        #[arg(long)]
+        variant: Option<String>,
     },
     /// Deploy an earlier revision again (default: the one before the current); the replica
     /// count stays. During a rollout, undo to the version it replaces goes back at once

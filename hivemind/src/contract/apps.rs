@@ -163,7 +163,9 @@ impl From<HealthSpec> for HealthRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
-    /// Image reference, e.g. `busybox`, `registry:5000/app:1.2`.
+    /// Image reference, e.g. `busybox`, `registry:5000/app:1.2`. May be left out for an A/B
+    /// test: its first variant's image is the app's.
+    #[serde(default)]
     pub image: String,
     /// App name: lowercase letters, digits and '-', starting with a letter, at most 40.
     pub name: String,
@@ -241,7 +243,7 @@ pub struct StrategyRequest {
     /// `simple` (the default: each node replaces its replicas once their successors are ready
     /// there), `rolling-update` (batches across the cluster), `canary` (a share of the traffic
     /// by weight, in steps) or `blue-green` (the new version beside the old behind a preview
-    /// VIP, then one switch). `ab-testing` is refused as not available in this version.
+    /// VIP, then one switch) or `ab-testing` (variants side by side, each client on one).
     pub name: String,
     /// Canary: the new version's first share of the traffic, in percent to 0.1 (e.g. `10`,
     /// `2.5`).
@@ -281,21 +283,84 @@ pub struct StrategyRequest {
     /// Go back to the replaced version by itself when the rollout fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rollback: Option<bool>,
+    /// A/B testing: the variants served side by side (at least two), their percentages adding
+    /// up to 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantRequest>,
+    /// A/B testing: seconds the test runs before it waits for `rollout promote --variant`
+    /// (default: until promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u32>,
+}
+
+/// One variant of an A/B test (`--variant "name=v1,image=web:1,percentage=50"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantRequest {
+    /// The variant's name: lowercase letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// The image its containers run.
+    pub image: String,
+    /// Its share of the clients, in percent to 0.1.
+    pub percentage: f64,
+}
+
+impl std::str::FromStr for VariantRequest {
+    type Err = String;
+
+    /// `name=v1,image=web:1,percentage=50`, as `--variant` takes it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (mut name, mut image, mut percentage) = (None, None, None);
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(format!("{pair:?} is not key=value"));
+            };
+            let value = value.trim().to_string();
+            match key.trim() {
+                "name" => name = Some(value),
+                "image" => image = Some(value),
+                "percentage" => {
+                    let p = value.trim_end_matches('%');
+                    percentage = Some(
+                        p.parse::<f64>()
+                            .map_err(|_| format!("percentage {value:?} is not a number"))?,
+                    );
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key {other:?}: a variant takes name, image and percentage"
+                    ));
+                }
+            }
+        }
+        match (name, image, percentage) {
+            (Some(name), Some(image), Some(percentage)) => Ok(Self {
+                name,
+                image,
+                percentage,
+            }),
+            _ => Err(format!(
+                "{text:?} needs name=..,image=..,percentage=.. (e.g. \"name=v1,image=web:1,percentage=50\")"
+            )),
+        }
+    }
+}
+
+/// A percentage to 0.1 (above 0, at most 100) in permille.
+fn permille(field: &str, p: f64) -> Result<u32, ValidationError> {
+    let scaled = p * 10.0;
+    if !(scaled > 0.0 && scaled <= 1000.0) || (scaled - scaled.round()).abs() > 1e-6 {
+        return Err(ValidationError::new(
+            field,
+            format!("{p} is not a percentage above 0 and at most 100, to 0.1"),
+        ));
+    }
+    Ok(scaled.round() as u32)
 }
 
 impl StrategyRequest {
     /// `percentage` then `steps`, in permille, ending at 1000.
     fn canary_steps(&self) -> Result<Vec<u32>, ValidationError> {
-        let permille = |field: &str, p: f64| {
-            let scaled = p * 10.0;
-            if !(scaled > 0.0 && scaled <= 1000.0) || (scaled - scaled.round()).abs() > 1e-6 {
-                return Err(ValidationError::new(
-                    field,
-                    format!("{p} is not a percentage above 0 and at most 100, to 0.1"),
-                ));
-            }
-            Ok(scaled.round() as u32)
-        };
         let mut steps = Vec::new();
         if let Some(p) = self.percentage {
             steps.push(permille("strategy.percentage", p)?);
@@ -341,6 +406,22 @@ impl StrategyRequest {
                 .scale_down_delay
                 .unwrap_or(defaults.scale_down_delay_secs),
             manual_promotion: self.manual_promotion.unwrap_or(false),
+            variants: self
+                .variants
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    Ok(crate::model::Variant {
+                        name: v.name.trim().to_string(),
+                        image: v.image.trim().to_string(),
+                        share: permille(
+                            &format!("strategy.variants[{i}].percentage"),
+                            v.percentage,
+                        )?,
+                    })
+                })
+                .collect::<Result<_, ValidationError>>()?,
+            duration_secs: self.duration,
         };
         spec.validate()?;
         crate::rollout::check_strategy(&spec)?;
@@ -495,7 +576,12 @@ impl DeployRequest {
         labels.insert("app".to_string(), self.name.clone());
         let spec = AppSpec {
             name: self.name.clone(),
-            image: self.image.trim().to_string(),
+            image: match (self.image.trim(), &self.strategy) {
+                ("", Some(strategy)) if !strategy.variants.is_empty() => {
+                    strategy.variants[0].image.trim().to_string()
+                }
+                (image, _) => image.to_string(),
+            },
             service: self.service.clone(),
             replicas: self.replicas.unwrap_or(1),
             resources: self.parsed_resources()?,
@@ -588,6 +674,15 @@ pub struct UndoRequest {
     pub to_revision: Option<u64>,
 }
 
+/// Body of `POST /api/apps/{name}/rollout/promote` (which may also be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// An A/B test's variant to deploy as the app's one version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
 /// Where an app's update stands (`GET /api/apps/{name}/rollout`): the containers of its
 /// current generation against those of older ones, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -628,6 +723,38 @@ pub struct RolloutStatus {
     pub traffic_percent: Option<f64>,
     pub step: Option<u32>,
     pub steps: Option<u32>,
+    /// An A/B test's variants, with what each served and how it failed.
+    #[serde(default)]
+    pub variants: Vec<VariantStatus>,
+    /// An A/B test with a duration: when it ends (seconds since the epoch); `test_over` once
+    /// it has, and it waits for `rollout promote --variant`.
+    #[serde(default)]
+    pub test_ends_at: Option<u64>,
+    #[serde(default)]
+    pub test_over: bool,
+}
+
+/// One variant of an A/B test in its app's rollout status: cluster-wide figures of its
+/// containers of the current generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VariantStatus {
+    pub name: String,
+    pub image: String,
+    /// Its share of the clients, in percent (to 0.1).
+    pub percentage: f64,
+    /// Replicas it runs for its share.
+    pub replicas: u32,
+    /// Its containers, and the ready ones.
+    pub running: u32,
+    pub ready: u32,
+    /// Restarts of its containers, and the TCP resets they sent (connections they refused or
+    /// broke).
+    pub restarts: u64,
+    pub resets: u64,
+    /// Packets and bytes delivered into its containers, as each node's data plane counted
+    /// them (`null` when a node did not answer).
+    pub packets_in: Option<u64>,
+    pub bytes_in: Option<u64>,
 }
 
 /// A container of a rollout that does not take traffic yet.

@@ -100,6 +100,14 @@ pub enum DataplaneError {
         count: usize,
         max: u16,
     },
+    #[error(
+        "service {vip}:{port}: its slots name backends it does not list, or are more than {max}"
+    )]
+    BadSlots {
+        vip: std::net::Ipv4Addr,
+        port: u16,
+        max: u16,
+    },
     #[error("vni {vni} is outside the overlay's allowed range")]
     InvalidVni { vni: u32 },
     #[error("no endpoint is attached on ifindex {ifindex}")]

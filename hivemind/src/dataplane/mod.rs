@@ -56,7 +56,7 @@ pub use pins::Pins;
 use pins::{HeldLink, PINNED_MAPS};
 pub use policy::{FlowEvent, FlowReason, entry_counts as policy_entry_counts};
 pub use pressure::MapPressure;
-pub use services::{ServiceBackend, weighted_slots};
+pub use services::{ServiceBackend, affinity_slots, weighted_slots};
 pub use socket::{
     PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4, PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4,
 };

@@ -126,6 +126,22 @@ impl Dataplane {
         backends: &[ServiceBackend],
         flags: u16,
     ) -> Result<(), DataplaneError> {
+        let weights: Vec<(u32, u32)> = backends.iter().map(|b| (b.id, b.weight)).collect();
+        let slots = weighted_slots(&weights, usize::from(MAX_SLOTS_PER_SERVICE));
+        self.set_frontend_slots(vip, port, proto, backends, &slots, flags)
+    }
+
+    /// `set_frontend` with the backend id of each slot laid out by the caller (ids of
+    /// `backends`; see [`affinity_slots`]).
+    pub fn set_frontend_slots(
+        &mut self,
+        vip: Ipv4Addr,
+        port: u16,
+        proto: u8,
+        backends: &[ServiceBackend],
+        slots: &[u32],
+        flags: u16,
+    ) -> Result<(), DataplaneError> {
         self.check_frontend(vip, proto)?;
         if backends.len() > usize::from(MAX_SLOTS_PER_SERVICE) {
             return Err(DataplaneError::TooManyBackends {
@@ -135,8 +151,15 @@ impl Dataplane {
                 max: MAX_SLOTS_PER_SERVICE,
             });
         }
-        let weights: Vec<(u32, u32)> = backends.iter().map(|b| (b.id, b.weight)).collect();
-        let slots = weighted_slots(&weights, usize::from(MAX_SLOTS_PER_SERVICE));
+        if slots.len() > usize::from(MAX_SLOTS_PER_SERVICE)
+            || slots.iter().any(|id| !backends.iter().any(|b| b.id == *id))
+        {
+            return Err(DataplaneError::BadSlots {
+                vip,
+                port,
+                max: MAX_SLOTS_PER_SERVICE,
+            });
+        }
         let count = u16::try_from(slots.len()).unwrap_or(MAX_SLOTS_PER_SERVICE);
         let maps = &mut self.services;
 
@@ -153,7 +176,7 @@ impl Dataplane {
         }
         let vip_n = u32::from_ne_bytes(vip.octets());
         let key = |slot: u16| ServiceKey::new(vip_n, port.to_be(), proto, slot);
-        for (slot, &backend_id) in (1..=count).zip(&slots) {
+        for (slot, &backend_id) in (1..=count).zip(slots) {
             let value = ServiceValue {
                 backend_id,
                 count: 0,
@@ -413,6 +436,39 @@ impl Dataplane {
     }
 }
 
+/// The slots of a frontend with client-address affinity (`service_flags::AFFINITY`): each group
+/// (an A/B test's variant: its share in permille and its backend ids) holds one run of
+/// `AFFINITY_SLOTS` slots in proportion to its share, its backends taking turns within it. A
+/// client's slot is a hash of its address modulo `AFFINITY_SLOTS`, so it stays with its group
+/// whatever the group's backends do, on every node. A group with no backend lends its run to
+/// `fallback` (the version an A/B test replaces, while it serves), else to every backend of
+/// the other groups; no backend at all: no slot.
+pub fn affinity_slots(groups: &[(u32, Vec<u32>)], fallback: &[u32]) -> Vec<u32> {
+    let all: Vec<u32> = if fallback.is_empty() {
+        groups.iter().flat_map(|(_, ids)| ids.clone()).collect()
+    } else {
+        fallback.to_vec()
+    };
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let total = usize::from(hivemind_common::AFFINITY_SLOTS);
+    let shares: u64 = groups.iter().map(|(share, _)| u64::from(*share)).sum();
+    let mut slots = Vec::with_capacity(total);
+    let mut taken = 0u64;
+    for (share, ids) in groups {
+        taken += u64::from(*share);
+        // The run ends where this group's cumulative share does (the last group's at the
+        // end), so runs never depend on the backends.
+        let end = (taken * total as u64).checked_div(shares).unwrap_or(0) as usize;
+        let pool = if ids.is_empty() { &all } else { ids };
+        let start = slots.len();
+        slots.extend((start..end.max(start)).map(|i| pool[i % pool.len()]));
+    }
+    slots.resize(total, all[0]);
+    slots
+}
+
 /// The backend id of every slot of a service whose backends are `(backend_id, weight)`: each
 /// backend gets a number of slots proportional to its weight (weight 0: none), at most
 /// `max_slots` in all, interleaved (smooth weighted round-robin) so that neighbouring slots
@@ -510,6 +566,29 @@ mod tests {
 
     fn share(slots: &[u32], id: u32) -> usize {
         slots.iter().filter(|&&s| s == id).count()
+    }
+
+    /// A/B variants: each holds one run of the 1000 slots by its share, whatever its backends;
+    /// a variant with none lends its run to the replaced version, else to the others.
+    #[test]
+    fn affinity_slots_keep_each_variant_in_its_run() {
+        let slots = affinity_slots(&[(500, vec![1, 2]), (500, vec![3])], &[]);
+        assert_eq!(slots.len(), 1000);
+        assert!(slots[..500].iter().all(|s| [1, 2].contains(s)));
+        assert!(slots[500..].iter().all(|s| *s == 3));
+        assert_eq!((share(&slots, 1), share(&slots, 2)), (250, 250));
+        // One more backend of the first variant changes nothing for the second's clients.
+        let more = affinity_slots(&[(500, vec![1, 2, 4]), (500, vec![3])], &[]);
+        assert_eq!(slots[500..], more[500..]);
+        // 12.5% / 87.5%.
+        let slots = affinity_slots(&[(125, vec![1]), (875, vec![2])], &[]);
+        assert_eq!((share(&slots, 1), share(&slots, 2)), (125, 875));
+        // No ready backend in the second: the replaced version takes its run, or the first.
+        let slots = affinity_slots(&[(500, vec![1]), (500, vec![])], &[9]);
+        assert!(slots[..500].iter().all(|s| *s == 1) && slots[500..].iter().all(|s| *s == 9));
+        let slots = affinity_slots(&[(500, vec![1]), (500, vec![])], &[]);
+        assert_eq!(share(&slots, 1), 1000);
+        assert!(affinity_slots(&[(500, vec![]), (500, vec![])], &[]).is_empty());
     }
 
     #[test]

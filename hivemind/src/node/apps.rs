@@ -58,31 +58,97 @@ impl Node {
         let tasks = self.runtime.list().await?;
         let containers = self.store.containers_of(name)?;
         let app = self.store.app(name)?;
-        let (local_replicas, local_old) = match &app {
-            Some(app) => self.local_quotas(app)?,
-            None => (0, None),
-        };
         let backoffs = self.backoffs().clone();
         let ready: std::collections::BTreeSet<String> = containers
             .iter()
             .filter(|c| self.readiness(&c.id).0)
             .map(|c| c.id.clone())
             .collect();
+        let seen = Seen {
+            tasks: &tasks,
+            ready: &ready,
+            backoffs: &backoffs,
+        };
+        if let Some(app) = app.as_ref().filter(|a| !a.spec.variants().is_empty()) {
+            return self
+                .reconcile_variants(app, containers, &seen, replace)
+                .await;
+        }
+        let (local_replicas, local_old) = match &app {
+            Some(app) => self.local_quotas(app)?,
+            None => (0, None),
+        };
         let plan = plan(
             Desired {
                 app: app.as_ref(),
                 local_replicas,
                 local_old,
             },
-            Observed {
-                containers: &containers,
-                tasks: &tasks,
-                ready: &ready,
-                backoffs: &backoffs,
-                now: Instant::now(),
-            },
+            seen.observed(&containers),
         );
-        self.apply(app.as_ref(), containers, plan, replace).await
+        self.apply(app.as_ref(), None, containers, plan, replace)
+            .await
+    }
+
+    /// An app that serves an A/B test's variants: each variant's containers are planned as an
+    /// app of their own (the spec with the variant's image, its share of the placement), and
+    /// the rest (older generations, variants no longer listed) as the replaced version under
+    /// the rollout's quota.
+    async fn reconcile_variants(
+        &self,
+        app: &AppRecord,
+        containers: Vec<ContainerRecord>,
+        seen: &Seen<'_>,
+        replace: bool,
+    ) -> Result<(), NodeError> {
+        let variants = app.spec.variants();
+        let nodes = self.placement_nodes(&app.spec.name)?;
+        let counts = crate::rollout::variant_replicas(app.spec.replicas, variants);
+        let local = crate::rollout::variant_local(&nodes, &self.id, &counts);
+        let local_old = app
+            .active_rollout()
+            .and_then(|r| r.quotas)
+            .map(|q| crate::rollout::local_quotas(&nodes, &self.id, q).1);
+        // One group per variant, then what is no variant of this generation: the replaced
+        // version (under the rollout's quota) and containers of a variant no longer listed.
+        let mut groups: Vec<Vec<ContainerRecord>> = vec![Vec::new(); variants.len() + 1];
+        for container in containers {
+            let index = variants
+                .iter()
+                .position(|v| {
+                    container.generation == app.generation
+                        && container.variant.as_deref() == Some(v.name.as_str())
+                })
+                .unwrap_or(variants.len());
+            groups[index].push(container);
+        }
+        let mut results = Vec::new();
+        for (i, group) in groups.into_iter().enumerate() {
+            let (record, variant, desired) = match variants.get(i) {
+                Some(variant) => (
+                    AppRecord {
+                        spec: app.spec.for_variant(variant),
+                        ..app.clone()
+                    },
+                    Some(variant.name.as_str()),
+                    (local[i], Some(0)),
+                ),
+                None => (app.clone(), None, (0, local_old)),
+            };
+            let plan = plan(
+                Desired {
+                    app: Some(&record),
+                    local_replicas: desired.0,
+                    local_old: desired.1,
+                },
+                seen.observed(&group),
+            );
+            results.push(
+                self.apply(Some(&record), variant, group, plan, replace)
+                    .await,
+            );
+        }
+        results.into_iter().collect()
     }
 
     /// Carries out a plan: surplus removals first, then keeps, restarts and
@@ -92,6 +158,7 @@ impl Node {
     async fn apply(
         &self,
         app: Option<&AppRecord>,
+        variant: Option<&str>,
         containers: Vec<ContainerRecord>,
         plan: Plan,
         replace: bool,
@@ -136,7 +203,7 @@ impl Node {
             // borrowed state would not be `Send` for the API's handlers.
             let steps: Vec<_> = steps
                 .into_iter()
-                .map(|step| self.step(app, image, step))
+                .map(|step| self.step(app, variant, image, step))
                 .collect();
             let done: Vec<Result<(), NodeError>> = futures::stream::iter(steps)
                 .buffer_unordered(START_CONCURRENCY)
@@ -155,6 +222,7 @@ impl Node {
     async fn step(
         &self,
         app: &AppRecord,
+        variant: Option<&str>,
         image: Option<&Result<ResolvedImage, String>>,
         step: Step,
     ) -> Result<(), NodeError> {
@@ -175,7 +243,7 @@ impl Node {
                 }
                 self.start(app, image, record).await
             }
-            Step::Start => self.start_new(app, image).await,
+            Step::Start => self.start_new(app, variant, image).await,
         }
     }
 
@@ -282,6 +350,7 @@ impl Node {
     async fn start_new(
         &self,
         app: &AppRecord,
+        variant: Option<&str>,
         image: Option<&Result<ResolvedImage, String>>,
     ) -> Result<(), NodeError> {
         let mut id = new_container_id(&app.spec.name);
@@ -306,6 +375,7 @@ impl Node {
             created_at: now_secs(),
             created_ms: now_millis(),
             started_at: None,
+            variant: variant.map(str::to_string),
         };
         self.store.put_container(&record)?;
         std::fs::create_dir_all(self.container_dir(&record.id))
@@ -671,6 +741,25 @@ fn pick(by_id: &BTreeMap<String, ContainerRecord>, ids: Vec<&str>) -> Vec<Contai
     ids.iter()
         .filter_map(|id| by_id.get(*id).cloned())
         .collect()
+}
+
+/// What the node sees of its containers, for [`plan`].
+struct Seen<'s> {
+    tasks: &'s BTreeMap<String, crate::runtime::TaskState>,
+    ready: &'s std::collections::BTreeSet<String>,
+    backoffs: &'s super::backoff::Backoffs,
+}
+
+impl Seen<'_> {
+    fn observed<'c>(&'c self, containers: &'c [ContainerRecord]) -> Observed<'c> {
+        Observed {
+            containers,
+            tasks: self.tasks,
+            ready: self.ready,
+            backoffs: self.backoffs,
+            now: Instant::now(),
+        }
+    }
 }
 
 /// One step of a plan that touches a container of the app.

@@ -5,7 +5,7 @@ use tracing::Instrument as _;
 
 use super::{Node, NodeError, remove_dir_if_exists};
 use crate::command::{Command, Outcome};
-use crate::model::AppSpec;
+use crate::model::{AppSpec, ValidationError};
 use crate::state::Row as _;
 use crate::state::{
     APPS, AppRecord, PLACEMENTS, Placement, REVISION_LIMIT, REVISIONS, RevisionRecord, VOLUMES,
@@ -113,6 +113,11 @@ impl Node {
                 self.deploy(spec, Some(target.revision)).await
             }
             Command::Rollout { name, action } => self.control_rollout(&name, action).await,
+            Command::PromoteVariant { name, variant } => {
+                let app = self.require_app(&name)?;
+                let spec = promoted_variant(&app.spec, &variant)?;
+                self.deploy(spec, None).await
+            }
             Command::CreateVolume { name } => {
                 if self.store.volume(&name)?.is_some() {
                     return Err(NodeError::Conflict(format!("volume {name} already exists")));
@@ -335,6 +340,15 @@ impl Node {
         self.remember_image(&spec.image, &image);
         let mut spec = spec;
         spec.image = image.name;
+        for variant in &mut spec.strategy.variants {
+            let image = self
+                .runtime
+                .ensure_image(&variant.image, &|_| {})
+                .instrument(tracing::info_span!("image.pull", image = %variant.image))
+                .await?;
+            self.remember_image(&variant.image, &image);
+            variant.image = image.name;
+        }
         let existing = self.store.app(&spec.name)?;
         let created = existing.is_none();
         let record = match existing {
@@ -422,21 +436,67 @@ impl Node {
     }
 }
 
+/// `spec` with the A/B test's `variant` as its one version: the variant's image, the strategy
+/// `simple` (each node replaces its variant containers once the promoted version's are ready
+/// there) with the rollout settings the test had.
+fn promoted_variant(spec: &AppSpec, variant: &str) -> Result<AppSpec, NodeError> {
+    let variants = spec.variants();
+    if variants.is_empty() {
+        return Err(NodeError::Conflict(format!(
+            "app {} runs no A/B test: there is no variant to promote",
+            spec.name
+        )));
+    }
+    let Some(chosen) = variants.iter().find(|v| v.name == variant) else {
+        let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+        return Err(NodeError::Invalid(ValidationError::new(
+            "variant",
+            format!(
+                "app {} has no variant {variant:?}: its variants are {}",
+                spec.name,
+                names.join(", ")
+            ),
+        )));
+    };
+    Ok(AppSpec {
+        image: chosen.image.clone(),
+        strategy: crate::model::StrategySpec {
+            name: "simple".to_string(),
+            variants: Vec::new(),
+            duration_secs: None,
+            ..spec.strategy.clone()
+        },
+        ..spec.clone()
+    })
+}
+
 /// Whether two specs are one revision: the same but for the replica count and the strategy
 /// (scaling is not a new revision, and an undo keeps the current count and strategy).
 pub fn same_revision(a: &AppSpec, b: &AppSpec) -> bool {
     AppSpec {
         replicas: b.replicas,
-        strategy: b.strategy.clone(),
+        strategy: strategy_but_variants(b, a),
         ..a.clone()
     } == *b
+}
+
+/// `b`'s strategy with `a`'s variants: an A/B test's variants are what runs, not how it is
+/// replaced.
+fn strategy_but_variants(b: &AppSpec, a: &AppSpec) -> crate::model::StrategySpec {
+    let mut strategy = b.strategy.clone();
+    strategy.variants = a.strategy.variants.clone();
+    if a.variants().is_empty() != b.variants().is_empty() {
+        // Into or out of an A/B test: the name decides whether the variants run.
+        strategy.name = a.strategy.name.clone();
+    }
+    strategy
 }
 
 /// Whether a change from `a` to `b` keeps the containers: only the strategy differs. (A new
 /// replica count replaces them too, as it always has: a redeploy is a fresh start.)
 fn same_containers(a: &AppSpec, b: &AppSpec) -> bool {
     AppSpec {
-        strategy: b.strategy.clone(),
+        strategy: strategy_but_variants(b, a),
         ..a.clone()
     } == *b
 }

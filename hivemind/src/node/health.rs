@@ -50,22 +50,25 @@ impl Node {
             reason,
             restarts: record.restarts,
             resets: self.resets_for_analysis(record),
+            variant: record.variant.clone(),
         };
         self.publish_endpoint(&record.id, Some(&endpoint)).await
     }
 
     /// The TCP resets a container sent, while its app is under a rollout whose strategy
-    /// analyses failures (0 otherwise, so that the endpoint record does not change with every
-    /// reset).
+    /// analyses failures or serves an A/B test's variants (0 otherwise, so that the endpoint
+    /// record does not change with every reset).
     fn resets_for_analysis(&self, record: &crate::state::ContainerRecord) -> u64 {
         let analysed = self
             .store
             .app(&record.app)
             .ok()
             .flatten()
-            .and_then(|app| {
-                app.active_rollout()
-                    .map(|r| crate::rollout::ANALYSED.contains(&r.strategy.as_str()))
+            .map(|app| {
+                !app.spec.variants().is_empty()
+                    || app
+                        .active_rollout()
+                        .is_some_and(|r| crate::rollout::ANALYSED.contains(&r.strategy.as_str()))
             })
             .unwrap_or(false);
         let Some(dataplane) = self.dataplane.as_ref().filter(|_| analysed) else {

@@ -30,8 +30,14 @@ impl Node {
 
     /// How many replicas of `app` this node should run.
     pub fn local_replicas(&self, app: &AppRecord) -> Result<usize, NodeError> {
-        let placement: Option<Placement> = self.store.value(PLACEMENTS, &app.spec.name)?;
-        Ok(placement.map_or(0, |p| p.nodes.iter().filter(|n| **n == self.id).count()))
+        let nodes = self.placement_nodes(&app.spec.name)?;
+        Ok(nodes.iter().filter(|n| **n == self.id).count())
+    }
+
+    /// The node of each replica of `app`, as its placement lists them.
+    pub fn placement_nodes(&self, app: &str) -> Result<Vec<String>, NodeError> {
+        let placement: Option<Placement> = self.store.value(PLACEMENTS, app)?;
+        Ok(placement.map(|p| p.nodes).unwrap_or_default())
     }
 
     /// How many replicas of `app`'s current generation this node runs, and, while a rollout's
@@ -40,8 +46,7 @@ impl Node {
         let Some(quotas) = app.active_rollout().and_then(|r| r.quotas) else {
             return Ok((self.local_replicas(app)?, None));
         };
-        let placement: Option<Placement> = self.store.value(PLACEMENTS, &app.spec.name)?;
-        let nodes = placement.map(|p| p.nodes).unwrap_or_default();
+        let nodes = self.placement_nodes(&app.spec.name)?;
         let (new, old) = crate::rollout::local_quotas(&nodes, &self.id, quotas);
         Ok((new, Some(old)))
     }

@@ -225,6 +225,7 @@ mod tests {
             created_at: n,
             created_ms: n,
             started_at: Some(n),
+            variant: None,
         }
     }
 

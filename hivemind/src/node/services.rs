@@ -146,6 +146,9 @@ impl Node {
                 .collect();
             let app = apps.iter().find(|a| a.spec.name == service.app);
             let weights = backend_weights(app, &ready);
+            // An A/B test: each variant's run of slots, chosen by the client's address.
+            let variants = app.map_or(&[][..], |a| a.spec.variants());
+            let affinity = !variants.is_empty();
             for port in &service.ports {
                 let list: Vec<ServiceBackend> = ready
                     .iter()
@@ -158,7 +161,11 @@ impl Node {
                     })
                     .collect();
                 let key = (service.vip, *port, TCP);
-                wanted.insert(key, (0, slots(&list)));
+                let value = match app.filter(|_| affinity) {
+                    Some(app) => (service_flags::AFFINITY, variant_slots(app, &ready, &list)),
+                    None => (0, slots(&list)),
+                };
+                wanted.insert(key, value);
                 backends.insert(key, list);
                 // The preview reaches the current generation alone.
                 if let (Some(preview), Some(app)) = (service.preview_vip, app) {
@@ -199,7 +206,14 @@ impl Node {
                         }
                     }
                     let key = (node_ip, p.published, TCP);
-                    wanted.insert(key, (flags, slots(&list)));
+                    let value = match wanted.get(&(service.vip, p.target, TCP)) {
+                        // The same slots as the VIP's: a client's variant is the same both ways.
+                        Some((vip_flags, vip_slots)) if affinity => {
+                            (flags | vip_flags, vip_slots.clone())
+                        }
+                        _ => (flags, slots(&list)),
+                    };
+                    wanted.insert(key, value);
                     backends.insert(key, list);
                 }
             }
@@ -222,15 +236,44 @@ impl Node {
         diff(&current, wanted).apply(
             &mut *dataplane,
             |dp, (vip, port, proto)| dp.remove_service(vip, port, proto),
-            |dp, (vip, port, proto), (flags, _)| {
+            |dp, (vip, port, proto), (flags, slots)| {
                 let list = backends
                     .get(&(vip, port, proto))
                     .map_or(&[][..], Vec::as_slice);
-                dp.set_frontend(vip, port, proto, list, flags)
+                dp.set_frontend_slots(vip, port, proto, list, &slots, flags)
             },
         )?;
         Ok(())
     }
+}
+
+/// The slots of an A/B test's frontend: each variant's ready endpoints of the current
+/// generation (`list` holds their backends, in the order of `ready`) in a run of their share;
+/// a variant with none ready lends its run to the version the test replaces while it still
+/// serves.
+fn variant_slots(
+    app: &AppRecord,
+    ready: &[&EndpointRecord],
+    list: &[crate::dataplane::ServiceBackend],
+) -> Vec<u32> {
+    let of = |e: &EndpointRecord, name: Option<&str>| {
+        e.generation == app.generation && e.variant.as_deref() == name
+    };
+    let ids = |keep: &dyn Fn(&EndpointRecord) -> bool| -> Vec<u32> {
+        ready
+            .iter()
+            .zip(list)
+            .filter(|(e, _)| keep(e))
+            .map(|(_, b)| b.id)
+            .collect()
+    };
+    let variants = app.spec.variants();
+    let groups: Vec<(u32, Vec<u32>)> = variants
+        .iter()
+        .map(|v| (v.share, ids(&|e| of(e, Some(v.name.as_str())))))
+        .collect();
+    let replaced = ids(&|e| !variants.iter().any(|v| of(e, Some(v.name.as_str()))));
+    crate::dataplane::affinity_slots(&groups, &replaced)
 }
 
 /// The weight of each ready endpoint of an app: alike, unless a rollout splits the traffic by

@@ -8,6 +8,7 @@
 //! in its reconcile pass and writes the result into the app's record; every node then runs its
 //! share of each quota ([`local_quotas`]).
 
+mod ab_testing;
 mod blue_green;
 mod canary;
 mod rolling;
@@ -15,6 +16,7 @@ mod simple;
 
 use crate::model::{Quotas, Rollout, RolloutPhase, StrategySpec, ValidationError};
 
+pub use ab_testing::{AbTesting, variant_local, variant_replicas};
 pub use blue_green::BlueGreen;
 pub use canary::{Canary, FAILURES_TO_FAIL, permille};
 pub use rolling::RollingUpdate;
@@ -116,14 +118,13 @@ pub trait DeploymentStrategy: Send + Sync {
 }
 
 /// Every strategy, by name.
-pub static STRATEGIES: &[&dyn DeploymentStrategy] = &[&Simple, &RollingUpdate, &Canary, &BlueGreen];
+pub static STRATEGIES: &[&dyn DeploymentStrategy] =
+    &[&Simple, &RollingUpdate, &Canary, &BlueGreen, &AbTesting];
 
 /// Strategies whose analysis reads the containers' failures (the nodes publish TCP resets in
-/// the endpoint records only while one of these runs).
+/// the endpoint records only while one of these runs, or while an app serves an A/B test's
+/// variants, whose figures its status shows).
 pub const ANALYSED: &[&str] = &["canary", "blue-green"];
-
-/// Strategies of the reference guide that are not built yet: named in the error.
-const PLANNED: &[&str] = &["ab-testing"];
 
 /// Refuses the flags of `spec` that `strategy` has no use for (by field name).
 fn refuse_unused(
@@ -167,16 +168,26 @@ pub fn strategy(name: &str) -> Option<&'static dyn DeploymentStrategy> {
 pub fn check_strategy(spec: &StrategySpec) -> Result<(), ValidationError> {
     let names: Vec<&str> = STRATEGIES.iter().map(|s| s.name()).collect();
     let Some(strategy) = strategy(&spec.name) else {
-        let why = if PLANNED.contains(&spec.name.as_str()) {
-            "is not available in this version"
-        } else {
-            "is not a strategy"
-        };
         return Err(ValidationError::new(
             "strategy",
-            format!("{:?} {why}: use {}", spec.name, names.join(" or ")),
+            format!(
+                "{:?} is not a strategy: use {}",
+                spec.name,
+                names.join(" or ")
+            ),
         ));
     };
+    if !spec.variants.is_empty() && strategy.name() != crate::model::AB_TESTING
+        || spec.duration_secs.is_some() && strategy.name() != crate::model::AB_TESTING
+    {
+        return Err(ValidationError::new(
+            "strategy.variants",
+            format!(
+                "--variant and --duration apply to --strategy ab-testing only, not {}",
+                spec.name
+            ),
+        ));
+    }
     strategy.check(spec)
 }
 
@@ -365,18 +376,24 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_planned_strategies_are_refused_by_name() {
+    fn unknown_strategies_and_foreign_flags_are_refused_by_name() {
         let mut spec = StrategySpec::default();
         assert!(check_strategy(&spec).is_ok());
         spec.name = "ab-testing".into();
         let error = check_strategy(&spec).unwrap_err().to_string();
-        assert!(error.contains("not available"), "{error}");
+        assert!(error.contains("at least two"), "{error}");
         spec.name = "yolo".into();
         let error = check_strategy(&spec).unwrap_err().to_string();
         assert!(
-            error.contains("simple or rolling-update or canary or blue-green"),
+            error.contains("simple or rolling-update or canary or blue-green or ab-testing"),
             "{error}"
         );
+        let with_duration = StrategySpec {
+            duration_secs: Some(60),
+            ..Default::default()
+        };
+        let error = check_strategy(&with_duration).unwrap_err().to_string();
+        assert!(error.contains("ab-testing only"), "{error}");
         // Simple has no batches.
         let mut simple = rolling(1, 1);
         simple.name = "simple".into();

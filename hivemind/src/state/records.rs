@@ -108,6 +108,9 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub created_ms: u64,
     pub started_at: Option<u64>,
+    /// The A/B test variant it runs, if its app serves variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// One revision of an app: the spec a deploy asked for, kept so that `app rollout undo` can go
@@ -220,6 +223,9 @@ pub struct EndpointRecord {
     /// its app is under a canary rollout (the analysis reads them).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resets: u64,
+    /// The A/B test variant it runs, if its app serves variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
