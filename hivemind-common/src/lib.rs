@@ -765,6 +765,20 @@ pub mod service_flags {
 /// client's slot (`hash % AFFINITY_SLOTS`) stays the same whatever its backends do.
 pub const AFFINITY_SLOTS: u16 = 1000;
 
+/// The hash of a client's address (as the packet holds it, read as a native `u32`) that picks
+/// its slot on a frontend with `service_flags::AFFINITY`: the same client, the same slot, on
+/// every frontend and every node, and in the HTTP ingress, which picks an A/B test's variant
+/// the same way.
+pub const fn client_hash(saddr: u32) -> u32 {
+    // The murmur3 finalizer.
+    let mut h = saddr ^ 0x9e37_79b9;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 /// Source ports a published port's SNAT hands out (host order, inclusive): below the kernel's
 /// ephemeral range (32768-60999 by default), so they do not meet the node's own connections
 /// from the gateway address.

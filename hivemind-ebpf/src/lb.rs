@@ -481,7 +481,7 @@ fn select(flow: &Flow) -> Result<Option<(u32, Backend, u16)>, u8> {
         flow.dport,
         flow.proto,
         hash(flow),
-        client_hash(flow.saddr),
+        hivemind_common::client_hash(flow.saddr),
     )
 }
 
@@ -757,13 +757,6 @@ fn hash(flow: &Flow) -> u32 {
     h = mix(h ^ flow.daddr);
     h = mix(h ^ ((u32::from(flow.sport) << 16) | u32::from(flow.dport)));
     mix(h ^ u32::from(flow.proto))
-}
-
-/// A hash of the client's address alone (client-address affinity): the same client, the same
-/// slot, on every frontend and every node.
-#[inline(always)]
-fn client_hash(saddr: u32) -> u32 {
-    mix(saddr ^ 0x9e37_79b9)
 }
 
 /// The murmur3 finalizer.

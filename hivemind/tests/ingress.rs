@@ -88,6 +88,7 @@ fn routes(port: u16) -> Routes {
             // Nothing listens on 127.0.0.2: every other request starts there
             // and must go on to the next backend.
             backends: vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)],
+            variants: Vec::new(),
         },
     );
     routes.insert(
@@ -96,6 +97,7 @@ fn routes(port: u16) -> Routes {
             app: "idle".to_string(),
             port,
             backends: Vec::new(),
+            variants: Vec::new(),
         },
     );
     routes
@@ -237,6 +239,7 @@ async fn a_backend_that_refuses_everywhere_is_a_502() {
             app: "web".to_string(),
             port: 9,
             backends: vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
+            variants: Vec::new(),
         },
     );
     ingress.set_routes(routes);

@@ -4,7 +4,8 @@
 //! itself; a rollout paused, resumed and aborted; a 10% canary, its share measured over 2,000
 //! connections, then promoted; a blue-green update behind a preview VIP, switched on promote
 //! and undone. Not one request may fail. Then, with the load stopped, a canary that resets
-//! connections fails its analysis and goes back by itself.
+//! connections fails its analysis and goes back by itself, and an A/B test of two images
+//! keeps each of 400 outside clients on one variant until one variant is promoted.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -385,6 +386,237 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     // Back on v5: every connection answered again.
     let after = burst(pid, &vip, 100)?;
     assert!(after.iter().all(|a| a == "v5"), "{after:?}");
+
+    ab_test(testbed, dir, pid, &vip)
+}
+
+/// Clients outside the cluster, one address each: AnyIP on the testbed's bridge namespace.
+const AB_CLIENTS: usize = 400;
+const AB_CLIENT_NET: &str = "10.77.0.0/16";
+const AB_PORT: &str = "18090";
+const AB_DOMAIN: &str = "ab.example.test";
+
+fn ab_client(i: usize) -> String {
+    format!("10.77.{}.{}", i / 250, 1 + i % 250)
+}
+
+/// An A/B test 50/50 of two images (each answering its own greeting), replacing v5: a port
+/// published on every node, 400 clients outside the cluster, each with its own address, each
+/// asking through node 1 and node 2. Every client stays on one variant, the clients split
+/// 50 ± 5, the client container inside the cluster stays on one variant through the VIP, and
+/// `rollout promote --variant b` leaves b alone.
+fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()> {
+    let mut images = Vec::new();
+    for variant in ["a", "b"] {
+        let image = hivemind_tests::image::build_test_image_greeting(
+            &dir.join(format!("image-{variant}")),
+            &format!("ab-{variant}"),
+        )?;
+        images.push(testbed.serve_image(&image, "hm/test-app", &format!("ab-{variant}"))?);
+    }
+    // The clients' addresses, and the nodes' way back to them (inside the test's namespaces).
+    hivemind_tests::netns::run(testbed.bridge.command("ip").args([
+        "route",
+        "add",
+        "local",
+        AB_CLIENT_NET,
+        "dev",
+        "lo",
+    ]))?;
+    for node in &testbed.nodes {
+        hivemind_tests::netns::run(node.ns.command("ip").args([
+            "route",
+            "add",
+            AB_CLIENT_NET,
+            "via",
+            &hivemind_tests::testbed::BRIDGE_IP.to_string(),
+        ]))?;
+    }
+    let replicas = REPLICAS.to_string();
+    let variant_a = format!("name=a,image={},percentage=50", images[0]);
+    let variant_b = format!("name=b,image={},percentage=50", images[1]);
+    let publish = format!("{AB_PORT}:80");
+    deploy(
+        testbed,
+        &[
+            "app",
+            "deploy",
+            "--name",
+            APP,
+            "--replicas",
+            &replicas,
+            "--strategy",
+            "ab-testing",
+            "--variant",
+            &variant_a,
+            "--variant",
+            &variant_b,
+            "--duration",
+            "3600",
+            "--publish",
+            &publish,
+            "--service",
+            AB_DOMAIN,
+            "--ready-http",
+            "/ready",
+            "--ready-interval",
+            "1s",
+            "--ready-retries",
+            "1",
+        ],
+    )?;
+    let generation = status(testbed, 1)?["generation"]
+        .as_u64()
+        .context("generation")?;
+    let s = watch_until(testbed, "complete", generation, Duration::from_secs(180))?;
+    let variants = s["variants"].as_array().context("variants")?;
+    assert_eq!(variants.len(), 2, "{s}");
+    for v in variants {
+        assert!(
+            v["replicas"] == 3 && v["ready"] == 3 && v["percentage"] == 50.0,
+            "three ready replicas per variant: {s}"
+        );
+    }
+    assert!(s["test_ends_at"].is_u64() && s["test_over"] == false, "{s}");
+    std::thread::sleep(Duration::from_secs(2)); // every node's service map follows
+
+    // Each client asks through node 1, then node 2, each time on a new connection.
+    let script: String = (0..AB_CLIENTS)
+        .map(|i| {
+            let addr = ab_client(i);
+            let ask = |node: usize| {
+                format!(
+                    "$(curl -sS --max-time 3 --interface {addr} http://{}:{AB_PORT}/greeting 2>&1)",
+                    testbed.node(node).ip()
+                )
+            };
+            format!("echo \"{addr} {} {}\"\n", ask(1), ask(2))
+        })
+        .collect();
+    let output = hivemind_tests::netns::run(testbed.bridge.command("sh").args(["-c", &script]))?;
+    let mut on_a = 0;
+    let mut variant_of = std::collections::BTreeMap::new();
+    for line in output.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            fields.len() == 3 && fields[1] == fields[2] && fields[1].starts_with("ab-"),
+            "a client changed variants, or failed: {line}"
+        );
+        on_a += usize::from(fields[1] == "ab-a");
+        variant_of.insert(fields[0].to_string(), fields[1].to_string());
+    }
+    assert_eq!(output.lines().count(), AB_CLIENTS, "{output}");
+    let share = on_a as f64 * 100.0 / AB_CLIENTS as f64;
+    eprintln!("A/B 50/50: {share}% of {AB_CLIENTS} clients on variant a, each on one variant");
+    assert!((45.0..=55.0).contains(&share), "{share}% on a, not 50 ± 5");
+    // Through the HTTP ingress (node 3's): the same variant for the same client address, unless
+    // a header or cookie names one; the answer names it and sets the cookie.
+    let script: String = (0..100)
+        .map(|i| {
+            let addr = ab_client(i * 4);
+            format!(
+                "echo \"{addr} $(curl -sS --max-time 3 -H 'Host: {AB_DOMAIN}' --interface {addr} http://{}/greeting 2>&1)\"\n",
+                testbed.node(3).ip()
+            )
+        })
+        .collect();
+    let output = hivemind_tests::netns::run(testbed.bridge.command("sh").args(["-c", &script]))?;
+    for line in output.lines() {
+        let (addr, answer) = line.split_once(' ').context("a line")?;
+        assert_eq!(
+            Some(answer.trim()),
+            variant_of.get(addr).map(String::as_str),
+            "the ingress and the VIP disagree on {addr}'s variant"
+        );
+    }
+    let ingress = format!("http://{}/greeting", testbed.node(3).ip());
+    let host = format!("Host: {AB_DOMAIN}");
+    let ask = |extra: &[&str]| -> Result<String> {
+        let mut command = testbed.bridge.command("curl");
+        command.args(["-sS", "--max-time", "3", "-H", &host, "-i"]);
+        command.args(extra).arg(&ingress);
+        hivemind_tests::netns::run(&mut command)
+    };
+    let named = ask(&["-H", "X-Hivemind-Variant: b"])?;
+    assert!(
+        named.trim_end().ends_with("ab-b") && named.contains("x-hivemind-variant: b"),
+        "{named}"
+    );
+    let cookie = ask(&["-b", "hivemind-variant=a"])?;
+    assert!(cookie.trim_end().ends_with("ab-a"), "{cookie}");
+    let fresh = ask(&[])?;
+    assert!(
+        fresh.contains("set-cookie: hivemind-variant="),
+        "a client the test has not seen gets its variant's cookie: {fresh}"
+    );
+    // The client inside the cluster: one address, one variant, through the VIP.
+    let inside = burst(pid, vip, 30)?;
+    assert!(
+        inside.iter().all(|a| *a == inside[0]) && inside[0].starts_with("ab-"),
+        "the client container changed variants: {inside:?}"
+    );
+    // Each variant served, as the data plane counted it.
+    let s = status(testbed, 2)?;
+    for v in s["variants"].as_array().context("variants")? {
+        assert!(v["packets_in"].as_u64() > Some(0), "{s}");
+    }
+    let text = testbed
+        .node(3)
+        .daemon
+        .cli(&["app", "rollout", "status", "--name", APP]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("variant a: 50% of the clients, 3/3 ready"),
+        "{text}"
+    );
+
+    // Keep b: the app runs b's image alone, its A/B test over.
+    let promoted =
+        testbed
+            .node(2)
+            .daemon
+            .cli(&["app", "rollout", "promote", "--name", APP, "--variant", "b"]);
+    if !promoted.status.success() {
+        bail!(
+            "promote --variant: {}",
+            String::from_utf8_lossy(&promoted.stderr)
+        );
+    }
+    let kept = status(testbed, 1)?["generation"]
+        .as_u64()
+        .context("generation")?;
+    assert!(kept > generation);
+    let done = watch_until(testbed, "complete", kept, Duration::from_secs(180))?;
+    assert_eq!(done["strategy"], "simple", "{done}");
+    assert!(
+        done["variants"].as_array().is_some_and(Vec::is_empty),
+        "{done}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let script: String = (0..40)
+        .map(|i| {
+            format!(
+                "curl -sS --max-time 3 --interface {} http://{}:{AB_PORT}/greeting\n",
+                ab_client(i * 10),
+                testbed.node(1 + i % 3).ip()
+            )
+        })
+        .collect();
+    let output = hivemind_tests::netns::run(testbed.bridge.command("sh").args(["-c", &script]))?;
+    assert!(
+        output.lines().count() == 40 && output.lines().all(|l| l.trim() == "ab-b"),
+        "after promoting b: {output}"
+    );
+    let refused =
+        testbed
+            .node(1)
+            .daemon
+            .cli(&["app", "rollout", "promote", "--name", APP, "--variant", "a"]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("runs no A/B test"),
+        "{error}"
+    );
     Ok(())
 }
 

@@ -89,6 +89,12 @@ pub fn digest(data: &[u8]) -> String {
 
 /// The test app image: busybox, applet links, /www, /bin/hm-test-app.
 pub fn build_test_image(dir: &Path) -> Result<TestImage> {
+    build_test_image_greeting(dir, "default")
+}
+
+/// The test app image answering `greeting` on /greeting unless the app sets `GREETING`: one
+/// layer with the test app image, its own config (and digest).
+pub fn build_test_image_greeting(dir: &Path, greeting: &str) -> Result<TestImage> {
     let busybox = std::fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX}"))?;
     let mut tar = LayerBuilder::new();
     tar.dir("bin")?;
@@ -102,7 +108,7 @@ pub fn build_test_image(dir: &Path) -> Result<TestImage> {
     }
     let config = json!({
         "Entrypoint": ["/bin/hm-test-app"],
-        "Env": ["PATH=/bin", "GREETING=default"],
+        "Env": ["PATH=/bin", format!("GREETING={greeting}")],
         "WorkingDir": "/",
     });
     assemble(dir, tar.finish()?, config, "hivemind.test/hm/test-app:1")

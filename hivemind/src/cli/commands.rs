@@ -74,7 +74,12 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         memory: args.memory.clone().map(MemoryValue::Text),
     });
     let request = DeployRequest {
-        image: args.image.clone().unwrap_or_default(),
+        // An A/B test may leave the image out: its first variant's is the app's.
+        image: args
+            .image
+            .clone()
+            .or_else(|| args.strategy.variants.first().map(|v| v.image.clone()))
+            .unwrap_or_default(),
         name: args.name.clone(),
         service: args.service.clone(),
         replicas: args.replicas,

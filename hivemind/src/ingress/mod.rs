@@ -20,6 +20,12 @@
 //! Requests arrive as HTTP/1.1 or HTTP/2 (h2c on :80, ALPN on :443) and go to
 //! backends as HTTP/1.1 with `X-Forwarded-For`, `-Proto` and `-Host`;
 //! websockets (an HTTP/1.1 upgrade) are spliced once the backend agrees.
+//!
+//! An app under an A/B test: each request goes to one variant, named by the
+//! `X-Hivemind-Variant` header or the `hivemind-variant` cookie, else the one
+//! the client's address falls on (the same as through the VIP); the answer
+//! says which (`X-Hivemind-Variant`) and sets the cookie, so that a browser
+//! stays on its variant when its address changes.
 
 mod certs;
 mod proxy;
@@ -49,6 +55,21 @@ pub struct Route {
     /// The app's (first) service port on its containers.
     pub port: u16,
     /// Addresses of the ready containers, on any node.
+    pub backends: Vec<Ipv4Addr>,
+    /// An A/B test's variants (none otherwise): a request goes to one variant's backends,
+    /// the one its `X-Hivemind-Variant` header or `hivemind-variant` cookie names, else the
+    /// one the client's address falls on, as the kernel's balancer picks it for the VIP (see
+    /// `hivemind_common::client_hash`).
+    pub variants: Vec<RouteVariant>,
+}
+
+/// One variant of an A/B test behind a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteVariant {
+    pub name: String,
+    /// Its share of the clients, in permille.
+    pub share: u32,
+    /// Its ready containers.
     pub backends: Vec<Ipv4Addr>,
 }
 

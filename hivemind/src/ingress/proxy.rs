@@ -14,7 +14,64 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
-use super::{Ingress, Route};
+use super::{Ingress, Route, RouteVariant};
+
+/// The request header and the cookie that name an A/B test's variant; the answer's header
+/// says which variant answered.
+pub(super) const VARIANT_HEADER: &str = "x-hivemind-variant";
+pub(super) const VARIANT_COOKIE: &str = "hivemind-variant";
+
+/// The variant of `route` a request goes to (none without an A/B test), and whether the client
+/// named it: by the header, else the cookie (a name the test does not have is ignored), else
+/// by the client's address, in the runs of `AFFINITY_SLOTS` the kernel's balancer uses.
+fn pick_variant<'r>(
+    route: &'r Route,
+    headers: &HeaderMap,
+    client: std::net::IpAddr,
+) -> Option<(&'r RouteVariant, bool)> {
+    if route.variants.is_empty() {
+        return None;
+    }
+    let named = |name: &str| route.variants.iter().find(|v| v.name == name.trim());
+    if let Some(variant) = headers
+        .get(VARIANT_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .and_then(named)
+    {
+        return Some((variant, true));
+    }
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'));
+    for pair in cookies {
+        if let Some((key, value)) = pair.trim().split_once('=')
+            && key == VARIANT_COOKIE
+            && let Some(variant) = named(value)
+        {
+            return Some((variant, true));
+        }
+    }
+    let v4 = match client {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    let octets = v4.map_or([0; 4], |a| a.octets());
+    let slot = u64::from(
+        hivemind_common::client_hash(u32::from_ne_bytes(octets))
+            % u32::from(hivemind_common::AFFINITY_SLOTS),
+    );
+    let total: u64 = route.variants.iter().map(|v| u64::from(v.share)).sum();
+    let mut taken = 0;
+    for variant in &route.variants {
+        taken += u64::from(variant.share);
+        if slot < (taken * u64::from(hivemind_common::AFFINITY_SLOTS)).checked_div(total)? {
+            return Some((variant, false));
+        }
+    }
+    route.variants.last().map(|v| (v, false))
+}
 
 /// Time to open a connection to a backend before trying the next one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -285,10 +342,15 @@ impl Ingress {
                 ),
             );
         }
+        let variant = pick_variant(route, request.headers(), peer.ip());
+        let backends = match variant {
+            Some((v, _)) if !v.backends.is_empty() => &v.backends,
+            _ => &route.backends,
+        };
         let upgrade = is_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let response = match forwarded(request, peer, tls, upgrade) {
-            Ok(outgoing) => self.forward(route, outgoing, upgrade).await,
+            Ok(outgoing) => self.forward(route, backends, outgoing, upgrade).await,
             Err(e) => Err((
                 StatusCode::BAD_REQUEST,
                 format!("The request cannot be forwarded: {e}."),
@@ -306,6 +368,15 @@ impl Ingress {
                     &mut parts.headers,
                     parts.status == StatusCode::SWITCHING_PROTOCOLS,
                 );
+                if let Some((v, named)) = variant {
+                    if let Ok(value) = HeaderValue::from_str(&v.name) {
+                        parts.headers.insert(VARIANT_HEADER, value);
+                    }
+                    let cookie = format!("{VARIANT_COOKIE}={}; Path=/; SameSite=Lax", v.name);
+                    if let (false, Ok(value)) = (named, HeaderValue::from_str(&cookie)) {
+                        parts.headers.append(header::SET_COOKIE, value);
+                    }
+                }
                 Response::from_parts(parts, Body::new(body))
             }
             Err((status, detail)) => page(status, &detail),
@@ -319,20 +390,21 @@ impl Ingress {
         response
     }
 
-    /// Sends `request` to one of the route's backends, round-robin; a
+    /// Sends `request` to one of `backends` (the route's, or its variant's), round-robin; a
     /// backend that cannot be reached is skipped for the next.
     async fn forward(
         &self,
         route: &Route,
+        backends: &[std::net::Ipv4Addr],
         request: Request<Body>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, (StatusCode, String)> {
         let start = self.next_index();
-        let attempts = route.backends.len().min(MAX_ATTEMPTS);
+        let attempts = backends.len().min(MAX_ATTEMPTS);
         let mut request = request;
         let mut failures = Vec::new();
         for i in 0..attempts {
-            let ip = route.backends[(start + i) % route.backends.len()];
+            let ip = backends[(start + i) % backends.len()];
             let backend = SocketAddr::new(ip.into(), route.port);
             // Kept-alive connections first (never for an upgrade: that
             // connection is the backend's end of the tunnel).
@@ -430,6 +502,58 @@ mod tests {
         assert_eq!(headers[header::UPGRADE], "websocket");
         assert_eq!(headers[header::CONNECTION], "upgrade");
         assert!(!headers.contains_key("x-secret"));
+    }
+
+    /// A/B: the header wins, then the cookie, then the client's address, which falls on the
+    /// variant the kernel's balancer gives it (`affinity_slots`' runs).
+    #[test]
+    fn a_variant_is_picked_by_header_cookie_or_client_address() {
+        let variant = |name: &str, share, last| RouteVariant {
+            name: name.into(),
+            share,
+            backends: vec![std::net::Ipv4Addr::new(10, 244, 0, last)],
+        };
+        let route = Route {
+            app: "web".into(),
+            port: 80,
+            backends: Vec::new(),
+            variants: vec![variant("a", 500, 1), variant("b", 500, 2)],
+        };
+        let client = |last: u8| std::net::IpAddr::from([10, 77, 0, last]);
+        let pick = |headers: &HeaderMap, ip| {
+            pick_variant(&route, headers, ip).map(|(v, named)| (v.name.clone(), named))
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(VARIANT_HEADER, HeaderValue::from_static("b"));
+        assert_eq!(pick(&headers, client(1)), Some(("b".into(), true)));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x=1; hivemind-variant=a"),
+        );
+        assert_eq!(pick(&headers, client(1)), Some(("a".into(), true)));
+        // An unknown name is ignored: the address decides, the same way each time, and
+        // as the kernel lays the slots out.
+        headers.insert(VARIANT_HEADER, HeaderValue::from_static("zzz"));
+        headers.remove(header::COOKIE);
+        let slots = crate::dataplane::affinity_slots(&[(500, vec![1]), (500, vec![2])], &[]);
+        let mut seen = std::collections::BTreeSet::new();
+        for last in 1..=100u8 {
+            let (name, named) = pick(&headers, client(last)).expect("a variant");
+            assert!(!named);
+            let hash = hivemind_common::client_hash(u32::from_ne_bytes([10, 77, 0, last]));
+            let kernel = slots[(hash % 1000) as usize];
+            assert_eq!(name, if kernel == 1 { "a" } else { "b" });
+            seen.insert(name);
+        }
+        assert_eq!(seen.len(), 2);
+        let mapped = std::net::IpAddr::from(std::net::Ipv4Addr::new(10, 77, 0, 9).to_ipv6_mapped());
+        assert_eq!(pick(&headers, mapped), pick(&headers, client(9)));
+        let plain = Route {
+            variants: Vec::new(),
+            ..route.clone()
+        };
+        assert!(pick_variant(&plain, &headers, client(1)).is_none());
     }
 
     #[test]

@@ -7,10 +7,42 @@ use std::sync::Arc;
 
 use super::{Node, NodeError};
 use crate::command::Outcome;
-use crate::ingress::{CertInfo, Ingress, Route, Routes};
+use crate::ingress::{CertInfo, Ingress, Route, RouteVariant, Routes};
 use crate::secrets::{SecretValue, open, seal};
 use crate::services::{DEFAULT_PORT, ENDPOINTS, EndpointRecord, SERVICES, ServiceRecord};
 use crate::state::{TLS_CERTS, TlsCertRecord, now_secs};
+
+/// An A/B test's variants with their ready containers of the app's current generation.
+fn route_variants(
+    app: Option<&crate::state::AppRecord>,
+    endpoints: &[EndpointRecord],
+) -> Vec<RouteVariant> {
+    let Some(app) = app else {
+        return Vec::new();
+    };
+    app.spec
+        .variants()
+        .iter()
+        .map(|v| {
+            let mut backends: Vec<_> = endpoints
+                .iter()
+                .filter(|e| {
+                    e.app == app.spec.name
+                        && e.ready
+                        && e.generation == app.generation
+                        && e.variant.as_deref() == Some(v.name.as_str())
+                })
+                .map(|e| e.ip)
+                .collect();
+            backends.sort();
+            RouteVariant {
+                name: v.name.clone(),
+                share: v.share,
+                backends,
+            }
+        })
+        .collect()
+}
 
 impl Node {
     pub fn ingress(&self) -> &Arc<Ingress> {
@@ -32,6 +64,7 @@ impl Node {
     fn ingress_routes(&self) -> Result<Routes, NodeError> {
         let services: Vec<ServiceRecord> = self.store.values(SERVICES)?;
         let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
+        let apps = self.store.apps()?;
         let mut routes = Routes::new();
         for service in services {
             let Some(domain) = &service.domain else {
@@ -47,6 +80,10 @@ impl Node {
                 domain.trim_end_matches('.').to_ascii_lowercase(),
                 Route {
                     port: service.ports.first().copied().unwrap_or(DEFAULT_PORT),
+                    variants: route_variants(
+                        apps.iter().find(|a| a.spec.name == service.app),
+                        &endpoints,
+                    ),
                     app: service.app,
                     backends,
                 },
