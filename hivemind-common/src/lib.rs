@@ -987,6 +987,13 @@ pub mod reason {
     /// (`DIR_FROM_CONTAINER`) A TCP segment with RST set that the container sent and that was
     /// passed on (also counted as `FORWARDED`): a canary's analysis reads it.
     pub const TCP_RESET_SENT: u8 = 10;
+    /// (`DIR_TO_CONTAINER`) A TCP SYN (without ACK) delivered into the container (also counted
+    /// as `FORWARDED`).
+    pub const TCP_SYN_RECEIVED: u8 = 11;
+    /// (`DIR_FROM_CONTAINER`) A TCP SYN-ACK the container sent (also counted as `FORWARDED`):
+    /// the SYNs it received and answered with neither this nor a reset timed out at their
+    /// clients, which a canary's analysis reads.
+    pub const TCP_SYNACK_SENT: u8 = 12;
     /// First drop reason; every code at or above this one is a drop. Drop reasons are
     /// added here (128, 129, ...) as the programs that produce them land.
     pub const DROP_FIRST: u8 = 128;
@@ -1046,6 +1053,8 @@ pub mod reason {
             NAT_NEW_MAPPING => "nat_new_mapping",
             UNPOLICED => "no_policy",
             TCP_RESET_SENT => "tcp_reset_sent",
+            TCP_SYN_RECEIVED => "tcp_syn_received",
+            TCP_SYNACK_SENT => "tcp_synack_sent",
             DROP_NOT_IPV4 => "drop_not_ipv4",
             DROP_MALFORMED_IPV4 => "drop_malformed_ipv4",
             DROP_NO_TUNNEL => "drop_no_tunnel",
@@ -1183,6 +1192,8 @@ mod tests {
             reason::NAT_NEW_MAPPING,
             reason::UNPOLICED,
             reason::TCP_RESET_SENT,
+            reason::TCP_SYN_RECEIVED,
+            reason::TCP_SYNACK_SENT,
         ] {
             assert!(!reason::is_drop(code));
         }

@@ -90,11 +90,11 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     match verdict {
         Ok(()) => {
             metrics::count(endpoint, direction, reason::FORWARDED, bytes);
-            if direction == DIR_FROM_CONTAINER
-                && let pkt::Headers::Ipv4(ip) = &headers
-                && ip.tcp_flags & pkt::TCP_RST != 0
-            {
-                metrics::count(endpoint, direction, reason::TCP_RESET_SENT, 0);
+            if let pkt::Headers::Ipv4(ip) = &headers {
+                let event = tcp_event(direction, ip.tcp_flags);
+                if event != 0 {
+                    metrics::count(endpoint, direction, event, 0);
+                }
             }
             if to_outside {
                 return Ok(routing::to_outside(ctx, &headers));
@@ -118,6 +118,27 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
 /// What a container may send and receive at all: from a container, IPv4 from its own address
 /// and MAC (`DROP_SPOOFED`); both ways, IPv4 and ARP only (`DROP_NOT_IPV4_CONTAINER`: IPv6 is not
 /// carried, so it must not pass between containers around their policy).
+/// What a forwarded TCP segment says of the container's health, for the rollout analyses:
+/// a reset it sent, a SYN it received, a SYN-ACK it sent (`reason::TCP_*`); 0 for anything
+/// else.
+#[inline(always)]
+fn tcp_event(direction: u8, flags: u8) -> u8 {
+    let handshake = flags & (pkt::TCP_SYN | pkt::TCP_ACK | pkt::TCP_RST);
+    if direction == DIR_FROM_CONTAINER {
+        if flags & pkt::TCP_RST != 0 {
+            reason::TCP_RESET_SENT
+        } else if handshake == pkt::TCP_SYN | pkt::TCP_ACK {
+            reason::TCP_SYNACK_SENT
+        } else {
+            0
+        }
+    } else if handshake == pkt::TCP_SYN {
+        reason::TCP_SYN_RECEIVED
+    } else {
+        0
+    }
+}
+
 #[inline(always)]
 fn guard(
     ctx: &TcContext,

@@ -242,19 +242,26 @@ fn veth_traffic_is_counted_per_direction() {
         scope.spawn(|| {
             ctr.enter();
             let ctr_sock = UdpSocket::bind("10.199.0.2:0").expect("bind in container netns");
+            let listener =
+                std::net::TcpListener::bind("10.199.0.2:0").expect("listen in container netns");
             host.enter();
             let host_sock = UdpSocket::bind("10.199.0.1:0").expect("bind in host netns");
             for s in [&ctr_sock, &host_sock] {
                 s.set_read_timeout(Some(Duration::from_secs(3)))
                     .expect("timeout");
             }
-            veth_scenario(&host_sock, &ctr_sock, ifindex("hm-h"));
+            veth_scenario(&host_sock, &ctr_sock, &listener, ifindex("hm-h"));
         });
     });
 }
 
 /// Runs inside the host namespace: attach, send both ways, check counters, detach.
-fn veth_scenario(host_sock: &UdpSocket, ctr_sock: &UdpSocket, ifindex: u32) {
+fn veth_scenario(
+    host_sock: &UdpSocket,
+    ctr_sock: &UdpSocket,
+    listener: &std::net::TcpListener,
+    ifindex: u32,
+) {
     const N: u64 = 40;
     const PAYLOAD: usize = 100;
     const ENDPOINT: u32 = 4242;
@@ -286,7 +293,28 @@ fn veth_scenario(host_sock: &UdpSocket, ctr_sock: &UdpSocket, ifindex: u32) {
         assert_eq!(host_sock.recv(&mut buf).expect("host receives"), PAYLOAD);
     }
 
+    // One TCP connection accepted, one refused: two SYNs in, a SYN-ACK and a reset out, none
+    // left unanswered.
+    let listening = listener.local_addr().expect("addr");
+    let _client = std::net::TcpStream::connect_timeout(&listening, Duration::from_secs(3))
+        .expect("connect to the container");
+    let _accepted = listener.accept().expect("accept");
+    let closed = std::net::SocketAddr::new(listening.ip(), 1);
+    assert!(std::net::TcpStream::connect_timeout(&closed, Duration::from_secs(3)).is_err());
+    let events = dp.tcp_events(ENDPOINT).expect("tcp events");
+    assert_eq!(
+        (
+            events.tcp_syns_received,
+            events.tcp_synacks_sent,
+            events.tcp_resets_sent,
+            events.unanswered_syns()
+        ),
+        (2, 1, 1, 0),
+        "{events:?}"
+    );
+
     let c = dp.endpoint_counters(ENDPOINT).expect("counters");
+    assert_eq!(c.tcp_syns_received, 2, "{c:?}");
     let min_bytes = N * (14 + 20 + 8 + PAYLOAD as u64);
     assert!(c.to_container.packets >= N, "{c:?}");
     assert!(c.from_container.packets >= N, "{c:?}");

@@ -38,6 +38,10 @@ pub struct EndpointCounters {
     pub to_container_dropped: u64,
     /// TCP segments with RST the container sent (also counted in `from_container`).
     pub tcp_resets_sent: u64,
+    /// TCP SYNs delivered into the container, and the SYN-ACKs it sent (also counted in
+    /// `to_container` and `from_container`).
+    pub tcp_syns_received: u64,
+    pub tcp_synacks_sent: u64,
 }
 
 impl EndpointCounters {
@@ -58,15 +62,25 @@ impl EndpointCounters {
             *direction = direction.saturating_add(value.packets);
             return;
         }
-        if key.reason == reason::TCP_RESET_SENT {
-            self.tcp_resets_sent = self.tcp_resets_sent.saturating_add(value.packets);
-            return;
-        }
-        match key.direction {
-            DIR_FROM_CONTAINER => self.from_container.add(value),
-            DIR_TO_CONTAINER => self.to_container.add(value),
-            _ => {}
-        }
+        let event = match key.reason {
+            reason::TCP_RESET_SENT => &mut self.tcp_resets_sent,
+            reason::TCP_SYN_RECEIVED => &mut self.tcp_syns_received,
+            reason::TCP_SYNACK_SENT => &mut self.tcp_synacks_sent,
+            _ => match key.direction {
+                DIR_FROM_CONTAINER => return self.from_container.add(value),
+                DIR_TO_CONTAINER => return self.to_container.add(value),
+                _ => return,
+            },
+        };
+        *event = event.saturating_add(value.packets);
+    }
+
+    /// SYNs the container answered with neither a SYN-ACK nor a reset: their clients timed out
+    /// (a retransmitted SYN counts again).
+    pub fn unanswered_syns(&self) -> u64 {
+        self.tcp_syns_received
+            .saturating_sub(self.tcp_synacks_sent)
+            .saturating_sub(self.tcp_resets_sent)
     }
 }
 
@@ -232,6 +246,14 @@ mod tests {
             &MetricsKey::new(7, DIR_FROM_CONTAINER, reason::TCP_RESET_SENT),
             &value(2, 0),
         );
+        counters.add(
+            &MetricsKey::new(7, DIR_TO_CONTAINER, reason::TCP_SYN_RECEIVED),
+            &value(9, 0),
+        );
+        counters.add(
+            &MetricsKey::new(7, DIR_FROM_CONTAINER, reason::TCP_SYNACK_SENT),
+            &value(4, 0),
+        );
         counters.add(&MetricsKey::new(7, 9, reason::FORWARDED), &value(50, 50));
         // Overlay entries are keyed by node, not endpoint: never mixed in.
         counters.add(&MetricsKey::new(7, DIR_TO_OVERLAY, 130), &value(8, 8));
@@ -250,8 +272,12 @@ mod tests {
                 from_container_dropped: 1,
                 to_container_dropped: 4,
                 tcp_resets_sent: 2,
+                tcp_syns_received: 9,
+                tcp_synacks_sent: 4,
             }
         );
+        // 9 SYNs: 4 accepted, 2 refused, 3 left to time out.
+        assert_eq!(counters.unanswered_syns(), 3);
     }
 
     #[test]

@@ -421,19 +421,25 @@ impl Dataplane {
         Ok(all)
     }
 
-    /// The TCP resets `endpoint_id` sent, summed over CPUs: one lookup, as a canary's analysis
-    /// reads it for each of its containers on every pass.
-    pub fn tcp_resets_sent(&self, endpoint_id: u32) -> Result<u64, DataplaneError> {
-        let key = hivemind_common::MetricsKey::new(
-            endpoint_id,
-            hivemind_common::DIR_FROM_CONTAINER,
-            hivemind_common::reason::TCP_RESET_SENT,
-        );
-        match self.metrics.get(&key, 0) {
-            Ok(per_cpu) => Ok(counters::sum_cpus(per_cpu.iter()).packets),
-            Err(e) if is_not_found(&e) => Ok(0),
-            Err(e) => Err(DataplaneError::map(MAP_METRICS, "looking up")(e)),
+    /// The TCP resets `endpoint_id` sent, the SYNs it received and the SYN-ACKs it sent,
+    /// summed over CPUs (the other fields stay 0): three lookups, as a rollout's analysis reads
+    /// them for each of its containers on every pass.
+    pub fn tcp_events(&self, endpoint_id: u32) -> Result<EndpointCounters, DataplaneError> {
+        use hivemind_common::{DIR_FROM_CONTAINER, DIR_TO_CONTAINER, MetricsKey, reason};
+        let mut events = EndpointCounters::default();
+        for (direction, event) in [
+            (DIR_FROM_CONTAINER, reason::TCP_RESET_SENT),
+            (DIR_TO_CONTAINER, reason::TCP_SYN_RECEIVED),
+            (DIR_FROM_CONTAINER, reason::TCP_SYNACK_SENT),
+        ] {
+            let key = MetricsKey::new(endpoint_id, direction, event);
+            match self.metrics.get(&key, 0) {
+                Ok(per_cpu) => events.add(&key, &counters::sum_cpus(per_cpu.iter())),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "looking up")(e)),
+            }
         }
+        Ok(events)
     }
 
     /// Every entry of `HM_METRICS`, summed over CPUs.

@@ -38,6 +38,7 @@ impl Node {
             ),
             _ => (false, Some("not running".to_string())),
         };
+        let (resets, unanswered_syns) = self.tcp_failures_for_analysis(record);
         let endpoint = EndpointRecord {
             container: record.id.clone(),
             app: record.app.clone(),
@@ -49,16 +50,17 @@ impl Node {
             ready,
             reason,
             restarts: record.restarts,
-            resets: self.resets_for_analysis(record),
+            resets,
+            unanswered_syns,
             variant: record.variant.clone(),
         };
         self.publish_endpoint(&record.id, Some(&endpoint)).await
     }
 
-    /// The TCP resets a container sent, while its app is under a rollout whose strategy
-    /// analyses failures or serves an A/B test's variants (0 otherwise, so that the endpoint
-    /// record does not change with every reset).
-    fn resets_for_analysis(&self, record: &crate::state::ContainerRecord) -> u64 {
+    /// The TCP resets a container sent and the SYNs it left unanswered, while its app is under
+    /// a rollout whose strategy analyses failures or serves an A/B test's variants (0
+    /// otherwise, so that the endpoint record does not change with every connection).
+    fn tcp_failures_for_analysis(&self, record: &crate::state::ContainerRecord) -> (u64, u64) {
         let analysed = self
             .store
             .app(&record.app)
@@ -72,11 +74,11 @@ impl Node {
             })
             .unwrap_or(false);
         let Some(dataplane) = self.dataplane.as_ref().filter(|_| analysed) else {
-            return 0;
+            return (0, 0);
         };
         super::apps::lock(dataplane)
-            .tcp_resets_sent(super::endpoint_id(record))
-            .unwrap_or(0)
+            .tcp_events(super::endpoint_id(record))
+            .map_or((0, 0), |e| (e.tcp_resets_sent, e.unanswered_syns()))
     }
 
     /// Whether a running container serves: its readiness check's verdict

@@ -187,7 +187,7 @@ pub struct Node {
     /// Wakes the service sync (a replicated endpoint or service changed).
     services_wake: tokio::sync::Notify,
     /// When the owner first saw each new container of a rollout ready, for `min_ready_secs`.
-    ready_since: Mutex<HashMap<String, std::time::Instant>>,
+    ready_since: Mutex<HashMap<String, rollout::Readiness>>,
 }
 
 impl Node {

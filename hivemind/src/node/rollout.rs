@@ -17,9 +17,20 @@ use crate::state::{
     APPS, AppRecord, ContainerStatus, ENDPOINTS, EndpointRecord, PLACEMENTS, now_millis, now_secs,
 };
 
+/// What the app's owner saw of one container's readiness during a rollout.
+#[derive(Debug, Default)]
+pub(super) struct Readiness {
+    /// Since when it has been ready (none while it is not).
+    since: Option<Instant>,
+    /// Times it stopped being ready while it ran.
+    lost: u64,
+}
+
 impl Node {
     /// What the cluster shows of `app`'s update to its current generation: a new container
-    /// counts as available once the owner has seen it ready for `min_ready_secs`.
+    /// counts as available once the owner has seen it ready for `min_ready_secs`. A
+    /// container's failures are its restarts, the TCP resets it sent, the SYNs it left
+    /// unanswered, and the times the owner saw it lose its readiness while it ran.
     pub(super) fn observe_rollout(&self, app: &AppRecord) -> Result<Observed, NodeError> {
         let endpoints: Vec<EndpointRecord> = self.store.values(ENDPOINTS)?;
         let min_ready = Duration::from_secs(u64::from(app.spec.strategy.min_ready_secs));
@@ -30,7 +41,17 @@ impl Node {
             ..Default::default()
         };
         for endpoint in endpoints.iter().filter(|e| e.app == app.spec.name) {
-            let failures = u64::from(endpoint.restarts) + endpoint.resets;
+            let running = endpoint.status == ContainerStatus::Running;
+            let seen = since.entry(endpoint.container.clone()).or_default();
+            if endpoint.ready && running {
+                seen.since.get_or_insert(now);
+            } else if seen.since.take().is_some() && running {
+                seen.lost += 1;
+            }
+            let failures = u64::from(endpoint.restarts)
+                + endpoint.resets
+                + endpoint.unanswered_syns
+                + seen.lost;
             if endpoint.generation != app.generation {
                 observed.old_total += 1;
                 observed.old_failures += failures;
@@ -38,13 +59,11 @@ impl Node {
             }
             observed.new_total += 1;
             observed.new_failures += failures;
-            if endpoint.ready && endpoint.status == ContainerStatus::Running {
-                let first = *since.entry(endpoint.container.clone()).or_insert(now);
-                if now.duration_since(first) >= min_ready {
-                    observed.new_available += 1;
-                }
-            } else {
-                since.remove(&endpoint.container);
+            if seen
+                .since
+                .is_some_and(|first| now.duration_since(first) >= min_ready)
+            {
+                observed.new_available += 1;
             }
         }
         Ok(observed)

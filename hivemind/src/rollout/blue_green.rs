@@ -67,7 +67,7 @@ impl DeploymentStrategy for BlueGreen {
                 let failures = observed.new_failures.saturating_sub(at.failures_at_step);
                 if failures >= FAILURES_TO_FAIL {
                     return Step::Fail(format!(
-                        "the new version failed its verification: {failures} failures (TCP resets it sent, restarts)"
+                        "the new version failed its verification: {failures} failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts)"
                     ));
                 }
                 match (all_green, at.step_started_ms) {

@@ -1,7 +1,7 @@
 //! `canary`: the new version takes a share of the service's connections, split by weight in
 //! the eBPF service map (per connection, to 0.1%), independent of how many replicas each side
 //! runs. Each step's share holds for `interval_secs`; between steps an analysis compares the
-//! canary's failures (TCP resets it sent, restarts) with the stable version's, and a canary
+//! canary's failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts) with the stable version's, and a canary
 //! that fails goes back. The share never exceeds what the ready canary replicas can take: each
 //! replica takes at most 1/replicas of the traffic.
 
@@ -111,7 +111,7 @@ impl DeploymentStrategy for Canary {
         );
         if canary >= FAILURES_TO_FAIL && canary * n_old > 2 * stable * n_new {
             return Step::Fail(format!(
-                "the canary failed its analysis at {}%: {canary} failures (TCP resets it sent, restarts) against {stable} of the stable version",
+                "the canary failed its analysis at {}%: {canary} failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts) against {stable} of the stable version",
                 permille(share)
             ));
         }

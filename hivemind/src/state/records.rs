@@ -223,6 +223,10 @@ pub struct EndpointRecord {
     /// its app is under a canary rollout (the analysis reads them).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resets: u64,
+    /// TCP SYNs it received and answered with neither a SYN-ACK nor a reset (their clients
+    /// timed out), kept up to date as `resets` is.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unanswered_syns: u64,
     /// The A/B test variant it runs, if its app serves variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
