@@ -432,6 +432,27 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
             &hivemind_tests::testbed::BRIDGE_IP.to_string(),
         ]))?;
     }
+    // The rollout's progress as events, from node 3, while the test is deployed.
+    let events_file = dir.join("rollout-events.txt");
+    let mut events = testbed
+        .node(3)
+        .ns
+        .command("curl")
+        .args(["-skN", "--max-time", "240", "-H"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            hivemind_tests::daemon::TEST_TOKEN
+        ))
+        .arg(
+            testbed
+                .node(3)
+                .daemon
+                .url(&format!("/api/apps/{APP}/rollout/events")),
+        )
+        .stdout(std::fs::File::create(&events_file)?)
+        .spawn()
+        .context("curl the rollout's events")?;
+    std::thread::sleep(Duration::from_secs(1));
     let replicas = REPLICAS.to_string();
     let variant_a = format!("name=a,image={},percentage=50", images[0]);
     let variant_b = format!("name=b,image={},percentage=50", images[1]);
@@ -478,6 +499,29 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
         );
     }
     assert!(s["test_ends_at"].is_u64() && s["test_over"] == false, "{s}");
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = events.kill();
+    let _ = events.wait();
+    let phases: Vec<(u64, String)> = std::fs::read_to_string(&events_file)?
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .map(|v| {
+            (
+                v["generation"].as_u64().unwrap_or(0),
+                v["phase"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let at = |phase: &str| {
+        phases
+            .iter()
+            .position(|(g, p)| *g == generation && p == phase)
+    };
+    assert!(
+        at("progressing").is_some() && at("progressing") < at("complete"),
+        "the events show the A/B rollout progressing, then complete: {phases:?}"
+    );
     std::thread::sleep(Duration::from_secs(2)); // every node's service map follows
 
     // Each client asks through node 1, then node 2, each time on a new connection.

@@ -224,6 +224,16 @@ pub async fn rollout_status(
     headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<RolloutStatus>, ApiError> {
     require_name(&name)?;
+    status_of(&node, name, Some(&headers)).await.map(axum::Json)
+}
+
+/// The rollout status of app `name`; with `headers`, an A/B test's traffic figures too (asked
+/// of every node with the caller's token), else they are `null`.
+async fn status_of(
+    node: &AppState,
+    name: String,
+    headers: Option<&axum::http::HeaderMap>,
+) -> Result<RolloutStatus, ApiError> {
     let app = node
         .store()
         .app(&name)?
@@ -260,7 +270,7 @@ pub async fn rollout_status(
         .map(|r| r.revision);
     let rollout = app.rollout.as_ref();
     let quotas = app.active_rollout().and_then(|r| r.quotas);
-    let variants = variant_statuses(&node, &headers, &app, &endpoints).await?;
+    let variants = variant_statuses(node, headers, &app, &endpoints).await?;
     let test_ends_at = app
         .spec
         .strategy
@@ -268,7 +278,7 @@ pub async fn rollout_status(
         .filter(|_| !variants.is_empty())
         .zip(rollout)
         .map(|(secs, r)| r.started_ms / 1000 + u64::from(secs));
-    Ok(axum::Json(RolloutStatus {
+    Ok(RolloutStatus {
         variants,
         test_ends_at,
         test_over: test_ends_at.is_some_and(|end| crate::state::now_secs() >= end),
@@ -307,14 +317,77 @@ pub async fn rollout_status(
         ready,
         old,
         waiting,
-    }))
+    })
+}
+
+/// The app's rollout status as a stream of server-sent events: a `rollout` event with the
+/// status (as `GET /api/apps/{name}/rollout` answers it, an A/B test's traffic figures left
+/// `null`) now and whenever it changes (looked at every half second), and a `deleted` event
+/// when the app goes, which ends the stream.
+#[utoipa::path(
+    get,
+    path = "/api/apps/{name}/rollout/events",
+    tag = "apps",
+    params(("name" = String, Path, description = "app name")),
+    responses(
+        (status = 200, description = "an event stream until the app is deleted", content_type = "text/event-stream", body = String),
+        (status = 400, description = "the name is invalid", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
+pub async fn rollout_events(
+    State(node): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    require_name(&name)?;
+    let first = status_of(&node, name.clone(), None).await?;
+    let state = (node, name, Some(first), String::new());
+    let events = futures::stream::unfold(state, |(node, name, next, last)| async move {
+        let mut next = next;
+        loop {
+            let status = match next.take() {
+                Some(status) => Ok(status),
+                None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    status_of(&node, name.clone(), None).await
+                }
+            };
+            match status {
+                Ok(status) => {
+                    let data = serde_json::to_string(&status).unwrap_or_default();
+                    if data != last {
+                        let event = Event::default().event("rollout").data(data.clone());
+                        return Some((Ok(event), (node, name, None, data)));
+                    }
+                }
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                    if last.is_empty() {
+                        return None;
+                    }
+                    let event = Event::default()
+                        .event("deleted")
+                        .data(serde_json::json!({ "app": name }).to_string());
+                    return Some((Ok(event), (node, name, None, String::new())));
+                }
+                // A store error: look again at the next tick.
+                Err(_) => {}
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// The figures of each variant of an A/B test: its endpoints' readiness, restarts and resets,
 /// and the traffic into its containers from every node's data plane.
 async fn variant_statuses(
     node: &AppState,
-    headers: &axum::http::HeaderMap,
+    headers: Option<&axum::http::HeaderMap>,
     app: &crate::state::AppRecord,
     endpoints: &[crate::state::EndpointRecord],
 ) -> Result<Vec<VariantStatus>, ApiError> {
@@ -328,13 +401,18 @@ async fn variant_statuses(
         .into_iter()
         .map(|(id, c)| (id, (c.to_container.packets, c.to_container.bytes)))
         .collect();
-    let answers = super::traffic::ask_other_nodes::<ContainerMetrics>(
-        node,
-        headers,
-        "/api/metrics/containers",
-        &[] as &[(&str, &str)],
-    )
-    .await?;
+    let answers = match headers {
+        Some(headers) => {
+            super::traffic::ask_other_nodes::<ContainerMetrics>(
+                node,
+                headers,
+                "/api/metrics/containers",
+                &[] as &[(&str, &str)],
+            )
+            .await?
+        }
+        None => vec![(String::new(), None)],
+    };
     let complete = answers.iter().all(|(_, answer)| answer.is_some());
     for (id, value) in answers.into_iter().filter_map(|(_, a)| a).flat_map(|m| m.0) {
         let field = |name: &str| value["to_container"][name].as_u64().unwrap_or(0);

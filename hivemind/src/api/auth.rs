@@ -73,9 +73,9 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/apps/{name}" if read => p(Verb::Read, Apps, Path("name")),
         "/api/apps/{name}" => p(Verb::Delete, Apps, Path("name")),
         "/api/apps/{name}/logs" => p(Verb::Read, Logs, Path("name")),
-        "/api/apps/{name}/rollout" | "/api/apps/{name}/rollout/history" => {
-            p(Verb::Read, Apps, Path("name"))
-        }
+        "/api/apps/{name}/rollout"
+        | "/api/apps/{name}/rollout/history"
+        | "/api/apps/{name}/rollout/events" => p(Verb::Read, Apps, Path("name")),
         "/api/apps/{name}/rollout/undo" => p(Verb::Write, Apps, Path("name")),
         "/api/containers" | "/api/containers/{id}" => p(Verb::Read, Containers, NameFrom::None),
         "/api/containers/{id}/logs" => p(Verb::Read, Logs, NameFrom::None),

@@ -150,6 +150,7 @@ impl Routes {
                 apps::rollout_promote,
             )
             .add(Get, "/api/apps/{name}/rollout", apps::rollout_status)
+            .add(Get, "/api/apps/{name}/rollout/events", apps::rollout_events)
             .add(Post, "/api/scale", apps::scale)
             .add(Post, "/api/restart", apps::restart)
             .add(Get, "/api/containers", containers::list)

@@ -30,6 +30,7 @@ use super::{
         apps::delete,
         apps::logs,
         apps::rollout_status,
+        apps::rollout_events,
         apps::rollout_history,
         apps::rollout_undo,
         apps::rollout_pause,
