@@ -400,9 +400,9 @@ fn ab_client(i: usize) -> String {
     format!("10.77.{}.{}", i / 250, 1 + i % 250)
 }
 
-/// An A/B test 50/50 of two images (each answering its own greeting), replacing v5: a port
-/// published on every node, 400 clients outside the cluster, each with its own address, each
-/// asking through node 1 and node 2. Every client stays on one variant, the clients split
+/// An A/B test 50/50 of two images (each answering its own greeting), replacing v5, whose
+/// driving node is lost mid-way and comes back: a port published on every node, 400 clients
+/// outside the cluster, each with its own address, each asking through node 1 and node 2. Every client stays on one variant, the clients split
 /// 50 ± 5, the client container inside the cluster stays on one variant through the VIP, and
 /// `rollout promote --variant b` leaves b alone.
 fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()> {
@@ -432,10 +432,20 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
             &hivemind_tests::testbed::BRIDGE_IP.to_string(),
         ]))?;
     }
-    // The rollout's progress as events, from node 3, while the test is deployed.
+    // The node that drives the app's rollouts will be lost mid-way; the rollout's progress is
+    // followed as events from another one.
+    let driver = status(testbed, 1)?["driver"]
+        .as_str()
+        .context("the rollout's driver")?
+        .to_string();
+    let lost: usize = driver
+        .trim_start_matches("node-")
+        .parse()
+        .context("a node name")?;
+    let watcher = if lost == 3 { 2 } else { 3 };
     let events_file = dir.join("rollout-events.txt");
     let mut events = testbed
-        .node(3)
+        .node(watcher)
         .ns
         .command("curl")
         .args(["-skN", "--max-time", "240", "-H"])
@@ -445,7 +455,7 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
         ))
         .arg(
             testbed
-                .node(3)
+                .node(watcher)
                 .daemon
                 .url(&format!("/api/apps/{APP}/rollout/events")),
         )
@@ -489,7 +499,28 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
     let generation = status(testbed, 1)?["generation"]
         .as_u64()
         .context("generation")?;
-    let s = watch_until(testbed, "complete", generation, Duration::from_secs(180))?;
+    // The driver's daemon dies (kill -9) while the variants come up: another node takes the
+    // rollout over from replicated state; back, the daemon adopts its containers.
+    testbed.node_mut(lost).daemon.kill9();
+    let taken_over = eventually(
+        "another node drives the rollout",
+        Duration::from_secs(60),
+        || {
+            let s = status(testbed, watcher)?;
+            Ok(s["driver"]
+                .as_str()
+                .is_some_and(|d| d != driver)
+                .then_some(s))
+        },
+    )?;
+    eprintln!(
+        "the rollout's driver {driver} lost; {} took over at phase {}",
+        taken_over["driver"], taken_over["phase"]
+    );
+    let ns = hivemind_tests::netns::NetNs::existing(&testbed.node(lost).ns.name);
+    testbed.node_mut(lost).daemon.restart(&ns)?;
+    testbed.wait_converged(3)?;
+    let s = watch_until(testbed, "complete", generation, Duration::from_secs(240))?;
     let variants = s["variants"].as_array().context("variants")?;
     assert_eq!(variants.len(), 2, "{s}");
     for v in variants {

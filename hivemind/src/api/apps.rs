@@ -279,6 +279,7 @@ async fn status_of(
         .zip(rollout)
         .map(|(secs, r)| r.started_ms / 1000 + u64::from(secs));
     Ok(RolloutStatus {
+        driver: node.owner_name(&name)?,
         variants,
         test_ends_at,
         test_over: test_ends_at.is_some_and(|end| crate::state::now_secs() >= end),

@@ -726,6 +726,10 @@ pub struct RolloutStatus {
     /// An A/B test's variants, with what each served and how it failed.
     #[serde(default)]
     pub variants: Vec<VariantStatus>,
+    /// The node that places the app and drives its rollouts (its owner among the live
+    /// members, as the answering node sees them); another takes over when it is lost.
+    #[serde(default)]
+    pub driver: Option<String>,
     /// An A/B test with a duration: when it ends (seconds since the epoch); `test_over` once
     /// it has, and it waits for `rollout promote --variant`.
     #[serde(default)]

@@ -19,6 +19,20 @@ impl Node {
         }
     }
 
+    /// The name of the node that places `app` and drives its rollouts (its owner among the live
+    /// members), as this node sees the cluster.
+    pub fn owner_name(&self, app: &str) -> Result<Option<String>, NodeError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(Some(self.name.clone()));
+        };
+        let live: Vec<Member> = cluster.live_members();
+        let Some(owner) = rendezvous_owner(app, &live) else {
+            return Ok(None);
+        };
+        let nodes: Vec<NodeInfo> = self.store.values(NODES)?;
+        Ok(nodes.into_iter().find(|n| n.id == owner.id).map(|n| n.name))
+    }
+
     /// Whether this node places `app`.
     pub fn owns(&self, app: &str) -> bool {
         let Some(cluster) = &self.cluster else {
