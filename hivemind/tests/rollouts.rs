@@ -1,8 +1,8 @@
 //! Deployment strategies end to end on a 3-node testbed, under a steady client load through
 //! the service VIP: a rolling update of 6 replicas with max-unavailable 1 and max-surge 1; a
 //! version that never becomes ready, stopped at its progress deadline and rolled back by
-//! itself; a rollout paused, resumed and aborted; a 10% canary, its share measured over 2,000
-//! connections, then promoted; a blue-green update behind a preview VIP, switched on promote
+//! itself; a rollout paused, resumed and aborted; a 10% canary (one canary replica against 9
+//! stable ones), its share measured over 2,000 connections, then promoted; a blue-green update behind a preview VIP, switched on promote
 //! and undone. Not one request may fail. Then, with the load stopped, a canary that resets
 //! connections fails its analysis and goes back by itself, and an A/B test of two images
 //! keeps each of 400 outside clients on one variant until one variant is promoted.
@@ -49,22 +49,19 @@ fn deploy_version(
 ) -> Result<()> {
     let env = format!("GREETING={greeting}");
     let replicas = REPLICAS.to_string();
-    let mut args = vec![
-        "app",
-        "deploy",
-        "--image",
-        reference,
-        "--name",
-        APP,
-        "--replicas",
-        &replicas,
+    let mut args = vec!["app", "deploy", "--image", reference, "--name", APP];
+    // REPLICAS unless `extra` says how many.
+    if !extra.contains(&"--replicas") {
+        args.extend(["--replicas", &replicas]);
+    }
+    args.extend([
         "--env",
         &env,
         "--ready-interval",
         "1s",
         "--ready-retries",
         "1",
-    ];
+    ]);
     // Rolling update, 1 and 1, unless `extra` names a strategy.
     if !extra.contains(&"--strategy") {
         args.extend([
@@ -253,8 +250,9 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
     let aborted = watch_until(testbed, "rolled-back", v2, Duration::from_secs(120))?;
     assert_eq!(aborted["message"], "aborted by the operator", "{aborted}");
 
-    // A 10% canary: one canary replica beside the 6 stable ones, a tenth of the connections by
-    // weight; after its interval, the last step replaces the stable ones.
+    // A 10% canary: one canary replica beside 9 stable ones (v2 scales to 9 first), a tenth of
+    // the connections by weight; after its interval, the last step replaces the stable ones.
+    scale(testbed, 9)?;
     deploy_version(
         testbed,
         &reference,
@@ -266,6 +264,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
             "10",
             "--interval",
             "3600",
+            "--replicas",
+            "9",
         ],
     )?;
     let split = eventually("the canary takes 10%", Duration::from_secs(60), || {
@@ -277,8 +277,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
         "step 1 of 2: {split}"
     );
     assert!(
-        split["allowed_new"] == 1 && split["allowed_old"] == 6,
-        "one canary beside the 6 stable replicas: {split}"
+        split["allowed_new"] == 1 && split["allowed_old"] == 9,
+        "one canary beside the 9 stable replicas: {split}"
     );
     std::thread::sleep(Duration::from_secs(2)); // every node's service map follows
     let answers_2000 = burst(pid, &vip, 2000)?;
@@ -306,6 +306,8 @@ fn scenario(testbed: &mut Testbed, dir: &Path) -> Result<()> {
             .contains("is complete: nothing to promote"),
         "{refused}"
     );
+    // Back to 6 replicas for blue-green.
+    scale(testbed, REPLICAS)?;
     std::thread::sleep(Duration::from_secs(2));
     blue_green(testbed, &reference, pid, &client, &vip, v5)?;
 
@@ -693,6 +695,30 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
         "{error}"
     );
     Ok(())
+}
+
+/// Scales the app to `replicas` and waits until exactly that many endpoints serve.
+fn scale(testbed: &Testbed, replicas: u64) -> Result<()> {
+    deploy(
+        testbed,
+        &[
+            "app",
+            "scale",
+            "--name",
+            APP,
+            "--replicas",
+            &replicas.to_string(),
+        ],
+    )?;
+    eventually(
+        &format!("{replicas} replicas serving"),
+        Duration::from_secs(120),
+        || {
+            let all = endpoints(testbed)?;
+            let ready = all.iter().filter(|e| e["ready"] == true).count() as u64;
+            Ok((ready == replicas && all.len() as u64 == replicas).then_some(()))
+        },
+    )
 }
 
 /// `hivemind app rollout ACTION --name roll` on node `via`; the error is the CLI's.
