@@ -829,6 +829,23 @@ impl AppSpec {
         }
     }
 
+    /// This spec as the version an app goes back to (a rollback's or an undo's target) from
+    /// `current`: with the current replica count and strategy, which going back keeps. An A/B
+    /// test's variants are what runs, though: when either side is one, the strategy is this
+    /// spec's own.
+    pub fn going_back_from(&self, current: &AppSpec) -> AppSpec {
+        let own = !self.variants().is_empty() || !current.variants().is_empty();
+        AppSpec {
+            replicas: current.replicas,
+            strategy: if own {
+                self.strategy.clone()
+            } else {
+                current.strategy.clone()
+            },
+            ..self.clone()
+        }
+    }
+
     /// What the containers of `variant` run: this spec with the variant's image.
     pub fn for_variant(&self, variant: &Variant) -> AppSpec {
         AppSpec {
@@ -1273,6 +1290,48 @@ pub fn parse_secret(text: &str) -> Result<SecretMount, ValidationError> {
 mod tests {
     use super::*;
     use crate::contract::{DeployRequest, ResourcesRequest, VolumeMountRequest};
+
+    /// Going back keeps the current count and strategy, but never turns a plain version into
+    /// an A/B test or an A/B test into a plain version.
+    #[test]
+    fn going_back_keeps_the_strategy_but_not_across_an_ab_test() {
+        let plain = request().validate().expect("valid");
+        let canary = AppSpec {
+            replicas: 4,
+            strategy: StrategySpec {
+                name: "canary".into(),
+                steps: vec![100, 1000],
+                ..StrategySpec::default()
+            },
+            ..plain.clone()
+        };
+        let back = plain.going_back_from(&canary);
+        assert_eq!((back.replicas, back.strategy), (4, canary.strategy.clone()));
+        let ab = AppSpec {
+            strategy: StrategySpec {
+                name: AB_TESTING.into(),
+                variants: vec![
+                    Variant {
+                        name: "a".into(),
+                        image: "web:a".into(),
+                        share: 500,
+                    },
+                    Variant {
+                        name: "b".into(),
+                        image: "web:b".into(),
+                        share: 500,
+                    },
+                ],
+                ..StrategySpec::default()
+            },
+            ..canary.clone()
+        };
+        // Aborting an A/B test's rollout: back to the plain version, no variants.
+        let back = plain.going_back_from(&ab);
+        assert!(back.variants().is_empty() && back.strategy == plain.strategy);
+        // Undoing a promotion: back to the test, variants and all.
+        assert_eq!(ab.going_back_from(&canary).variants(), ab.variants());
+    }
 
     #[test]
     fn published_ports_parse_and_are_checked() {

@@ -469,35 +469,33 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
     let variant_a = format!("name=a,image={},percentage=50", images[0]);
     let variant_b = format!("name=b,image={},percentage=50", images[1]);
     let publish = format!("{AB_PORT}:80");
-    deploy(
-        testbed,
-        &[
-            "app",
-            "deploy",
-            "--name",
-            APP,
-            "--replicas",
-            &replicas,
-            "--strategy",
-            "ab-testing",
-            "--variant",
-            &variant_a,
-            "--variant",
-            &variant_b,
-            "--duration",
-            "3600",
-            "--publish",
-            &publish,
-            "--service",
-            AB_DOMAIN,
-            "--ready-http",
-            "/ready",
-            "--ready-interval",
-            "1s",
-            "--ready-retries",
-            "1",
-        ],
-    )?;
+    let ab_args = [
+        "app",
+        "deploy",
+        "--name",
+        APP,
+        "--replicas",
+        &replicas,
+        "--strategy",
+        "ab-testing",
+        "--variant",
+        &variant_a,
+        "--variant",
+        &variant_b,
+        "--duration",
+        "3600",
+        "--publish",
+        &publish,
+        "--service",
+        AB_DOMAIN,
+        "--ready-http",
+        "/ready",
+        "--ready-interval",
+        "1s",
+        "--ready-retries",
+        "1",
+    ];
+    deploy(testbed, &ab_args)?;
     let generation = status(testbed, 1)?["generation"]
         .as_u64()
         .context("generation")?;
@@ -670,20 +668,25 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
         "{done}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    let script: String = (0..40)
-        .map(|i| {
-            format!(
-                "curl -sS --max-time 3 --interface {} http://{}:{AB_PORT}/greeting\n",
-                ab_client(i * 10),
-                testbed.node(1 + i % 3).ip()
-            )
-        })
-        .collect();
-    let output = hivemind_tests::netns::run(testbed.bridge.command("sh").args(["-c", &script]))?;
-    assert!(
-        output.lines().count() == 40 && output.lines().all(|l| l.trim() == "ab-b"),
-        "after promoting b: {output}"
-    );
+    let all_on_b = |when: &str| -> Result<()> {
+        let script: String = (0..40)
+            .map(|i| {
+                format!(
+                    "curl -sS --max-time 3 --interface {} http://{}:{AB_PORT}/greeting\n",
+                    ab_client(i * 10),
+                    testbed.node(1 + i % 3).ip()
+                )
+            })
+            .collect();
+        let output =
+            hivemind_tests::netns::run(testbed.bridge.command("sh").args(["-c", &script]))?;
+        assert!(
+            output.lines().count() == 40 && output.lines().all(|l| l.trim() == "ab-b"),
+            "{when}: {output}"
+        );
+        Ok(())
+    };
+    all_on_b("after promoting b")?;
     let refused =
         testbed
             .node(1)
@@ -694,7 +697,16 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
         !refused.status.success() && error.contains("runs no A/B test"),
         "{error}"
     );
-    Ok(())
+    // A new A/B test aborted on its way up: back to b alone, no variant left.
+    deploy(testbed, &ab_args)?;
+    rollout(testbed, 2, "abort")?;
+    let back = watch_until(testbed, "rolled-back", kept, Duration::from_secs(120))?;
+    assert!(
+        back["strategy"] == "simple" && back["variants"].as_array().is_some_and(Vec::is_empty),
+        "{back}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    all_on_b("after aborting a new test")
 }
 
 /// Scales the app to `replicas` and waits until exactly that many endpoints serve.

@@ -85,11 +85,7 @@ impl Node {
                             ))
                         })?,
                     };
-                let spec = AppSpec {
-                    replicas: app.spec.replicas,
-                    strategy: app.spec.strategy.clone(),
-                    ..target.spec.clone()
-                };
+                let spec = target.spec.going_back_from(&app.spec);
                 if same_revision(&spec, &app.spec) {
                     return Err(NodeError::Conflict(format!(
                         "app {name} runs revision {} already",

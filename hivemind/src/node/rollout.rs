@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::apps::lock;
 use super::{Node, NodeError};
 use crate::command::{Outcome, RolloutAction};
-use crate::model::{AppSpec, Rollout, RolloutPhase};
+use crate::model::{Rollout, RolloutPhase};
 use crate::rollout::{Decision, Observed};
 use crate::state::Row as _;
 use crate::state::{
@@ -184,11 +184,7 @@ impl Node {
             )));
         };
         let mut record = app.clone();
-        let spec = AppSpec {
-            replicas: app.spec.replicas,
-            strategy: app.spec.strategy.clone(),
-            ..(*rollout.from_spec).clone()
-        };
+        let spec = rollout.from_spec.going_back_from(&app.spec);
         let name = spec.name.clone();
         tracing::warn!(app = %name, from = app.generation, to = rollout.from_generation, %message, "rollout going back");
         record.spec = spec;
