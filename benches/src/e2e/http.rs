@@ -203,6 +203,7 @@ impl IngressProxy {
                             app: "bench".to_string(),
                             port,
                             backends: vec![backend],
+                            variants: Vec::new(),
                         },
                     );
                     ingress.set_routes(routes);
