@@ -765,6 +765,17 @@ pub mod service_flags {
 /// client's slot (`hash % AFFINITY_SLOTS`) stays the same whatever its backends do.
 pub const AFFINITY_SLOTS: u16 = 1000;
 
+/// Where the run of slots of one group of an affinity frontend ends (exclusive), when the
+/// groups up to and including it hold `taken` of `total` (their shares, in order): runs are
+/// cut by cumulative share alone, so they never depend on the groups' backends. The kernel's
+/// slot layout and the HTTP ingress's choice of an A/B variant both cut them here.
+pub const fn affinity_run_end(taken: u64, total: u64) -> u64 {
+    match (taken * AFFINITY_SLOTS as u64).checked_div(total) {
+        Some(end) => end,
+        None => 0,
+    }
+}
+
 /// The hash of a client's address (as the packet holds it, read as a native `u32`) that picks
 /// its slot on a frontend with `service_flags::AFFINITY`: the same client, the same slot, on
 /// every frontend and every node, and in the HTTP ingress, which picks an A/B test's variant

@@ -458,9 +458,7 @@ pub fn affinity_slots(groups: &[(u32, Vec<u32>)], fallback: &[u32]) -> Vec<u32> 
     let mut taken = 0u64;
     for (share, ids) in groups {
         taken += u64::from(*share);
-        // The run ends where this group's cumulative share does (the last group's at the
-        // end), so runs never depend on the backends.
-        let end = (taken * total as u64).checked_div(shares).unwrap_or(0) as usize;
+        let end = hivemind_common::affinity_run_end(taken, shares) as usize;
         let pool = if ids.is_empty() { &all } else { ids };
         let start = slots.len();
         slots.extend((start..end.max(start)).map(|i| pool[i % pool.len()]));

@@ -66,7 +66,7 @@ fn pick_variant<'r>(
     let mut taken = 0;
     for variant in &route.variants {
         taken += u64::from(variant.share);
-        if slot < (taken * u64::from(hivemind_common::AFFINITY_SLOTS)).checked_div(total)? {
+        if slot < hivemind_common::affinity_run_end(taken, total) {
             return Some((variant, false));
         }
     }
