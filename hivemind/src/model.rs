@@ -630,6 +630,45 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// Requests the HTTP ingress sent to one side of a rollout (the new generation's containers,
+/// or the older ones'), and how they went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpFigures {
+    /// Requests sent, each attempt on a backend counted (a retry on another one is another).
+    pub requests: u64,
+    /// Of those, the ones answered with a 5xx status or not answered at all (the backend
+    /// refused or dropped the connection).
+    pub server_errors: u64,
+    /// The time from sending to the answer's head (or to the failure), summed over the
+    /// requests, in microseconds.
+    pub latency_us: u64,
+}
+
+impl HttpFigures {
+    pub fn add(&mut self, other: &Self) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.server_errors = self.server_errors.saturating_add(other.server_errors);
+        self.latency_us = self.latency_us.saturating_add(other.latency_us);
+    }
+
+    /// What was counted since `base` (a count that went back, after a restart, counts from 0).
+    pub fn since(&self, base: &Self) -> Self {
+        if self.requests < base.requests {
+            return *self;
+        }
+        Self {
+            requests: self.requests - base.requests,
+            server_errors: self.server_errors.saturating_sub(base.server_errors),
+            latency_us: self.latency_us.saturating_sub(base.latency_us),
+        }
+    }
+
+    /// The mean time to an answer, in milliseconds (none without a request).
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.latency_us as f64 / self.requests as f64 / 1000.0)
+    }
+}
+
 /// An update in progress (or the last one) of an app, in its record: the driving node (the
 /// app's owner) moves it on, every node follows its quotas.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

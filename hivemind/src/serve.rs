@@ -488,6 +488,9 @@ async fn ingress_loop(node: Arc<Node>) {
     loop {
         tick.tick().await;
         node.refresh_ingress().await;
+        if let Err(e) = node.publish_ingress_figures().await {
+            tracing::warn!(error = %e, "ingress figures not published");
+        }
     }
 }
 

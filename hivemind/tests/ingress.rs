@@ -87,7 +87,10 @@ fn routes(port: u16) -> Routes {
             port,
             // Nothing listens on 127.0.0.2: every other request starts there
             // and must go on to the next backend.
-            backends: vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)],
+            backends: vec![
+                Ipv4Addr::new(127, 0, 0, 1).into(),
+                Ipv4Addr::new(127, 0, 0, 2).into(),
+            ],
             variants: Vec::new(),
         },
     );
@@ -238,7 +241,10 @@ async fn a_backend_that_refuses_everywhere_is_a_502() {
         Route {
             app: "web".to_string(),
             port: 9,
-            backends: vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
+            backends: vec![
+                Ipv4Addr::new(127, 0, 0, 2).into(),
+                Ipv4Addr::new(127, 0, 0, 3).into(),
+            ],
             variants: Vec::new(),
         },
     );

@@ -706,7 +706,117 @@ fn ab_test(testbed: &mut Testbed, dir: &Path, pid: u32, vip: &str) -> Result<()>
         "{back}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    all_on_b("after aborting a new test")
+    all_on_b("after aborting a new test")?;
+    failing_canary_through_the_ingress(testbed, &images[1], kept)
+}
+
+/// Requests for `/cgi-bin/greeting` through every node's HTTP ingress, from the clients
+/// outside the cluster: each one's status and body.
+fn through_the_ingress(testbed: &Testbed, requests: usize) -> Result<Vec<(String, String)>> {
+    let script: String = (0..requests)
+        .map(|i| {
+            format!(
+                "echo \"$(curl -sS --max-time 5 -w '|%{{http_code}}' -H 'Host: {AB_DOMAIN}' --interface {} http://{}/cgi-bin/greeting 2>&1 | tr -d '\\n')\"\n",
+                ab_client(i),
+                testbed.node(1 + i % 3).ip()
+            )
+        })
+        .collect();
+    let output = hivemind_tests::netns::run(testbed.bridge.command("sh").args(["-c", &script]))?;
+    Ok(output
+        .lines()
+        .map(|l| match l.trim().rsplit_once('|') {
+            Some((body, status)) => (status.to_string(), body.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect())
+}
+
+/// A canary that answers 500 to the app's HTTP requests (its connections and readiness are
+/// fine, so the data plane sees nothing wrong): the ingress of each node counts what it sent
+/// each version, the analysis reads every node's figures, and the canary goes back at its
+/// first step.
+fn failing_canary_through_the_ingress(testbed: &Testbed, image: &str, stable: u64) -> Result<()> {
+    let before = through_the_ingress(testbed, 30)?;
+    assert!(
+        before
+            .iter()
+            .all(|(status, body)| status == "200" && body == "ab-b"),
+        "{before:?}"
+    );
+    let replicas = REPLICAS.to_string();
+    let publish = format!("{AB_PORT}:80");
+    deploy(
+        testbed,
+        &[
+            "app",
+            "deploy",
+            "--name",
+            APP,
+            "--image",
+            image,
+            "--replicas",
+            &replicas,
+            "--env",
+            "HTTP_STATUS=500",
+            "--strategy",
+            "canary",
+            "--percentage",
+            "50",
+            "--interval",
+            "600",
+            "--publish",
+            &publish,
+            "--service",
+            AB_DOMAIN,
+            "--ready-http",
+            "/ready",
+            "--ready-interval",
+            "1s",
+            "--ready-retries",
+            "1",
+        ],
+    )?;
+    let canary = status(testbed, 1)?["generation"]
+        .as_u64()
+        .context("generation")?;
+    eventually(
+        "the 500-answering canary takes traffic",
+        Duration::from_secs(90),
+        || {
+            let s = status(testbed, 2)?;
+            Ok(
+                (s["generation"] == canary && s["traffic_percent"].as_f64() > Some(0.0))
+                    .then_some(()),
+            )
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(2)); // every node's route follows
+    let during = through_the_ingress(testbed, 150)?;
+    let failed = during.iter().filter(|(status, _)| status == "500").count();
+    let ok = during
+        .iter()
+        .filter(|(status, body)| status == "200" && body == "ab-b")
+        .count();
+    eprintln!("the 500-answering canary: {failed} of 150 requests through the ingress failed");
+    assert!(failed > 0 && failed + ok == during.len(), "{during:?}");
+    let back = watch_until(testbed, "rolled-back", stable, Duration::from_secs(60))?;
+    let message = back["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("failed its analysis at 50%")
+            && message.contains("requests through the HTTP ingress failed"),
+        "{back}"
+    );
+    eprintln!("{message}");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = through_the_ingress(testbed, 60)?;
+    assert!(
+        after
+            .iter()
+            .all(|(status, body)| status == "200" && body == "ab-b"),
+        "back on the stable version: {after:?}"
+    );
+    Ok(())
 }
 
 /// Scales the app to `replicas` and waits until exactly that many endpoints serve.

@@ -26,8 +26,10 @@ const APPLETS: &[&str] = &[
 /// /greeting ($GREETING), /boots (a line per start, kept in the /data
 /// volume), /memory-limit, /hostname, /ready and /alive (for readiness and
 /// liveness checks; delete them to fail the check), /cgi-bin/whoami
-/// (the client address as the server saw it, and the hostname) and
-/// /cgi-bin/headers (the request's headers, as CGI's `HTTP_*` variables). With
+/// (the client address as the server saw it, and the hostname),
+/// /cgi-bin/headers (the request's headers, as CGI's `HTTP_*` variables) and
+/// /cgi-bin/greeting (the greeting, with the status `$HTTP_STATUS`, 200 unless
+/// set: a version that answers 500). With
 /// `SECOND_PORT` set, a second server on that port answers /port with the
 /// port (a second process: only where asked, so that the container is its
 /// init alone otherwise). It logs `serving as <hostname>` on its standard
@@ -50,7 +52,8 @@ mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR $(hostname)"\n' > /www/cgi-bin/whoami
 printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\nenv | grep ^HTTP_\n' > /www/cgi-bin/headers
 printf '#!/bin/sh\necho "Content-Type: application/octet-stream"\necho\nhead -c "${QUERY_STRING:-1024}" /dev/zero\n' > /www/cgi-bin/bytes
-chmod +x /www/cgi-bin/whoami /www/cgi-bin/headers /www/cgi-bin/bytes
+printf '#!/bin/sh\nprintf "Status: %s\\r\\nContent-Type: text/plain\\r\\n\\r\\n"\ncat /www/greeting\n' "${HTTP_STATUS:-200} Answer" > /www/cgi-bin/greeting
+chmod +x /www/cgi-bin/whoami /www/cgi-bin/headers /www/cgi-bin/bytes /www/cgi-bin/greeting
 if [ -n "$SECOND_PORT" ]; then
   mkdir -p /www2
   echo "$SECOND_PORT" > /www2/port

@@ -202,7 +202,7 @@ impl IngressProxy {
                         Route {
                             app: "bench".to_string(),
                             port,
-                            backends: vec![backend],
+                            backends: vec![backend.into()],
                             variants: Vec::new(),
                         },
                     );

@@ -8,8 +8,8 @@ use super::logs::stream_logs;
 use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome, RolloutAction};
 use crate::contract::{
-    AppStatus, AppView, ContainerMetrics, DeployAnswer, DeployRequest, ErrorBody, LogQuery,
-    Message, PromoteRequest, RestartAnswer, RestartRequest, RevisionView, RolloutStatus,
+    AppStatus, AppView, ContainerMetrics, DeployAnswer, DeployRequest, ErrorBody, IngressAnalysis,
+    LogQuery, Message, PromoteRequest, RestartAnswer, RestartRequest, RevisionView, RolloutStatus,
     ScaleRequest, UndoRequest, VariantStatus, WaitingContainer,
 };
 use crate::model::validate_name;
@@ -278,7 +278,14 @@ async fn status_of(
         .filter(|_| !variants.is_empty())
         .zip(rollout)
         .map(|(secs, r)| r.started_ms / 1000 + u64::from(secs));
+    let ingress = node
+        .ingress_step_figures(&app)?
+        .map(|(new, old)| IngressAnalysis {
+            canary: new.into(),
+            stable: old.into(),
+        });
     Ok(RolloutStatus {
+        ingress,
         driver: node.owner_name(&name)?,
         variants,
         test_ends_at,

@@ -559,6 +559,19 @@ async fn app(
                     };
                     println!("  {step}the new version takes {percent}% of the connections");
                 }
+                if let Some(ingress) = &status.ingress {
+                    let side = |s: &crate::contract::HttpSide| match s.mean_latency_ms {
+                        Some(ms) => {
+                            format!("{} of {} failed, {ms} ms on average", s.failed, s.requests)
+                        }
+                        None => "no request".to_string(),
+                    };
+                    println!(
+                        "  through the HTTP ingress this step: canary {}; stable {}",
+                        side(&ingress.canary),
+                        side(&ingress.stable)
+                    );
+                }
                 for v in &status.variants {
                     let traffic = match (v.packets_in, v.bytes_in) {
                         (Some(packets), Some(bytes)) => format!("{packets} packets ({bytes} B) in"),

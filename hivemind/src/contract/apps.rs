@@ -736,6 +736,40 @@ pub struct RolloutStatus {
     pub test_ends_at: Option<u64>,
     #[serde(default)]
     pub test_over: bool,
+    /// While a canary's analysis runs: what the HTTP ingress of every node sent each version
+    /// since the current step began (all zero when no request went through the ingress).
+    #[serde(default)]
+    pub ingress: Option<IngressAnalysis>,
+}
+
+/// The HTTP half of a canary's analysis, in its rollout status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IngressAnalysis {
+    /// The new version's containers, and the older ones'.
+    pub canary: HttpSide,
+    pub stable: HttpSide,
+}
+
+/// What the ingress sent one version's containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HttpSide {
+    pub requests: u64,
+    /// Answered with a 5xx status, or not answered.
+    pub failed: u64,
+    /// The mean time to the answer (`null` without a request).
+    pub mean_latency_ms: Option<f64>,
+}
+
+impl From<crate::model::HttpFigures> for HttpSide {
+    fn from(figures: crate::model::HttpFigures) -> Self {
+        Self {
+            requests: figures.requests,
+            failed: figures.server_errors,
+            mean_latency_ms: figures
+                .mean_latency_ms()
+                .map(|ms| (ms * 10.0).round() / 10.0),
+        }
+    }
 }
 
 /// One variant of an A/B test in its app's rollout status: cluster-wide figures of its

@@ -47,6 +47,7 @@ use tokio::net::TcpListener;
 pub use certs::{CertInfo, CertStore, MAX_CHAIN_BYTES, check as check_certificate, name_covers};
 
 use crate::metrics::Labels;
+use crate::model::HttpFigures;
 
 /// Where a domain's requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +55,9 @@ pub struct Route {
     pub app: String,
     /// The app's (first) service port on its containers.
     pub port: u16,
-    /// Addresses of the ready containers, on any node.
-    pub backends: Vec<Ipv4Addr>,
+    /// The ready containers, on any node, with their weights (a canary's share of the
+    /// traffic is split by weight here as in the kernel's balancer).
+    pub backends: Vec<RouteBackend>,
     /// An A/B test's variants (none otherwise): a request goes to one variant's backends,
     /// the one its `X-Hivemind-Variant` header or `hivemind-variant` cookie names, else the
     /// one the client's address falls on, as the kernel's balancer picks it for the VIP (see
@@ -70,7 +72,29 @@ pub struct RouteVariant {
     /// Its share of the clients, in permille.
     pub share: u32,
     /// Its ready containers.
-    pub backends: Vec<Ipv4Addr>,
+    pub backends: Vec<RouteBackend>,
+}
+
+/// One ready container behind a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteBackend {
+    pub ip: Ipv4Addr,
+    /// Its share of the route's requests against the others' (more than 0).
+    pub weight: u32,
+    /// The app generation it runs: the ingress counts requests and failures per generation,
+    /// for a canary's analysis.
+    pub generation: u64,
+}
+
+impl From<Ipv4Addr> for RouteBackend {
+    /// A backend weighing as much as every other one.
+    fn from(ip: Ipv4Addr) -> Self {
+        Self {
+            ip,
+            weight: 1,
+            generation: 0,
+        }
+    }
 }
 
 /// Routes by domain (lowercase).
@@ -96,12 +120,14 @@ fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// Requests by route and status with their latency, and backend connect
-/// failures by app.
+/// Requests by route and status with their latency, backend connect
+/// failures by app, and what each app generation's containers were sent (the
+/// figures of a canary's analysis).
 #[derive(Debug, Clone)]
 pub struct IngressStats {
     requests: Family<Labels, Histogram, fn() -> Histogram>,
     connect_failures: Family<Labels, Counter>,
+    generations: Arc<Mutex<HashMap<(String, u64), HttpFigures>>>,
 }
 
 impl Default for IngressStats {
@@ -109,11 +135,35 @@ impl Default for IngressStats {
         Self {
             requests: Family::new_with_constructor(request_histogram),
             connect_failures: Family::default(),
+            generations: Arc::default(),
         }
     }
 }
 
 impl IngressStats {
+    /// Counts one attempt on a backend of `app` running `generation`: answered with
+    /// `status`, or not answered (`None`), after `took`.
+    fn attempt(&self, app: &str, generation: u64, status: Option<u16>, took: Duration) {
+        let mut figures = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let counted = figures.entry((app.to_string(), generation)).or_default();
+        counted.requests += 1;
+        counted.server_errors += u64::from(status.is_none_or(|s| s >= 500));
+        counted.latency_us = counted
+            .latency_us
+            .saturating_add(took.as_micros().min(u128::from(u64::MAX)) as u64);
+    }
+
+    /// What the containers of each generation of `app` were sent since the ingress started:
+    /// running totals.
+    pub fn generation_figures(&self, app: &str) -> Vec<(u64, HttpFigures)> {
+        let figures = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        figures
+            .iter()
+            .filter(|((a, _), _)| a == app)
+            .map(|((_, generation), f)| (*generation, *f))
+            .collect()
+    }
+
     /// Counts one answered request. `domain` is a routed domain, or
     /// `"unknown"`: a client's Host header never makes a series of its own.
     fn observe(&self, domain: &str, app: &str, status: u16, took: Duration) {
@@ -172,7 +222,7 @@ impl Ingress {
             .flat_map(|r| {
                 r.backends
                     .iter()
-                    .map(|ip| SocketAddr::new((*ip).into(), r.port))
+                    .map(|b| SocketAddr::new(b.ip.into(), r.port))
             })
             .collect();
         self.pool.retain(|backend| backends.contains(backend));
@@ -335,9 +385,9 @@ impl Ingress {
         self.pool.clone()
     }
 
-    /// The next round-robin start.
-    fn next_index(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) as usize
+    /// The running count of requests sent on (round-robin and weighted picks start from it).
+    fn next_turn(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
     }
 }
 

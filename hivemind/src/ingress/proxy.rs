@@ -14,7 +14,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
-use super::{Ingress, Route, RouteVariant};
+use super::{Ingress, Route, RouteBackend, RouteVariant};
 
 /// The request header and the cookie that name an A/B test's variant; the answer's header
 /// says which variant answered.
@@ -390,37 +390,48 @@ impl Ingress {
         response
     }
 
-    /// Sends `request` to one of `backends` (the route's, or its variant's), round-robin; a
-    /// backend that cannot be reached is skipped for the next.
+    /// Sends `request` to one of `backends` (the route's, or its variant's), round-robin or
+    /// by weight; a backend that cannot be reached is skipped for the next. Each attempt is
+    /// counted for its backend's generation.
     async fn forward(
         &self,
         route: &Route,
-        backends: &[std::net::Ipv4Addr],
+        backends: &[RouteBackend],
         request: Request<Body>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, (StatusCode, String)> {
-        let start = self.next_index();
+        let start = first_backend(backends, self.next_turn());
         let attempts = backends.len().min(MAX_ATTEMPTS);
         let mut request = request;
         let mut failures = Vec::new();
         for i in 0..attempts {
-            let ip = backends[(start + i) % backends.len()];
-            let backend = SocketAddr::new(ip.into(), route.port);
+            let chosen = backends[(start + i) % backends.len()];
+            let backend = SocketAddr::new(chosen.ip.into(), route.port);
+            let began = Instant::now();
+            let count = |status: Option<u16>| {
+                self.stats
+                    .attempt(&route.app, chosen.generation, status, began.elapsed())
+            };
             // Kept-alive connections first (never for an upgrade: that
             // connection is the backend's end of the tunnel).
             while let Some(mut sender) = (!upgrade).then(|| self.pool.take(backend)).flatten() {
                 match send(&mut sender, request).await {
                     Sent::Answered(response) => {
+                        count(Some(response.status().as_u16()));
                         self.recycle(backend, sender);
                         return Ok(response);
                     }
                     Sent::Returned(back) => request = back,
-                    Sent::Failed(e) => return Err(bad_gateway(&route.app, &e)),
+                    Sent::Failed(e) => {
+                        count(None);
+                        return Err(bad_gateway(&route.app, &e));
+                    }
                 }
             }
             let mut sender = match connect(backend).await {
                 Ok(sender) => sender,
                 Err(e) => {
+                    count(None);
                     self.stats.connect_failed(&route.app);
                     tracing::debug!(app = %route.app, error = %e, "ingress backend unreachable");
                     failures.push(e);
@@ -429,16 +440,21 @@ impl Ingress {
             };
             match send(&mut sender, request).await {
                 Sent::Answered(response) => {
+                    count(Some(response.status().as_u16()));
                     if !upgrade {
                         self.recycle(backend, sender);
                     }
                     return Ok(response);
                 }
                 Sent::Returned(back) => {
+                    count(None);
                     failures.push(format!("{backend}: closed before the request was sent"));
                     request = back;
                 }
-                Sent::Failed(e) => return Err(bad_gateway(&route.app, &e)),
+                Sent::Failed(e) => {
+                    count(None);
+                    return Err(bad_gateway(&route.app, &e));
+                }
             }
         }
         Err(bad_gateway(&route.app, &failures.join("; ")))
@@ -453,6 +469,26 @@ impl Ingress {
             }
         });
     }
+}
+
+/// Where a request's attempts start among `backends`: round-robin while they weigh alike,
+/// else by weight, `turn` (the ingress's running count of requests) scattered over the total
+/// weight so that consecutive requests do not land in runs.
+fn first_backend(backends: &[RouteBackend], turn: u64) -> usize {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 || backends.iter().all(|b| b.weight == backends[0].weight) {
+        return (turn % backends.len().max(1) as u64) as usize;
+    }
+    // Fibonacci hashing: the top bits of the product spread over the whole range.
+    let point = (turn.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16) % total;
+    let mut taken = 0;
+    for (i, backend) in backends.iter().enumerate() {
+        taken += u64::from(backend.weight);
+        if point < taken {
+            return i;
+        }
+    }
+    backends.len() - 1
 }
 
 fn bad_gateway(app: &str, error: &str) -> (StatusCode, String) {
@@ -511,7 +547,7 @@ mod tests {
         let variant = |name: &str, share, last| RouteVariant {
             name: name.into(),
             share,
-            backends: vec![std::net::Ipv4Addr::new(10, 244, 0, last)],
+            backends: vec![std::net::Ipv4Addr::new(10, 244, 0, last).into()],
         };
         let route = Route {
             app: "web".into(),
@@ -554,6 +590,33 @@ mod tests {
             ..route.clone()
         };
         assert!(pick_variant(&plain, &headers, client(1)).is_none());
+    }
+
+    /// A canary's weight holds through the ingress: one backend of weight 900 against one of
+    /// 100 takes 90% of the turns, spread rather than in runs; alike weights take turns.
+    #[test]
+    fn backends_are_picked_by_weight() {
+        let backend = |last, weight| RouteBackend {
+            ip: std::net::Ipv4Addr::new(10, 244, 0, last),
+            weight,
+            generation: u64::from(last),
+        };
+        let weighted = [backend(1, 900), backend(2, 100)];
+        let picks: Vec<usize> = (0..10_000).map(|t| first_backend(&weighted, t)).collect();
+        let second = picks.iter().filter(|i| **i == 1).count();
+        assert!(
+            (900..=1100).contains(&second),
+            "{second} of 10,000 on the 10% one"
+        );
+        let longest_run = picks
+            .chunk_by(|a, b| a == b)
+            .filter(|run| run[0] == 1)
+            .map(<[usize]>::len)
+            .max();
+        assert!(longest_run < Some(5), "{longest_run:?}");
+        let alike = [backend(1, 3), backend(2, 3), backend(3, 3)];
+        let turns: Vec<usize> = (0..6).map(|t| first_backend(&alike, t)).collect();
+        assert_eq!(turns, [0, 1, 2, 0, 1, 2]);
     }
 
     #[test]

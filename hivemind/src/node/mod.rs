@@ -188,6 +188,8 @@ pub struct Node {
     services_wake: tokio::sync::Notify,
     /// When the owner first saw each new container of a rollout ready, for `min_ready_secs`.
     ready_since: Mutex<HashMap<String, rollout::Readiness>>,
+    /// Where this node's ingress figures of each app's rollout step count from.
+    ingress_windows: Mutex<ingress::FigureWindows>,
 }
 
 impl Node {
@@ -237,6 +239,7 @@ impl Node {
             flow_edges: Mutex::new(flow_map::FlowEdges::default()),
             services_wake: tokio::sync::Notify::new(),
             ready_since: Mutex::new(HashMap::new()),
+            ingress_windows: Mutex::default(),
         })
     }
 

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use super::apps::lock;
 use super::{Node, NodeError};
 use crate::command::{Outcome, RolloutAction};
-use crate::model::{Rollout, RolloutPhase};
+use crate::model::{HttpFigures, Rollout, RolloutPhase};
 use crate::rollout::{Decision, Observed};
 use crate::state::Row as _;
 use crate::state::{
-    APPS, AppRecord, ContainerStatus, ENDPOINTS, EndpointRecord, PLACEMENTS, now_millis, now_secs,
+    APPS, AppRecord, ContainerStatus, ENDPOINTS, EndpointRecord, INGRESS_FIGURES,
+    IngressFiguresRecord, PLACEMENTS, now_millis, now_secs,
 };
 
 /// What the app's owner saw of one container's readiness during a rollout.
@@ -66,7 +67,38 @@ impl Node {
                 observed.new_available += 1;
             }
         }
+        drop(since);
+        if let Some((new, old)) = self.ingress_step_figures(app)? {
+            observed.http_new = new;
+            observed.http_old = old;
+        }
         Ok(observed)
+    }
+
+    /// What every node's HTTP ingress sent the new generation of `app` and older ones since its
+    /// rollout's current step began; none unless a rollout whose analysis reads them is active.
+    pub fn ingress_step_figures(
+        &self,
+        app: &AppRecord,
+    ) -> Result<Option<(HttpFigures, HttpFigures)>, NodeError> {
+        let Some(rollout) = app
+            .active_rollout()
+            .filter(|r| crate::rollout::ANALYSES_HTTP.contains(&r.strategy.as_str()))
+        else {
+            return Ok(None);
+        };
+        let (mut new, mut old) = (HttpFigures::default(), HttpFigures::default());
+        for record in self.store.values::<IngressFiguresRecord>(INGRESS_FIGURES)? {
+            if let Some(step) = record
+                .apps
+                .get(&app.spec.name)
+                .filter(|f| f.generation == rollout.to_generation && f.step == rollout.step)
+            {
+                new.add(&step.new);
+                old.add(&step.old);
+            }
+        }
+        Ok(Some((new, old)))
     }
 
     /// Starts a rollout in `record` (a new generation of the app `before` was) unless the app

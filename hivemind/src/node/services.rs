@@ -279,7 +279,7 @@ fn variant_slots(
 /// The weight of each ready endpoint of an app: alike, unless a rollout splits the traffic by
 /// weight (a canary): then the new generation's endpoints together take its share in permille
 /// and the older ones the rest, whatever their numbers.
-fn backend_weights(app: Option<&AppRecord>, ready: &[&EndpointRecord]) -> Vec<u32> {
+pub(super) fn backend_weights(app: Option<&AppRecord>, ready: &[&EndpointRecord]) -> Vec<u32> {
     let split = app.and_then(|a| {
         a.active_rollout()
             .and_then(|r| r.weight)

@@ -1,8 +1,9 @@
 //! `canary`: the new version takes a share of the service's connections, split by weight in
 //! the eBPF service map (per connection, to 0.1%), independent of how many replicas each side
-//! runs. Each step's share holds for `interval_secs`; between steps an analysis compares the
-//! canary's failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts) with the stable version's, and a canary
-//! that fails goes back. The share never exceeds what the ready canary replicas can take: each
+//! runs. Each step's share holds for `interval_secs`; all along the step an analysis compares
+//! the canary's failures (TCP resets it sent, SYNs it left unanswered, readiness lost,
+//! restarts) with the stable version's and, where the HTTP ingress carries the traffic, its
+//! rate of 5xx answers and its mean latency; a canary that fails goes back. The share never exceeds what the ready canary replicas can take: each
 //! replica takes at most 1/replicas of the traffic.
 
 use super::{DeploymentStrategy, Observed, Position, Step};
@@ -13,6 +14,48 @@ pub struct Canary;
 /// Failures of the canary within one step that fail it, when the stable version (per replica)
 /// had fewer than half as many.
 pub const FAILURES_TO_FAIL: u64 = 3;
+
+/// Requests through the HTTP ingress each version needs within a step before their latencies
+/// are compared.
+pub const MIN_HTTP_REQUESTS: u64 = 20;
+
+/// A canary whose mean time to an answer through the ingress is twice the stable version's and
+/// at least this many milliseconds more fails.
+pub const SLOWER_BY_MS: f64 = 100.0;
+
+/// The HTTP half of the analysis, from what every node's ingress sent each version in the
+/// step: why the canary fails it, if it does. Its failed requests (5xx answers, and requests
+/// its containers did not answer) fail it from [`FAILURES_TO_FAIL`] on when their rate is more
+/// than twice the stable version's; its latency, as [`SLOWER_BY_MS`] says.
+fn http_verdict(observed: &Observed) -> Option<String> {
+    let (canary, stable) = (&observed.http_new, &observed.http_old);
+    let rate =
+        |f: &crate::model::HttpFigures| f.server_errors as f64 * 100.0 / f.requests.max(1) as f64;
+    if canary.server_errors >= FAILURES_TO_FAIL
+        && u128::from(canary.server_errors) * u128::from(stable.requests.max(1))
+            > 2 * u128::from(stable.server_errors) * u128::from(canary.requests)
+    {
+        return Some(format!(
+            "{} of {} requests through the HTTP ingress failed (5xx or no answer, {:.1}%) against {} of {} of the stable version ({:.1}%)",
+            canary.server_errors,
+            canary.requests,
+            rate(canary),
+            stable.server_errors,
+            stable.requests,
+            rate(stable)
+        ));
+    }
+    if canary.requests < MIN_HTTP_REQUESTS || stable.requests < MIN_HTTP_REQUESTS {
+        return None;
+    }
+    let (slow, usual) = (canary.mean_latency_ms()?, stable.mean_latency_ms()?);
+    (slow > 2.0 * usual && slow - usual >= SLOWER_BY_MS).then(|| {
+        format!(
+            "its {} requests through the HTTP ingress took {slow:.0} ms on average against {usual:.0} ms for the stable version's {}",
+            canary.requests, stable.requests
+        )
+    })
+}
 
 impl Canary {
     /// Replicas the canary runs for a share (permille) of the traffic: enough to take it.
@@ -112,6 +155,12 @@ impl DeploymentStrategy for Canary {
         if canary >= FAILURES_TO_FAIL && canary * n_old > 2 * stable * n_new {
             return Step::Fail(format!(
                 "the canary failed its analysis at {}%: {canary} failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts) against {stable} of the stable version",
+                permille(share)
+            ));
+        }
+        if let Some(why) = http_verdict(observed) {
+            return Step::Fail(format!(
+                "the canary failed its analysis at {}%: {why}",
                 permille(share)
             ));
         }

@@ -14,11 +14,11 @@ mod canary;
 mod rolling;
 mod simple;
 
-use crate::model::{Quotas, Rollout, RolloutPhase, StrategySpec, ValidationError};
+use crate::model::{HttpFigures, Quotas, Rollout, RolloutPhase, StrategySpec, ValidationError};
 
 pub use ab_testing::{AbTesting, variant_local, variant_replicas};
 pub use blue_green::BlueGreen;
-pub use canary::{Canary, FAILURES_TO_FAIL, permille};
+pub use canary::{Canary, FAILURES_TO_FAIL, MIN_HTTP_REQUESTS, SLOWER_BY_MS, permille};
 pub use rolling::RollingUpdate;
 pub use simple::Simple;
 
@@ -37,6 +37,11 @@ pub struct Observed {
     /// resets they sent, restarts), and for older ones: running totals.
     pub new_failures: u64,
     pub old_failures: u64,
+    /// What the HTTP ingress of every node sent to the new generation's containers and to
+    /// older ones since the rollout's current step began (nothing when no request went through
+    /// the ingress, or the strategy does not read it: see [`ANALYSES_HTTP`]).
+    pub http_new: HttpFigures,
+    pub http_old: HttpFigures,
 }
 
 /// Where a rollout stands, as a strategy moves it.
@@ -125,6 +130,10 @@ pub static STRATEGIES: &[&dyn DeploymentStrategy] =
 /// the endpoint records only while one of these runs, or while an app serves an A/B test's
 /// variants, whose figures its status shows).
 pub const ANALYSED: &[&str] = &["canary", "blue-green"];
+
+/// Strategies whose analysis also reads what the HTTP ingress saw of each version (the nodes
+/// publish their ingress figures only while one of these runs).
+pub const ANALYSES_HTTP: &[&str] = &["canary"];
 
 /// Refuses the flags of `spec` that `strategy` has no use for (by field name).
 fn refuse_unused(
@@ -604,6 +613,71 @@ mod tests {
             advance(&rollout, &strategy, &observed, 1_000),
             Decision::RollBack(_)
         ));
+    }
+
+    /// Through the HTTP ingress: a canary failing more than twice as many of its requests as
+    /// the stable version (from 3 on), or answering twice as slowly and 100 ms slower, goes
+    /// back; fewer requests, or a stable version as bad, keep it.
+    #[test]
+    fn a_canary_failing_or_slow_through_the_ingress_goes_back() {
+        let strategy = canary(&[200, 1000]);
+        let mut observed = Observed {
+            replicas: 6,
+            old_total: 6,
+            new_total: 2,
+            new_available: 2,
+            ..Default::default()
+        };
+        let rollout = begin(&strategy, 1, spec(), 2, &observed, 0);
+        let figures = |requests, server_errors, mean_ms: u64| HttpFigures {
+            requests,
+            server_errors,
+            latency_us: requests * mean_ms * 1000,
+        };
+        let verdict = |observed: &Observed| match advance(&rollout, &strategy, observed, 1_000) {
+            Decision::RollBack(reason) => Some(reason),
+            _ => None,
+        };
+        observed.http_old = figures(400, 4, 5);
+        observed.http_new = figures(100, 2, 5);
+        assert_eq!(verdict(&observed), None, "2 failures are not enough");
+        observed.http_new = figures(100, 3, 5);
+        let reason = verdict(&observed).expect("3% against 1%");
+        assert!(
+            reason.contains("analysis at 20%")
+                && reason.contains("3 of 100 requests through the HTTP ingress failed")
+                && reason.contains("4 of 400 of the stable version (1.0%)"),
+            "{reason}"
+        );
+        observed.http_old = figures(400, 8, 5);
+        assert_eq!(
+            verdict(&observed),
+            None,
+            "2% against 3% is not twice as bad"
+        );
+        // Latency: twice as slow, and by 100 ms.
+        observed.http_old = figures(400, 0, 120);
+        observed.http_new = figures(100, 0, 230);
+        assert_eq!(
+            verdict(&observed),
+            None,
+            "110 ms slower but not twice as slow"
+        );
+        observed.http_new = figures(100, 0, 250);
+        let reason = verdict(&observed).expect("250 ms against 120 ms");
+        assert!(
+            reason.contains("took 250 ms on average against 120 ms"),
+            "{reason}"
+        );
+        observed.http_old = figures(400, 0, 2);
+        observed.http_new = figures(100, 0, 90);
+        assert_eq!(
+            verdict(&observed),
+            None,
+            "45 times as slow, but 88 ms slower"
+        );
+        observed.http_new = figures(MIN_HTTP_REQUESTS - 1, 0, 2_000);
+        assert_eq!(verdict(&observed), None, "too few requests to compare");
     }
 
     /// Blue-green: green at full strength beside blue with no VIP traffic; after verification

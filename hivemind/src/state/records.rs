@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Subnet;
-use crate::model::{AppSpec, Resources};
+use crate::model::{AppSpec, HttpFigures, Resources};
 
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -230,6 +230,25 @@ pub struct EndpointRecord {
     /// The A/B test variant it runs, if its app serves variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+/// What one node's HTTP ingress sent to the apps under a canary analysis, in the current step
+/// of each one's rollout: key `<node id>`, written (and signed) by that node alone. The app's
+/// driver sums every node's figures of the step its rollout stands at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngressFiguresRecord {
+    pub node_id: String,
+    pub apps: std::collections::BTreeMap<String, StepHttpFigures>,
+}
+
+/// An app's ingress figures since its rollout to `generation` entered `step`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepHttpFigures {
+    pub generation: u64,
+    pub step: u32,
+    /// To the containers of `generation`, and to older ones.
+    pub new: HttpFigures,
+    pub old: HttpFigures,
 }
 
 fn is_zero<T: Default + PartialEq>(n: &T) -> bool {

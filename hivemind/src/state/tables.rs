@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::records::{
-    AppRecord, EndpointRecord, JoinTokenRecord, NodeInfo, Placement, RevisionRecord, SecretRecord,
-    ServiceRecord, TlsCertRecord, TokenRecord, VolumeRecord,
+    AppRecord, EndpointRecord, IngressFiguresRecord, JoinTokenRecord, NodeInfo, Placement,
+    RevisionRecord, SecretRecord, ServiceRecord, TlsCertRecord, TokenRecord, VolumeRecord,
 };
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
@@ -105,11 +105,13 @@ pub const LOG_SHIPPING: Table<LogShipping> = Table::new("log_shipping");
 pub const DASHBOARD_HISTORY: Table<DashboardHistory> = Table::new("dashboard_history");
 /// Each app's recent specs, for `app rollout history|undo`: key `<app>/<revision>`.
 pub const REVISIONS: Table<RevisionRecord> = Table::new("revisions");
+/// Each node's HTTP ingress figures of the apps under a canary analysis: key `<node id>`.
+pub const INGRESS_FIGURES: Table<IngressFiguresRecord> = Table::new("ingress_figures");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 18] = [
+pub const TABLE_NAMES: [&str; 19] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -128,12 +130,13 @@ pub const TABLE_NAMES: [&str; 18] = [
     LOG_SHIPPING.name,
     DASHBOARD_HISTORY.name,
     REVISIONS.name,
+    INGRESS_FIGURES.name,
 ];
 
-/// The node that alone may write `key`: a node's record and its subnet
-/// claims (`<network>/<node id>`) are its own.
+/// The node that alone may write `key`: a node's record, its subnet
+/// claims (`<network>/<node id>`) and its ingress figures are its own.
 pub fn record_owner(key: &RecordKey) -> Option<String> {
-    if key.table == NODES.name {
+    if key.table == NODES.name || key.table == INGRESS_FIGURES.name {
         Some(key.key.clone())
     } else if key.table == SUBNETS.name {
         key.key.rsplit_once('/').map(|(_, node)| node.to_string())
@@ -180,6 +183,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "log_shipping" => check(LOG_SHIPPING, key, value),
         "dashboard_history" => check(DASHBOARD_HISTORY, key, value),
         "revisions" => check(REVISIONS, key, value),
+        "ingress_figures" => check(INGRESS_FIGURES, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -360,6 +364,33 @@ impl Row for ServiceRecord {
             ));
         }
         key_names(key, &self.app)
+    }
+}
+
+/// Apps one node's ingress figures may name (an app under a canary rollout each).
+pub const MAX_INGRESS_FIGURE_APPS: usize = 1000;
+
+impl Row for IngressFiguresRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        node_id("node_id", &self.node_id)?;
+        if self.apps.len() > MAX_INGRESS_FIGURE_APPS {
+            return Err(ValidationError::new(
+                "apps",
+                format!("at most {MAX_INGRESS_FIGURE_APPS} apps"),
+            ));
+        }
+        for (app, figures) in &self.apps {
+            validate_name("apps", app)?;
+            for side in [&figures.new, &figures.old] {
+                if side.server_errors > side.requests {
+                    return Err(ValidationError::new(
+                        "apps",
+                        format!("app {app}: more server errors than requests"),
+                    ));
+                }
+            }
+        }
+        key_names(key, &self.node_id)
     }
 }
 
