@@ -197,7 +197,7 @@ fn dashboard_at_scale(
 /// Removes the apps and stops the daemon, then containerd (in that order) when dropped.
 struct Stack {
     daemon: Daemon,
-    _containerd: TestContainerd,
+    containerd: TestContainerd,
     ns: NetNs,
 }
 
@@ -373,19 +373,164 @@ pub fn run(
     result
 }
 
+/// What one image scan took, against reading its layer alone.
+struct ScanTime {
+    image_mb: usize,
+    packages: u64,
+    advisories: usize,
+    scan: Duration,
+    gunzip: Duration,
+}
+
+/// Imports an image of `mb` MB (the test app, this machine's dpkg database and os-release, and
+/// incompressible bytes), an OSV database with one advisory for each of its packages, and
+/// times `POST /api/security/scans` with `refresh` (the layers read and matched again each
+/// time; the database warm), the median of 3, against `gzip -dc` of the same layer.
+fn scan_time(stack: &Stack, dir: &Path, mb: usize) -> Result<ScanTime> {
+    const NAME: &str = "localhost/hm/bench-scan:1";
+    let status = std::fs::read_to_string("/var/lib/dpkg/status")?;
+    let os_release = std::fs::read("/etc/os-release")?;
+    let release = String::from_utf8_lossy(&os_release)
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "12".to_string());
+    // xorshift: bytes gzip cannot shrink, so the layer is as large as the image.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut payload = Vec::with_capacity(mb << 20);
+    while payload.len() < mb << 20 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        payload.extend_from_slice(&state.to_le_bytes());
+    }
+    let image = hivemind_tests::image::build_test_image_with(
+        &dir.join("scan-image"),
+        "scan",
+        &[
+            ("var/lib/dpkg/status", status.as_bytes()),
+            ("etc/os-release", &os_release),
+            ("opt/payload/blob", &payload),
+        ],
+        NAME,
+    )?;
+    drop(payload);
+    let archive = dir.join("scan-image.tar");
+    image.write_oci_archive_named(&archive, NAME)?;
+    let imported = stack
+        .daemon
+        .cli(&["image", "import", &archive.display().to_string()]);
+    if !imported.status.success() {
+        bail!(
+            "image import: {}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+    }
+    let records: Vec<serde_json::Value> = status
+        .split("\n\n")
+        .filter_map(|p| p.lines().find_map(|l| l.strip_prefix("Package: ")))
+        .enumerate()
+        .map(|(i, package)| {
+            serde_json::json!({
+                "id": format!("BENCH-{i}"),
+                "affected": [{
+                    "package": {"ecosystem": format!("Debian:{release}"), "name": package},
+                    "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:0"}]}],
+                }],
+            })
+        })
+        .collect();
+    let body = serde_json::to_string(&records)?;
+    let (code, answer) = http(
+        &stack.ns,
+        "POST",
+        &api_url("/api/security/vulndb"),
+        Some(&body),
+    )?;
+    if code != 200 {
+        bail!("vulndb import: {code} {answer}");
+    }
+    let request = serde_json::json!({"image": NAME, "refresh": true}).to_string();
+    let mut scans = Vec::new();
+    let mut packages = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (code, answer) = http(
+            &stack.ns,
+            "POST",
+            &api_url("/api/security/scans"),
+            Some(&request),
+        )?;
+        scans.push(started.elapsed());
+        if code != 200 {
+            bail!("scan: {code} {answer}");
+        }
+        let report: serde_json::Value = serde_json::from_str(&answer)?;
+        packages = report["packages"].as_u64().unwrap_or(0);
+        if report["findings"].as_array().map_or(0, Vec::len) == 0 {
+            bail!(
+                "the scan found none of the {} advisories: {answer:.500}",
+                records.len()
+            );
+        }
+    }
+    let layer = image.blob_path(&image.layer_digest);
+    let mut gunzips = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc {} > /dev/null", layer.display()))
+            .status()?;
+        gunzips.push(started.elapsed());
+        if !out.success() {
+            bail!("gzip -dc of the layer failed");
+        }
+    }
+    scans.sort();
+    gunzips.sort();
+    Ok(ScanTime {
+        image_mb: mb,
+        packages,
+        advisories: records.len(),
+        scan: scans[1],
+        gunzip: gunzips[1],
+    })
+}
+
 fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("hivemind-bench-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 
-fn measure(
-    binary: &Path,
-    ns_name: &str,
-    dir: &Path,
-    cfg: &Config,
-    notes: &mut Vec<String>,
-) -> Result<Vec<Row>> {
+/// The time of an offline vulnerability scan of an image of `mb` MB (section `scan`): a fresh
+/// stack (namespace, containerd, daemon), torn down on return.
+pub fn scan(binary: &Path, ns_name: &str, mb: usize) -> Result<Vec<Row>> {
+    if !binary.exists() {
+        bail!("{} is missing: build it first", binary.display());
+    }
+    let dir = tempfile_dir()?;
+    let result = start(binary, ns_name, &dir).and_then(|stack| scan_time(&stack, &dir, mb));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scan = result?;
+    Ok(vec![Row {
+        section: "Image security",
+        name: format!(
+            "Image scan, warm database: a {} MB Debian-based image ({} packages from this \
+             machine's dpkg database, {} advisories), its layer read from containerd",
+            scan.image_mb, scan.packages, scan.advisories
+        ),
+        value: ms(scan.scan),
+        baseline: Some(ms(scan.gunzip)),
+        baseline_name: "gzip -dc of the image's layer".into(),
+        unit: "ms",
+        target: Target::ValueAtMost(5000.0),
+    }])
+}
+
+/// A namespace with a containerd of its own and the daemon on it.
+fn start(binary: &Path, ns_name: &str, dir: &Path) -> Result<Stack> {
     let ns = NetNs::create(ns_name)?;
     let containerd = TestContainerd::start(&ns, &dir.join("containerd"))?;
     let socket = containerd.socket.clone();
@@ -408,11 +553,22 @@ fn measure(
         .map(String::from)
         .to_vec(),
     )?;
-    let stack = Stack {
+    Ok(Stack {
         daemon,
-        _containerd: containerd,
+        containerd,
         ns,
-    };
+    })
+}
+
+fn measure(
+    binary: &Path,
+    ns_name: &str,
+    dir: &Path,
+    cfg: &Config,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Row>> {
+    let stack = start(binary, ns_name, dir)?;
+    let socket = stack.containerd.socket.clone();
     let pid = stack.daemon.pid().context("daemon pid")?;
     let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if !command.split('\0').any(|arg| arg == "daemon") {

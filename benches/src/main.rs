@@ -11,7 +11,7 @@
 //! left by a killed earlier run are removed at start.
 //!
 //! Usage: `hivemind-bench [--quick] [--only SECTION,...] [--out FILE] [--command TEXT]
-//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, deploy, failover, rollouts,
+//! [--hivemind BINARY]`; sections: per-packet, rate, scheduler, memory, deploy, scan, failover, rollouts,
 //! membership, e2e. A report of some sections says so in its header.
 
 mod bpf;
@@ -37,13 +37,14 @@ use crate::report::{Machine, render};
 const NS_PREFIX: &str = "hmbench-";
 
 /// The sections of a run, in order.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "per-packet",
     "rate",
     "scheduler",
     "memory",
     "deploy",
     "failover",
+    "scan",
     "rollouts",
     "membership",
     "e2e",
@@ -217,6 +218,15 @@ fn run() -> Result<()> {
             &format!("{NS_PREFIX}{pid}-deploy"),
             &cfg,
             &mut notes,
+        )?);
+    }
+
+    if wanted("scan") {
+        eprintln!("bench: offline image scan (containerd)");
+        rows.extend(deploy::scan(
+            &args.hivemind,
+            &format!("{NS_PREFIX}{pid}-scan"),
+            if quick { 10 } else { 100 },
         )?);
     }
 

@@ -22,6 +22,15 @@ use crate::policy::NetworkPolicy;
 use crate::secrets::SecretValue;
 use crate::state::{now_secs, validate_tls_domain};
 
+/// What a deploy asks of its image besides the cluster's image policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// The scan policy, instead of the cluster's.
+    pub scan_policy: Option<crate::vuln::ScanPolicy>,
+    /// A trusted cosign signature, whatever the cluster says.
+    pub require_signature: bool,
+}
+
 /// Where pull progress goes (nowhere by default).
 #[derive(Clone, Default)]
 pub struct ProgressSink(Option<Arc<dyn Fn(Progress) + Send + Sync>>);
@@ -54,7 +63,7 @@ impl PartialEq for ProgressSink {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Creates the app, or replaces its containers with the new spec.
-    Deploy(Box<AppSpec>),
+    Deploy(Box<AppSpec>, Admission),
     Scale {
         name: String,
         replicas: u32,
@@ -141,6 +150,26 @@ pub enum Command {
     ConfigureLogging(Option<LogShipping>),
     /// Sets (or, `None`, forgets) the Prometheus the dashboard reads history from.
     ConfigureDashboard(Option<DashboardHistory>),
+    /// Imports OSV data into the vulnerability database.
+    ImportVulnDb {
+        data: Arc<[u8]>,
+        max_age_days: Option<u32>,
+    },
+    /// Sets the cluster's scan policy for deploys.
+    SetScanPolicy(crate::vuln::ScanPolicy),
+    /// Trusts a public key's cosign signatures (a new name, or a replaced key).
+    PutTrustedKey {
+        name: String,
+        pem: String,
+    },
+    DeleteTrustedKey {
+        name: String,
+    },
+    /// Scans an image (pulled first when missing) against the vulnerability database.
+    ScanImage {
+        reference: String,
+        refresh: bool,
+    },
 }
 
 impl Command {
@@ -149,7 +178,18 @@ impl Command {
         let mut spec = request.validate()?;
         spec.image = normalize_reference(&spec.image)
             .map_err(|e| ValidationError::new("image", e.to_string()))?;
-        Ok(Self::Deploy(Box::new(spec)))
+        if let Some(policy) = &request.scan_policy {
+            policy
+                .validate()
+                .map_err(|e| ValidationError::new(format!("scan_policy.{}", e.field), e.message))?;
+        }
+        Ok(Self::Deploy(
+            Box::new(spec),
+            Admission {
+                scan_policy: request.scan_policy,
+                require_signature: request.require_signature,
+            },
+        ))
     }
 
     pub fn undo(name: &str, to_revision: Option<u64>) -> Result<Self, ValidationError> {
@@ -180,6 +220,38 @@ impl Command {
         Ok(Self::PromoteVariant {
             name: name.to_string(),
             variant: variant.to_string(),
+        })
+    }
+
+    pub fn put_trusted_key(name: &str, pem: &str) -> Result<Self, ValidationError> {
+        validate_name("name", name)?;
+        crate::image::cosign::parse_public_key(pem)
+            .map_err(|e| ValidationError::new("public_key", e))?;
+        Ok(Self::PutTrustedKey {
+            name: name.to_string(),
+            pem: pem.trim().to_string() + "\n",
+        })
+    }
+
+    pub fn scan_image(reference: &str, refresh: bool) -> Result<Self, ValidationError> {
+        let reference = normalize_reference(reference)
+            .map_err(|e| ValidationError::new("image", e.to_string()))?;
+        Ok(Self::ScanImage { reference, refresh })
+    }
+
+    pub fn import_vulndb(data: &[u8], max_age_days: Option<u32>) -> Result<Self, ValidationError> {
+        if data.is_empty() {
+            return Err(ValidationError::new(
+                "body",
+                "must be OSV data: a zip of OSV records, one record or a JSON array of them",
+            ));
+        }
+        if max_age_days == Some(0) {
+            return Err(ValidationError::new("max_age_days", "must be at least 1"));
+        }
+        Ok(Self::ImportVulnDb {
+            data: Arc::from(data),
+            max_age_days,
         })
     }
 
@@ -386,4 +458,12 @@ pub enum Outcome {
         app: String,
         action: RolloutAction,
     },
+    VulnDbImported(Box<crate::contract::VulnDbStatus>),
+    ScanPolicySet(crate::vuln::ScanPolicy),
+    TrustedKeySet {
+        name: String,
+        fingerprint: String,
+        created: bool,
+    },
+    ImageScanned(Box<crate::contract::ScanReport>),
 }

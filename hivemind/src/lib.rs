@@ -33,3 +33,4 @@ pub mod shipping;
 pub mod state;
 pub mod telemetry;
 pub mod validation;
+pub mod vuln;

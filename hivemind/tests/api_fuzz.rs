@@ -35,7 +35,8 @@ const MAX_TIME: &str = "150";
 /// schemathesis's configuration: the log routes never follow; a deploy may
 /// answer 502 (documented: `image_pull_failed`), because a well-formed
 /// reference whose registry cannot be reached (none can from this namespace)
-/// is not bad input but a failing upstream (and so may an undo, which deploys a kept revision);
+/// is not bad input but a failing upstream (and so may an undo, which deploys a kept revision,
+/// and an image scan, which pulls the image);
 /// so may the traffic history when the fuzzer has set
 /// a Prometheus no one runs. Every other 5xx is a failure.
 const CONFIG: &str = r#"
@@ -53,6 +54,10 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
 
 [[operations]]
 include-name = "POST /api/apps/{name}/rollout/promote"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
+
+[[operations]]
+include-name = "POST /api/security/scans"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
 
 [[operations]]

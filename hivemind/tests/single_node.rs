@@ -144,7 +144,8 @@ fn single_node_app_lifecycle() -> Result<()> {
         &reference,
         &node_id,
         &archive,
-    );
+    )
+    .and_then(|()| image_scans(&ns, &daemon, &registry, dir.path()));
     if result.is_err() {
         eprintln!("--- daemon log ---\n{}", daemon.log_tail());
         eprintln!("--- containerd log ---\n{}", containerd.log_tail());
@@ -1495,4 +1496,729 @@ fn clock_behind_after_restart(ns: &NetNs, daemon: &mut Daemon, current: &str) ->
     daemon.terminate()?;
     daemon.args.retain(|a| !a.starts_with("--clock-offset-ms"));
     daemon.restart(ns)
+}
+
+/// The version dpkg's database on this machine gives `package`.
+fn installed_version(status: &str, package: &str) -> Result<String> {
+    status
+        .split("\n\n")
+        .find(|p| p.lines().any(|l| l == format!("Package: {package}")))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("Version: ")))
+        .map(str::to_string)
+        .with_context(|| format!("{package} is not in /var/lib/dpkg/status"))
+}
+
+/// An OSV record of one package's affected range.
+fn osv(id: &str, ecosystem: &str, package: &str, range: &str, events: Value, cvss: &str) -> Value {
+    let mut record = serde_json::json!({
+        "id": id,
+        "summary": format!("test advisory {id}"),
+        "affected": [{
+            "package": {"ecosystem": ecosystem, "name": package},
+            "ranges": [{"type": range, "events": events}],
+        }],
+    });
+    if !cvss.is_empty() {
+        record["severity"] = serde_json::json!([{"type": "CVSS_V3", "score": cvss}]);
+    }
+    record
+}
+
+const CRITICAL: &str = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
+const HIGH: &str = "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H";
+
+/// Offline image scans: an OSV database the test writes (a zip, as osv.dev publishes it) is
+/// imported through the CLI; an image carrying this machine's real dpkg database, a Cargo.lock
+/// and a requirements.txt, and an image with an Alpine database the test writes, are pulled
+/// from the registry and scanned. Each finds exactly the records whose ranges take its
+/// versions in its ecosystem's order (dpkg's epochs and `~`, apk's suffixes, SemVer, PEP 440),
+/// a Debian package also by its source package; a corrupt file is refused and changes nothing.
+fn image_scans(ns: &NetNs, daemon: &Daemon, registry: &Registry, dir: &Path) -> Result<()> {
+    let status = std::fs::read_to_string("/var/lib/dpkg/status")?;
+    let os_release = std::fs::read("/etc/os-release")?;
+    let release = String::from_utf8_lossy(&os_release)
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .context("VERSION_ID")?;
+    let debian = format!("Debian:{release}");
+    let bash = installed_version(&status, "bash")?;
+    let coreutils = installed_version(&status, "coreutils")?;
+    let libc = installed_version(&status, "libc6")?;
+    assert!(
+        !coreutils.contains(':'),
+        "coreutils {coreutils} has an epoch"
+    );
+    let cargo_lock = "version = 3\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
+    let requirements = "Django==4.2.1\nrequests==2.31.0\n";
+    let debian_image = hivemind_tests::image::build_test_image_with(
+        &dir.join("scan-debian"),
+        "debian",
+        &[
+            ("var/lib/dpkg/status", status.as_bytes()),
+            ("etc/os-release", &os_release),
+            ("app/Cargo.lock", cargo_lock.as_bytes()),
+            ("srv/requirements.txt", requirements.as_bytes()),
+        ],
+        "hivemind.test/hm/scan-debian:1",
+    )?;
+    let apk = "C:Q1x=\nP:libcrypto3\nV:3.1.4-r5\no:openssl\n\nP:musl\nV:1.2.4-r2\no:musl\n\nP:zlib\nV:1.3.1-r0\no:zlib\n";
+    let alpine_image = hivemind_tests::image::build_test_image_with(
+        &dir.join("scan-alpine"),
+        "alpine",
+        &[
+            ("lib/apk/db/installed", apk.as_bytes()),
+            ("etc/alpine-release", b"3.19.1\n"),
+        ],
+        "hivemind.test/hm/scan-alpine:1",
+    )?;
+    registry.push(ns, &debian_image, "hm/scan-debian", "1")?;
+    registry.push(ns, &alpine_image, "hm/scan-alpine", "1")?;
+    let debian_ref = format!("{}/hm/scan-debian:1", registry.host());
+    let alpine_ref = format!("{}/hm/scan-alpine:1", registry.host());
+
+    let j = |v: &str| serde_json::json!(v);
+    let records = [
+        // bash: fixed in the installed version (not affected), in one just above (affected),
+        // in one with `~` just below (not affected), and in another release (not matched).
+        osv(
+            "DEB-FIXED",
+            &debian,
+            "bash",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": j(&bash)}]),
+            CRITICAL,
+        ),
+        osv(
+            "DEB-BASH",
+            &debian,
+            "bash",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": format!("{bash}+deb1")}]),
+            CRITICAL,
+        ),
+        osv(
+            "DEB-TILDE",
+            &debian,
+            "bash",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": format!("{bash}~rc1")}]),
+            CRITICAL,
+        ),
+        osv(
+            "DEB-OTHER-RELEASE",
+            "Debian:9",
+            "bash",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}]),
+            CRITICAL,
+        ),
+        // coreutils: an epoch makes the fix newer than any version without one.
+        osv(
+            "DEB-EPOCH",
+            &debian,
+            "coreutils",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "1:0.1-1"}]),
+            HIGH,
+        ),
+        // libc6 is built from glibc: the advisory names the source package; no fix yet.
+        osv(
+            "DEB-GLIBC",
+            &debian,
+            "glibc",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"last_affected": j(&libc)}]),
+            "",
+        ),
+        osv(
+            "RUSTSEC-SMALLVEC",
+            "crates.io",
+            "smallvec",
+            "SEMVER",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "1.6.1"}]),
+            HIGH,
+        ),
+        osv(
+            "PYSEC-DJANGO",
+            "PyPI",
+            "django",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "4.0"}, {"fixed": "4.2.2rc1"}]),
+            "",
+        ),
+        osv(
+            "PYSEC-REQUESTS",
+            "PyPI",
+            "requests",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "2.31.0.dev1"}]),
+            CRITICAL,
+        ),
+        // Alpine: by origin; `_git` sorts after the release, `_rc` before it.
+        osv(
+            "ALPINE-OPENSSL",
+            "Alpine:v3.19",
+            "openssl",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "3.1.4-r6"}]),
+            CRITICAL,
+        ),
+        osv(
+            "ALPINE-MUSL-GIT",
+            "Alpine:v3.19",
+            "musl",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "1.2.4_git20230717-r4"}]),
+            HIGH,
+        ),
+        osv(
+            "ALPINE-MUSL-RC",
+            "Alpine:v3.19",
+            "musl",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "1.2.4_rc1-r9"}]),
+            HIGH,
+        ),
+        osv(
+            "ALPINE-ZLIB-3.18",
+            "Alpine:v3.18",
+            "zlib",
+            "ECOSYSTEM",
+            serde_json::json!([{"introduced": "0"}]),
+            HIGH,
+        ),
+        osv(
+            "GHSA-NPM",
+            "npm",
+            "lodash",
+            "SEMVER",
+            serde_json::json!([{"introduced": "0"}, {"fixed": "4.17.21"}]),
+            HIGH,
+        ),
+    ];
+    let archive = dir.join("osv-all.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive)?);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for record in &records {
+            zip.start_file(
+                format!("{}.json", record["id"].as_str().unwrap_or("x")),
+                options,
+            )?;
+            std::io::Write::write_all(&mut zip, &serde_json::to_vec(record)?)?;
+        }
+        zip.finish()?;
+    }
+    let archive_path = archive.display().to_string();
+    let out = assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "vulndb",
+            "import",
+            &archive_path,
+            "--max-age-days",
+            "30",
+        ]),
+        "vulndb import",
+    );
+    assert!(out.contains("imported"), "{out}");
+    let db = api_json(ns, "/api/security/vulndb")?;
+    let ecosystems: Vec<&str> = db["ecosystems"]
+        .as_array()
+        .context("ecosystems")?
+        .iter()
+        .filter_map(|e| e["ecosystem"].as_str())
+        .collect();
+    assert_eq!(
+        ecosystems,
+        ["Alpine", "Debian", "PyPI", "crates.io", "npm"],
+        "{db}"
+    );
+    assert_eq!(db["max_age_days"], 30, "{db}");
+
+    let scan = |image: &str, extra: &[&str]| -> Result<Value> {
+        let mut args = vec!["-o", "json", "security", "scan-image", "--image", image];
+        args.extend_from_slice(extra);
+        let out = assert_cli_ok(&daemon.cli(&args), "scan-image");
+        Ok(serde_json::from_str(&out)?)
+    };
+    let ids = |report: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = report["findings"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|f| f["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let report = scan(&debian_ref, &[])?;
+    assert_eq!(
+        ids(&report),
+        [
+            "DEB-BASH",
+            "DEB-EPOCH",
+            "DEB-GLIBC",
+            "PYSEC-DJANGO",
+            "RUSTSEC-SMALLVEC"
+        ],
+        "{report}"
+    );
+    let findings_of = |id: &str| -> Vec<Value> {
+        report["findings"]
+            .as_array()
+            .map(|f| f.iter().filter(|f| f["id"] == id).cloned().collect())
+            .unwrap_or_default()
+    };
+    let finding = |id: &str| findings_of(id).first().cloned().unwrap_or(Value::Null);
+    // Every installed package built from glibc is affected, each a finding.
+    let glibc = findings_of("DEB-GLIBC");
+    let libc6 = glibc
+        .iter()
+        .find(|f| f["package"] == "libc6")
+        .context("libc6 among glibc's findings")?;
+    assert!(
+        glibc
+            .iter()
+            .all(|f| f["source"] == "glibc" && f["installed"] == libc.as_str()),
+        "{glibc:?}"
+    );
+    assert_eq!(finding("DEB-BASH")["severity"], "critical");
+    assert_eq!(finding("DEB-BASH")["installed"], bash.as_str());
+    assert_eq!(finding("DEB-BASH")["fixed"], format!("{bash}+deb1"));
+    assert_eq!(finding("DEB-EPOCH")["fixed"], "1:0.1-1");
+    assert_eq!(finding("DEB-EPOCH")["severity"], "high");
+    assert_eq!(libc6["fixed"], Value::Null);
+    assert_eq!(libc6["severity"], "unknown");
+    assert_eq!(finding("PYSEC-DJANGO")["location"], "srv/requirements.txt");
+    assert_eq!(
+        report["findings"][0]["severity"], "critical",
+        "the worst first"
+    );
+    assert_eq!(report["cached"], false);
+    assert!(
+        report["distro"]
+            .as_str()
+            .is_some_and(|d| d.contains("Debian")),
+        "{report}"
+    );
+    let packages = report["packages"].as_u64().unwrap_or(0);
+    assert!(
+        packages > 50,
+        "{packages} packages read from the dpkg database"
+    );
+    let again = scan(&debian_ref, &[])?;
+    assert_eq!(
+        again["cached"], true,
+        "a kept result for the same digest and database"
+    );
+    assert_eq!(ids(&again), ids(&report));
+
+    let alpine = scan(&alpine_ref, &[])?;
+    assert_eq!(
+        ids(&alpine),
+        ["ALPINE-MUSL-GIT", "ALPINE-OPENSSL"],
+        "{alpine}"
+    );
+    assert_eq!(
+        alpine["ecosystems"],
+        serde_json::json!(["Alpine:v3.19"]),
+        "{alpine}"
+    );
+
+    // The table names the findings; SARIF is what code-scanning tools read.
+    let table = assert_cli_ok(
+        &daemon.cli(&["security", "scan-image", "--image", &alpine_ref]),
+        "scan-image table",
+    );
+    assert!(
+        table.contains("2 findings: 1 critical, 1 high")
+            && table.contains("libcrypto3 (openssl)")
+            && table.contains("3.1.4-r6"),
+        "{table}"
+    );
+    let sarif: Value = serde_json::from_str(&assert_cli_ok(
+        &daemon.cli(&[
+            "-o",
+            "sarif",
+            "security",
+            "scan-image",
+            "--image",
+            &alpine_ref,
+        ]),
+        "scan-image sarif",
+    ))?;
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(
+        sarif["runs"][0]["results"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // A corrupt file is refused with the reason, and the database is as it was.
+    let corrupt = dir.join("corrupt.zip");
+    let mut bytes = std::fs::read(&archive)?;
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&corrupt, &bytes)?;
+    let refused = daemon.cli(&[
+        "security",
+        "vulndb",
+        "import",
+        &corrupt.display().to_string(),
+    ]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("not OSV data"),
+        "{error}"
+    );
+    assert_eq!(
+        api_json(ns, "/api/security/vulndb")?["ecosystems"],
+        db["ecosystems"]
+    );
+    // Importing Alpine's records alone replaces Alpine's and keeps the others: with the
+    // OpenSSL fix in the installed version, the Alpine image has one finding left.
+    let alpine_only = dir.join("alpine.json");
+    let fixed = osv(
+        "ALPINE-OPENSSL",
+        "Alpine:v3.19",
+        "openssl",
+        "ECOSYSTEM",
+        serde_json::json!([{"introduced": "0"}, {"fixed": "3.1.4-r5"}]),
+        CRITICAL,
+    );
+    std::fs::write(
+        &alpine_only,
+        serde_json::to_vec(&serde_json::json!([fixed, records[10]]))?,
+    )?;
+    assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "vulndb",
+            "import",
+            &alpine_only.display().to_string(),
+        ]),
+        "import alpine",
+    );
+    let rescanned = scan(&alpine_ref, &[])?;
+    assert_eq!(rescanned["cached"], false, "a new database is a new scan");
+    assert_eq!(ids(&rescanned), ["ALPINE-MUSL-GIT"], "{rescanned}");
+    assert_eq!(ids(&scan(&debian_ref, &["--refresh"])?), ids(&report));
+    admission(ns, daemon, &debian_ref, &alpine_ref)?;
+    signatures(
+        ns,
+        daemon,
+        registry,
+        (&debian_ref, &debian_image.manifest_digest),
+        (&alpine_ref, &alpine_image.manifest_digest),
+        dir,
+    )
+}
+
+/// A P-256 key as cosign makes one, and its public half in PEM (`cosign.pub`).
+fn cosign_key() -> Result<(ring::signature::EcdsaKeyPair, String)> {
+    use base64::Engine as _;
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("generate a key"))?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow::anyhow!("read the key"))?;
+    let mut der = hivemind::image::cosign::P256_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(key.public_key().as_ref());
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    );
+    Ok((key, pem))
+}
+
+/// Writes a cosign signature of `digest` by `key` into the registry, as `cosign sign` does:
+/// the simple-signing payload as a layer of a manifest tagged `sha256-<hex>.sig`, its
+/// signature in the layer's annotation.
+fn cosign_sign(
+    ns: &NetNs,
+    registry: &Registry,
+    repo: &str,
+    digest: &str,
+    key: &ring::signature::EcdsaKeyPair,
+) -> Result<()> {
+    use base64::Engine as _;
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{repo}", registry.host())},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))?;
+    let signature = key
+        .sign(&ring::rand::SystemRandom::new(), &payload)
+        .map_err(|_| anyhow::anyhow!("sign"))?;
+    let config = br#"{"architecture":"","config":{},"created":"0001-01-01T00:00:00Z","history":[{"created":"0001-01-01T00:00:00Z"}],"os":"","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let (config_digest, payload_digest) = (
+        hivemind_tests::image::digest(&config),
+        hivemind_tests::image::digest(&payload),
+    );
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": hivemind_tests::image::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest,
+            "size": payload.len(),
+            "annotations": {
+                "dev.cosignproject.cosign/signature":
+                    base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+            },
+        }],
+    }))?;
+    let image = hivemind_tests::image::TestImage {
+        dir: std::path::PathBuf::new(),
+        manifest,
+        manifest_digest: String::new(),
+        config_digest: config_digest.clone(),
+        layer_digest: payload_digest.clone(),
+        diff_id: String::new(),
+        chain_id: String::new(),
+        blobs: vec![(config_digest, config), (payload_digest, payload)],
+        ref_name: String::new(),
+    };
+    registry.push(
+        ns,
+        &image,
+        repo,
+        &format!("{}.sig", digest.replace(':', "-")),
+    )
+}
+
+/// `--require-signature`: with a trusted key, an image signed by it deploys; an unsigned one,
+/// and one signed by a key nobody trusts, are refused with the reason; the cluster's policy can
+/// require signatures of every deploy.
+fn signatures(
+    ns: &NetNs,
+    daemon: &Daemon,
+    registry: &Registry,
+    (debian_ref, debian_digest): (&str, &str),
+    (alpine_ref, alpine_digest): (&str, &str),
+    dir: &Path,
+) -> Result<()> {
+    let deploy = |name: &str, image: &str, extra: &[&str]| {
+        let mut args = vec!["app", "deploy", "--name", name, "--image", image];
+        args.extend_from_slice(extra);
+        daemon.cli(&args)
+    };
+    let refused = deploy("signed", alpine_ref, &["--require-signature"]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("no key is trusted"),
+        "{error}"
+    );
+
+    let (release, release_pem) = cosign_key()?;
+    let (stranger, _) = cosign_key()?;
+    let public = dir.join("cosign.pub");
+    std::fs::write(&public, &release_pem)?;
+    let added = assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "trust",
+            "add-key",
+            "--name",
+            "release",
+            "--file",
+            &public.display().to_string(),
+        ]),
+        "trust add-key",
+    );
+    assert!(added.contains("Trusted key release"), "{added}");
+    let bad = dir.join("not-a-key.pub");
+    std::fs::write(
+        &bad,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )?;
+    let refused = daemon.cli(&[
+        "security",
+        "trust",
+        "add-key",
+        "--name",
+        "bad",
+        "--file",
+        &bad.display().to_string(),
+    ]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("P-256"),
+        "{error}"
+    );
+
+    cosign_sign(ns, registry, "hm/scan-alpine", alpine_digest, &release)?;
+    cosign_sign(ns, registry, "hm/scan-debian", debian_digest, &stranger)?;
+    assert_cli_ok(
+        &deploy("signed", alpine_ref, &["--require-signature"]),
+        "deploy a signed image",
+    );
+    let refused = deploy(
+        "unsigned",
+        &format!("{}/hm/test-app:1", registry.host()),
+        &["--require-signature"],
+    );
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("holds no cosign signature"),
+        "{error}"
+    );
+    let refused = deploy("stranger", debian_ref, &["--require-signature"]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("no trusted key verifies it"),
+        "{error}"
+    );
+    // The cluster's policy: every deploy needs a signature.
+    assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "scan-policy",
+            "set",
+            "--mode",
+            "off",
+            "--require-signature",
+        ]),
+        "require signatures",
+    );
+    let refused = deploy("stranger", debian_ref, &[]);
+    assert!(
+        !refused.status.success(),
+        "the cluster's policy let an untrusted signature in"
+    );
+    assert_cli_ok(
+        &deploy("signed", alpine_ref, &[]),
+        "a signed image under the cluster's policy",
+    );
+    assert_cli_ok(
+        &daemon.cli(&["security", "scan-policy", "set", "--mode", "off"]),
+        "policy off",
+    );
+    for name in ["stranger", "unsigned"] {
+        let (status, _) = http(ns, "GET", &api_url(&format!("/api/apps/{name}")), None)?;
+        assert_eq!(status, 404, "a refused deploy made app {name}");
+    }
+    assert_cli_ok(
+        &daemon.cli(&["app", "delete", "--name", "signed"]),
+        "delete",
+    );
+    assert_cli_ok(
+        &daemon.cli(&["security", "trust", "rm", "--name", "release"]),
+        "trust rm",
+    );
+    Ok(())
+}
+
+/// Deploys under a scan policy: `block` at critical refuses the Debian image (a critical
+/// finding) with the findings in the error and creates nothing, and deploys the Alpine one
+/// (high findings only); `warn` deploys the Debian image and records what breaks the policy
+/// on the app; the cluster's policy holds a deploy that names none.
+fn admission(ns: &NetNs, daemon: &Daemon, debian_ref: &str, alpine_ref: &str) -> Result<()> {
+    let deploy = |name: &str, image: &str, extra: &[&str]| {
+        let mut args = vec!["app", "deploy", "--name", name, "--image", image];
+        args.extend_from_slice(extra);
+        daemon.cli(&args)
+    };
+    let block = ["--scan-policy", "block", "--max-severity", "critical"];
+    let refused = deploy("scanned", debian_ref, &block);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && error.contains("breaks the scan policy (block at critical and above)")
+            && error.contains("DEB-BASH (critical, bash"),
+        "{error}"
+    );
+    let (status, _) = http(ns, "GET", &api_url("/api/apps/scanned"), None)?;
+    assert_eq!(status, 404, "a refused deploy creates no app");
+    let body = serde_json::json!({
+        "image": debian_ref,
+        "name": "scanned",
+        "scan_policy": {"mode": "block", "max_severity": "critical"},
+    });
+    let (status, answer) = http(ns, "POST", &api_url("/api/deploy"), Some(&body.to_string()))?;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.contains("\"scan_policy\"") && answer.contains("DEB-BASH"),
+        "{answer}"
+    );
+
+    assert_cli_ok(
+        &deploy("scanned", alpine_ref, &block),
+        "deploy the alpine image",
+    );
+    let app = api_json(ns, "/api/apps/scanned")?;
+    assert_eq!(app["scan"]["policy"], "block", "{app}");
+    assert_eq!(
+        app["scan"]["counts"],
+        serde_json::json!({"high": 1}),
+        "{app}"
+    );
+    assert_eq!(app["scan"]["breaking"], serde_json::json!([]), "{app}");
+
+    assert_cli_ok(
+        &deploy("warned", debian_ref, &["--scan-policy", "warn"]),
+        "deploy under warn",
+    );
+    let app = api_json(ns, "/api/apps/warned")?;
+    let breaking: Vec<&str> = app["scan"]["breaking"]
+        .as_array()
+        .context("breaking")?
+        .iter()
+        .filter_map(|b| b.as_str())
+        .collect();
+    assert_eq!(breaking.len(), 3, "{app}");
+    assert!(
+        ["DEB-BASH", "DEB-EPOCH", "RUSTSEC-SMALLVEC"]
+            .iter()
+            .all(|id| breaking.iter().any(|b| b.starts_with(id))),
+        "{breaking:?}"
+    );
+    let listed = assert_cli_ok(&daemon.cli(&["app", "ls"]), "app ls");
+    assert!(listed.contains("warn: 1 critical, 2 high"), "{listed}");
+
+    // The cluster's policy: a deploy that names none is held to it.
+    assert_cli_ok(
+        &daemon.cli(&[
+            "security",
+            "scan-policy",
+            "set",
+            "--mode",
+            "block",
+            "--max-severity",
+            "critical",
+        ]),
+        "scan-policy set",
+    );
+    let shown = assert_cli_ok(
+        &daemon.cli(&["security", "scan-policy", "show"]),
+        "scan-policy show",
+    );
+    assert!(shown.contains("block at critical and above"), "{shown}");
+    let refused = deploy("held", debian_ref, &[]);
+    assert!(
+        !refused.status.success(),
+        "the cluster's block policy let a critical image in"
+    );
+    // A deploy's own policy overrides the cluster's.
+    assert_cli_ok(
+        &deploy("held", debian_ref, &["--scan-policy", "off"]),
+        "deploy with policy off",
+    );
+    assert_cli_ok(
+        &daemon.cli(&["security", "scan-policy", "set", "--mode", "off"]),
+        "scan-policy off",
+    );
+    for app in ["scanned", "warned", "held"] {
+        assert_cli_ok(&daemon.cli(&["app", "delete", "--name", app]), "delete");
+    }
+    Ok(())
 }

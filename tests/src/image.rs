@@ -98,6 +98,18 @@ pub fn build_test_image(dir: &Path) -> Result<TestImage> {
 /// The test app image answering `greeting` on /greeting unless the app sets `GREETING`: one
 /// layer with the test app image, its own config (and digest).
 pub fn build_test_image_greeting(dir: &Path, greeting: &str) -> Result<TestImage> {
+    build_test_image_with(dir, greeting, &[], "hivemind.test/hm/test-app:1")
+}
+
+/// The test app image with more files in its layer (path without the leading `/`, content;
+/// their directories made): a package database or a lockfile for a scan to read, in an image
+/// that runs.
+pub fn build_test_image_with(
+    dir: &Path,
+    greeting: &str,
+    files: &[(&str, &[u8])],
+    ref_name: &str,
+) -> Result<TestImage> {
     let busybox = std::fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX}"))?;
     let mut tar = LayerBuilder::new();
     tar.dir("bin")?;
@@ -109,12 +121,29 @@ pub fn build_test_image_greeting(dir: &Path, greeting: &str) -> Result<TestImage
     for d in ["www", "tmp", "etc", "proc", "sys", "dev"] {
         tar.dir(d)?;
     }
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _) in files {
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(p.to_string_lossy().to_string());
+            parent = p.parent();
+        }
+    }
+    for d in dirs
+        .iter()
+        .filter(|d| !["www", "tmp", "etc", "proc", "sys", "dev", "bin"].contains(&d.as_str()))
+    {
+        tar.dir(d)?;
+    }
+    for (path, data) in files {
+        tar.file(path, data, 0o644)?;
+    }
     let config = json!({
         "Entrypoint": ["/bin/hm-test-app"],
         "Env": ["PATH=/bin", format!("GREETING={greeting}")],
         "WorkingDir": "/",
     });
-    assemble(dir, tar.finish()?, config, "hivemind.test/hm/test-app:1")
+    assemble(dir, tar.finish()?, config, ref_name)
 }
 
 /// A tiny image whose only file is /marker with `marker` in it: distinct

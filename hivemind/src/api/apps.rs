@@ -51,6 +51,7 @@ pub fn app_view(app: &AppRecord, replicas: Option<&ReplicaCount>) -> AppView {
         generation: app.generation,
         created_at: app.created_at,
         updated_at: app.updated_at,
+        scan: app.scan.clone(),
     }
 }
 

@@ -119,6 +119,17 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/volumes/create" => p(Verb::Write, Volumes, Body),
         "/api/volumes/{name}" => p(Verb::Delete, Volumes, Path("name")),
         "/api/images/pull" | "/api/images/import" => p(Verb::Write, Images, NameFrom::None),
+        // A scan may pull the image; an import changes what every scan finds.
+        "/api/security/scans" => p(Verb::Write, Images, NameFrom::None),
+        "/api/security/vulndb" if read => p(Verb::Read, Images, NameFrom::None),
+        "/api/security/vulndb" => p(Verb::Write, Images, NameFrom::None),
+        "/api/security/scan-policy" if read => p(Verb::Read, Images, NameFrom::None),
+        // What every deploy is held to: a cluster setting.
+        "/api/security/scan-policy" => p(Verb::Write, Nodes, NameFrom::None),
+        // Whose signatures admit images: as much as the cluster's policy.
+        "/api/security/trust/keys" if read => p(Verb::Read, Images, NameFrom::None),
+        "/api/security/trust/keys" => p(Verb::Write, Nodes, NameFrom::None),
+        "/api/security/trust/keys/{name}" => p(Verb::Delete, Nodes, Path("name")),
         "/api/acl/tokens" | "/api/acl/policies" if write => p(Verb::Write, Tokens, Body),
         "/api/acl/tokens" | "/api/acl/policies" => p(Verb::Read, Tokens, NameFrom::None),
         "/api/acl/tokens/{name}" | "/api/acl/policies/{name}" => {

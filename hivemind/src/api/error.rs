@@ -67,6 +67,7 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
+            NodeError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scan_policy"),
             NodeError::Runtime(RuntimeError::Image(image)) => image_status(image),
             NodeError::Store(crate::state::StoreError::SubnetFull(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_addresses")
@@ -121,7 +122,10 @@ fn image_status(e: &ImageError) -> (StatusCode, &'static str) {
         | ImageError::Archive { .. }
         | ImageError::Io { .. }
         | ImageError::NoPlatform { .. } => (StatusCode::BAD_REQUEST, "invalid_image"),
-        ImageError::NotFound { .. } => (StatusCode::NOT_FOUND, "image_not_found"),
+        ImageError::NotFound { .. } | ImageError::NotLocal { .. } => {
+            (StatusCode::NOT_FOUND, "image_not_found")
+        }
+        ImageError::Layer { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_unreadable"),
         ImageError::Unauthorized { .. } => (StatusCode::FORBIDDEN, "registry_unauthorized"),
         _ => (StatusCode::BAD_GATEWAY, "image_pull_failed"),
     }

@@ -28,6 +28,7 @@ mod services;
 mod tls;
 pub(crate) mod traffic;
 mod volumes;
+mod vulns;
 
 use std::sync::Arc;
 
@@ -246,6 +247,18 @@ impl Routes {
                 on(Post.filter(), images::import)
                     .layer(DefaultBodyLimit::max(images::ARCHIVE_LIMIT)),
             )
+            .add_method_router(
+                Post,
+                "/api/security/vulndb",
+                on(Post.filter(), vulns::import).layer(DefaultBodyLimit::max(vulns::VULNDB_LIMIT)),
+            )
+            .add(Get, "/api/security/vulndb", vulns::status)
+            .add(Post, "/api/security/scans", vulns::scan)
+            .add(Post, "/api/security/scan-policy", vulns::set_policy)
+            .add(Get, "/api/security/scan-policy", vulns::show_policy)
+            .add(Post, "/api/security/trust/keys", vulns::add_key)
+            .add(Get, "/api/security/trust/keys", vulns::list_keys)
+            .add(Delete, "/api/security/trust/keys/{name}", vulns::delete_key)
             .add(Post, "/api/acl/tokens", acl::create_token)
             .add(Get, "/api/acl/tokens", acl::list_tokens)
             .add(Delete, "/api/acl/tokens/{name}", acl::revoke_token)

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
     acl, apps, containers, debug, flows, images, join_tokens, metrics, nodes, observability,
-    policies, secrets, services, tls, traffic, volumes,
+    policies, secrets, services, tls, traffic, volumes, vulns,
 };
 
 #[derive(OpenApi)]
@@ -94,6 +94,14 @@ use super::{
         nodes::rotate_gossip_key,
         images::pull,
         images::import,
+        vulns::import,
+        vulns::status,
+        vulns::scan,
+        vulns::set_policy,
+        vulns::show_policy,
+        vulns::add_key,
+        vulns::list_keys,
+        vulns::delete_key,
         acl::create_token,
         acl::list_tokens,
         acl::revoke_token,

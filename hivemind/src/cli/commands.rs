@@ -14,20 +14,21 @@ use super::{
     AclCommand, AclPolicyCommand, AppCommand, Cli, Client, ClientError, ClusterCommand,
     DebugCommand, DeployArgs, FlowFilter, FlowsCommand, GossipKeyCommand, ImageCommand,
     JoinTokenCommand, NodeCommand, ObservabilityCommand, OutputFormat, RolloutCommand,
-    SecretValueArgs, SecurityCommand, StrategyArgs, TlsCommand, TokenCommand, TopCommand,
-    VolumeCommand,
+    ScanPolicyCommand, SecretValueArgs, SecurityCommand, StrategyArgs, TlsCommand, TokenCommand,
+    TopCommand, TrustCommand, VolumeCommand, VulnDbCommand,
 };
 use crate::contract::{
-    AclPolicy, AddTlsCert, AmountValue, AppView, AuditEntry, CertificateView, CheckResult,
-    ConnectivityReport, ConnectivityRequest, ContainerDetail, ContainerView, CreateJoinToken,
-    CreateSecret, CreateToken, CreateVolume, DashboardHistory, DebugAnswer, DeployAnswer,
-    DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus, ImportAnswer,
-    JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping, MemoryValue, Message,
-    MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace, PromoteRequest, PullEvent,
-    PullRequest, RecentFlows, ResourcesRequest, RestartAnswer, RestartRequest, RevisionView, Role,
-    RolloutStatus, ScaleRequest, SecretAnswer, SecretInput, SecretView, ServiceView,
-    StrategyRequest, TlsCertAnswer, TlsCertView, TokenCreated, TokenView, TracingExport,
-    UndoRequest, VolumeCreated, VolumeMountRequest, VolumeView, WhoAmI,
+    AclPolicy, AddTlsCert, AddTrustedKey, AmountValue, AppView, AuditEntry, CertificateView,
+    CheckResult, ConnectivityReport, ConnectivityRequest, ContainerDetail, ContainerView,
+    CreateJoinToken, CreateSecret, CreateToken, CreateVolume, DashboardHistory, DebugAnswer,
+    DeployAnswer, DeployRequest, FlowView, GossipKeys, HealthAnswer, HealthReport, HealthStatus,
+    ImportAnswer, JoinRequest, JoinTokenCreated, JoinTokenView, KeyRotated, LogShipping,
+    MemoryValue, Message, MetricsListener, NetworkPolicy, NodeView, PolicyAnswer, PolicyTrace,
+    PromoteRequest, PullEvent, PullRequest, RecentFlows, ResourcesRequest, RestartAnswer,
+    RestartRequest, RevisionView, Role, RolloutStatus, ScaleRequest, ScanReport, ScanRequest,
+    SecretAnswer, SecretInput, SecretView, ServiceView, StrategyRequest, TlsCertAnswer,
+    TlsCertView, TokenCreated, TokenView, TracingExport, TrustedKeyAnswer, TrustedKeyView,
+    UndoRequest, VolumeCreated, VolumeMountRequest, VolumeView, VulnDbStatus, WhoAmI,
 };
 use crate::model::{ValidationError, parse_key_value, parse_secret, parse_volume};
 
@@ -36,6 +37,29 @@ fn usage(e: ValidationError) -> ClientError {
 }
 
 /// Builds the deploy body from flags, checking them before any request.
+/// A scan policy from its flags.
+fn scan_policy(
+    mode: crate::vuln::ScanMode,
+    max_severity: Option<&str>,
+    only_fixed: bool,
+) -> Result<crate::vuln::ScanPolicy, ClientError> {
+    let mut policy = crate::vuln::ScanPolicy {
+        mode,
+        only_fixed,
+        ..Default::default()
+    };
+    if let Some(text) = max_severity {
+        policy.max_severity = crate::vuln::Severity::parse(text)
+            .filter(|s| *s >= crate::vuln::Severity::Low)
+            .ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "--max-severity {text}: must be low, medium, high or critical"
+                ))
+            })?;
+    }
+    Ok(policy)
+}
+
 pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
     let mut env = std::collections::BTreeMap::new();
     for pair in &args.env {
@@ -102,6 +126,11 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
         publish: args.publish.clone(),
         publish_mode: args.publish_mode.clone(),
         strategy: strategy_request(&args.strategy),
+        scan_policy: args
+            .scan_policy
+            .map(|mode| scan_policy(mode, args.max_severity.as_deref(), args.only_fixed))
+            .transpose()?,
+        require_signature: args.require_signature,
     };
     request.validate().map_err(usage)?;
     Ok(request)
@@ -191,6 +220,15 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
     }
     let client = Client::new(&server, token.clone(), &trust)?;
     let format = cli.output;
+    let scanning = matches!(
+        &cli.command,
+        TopCommand::Security(SecurityCommand::ScanImage { .. })
+    );
+    if format == OutputFormat::Sarif && !scanning {
+        return Err(ClientError::Usage(
+            "--output sarif is for `security scan-image`; use table or json".to_string(),
+        ));
+    }
     match &cli.command {
         TopCommand::Daemon(_) | TopCommand::Web(_) | TopCommand::LogDriver { .. } => Err(
             ClientError::Other("daemon and web are not client commands".into()),
@@ -489,6 +527,7 @@ async fn app(
                     ("RUNNING", |a| a.running.to_string()),
                     ("STATUS", |a| a.status.as_str().to_string()),
                     ("SERVICE", |a| or_dash(a.service.as_ref())),
+                    ("SCAN", |a| or_dash(a.scan.as_ref().map(scan_cell).as_ref())),
                 ],
             );
         }
@@ -949,8 +988,185 @@ async fn security(
             let answer: Message = client.delete(&path).await?;
             print_message(format, &answer);
         }
+        SecurityCommand::ScanImage { image, refresh } => {
+            let body = ScanRequest {
+                image: image.clone(),
+                refresh: *refresh,
+            };
+            let report: ScanReport = client.post("/api/security/scans", &body).await?;
+            print_scan(format, &report);
+        }
+        SecurityCommand::Vulndb(VulnDbCommand::Import { file, max_age_days }) => {
+            let data = std::fs::read(file)
+                .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let path = match max_age_days {
+                Some(days) => format!("/api/security/vulndb?max_age_days={days}"),
+                None => "/api/security/vulndb".to_string(),
+            };
+            let status: VulnDbStatus = client.post_bytes(&path, data).await?;
+            print_vulndb(format, &status);
+        }
+        SecurityCommand::ScanPolicy(ScanPolicyCommand::Set {
+            mode,
+            max_severity,
+            only_fixed,
+            require_signature,
+        }) => {
+            let mut body = scan_policy(*mode, max_severity.as_deref(), *only_fixed)?;
+            body.require_signature = *require_signature;
+            let policy: crate::vuln::ScanPolicy =
+                client.post("/api/security/scan-policy", &body).await?;
+            print_scan_policy(format, &policy);
+        }
+        SecurityCommand::ScanPolicy(ScanPolicyCommand::Show) => {
+            let policy: crate::vuln::ScanPolicy = client.get("/api/security/scan-policy").await?;
+            print_scan_policy(format, &policy);
+        }
+        SecurityCommand::Trust(TrustCommand::AddKey { name, file }) => {
+            let public_key = std::fs::read_to_string(file)
+                .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let body = AddTrustedKey {
+                name: name.clone(),
+                public_key,
+            };
+            let answer: TrustedKeyAnswer = client.post("/api/security/trust/keys", &body).await?;
+            print_message(format, &answer);
+        }
+        SecurityCommand::Trust(TrustCommand::Ls) => {
+            let keys: Vec<TrustedKeyView> = client.get("/api/security/trust/keys").await?;
+            print_list(
+                format,
+                &keys,
+                &[
+                    ("NAME", |k| k.name.clone()),
+                    ("FINGERPRINT", |k| k.fingerprint.clone()),
+                ],
+            );
+        }
+        SecurityCommand::Trust(TrustCommand::Rm { name }) => {
+            let path = format!("/api/security/trust/keys/{}", path_segment(name)?);
+            let answer: Message = client.delete(&path).await?;
+            print_message(format, &answer);
+        }
+        SecurityCommand::Vulndb(VulnDbCommand::Status) => {
+            let status: VulnDbStatus = client.get("/api/security/vulndb").await?;
+            print_vulndb(format, &status);
+        }
     }
     Ok(())
+}
+
+/// An app's last scan in a cell: `warn: 2 critical, 1 high` or `block: clean`.
+fn scan_cell(scan: &crate::vuln::AppScan) -> String {
+    let counts: Vec<String> = scan
+        .counts
+        .iter()
+        .rev()
+        .filter(|(severity, _)| **severity >= crate::vuln::Severity::Low)
+        .map(|(severity, n)| format!("{n} {}", severity.as_str()))
+        .collect();
+    if counts.is_empty() {
+        format!("{}: clean", scan.policy)
+    } else {
+        format!("{}: {}", scan.policy, counts.join(", "))
+    }
+}
+
+fn print_scan_policy(format: OutputFormat, policy: &crate::vuln::ScanPolicy) {
+    if format == OutputFormat::Json {
+        print_object(format, policy);
+    } else if policy.mode == crate::vuln::ScanMode::Off {
+        println!("scan policy: off (deploys are not scanned unless they ask with --scan-policy)");
+    } else {
+        println!("scan policy: {}", policy.describe());
+    }
+}
+
+fn print_vulndb(format: OutputFormat, status: &VulnDbStatus) {
+    if format == OutputFormat::Json {
+        print_object(format, status);
+        return;
+    }
+    for message in &status.messages {
+        println!("{message}");
+    }
+    print_list(
+        format,
+        &status.ecosystems,
+        &[
+            ("ECOSYSTEM", |e| e.ecosystem.clone()),
+            ("PACKAGES", |e| e.packages.to_string()),
+            ("ADVISORIES", |e| e.advisories.to_string()),
+            ("AGE", |e| {
+                format!("{:.1}d{}", e.age_days, if e.stale { " (old)" } else { "" })
+            }),
+            ("SHA256", |e| e.sha256.chars().take(12).collect()),
+        ],
+    );
+}
+
+fn print_scan(format: OutputFormat, report: &ScanReport) {
+    match format {
+        OutputFormat::Json => print_object(format, report),
+        OutputFormat::Sarif => {
+            super::output::print_json(&crate::vuln::sarif(&report.image, &report.findings))
+        }
+        OutputFormat::Table => {
+            println!(
+                "{} ({}){}: {} packages from {}",
+                report.image,
+                report.digest,
+                report
+                    .distro
+                    .as_ref()
+                    .map(|d| format!(", {d}"))
+                    .unwrap_or_default(),
+                report.packages,
+                if report.sources.is_empty() {
+                    "no package database".to_string()
+                } else {
+                    report.sources.join(", ")
+                }
+            );
+            for warning in &report.warnings {
+                println!("warning: {warning}");
+            }
+            let counts: Vec<String> = report
+                .counts
+                .iter()
+                .rev()
+                .map(|(severity, n)| format!("{n} {}", severity.as_str()))
+                .collect();
+            println!(
+                "{} findings{}",
+                report.findings.len(),
+                if counts.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", counts.join(", "))
+                }
+            );
+            if !report.findings.is_empty() {
+                print_list(
+                    format,
+                    &report.findings,
+                    &[
+                        ("SEVERITY", |f| f.severity.as_str().to_string()),
+                        ("ID", |f| f.id.clone()),
+                        ("PACKAGE", |f| match &f.source {
+                            Some(source) => format!("{} ({source})", f.package),
+                            None => f.package.clone(),
+                        }),
+                        ("INSTALLED", |f| f.installed.clone()),
+                        ("FIXED", |f| or_dash(f.fixed.as_ref())),
+                        ("SCORE", |f| {
+                            or_dash(f.score.map(|s| format!("{s:.1}")).as_ref())
+                        }),
+                    ],
+                );
+            }
+        }
+    }
 }
 
 /// When a certificate expires, from now: `in 89d`, `expired 2d ago`.

@@ -50,6 +50,8 @@ pub enum OnOff {
 pub enum OutputFormat {
     Table,
     Json,
+    /// SARIF 2.1.0, for code-scanning tools (`security scan-image` only)
+    Sarif,
 }
 
 #[derive(Debug, Subcommand)]
@@ -392,6 +394,81 @@ pub enum SecurityCommand {
     /// Certificates the HTTPS ingress serves, chosen by the client's SNI
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Scan an image for known vulnerabilities, offline, against the imported database
+    /// (the image is pulled first when the node does not have it)
+    #[command(name = "scan-image")]
+    ScanImage {
+        #[arg(long)]
+        image: String,
+        /// Scan again rather than show the result kept for the image and database
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// The vulnerability database scans read (OSV data, imported once, replicated)
+    #[command(subcommand)]
+    Vulndb(VulnDbCommand),
+    /// The cluster's scan policy for deploys (a deploy's --scan-policy overrides it)
+    #[command(subcommand, name = "scan-policy")]
+    ScanPolicy(ScanPolicyCommand),
+    /// Keys whose cosign signatures admit images (--require-signature)
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScanPolicyCommand {
+    /// Set it: warn scans each deploy's image and records the findings on the app; block also
+    /// refuses findings of --max-severity or worse; off scans nothing
+    Set {
+        #[arg(long, value_enum)]
+        mode: crate::vuln::ScanMode,
+        /// The least severity that breaks it (low, medium, high, critical; default high)
+        #[arg(long)]
+        max_severity: Option<String>,
+        /// Only findings a fix exists for break it
+        #[arg(long)]
+        only_fixed: bool,
+        /// Every deploy needs a cosign signature a trusted key verifies
+        #[arg(long)]
+        require_signature: bool,
+    },
+    /// Show it
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a public key's cosign signatures (ECDSA P-256, PEM: cosign.pub)
+    AddKey {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List the trusted keys
+    #[command(alias = "list")]
+    Ls,
+    /// Stop trusting a key
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VulnDbCommand {
+    /// Import OSV data: a zip of OSV records as osv.dev publishes each ecosystem (Debian,
+    /// Alpine, crates.io, npm, PyPI, Go), one record, or a JSON array; the ecosystems in the
+    /// file replace what the database held of them
+    Import {
+        file: PathBuf,
+        /// Days after this import when scans warn that the database is old (default 7)
+        #[arg(long)]
+        max_age_days: Option<u32>,
+    },
+    /// What the database holds per ecosystem, and how old it is
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -648,6 +725,20 @@ pub struct DeployArgs {
     pub health: HealthArgs,
     #[command(flatten)]
     pub strategy: StrategyArgs,
+    /// Scan the image before deploying: warn (deploy, record the findings on the app) or
+    /// block (refuse findings of --max-severity or worse); overrides the cluster's policy
+    #[arg(long, value_enum)]
+    pub scan_policy: Option<crate::vuln::ScanMode>,
+    /// With --scan-policy: the least severity that breaks it (low, medium, high, critical;
+    /// default high)
+    #[arg(long, requires = "scan_policy")]
+    pub max_severity: Option<String>,
+    /// With --scan-policy: only findings a fix exists for break it
+    #[arg(long, requires = "scan_policy")]
+    pub only_fixed: bool,
+    /// Deploy only if the image carries a cosign signature a trusted key verifies
+    #[arg(long)]
+    pub require_signature: bool,
 }
 
 /// How a redeploy replaces the containers.

@@ -11,7 +11,7 @@ use crate::contract::Answer;
 /// A column of a table: its header and the cell of one item.
 pub type Column<T> = (&'static str, fn(&T) -> String);
 
-fn print_json<T: Serialize + ?Sized>(value: &T) {
+pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("error: cannot print the answer as JSON: {e}"),

@@ -217,6 +217,14 @@ pub struct DeployRequest {
     /// How a redeploy replaces the containers (default: `simple`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<StrategyRequest>,
+    /// Scan the image against the vulnerability database before the deploy, with this
+    /// policy (it overrides the cluster's: `security scan-policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_policy: Option<crate::vuln::ScanPolicy>,
+    /// Deploy only if the image carries a cosign signature a trusted key verifies (`security
+    /// trust add-key`); the cluster's policy may require it too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_signature: bool,
 }
 
 /// A number of replicas (`1`) or a percentage of the wanted count (`"25%"`).
@@ -494,6 +502,9 @@ pub struct AppView {
     pub generation: u64,
     pub created_at: u64,
     pub updated_at: u64,
+    /// The last scan of its image at a deploy under a scan policy.
+    #[serde(default)]
+    pub scan: Option<crate::vuln::AppScan>,
 }
 
 /// The body of `POST /api/scale`.

@@ -23,6 +23,7 @@ mod policies;
 mod secrets;
 mod services;
 mod volumes;
+mod vulns;
 
 pub use acl::*;
 pub use apps::*;
@@ -33,6 +34,7 @@ pub use policies::*;
 pub use secrets::*;
 pub use services::*;
 pub use volumes::*;
+pub use vulns::*;
 
 pub use crate::model::{
     DashboardHistory, LogShipping, MetricsListener, Resources, SecretMount, TracingExport,
@@ -113,5 +115,6 @@ answers!(
     VolumeCreated,
     ImportAnswer,
     SecretAnswer,
-    JoinTokenCreated
+    JoinTokenCreated,
+    TrustedKeyAnswer
 );

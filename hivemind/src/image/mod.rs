@@ -13,7 +13,9 @@
 
 mod archive;
 pub(crate) mod content;
+pub mod cosign;
 mod docker_save;
+pub mod files;
 mod manifest;
 pub mod probe;
 mod pull;
@@ -128,6 +130,14 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("layer {digest} of \"{reference}\" cannot be read: {reason}")]
+    Layer {
+        reference: String,
+        digest: String,
+        reason: String,
+    },
+    #[error("image \"{reference}\" is not on this node")]
+    NotLocal { reference: String },
     #[error("containerd {op} failed: {}", .status.message())]
     Containerd {
         op: &'static str,
@@ -190,6 +200,27 @@ impl ImageStore {
             return Ok(image);
         }
         self.pull(reference, progress).await
+    }
+
+    /// Files of the local image `reference` as its root filesystem shows them (layers applied
+    /// in order, whiteouts honoured), the ones whose path (no leading `/`) `wanted` keeps, each
+    /// at most [`files::MAX_FILE`] bytes; with the digest of the image's manifest.
+    pub async fn files(
+        &self,
+        reference: &str,
+        wanted: files::Wanted,
+    ) -> Result<files::ImageFiles, ImageError> {
+        files::read(&self.cd, reference, wanted).await
+    }
+
+    /// The cosign signatures the registry of `reference` holds for `digest` (none when the
+    /// image is not signed).
+    pub async fn cosign_signatures(
+        &self,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Vec<cosign::Signature>, ImageError> {
+        cosign::fetch(&self.http, &self.insecure_registries, reference, digest).await
     }
 
     /// Imports every named image of an OCI image layout tar (`index.json`

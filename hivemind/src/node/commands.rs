@@ -8,8 +8,8 @@ use crate::command::{Command, Outcome};
 use crate::model::{AppSpec, ValidationError};
 use crate::state::Row as _;
 use crate::state::{
-    APPS, AppRecord, PLACEMENTS, Placement, REVISION_LIMIT, REVISIONS, RevisionRecord, VOLUMES,
-    VolumeRecord, now_secs,
+    APPS, AppRecord, CLUSTER_SETTING, PLACEMENTS, Placement, REVISION_LIMIT, REVISIONS,
+    RevisionRecord, SCAN_POLICY, TRUSTED_KEYS, TrustedKey, VOLUMES, VolumeRecord, now_secs,
 };
 
 impl Node {
@@ -22,7 +22,30 @@ impl Node {
 
     async fn execute_inner(&self, command: Command) -> Result<Outcome, NodeError> {
         match command {
-            Command::Deploy(spec) => self.deploy(*spec, None).await,
+            Command::Deploy(spec, admission) => self.deploy(*spec, None, admission).await,
+            Command::PutTrustedKey { name, pem } => self.put_trusted_key(&name, &pem).await,
+            Command::DeleteTrustedKey { name } => {
+                if self
+                    .store
+                    .value::<TrustedKey>(TRUSTED_KEYS, &name)?
+                    .is_none()
+                {
+                    return Err(NodeError::NotFound {
+                        kind: "trusted key",
+                        name,
+                    });
+                }
+                self.write::<TrustedKey>(TRUSTED_KEYS, &name, None).await?;
+                Ok(Outcome::Deleted {
+                    kind: "trusted key",
+                    name,
+                })
+            }
+            Command::SetScanPolicy(policy) => {
+                self.write(SCAN_POLICY, CLUSTER_SETTING, Some(&policy))
+                    .await?;
+                Ok(Outcome::ScanPolicySet(policy))
+            }
             Command::Scale { name, replicas } => {
                 let mut app = self.require_app(&name)?;
                 app.spec.replicas = replicas;
@@ -106,13 +129,14 @@ impl Node {
                         created: false,
                     });
                 }
-                self.deploy(spec, Some(target.revision)).await
+                self.deploy(spec, Some(target.revision), Default::default())
+                    .await
             }
             Command::Rollout { name, action } => self.control_rollout(&name, action).await,
             Command::PromoteVariant { name, variant } => {
                 let app = self.require_app(&name)?;
                 let spec = promoted_variant(&app.spec, &variant)?;
-                self.deploy(spec, None).await
+                self.deploy(spec, None, Default::default()).await
             }
             Command::CreateVolume { name } => {
                 if self.store.volume(&name)?.is_some() {
@@ -199,6 +223,12 @@ impl Node {
                 self.remember_image(&reference, &image);
                 Ok(Outcome::ImagePulled(image))
             }
+            Command::ImportVulnDb { data, max_age_days } => Ok(Outcome::VulnDbImported(Box::new(
+                self.import_vulndb(data, max_age_days).await?,
+            ))),
+            Command::ScanImage { reference, refresh } => Ok(Outcome::ImageScanned(Box::new(
+                self.scan_image(&reference, refresh).await?,
+            ))),
             Command::ImportImages { archive } => {
                 let images = self.runtime.import_image(&archive, &|_| {}).await?;
                 for image in &images {
@@ -324,6 +354,7 @@ impl Node {
         &self,
         spec: AppSpec,
         from_revision: Option<u64>,
+        admission: crate::command::Admission,
     ) -> Result<Outcome, NodeError> {
         self.check_service_limits(&spec)?;
         // Pull before anything is recorded: a bad image changes nothing.
@@ -345,6 +376,11 @@ impl Node {
             self.remember_image(&variant.image, &image);
             variant.image = image.name;
         }
+        // Admission: signatures, then the image's scan against the deploy's policy, else the
+        // cluster's.
+        self.require_signatures(&spec, &image.digest, admission)
+            .await?;
+        let scan = self.admit(&spec, admission.scan_policy).await?;
         let existing = self.store.app(&spec.name)?;
         let created = existing.is_none();
         let record = match existing {
@@ -361,6 +397,8 @@ impl Node {
             }
             None => AppRecord::new(spec),
         };
+        let mut record = record;
+        record.scan = scan;
         let name = record.spec.name.clone();
         // The row's rules, then placement, before anything is written.
         record.check(&name)?;

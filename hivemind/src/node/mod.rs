@@ -29,6 +29,7 @@ mod services;
 mod topology;
 pub mod traffic;
 mod views;
+mod vuln;
 
 pub use apps::endpoint_id;
 use apps::lock;
@@ -81,6 +82,9 @@ pub enum NodeError {
     /// The change would not fit in a data-plane map (the message names the map and limit).
     #[error("{0}")]
     Limit(String),
+    /// The deploy's image breaks the scan policy (the message lists the findings).
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl From<ImageError> for NodeError {
@@ -190,6 +194,8 @@ pub struct Node {
     ready_since: Mutex<HashMap<String, rollout::Readiness>>,
     /// Where this node's ingress figures of each app's rollout step count from.
     ingress_windows: Mutex<ingress::FigureWindows>,
+    /// Image scan results kept.
+    scans: Mutex<vuln::ScanCache>,
 }
 
 impl Node {
@@ -240,6 +246,7 @@ impl Node {
             services_wake: tokio::sync::Notify::new(),
             ready_since: Mutex::new(HashMap::new()),
             ingress_windows: Mutex::default(),
+            scans: Mutex::default(),
         })
     }
 

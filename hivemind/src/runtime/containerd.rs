@@ -425,6 +425,22 @@ impl ContainerRuntime for ContainerdRuntime {
         Ok(self.images.import_archive(path, progress).await?)
     }
 
+    async fn image_files(
+        &self,
+        reference: &str,
+        wanted: crate::image::files::Wanted,
+    ) -> Result<crate::image::files::ImageFiles, RuntimeError> {
+        Ok(self.images.files(reference, wanted).await?)
+    }
+
+    async fn image_signatures(
+        &self,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Vec<crate::image::cosign::Signature>, RuntimeError> {
+        Ok(self.images.cosign_signatures(reference, digest).await?)
+    }
+
     async fn run(&self, spec: &ContainerSpec) -> Result<u32, RuntimeError> {
         let id = &spec.id;
         self.create_container(spec).await?;

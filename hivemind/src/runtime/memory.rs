@@ -129,6 +129,26 @@ impl ContainerRuntime for MemoryRuntime {
         )))
     }
 
+    async fn image_files(
+        &self,
+        reference: &str,
+        _wanted: crate::image::files::Wanted,
+    ) -> Result<crate::image::files::ImageFiles, RuntimeError> {
+        Err(RuntimeError::Other(format!(
+            "reading the files of {reference} needs containerd; the mock runtime has no image layers"
+        )))
+    }
+
+    async fn image_signatures(
+        &self,
+        reference: &str,
+        _digest: &str,
+    ) -> Result<Vec<crate::image::cosign::Signature>, RuntimeError> {
+        Err(RuntimeError::Other(format!(
+            "the signatures of {reference} are in its registry; the mock runtime has none"
+        )))
+    }
+
     async fn run(&self, spec: &ContainerSpec) -> Result<u32, RuntimeError> {
         let pid = {
             let mut next = self

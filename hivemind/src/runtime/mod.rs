@@ -138,6 +138,21 @@ pub trait ContainerRuntime: Send + Sync {
         progress: &ProgressFn,
     ) -> Result<Vec<ResolvedImage>, RuntimeError>;
 
+    /// Files of a local image as its root filesystem shows them, the ones `wanted` keeps (by
+    /// path without the leading `/`), read from its layers without running it.
+    async fn image_files(
+        &self,
+        reference: &str,
+        wanted: crate::image::files::Wanted,
+    ) -> Result<crate::image::files::ImageFiles, RuntimeError>;
+
+    /// The cosign signatures the image's registry holds for `digest`.
+    async fn image_signatures(
+        &self,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Vec<crate::image::cosign::Signature>, RuntimeError>;
+
     /// Creates the container if needed and starts a new task for it (a dead
     /// task of the same container is removed first). Returns the pid.
     async fn run(&self, spec: &ContainerSpec) -> Result<u32, RuntimeError>;

@@ -21,14 +21,14 @@ pub use records::{
     AppRecord, AuditEntry, CLUSTER_DOMAIN, ContainerRecord, ContainerStatus, EndpointRecord,
     IngressFiguresRecord, JoinTokenRecord, NodeInfo, PREVIEW_LABEL, Placement, REVISION_LIMIT,
     RevisionRecord, SecretRecord, ServiceRecord, StepHttpFigures, TlsCertRecord, TokenRecord,
-    VolumeRecord, now_millis, now_secs,
+    TrustedKey, VolumeRecord, VulnDbEcosystem, VulnDbMeta, VulnRow, now_millis, now_secs,
 };
 pub use replicated::to_value;
 pub use tables::{
     ACL_POLICIES, APPS, CLUSTER_SETTING, DASHBOARD_HISTORY, ENDPOINTS, INGRESS_FIGURES,
     JOIN_TOKENS, LOG_SHIPPING, METRICS_LISTENER, NODES, PLACEMENTS, POLICIES, REVISIONS, Row,
-    SECRETS, SERVICES, SUBNETS, TABLE_NAMES, TLS_CERTS, TOKENS, TRACING_EXPORT, Table, VOLUMES,
-    check_record, validate_tls_domain,
+    SCAN_POLICY, SECRETS, SERVICES, SUBNETS, TABLE_NAMES, TLS_CERTS, TOKENS, TRACING_EXPORT,
+    TRUSTED_KEYS, Table, VOLUMES, VULNDB, VULNDB_META, check_record, validate_tls_domain,
 };
 
 /// This node's containers (observed state, not replicated).

@@ -34,6 +34,9 @@ pub struct AppRecord {
     /// The update in progress, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::model::Rollout>,
+    /// The last scan of its image, when a scan policy applied to its deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::vuln::AppScan>,
 }
 
 impl AppRecord {
@@ -45,6 +48,7 @@ impl AppRecord {
             created_at: now,
             updated_at: now,
             rollout: None,
+            scan: None,
         }
     }
 
@@ -249,6 +253,46 @@ pub struct StepHttpFigures {
     /// To the containers of `generation`, and to older ones.
     pub new: HttpFigures,
     pub old: HttpFigures,
+}
+
+/// The advisories of one package in the vulnerability database: key
+/// `<OSV ecosystem>|<package>` (see `crate::vuln::row_key`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VulnRow {
+    /// The OSV ecosystem, with its release (`Debian:12`).
+    pub ecosystem: String,
+    pub package: String,
+    pub advisories: Vec<crate::vuln::Advisory>,
+}
+
+/// A public key whose cosign signatures admit images: key `<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustedKey {
+    pub name: String,
+    /// The ECDSA P-256 public key, PEM (as `cosign.pub`).
+    pub pem: String,
+    /// sha256 of its DER, hex.
+    pub fingerprint: String,
+    pub created_at: u64,
+}
+
+/// What the vulnerability database holds: one row, key `cluster`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VulnDbMeta {
+    /// Per ecosystem family (`Debian`, `npm`): when it was last imported and what it holds.
+    pub ecosystems: std::collections::BTreeMap<String, VulnDbEcosystem>,
+    /// Days after an import when scans warn that the database is old.
+    pub max_age_days: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VulnDbEcosystem {
+    /// Seconds since the epoch.
+    pub imported_at: u64,
+    /// sha256 of the file it came from.
+    pub sha256: String,
+    pub packages: u64,
+    pub advisories: u64,
 }
 
 fn is_zero<T: Default + PartialEq>(n: &T) -> bool {

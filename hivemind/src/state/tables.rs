@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 
 use super::records::{
     AppRecord, EndpointRecord, IngressFiguresRecord, JoinTokenRecord, NodeInfo, Placement,
-    RevisionRecord, SecretRecord, ServiceRecord, TlsCertRecord, TokenRecord, VolumeRecord,
+    RevisionRecord, SecretRecord, ServiceRecord, TlsCertRecord, TokenRecord, TrustedKey,
+    VolumeRecord, VulnDbMeta, VulnRow,
 };
 use crate::acl::AclPolicy;
 use crate::cluster::{Record, RecordKey, validate_node_id};
@@ -23,6 +24,7 @@ use crate::model::{
     ValidationError, validate_domain, validate_name,
 };
 use crate::policy::NetworkPolicy;
+use crate::vuln::ScanPolicy;
 
 /// A row of a replicated table.
 pub trait Row: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -107,11 +109,19 @@ pub const DASHBOARD_HISTORY: Table<DashboardHistory> = Table::new("dashboard_his
 pub const REVISIONS: Table<RevisionRecord> = Table::new("revisions");
 /// Each node's HTTP ingress figures of the apps under a canary analysis: key `<node id>`.
 pub const INGRESS_FIGURES: Table<IngressFiguresRecord> = Table::new("ingress_figures");
+/// The vulnerability database's rows: key `<OSV ecosystem>|<package>`.
+pub const VULNDB: Table<VulnRow> = Table::new("vulndb");
+/// What the vulnerability database holds: one row, key [`CLUSTER_SETTING`].
+pub const VULNDB_META: Table<VulnDbMeta> = Table::new("vulndb_meta");
+/// Public keys whose cosign signatures admit images: key `<name>`.
+pub const TRUSTED_KEYS: Table<TrustedKey> = Table::new("trusted_keys");
+/// The cluster's image scan policy for deploys: one row, key [`CLUSTER_SETTING`].
+pub const SCAN_POLICY: Table<ScanPolicy> = Table::new("scan_policy");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 19] = [
+pub const TABLE_NAMES: [&str; 23] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -131,6 +141,10 @@ pub const TABLE_NAMES: [&str; 19] = [
     DASHBOARD_HISTORY.name,
     REVISIONS.name,
     INGRESS_FIGURES.name,
+    VULNDB.name,
+    VULNDB_META.name,
+    SCAN_POLICY.name,
+    TRUSTED_KEYS.name,
 ];
 
 /// The node that alone may write `key`: a node's record, its subnet
@@ -184,6 +198,10 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "dashboard_history" => check(DASHBOARD_HISTORY, key, value),
         "revisions" => check(REVISIONS, key, value),
         "ingress_figures" => check(INGRESS_FIGURES, key, value),
+        "vulndb" => check(VULNDB, key, value),
+        "vulndb_meta" => check(VULNDB_META, key, value),
+        "scan_policy" => check(SCAN_POLICY, key, value),
+        "trusted_keys" => check(TRUSTED_KEYS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -364,6 +382,66 @@ impl Row for ServiceRecord {
             ));
         }
         key_names(key, &self.app)
+    }
+}
+
+/// Advisories one package's row may hold.
+pub const MAX_ADVISORIES_PER_PACKAGE: usize = 20_000;
+
+impl Row for VulnRow {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        if crate::vuln::Ecosystem::of_osv(&self.ecosystem).is_none() {
+            return Err(ValidationError::new(
+                "ecosystem",
+                format!("{:?} is not an ecosystem the scanner reads", self.ecosystem),
+            ));
+        }
+        text("ecosystem", &self.ecosystem, 64)?;
+        text("package", &self.package, 400)?;
+        if self.package.is_empty() {
+            return Err(ValidationError::new("package", "must not be empty"));
+        }
+        if self.advisories.len() > MAX_ADVISORIES_PER_PACKAGE {
+            return Err(ValidationError::new(
+                "advisories",
+                format!("at most {MAX_ADVISORIES_PER_PACKAGE} per package"),
+            ));
+        }
+        for advisory in &self.advisories {
+            text("advisories.id", &advisory.id, 128)?;
+        }
+        key_names(key, &crate::vuln::row_key(&self.ecosystem, &self.package))
+    }
+}
+
+impl Row for TrustedKey {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        validate_name("name", &self.name)?;
+        crate::image::cosign::parse_public_key(&self.pem)
+            .map_err(|e| ValidationError::new("public_key", e))?;
+        hex("fingerprint", &self.fingerprint, 64)?;
+        key_names(key, &self.name)
+    }
+}
+
+impl Row for ScanPolicy {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, CLUSTER_SETTING)
+    }
+}
+
+impl Row for VulnDbMeta {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        for family in self.ecosystems.keys() {
+            if crate::vuln::Ecosystem::of_osv(family).is_none() {
+                return Err(ValidationError::new(
+                    "ecosystems",
+                    format!("{family:?} is not an ecosystem the scanner reads"),
+                ));
+            }
+        }
+        key_names(key, CLUSTER_SETTING)
     }
 }
 
