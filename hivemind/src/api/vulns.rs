@@ -6,8 +6,8 @@ use axum::extract::State;
 use super::{ApiError, AppState, Json, Path, Query};
 use crate::command::{Command, Outcome};
 use crate::contract::{
-    AddTrustedKey, ErrorBody, Message, ScanReport, ScanRequest, TrustedKeyAnswer, TrustedKeyView,
-    VulnDbImportQuery, VulnDbStatus,
+    AddTrustedKey, ErrorBody, Message, OsvData, ScanReport, ScanRequest, TrustedKeyAnswer,
+    TrustedKeyView, VulnDbImportQuery, VulnDbStatus,
 };
 use crate::model::validate_name;
 use crate::state::{CLUSTER_SETTING, SCAN_POLICY, TRUSTED_KEYS, TrustedKey};
@@ -25,7 +25,7 @@ pub const VULNDB_LIMIT: usize = 1 << 30;
     path = "/api/security/vulndb",
     tag = "security",
     params(VulnDbImportQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "OSV data: a zip of records, or JSON"),
+    request_body(content = OsvData, content_type = "application/octet-stream", description = "OSV data: a zip of records, or JSON"),
     responses(
         (status = 200, description = "imported", body = VulnDbStatus),
         (status = 400, description = "the file is not OSV data (the message names the entry and why)", body = ErrorBody),

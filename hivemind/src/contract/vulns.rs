@@ -70,6 +70,12 @@ pub struct VulnDbEcosystemView {
     pub sha256: String,
 }
 
+/// The body of `POST /api/security/vulndb`: OSV data (a zip of records, one record or a JSON
+/// array of them), sent as is.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct OsvData(pub Vec<u8>);
+
 /// `POST /api/security/vulndb?max_age_days=N`.
 #[derive(
     Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, utoipa::IntoParams,
