@@ -1936,20 +1936,18 @@ fn cosign_key() -> Result<(ring::signature::EcdsaKeyPair, String)> {
     Ok((key, pem))
 }
 
-/// Writes a cosign signature of `digest` by `key` into the registry, as `cosign sign` does:
-/// the simple-signing payload as a layer of a manifest tagged `sha256-<hex>.sig`, its
-/// signature in the layer's annotation.
-fn cosign_sign(
-    ns: &NetNs,
-    registry: &Registry,
-    repo: &str,
+/// A cosign signature of `digest` by `key`, as `cosign sign` writes it: the simple-signing
+/// payload as a layer of a manifest (to be tagged `sha256-<hex>.sig`), its signature in the
+/// layer's annotation.
+fn cosign_signature(
+    repository: &str,
     digest: &str,
     key: &ring::signature::EcdsaKeyPair,
-) -> Result<()> {
+) -> Result<hivemind_tests::image::TestImage> {
     use base64::Engine as _;
     let payload = serde_json::to_vec(&serde_json::json!({
         "critical": {
-            "identity": {"docker-reference": format!("{}/{repo}", registry.host())},
+            "identity": {"docker-reference": repository},
             "image": {"docker-manifest-digest": digest},
             "type": "cosign container image signature",
         },
@@ -1977,17 +1975,28 @@ fn cosign_sign(
             },
         }],
     }))?;
-    let image = hivemind_tests::image::TestImage {
+    Ok(hivemind_tests::image::TestImage {
         dir: std::path::PathBuf::new(),
+        manifest_digest: hivemind_tests::image::digest(&manifest),
         manifest,
-        manifest_digest: String::new(),
         config_digest: config_digest.clone(),
         layer_digest: payload_digest.clone(),
         diff_id: String::new(),
         chain_id: String::new(),
         blobs: vec![(config_digest, config), (payload_digest, payload)],
         ref_name: String::new(),
-    };
+    })
+}
+
+/// Writes a cosign signature of `digest` by `key` into the registry, as `cosign sign` does.
+fn cosign_sign(
+    ns: &NetNs,
+    registry: &Registry,
+    repo: &str,
+    digest: &str,
+    key: &ring::signature::EcdsaKeyPair,
+) -> Result<()> {
+    let image = cosign_signature(&format!("{}/{repo}", registry.host()), digest, key)?;
     registry.push(
         ns,
         &image,
@@ -2069,7 +2078,8 @@ fn signatures(
     );
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.status.success() && error.contains("holds no cosign signature"),
+        !refused.status.success()
+            && error.contains("neither its registry nor this node holds a cosign signature"),
         "{error}"
     );
     let refused = deploy("stranger", debian_ref, &["--require-signature"]);
@@ -2102,6 +2112,47 @@ fn signatures(
     assert_cli_ok(
         &daemon.cli(&["security", "scan-policy", "set", "--mode", "off"]),
         "policy off",
+    );
+    // An archive with an image and its signature (as `cosign save` writes one): imported, the
+    // image deploys under --require-signature with no registry at all.
+    let archived = hivemind_tests::image::build_test_image_with(
+        &dir.join("signed-archive"),
+        "archived",
+        &[],
+        "hivemind.test/hm/signed:1",
+    )?;
+    let signature = cosign_signature(
+        "hivemind.test/hm/signed",
+        &archived.manifest_digest,
+        &release,
+    )?;
+    let archive = dir.join("signed.tar");
+    let sig_name = format!(
+        "hivemind.test/hm/signed:{}.sig",
+        archived.manifest_digest.replace(':', "-")
+    );
+    hivemind_tests::image::write_oci_archive(
+        &archive,
+        &[
+            (&archived, "hivemind.test/hm/signed:1"),
+            (&signature, &sig_name),
+        ],
+    )?;
+    assert_cli_ok(
+        &daemon.cli(&["image", "import", &archive.display().to_string()]),
+        "import a signed archive",
+    );
+    assert_cli_ok(
+        &deploy(
+            "archived",
+            "hivemind.test/hm/signed:1",
+            &["--require-signature"],
+        ),
+        "deploy a signed, imported image",
+    );
+    assert_cli_ok(
+        &daemon.cli(&["app", "delete", "--name", "archived"]),
+        "delete",
     );
     for name in ["stranger", "unsigned"] {
         let (status, _) = http(ns, "GET", &api_url(&format!("/api/apps/{name}")), None)?;

@@ -274,31 +274,54 @@ impl TestImage {
     /// full reference, in the `org.opencontainers.image.ref.name`
     /// annotation).
     pub fn write_oci_archive_named(&self, path: &Path, ref_name: &str) -> Result<()> {
-        let file =
-            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let mut tar = tar::Builder::new(file);
-        tar.mode(tar::HeaderMode::Deterministic);
-        let mut add = |name: &str, data: &[u8]| -> Result<()> {
-            let mut header =
-                LayerBuilder::header(tar::EntryType::Regular, 0o644, data.len() as u64);
-            tar.append_data(&mut header, name, data)?;
-            Ok(())
-        };
-        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        add("index.json", &self.index_json(ref_name)?)?;
-        for (d, data) in self
+        write_oci_archive(path, &[(self, ref_name)])
+    }
+}
+
+/// One OCI layout as a tar holding each image under its name (as `cosign save` writes an
+/// image with its signature manifest beside it).
+pub fn write_oci_archive(path: &Path, images: &[(&TestImage, &str)]) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut tar = tar::Builder::new(file);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut add = |name: &str, data: &[u8]| -> Result<()> {
+        let mut header = LayerBuilder::header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        tar.append_data(&mut header, name, data)?;
+        Ok(())
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(image, ref_name)| {
+            json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": digest(&image.manifest),
+                "size": image.manifest.len(),
+                "annotations": { "org.opencontainers.image.ref.name": ref_name },
+            })
+        })
+        .collect();
+    add(
+        "index.json",
+        &serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests}))?,
+    )?;
+    let mut written = std::collections::BTreeSet::new();
+    for (image, _) in images {
+        for (d, data) in image
             .blobs
             .iter()
-            .chain([&(self.manifest_digest.clone(), self.manifest.clone())])
+            .chain([&(digest(&image.manifest), image.manifest.clone())])
         {
-            add(
-                &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
-                data,
-            )?;
+            if written.insert(d.clone()) {
+                add(
+                    &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+                    data,
+                )?;
+            }
         }
-        tar.into_inner()?;
-        Ok(())
     }
+    tar.into_inner()?;
+    Ok(())
 }
 
 impl TestImage {

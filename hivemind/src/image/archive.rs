@@ -289,6 +289,12 @@ async fn import_oci(
             continue;
         };
         let name = name?;
+        // A cosign signature (`<repo>:sha256-<hex>.sig`, as `cosign save` writes one): kept
+        // with the image, for `--require-signature` offline; nothing to unpack.
+        if super::cosign::is_signature_tag(&name) && is_manifest(&top.media_type) {
+            store_signature(session, tar, &name, top).await?;
+            continue;
+        }
         progress(Progress::Resolving {
             reference: name.clone(),
         });
@@ -335,6 +341,43 @@ async fn import_oci(
         images.push(finish(session, &name, &documents, progress).await?);
     }
     Ok(images)
+}
+
+/// Stores a cosign signature manifest, its config and its payloads, and records it under
+/// `name` (labelled so the garbage collector keeps what it references).
+async fn store_signature(
+    session: &Session,
+    tar: &TarIndex,
+    name: &str,
+    top: &Descriptor,
+) -> Result<(), ImageError> {
+    let manifest_bytes = tar.read_blob(top).await?;
+    let manifest = parse_manifest(&top.digest, &manifest_bytes)?;
+    let mut labels = HashMap::new();
+    for (i, blob) in std::iter::once(&manifest.config)
+        .chain(&manifest.layers)
+        .enumerate()
+    {
+        let data = tar.read_blob(blob).await?;
+        session
+            .write_bytes(&blob.digest, blob.size, data, HashMap::new())
+            .await?;
+        labels.insert(
+            format!("containerd.io/gc.ref.content.s.{i}"),
+            blob.digest.clone(),
+        );
+    }
+    session
+        .write_bytes(&top.digest, top.size, manifest_bytes, labels)
+        .await?;
+    let target = Descriptor {
+        annotations: HashMap::new(),
+        platform: None,
+        ..top.clone()
+    };
+    super::unpack::put_image(session, name, &target).await?;
+    tracing::info!(%name, "cosign signature imported");
+    Ok(())
 }
 
 #[cfg(test)]

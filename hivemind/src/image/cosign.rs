@@ -87,6 +87,65 @@ pub fn verify(
     Err("no trusted key verifies it".to_string())
 }
 
+/// Whether `name`'s tag is a cosign signature's (`sha256-<64 hex>.sig`).
+pub fn is_signature_tag(name: &str) -> bool {
+    let tag = name.rsplit_once(':').map_or("", |(_, tag)| tag);
+    tag.strip_prefix("sha256-")
+        .and_then(|t| t.strip_suffix(".sig"))
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The signatures in one signature manifest: each layer with the annotation, its payload read
+/// by `read`.
+async fn signatures_of<F, Fut>(
+    manifest: &super::manifest::Manifest,
+    read: F,
+) -> Result<Vec<Signature>, ImageError>
+where
+    F: Fn(super::manifest::Descriptor) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, ImageError>>,
+{
+    let mut out = Vec::new();
+    for layer in manifest.layers.iter().take(MAX_SIGNATURES) {
+        let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
+            continue;
+        };
+        out.push(Signature {
+            payload: read(layer.clone()).await?,
+            signature: signature.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The cosign signatures of `digest` kept in containerd with the image (imported from an
+/// archive with it): the image record `<repo>:sha256-<hex>.sig`.
+pub async fn local(
+    cd: &crate::containerd::Containerd,
+    reference: &str,
+    digest: &str,
+) -> Result<Vec<Signature>, ImageError> {
+    let parsed = Reference::parse(&normalize_reference(reference)?)?;
+    let name = format!("{}:{}.sig", parsed.name(), digest.replace(':', "-"));
+    let Some(target) = super::unpack::get_image(cd, &name).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(bytes) = super::content::read_document(cd, &target.digest).await? else {
+        return Ok(Vec::new());
+    };
+    let manifest = parse_manifest(&target.digest, &bytes)?;
+    let name = &name;
+    signatures_of(&manifest, |layer| async move {
+        super::content::read_document(cd, &layer.digest)
+            .await?
+            .map(|b| b.to_vec())
+            .ok_or_else(|| ImageError::NotLocal {
+                reference: format!("{name} (payload {})", layer.digest),
+            })
+    })
+    .await
+}
+
 /// The cosign signatures of `digest` in the registry of `reference` (none when its `.sig`
 /// tag does not exist).
 pub async fn fetch(
@@ -109,18 +168,11 @@ pub async fn fetch(
         Err(e) => return Err(e),
     };
     let manifest = parse_manifest(&fetched.digest, &fetched.data)?;
-    let mut out = Vec::new();
-    for layer in manifest.layers.iter().take(MAX_SIGNATURES) {
-        let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
-            continue;
-        };
-        let payload = remote.blob_bytes(&layer.digest, layer.size).await?;
-        out.push(Signature {
-            payload: payload.to_vec(),
-            signature: signature.clone(),
-        });
-    }
-    Ok(out)
+    let remote = &remote;
+    signatures_of(&manifest, |layer| async move {
+        Ok(remote.blob_bytes(&layer.digest, layer.size).await?.to_vec())
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -186,6 +238,10 @@ mod tests {
                 .unwrap_err()
                 .contains("PUBLIC KEY")
         );
+        let hex = "a".repeat(64);
+        assert!(is_signature_tag(&format!("registry:5000/app:sha256-{hex}.sig")));
+        assert!(!is_signature_tag("registry:5000/app:1"));
+        assert!(!is_signature_tag("registry:5000/app:sha256-abc.sig"));
         let rsa = "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END PUBLIC KEY-----";
         assert!(parse_public_key(rsa).unwrap_err().contains("P-256"));
     }

@@ -213,13 +213,17 @@ impl ImageStore {
         files::read(&self.cd, reference, wanted).await
     }
 
-    /// The cosign signatures the registry of `reference` holds for `digest` (none when the
-    /// image is not signed).
+    /// The cosign signatures of `digest`: the ones imported with the image from an archive,
+    /// else the ones its registry holds (none when the image is not signed).
     pub async fn cosign_signatures(
         &self,
         reference: &str,
         digest: &str,
     ) -> Result<Vec<cosign::Signature>, ImageError> {
+        let kept = cosign::local(&self.cd, reference, digest).await?;
+        if !kept.is_empty() {
+            return Ok(kept);
+        }
         cosign::fetch(&self.http, &self.insecure_registries, reference, digest).await
     }
 

@@ -475,7 +475,7 @@ impl Node {
             let signatures = self.runtime.image_signatures(&image, &digest).await?;
             if signatures.is_empty() {
                 return Err(NodeError::Policy(format!(
-                    "image {image} ({digest}) must be signed, and its registry holds no cosign signature for it (tag {}.sig): sign it with `cosign sign --key cosign.key`",
+                    "image {image} ({digest}) must be signed, and neither its registry nor this node holds a cosign signature for it (tag {}.sig): sign it with `cosign sign --key cosign.key`, or import it with its signature (`cosign save`)",
                     digest.replace(':', "-")
                 )));
             }
