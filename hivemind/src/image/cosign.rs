@@ -239,7 +239,9 @@ mod tests {
                 .contains("PUBLIC KEY")
         );
         let hex = "a".repeat(64);
-        assert!(is_signature_tag(&format!("registry:5000/app:sha256-{hex}.sig")));
+        assert!(is_signature_tag(&format!(
+            "registry:5000/app:sha256-{hex}.sig"
+        )));
         assert!(!is_signature_tag("registry:5000/app:1"));
         assert!(!is_signature_tag("registry:5000/app:sha256-abc.sig"));
         let rsa = "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END PUBLIC KEY-----";
