@@ -217,6 +217,26 @@ impl Drop for Stack {
 }
 
 impl Stack {
+    /// Imports `image` as `name` through an OCI archive written at `archive`.
+    fn import(
+        &self,
+        image: &hivemind_tests::image::TestImage,
+        name: &str,
+        archive: &Path,
+    ) -> Result<()> {
+        image.write_oci_archive_named(archive, name)?;
+        let imported = self
+            .daemon
+            .cli(&["image", "import", &archive.display().to_string()]);
+        if !imported.status.success() {
+            bail!(
+                "image import: {}",
+                String::from_utf8_lossy(&imported.stderr)
+            );
+        }
+        Ok(())
+    }
+
     fn get(&self, path: &str) -> Result<serde_json::Value> {
         let (status, body) = http(&self.ns, "GET", &api_url(path), None)?;
         if status != 200 {
@@ -389,12 +409,7 @@ struct ScanTime {
 fn scan_time(stack: &Stack, dir: &Path, mb: usize) -> Result<ScanTime> {
     const NAME: &str = "localhost/hm/bench-scan:1";
     let status = std::fs::read_to_string("/var/lib/dpkg/status")?;
-    let os_release = std::fs::read("/etc/os-release")?;
-    let release = String::from_utf8_lossy(&os_release)
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_ID="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "12".to_string());
+    let (os_release, release) = hivemind_tests::image::os_release()?;
     // xorshift: bytes gzip cannot shrink, so the layer is as large as the image.
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut payload = Vec::with_capacity(mb << 20);
@@ -415,17 +430,7 @@ fn scan_time(stack: &Stack, dir: &Path, mb: usize) -> Result<ScanTime> {
         NAME,
     )?;
     drop(payload);
-    let archive = dir.join("scan-image.tar");
-    image.write_oci_archive_named(&archive, NAME)?;
-    let imported = stack
-        .daemon
-        .cli(&["image", "import", &archive.display().to_string()]);
-    if !imported.status.success() {
-        bail!(
-            "image import: {}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-    }
+    stack.import(&image, NAME, &dir.join("scan-image.tar"))?;
     let records: Vec<serde_json::Value> = status
         .split("\n\n")
         .filter_map(|p| p.lines().find_map(|l| l.strip_prefix("Package: ")))
@@ -577,17 +582,7 @@ fn measure(
     std::thread::sleep(cfg.idle);
     let fresh_kb = vm_rss_kb(pid)?;
     let image = build_test_image(&dir.join("image"))?;
-    let archive = dir.join("image.tar");
-    image.write_oci_archive_named(&archive, IMAGE)?;
-    let imported = stack
-        .daemon
-        .cli(&["image", "import", &archive.display().to_string()]);
-    if !imported.status.success() {
-        bail!(
-            "image import: {}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-    }
+    stack.import(&image, IMAGE, &dir.join("image.tar"))?;
 
     // One untimed run of each first: the image's snapshot, the shim binaries and the daemon's
     // first-use paths are warm for both.

@@ -1535,12 +1535,7 @@ const HIGH: &str = "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H";
 /// a Debian package also by its source package; a corrupt file is refused and changes nothing.
 fn image_scans(ns: &NetNs, daemon: &Daemon, registry: &Registry, dir: &Path) -> Result<()> {
     let status = std::fs::read_to_string("/var/lib/dpkg/status")?;
-    let os_release = std::fs::read("/etc/os-release")?;
-    let release = String::from_utf8_lossy(&os_release)
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_ID="))
-        .map(|v| v.trim_matches('"').to_string())
-        .context("VERSION_ID")?;
+    let (os_release, release) = hivemind_tests::image::os_release()?;
     let debian = format!("Debian:{release}");
     let bash = installed_version(&status, "bash")?;
     let coreutils = installed_version(&status, "coreutils")?;
@@ -1918,6 +1913,13 @@ fn image_scans(ns: &NetNs, daemon: &Daemon, registry: &Registry, dir: &Path) -> 
     )
 }
 
+/// `app deploy --name NAME --image IMAGE EXTRA...` through the CLI.
+fn deploy_with(daemon: &Daemon, name: &str, image: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["app", "deploy", "--name", name, "--image", image];
+    args.extend_from_slice(extra);
+    daemon.cli(&args)
+}
+
 /// A P-256 key as cosign makes one, and its public half in PEM (`cosign.pub`).
 fn cosign_key() -> Result<(ring::signature::EcdsaKeyPair, String)> {
     use base64::Engine as _;
@@ -2016,11 +2018,7 @@ fn signatures(
     (alpine_ref, alpine_digest): (&str, &str),
     dir: &Path,
 ) -> Result<()> {
-    let deploy = |name: &str, image: &str, extra: &[&str]| {
-        let mut args = vec!["app", "deploy", "--name", name, "--image", image];
-        args.extend_from_slice(extra);
-        daemon.cli(&args)
-    };
+    let deploy = |name: &str, image: &str, extra: &[&str]| deploy_with(daemon, name, image, extra);
     let refused = deploy("signed", alpine_ref, &["--require-signature"]);
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -2174,11 +2172,7 @@ fn signatures(
 /// (high findings only); `warn` deploys the Debian image and records what breaks the policy
 /// on the app; the cluster's policy holds a deploy that names none.
 fn admission(ns: &NetNs, daemon: &Daemon, debian_ref: &str, alpine_ref: &str) -> Result<()> {
-    let deploy = |name: &str, image: &str, extra: &[&str]| {
-        let mut args = vec!["app", "deploy", "--name", name, "--image", image];
-        args.extend_from_slice(extra);
-        daemon.cli(&args)
-    };
+    let deploy = |name: &str, image: &str, extra: &[&str]| deploy_with(daemon, name, image, extra);
     let block = ["--scan-policy", "block", "--max-severity", "critical"];
     let refused = deploy("scanned", debian_ref, &block);
     let error = String::from_utf8_lossy(&refused.stderr);

@@ -67,6 +67,18 @@ fi
 exec busybox httpd -f -p 80 -h /www
 "#;
 
+/// This machine's `/etc/os-release` and its `VERSION_ID` (`12`): with its dpkg database, what
+/// makes an image look like this machine's distribution to a scanner.
+pub fn os_release() -> Result<(Vec<u8>, String)> {
+    let text = std::fs::read("/etc/os-release").context("read /etc/os-release")?;
+    let version = String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .context("VERSION_ID in /etc/os-release")?;
+    Ok((text, version))
+}
+
 /// An image written as an OCI layout in `dir`, with its pieces at hand.
 #[derive(Debug, Clone)]
 pub struct TestImage {

@@ -315,6 +315,19 @@ pub async fn read_document(cd: &Containerd, digest: &str) -> Result<Option<Bytes
             reason: format!("it is {} bytes, larger than any manifest", info.size),
         });
     }
+    let Some(data) = read_content(cd, digest, info.size as u64).await? else {
+        return Ok(None);
+    };
+    super::manifest::verify(&data, digest, Some(info.size as u64))?;
+    Ok(Some(data))
+}
+
+/// Reads a blob of `size` bytes whole from the content store; `None` when it is absent.
+pub async fn read_content(
+    cd: &Containerd,
+    digest: &str,
+    size: u64,
+) -> Result<Option<Bytes>, ImageError> {
     let mut stream = match ContentClient::new(cd.channel.clone())
         .read(cd.request(ReadContentRequest {
             digest: digest.to_string(),
@@ -327,7 +340,7 @@ pub async fn read_document(cd: &Containerd, digest: &str) -> Result<Option<Bytes
         Err(s) if s.code() == Code::NotFound => return Ok(None),
         Err(s) => return Err(containerd_error("content read", s)),
     };
-    let mut data = BytesMut::with_capacity(info.size as usize);
+    let mut data = BytesMut::with_capacity(size as usize);
     while let Some(chunk) = stream
         .message()
         .await
@@ -335,9 +348,7 @@ pub async fn read_document(cd: &Containerd, digest: &str) -> Result<Option<Bytes
     {
         data.extend_from_slice(&chunk.data);
     }
-    let data = data.freeze();
-    super::manifest::verify(&data, digest, Some(info.size as u64))?;
-    Ok(Some(data))
+    Ok(Some(data.freeze()))
 }
 
 /// RFC 3339 UTC time, as containerd's lease expiry label wants it.

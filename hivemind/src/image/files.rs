@@ -5,11 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use bytes::BytesMut;
-use containerd_client::services::v1::ReadContentRequest;
-use containerd_client::services::v1::content_client::ContentClient;
-
-use super::content::{containerd_error, content_info, read_document};
+use super::content::{content_info, read_content, read_document};
 use super::manifest::{is_index, parse_index, parse_manifest, select_platform};
 use super::unpack::get_image;
 use super::{ImageError, normalize_reference};
@@ -82,7 +78,7 @@ pub async fn read(
     })
 }
 
-async fn read_blob(cd: &Containerd, name: &str, digest: &str) -> Result<Vec<u8>, ImageError> {
+async fn read_blob(cd: &Containerd, name: &str, digest: &str) -> Result<bytes::Bytes, ImageError> {
     let layer_error = |reason: String| ImageError::Layer {
         reference: name.to_string(),
         digest: digest.to_string(),
@@ -97,24 +93,9 @@ async fn read_blob(cd: &Containerd, name: &str, digest: &str) -> Result<Vec<u8>,
             info.size
         )));
     }
-    let mut stream = ContentClient::new(cd.channel.clone())
-        .read(cd.request(ReadContentRequest {
-            digest: digest.to_string(),
-            offset: 0,
-            size: 0,
-        }))
-        .await
-        .map_err(|s| containerd_error("content read", s))?
-        .into_inner();
-    let mut data = BytesMut::with_capacity(info.size as usize);
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(|s| containerd_error("content read", s))?
-    {
-        data.extend_from_slice(&chunk.data);
-    }
-    Ok(data.to_vec())
+    read_content(cd, digest, info.size as u64)
+        .await?
+        .ok_or_else(|| layer_error("it is not in the content store".to_string()))
 }
 
 /// `below` with one layer (a tar, gzipped or not) applied over it.
