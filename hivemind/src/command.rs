@@ -86,6 +86,22 @@ pub enum Command {
         name: String,
         action: RolloutAction,
     },
+    /// Creates a CI/CD pipeline (`create`), or replaces one that exists.
+    PutPipeline {
+        spec: Box<crate::cicd::PipelineSpec>,
+        create: bool,
+    },
+    /// Deletes a pipeline and its runs.
+    DeletePipeline {
+        name: String,
+    },
+    /// Queues a run of a pipeline (`trigger`: `cli`, `webhook` or `poll`; `commit`: the one a
+    /// webhook announced).
+    TriggerPipeline {
+        name: String,
+        trigger: &'static str,
+        commit: Option<String>,
+    },
     /// `rollout promote --variant`: deploys one variant of an A/B test as the app's one
     /// version.
     PromoteVariant {
@@ -460,6 +476,11 @@ pub enum Outcome {
     },
     VulnDbImported(Box<crate::contract::VulnDbStatus>),
     ScanPolicySet(crate::vuln::ScanPolicy),
+    PipelineSet {
+        name: String,
+        created: bool,
+    },
+    RunQueued(Box<crate::cicd::PipelineRun>),
     TrustedKeySet {
         name: String,
         fingerprint: String,

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod api;
 pub mod checks;
+pub mod cicd;
 pub mod cli;
 pub mod cluster;
 pub mod command;

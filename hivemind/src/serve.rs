@@ -245,6 +245,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     tasks.push(tokio::spawn(tracing_export_loop(node.clone())));
     tasks.push(tokio::spawn(log_shipping_loop(node.clone())));
     tasks.push(tokio::spawn(traffic_loop(node.clone())));
+    tasks.push(tokio::spawn(pipeline_loop(node.clone())));
     if !options.mock {
         node.refresh_ingress().await;
         node.ingress()
@@ -502,6 +503,18 @@ async fn service_sync_loop(node: Arc<Node>) {
         node.services_woken().await;
         if let Err(e) = node.sync_services().await {
             tracing::warn!(error = %e, "service sync failed");
+        }
+    }
+}
+
+/// Starts queued CI/CD runs of the pipelines this node owns, and polls their branches.
+async fn pipeline_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = node.reconcile_pipelines().await {
+            tracing::warn!(error = %e, "pipeline reconcile failed");
         }
     }
 }

@@ -147,6 +147,48 @@ fn rejections_answer_the_json_error_body() {
             "invalid_field",
             "scan_policy.max_severity",
         ),
+        // Pipelines: what git may not fetch, a path out of the checkout, a missing field, an
+        // unknown one.
+        (
+            "POST",
+            "/api/cicd/pipelines",
+            r#"{"name":"site","repository":"ext::sh -c id"}"#,
+            400,
+            "invalid_field",
+            "repository",
+        ),
+        (
+            "POST",
+            "/api/cicd/pipelines",
+            r#"{"name":"site","repository":"https://git.example.com/site.git","build_command":"make","build_image":"busybox","output_dir":"../etc"}"#,
+            400,
+            "invalid_field",
+            "output_dir",
+        ),
+        (
+            "POST",
+            "/api/cicd/pipelines",
+            r#"{"name":"site"}"#,
+            400,
+            "invalid_field",
+            "repository",
+        ),
+        (
+            "POST",
+            "/api/cicd/pipelines",
+            r#"{"name":"site","repository":"https://git.example.com/site.git","buld_command":"make"}"#,
+            400,
+            "invalid_body",
+            "buld_command",
+        ),
+        (
+            "POST",
+            "/api/cicd/pipelines/site/webhook",
+            r#"{"ref":"refs/heads/main"}"#,
+            404,
+            "not_found",
+            "takes no webhooks",
+        ),
         // Strategies: bad bounds and flags of another strategy are refused by field.
         (
             "POST",

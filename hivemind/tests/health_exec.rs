@@ -85,6 +85,8 @@ async fn scenario(socket: PathBuf, reference: String, log_path: PathBuf) {
         netns: None,
         hostname: ID.into(),
         log_path,
+        command: None,
+        working_dir: None,
     };
     let pid = runtime.run(&spec).await.unwrap();
     let mut outcome = checks(&runtime, &cd, pid).await;

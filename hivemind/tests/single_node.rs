@@ -21,6 +21,7 @@ use hivemind_tests::registry::Registry;
 use serde_json::Value;
 
 mod member;
+mod pipelines;
 
 use member::push_as_a_member;
 
@@ -111,6 +112,7 @@ fn single_node_app_lifecycle() -> Result<()> {
             "/usr/bin/docker-registry",
             "/bin/busybox",
             "promtool",
+            "git",
         ],
     ) {
         return Ok(());
@@ -145,6 +147,7 @@ fn single_node_app_lifecycle() -> Result<()> {
         &node_id,
         &archive,
     )
+    .and_then(|()| pipelines::pipelines(&ns, &daemon, &reference, &registry.host(), dir.path()))
     .and_then(|()| image_scans(&ns, &daemon, &registry, dir.path()));
     if result.is_err() {
         eprintln!("--- daemon log ---\n{}", daemon.log_tail());

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod collector;
 pub mod containerd;
 pub mod daemon;
+pub mod git;
 pub mod image;
 pub mod kernel;
 pub mod load;

@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // A real browser for the dashboard test (driven over the DevTools protocol).
     "chromium",
+    // CI/CD pipelines fetch their branch with git (and the tests serve repositories with it).
+    "git",
 ];
 /// bpf-linker must be built against the system LLVM 22, found through this directory.
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

@@ -56,7 +56,8 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
     let write = method == Method::POST;
     let p = |verb, kind, name| Some((verb, kind, name));
     match route {
-        "/" | "/api/health" | "/api/session" => None,
+        // A Git host's delivery: its HMAC signature is checked by the handler instead.
+        "/" | "/api/health" | "/api/session" | "/api/cicd/pipelines/{name}/webhook" => None,
         "/api/openapi.json" | "/api/nodes" | "/api/cluster/gossip-key" => {
             p(Verb::Read, Nodes, NameFrom::None)
         }
@@ -136,6 +137,18 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
             p(Verb::Delete, Tokens, Path("name"))
         }
         "/api/audit" => p(Verb::Read, Audit, NameFrom::None),
+        // A pipeline runs commands in containers and deploys an app: the apps kind.
+        "/api/cicd/pipelines" if write => p(Verb::Write, Apps, NameFrom::None),
+        "/api/cicd/pipelines" | "/api/cicd/pipelines/{name}/runs/{number}" => {
+            p(Verb::Read, Apps, NameFrom::None)
+        }
+        "/api/cicd/pipelines/{name}" | "/api/cicd/pipelines/{name}/runs" if read => {
+            p(Verb::Read, Apps, NameFrom::None)
+        }
+        "/api/cicd/pipelines/{name}" => p(Verb::Delete, Apps, NameFrom::None),
+        "/api/cicd/pipelines/{name}/config"
+        | "/api/cicd/pipelines/{name}/strategy"
+        | "/api/cicd/pipelines/{name}/runs" => p(Verb::Write, Apps, NameFrom::None),
         // Authenticated, and allowed to every valid token.
         WHOAMI => p(Verb::Read, Nodes, NameFrom::None),
         // A route added without a rule needs the most a token can grant.
@@ -376,7 +389,10 @@ mod tests {
         for (method, route) in super::super::routes() {
             let Some((verb, kind, _)) = route_permission(&method, route) else {
                 assert!(
-                    matches!(route, "/" | "/api/health" | "/api/session"),
+                    matches!(
+                        route,
+                        "/" | "/api/health" | "/api/session" | "/api/cicd/pipelines/{name}/webhook"
+                    ),
                     "{method} {route} is public"
                 );
                 continue;

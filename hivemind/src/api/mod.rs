@@ -10,6 +10,7 @@
 mod acl;
 mod apps;
 pub mod auth;
+mod cicd;
 mod containers;
 mod debug;
 mod error;
@@ -259,6 +260,20 @@ impl Routes {
             .add(Post, "/api/security/trust/keys", vulns::add_key)
             .add(Get, "/api/security/trust/keys", vulns::list_keys)
             .add(Delete, "/api/security/trust/keys/{name}", vulns::delete_key)
+            .add(Post, "/api/cicd/pipelines", cicd::create)
+            .add(Get, "/api/cicd/pipelines", cicd::list)
+            .add(Get, "/api/cicd/pipelines/{name}", cicd::show)
+            .add(Delete, "/api/cicd/pipelines/{name}", cicd::delete)
+            .add(Post, "/api/cicd/pipelines/{name}/config", cicd::configure)
+            .add(
+                Post,
+                "/api/cicd/pipelines/{name}/strategy",
+                cicd::set_strategy,
+            )
+            .add(Post, "/api/cicd/pipelines/{name}/runs", cicd::trigger)
+            .add(Get, "/api/cicd/pipelines/{name}/runs", cicd::runs)
+            .add(Get, "/api/cicd/pipelines/{name}/runs/{number}", cicd::run)
+            .add(Post, "/api/cicd/pipelines/{name}/webhook", cicd::webhook)
             .add(Post, "/api/acl/tokens", acl::create_token)
             .add(Get, "/api/acl/tokens", acl::list_tokens)
             .add(Delete, "/api/acl/tokens/{name}", acl::revoke_token)

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
-    acl, apps, containers, debug, flows, images, join_tokens, metrics, nodes, observability,
+    acl, apps, cicd, containers, debug, flows, images, join_tokens, metrics, nodes, observability,
     policies, secrets, services, tls, traffic, volumes, vulns,
 };
 
@@ -102,6 +102,16 @@ use super::{
         vulns::add_key,
         vulns::list_keys,
         vulns::delete_key,
+        cicd::create,
+        cicd::list,
+        cicd::show,
+        cicd::delete,
+        cicd::configure,
+        cicd::set_strategy,
+        cicd::trigger,
+        cicd::runs,
+        cicd::run,
+        cicd::webhook,
         acl::create_token,
         acl::list_tokens,
         acl::revoke_token,
@@ -148,7 +158,10 @@ impl utoipa::Modify for ErrorResponses {
         let forbidden = with("the token's role or policy does not allow this");
         let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let public = matches!(path.as_str(), "/" | "/api/health" | "/api/session");
+            let public = matches!(
+                path.as_str(),
+                "/" | "/api/health" | "/api/session" | "/api/cicd/pipelines/{name}/webhook"
+            );
             for operation in operations(item) {
                 let responses = &mut operation.responses.responses;
                 responses

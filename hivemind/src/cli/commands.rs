@@ -137,7 +137,7 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, ClientError> {
 }
 
 /// The strategy flags as the API takes them; none given: the server's default.
-fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
+pub(super) fn strategy_request(args: &StrategyArgs) -> Option<StrategyRequest> {
     let amount = |a: &Option<String>| a.clone().map(AmountValue::Text);
     let any = args.strategy.is_some()
         || args.max_unavailable.is_some()
@@ -262,6 +262,7 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
             Ok(())
         }
         TopCommand::Security(command) => security(&client, format, command).await,
+        TopCommand::Cicd(command) => super::cicd::cicd(&client, format, command).await,
         TopCommand::Observability(ObservabilityCommand::OpenDashboard) => {
             // The node must answer before a browser is sent there.
             let _: HealthAnswer = client.get("/api/health").await?;
@@ -1504,7 +1505,7 @@ async fn configure_setting<T: serde::Serialize + serde::de::DeserializeOwned>(
     Ok(())
 }
 
-fn path_segment(text: &str) -> Result<&str, ClientError> {
+pub(super) fn path_segment(text: &str) -> Result<&str, ClientError> {
     if text.is_empty() || text.contains(['/', '?', '#', '%', ' ']) {
         return Err(ClientError::Usage(format!(
             "{text:?} is not a valid name or id"

@@ -1,6 +1,7 @@
 //! The command line: `daemon` and `web` start a node; every other command is
 //! a client of a node's REST API.
 
+mod cicd;
 mod client;
 mod commands;
 pub mod config;
@@ -93,6 +94,9 @@ pub enum TopCommand {
     /// The cluster's key
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// CI/CD pipelines: test, build and deploy a branch of a git repository
+    #[command(subcommand)]
+    Cicd(cicd::CicdCommand),
     /// Check --server and --token against the node and keep them as the current context
     /// (~/.config/hivemind/config, or $HIVEMIND_CONFIG)
     Login {

@@ -16,6 +16,7 @@
 
 mod acl;
 mod apps;
+mod cicd;
 mod containers;
 mod images;
 mod nodes;
@@ -27,6 +28,7 @@ mod vulns;
 
 pub use acl::*;
 pub use apps::*;
+pub use cicd::*;
 pub use containers::*;
 pub use images::*;
 pub use nodes::*;

@@ -263,6 +263,8 @@ pub(crate) mod tests {
                 netns: None,
                 hostname: id.into(),
                 log_path: "/dev/null".into(),
+                command: None,
+                working_dir: None,
             })
             .await
             .unwrap();

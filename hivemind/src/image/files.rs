@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use super::content::{content_info, read_content, read_document};
-use super::manifest::{is_index, parse_index, parse_manifest, select_platform};
-use super::unpack::get_image;
+use super::content::{content_info, read_content};
 use super::{ImageError, normalize_reference};
 use crate::containerd::Containerd;
 
@@ -39,21 +37,9 @@ pub async fn read(
     let not_local = || ImageError::NotLocal {
         reference: name.clone(),
     };
-    let target = get_image(cd, &name).await?.ok_or_else(not_local)?;
-    let top = read_document(cd, &target.digest)
+    let (manifest_digest, _, manifest) = super::build::local_manifest(cd, &name)
         .await?
         .ok_or_else(not_local)?;
-    let (manifest_digest, manifest_bytes) = if is_index(&target.media_type) {
-        let index = parse_index(&target.digest, &top)?;
-        let (_, chosen) = select_platform(&name, &index)?;
-        let bytes = read_document(cd, &chosen.digest)
-            .await?
-            .ok_or_else(not_local)?;
-        (chosen.digest, bytes)
-    } else {
-        (target.digest.clone(), top)
-    };
-    let manifest = parse_manifest(&manifest_digest, &manifest_bytes)?;
     let mut files = BTreeMap::new();
     for layer in &manifest.layers {
         let blob = read_blob(cd, &name, &layer.digest).await?;

@@ -12,6 +12,7 @@
 //! never leaves an image behind.
 
 mod archive;
+pub mod build;
 pub(crate) mod content;
 pub mod cosign;
 mod docker_save;
@@ -19,6 +20,7 @@ pub mod files;
 mod manifest;
 pub mod probe;
 mod pull;
+mod push;
 mod reference;
 mod registry;
 mod unpack;
@@ -225,6 +227,31 @@ impl ImageStore {
             return Ok(kept);
         }
         cosign::fetch(&self.http, &self.insecure_registries, reference, digest).await
+    }
+
+    /// Records `reference` as the local image `base` with the files of `layer.dir` as a new
+    /// layer at `layer.dest`.
+    pub async fn add_layer(
+        &self,
+        base: &str,
+        layer: &build::LayerSource,
+        reference: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<ResolvedImage, ImageError> {
+        build::add_layer(&self.cd, base, layer, reference, progress).await
+    }
+
+    /// Pushes the local image `local` to the registry of `target` (a reference with a tag);
+    /// returns the manifest's digest.
+    pub async fn push(&self, local: &str, target: &str) -> Result<String, ImageError> {
+        push::push(
+            &self.http,
+            &self.insecure_registries,
+            &self.cd,
+            local,
+            target,
+        )
+        .await
     }
 
     /// Imports every named image of an OCI image layout tar (`index.json`

@@ -75,18 +75,51 @@ impl<'a> Remote<'a> {
         self.token.lock().ok().and_then(|t| t.clone())
     }
 
+    /// `https://host` (or `http://`) of the registry.
+    pub(super) fn origin(&self) -> &str {
+        let scheme_end = self.base.find("://").map_or(0, |i| i + 3);
+        let path = self.base[scheme_end..]
+            .find('/')
+            .map_or(self.base.len(), |i| i + scheme_end);
+        &self.base[..path]
+    }
+
+    /// `<origin>/v2/<repository>`.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(super) fn registry_error(&self, status: StatusCode, message: &str) -> ImageError {
+        ImageError::Registry {
+            reference: self.reference.to_string(),
+            registry: self.reference.registry.clone(),
+            status: status.as_u16(),
+            message: message.to_string(),
+        }
+    }
+
     /// GET with the token, earning one on a 401 Bearer challenge.
     async fn get(&self, url: &str, accept: Option<&str>) -> Result<Response, ImageError> {
-        let send = |token: Option<String>| {
-            let mut request = self.http.get(url);
+        self.send(|http, token| {
+            let mut request = http.get(url);
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }
             if let Some(token) = token {
                 request = request.header(AUTHORIZATION, format!("Bearer {token}"));
             }
-            request.send()
-        };
+            request
+        })
+        .await
+    }
+
+    /// Sends the request `build` makes with the token, earning one on a 401 Bearer challenge
+    /// (the anonymous token flow; the challenge names the scope, push included).
+    pub(super) async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, Option<String>) -> reqwest::RequestBuilder,
+    ) -> Result<Response, ImageError> {
+        let send = |token: Option<String>| build(self.http, token).send();
         let response = send(self.current_token())
             .await
             .map_err(|e| self.http_error(e))?;
@@ -162,7 +195,11 @@ impl<'a> Remote<'a> {
     }
 
     /// Turns a non-success answer into an error naming the reference.
-    async fn check(&self, response: Response, what: &str) -> Result<Response, ImageError> {
+    pub(super) async fn check(
+        &self,
+        response: Response,
+        what: &str,
+    ) -> Result<Response, ImageError> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);

@@ -507,6 +507,8 @@ impl Node {
             netns: Some(netns),
             hostname: record.id.clone(),
             log_path: self.log_path(&record.id),
+            command: None,
+            working_dir: None,
         };
         self.runtime
             .run(&spec)

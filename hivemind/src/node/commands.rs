@@ -41,6 +41,13 @@ impl Node {
                     name,
                 })
             }
+            Command::PutPipeline { spec, create } => self.put_pipeline(*spec, create).await,
+            Command::DeletePipeline { name } => self.delete_pipeline(name).await,
+            Command::TriggerPipeline {
+                name,
+                trigger,
+                commit,
+            } => self.trigger_pipeline(name, trigger, commit).await,
             Command::SetScanPolicy(policy) => {
                 self.write(SCAN_POLICY, CLUSTER_SETTING, Some(&policy))
                     .await?;

@@ -10,6 +10,7 @@
 
 mod apps;
 mod backoff;
+mod cicd;
 mod commands;
 pub mod connectivity;
 pub mod debug;
@@ -196,6 +197,8 @@ pub struct Node {
     ingress_windows: Mutex<ingress::FigureWindows>,
     /// Image scan results kept.
     scans: Mutex<vuln::ScanCache>,
+    /// The pipeline runs executing here, and when polled branches were looked at.
+    pipeline_work: Mutex<cicd::PipelineWork>,
 }
 
 impl Node {
@@ -247,6 +250,7 @@ impl Node {
             ready_since: Mutex::new(HashMap::new()),
             ingress_windows: Mutex::default(),
             scans: Mutex::default(),
+            pipeline_work: Mutex::default(),
         })
     }
 

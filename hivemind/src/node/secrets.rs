@@ -32,7 +32,7 @@ impl Node {
         }
     }
 
-    fn secret_record(&self, name: &str) -> Result<SecretRecord, NodeError> {
+    pub(super) fn secret_record(&self, name: &str) -> Result<SecretRecord, NodeError> {
         self.store
             .value(SECRETS, name)?
             .ok_or_else(|| NodeError::NotFound {
@@ -111,7 +111,7 @@ impl Node {
     }
 
     /// Opens a secret's current version.
-    async fn secret_value(&self, name: &str) -> Result<(SecretValue, u32), NodeError> {
+    pub(super) async fn secret_value(&self, name: &str) -> Result<(SecretValue, u32), NodeError> {
         let record = self.secret_record(name)?;
         let kek = self.secrets_key().await?;
         Ok((open(&kek, &record)?, record.version))

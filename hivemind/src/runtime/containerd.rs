@@ -433,6 +433,22 @@ impl ContainerRuntime for ContainerdRuntime {
         Ok(self.images.files(reference, wanted).await?)
     }
 
+    async fn add_image_layer(
+        &self,
+        base: &str,
+        layer: &crate::image::build::LayerSource,
+        reference: &str,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        Ok(self
+            .images
+            .add_layer(base, layer, reference, &|_| {})
+            .await?)
+    }
+
+    async fn push_image(&self, local: &str, target: &str) -> Result<String, RuntimeError> {
+        Ok(self.images.push(local, target).await?)
+    }
+
     async fn image_signatures(
         &self,
         reference: &str,

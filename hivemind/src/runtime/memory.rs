@@ -139,6 +139,23 @@ impl ContainerRuntime for MemoryRuntime {
         )))
     }
 
+    async fn add_image_layer(
+        &self,
+        base: &str,
+        _layer: &crate::image::build::LayerSource,
+        _reference: &str,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        Err(RuntimeError::Other(format!(
+            "building on {base} needs containerd; the mock runtime has no content store"
+        )))
+    }
+
+    async fn push_image(&self, local: &str, _target: &str) -> Result<String, RuntimeError> {
+        Err(RuntimeError::Other(format!(
+            "pushing {local} needs containerd; the mock runtime has no content store"
+        )))
+    }
+
     async fn image_signatures(
         &self,
         reference: &str,

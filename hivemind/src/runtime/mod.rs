@@ -75,6 +75,10 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// stdout and stderr are appended here by the containerd shim.
     pub log_path: PathBuf,
+    /// Instead of the image's entrypoint and cmd.
+    pub command: Option<Vec<String>>,
+    /// Instead of the image's working directory.
+    pub working_dir: Option<String>,
 }
 
 /// What containerd says about a container's task.
@@ -145,6 +149,19 @@ pub trait ContainerRuntime: Send + Sync {
         reference: &str,
         wanted: crate::image::files::Wanted,
     ) -> Result<crate::image::files::ImageFiles, RuntimeError>;
+
+    /// Records `reference` as the local image `base` with the files of `layer.dir` as one
+    /// more layer (a build's output).
+    async fn add_image_layer(
+        &self,
+        base: &str,
+        layer: &crate::image::build::LayerSource,
+        reference: &str,
+    ) -> Result<ResolvedImage, RuntimeError>;
+
+    /// Pushes the local image `local` to the registry of `target` (with a tag); the manifest's
+    /// digest.
+    async fn push_image(&self, local: &str, target: &str) -> Result<String, RuntimeError>;
 
     /// The cosign signatures the image's registry holds for `digest`.
     async fn image_signatures(

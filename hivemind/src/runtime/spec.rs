@@ -31,8 +31,14 @@ const CAPABILITIES: &[&str] = &[
 /// user's env on top, limits, bind mounts and the network namespace.
 pub fn oci_spec_json(spec: &ContainerSpec) -> Value {
     let config = &spec.image.config;
-    let mut args: Vec<String> = config.entrypoint.clone();
-    args.extend(config.cmd.iter().cloned());
+    let mut args: Vec<String> = match &spec.command {
+        Some(command) => command.clone(),
+        None => {
+            let mut args = config.entrypoint.clone();
+            args.extend(config.cmd.iter().cloned());
+            args
+        }
+    };
     if args.is_empty() {
         args.push("/bin/sh".to_string());
     }
@@ -53,9 +59,10 @@ pub fn oci_spec_json(spec: &ContainerSpec) -> Value {
     }
     let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
 
-    let cwd = config
+    let cwd = spec
         .working_dir
         .clone()
+        .or_else(|| config.working_dir.clone())
         .filter(|dir| dir.starts_with('/'))
         .unwrap_or_else(|| "/".to_string());
     let (uid, gid) = parse_user(config.user.as_deref());
@@ -185,6 +192,8 @@ mod tests {
             netns: Some("/run/netns/hm-x".into()),
             hostname: "web-abc123".into(),
             log_path: "/tmp/log".into(),
+            command: None,
+            working_dir: None,
         }
     }
 

@@ -18,6 +18,7 @@ use super::records::{
     VolumeRecord, VulnDbMeta, VulnRow,
 };
 use crate::acl::AclPolicy;
+use crate::cicd::{PipelineRun, PipelineSpec};
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{
     DashboardHistory, LogShipping, MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport,
@@ -117,11 +118,15 @@ pub const VULNDB_META: Table<VulnDbMeta> = Table::new("vulndb_meta");
 pub const TRUSTED_KEYS: Table<TrustedKey> = Table::new("trusted_keys");
 /// The cluster's image scan policy for deploys: one row, key [`CLUSTER_SETTING`].
 pub const SCAN_POLICY: Table<ScanPolicy> = Table::new("scan_policy");
+/// CI/CD pipelines: key `<name>`.
+pub const PIPELINES: Table<PipelineSpec> = Table::new("pipelines");
+/// Their runs: key `<pipeline>/<run id>`.
+pub const PIPELINE_RUNS: Table<PipelineRun> = Table::new("pipeline_runs");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 23] = [
+pub const TABLE_NAMES: [&str; 25] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -145,6 +150,8 @@ pub const TABLE_NAMES: [&str; 23] = [
     VULNDB_META.name,
     SCAN_POLICY.name,
     TRUSTED_KEYS.name,
+    PIPELINES.name,
+    PIPELINE_RUNS.name,
 ];
 
 /// The node that alone may write `key`: a node's record, its subnet
@@ -202,6 +209,8 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "vulndb_meta" => check(VULNDB_META, key, value),
         "scan_policy" => check(SCAN_POLICY, key, value),
         "trusted_keys" => check(TRUSTED_KEYS, key, value),
+        "pipelines" => check(PIPELINES, key, value),
+        "pipeline_runs" => check(PIPELINE_RUNS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -421,6 +430,20 @@ impl Row for TrustedKey {
             .map_err(|e| ValidationError::new("public_key", e))?;
         hex("fingerprint", &self.fingerprint, 64)?;
         key_names(key, &self.name)
+    }
+}
+
+impl Row for PipelineSpec {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.name)
+    }
+}
+
+impl Row for PipelineRun {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.key())
     }
 }
 
