@@ -102,6 +102,11 @@ pub enum Command {
         trigger: &'static str,
         commit: Option<String>,
     },
+    /// Keeps a cloud provider's settings and secret key, once the provider accepted them.
+    ConfigureCloud {
+        config: Box<crate::cloud::ProviderConfig>,
+        secret_key: SecretValue,
+    },
     /// `rollout promote --variant`: deploys one variant of an A/B test as the app's one
     /// version.
     PromoteVariant {
@@ -481,6 +486,7 @@ pub enum Outcome {
         created: bool,
     },
     RunQueued(Box<crate::cicd::PipelineRun>),
+    CloudConfigured(Box<crate::cloud::ProviderConfig>),
     TrustedKeySet {
         name: String,
         fingerprint: String,

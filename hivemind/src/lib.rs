@@ -7,6 +7,7 @@ pub mod api;
 pub mod checks;
 pub mod cicd;
 pub mod cli;
+pub mod cloud;
 pub mod cluster;
 pub mod command;
 pub mod containerd;

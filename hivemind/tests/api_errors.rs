@@ -189,6 +189,23 @@ fn rejections_answer_the_json_error_body() {
             "not_found",
             "takes no webhooks",
         ),
+        // Cloud: a provider Hivemind does not drive, a malformed region.
+        (
+            "POST",
+            "/api/cloud/providers",
+            r#"{"provider":"gcp","access_key":"AKIAIOSFODNN7EXAMPLE","secret_key":"x","region":"us-east-1"}"#,
+            400,
+            "invalid_field",
+            "provider",
+        ),
+        (
+            "POST",
+            "/api/cloud/instances",
+            r#"{"name":"w","instance_type":"t3 medium","image_id":"ami-1","region":"us-east-1"}"#,
+            400,
+            "invalid_field",
+            "instance_type",
+        ),
         // Strategies: bad bounds and flags of another strategy are refused by field.
         (
             "POST",

@@ -20,6 +20,7 @@ use hivemind_tests::netns::NetNs;
 use hivemind_tests::registry::Registry;
 use serde_json::Value;
 
+mod cloud;
 mod member;
 mod pipelines;
 
@@ -113,6 +114,7 @@ fn single_node_app_lifecycle() -> Result<()> {
             "/bin/busybox",
             "promtool",
             "git",
+            "moto_server",
         ],
     ) {
         return Ok(());
@@ -148,6 +150,7 @@ fn single_node_app_lifecycle() -> Result<()> {
         &archive,
     )
     .and_then(|()| pipelines::pipelines(&ns, &daemon, &reference, &registry.host(), dir.path()))
+    .and_then(|()| cloud::cloud(&ns, &daemon, dir.path()))
     .and_then(|()| image_scans(&ns, &daemon, &registry, dir.path()));
     if result.is_err() {
         eprintln!("--- daemon log ---\n{}", daemon.log_tail());

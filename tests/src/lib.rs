@@ -10,6 +10,7 @@ pub mod git;
 pub mod image;
 pub mod kernel;
 pub mod load;
+pub mod moto;
 pub mod netns;
 pub mod registry;
 pub mod testbed;

@@ -122,6 +122,7 @@ fn workspace_root() -> Result<PathBuf> {
 fn test(args: &[String]) -> Result<()> {
     setup()?;
     ensure_schemathesis()?;
+    ensure_moto()?;
     let root = workspace_root()?;
     if !is_root() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -158,6 +159,28 @@ fn test(args: &[String]) -> Result<()> {
 
 /// schemathesis 4 (PyPI), the REST API fuzzer of `hivemind/tests/api_fuzz.rs`:
 /// installed with pip when `schemathesis` is not on PATH.
+/// The moto server: a local AWS-compatible endpoint for the cloud tests.
+fn ensure_moto() -> Result<()> {
+    let present = Command::new("moto_server")
+        .arg("--help")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if present {
+        return Ok(());
+    }
+    println!("test: pip install moto[server] (the cloud tests' AWS endpoint)");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "moto[server]>=5,<6",
+        "boto3",
+    ]))?;
+    let _ = Command::new("pyenv").arg("rehash").status();
+    Ok(())
+}
+
 fn ensure_schemathesis() -> Result<()> {
     let present = Command::new("schemathesis")
         .arg("--version")

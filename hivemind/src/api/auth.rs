@@ -137,6 +137,21 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
             p(Verb::Delete, Tokens, Path("name"))
         }
         "/api/audit" => p(Verb::Read, Audit, NameFrom::None),
+        // Machines that join the cluster and what fronts it: as much as the cluster's nodes.
+        "/api/cloud/providers"
+        | "/api/cloud/instances"
+        | "/api/cloud/load-balancers"
+        | "/api/cloud/load-balancers/register"
+            if write =>
+        {
+            p(Verb::Write, Nodes, NameFrom::None)
+        }
+        "/api/cloud/providers" | "/api/cloud/instances" | "/api/cloud/load-balancers" => {
+            p(Verb::Read, Nodes, NameFrom::None)
+        }
+        "/api/cloud/instances/{id}" | "/api/cloud/load-balancers/{name}" => {
+            p(Verb::Delete, Nodes, NameFrom::None)
+        }
         // A pipeline runs commands in containers and deploys an app: the apps kind.
         "/api/cicd/pipelines" if write => p(Verb::Write, Apps, NameFrom::None),
         "/api/cicd/pipelines" | "/api/cicd/pipelines/{name}/runs/{number}" => {

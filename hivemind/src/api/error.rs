@@ -68,6 +68,12 @@ impl From<NodeError> for ApiError {
             NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
             NodeError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scan_policy"),
+            NodeError::Cloud { refused: true, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "cloud_refused")
+            }
+            NodeError::Cloud { refused: false, .. } => {
+                (StatusCode::BAD_GATEWAY, "cloud_unreachable")
+            }
             NodeError::Runtime(RuntimeError::Image(image)) => image_status(image),
             NodeError::Store(crate::state::StoreError::SubnetFull(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_addresses")

@@ -41,7 +41,17 @@ pub async fn create(
         None => DEFAULT_TTL,
         Some(text) => super::acl::parse_lifetime("ttl", text, MAX_TTL)?,
     };
-    let ca_sha256 = tls(&node)?.ca_fingerprint();
+    Ok((StatusCode::CREATED, axum::Json(issue(&node, ttl).await?)))
+}
+
+/// The cluster's id: the start of its CA's fingerprint (what cloud resources are tagged with).
+pub(super) fn cluster_id(node: &AppState) -> Result<String, ApiError> {
+    Ok(tls(node)?.ca_fingerprint().chars().take(16).collect())
+}
+
+/// Makes and keeps a join token living `ttl` seconds.
+pub(super) async fn issue(node: &AppState, ttl: u64) -> Result<JoinTokenCreated, ApiError> {
+    let ca_sha256 = tls(node)?.ca_fingerprint();
     let text = JoinTokenText::generate(&ca_sha256);
     let record = JoinTokenRecord {
         id: text.token.id.clone(),
@@ -54,18 +64,15 @@ pub async fn create(
         .cluster()
         .map(|c| c.gossip_addr().to_string())
         .unwrap_or_default();
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(JoinTokenCreated {
-            success: true,
-            id: record.id,
-            join_command: format!("hivemind daemon --join {gossip} --join-token {text}"),
-            token: text.to_string(),
-            expires_at: record.expires_at,
-            ca_sha256,
-            message: "keep the token now: it is not shown again".to_string(),
-        }),
-    ))
+    Ok(JoinTokenCreated {
+        success: true,
+        id: record.id,
+        join_command: format!("hivemind daemon --join {gossip} --join-token {text}"),
+        token: text.to_string(),
+        expires_at: record.expires_at,
+        ca_sha256,
+        message: "keep the token now: it is not shown again".to_string(),
+    })
 }
 
 /// Lists join tokens (never their secrets).

@@ -11,6 +11,7 @@ mod acl;
 mod apps;
 pub mod auth;
 mod cicd;
+mod cloud;
 mod containers;
 mod debug;
 mod error;
@@ -274,6 +275,23 @@ impl Routes {
             .add(Get, "/api/cicd/pipelines/{name}/runs", cicd::runs)
             .add(Get, "/api/cicd/pipelines/{name}/runs/{number}", cicd::run)
             .add(Post, "/api/cicd/pipelines/{name}/webhook", cicd::webhook)
+            .add(Post, "/api/cloud/providers", cloud::configure)
+            .add(Get, "/api/cloud/providers", cloud::providers)
+            .add(Post, "/api/cloud/instances", cloud::create_instance)
+            .add(Get, "/api/cloud/instances", cloud::instances)
+            .add(Delete, "/api/cloud/instances/{id}", cloud::delete_instance)
+            .add(
+                Post,
+                "/api/cloud/load-balancers",
+                cloud::create_load_balancer,
+            )
+            .add(Get, "/api/cloud/load-balancers", cloud::load_balancers)
+            .add(Post, "/api/cloud/load-balancers/register", cloud::register)
+            .add(
+                Delete,
+                "/api/cloud/load-balancers/{name}",
+                cloud::delete_load_balancer,
+            )
             .add(Post, "/api/acl/tokens", acl::create_token)
             .add(Get, "/api/acl/tokens", acl::list_tokens)
             .add(Delete, "/api/acl/tokens/{name}", acl::revoke_token)

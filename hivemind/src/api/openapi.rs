@@ -9,8 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
-    acl, apps, cicd, containers, debug, flows, images, join_tokens, metrics, nodes, observability,
-    policies, secrets, services, tls, traffic, volumes, vulns,
+    acl, apps, cicd, cloud, containers, debug, flows, images, join_tokens, metrics, nodes,
+    observability, policies, secrets, services, tls, traffic, volumes, vulns,
 };
 
 #[derive(OpenApi)]
@@ -112,6 +112,15 @@ use super::{
         cicd::runs,
         cicd::run,
         cicd::webhook,
+        cloud::configure,
+        cloud::providers,
+        cloud::create_instance,
+        cloud::instances,
+        cloud::delete_instance,
+        cloud::create_load_balancer,
+        cloud::load_balancers,
+        cloud::register,
+        cloud::delete_load_balancer,
         acl::create_token,
         acl::list_tokens,
         acl::revoke_token,

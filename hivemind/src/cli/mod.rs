@@ -3,6 +3,7 @@
 
 mod cicd;
 mod client;
+mod cloud;
 mod commands;
 pub mod config;
 mod output;
@@ -97,6 +98,9 @@ pub enum TopCommand {
     /// CI/CD pipelines: test, build and deploy a branch of a git repository
     #[command(subcommand)]
     Cicd(cicd::CicdCommand),
+    /// Cloud providers: instances that join the cluster, load balancers in front of it
+    #[command(subcommand)]
+    Cloud(cloud::CloudCommand),
     /// Check --server and --token against the node and keep them as the current context
     /// (~/.config/hivemind/config, or $HIVEMIND_CONFIG)
     Login {

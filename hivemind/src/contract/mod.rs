@@ -17,6 +17,7 @@
 mod acl;
 mod apps;
 mod cicd;
+mod cloud;
 mod containers;
 mod images;
 mod nodes;
@@ -29,6 +30,7 @@ mod vulns;
 pub use acl::*;
 pub use apps::*;
 pub use cicd::*;
+pub use cloud::*;
 pub use containers::*;
 pub use images::*;
 pub use nodes::*;

@@ -42,6 +42,9 @@ impl Node {
                 })
             }
             Command::PutPipeline { spec, create } => self.put_pipeline(*spec, create).await,
+            Command::ConfigureCloud { config, secret_key } => {
+                self.configure_cloud(*config, secret_key).await
+            }
             Command::DeletePipeline { name } => self.delete_pipeline(name).await,
             Command::TriggerPipeline {
                 name,

@@ -11,6 +11,8 @@
 mod apps;
 mod backoff;
 mod cicd;
+mod cloud;
+pub use cloud::cloud_error;
 mod commands;
 pub mod connectivity;
 pub mod debug;
@@ -86,6 +88,10 @@ pub enum NodeError {
     /// The deploy's image breaks the scan policy (the message lists the findings).
     #[error("{0}")]
     Policy(String),
+    /// A cloud provider refused the request (`refused`: the request's fault, its code in the
+    /// message) or could not be reached.
+    #[error("{message}")]
+    Cloud { refused: bool, message: String },
 }
 
 impl From<ImageError> for NodeError {

@@ -19,6 +19,7 @@ use super::records::{
 };
 use crate::acl::AclPolicy;
 use crate::cicd::{PipelineRun, PipelineSpec};
+use crate::cloud::ProviderConfig;
 use crate::cluster::{Record, RecordKey, validate_node_id};
 use crate::model::{
     DashboardHistory, LogShipping, MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport,
@@ -122,11 +123,13 @@ pub const SCAN_POLICY: Table<ScanPolicy> = Table::new("scan_policy");
 pub const PIPELINES: Table<PipelineSpec> = Table::new("pipelines");
 /// Their runs: key `<pipeline>/<run id>`.
 pub const PIPELINE_RUNS: Table<PipelineRun> = Table::new("pipeline_runs");
+/// Cloud providers' settings: key `<provider>`.
+pub const CLOUD_PROVIDERS: Table<ProviderConfig> = Table::new("cloud_providers");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 25] = [
+pub const TABLE_NAMES: [&str; 26] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -152,6 +155,7 @@ pub const TABLE_NAMES: [&str; 25] = [
     TRUSTED_KEYS.name,
     PIPELINES.name,
     PIPELINE_RUNS.name,
+    CLOUD_PROVIDERS.name,
 ];
 
 /// The node that alone may write `key`: a node's record, its subnet
@@ -211,6 +215,7 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "trusted_keys" => check(TRUSTED_KEYS, key, value),
         "pipelines" => check(PIPELINES, key, value),
         "pipeline_runs" => check(PIPELINE_RUNS, key, value),
+        "cloud_providers" => check(CLOUD_PROVIDERS, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -444,6 +449,13 @@ impl Row for PipelineRun {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         self.validate()?;
         key_names(key, &self.key())
+    }
+}
+
+impl Row for ProviderConfig {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.provider)
     }
 }
 
