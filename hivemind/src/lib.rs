@@ -15,6 +15,7 @@ pub mod contract;
 pub mod dataplane;
 pub mod discovery;
 pub mod health;
+pub mod helm;
 pub mod image;
 pub mod ingress;
 pub mod listener;
