@@ -25,6 +25,9 @@ use crate::state::{PIPELINE_RUNS, PIPELINES, now_millis, now_secs};
 const WORKSPACE: &str = "/workspace";
 /// How often a running step's container is looked at.
 const POLL_STEP: Duration = Duration::from_millis(300);
+/// How often a running step's log so far is written to its run record (`cicd logs` while it
+/// runs).
+const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What this node is doing for pipelines.
 #[derive(Debug, Default)]
@@ -452,7 +455,7 @@ impl Node {
     async fn run_command(
         &self,
         spec: &PipelineSpec,
-        run: &PipelineRun,
+        run: &mut PipelineRun,
         step: &str,
         command: &str,
         src: &Path,
@@ -498,7 +501,18 @@ impl Node {
             .await
             .map_err(|e| format!("starting the build container: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(spec.step_timeout_secs.into());
+        let mut logged = Instant::now();
         let code = loop {
+            if logged.elapsed() >= LOG_EVERY {
+                logged = Instant::now();
+                let so_far = log_tail(&log_text(&log_path));
+                if let Some(step) = run.steps.last_mut()
+                    && step.log != so_far
+                {
+                    step.log = so_far;
+                    self.save_run(run).await;
+                }
+            }
             let state = self
                 .runtime
                 .list()
@@ -699,6 +713,11 @@ async fn read_log(path: &Path) -> String {
         }
         last = now;
     }
+    log_text(path)
+}
+
+/// A step's output so far, as text (its end when long).
+fn log_text(path: &Path) -> String {
     let mut text = String::new();
     for file in [crate::logfile::rotated(path), path.to_path_buf()] {
         let data = std::fs::read(&file).unwrap_or_default();

@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use super::{assert_cli_ok, container_ip, fetch, running_ids};
 
 const TEST_SCRIPT: &str = "v=$(cat VERSION)\necho \"VERSION is $v\"\n[ \"$v\" != broken ]\n";
-const BUILD_SCRIPT: &str =
-    "mkdir -p public\ncp VERSION public/version\necho \"$HIVEMIND_COMMIT\" > public/commit\n";
+/// Version `three` builds slowly, so that its log can be read while the step runs.
+const BUILD_SCRIPT: &str = "echo \"building $(cat VERSION)\"\n[ \"$(cat VERSION)\" = three ] && sleep 8\n\
+    mkdir -p public\ncp VERSION public/version\necho \"$HIVEMIND_COMMIT\" > public/commit\n";
 const HOOK_KEY: &str = "a webhook key the Git host shares";
 const TOKEN: &str = "glpat-test-token-1234";
 
@@ -345,10 +346,36 @@ pub fn pipelines(
         ]),
         "set the token and the registry",
     );
-    assert_cli_ok(
-        &daemon.cli(&["cicd", "trigger-pipeline", "--name", "site", "--wait"]),
+    let queued = assert_cli_ok(
+        &daemon.cli(&["cicd", "trigger-pipeline", "--name", "site"]),
         "trigger over HTTP",
     );
+    let number: u64 = queued
+        .split('#')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("run number in {queued:?}"))?;
+    // While the build runs, its output so far is in the run record (`cicd logs`).
+    eventually("the running build's log", Duration::from_secs(90), || {
+        let run = api_json(ns, &format!("/api/cicd/pipelines/site/runs/{number}"))?;
+        let build = step(&run, "build");
+        Ok((build["status"] == "running"
+            && build["log"]
+                .as_str()
+                .is_some_and(|l| l.contains("building three")))
+        .then_some(()))
+    })?;
+    let logs = assert_cli_ok(
+        &daemon.cli(&["cicd", "logs", "--name", "site"]),
+        "cicd logs while running",
+    );
+    ensure!(
+        logs.contains("==> build (running)") && logs.contains("building three"),
+        "{logs}"
+    );
+    let run = ended_run(ns, number)?;
+    ensure!(run["status"] == "succeeded", "{run}");
     ensure!(server.served() > 0);
     wait_serving(ns, &third)?;
     ensure!(served(ns, "site/version")? == "three");
