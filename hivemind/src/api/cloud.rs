@@ -12,7 +12,7 @@ use crate::contract::{
 };
 use crate::node::cloud_error;
 use crate::secrets::SecretValue;
-use crate::state::now_secs;
+use crate::state::{JOIN_TOKENS, JoinTokenRecord, now_secs};
 
 /// How long the join token of a new instance lives: its first boot uses it.
 const INSTANCE_TOKEN_TTL: u64 = 24 * 3600;
@@ -109,7 +109,7 @@ pub async fn create_instance(
         .map(|c| c.gossip_addr().to_string())
         .unwrap_or_default();
     let user_data = crate::cloud::user_data(&join, &token.token, request.install_url.as_deref());
-    let instance = aws
+    let started = aws
         .run_instance(
             &request.name,
             &cluster,
@@ -118,8 +118,16 @@ pub async fn create_instance(
             request.zone.as_deref(),
             &user_data,
         )
-        .await
-        .map_err(cloud_error)?;
+        .await;
+    let instance = match started {
+        Ok(instance) => instance,
+        Err(e) => {
+            // No instance will use the token: it goes rather than staying valid for a day.
+            node.write::<JoinTokenRecord>(JOIN_TOKENS, &token.id, None)
+                .await?;
+            return Err(cloud_error(e).into());
+        }
+    };
     Ok((
         StatusCode::CREATED,
         axum::Json(InstanceCreated {

@@ -270,7 +270,12 @@ impl Node {
         Ok(Some(token.trim().to_string()))
     }
 
+    /// Writes the run's record, unless its pipeline was deleted meanwhile (its runs went with
+    /// it).
     async fn save_run(&self, run: &PipelineRun) {
+        if matches!(self.store.value(PIPELINES, &run.pipeline), Ok(None)) {
+            return;
+        }
         if let Err(e) = self.write(PIPELINE_RUNS, &run.key(), Some(run)).await {
             tracing::warn!(pipeline = %run.pipeline, run = run.number, error = %e, "saving the run failed");
         }

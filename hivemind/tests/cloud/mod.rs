@@ -144,6 +144,12 @@ pub fn cloud(ns: &NetNs, daemon: &Daemon, dir: &Path) -> Result<()> {
         !bad.status.success() && stderr.contains("InvalidAMIID"),
         "an unknown image: {stderr}"
     );
+    // The join token made for the instance that did not start is revoked.
+    let after = api_json(ns, "/api/cluster/join-tokens")?;
+    ensure!(
+        after.as_array().map(Vec::len) == tokens.as_array().map(Vec::len),
+        "a failed create-instance left a join token: {after}"
+    );
 
     // A load balancer in front of the instance.
     let lb = json(
