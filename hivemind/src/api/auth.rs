@@ -164,6 +164,23 @@ pub fn route_permission(method: &Method, route: &str) -> Option<(Verb, Kind, Nam
         "/api/cicd/pipelines/{name}/config"
         | "/api/cicd/pipelines/{name}/strategy"
         | "/api/cicd/pipelines/{name}/runs" => p(Verb::Write, Apps, NameFrom::None),
+        // A release makes apps, secrets and policies, and its values may hold passwords: as
+        // much as the cluster's nodes to change, as much as secrets to read.
+        "/api/helm/repositories" | "/api/helm/releases" if write => {
+            p(Verb::Write, Nodes, NameFrom::None)
+        }
+        "/api/helm/repositories" => p(Verb::Read, Nodes, NameFrom::None),
+        "/api/helm/repositories/{name}" => p(Verb::Delete, Nodes, NameFrom::None),
+        "/api/helm/releases"
+        | "/api/helm/releases/{namespace}/{name}"
+        | "/api/helm/releases/{namespace}/{name}/history"
+            if read =>
+        {
+            p(Verb::Read, Secrets, NameFrom::None)
+        }
+        "/api/helm/releases/{namespace}/{name}" if write => p(Verb::Write, Nodes, NameFrom::None),
+        "/api/helm/releases/{namespace}/{name}" => p(Verb::Delete, Nodes, NameFrom::None),
+        "/api/helm/releases/{namespace}/{name}/rollback" => p(Verb::Write, Nodes, NameFrom::None),
         // Authenticated, and allowed to every valid token.
         WHOAMI => p(Verb::Read, Nodes, NameFrom::None),
         // A route added without a rule needs the most a token can grant.

@@ -68,6 +68,8 @@ impl From<NodeError> for ApiError {
             NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
             NodeError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scan_policy"),
+            NodeError::Chart(_) => (StatusCode::UNPROCESSABLE_ENTITY, "chart"),
+            NodeError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             NodeError::Cloud { refused: true, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "cloud_refused")
             }

@@ -17,6 +17,7 @@ mod debug;
 mod error;
 mod extract;
 mod flows;
+mod helm;
 mod images;
 mod join_tokens;
 mod logs;
@@ -291,6 +292,36 @@ impl Routes {
                 Delete,
                 "/api/cloud/load-balancers/{name}",
                 cloud::delete_load_balancer,
+            )
+            .add(Post, "/api/helm/repositories", helm::repo_add)
+            .add(Get, "/api/helm/repositories", helm::repos)
+            .add(Delete, "/api/helm/repositories/{name}", helm::repo_remove)
+            .add_method_router(
+                Post,
+                "/api/helm/releases",
+                on(Post.filter(), helm::install).layer(DefaultBodyLimit::max(helm::BODY_LIMIT)),
+            )
+            .add(Get, "/api/helm/releases", helm::releases)
+            .add(Get, "/api/helm/releases/{namespace}/{name}", helm::release)
+            .add_method_router(
+                Post,
+                "/api/helm/releases/{namespace}/{name}",
+                on(Post.filter(), helm::upgrade).layer(DefaultBodyLimit::max(helm::BODY_LIMIT)),
+            )
+            .add(
+                Delete,
+                "/api/helm/releases/{namespace}/{name}",
+                helm::uninstall,
+            )
+            .add(
+                Get,
+                "/api/helm/releases/{namespace}/{name}/history",
+                helm::history,
+            )
+            .add(
+                Post,
+                "/api/helm/releases/{namespace}/{name}/rollback",
+                helm::rollback,
             )
             .add(Post, "/api/acl/tokens", acl::create_token)
             .add(Get, "/api/acl/tokens", acl::list_tokens)

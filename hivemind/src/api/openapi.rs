@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{
-    acl, apps, cicd, cloud, containers, debug, flows, images, join_tokens, metrics, nodes,
+    acl, apps, cicd, cloud, containers, debug, flows, helm, images, join_tokens, metrics, nodes,
     observability, policies, secrets, services, tls, traffic, volumes, vulns,
 };
 
@@ -121,6 +121,16 @@ use super::{
         cloud::load_balancers,
         cloud::register,
         cloud::delete_load_balancer,
+        helm::repo_add,
+        helm::repos,
+        helm::repo_remove,
+        helm::install,
+        helm::releases,
+        helm::release,
+        helm::upgrade,
+        helm::uninstall,
+        helm::history,
+        helm::rollback,
         acl::create_token,
         acl::list_tokens,
         acl::revoke_token,

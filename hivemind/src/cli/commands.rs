@@ -264,6 +264,7 @@ pub async fn run_client_command(cli: &Cli) -> Result<(), ClientError> {
         TopCommand::Security(command) => security(&client, format, command).await,
         TopCommand::Cicd(command) => super::cicd::cicd(&client, format, command).await,
         TopCommand::Cloud(command) => super::cloud::cloud(&client, format, command).await,
+        TopCommand::Helm(command) => super::helm::helm(&client, format, command).await,
         TopCommand::Observability(ObservabilityCommand::OpenDashboard) => {
             // The node must answer before a browser is sent there.
             let _: HealthAnswer = client.get("/api/health").await?;

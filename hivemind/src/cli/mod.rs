@@ -6,6 +6,7 @@ mod client;
 mod cloud;
 mod commands;
 pub mod config;
+mod helm;
 mod output;
 
 use std::net::SocketAddr;
@@ -101,6 +102,9 @@ pub enum TopCommand {
     /// Cloud providers: instances that join the cluster, load balancers in front of it
     #[command(subcommand)]
     Cloud(cloud::CloudCommand),
+    /// Helm charts: repositories, releases of real Helm v3 charts mapped onto apps
+    #[command(subcommand)]
+    Helm(helm::HelmCommand),
     /// Check --server and --token against the node and keep them as the current context
     /// (~/.config/hivemind/config, or $HIVEMIND_CONFIG)
     Login {

@@ -930,6 +930,32 @@ impl Render<'_> {
                 }
                 self.call(name, args, dot, line)
             }
+            Arg::Field(path) if !rest.is_empty() || piped.is_some() => {
+                // The methods charts call on Helm's objects: `.Capabilities.APIVersions.Has
+                // "apps/v1"` and `.Files.Get "name"`.
+                let (method, receiver) = path
+                    .split_last()
+                    .ok_or_else(|| self.error(line, "only a function takes arguments"))?;
+                let receiver = field(dot, receiver);
+                let mut args = Vec::with_capacity(rest.len() + 1);
+                for arg in rest {
+                    args.push(self.arg(arg, dot, line)?);
+                }
+                args.extend(piped);
+                match (method.as_str(), &receiver, args.as_slice()) {
+                    ("Has", Value::Array(items), [wanted]) => {
+                        Ok(Value::Bool(items.iter().any(|i| print(i) == print(wanted))))
+                    }
+                    ("Get", Value::Object(files), [name]) => Ok(files
+                        .get(&print(name))
+                        .cloned()
+                        .unwrap_or_else(|| Value::String(String::new()))),
+                    _ => Err(self.error(
+                        line,
+                        format!("{method} is not a method this renderer has (only Has and Get)"),
+                    )),
+                }
+            }
             other => {
                 if !rest.is_empty() || piped.is_some() {
                     return Err(self.error(line, "only a function takes arguments"));
@@ -1456,36 +1482,13 @@ mod functions {
         }
     }
 
-    /// `semverCompare ">=1.19-0" .Capabilities.KubeVersion.GitVersion` with one comparison
-    /// (`>=`, `>`, `<=`, `<`, `=`, `!=`, `^`, `~`), pre-release suffixes ignored.
+    /// `semverCompare ">=1.19-0" .Capabilities.KubeVersion.GitVersion`: Helm's constraints
+    /// (see `helm::repo::Constraint`); a version that does not parse matches nothing.
     fn semver_compare(constraint: &str, version: &str) -> bool {
-        let parse = |v: &str| -> Vec<u64> {
-            v.trim()
-                .trim_start_matches('v')
-                .split(['-', '+'])
-                .next()
-                .unwrap_or_default()
-                .split('.')
-                .map(|p| p.parse().unwrap_or(0))
-                .chain(std::iter::repeat(0))
-                .take(3)
-                .collect()
-        };
-        let c = constraint.trim();
-        let (op, rest) = [">=", "<=", "!=", ">", "<", "=", "^", "~"]
-            .iter()
-            .find_map(|op| c.strip_prefix(op).map(|r| (*op, r)))
-            .unwrap_or(("=", c));
-        let (want, have) = (parse(rest), parse(version));
-        match op {
-            ">=" => have >= want,
-            "<=" => have <= want,
-            ">" => have > want,
-            "<" => have < want,
-            "!=" => have != want,
-            "^" => have[0] == want[0] && have >= want,
-            "~" => have[0] == want[0] && have[1] == want[1] && have >= want,
-            _ => have == want,
+        let constraint = crate::helm::repo::Constraint::parse(constraint);
+        match (constraint, crate::helm::repo::Version::parse(version)) {
+            (Ok(constraint), Some(version)) => constraint.matches(&version),
+            _ => false,
         }
     }
 }

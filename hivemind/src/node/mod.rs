@@ -19,6 +19,7 @@ pub mod debug;
 pub mod flow_map;
 mod flows;
 mod health;
+mod helm;
 mod ingress;
 mod limits;
 pub mod map_diff;
@@ -92,6 +93,13 @@ pub enum NodeError {
     /// message) or could not be reached.
     #[error("{message}")]
     Cloud { refused: bool, message: String },
+    /// A Helm chart that cannot be installed: it does not load or render, a repository
+    /// refused it, or it has objects Hivemind cannot run (the message names them).
+    #[error("{0}")]
+    Chart(String),
+    /// A server the request needs (a chart repository) could not be reached.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl From<ImageError> for NodeError {
@@ -205,6 +213,8 @@ pub struct Node {
     scans: Mutex<vuln::ScanCache>,
     /// The pipeline runs executing here, and when polled branches were looked at.
     pipeline_work: Mutex<cicd::PipelineWork>,
+    /// One Helm release operation at a time on this node.
+    helm_lock: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -257,6 +267,7 @@ impl Node {
             ingress_windows: Mutex::default(),
             scans: Mutex::default(),
             pipeline_work: Mutex::default(),
+            helm_lock: tokio::sync::Mutex::default(),
         })
     }
 

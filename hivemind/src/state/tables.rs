@@ -21,6 +21,7 @@ use crate::acl::AclPolicy;
 use crate::cicd::{PipelineRun, PipelineSpec};
 use crate::cloud::ProviderConfig;
 use crate::cluster::{Record, RecordKey, validate_node_id};
+use crate::helm::{ReleaseRecord, RepoRecord};
 use crate::model::{
     DashboardHistory, LogShipping, MAX_REPLICAS, MAX_SECRET_BYTES, MetricsListener, TracingExport,
     ValidationError, validate_domain, validate_name,
@@ -125,11 +126,15 @@ pub const PIPELINES: Table<PipelineSpec> = Table::new("pipelines");
 pub const PIPELINE_RUNS: Table<PipelineRun> = Table::new("pipeline_runs");
 /// Cloud providers' settings: key `<provider>`.
 pub const CLOUD_PROVIDERS: Table<ProviderConfig> = Table::new("cloud_providers");
+/// Helm chart repositories: key `<name>`.
+pub const HELM_REPOS: Table<RepoRecord> = Table::new("helm_repos");
+/// Helm release revisions: key `<namespace>/<name>/<revision, 6 digits>`.
+pub const HELM_RELEASES: Table<ReleaseRecord> = Table::new("helm_releases");
 /// The key of a cluster-wide setting's one row.
 pub const CLUSTER_SETTING: &str = "cluster";
 
 /// Every table name, for the checks of records from peers.
-pub const TABLE_NAMES: [&str; 26] = [
+pub const TABLE_NAMES: [&str; 28] = [
     APPS.name,
     VOLUMES.name,
     PLACEMENTS.name,
@@ -156,6 +161,8 @@ pub const TABLE_NAMES: [&str; 26] = [
     PIPELINES.name,
     PIPELINE_RUNS.name,
     CLOUD_PROVIDERS.name,
+    HELM_REPOS.name,
+    HELM_RELEASES.name,
 ];
 
 /// The node that alone may write `key`: a node's record, its subnet
@@ -216,6 +223,8 @@ pub fn check_record(record: &Record) -> Result<(), ValidationError> {
         "pipelines" => check(PIPELINES, key, value),
         "pipeline_runs" => check(PIPELINE_RUNS, key, value),
         "cloud_providers" => check(CLOUD_PROVIDERS, key, value),
+        "helm_repos" => check(HELM_REPOS, key, value),
+        "helm_releases" => check(HELM_RELEASES, key, value),
         _ => check(POLICIES, key, value),
     }
 }
@@ -456,6 +465,20 @@ impl Row for ProviderConfig {
     fn check(&self, key: &str) -> Result<(), ValidationError> {
         self.validate()?;
         key_names(key, &self.provider)
+    }
+}
+
+impl Row for RepoRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.name)
+    }
+}
+
+impl Row for ReleaseRecord {
+    fn check(&self, key: &str) -> Result<(), ValidationError> {
+        self.validate()?;
+        key_names(key, &self.key())
     }
 }
 
