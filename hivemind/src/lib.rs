@@ -18,6 +18,7 @@ pub mod health;
 pub mod helm;
 pub mod image;
 pub mod ingress;
+pub mod kube;
 pub mod listener;
 pub mod logfile;
 pub mod metrics;

@@ -206,6 +206,65 @@ fn rejections_answer_the_json_error_body() {
             "invalid_field",
             "instance_type",
         ),
+        // Helm: a repository that is not HTTP, a release name Hivemind cannot use, a chart
+        // from no repository, a package that is not base64 or not a chart, a revision of no
+        // release.
+        (
+            "POST",
+            "/api/helm/repositories",
+            r#"{"name":"local","url":"ftp://charts.example.com"}"#,
+            400,
+            "invalid_field",
+            "url",
+        ),
+        (
+            "POST",
+            "/api/helm/releases",
+            r#"{"name":"Shop_1","chart":"local/web"}"#,
+            400,
+            "invalid_field",
+            "name",
+        ),
+        (
+            "POST",
+            "/api/helm/releases",
+            r#"{"name":"shop","chart":"nowhere/web"}"#,
+            400,
+            "invalid_field",
+            "no repository nowhere",
+        ),
+        (
+            "POST",
+            "/api/helm/releases",
+            r#"{"name":"shop","package":"%%%"}"#,
+            400,
+            "invalid_field",
+            "not base64",
+        ),
+        (
+            "POST",
+            "/api/helm/releases",
+            r#"{"name":"shop","package":"aGVsbG8="}"#,
+            422,
+            "chart",
+            "gzip",
+        ),
+        (
+            "POST",
+            "/api/helm/releases",
+            r#"{"name":"shop","chart":"local/web","sett":["a=1"]}"#,
+            400,
+            "invalid_body",
+            "sett",
+        ),
+        (
+            "POST",
+            "/api/helm/releases/default/ghost/rollback",
+            r#"{"revision":1}"#,
+            404,
+            "not_found",
+            "default/ghost",
+        ),
         // Strategies: bad bounds and flags of another strategy are refused by field.
         (
             "POST",

@@ -38,8 +38,8 @@ const MAX_TIME: &str = "150";
 /// is not bad input but a failing upstream (and so may an undo, which deploys a kept revision,
 /// and an image scan, which pulls the image);
 /// so may the traffic history when the fuzzer has set
-/// a Prometheus no one runs, and a cloud provider's configuration, whose endpoint no one serves
-/// here. Every other 5xx is a failure.
+/// a Prometheus no one runs, a cloud provider's configuration and a chart repository, whose
+/// endpoints no one serves here. Every other 5xx is a failure.
 const CONFIG: &str = r#"
 [[operations]]
 include-path-regex = "/logs$"
@@ -67,6 +67,10 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
 
 [[operations]]
 include-name = "POST /api/cloud/providers"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
+
+[[operations]]
+include-name = "POST /api/helm/repositories"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
 "#;
 
@@ -205,6 +209,7 @@ fn concrete(route: &str) -> String {
         .replace("{name}", "guarded")
         .replace("{id}", "guarded-000000")
         .replace("{number}", "1")
+        .replace("{namespace}", "default")
 }
 
 /// The token `hivemind acl token create` prints.

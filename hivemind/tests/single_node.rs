@@ -21,6 +21,7 @@ use hivemind_tests::registry::Registry;
 use serde_json::Value;
 
 mod cloud;
+mod helm;
 mod member;
 mod pipelines;
 
@@ -115,6 +116,7 @@ fn single_node_app_lifecycle() -> Result<()> {
             "promtool",
             "git",
             "moto_server",
+            "python3",
         ],
     ) {
         return Ok(());
@@ -151,6 +153,7 @@ fn single_node_app_lifecycle() -> Result<()> {
     )
     .and_then(|()| pipelines::pipelines(&ns, &daemon, &reference, &registry.host(), dir.path()))
     .and_then(|()| cloud::cloud(&ns, &daemon, dir.path()))
+    .and_then(|()| helm::helm(&ns, &daemon, &registry, dir.path()))
     .and_then(|()| image_scans(&ns, &daemon, &registry, dir.path()));
     if result.is_err() {
         eprintln!("--- daemon log ---\n{}", daemon.log_tail());

@@ -157,8 +157,6 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// schemathesis 4 (PyPI), the REST API fuzzer of `hivemind/tests/api_fuzz.rs`:
-/// installed with pip when `schemathesis` is not on PATH.
 /// The moto server: a local AWS-compatible endpoint for the cloud tests.
 fn ensure_moto() -> Result<()> {
     let present = Command::new("moto_server")
@@ -181,6 +179,8 @@ fn ensure_moto() -> Result<()> {
     Ok(())
 }
 
+/// schemathesis 4 (PyPI), the REST API fuzzer of `hivemind/tests/api_fuzz.rs`:
+/// installed with pip when `schemathesis` is not on PATH.
 fn ensure_schemathesis() -> Result<()> {
     let present = Command::new("schemathesis")
         .arg("--version")

@@ -7,7 +7,6 @@
 
 pub mod chart;
 pub mod create;
-pub mod kube;
 pub mod render;
 pub mod repo;
 pub mod template;

@@ -1640,47 +1640,16 @@ mod tests {
         assert!(templates.render("t", &json!({})).is_err());
     }
 
-    /// `_helpers.tpl` and the head of `deployment.yaml` as `helm create` writes them.
+    /// `_helpers.tpl` (as `helm create-chart` writes it) and the head of `deployment.yaml` as
+    /// `helm create` writes them.
     #[test]
     fn helm_create_helpers() {
-        let helpers = r#"{{/*
-Expand the name of the chart.
-*/}}
-{{- define "web.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{- define "web.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-{{- end }}
-{{- end }}
-
-{{- define "web.chart" -}}
-{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{- define "web.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "web.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-{{- end }}
-
-{{- define "web.labels" -}}
-helm.sh/chart: {{ include "web.chart" . }}
-{{ include "web.selectorLabels" . }}
-{{- if .Chart.AppVersion }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-{{- end }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- end }}
-"#;
+        let helpers = crate::helm::create::chart_files("web", None)
+            .into_iter()
+            .find(|f| f.path == "templates/_helpers.tpl")
+            .unwrap()
+            .content;
+        let helpers = helpers.as_str();
         let deployment = r#"apiVersion: apps/v1
 kind: Deployment
 metadata:

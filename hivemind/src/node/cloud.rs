@@ -47,7 +47,8 @@ impl Node {
         ))
     }
 
-    fn http_client(&self) -> reqwest::Client {
+    /// The HTTP client for calls out of the cluster (cloud APIs, chart repositories).
+    pub(super) fn http_client(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .user_agent(concat!("hivemind/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))

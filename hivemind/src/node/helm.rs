@@ -15,13 +15,13 @@ use super::{Node, NodeError};
 use crate::command::{Admission, Command};
 use crate::contract::{InstallRequest, RepoAddRequest};
 use crate::helm::chart::Chart;
-use crate::helm::kube::Plan;
 use crate::helm::render::ReleaseInfo;
 use crate::helm::repo::{Index, check_digest, package_url};
 use crate::helm::{
     MAX_HISTORY, MAX_RELEASE_CHART_BYTES, ReleaseObjects, ReleaseRecord, ReleaseStatus, RepoRecord,
     release_key,
 };
+use crate::kube::Plan;
 use crate::model::{AppSpec, ValidationError, validate_name};
 use crate::policy::NetworkPolicy;
 use crate::state::{HELM_RELEASES, HELM_REPOS, POLICIES, now_secs};
@@ -46,19 +46,15 @@ struct Target<'a> {
 }
 
 impl Node {
-    fn http(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .user_agent(concat!("hivemind/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .unwrap_or_default()
-    }
-
     /// GETs `url`, at most `limit` bytes.
     async fn fetch(&self, url: &str, limit: usize) -> Result<Vec<u8>, NodeError> {
         let unreachable = |e: reqwest::Error| NodeError::Upstream(format!("{url}: {e}"));
-        let mut response = self.http().get(url).send().await.map_err(unreachable)?;
+        let mut response = self
+            .http_client()
+            .get(url)
+            .send()
+            .await
+            .map_err(unreachable)?;
         if !response.status().is_success() {
             return Err(NodeError::Chart(format!(
                 "{url} answered {}",
@@ -403,7 +399,7 @@ impl Node {
         };
         let rendered = crate::helm::render::render(&fetched.chart, &info, &values)
             .map_err(|e| NodeError::Chart(e.0))?;
-        let plan = crate::helm::kube::plan(&rendered.manifests);
+        let plan = crate::kube::plan(&rendered.manifests);
         if !plan.unsupported.is_empty() && !request.skip_unsupported {
             return Err(NodeError::Chart(format!(
                 "the chart has objects Hivemind cannot run (install without them with \

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::render::Manifest;
 use crate::contract::{
     CheckRequest, DeployRequest, HealthRequest, MemoryValue, ProbeRequest, ResourcesRequest,
     VolumeMountRequest,
 };
+use crate::helm::render::Manifest;
 use crate::model::{PublishedPort, SecretMount};
 use crate::policy::{NetworkPolicy, Peer, PortRange, RuleBody, Selector};
 
@@ -80,7 +80,7 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), super::template::print(v)))
+                .map(|(k, v)| (k.clone(), crate::helm::template::print(v)))
                 .collect()
         })
         .unwrap_or_default()
@@ -139,21 +139,15 @@ impl<'a> Objects<'a> {
     fn data(&self, kind: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let object = self.get(kind, name)?;
         let mut out = BTreeMap::new();
-        for (key, value) in at(object, &["data"]).as_object().into_iter().flatten() {
-            let text = super::template::print(value);
-            let bytes = if kind == "Secret" {
-                base64::engine::general_purpose::STANDARD
-                    .decode(text.trim())
-                    .ok()?
-            } else {
-                text.into_bytes()
-            };
-            out.insert(key.clone(), bytes);
-        }
-        for field in ["stringData", "binaryData"] {
+        // A Secret's `data` and a ConfigMap's `binaryData` are base64.
+        for (field, encoded) in [
+            ("data", kind == "Secret"),
+            ("stringData", false),
+            ("binaryData", true),
+        ] {
             for (key, value) in at(object, &[field]).as_object().into_iter().flatten() {
-                let text = super::template::print(value);
-                let bytes = if field == "binaryData" {
+                let text = crate::helm::template::print(value);
+                let bytes = if encoded {
                     base64::engine::general_purpose::STANDARD
                         .decode(text.trim())
                         .ok()?
@@ -308,7 +302,7 @@ fn workload(manifest: &Manifest, objects: &Objects, plan: &mut Plan) -> Result<W
             .ok_or("an env entry has no name")?
             .to_string();
         if let Some(value) = var.get("value") {
-            env.insert(key, super::template::print(value));
+            env.insert(key, crate::helm::template::print(value));
         } else if let Some(reference) = var.get("valueFrom") {
             if let Some(r) = reference.get("secretKeyRef") {
                 let (secret, item) = (
@@ -367,15 +361,18 @@ fn workload(manifest: &Manifest, objects: &Objects, plan: &mut Plan) -> Result<W
         .find(|r| r.as_object().is_some_and(|m| !m.is_empty()))
         .map(|r| -> Result<ResourcesRequest, String> {
             let cpu = match r.get("cpu") {
-                Some(v) => Some(cpu_quantity(&super::template::print(v)).ok_or_else(|| {
-                    format!("cpu {} is not a quantity", super::template::print(v))
-                })?),
+                Some(v) => Some(cpu_quantity(&crate::helm::template::print(v)).ok_or_else(
+                    || format!("cpu {} is not a quantity", crate::helm::template::print(v)),
+                )?),
                 None => None,
             };
             let memory = match r.get("memory") {
                 Some(v) => Some(MemoryValue::Bytes(
-                    memory_quantity(&super::template::print(v)).ok_or_else(|| {
-                        format!("memory {} is not a quantity", super::template::print(v))
+                    memory_quantity(&crate::helm::template::print(v)).ok_or_else(|| {
+                        format!(
+                            "memory {} is not a quantity",
+                            crate::helm::template::print(v)
+                        )
                     })?,
                 )),
                 None => None,
@@ -402,7 +399,7 @@ fn workload(manifest: &Manifest, objects: &Objects, plan: &mut Plan) -> Result<W
             ProbeRequest::Exec {
                 command: list(exec, &["command"])
                     .iter()
-                    .map(super::template::print)
+                    .map(crate::helm::template::print)
                     .collect(),
             }
         } else {
@@ -680,7 +677,7 @@ fn policy(manifest: &Manifest, plan: &mut Plan) -> Result<(), String> {
     let types: Vec<String> = match spec.get("policyTypes") {
         Some(types) => list(types, &[])
             .iter()
-            .map(super::template::print)
+            .map(crate::helm::template::print)
             .collect(),
         None if spec.get("egress").is_some() => vec!["Ingress".into(), "Egress".into()],
         None => vec!["Ingress".into()],
@@ -697,7 +694,7 @@ fn policy(manifest: &Manifest, plan: &mut Plan) -> Result<(), String> {
                     other => {
                         return Err(format!(
                             "port {} is named; Hivemind's policies take numbers",
-                            super::template::print(other)
+                            crate::helm::template::print(other)
                         ));
                     }
                 };
