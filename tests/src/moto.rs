@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -72,23 +72,14 @@ impl Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // A connection, not a request: requests count towards the unauthenticated three.
-            let up = ns
-                .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-                .unwrap_or(false);
-            if up {
-                return Ok(moto);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "moto_server did not answer within 30s: {}",
-                    std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        // A connection, not a request: requests count towards the unauthenticated three.
+        if !ns.listening(port, Duration::from_secs(30))? {
+            bail!(
+                "moto_server did not answer within 30s: {}",
+                std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default()
+            );
         }
+        Ok(moto)
     }
 
     fn python(&self, ns: &NetNs, script: &str, args: &[&str]) -> Result<String> {

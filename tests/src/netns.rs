@@ -81,6 +81,21 @@ impl NetNs {
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         run_in(self.path(), f)
     }
+
+    /// Waits until something accepts TCP connections on `127.0.0.1:port` in this namespace
+    /// (a connection only, no request), for at most `within`; `Ok(false)` if nothing did.
+    pub fn listening(&self, port: u16, within: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())? {
+                return Ok(true);
+            }
+            if std::time::Instant::now() > deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for NetNs {

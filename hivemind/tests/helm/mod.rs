@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use hivemind_tests::daemon::{Daemon, api_json, eventually, free_port};
@@ -46,12 +46,8 @@ impl FileServer {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ns.run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())? {
-            if Instant::now() > deadline {
-                bail!("the chart repository server did not listen within 20s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !ns.listening(port, Duration::from_secs(20))? {
+            bail!("the chart repository server did not listen within 20s");
         }
         Ok(server)
     }
