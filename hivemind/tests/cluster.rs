@@ -196,6 +196,43 @@ async fn a_write_reaches_every_member() {
     .await;
 }
 
+/// A write that a newer version beats is refused as lost, unless the newer version holds
+/// the same value (two writers deriving the same row): then the newer record stands and the
+/// write succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_beaten_by_the_same_value_is_not_lost() {
+    let node = start_node("same-value", vec![]).await;
+    let k = key("placement");
+    let ahead = Hlc {
+        wall_ms: u64::MAX / 2,
+        counter: 0,
+        node: 0,
+    };
+    let newer = node
+        .cluster
+        .write_at(k.clone(), Some(json!({"nodes": ["a"]})), ahead)
+        .await
+        .unwrap();
+    let same = node
+        .cluster
+        .write(k.clone(), Some(json!({"nodes": ["a"]})))
+        .await
+        .unwrap();
+    assert_eq!(same, newer, "the newer record stands");
+    let lost = node
+        .cluster
+        .write(k.clone(), Some(json!({"nodes": ["b"]})))
+        .await;
+    assert!(
+        matches!(
+            lost,
+            Err(hivemind::cluster::ClusterError::Superseded { .. })
+        ),
+        "{lost:?}"
+    );
+    assert_eq!(node.store.get(&k).unwrap(), Some(newer));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_converge_on_one_winner() {
     let nodes = cluster_of("race", 3).await;

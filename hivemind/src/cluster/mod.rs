@@ -730,8 +730,15 @@ impl Cluster {
             .check(&record)
             .map_err(ClusterError::InvalidRecord)?;
         if !self.shared.store.merge(record.clone())? {
-            // Only a newer version can beat a fresh one: a peer's concurrent
-            // write won. Say so rather than report a change that is lost.
+            // Only a newer version can beat a fresh one: a concurrent write (a peer's, or
+            // another task's here) won. When it wrote this very value (two tasks deriving
+            // the same row, as a deploy and the placement loop do), nothing is lost.
+            if let Some(current) = self.shared.store.get(&record.key)?
+                && current.value == record.value
+            {
+                return Ok(current);
+            }
+            // Otherwise say so rather than report a change that is lost.
             return Err(ClusterError::Superseded {
                 table: record.key.table,
                 key: record.key.key,
