@@ -795,7 +795,20 @@ fn failing_canary_through_the_ingress(testbed: &Testbed, image: &str, stable: u6
             )
         },
     )?;
-    std::thread::sleep(Duration::from_secs(2)); // every node's route follows
+    // Every node's ingress route follows the new weights: on a loaded machine that takes
+    // more than a fixed pause. Probe with two requests at a time (below the analysis's three
+    // failures) until one reaches the canary.
+    eventually(
+        "the ingress sends the canary requests",
+        Duration::from_secs(60),
+        || {
+            let probe = through_the_ingress(testbed, 2)?;
+            Ok(probe
+                .iter()
+                .any(|(status, _)| status == "500")
+                .then_some(()))
+        },
+    )?;
     let during = through_the_ingress(testbed, 150)?;
     let failed = during.iter().filter(|(status, _)| status == "500").count();
     let ok = during
