@@ -1,5 +1,6 @@
 //! Builds `hivemind-ebpf` for `bpfel-unknown-none` with the nightly toolchain (through
-//! aya-build) so that `dataplane` can embed the object from `OUT_DIR/hivemind-ebpf`.
+//! aya-build) so that `dataplane` can embed its objects: the daemon's from
+//! `OUT_DIR/hivemind-ebpf`, the benchmarks' floor from `OUT_DIR/hivemind-floor`.
 
 use std::{
     env, fs,
@@ -34,7 +35,9 @@ fn main() -> anyhow::Result<()> {
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         // An empty object: the crate compiles, `Dataplane::load` reports the missing object.
         println!("cargo:warning=AYA_BUILD_SKIP set: embedding an empty eBPF object");
-        fs::write(out_dir.join("hivemind-ebpf"), b"").context("writing placeholder object")?;
+        for object in ["hivemind-ebpf", "hivemind-floor"] {
+            fs::write(out_dir.join(object), b"").context("writing placeholder object")?;
+        }
         return Ok(());
     }
 

@@ -11,6 +11,11 @@ use core::mem::size_of;
 pub const MAP_ENDPOINTS: &str = "HM_ENDPOINTS";
 /// Name of the per-CPU map from [`MetricsKey`] to [`MetricsValue`].
 pub const MAP_METRICS: &str = "HM_METRICS";
+/// Name of the per-CPU array of each endpoint's forwarded packets, at its
+/// [`EndpointInfo::metrics_slot`] (see [`endpoint_metrics_index`]).
+pub const MAP_ENDPOINT_METRICS: &str = "HM_EP_METRICS";
+/// Name of the per-CPU array of the node's own counters (see [`node_metrics_index`]).
+pub const MAP_NODE_METRICS: &str = "HM_NODE_METRICS";
 /// Name of the LPM trie from a remote node's container subnet to [`TunnelInfo`].
 ///
 /// Key: the LPM trie key `{ prefix_len: u32, data: u32 }` (8 bytes, `#[repr(C, packed)]` on
@@ -109,6 +114,33 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const MAX_ENDPOINTS: u32 = 4096;
 /// Maximum number of metrics entries per node ({endpoint, direction, reason}).
 pub const MAX_METRICS_ENTRIES: u32 = 65536;
+/// Entries of `HM_EP_METRICS`: two per endpoint slot (forwarded from and to the container);
+/// endpoints take slots 1 to `MAX_ENDPOINTS`, slot 0 counts the interfaces the daemon did not
+/// attach (`ENDPOINT_ID_UNKNOWN`).
+pub const ENDPOINT_METRICS_ENTRIES: u32 = (MAX_ENDPOINTS + 1) * 2;
+/// The successes (reasons below this one) of the node-wide directions (`DIR_UNDERLAY`,
+/// `DIR_SERVICE`, `DIR_NAT`) count in `HM_NODE_METRICS`; their drops, rarer, stay in
+/// `HM_METRICS` under endpoint 0.
+pub const NODE_METRICS_REASONS: u8 = 16;
+/// Entries of `HM_NODE_METRICS`: every direction times `NODE_METRICS_REASONS`.
+pub const NODE_METRICS_ENTRIES: u32 = 8 * NODE_METRICS_REASONS as u32;
+
+/// The `HM_EP_METRICS` index of the packets an endpoint at `slot` forwarded in `direction`
+/// (`DIR_FROM_CONTAINER` or `DIR_TO_CONTAINER`).
+pub const fn endpoint_metrics_index(slot: u16, direction: u8) -> u32 {
+    slot as u32 * 2 + (direction == DIR_TO_CONTAINER) as u32
+}
+
+/// The `HM_NODE_METRICS` index of `direction` and `reason` (below `NODE_METRICS_REASONS`).
+pub const fn node_metrics_index(direction: u8, reason: u8) -> u32 {
+    (direction as u32 & 7) * NODE_METRICS_REASONS as u32 + reason as u32
+}
+
+/// Whether `direction` counts the node as a whole (`endpoint_id` always 0): its successes go to
+/// `HM_NODE_METRICS`.
+pub const fn is_node_direction(direction: u8) -> bool {
+    matches!(direction, DIR_UNDERLAY | DIR_SERVICE | DIR_NAT)
+}
 /// Maximum number of remote node subnets in `HM_TUNNELS` (an LPM trie: no preallocation, a
 /// node costs memory only once its subnet is added).
 pub const MAX_TUNNELS: u32 = 1 << 17;
@@ -244,9 +276,8 @@ pub const DIR_FROM_OVERLAY: u8 = 4;
 /// VXLAN packets arriving on the node's underlay interface (XDP). `endpoint_id` is always 0.
 pub const DIR_UNDERLAY: u8 = 5;
 
-/// Service translations (all programs). `MetricsKey::endpoint_id` is the endpoint of the veth
-/// where the translation happened, or 0 (`ENDPOINT_ID_UNKNOWN`) on the overlay device; the
-/// reason is one of `reason::SERVICE_*`. These entries count translations, not traffic: the same
+/// Service translations (all programs), node-wide: `MetricsKey::endpoint_id` is always 0; the
+/// reason is one of `reason::SERVICE_*` or a drop. These entries count translations, not traffic: the same
 /// packet is also counted (FORWARDED or dropped) under the direction of the program that saw it.
 pub const DIR_SERVICE: u8 = 6;
 /// Egress NAT on the node's underlay interface: `endpoint_id` is always 0; the reason is one
@@ -305,8 +336,23 @@ pub struct EndpointInfo {
     /// The container's IPv4 address, network byte order: packets it sends must come from this
     /// address and from `container_mac` of it. 0: not known, not checked.
     pub ip: u32,
+    /// Where the endpoint's forwarded packets count in `HM_EP_METRICS` (1..=`MAX_ENDPOINTS`,
+    /// handed out by the daemon; 0 is the unattached interfaces' slot). Its other counters
+    /// are in `HM_METRICS`.
+    pub metrics_slot: u16,
+    /// `endpoint_roles::*` bits.
+    pub roles: u16,
 }
-const _: () = assert!(size_of::<EndpointInfo>() == 16);
+const _: () = assert!(size_of::<EndpointInfo>() == 20);
+
+/// Bits of [`EndpointInfo::roles`].
+pub mod endpoint_roles {
+    /// The endpoint backs a service or a published port: replies it sends may need their
+    /// source restored (a reverse NAT lookup). Without it a container's packets skip that
+    /// lookup. Set before the endpoint's first service entry is written and kept for the
+    /// endpoint's life, so connections still open after it left a service are restored.
+    pub const BACKEND: u16 = 1;
+}
 
 /// Bits of [`EndpointInfo::flags`].
 pub mod endpoint_flags {

@@ -20,8 +20,8 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use hivemind_common::{
-    CT_OWNER_BUDGET, CT_OWNER_NODE, CT_PRESSURE, CT_TOTAL, CT_TOUCH_NS, CtKey, CtValue, MAX_CT_ENTRIES, MAX_ENDPOINTS,
-    ct_state, reason,
+    CT_OWNER_BUDGET, CT_OWNER_NODE, CT_PRESSURE, CT_TOTAL, CT_TOUCH_NS, CtKey, CtValue,
+    MAX_CT_ENTRIES, MAX_ENDPOINTS, ct_state, reason,
 };
 
 /// 5-tuple -> backend / VIP to restore, state and last packet. Written by the data path; the
@@ -41,6 +41,13 @@ const EEXIST: i32 = 17;
 /// the state changes).
 #[inline(always)]
 pub(crate) fn touch(key: &CtKey, tcp_flags: u8) -> Option<CtValue> {
+    touch_and_tell(key, tcp_flags).map(|(value, _)| value)
+}
+
+/// `touch`, and whether the entry was written (its state changed, or its last-seen time moved
+/// on: at most once a second while packets flow).
+#[inline(always)]
+pub(crate) fn touch_and_tell(key: &CtKey, tcp_flags: u8) -> Option<(CtValue, bool)> {
     let ptr = HM_CT.get_ptr_mut(key)?;
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -50,13 +57,14 @@ pub(crate) fn touch(key: &CtKey, tcp_flags: u8) -> Option<CtValue> {
     unsafe {
         let mut value = *ptr;
         let state = value.state | ct_state::from_tcp_flags(tcp_flags);
-        if state != value.state || now.wrapping_sub(value.last_seen_ns) >= CT_TOUCH_NS {
+        let refresh = state != value.state || now.wrapping_sub(value.last_seen_ns) >= CT_TOUCH_NS;
+        if refresh {
             value.state = state;
             value.last_seen_ns = now;
             (*ptr).state = state;
             (*ptr).last_seen_ns = now;
         }
-        Some(value)
+        Some((value, refresh))
     }
 }
 

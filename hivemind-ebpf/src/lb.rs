@@ -25,9 +25,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hivemind_common::{
-    Backend, CT_OWNER_NODE, CT_OWNER_OUTSIDE, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES,
-    ServiceKey, ServiceValue, ct_flags, frag_scope, reason, service_flags,
+    Backend, CT_OWNER_NODE, CT_OWNER_OUTSIDE, CtKey, CtValue, DIR_SERVICE, HAIRPIN_IP,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS, MAX_SERVICE_ENTRIES, NodeConfig,
+    SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue, ct_flags, frag_scope,
+    reason, service_flags,
 };
 
 use crate::{
@@ -182,7 +183,12 @@ fn parse(headers: &Headers) -> Result<Option<Flow>, u8> {
 /// otherwise reverse NAT if it is a reply of a translated connection. `Err` holds the drop
 /// reason.
 #[inline(always)]
-pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<Nat, u8> {
+pub(crate) fn from_container(
+    ctx: &TcContext,
+    headers: &Headers,
+    endpoint: u32,
+    backend: bool,
+) -> Result<Nat, u8> {
     if let Headers::Ipv4(ip) = headers {
         if frag::is_later(ip) {
             if in_service_cidr(ip.daddr) {
@@ -204,12 +210,16 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
         return Ok(Nat::UNTOUCHED);
     };
     if in_service_cidr(flow.daddr) {
-        return Ok(match translate(ctx, &flow, endpoint, endpoint)? {
+        return Ok(match translate(ctx, &flow, endpoint)? {
             Some(t) => Nat::destination(t.backend.ip, t.backend.port),
             None => Nat::UNTOUCHED,
         });
     }
-    Ok(match reverse_flow(ctx, &flow, endpoint)? {
+    // Only a backend's replies have anything to restore: other containers skip the lookup.
+    if !backend {
+        return Ok(Nat::UNTOUCHED);
+    }
+    Ok(match reverse_flow(ctx, &flow)? {
         Some(source) => Nat::source(source),
         None => Nat::UNTOUCHED,
     })
@@ -219,7 +229,7 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, endpoint: u32) 
 /// local delivery). `Ok(true)` if the packet was rewritten; `Err` holds the drop reason (a
 /// failed rewrite).
 #[inline(always)]
-pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Result<bool, u8> {
+pub(crate) fn reverse(ctx: &TcContext, headers: &Headers) -> Result<bool, u8> {
     if let Headers::Ipv4(ip) = headers {
         if frag::is_later(ip) {
             return Ok(reply_fragment(ctx, ip)? != 0);
@@ -229,7 +239,7 @@ pub(crate) fn reverse(ctx: &TcContext, headers: &Headers, endpoint: u32) -> Resu
         }
     }
     match parse(headers) {
-        Ok(Some(flow)) => reverse_flow(ctx, &flow, endpoint).map(|r| r.is_some()),
+        Ok(Some(flow)) => reverse_flow(ctx, &flow).map(|r| r.is_some()),
         // Nothing to restore in what cannot be parsed: the forward path decides about it.
         _ => Ok(false),
     }
@@ -245,7 +255,7 @@ pub(crate) fn translate_published(ctx: &TcContext, headers: &Headers) -> Result<
     let Some(flow) = parse(headers)? else {
         return Ok(PUBLISHED_NONE);
     };
-    Ok(match translate(ctx, &flow, 0, CT_OWNER_OUTSIDE)? {
+    Ok(match translate(ctx, &flow, CT_OWNER_OUTSIDE)? {
         None => PUBLISHED_NONE,
         Some(t) if t.snat => PUBLISHED_SNAT,
         Some(_) => PUBLISHED_DNAT,
@@ -289,7 +299,7 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
     if !in_service_cidr(flow.daddr) {
         return Ok(None);
     }
-    let Some(Translated { backend, .. }) = translate(ctx, &flow, 0, CT_OWNER_NODE)? else {
+    let Some(Translated { backend, .. }) = translate(ctx, &flow, CT_OWNER_NODE)? else {
         return Ok(None);
     };
     let Some(config) = HM_NODE_CONFIG.get(0) else {
@@ -315,16 +325,11 @@ pub(crate) fn node_egress(ctx: &TcContext, headers: &Headers) -> Result<Option<N
 /// with `CT_OWNER_OUTSIDE`) also gives the client's packets the node's gateway and a port of
 /// their own as the source (`Translated::snat`).
 #[inline(always)]
-fn translate(
-    ctx: &TcContext,
-    flow: &Flow,
-    endpoint: u32,
-    owner: u32,
-) -> Result<Option<Translated>, u8> {
+fn translate(ctx: &TcContext, flow: &Flow, owner: u32) -> Result<Option<Translated>, u8> {
     let key = flow.ct_key();
-    let tracked = match conntrack::touch(&key, flow.tcp_flags) {
-        Some(ct) if ct.flags & ct_flags::REPLY == 0 => Some(ct),
-        _ => None,
+    let (tracked, refreshed) = match conntrack::touch_and_tell(&key, flow.tcp_flags) {
+        Some((ct, refreshed)) if ct.flags & ct_flags::REPLY == 0 => (Some(ct), refreshed),
+        _ => (None, false),
     };
     let existing = match tracked {
         Some(ct) => backend(ct.backend_id)
@@ -387,9 +392,11 @@ fn translate(
             conntrack::create(&reply_key, &reply, 0)?;
         }
         conntrack::create(&key, &original, flow.tcp_flags)?;
-        metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, bytes);
-    } else {
-        // The collector may have taken the reply entry alone (idle in that direction).
+        metrics::count_node(DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, bytes);
+    } else if refreshed {
+        // The collector may have taken the reply entry alone (idle in that direction): put
+        // back whenever the connection's entry is written (at most once a second), not looked
+        // up on every packet.
         conntrack::ensure(&reply_key, &reply, 0);
     }
     rewrite(
@@ -420,7 +427,7 @@ fn translate(
             backend.ip,
         );
     }
-    metrics::count(endpoint, DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
+    metrics::count_node(DIR_SERVICE, reason::SERVICE_TRANSLATED, bytes);
     Ok(Some(Translated { backend, snat }))
 }
 
@@ -536,7 +543,7 @@ fn backend(id: u32) -> Option<Backend> {
 /// Restores the source of a reply of a translated connection to the VIP:port (or a node's
 /// address and published port); the address it restored, if it did.
 #[inline(always)]
-fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u32>, u8> {
+fn reverse_flow(ctx: &TcContext, flow: &Flow) -> Result<Option<u32>, u8> {
     let Some(ct) = conntrack::touch(&flow.ct_key(), flow.tcp_flags) else {
         return Ok(None);
     };
@@ -583,8 +590,7 @@ fn reverse_flow(ctx: &TcContext, flow: &Flow, endpoint: u32) -> Result<Option<u3
             ct.rev_vip,
         );
     }
-    metrics::count(
-        endpoint,
+    metrics::count_node(
         DIR_SERVICE,
         reason::SERVICE_REVERSE_TRANSLATED,
         u64::from(ctx.len()),
@@ -606,7 +612,13 @@ fn vip_fragment(ctx: &TcContext, ip: &Ipv4) -> Result<u32, u8> {
 /// got. The source it restored, 0 when it is no such fragment.
 #[inline(always)]
 fn reply_fragment(ctx: &TcContext, ip: &Ipv4) -> Result<u32, u8> {
-    match frag::lookup(ip.saddr, ip.daddr, ip.id, ip.proto, frag_scope::SERVICE_REPLY) {
+    match frag::lookup(
+        ip.saddr,
+        ip.daddr,
+        ip.id,
+        ip.proto,
+        frag_scope::SERVICE_REPLY,
+    ) {
         Some(from) => {
             rewrite_l3(ctx, IP_SRC_OFF, ip.saddr, from.addr)?;
             Ok(from.addr)
@@ -637,7 +649,9 @@ fn icmp_error(ctx: &TcContext, ip: &Ipv4) -> Result<(bool, u32), u8> {
     let load16 = |off: usize| ctx.load::<u16>(off).map_err(|_| reason::DROP_REWRITE);
     // A plain quoted IPv4 header (no options) over TCP or UDP.
     let version_ihl = ctx.load::<u8>(inner).map_err(|_| reason::DROP_REWRITE)?;
-    let proto = ctx.load::<u8>(inner + 9).map_err(|_| reason::DROP_REWRITE)?;
+    let proto = ctx
+        .load::<u8>(inner + 9)
+        .map_err(|_| reason::DROP_REWRITE)?;
     if version_ihl != 0x45 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
         return Ok((false, 0));
     }
@@ -665,8 +679,7 @@ fn icmp_error(ctx: &TcContext, ip: &Ipv4) -> Result<(bool, u32), u8> {
             .map_err(fail)?;
         ctx.store(inner + 22, &ct.rev_port, 0).map_err(fail)?;
     }
-    metrics::count(
-        0,
+    metrics::count_node(
         DIR_SERVICE,
         reason::SERVICE_REVERSE_TRANSLATED,
         u64::from(ctx.len()),

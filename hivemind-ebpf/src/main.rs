@@ -16,12 +16,14 @@ mod pkt;
 mod policy;
 mod publish;
 mod routing;
+mod runtime;
 mod sock;
+mod switch;
 mod tunnel;
 mod underlay;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
@@ -70,8 +72,13 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             to_outside = nat.kind == lb::NAT_SOURCE && !lb::in_service_cidr(nat.addr);
         })
     } else {
-        policy::ingress(ctx, &info, policy::parse(&headers), policy::marked_identity(ctx))
-            .and_then(|()| lb::reverse(ctx, &headers, endpoint).map(|_| ()))
+        policy::ingress(
+            ctx,
+            &info,
+            policy::parse(&headers),
+            policy::marked_identity(ctx),
+        )
+        .and_then(|()| lb::reverse(ctx, &headers).map(|_| ()))
     };
     let bytes = u64::from(ctx.len());
     let mut explain = false;
@@ -89,7 +96,7 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
     }
     match verdict {
         Ok(()) => {
-            metrics::count(endpoint, direction, reason::FORWARDED, bytes);
+            metrics::forwarded(&info, direction, bytes);
             if let pkt::Headers::Ipv4(ip) = &headers {
                 let event = tcp_event(direction, ip.tcp_flags);
                 if event != 0 {
@@ -113,6 +120,12 @@ fn try_lxc(ctx: &TcContext, direction: u8) -> Result<i32, i32> {
             Err(TC_ACT_SHOT)
         }
     }
+}
+
+/// Whether `info`'s endpoint backs a service (its replies may need reverse NAT).
+#[inline(always)]
+fn is_backend(info: &EndpointInfo) -> bool {
+    info.roles & hivemind_common::endpoint_roles::BACKEND != 0
 }
 
 /// What a container may send and receive at all: from a container, IPv4 from its own address
@@ -152,8 +165,9 @@ fn guard(
     }
     match headers {
         pkt::Headers::Ipv4(ip) if direction == DIR_FROM_CONTAINER && info.ip != 0 => {
-            let own_mac = pkt::source_mac(ctx)
-                .is_some_and(|(head, tail)| head == u16::from_ne_bytes([0x0a, 0x58]) && tail == info.ip);
+            let own_mac = pkt::source_mac(ctx).is_some_and(|(head, tail)| {
+                head == u16::from_ne_bytes([0x0a, 0x58]) && tail == info.ip
+            });
             if ip.saddr == info.ip && own_mac {
                 Ok(())
             } else {
@@ -179,7 +193,7 @@ fn from_container(
     match before {
         policy::Parsed::Ipv4(t) if lb::in_service_cidr(t.daddr) => {
             // The tuple the packet carries now: the backend's if it was translated.
-            let nat = lb::from_container(ctx, headers, info.endpoint_id)?;
+            let nat = lb::from_container(ctx, headers, info.endpoint_id, is_backend(info))?;
             let after = if nat.kind == lb::NAT_DESTINATION {
                 t.with_destination(nat.addr, nat.port)
             } else {
@@ -190,7 +204,7 @@ fn from_container(
         }
         _ => {
             policy::egress(ctx, info, before, None)?;
-            lb::from_container(ctx, headers, info.endpoint_id)
+            lb::from_container(ctx, headers, info.endpoint_id, is_backend(info))
         }
     }
 }
@@ -278,42 +292,3 @@ pub fn hm_tc_explain(ctx: TcContext) -> i32 {
     monitor::explain_stashed(&ctx);
     TC_ACT_SHOT
 }
-
-/// Empty XDP program: the floor for the per-packet cost benchmarks.
-#[xdp]
-pub fn hm_xdp_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Empty TC program: the floor for the TC per-packet cost benchmarks.
-#[classifier]
-pub fn hm_tc_pass(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
-}
-
-/// The empty TC program plus the trace monitor's switch: against `hm_tc_pass`, what the
-/// monitor costs every packet while it is off.
-#[classifier]
-pub fn hm_tc_monitor_switch(_ctx: TcContext) -> i32 {
-    if monitor::on() {
-        monitor::trace(
-            &_ctx,
-            &pkt::Headers::NotIpv4,
-            0,
-            hivemind_common::trace_program::FROM_CONTAINER,
-            reason::FORWARDED,
-        );
-    }
-    TC_ACT_OK
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    // The verifier rejects any program that could reach this loop, so it is never run.
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -4,23 +4,20 @@
 //! `HM_TRACE`. Off, the fast path pays one array load and one branch (`on`).
 
 use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
     helpers::bpf_ktime_get_ns,
     macros::map,
-    bindings::TC_ACT_SHOT,
-    maps::{Array, PerCpuArray, ProgramArray, RingBuf},
+    maps::{PerCpuArray, ProgramArray, RingBuf},
     programs::TcContext,
 };
 use hivemind_common::{
-    IPPROTO_TCP, IPPROTO_UDP, MonitorConfig, TRACE_RING_BYTES, TraceRecord, monitor_types, reason,
+    IPPROTO_TCP, IPPROTO_UDP, TRACE_RING_BYTES, TraceRecord, monitor_types, reason,
 };
 
 use aya_log_ebpf::warn;
 
-use crate::pkt::Headers;
-
-/// Index 0: whether a monitor is attached, and what it wants. Written by the daemon.
-#[map(name = "HM_MONITOR")]
-static HM_MONITOR: Array<MonitorConfig> = Array::with_max_entries(1, 0);
+pub(crate) use crate::switch::on;
+use crate::{pkt::Headers, switch::HM_MONITOR};
 
 /// Trace records for the daemon.
 #[map(name = "HM_TRACE")]
@@ -29,12 +26,6 @@ static HM_TRACE: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
 /// Index 0: records lost because the ring buffer was full (per CPU).
 #[map(name = "HM_TRACE_LOST")]
 static HM_TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Whether a monitor is attached: the only cost of the monitor when none is.
-#[inline(always)]
-pub(crate) fn on() -> bool {
-    HM_MONITOR.get(0).is_some_and(|c| c.enabled != 0)
-}
 
 /// Records the packet `headers` describes if the attached monitor wants it: `program` is a
 /// `hivemind_common::trace_program`, `why` the outcome (`FORWARDED` or a drop reason). Call
@@ -50,12 +41,12 @@ pub(crate) fn trace(
     let Headers::Ipv4(ip) = headers else {
         return false;
     };
-    let (sport, dport) =
-        if (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) && ip.l4_avail >= 4 {
-            (ip.l4_u16(0), ip.l4_u16(2))
-        } else {
-            (0, 0)
-        };
+    let (sport, dport) = if (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) && ip.l4_avail >= 4
+    {
+        (ip.l4_u16(0), ip.l4_u16(2))
+    } else {
+        (0, 0)
+    };
     // Scalars only across the call: the callers' headers stay in registers.
     let addrs = u64::from(ip.saddr) | (u64::from(ip.daddr) << 32);
     let rest = u64::from(sport)

@@ -36,8 +36,9 @@ use hivemind_common::{
 };
 
 use crate::{
-    lb, metrics, publish,
+    lb, metrics,
     pkt::{self, Headers, Ipv4, TCP_FIN, TCP_RST},
+    publish,
 };
 
 /// Masquerade mappings, both directions. Written by the data path; the daemon frees idle ones.
@@ -149,7 +150,7 @@ pub(crate) fn egress(ctx: &TcContext) -> i32 {
     let bytes = u64::from(ctx.len());
     match masquerade(ctx, &ip, &config) {
         Ok(()) => {
-            metrics::count(0, DIR_NAT, reason::NAT_MASQUERADED, bytes);
+            metrics::count_node(DIR_NAT, reason::NAT_MASQUERADED, bytes);
             TC_ACT_OK
         }
         Err(why) => {
@@ -235,7 +236,8 @@ fn map_new(ctx: &TcContext, flow: &Flow, out: &NatKey, node_ip: u32, now: u64) -
         let port = if probe == 0 {
             flow.sport
         } else {
-            let host = u32::from(NAT_PORT_MIN) + start.wrapping_add(probe.wrapping_mul(7919)) % span;
+            let host =
+                u32::from(NAT_PORT_MIN) + start.wrapping_add(probe.wrapping_mul(7919)) % span;
             (host as u16).to_be()
         };
         if host_socket(ctx, flow, node_ip, port) {
@@ -264,7 +266,7 @@ fn map_new(ctx: &TcContext, flow: &Flow, out: &NatKey, node_ip: u32, now: u64) -
                 .map(|v| unsafe { (*v).port })
                 .ok_or(reason::DROP_NAT_FULL);
         }
-        metrics::count(0, DIR_NAT, reason::NAT_NEW_MAPPING, 0);
+        metrics::count_node(DIR_NAT, reason::NAT_NEW_MAPPING, 0);
         return Ok(port);
     }
     Err(reason::DROP_NAT_NO_PORT)
@@ -372,6 +374,6 @@ pub(crate) fn ingress(ctx: &TcContext) -> i32 {
         let _ = HM_NAT.remove(&out);
         let _ = HM_NAT.remove(&key);
     }
-    metrics::count(0, DIR_NAT, reason::NAT_REVERSED, bytes);
+    metrics::count_node(DIR_NAT, reason::NAT_REVERSED, bytes);
     TC_ACT_OK
 }

@@ -88,9 +88,17 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &Endpoi
         return TC_ACT_OK;
     };
     if let Some(ifindex) = local_endpoint(ip.daddr) {
-        let switched = l2.dst_mac_head == u16::from_ne_bytes([0x0a, 0x58])
-            && l2.dst_mac_tail == ip.daddr;
-        return deliver(ctx, headers, &config, &l2, ifindex, source.identity, !switched);
+        let switched =
+            l2.dst_mac_head == u16::from_ne_bytes([0x0a, 0x58]) && l2.dst_mac_tail == ip.daddr;
+        return deliver(
+            ctx,
+            headers,
+            &config,
+            &l2,
+            ifindex,
+            source.identity,
+            !switched,
+        );
     }
     let Some(tunnel) = tunnel::lookup(ip.daddr) else {
         return TC_ACT_OK;
@@ -176,11 +184,7 @@ pub(crate) fn from_overlay(
     source_identity: u32,
     always: bool,
 ) -> i32 {
-    let config = if always {
-        lb::node_config()
-    } else {
-        enabled()
-    };
+    let config = if always { lb::node_config() } else { enabled() };
     let Some(config) = config else {
         return TC_ACT_OK;
     };
@@ -218,7 +222,13 @@ fn deliver(
     let verdict = policy::ingress(ctx, &info, policy::parse(headers), source_identity);
     if monitor::on() {
         let why = verdict.err().unwrap_or(reason::FORWARDED);
-        monitor::trace(ctx, headers, info.endpoint_id, trace_program::DELIVERED, why);
+        monitor::trace(
+            ctx,
+            headers,
+            info.endpoint_id,
+            trace_program::DELIVERED,
+            why,
+        );
     }
     if let Err(why) = verdict {
         metrics::count(info.endpoint_id, DIR_TO_CONTAINER, why, bytes);
@@ -230,11 +240,16 @@ fn deliver(
         };
         let mac = container_mac(ip.daddr.to_ne_bytes());
         if route(ctx, l2, mac, config.gateway_mac).is_err() {
-            metrics::count(info.endpoint_id, DIR_TO_CONTAINER, reason::DROP_REWRITE, bytes);
+            metrics::count(
+                info.endpoint_id,
+                DIR_TO_CONTAINER,
+                reason::DROP_REWRITE,
+                bytes,
+            );
             return TC_ACT_SHOT;
         }
     }
-    metrics::count(info.endpoint_id, DIR_TO_CONTAINER, reason::FORWARDED, bytes);
+    metrics::forwarded(&info, DIR_TO_CONTAINER, bytes);
     // SAFETY: a plain helper call (flags must be 0).
     unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
 }
@@ -328,7 +343,11 @@ fn route(ctx: &TcContext, l2: &L2Fields, dst: [u8; 6], src: [u8; 6]) -> Result<(
         *(start as *mut [u8; 6]) = dst;
         *((start + 6) as *mut [u8; 6]) = src;
         let check = (start + IP_CSUM_OFF) as *mut u16;
-        check.write_unaligned(pkt::csum_replace2(check.read_unaligned(), l2.ttl_proto, new));
+        check.write_unaligned(pkt::csum_replace2(
+            check.read_unaligned(),
+            l2.ttl_proto,
+            new,
+        ));
         *((start + IP_TTL_OFF) as *mut u8) = ttl - 1;
     }
     Ok(())

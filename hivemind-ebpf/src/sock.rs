@@ -71,11 +71,7 @@ pub(crate) fn translate(ctx: &SockAddrContext) {
         backend_port: backend.port,
         _pad: 0,
     };
-    let value = SockRevValue {
-        vip,
-        port,
-        _pad: 0,
-    };
+    let value = SockRevValue { vip, port, _pad: 0 };
     // Without the entry getpeername would show the backend: still a working connection.
     let _ = HM_SOCK_REVNAT.insert(&key, &value, 0);
     // SAFETY: verifier-checked writes of the program's context (allowed for these hooks).
@@ -83,8 +79,8 @@ pub(crate) fn translate(ctx: &SockAddrContext) {
         (*sa).user_ip4 = backend.ip;
         (*sa).user_port = u32::from(backend.port);
     }
-    metrics::count(0, DIR_SERVICE, reason::SERVICE_SOCKET_TRANSLATED, 0);
-    metrics::count(0, DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, 0);
+    metrics::count_node(DIR_SERVICE, reason::SERVICE_SOCKET_TRANSLATED, 0);
+    metrics::count_node(DIR_SERVICE, reason::SERVICE_NEW_CONNECTION, 0);
 }
 
 /// `getpeername4` and `recvmsg4`: a backend this socket was sent to shows as the VIP:port.

@@ -117,7 +117,12 @@ pub(crate) fn set_key(ctx: &TcContext, vni: u32, node: u32, flags: u64) -> Resul
     // SAFETY: `ctx.skb.skb` is the program's context; `key` lives across the call and the size
     // passed is its own.
     let ret = unsafe {
-        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, flags)
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            size_of::<bpf_tunnel_key>() as u32,
+            flags,
+        )
     };
     if ret == 0 { Ok(()) } else { Err(ret) }
 }
@@ -186,7 +191,7 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     let source_identity = key.tunnel_id & mark::IDENTITY_MASK;
     ctx.set_mark(mark::IDENTITY_MAGIC | source_identity);
     // Replies of node-originated connections (and of containers' ones) to a remote backend.
-    if lb::reverse(ctx, &headers, 0).map_err(|why| drop(node, why))? {
+    if lb::reverse(ctx, &headers).map_err(|why| drop(node, why))? {
         headers = pkt::parse(ctx);
         // A reply of a published port in `snat` mode: from this node's address to the client
         // outside, which the kernel would refuse (a local source from `hm-vxlan`).
@@ -201,5 +206,10 @@ pub(crate) fn ingress(ctx: &TcContext) -> Result<i32, i32> {
     // A client that came in through another node's published port.
     let published = publish::learn(&headers, node.to_be());
     metrics::count(node, DIR_FROM_OVERLAY, reason::FORWARDED, bytes);
-    Ok(routing::from_overlay(ctx, &headers, source_identity, published))
+    Ok(routing::from_overlay(
+        ctx,
+        &headers,
+        source_identity,
+        published,
+    ))
 }

@@ -104,7 +104,7 @@ fn count(verdict: Verdict, bytes: u64) -> bool {
     match verdict {
         Verdict::NotOverlay => true,
         Verdict::Valid => {
-            metrics::count(0, DIR_UNDERLAY, reason::FORWARDED, bytes);
+            metrics::count_node(DIR_UNDERLAY, reason::FORWARDED, bytes);
             true
         }
         Verdict::Drop(why) => {

@@ -160,6 +160,11 @@ fn prog_test_run_counts_and_passes_every_packet() {
         return;
     }
     let mut dp = Dataplane::load().expect("load dataplane");
+    // The daemon's object carries no benchmark program: they come from the floor object.
+    assert!(matches!(
+        dp.program_fd_for_test(PROG_TC_PASS),
+        Err(DataplaneError::ProgramMissing { .. })
+    ));
     dp.load_floor_programs().expect("load the empty programs");
     let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
@@ -1543,6 +1548,65 @@ fn policy_applies_to_the_service_backend_under_test_run() {
         && e.dport == 8080
         && e.peer_identity == ID_C
         && e.direction == "egress"));
+}
+
+/// A backend's replies are restored to the VIP on its own veth whether the endpoint was attached
+/// before its service was written or after (only backends are looked up for reverse NAT), and
+/// an endpoint's forwarded packets count at a slot of its own that a later endpoint reuses from
+/// zero.
+#[test]
+fn backends_are_reverse_translated_and_slots_start_from_zero_under_test_run() {
+    if !can_run("backends_are_reverse_translated_and_slots_start_from_zero_under_test_run") {
+        return;
+    }
+    let (_ns, idx) = policy_testbed(&["hmka", "hmkb", "hmkc"]);
+    let (if_a, if_b, if_c) = (idx[0], idx[1], idx[2]);
+    const POD_D: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 4);
+    const EP_D: u32 = 40;
+    let mut dp = Dataplane::load().expect("load dataplane");
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
+    dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach a");
+    // B is attached before its service is written, D after.
+    dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
+    let vip_d = Ipv4Addr::new(10, 96, 0, 11);
+    dp.set_service(VIP, 80, TCP, &[backend(1, 3, 8080, 1)])
+        .expect("service b");
+    dp.set_service(vip_d, 80, TCP, &[backend(2, 4, 8080, 1)])
+        .expect("service d");
+    dp.attach_endpoint(if_c, EP_D, POD_D).expect("attach d");
+    for (vip, pod, if_backend, sport) in [(VIP, POD_B, if_b, 40000), (vip_d, POD_D, if_c, 40001)] {
+        let (ret, out) = test_run_out_ctx(from, &syn(POD_A, sport, vip, 80), if_a);
+        assert_eq!(ret, TC_ACT_OK);
+        assert_eq!(checked_tuple(&out), (POD_A, sport, pod, 8080));
+        let reply = tcp_frame(pod, 8080, POD_A, sport, SYN | ACK);
+        let (ret, out) = test_run_out_ctx(from, &reply, if_backend);
+        assert_eq!(ret, TC_ACT_OK);
+        assert_eq!(
+            checked_tuple(&out),
+            (vip, 80, POD_A, sport),
+            "the reply of {pod} was not restored to its VIP"
+        );
+    }
+    let a = dp.endpoint_counters(EP_A).expect("counters a");
+    assert_eq!(a.from_container.packets, 2, "{a:?}");
+    let d = dp.endpoint_counters(EP_D).expect("counters d");
+    assert_eq!(d.from_container.packets, 1, "{d:?}");
+    // A's slot is free again once it is detached, and the endpoint that takes it starts at 0.
+    dp.detach_endpoint(if_a).expect("detach a");
+    dp.attach_endpoint(if_a, EP_A + 1, POD_A)
+        .expect("attach a again");
+    assert_eq!(
+        dp.endpoint_counters(EP_A + 1).expect("counters"),
+        Default::default()
+    );
+    let (ret, _) = test_run_out_ctx(from, &udp_frame(POD_A, 5000, POD_B, 53), if_a);
+    assert_eq!(ret, TC_ACT_OK);
+    let a = dp.endpoint_counters(EP_A + 1).expect("counters");
+    assert_eq!(
+        (a.from_container.packets, a.to_container.packets),
+        (1, 0),
+        "{a:?}"
+    );
 }
 
 /// `test_run_ctx` that also returns the packet as the program left it.

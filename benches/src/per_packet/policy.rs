@@ -1,27 +1,28 @@
-//! The endpoint's ingress policy on `hm_lxc_to_container`: an allowed established flow and a
-//! denied packet, with growing numbers of CIDR rules. The programs find the endpoint by the
-//! skb's interface, so the figures need one: a veth in a namespace of their own, attached with
+//! A container's endpoint: its egress and ingress with no policy and no service, then its
+//! ingress policy on `hm_lxc_to_container` (an allowed established flow and a denied packet,
+//! with growing numbers of CIDR rules). The programs find the endpoint by the skb's interface,
+//! so the figures need one: a veth in a namespace of their own, attached with
 //! `attach_endpoint`, whose ifindex each run carries in its `__sk_buff`.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use anyhow::{Context as _, Result, ensure};
 use hivemind::{
-    dataplane::{Dataplane, PROG_TC_PASS, PROG_TO_CONTAINER},
+    dataplane::{Dataplane, PROG_FROM_CONTAINER, PROG_TC_PASS, PROG_TO_CONTAINER},
     policy::{Allow, EndpointRules, PeerMatch, Protocol},
 };
 use hivemind_common::{MAX_POLICY_CIDR_ENTRIES, reason};
 use hivemind_tests::netns::{NetNs, run as run_cmd};
 
 use super::{
-    ACK, Config, PAYLOAD, SIZES, SYN, TC_ACT_SHOT, count, runs, scale_rows, sizes_text,
-    time_repeat_on,
+    ACK, Config, MAX_FLOOR_RATIO, PAYLOAD, SIZES, SYN, TC_ACT_SHOT, count, row, runs, scale_rows,
+    sizes_text, time_repeat_on,
 };
 use crate::{
     bpf::{TC_ACT_OK, test_run_on},
-    packets::tcp_frame,
+    packets::{tcp_frame, udp_frame},
     rate::ifindex,
-    report::Row,
+    report::{Row, Target},
 };
 
 const POLICY_ENDPOINT: u32 = 7;
@@ -55,6 +56,47 @@ fn cidr_rules(n: u32, extra: Option<Ipv4Addr>) -> EndpointRules {
     }
 }
 
+/// What every packet of a container with no policy and no service costs, both ways: UDP from
+/// the endpoint's own address and MAC to a peer, and back (no service: nothing to translate,
+/// nothing to restore). The endpoint must count every run as forwarded.
+fn container_paths(
+    dp: &Dataplane,
+    (from, to, pass): (i32, i32, i32),
+    ifindex: u32,
+    cfg: &Config,
+) -> Result<Vec<Row>> {
+    let out = udp_frame(POLICY_POD, 8080, ESTABLISHED_PEER, 40000, PAYLOAD);
+    let back = udp_frame(ESTABLISHED_PEER, 40000, POLICY_POD, 8080, PAYLOAD);
+    let floor = time_repeat_on(pass, &out, ifindex, TC_ACT_OK, cfg)?;
+    let before = dp.endpoint_counters(POLICY_ENDPOINT)?;
+    let egress = time_repeat_on(from, &out, ifindex, TC_ACT_OK, cfg)?;
+    let ingress = time_repeat_on(to, &back, ifindex, TC_ACT_OK, cfg)?;
+    let after = dp.endpoint_counters(POLICY_ENDPOINT)?;
+    ensure!(
+        after.from_container.packets - before.from_container.packets == runs(cfg)
+            && after.to_container.packets - before.to_container.packets == runs(cfg)
+            && after.drops == before.drops,
+        "the container's programs did not count every run as forwarded: {after:?}"
+    );
+    let target = Target::RatioAtMost(MAX_FLOOR_RATIO);
+    Ok(vec![
+        row(
+            "hm_lxc_from_container: container egress, no policy, no service".into(),
+            egress,
+            floor,
+            "hm_tc_pass",
+            target,
+        ),
+        row(
+            "hm_lxc_to_container: container ingress, no policy, no service".into(),
+            ingress,
+            floor,
+            "hm_tc_pass",
+            target,
+        ),
+    ])
+}
+
 /// The endpoint's ingress policy on `hm_lxc_to_container`, in a namespace of its own (see the
 /// module documentation) with a data plane of its own.
 pub(super) fn paths(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
@@ -81,9 +123,11 @@ fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
     let mut dp = Dataplane::load().context("loading the data plane")?;
     dp.load_floor_programs()?;
     let pass = dp.program_fd_for_test(PROG_TC_PASS)?;
+    let from = dp.program_fd_for_test(PROG_FROM_CONTAINER)?;
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER)?;
     dp.attach_endpoint(ifindex, POLICY_ENDPOINT, POLICY_POD)
         .context("attaching the policy endpoint")?;
+    let mut rows = container_paths(&dp, (from, to, pass), ifindex, cfg)?;
     let established = tcp_frame(
         ESTABLISHED_PEER,
         40000,
@@ -136,7 +180,12 @@ fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
         denied.push((n, d));
     }
     let mut notes = vec![format!(
-        "Endpoint ingress policy (hm_lxc_to_container): a down veth in a namespace of its own, \
+        "Container egress and ingress, no policy, no service: the endpoint below before any \
+         policy is written (the daemon's attach_endpoint, no service lists it), a 64-byte UDP \
+         frame from its address and MAC to {ESTABLISHED_PEER}:40000 (hm_lxc_from_container, \
+         host routing off: the kernel routes it) and the same flow back \
+         (hm_lxc_to_container); every run must count as forwarded for the endpoint. Timed as \
+         above against hm_tc_pass on the same frame and context. Endpoint ingress policy (hm_lxc_to_container): a down veth in a namespace of its own, \
          attached as an endpoint with {} ingress rules of one /32 CIDR peer each (10.200.0.0 \
          upwards, TCP {ALLOWED_PORT}; {} HM_POLICY_CIDR entries); every run carries the veth's \
          ifindex in its __sk_buff. Timed as above (repeat {}, {} calls, median); the baseline is \
@@ -170,7 +219,7 @@ fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
             count(largest)
         ));
     }
-    let mut rows = scale_rows(
+    rows.extend(scale_rows(
         &allowed,
         (
             "hm_lxc_to_container",
@@ -179,7 +228,7 @@ fn policy_in_namespace(cfg: &Config) -> Result<(Vec<Row>, Vec<String>)> {
         ),
         floor,
         "hm_tc_pass",
-    );
+    ));
     rows.extend(scale_rows(
         &denied,
         (

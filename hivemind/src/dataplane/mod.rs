@@ -13,6 +13,7 @@ mod conntrack;
 mod counters;
 mod dump;
 mod error;
+mod metrics;
 mod monitor;
 mod nat;
 mod overlay;
@@ -34,15 +35,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuHashMap},
+    maps::{HashMap, LpmTrie, MapData, MapError},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp,
         tc::{SchedClassifierLink, TcAttachOptions},
     },
 };
 use hivemind_common::{
-    EndpointInfo, MAP_ENDPOINTS, MAP_LXC, MAP_METRICS, MAP_TUNNELS, MetricsKey, MetricsValue,
-    NodeConfig, SERVICE_CIDR, SERVICE_CIDR_PREFIX, TunnelInfo, endpoint_flags,
+    EndpointInfo, MAP_ENDPOINTS, MAP_LXC, MAP_TUNNELS, NodeConfig, SERVICE_CIDR,
+    SERVICE_CIDR_PREFIX, TunnelInfo, endpoint_flags, endpoint_roles,
 };
 
 pub use conntrack::{CtCollected, expired as conntrack_expired, pair_key as conntrack_pair};
@@ -89,6 +90,10 @@ pub const PROG_XDP_PASS: &str = "hm_xdp_pass";
 
 /// The object built by `build.rs` from `hivemind-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hivemind-ebpf"));
+/// The benchmarks' floor (`PROG_TC_PASS`, `PROG_TC_MONITOR_SWITCH`, `PROG_XDP_PASS`), an object
+/// of its own: the daemon never loads it.
+static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hivemind-floor"));
 
 /// The two TC links of one endpoint; dropping them detaches the programs.
 struct EndpointLinks {
@@ -117,7 +122,8 @@ pub struct Dataplane {
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     /// Container address (network order) -> host veth ifindex, for host routing.
     lxc: HashMap<MapData, u32, u32>,
-    metrics: PerCpuHashMap<MapData, MetricsKey, MetricsValue>,
+    /// The counters' maps and the endpoints' slots in them.
+    metrics: metrics::Metrics,
     /// Key data: IPv4 network in network byte order (see `hivemind_common::MAP_TUNNELS`).
     tunnels: LpmTrie<MapData, u32, TunnelInfo>,
     /// Service frontends, backends, conntrack and node configuration.
@@ -135,6 +141,8 @@ pub struct Dataplane {
     /// A newly attached endpoint denies everything until its policy is written.
     deny_new: bool,
     ebpf: Ebpf,
+    /// The benchmarks' floor, once `load_floor_programs` loaded it.
+    floor: Option<Ebpf>,
 }
 
 impl Dataplane {
@@ -201,11 +209,7 @@ impl Dataplane {
             .take_map(MAP_LXC)
             .ok_or(DataplaneError::MapMissing { map: MAP_LXC })?;
         let lxc = HashMap::try_from(lxc).map_err(DataplaneError::map(MAP_LXC, "opening"))?;
-        let metrics = ebpf
-            .take_map(MAP_METRICS)
-            .ok_or(DataplaneError::MapMissing { map: MAP_METRICS })?;
-        let metrics = PerCpuHashMap::try_from(metrics)
-            .map_err(DataplaneError::map(MAP_METRICS, "opening"))?;
+        let metrics = metrics::Metrics::take(&mut ebpf)?;
         let tunnels = ebpf
             .take_map(MAP_TUNNELS)
             .ok_or(DataplaneError::MapMissing { map: MAP_TUNNELS })?;
@@ -232,6 +236,7 @@ impl Dataplane {
             pins,
             deny_new: false,
             ebpf,
+            floor: None,
         };
         if reused.contains(&hivemind_common::MAP_NODE_CONFIG) {
             // The running programs read it: it stays as the last daemon left it until this one
@@ -271,10 +276,16 @@ impl Dataplane {
         // The map entry goes in first so the first packets already count for the endpoint (and
         // meet the endpoint's policy if `set_endpoint_policy` ran before; the identity is kept
         // when an ifindex is attached again).
-        let identity = match self.endpoints.get(&ifindex, 0) {
-            Ok(old) if old.endpoint_id == endpoint_id => old.identity,
-            _ => 0,
+        let (identity, roles) = match self.endpoints.get(&ifindex, 0) {
+            Ok(old) if old.endpoint_id == endpoint_id => (old.identity, old.roles),
+            _ => (0, 0),
         };
+        let roles = if self.backs_service(ip) {
+            roles | endpoint_roles::BACKEND
+        } else {
+            roles
+        };
+        let metrics_slot = self.metrics.slot_for(endpoint_id)?;
         let info = EndpointInfo {
             endpoint_id,
             // A new endpoint denies everything until its policy is written, where asked.
@@ -286,6 +297,8 @@ impl Dataplane {
                 .unwrap_or(if self.deny_new { deny } else { 0 }),
             identity,
             ip: u32::from_ne_bytes(ip.octets()),
+            metrics_slot,
+            roles,
         };
         self.endpoints
             .insert(ifindex, info, 0)
@@ -324,6 +337,39 @@ impl Dataplane {
                 Err(e)
             }
         }
+    }
+
+    /// Gives the local endpoints among `ips` the `BACKEND` role (replies they send are looked
+    /// up for reverse NAT), before a frontend sends them anything; kept for the endpoint's life.
+    fn mark_backends(
+        &mut self,
+        ips: impl IntoIterator<Item = Ipv4Addr>,
+    ) -> Result<(), DataplaneError> {
+        for ip in ips {
+            let ifindexes: Vec<u32> = self
+                .links
+                .iter()
+                .filter(|(_, links)| links.ip == ip)
+                .map(|(&ifindex, _)| ifindex)
+                .collect();
+            for ifindex in ifindexes {
+                match self.endpoints.get(&ifindex, 0) {
+                    Ok(info) if info.roles & endpoint_roles::BACKEND == 0 => {
+                        let info = EndpointInfo {
+                            roles: info.roles | endpoint_roles::BACKEND,
+                            ..info
+                        };
+                        self.endpoints
+                            .insert(ifindex, info, 0)
+                            .map_err(DataplaneError::map(MAP_ENDPOINTS, "updating"))?;
+                    }
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(DataplaneError::map(MAP_ENDPOINTS, "looking up")(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether both programs are attached to `ifindex` for `endpoint_id` and its map entry is in
@@ -372,30 +418,7 @@ impl Dataplane {
         if self.links.values().any(|l| l.endpoint_id == endpoint_id) {
             return Ok(());
         }
-        let stale: Vec<MetricsKey> = self
-            .metrics
-            .keys()
-            .filter_map(|key| match key {
-                // Overlay entries are keyed by node address, not endpoint id.
-                Ok(key)
-                    if key.endpoint_id == endpoint_id
-                        && counters::is_endpoint_direction(key.direction) =>
-                {
-                    Some(Ok(key))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()
-            .map_err(DataplaneError::map(MAP_METRICS, "listing keys"))?;
-        for key in stale {
-            match self.metrics.remove(&key) {
-                Err(e) if !is_not_found(&e) => {
-                    return Err(DataplaneError::map(MAP_METRICS, "removing")(e));
-                }
-                _ => {}
-            }
-        }
+        self.metrics.forget_endpoint(endpoint_id)?;
         tracing::debug!(ifindex, endpoint_id, "endpoint detached");
         Ok(())
     }
@@ -403,11 +426,8 @@ impl Dataplane {
     /// The counters of `endpoint_id`, summed over CPUs.
     pub fn endpoint_counters(&self, endpoint_id: u32) -> Result<EndpointCounters, DataplaneError> {
         let mut counters = EndpointCounters::default();
-        self.each_metric(|key, value| {
-            if key.endpoint_id == endpoint_id {
-                counters.add(key, value);
-            }
-        })?;
+        self.metrics
+            .each_of_endpoint(endpoint_id, |key, value| counters.add(key, value))?;
         Ok(counters)
     }
 
@@ -417,7 +437,9 @@ impl Dataplane {
         &self,
     ) -> Result<std::collections::BTreeMap<u32, EndpointCounters>, DataplaneError> {
         let mut all = std::collections::BTreeMap::<u32, EndpointCounters>::new();
-        self.each_metric(|key, value| all.entry(key.endpoint_id).or_default().add(key, value))?;
+        self.metrics.each_of_endpoints(|key, value| {
+            all.entry(key.endpoint_id).or_default().add(key, value)
+        })?;
         Ok(all)
     }
 
@@ -433,30 +455,11 @@ impl Dataplane {
             (DIR_FROM_CONTAINER, reason::TCP_SYNACK_SENT),
         ] {
             let key = MetricsKey::new(endpoint_id, direction, event);
-            match self.metrics.get(&key, 0) {
-                Ok(per_cpu) => events.add(&key, &counters::sum_cpus(per_cpu.iter())),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "looking up")(e)),
+            if let Some(value) = self.metrics.hashed(&key)? {
+                events.add(&key, &value);
             }
         }
         Ok(events)
-    }
-
-    /// Every entry of `HM_METRICS`, summed over CPUs.
-    fn each_metric(
-        &self,
-        mut f: impl FnMut(&hivemind_common::MetricsKey, &hivemind_common::MetricsValue),
-    ) -> Result<(), DataplaneError> {
-        for entry in self.metrics.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(entry) => entry,
-                // Removed between listing and reading: nothing to count.
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
-            };
-            f(&key, &counters::sum_cpus(per_cpu.iter()));
-        }
-        Ok(())
     }
 
     /// Whether `HM_ENDPOINTS` has an entry for `ifindex`.
@@ -468,11 +471,10 @@ impl Dataplane {
         }
     }
 
-    /// The file descriptor of a loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
-    /// Valid while `self` lives.
+    /// Loads the floor object's programs (the empty ones the per-packet benchmarks and tests
+    /// measure against, and the monitor's switch alone) for `program_fd_for_test`; the daemon
+    /// never loads them.
     #[doc(hidden)]
-    /// Loads the empty programs the per-packet benchmarks and tests measure
-    /// against; the daemon never loads them.
     pub fn load_floor_programs(&mut self) -> Result<(), DataplaneError> {
         let load_error = |program| {
             move |e| DataplaneError::ProgramLoad {
@@ -480,20 +482,32 @@ impl Dataplane {
                 source: Box::new(e),
             }
         };
+        if FLOOR_OBJECT.is_empty() {
+            return Err(DataplaneError::ObjectMissing);
+        }
+        let mut floor =
+            Ebpf::load(FLOOR_OBJECT).map_err(|e| DataplaneError::Object(Box::new(e)))?;
         for program in [PROG_TC_PASS, PROG_TC_MONITOR_SWITCH] {
-            classifier(&mut self.ebpf, program)?
+            classifier(&mut floor, program)?
                 .load()
                 .map_err(load_error(program))?;
         }
-        xdp(&mut self.ebpf, PROG_XDP_PASS)?
+        xdp(&mut floor, PROG_XDP_PASS)?
             .load()
-            .map_err(load_error(PROG_XDP_PASS))
+            .map_err(load_error(PROG_XDP_PASS))?;
+        self.floor = Some(floor);
+        Ok(())
     }
 
+    /// The file descriptor of a loaded program (of the floor object first), for
+    /// BPF_PROG_TEST_RUN in tests and benchmarks. Valid while `self` lives.
+    #[doc(hidden)]
     pub fn program_fd_for_test(&self, program: &'static str) -> Result<RawFd, DataplaneError> {
         let fd = self
-            .ebpf
-            .program(program)
+            .floor
+            .as_ref()
+            .and_then(|floor| floor.program(program))
+            .or_else(|| self.ebpf.program(program))
             .ok_or(DataplaneError::ProgramMissing { program })?
             .fd()
             .map_err(|e| DataplaneError::ProgramLoad {
@@ -555,6 +569,7 @@ impl Dataplane {
         for entry in self.endpoints.iter() {
             let (_, info) = entry.map_err(DataplaneError::map(MAP_ENDPOINTS, "reading"))?;
             self.policy.flags.insert(info.endpoint_id, info.flags);
+            self.metrics.adopt_slot(info.endpoint_id, info.metrics_slot);
         }
         self.restore_policy()?;
         self.restore_services()?;

@@ -15,12 +15,12 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, lpm_trie::Key},
 };
 use hivemind_common::{
-    DIR_NAT, IPPROTO_ICMP, IPPROTO_TCP, MAP_METRICS, MAP_NAT, MAP_NO_MASQ, MAX_NAT_ENTRIES,
-    MAX_NO_MASQ, NAT_CLOSING_TIMEOUT_S, NAT_ICMP_TIMEOUT_S, NAT_TCP_TIMEOUT_S, NAT_UDP_TIMEOUT_S,
-    NatKey, NatValue, nat_flags, node_flags, reason,
+    DIR_NAT, IPPROTO_ICMP, IPPROTO_TCP, MAP_NAT, MAP_NO_MASQ, MAX_NAT_ENTRIES, MAX_NO_MASQ,
+    NAT_CLOSING_TIMEOUT_S, NAT_ICMP_TIMEOUT_S, NAT_TCP_TIMEOUT_S, NAT_UDP_TIMEOUT_S, NatKey,
+    NatValue, nat_flags, node_flags, reason,
 };
 
-use super::{Dataplane, DataplaneError, counters, is_not_found};
+use super::{Dataplane, DataplaneError, is_not_found};
 
 /// CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now() -> Duration {
@@ -248,16 +248,10 @@ impl Dataplane {
     /// The NAT's counters, summed over CPUs.
     pub fn nat_counters(&self) -> Result<NatCounters, DataplaneError> {
         let mut nat = NatCounters::default();
-        for entry in self.metrics.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(entry) => entry,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
-            };
+        self.metrics.each_but_forwarded(|key, value| {
             if key.direction != DIR_NAT {
-                continue;
+                return;
             }
-            let value = counters::sum_cpus(per_cpu.iter());
             match key.reason {
                 reason::NAT_MASQUERADED => nat.masqueraded += value.packets,
                 reason::NAT_REVERSED => nat.reversed += value.packets,
@@ -265,7 +259,7 @@ impl Dataplane {
                 why if reason::is_drop(why) => *nat.drops.entry(why).or_default() += value.packets,
                 _ => {}
             }
-        }
+        })?;
         Ok(nat)
     }
 }

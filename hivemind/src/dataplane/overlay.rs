@@ -14,7 +14,7 @@ use aya::{
     maps::lpm_trie::Key,
     programs::{TcAttachType, XdpMode, xdp::XdpLink},
 };
-use hivemind_common::{MAP_METRICS, MAP_TUNNELS, TunnelInfo, vni};
+use hivemind_common::{MAP_TUNNELS, TunnelInfo, vni};
 use serde::Serialize;
 
 use super::{
@@ -274,16 +274,11 @@ impl Dataplane {
     /// Overlay counters: packets/bytes sent/received through the tunnel and drops by reason.
     pub fn overlay_counters(&self) -> Result<OverlayCounters, DataplaneError> {
         let mut overlay = OverlayCounters::default();
-        for entry in self.metrics.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(entry) => entry,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
-            };
+        self.metrics.each_but_forwarded(|key, value| {
             if counters::is_overlay_direction(key.direction) {
-                overlay.add(&key, &counters::sum_cpus(per_cpu.iter()));
+                overlay.add(key, value);
             }
-        }
+        })?;
         Ok(overlay)
     }
 

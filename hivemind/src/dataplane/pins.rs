@@ -26,8 +26,10 @@ use super::DataplaneError;
 
 /// The maps that outlive the daemon: everything but the read-once ring buffer's loss counter
 /// is state the programs or the next daemon need.
-pub(super) const PINNED_MAPS: [&str; 21] = [
+pub(super) const PINNED_MAPS: [&str; 23] = [
     hivemind_common::MAP_ENDPOINTS,
+    hivemind_common::MAP_ENDPOINT_METRICS,
+    hivemind_common::MAP_NODE_METRICS,
     hivemind_common::MAP_CT_BUDGET,
     hivemind_common::MAP_METRICS,
     hivemind_common::MAP_TUNNELS,

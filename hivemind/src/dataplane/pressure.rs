@@ -38,7 +38,11 @@ impl Dataplane {
             pressure(MAP_ENDPOINTS, entries!(self.endpoints), MAX_ENDPOINTS),
             pressure(MAP_LXC, entries!(self.lxc), MAX_ENDPOINTS),
             pressure(MAP_TUNNELS, entries!(self.tunnels), MAX_TUNNELS),
-            pressure(MAP_METRICS, entries!(self.metrics), MAX_METRICS_ENTRIES),
+            pressure(
+                MAP_METRICS,
+                entries!(self.metrics.hash),
+                MAX_METRICS_ENTRIES,
+            ),
             pressure(
                 MAP_SERVICES,
                 entries!(self.services.services),

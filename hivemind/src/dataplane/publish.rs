@@ -50,6 +50,12 @@ impl Dataplane {
         (config.node_ip != 0).then(|| Ipv4Addr::from(config.node_ip.to_ne_bytes()))
     }
 
+    /// Whether `ip` is a local backend of a published port.
+    pub(super) fn publishes(&self, ip: Ipv4Addr) -> bool {
+        let ip = u32::from_ne_bytes(ip.octets());
+        self.publish.written.iter().any(|k| k.ip == ip)
+    }
+
     /// Switches published ports on (some app publishes one) or off, and replaces the local
     /// backends' published ports: `(backend address, backend port, protocol) -> published
     /// port`.
@@ -70,6 +76,7 @@ impl Dataplane {
             proto,
             _pad: 0,
         };
+        self.mark_backends(backends.keys().map(|&(ip, _, _)| ip))?;
         let maps = &mut self.publish;
         let mut wanted = BTreeSet::new();
         for (backend, published) in backends {

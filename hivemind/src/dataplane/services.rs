@@ -18,11 +18,10 @@ use aya::{
 };
 use hivemind_common::{
     Backend, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKENDS, MAP_CT, MAP_CT_BUDGET,
-    MAP_METRICS, MAP_NODE_CONFIG, MAP_SERVICES, MAX_SLOTS_PER_SERVICE, NodeConfig, ServiceKey,
-    ServiceValue,
+    MAP_NODE_CONFIG, MAP_SERVICES, MAX_SLOTS_PER_SERVICE, NodeConfig, ServiceKey, ServiceValue,
 };
 
-use super::{Dataplane, DataplaneError, ServiceCounters, counters, is_not_found};
+use super::{Dataplane, DataplaneError, ServiceCounters, is_not_found};
 
 /// One backend of a service as the daemon knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +49,9 @@ pub(super) struct ServiceMaps {
     frontends: StdHashMap<Frontend, (u16, Vec<u32>)>,
     /// The id of each backend address:port/protocol handed out by `backend_id`.
     ids: StdHashMap<(Ipv4Addr, u16, u8), u32>,
+    /// Every address a frontend written by this process listed (never forgotten: it only
+    /// decides whether an endpoint attached later looks up reverse NAT).
+    backend_ips: std::collections::HashSet<Ipv4Addr>,
     /// The next id `backend_id` tries.
     next_id: u32,
 }
@@ -76,6 +78,7 @@ impl ServiceMaps {
             node_config,
             frontends: StdHashMap::new(),
             ids: StdHashMap::new(),
+            backend_ips: Default::default(),
             next_id: 1,
         })
     }
@@ -99,6 +102,17 @@ impl Dataplane {
         maps.next_id = id.checked_add(1).unwrap_or(1);
         maps.ids.insert((ip, port, proto), id);
         id
+    }
+
+    /// Whether `ip` backs a frontend (a service or a published port) of this node.
+    pub(super) fn backs_service(&self, ip: Ipv4Addr) -> bool {
+        self.services.backend_ips.contains(&ip)
+            || self
+                .services
+                .ids
+                .keys()
+                .any(|&(backend, _, _)| backend == ip)
+            || self.publishes(ip)
     }
 
     /// Creates or replaces the service `vip:port/proto` (proto 6 TCP or 17 UDP) with
@@ -161,6 +175,11 @@ impl Dataplane {
             });
         }
         let count = u16::try_from(slots.len()).unwrap_or(MAX_SLOTS_PER_SERVICE);
+        // Before any packet can reach them through this frontend.
+        self.services
+            .backend_ips
+            .extend(backends.iter().map(|b| b.ip));
+        self.mark_backends(backends.iter().map(|b| b.ip))?;
         let maps = &mut self.services;
 
         for b in backends {
@@ -360,14 +379,8 @@ impl Dataplane {
     /// endpoints and the overlay together.
     pub fn service_counters(&self) -> Result<ServiceCounters, DataplaneError> {
         let mut services = ServiceCounters::default();
-        for entry in self.metrics.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(entry) => entry,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(DataplaneError::map(MAP_METRICS, "reading")(e)),
-            };
-            services.add(&key, &counters::sum_cpus(per_cpu.iter()));
-        }
+        self.metrics
+            .each_but_forwarded(|key, value| services.add(key, value))?;
         Ok(services)
     }
 
@@ -545,6 +558,7 @@ impl Dataplane {
         for entry in maps.backends.iter() {
             let (id, backend) = entry.map_err(DataplaneError::map(MAP_BACKENDS, "reading"))?;
             let ip = Ipv4Addr::from(backend.ip.to_ne_bytes());
+            maps.backend_ips.insert(ip);
             maps.ids
                 .insert((ip, u16::from_be(backend.port), backend.proto), id);
             maps.next_id = maps.next_id.max(id.saturating_add(1));
