@@ -100,6 +100,9 @@ struct EndpointLinks {
     endpoint_id: u32,
     /// The container's address (its `HM_LXC` entry).
     ip: Ipv4Addr,
+    /// Whether its `HM_ENDPOINTS` entry has the `BACKEND` role (so `mark_backends` need not
+    /// look).
+    backend: bool,
     from_container: HeldLink,
     to_container: HeldLink,
 }
@@ -322,6 +325,7 @@ impl Dataplane {
                     EndpointLinks {
                         endpoint_id,
                         ip,
+                        backend: roles & endpoint_roles::BACKEND != 0,
                         from_container: from,
                         to_container: to,
                     },
@@ -345,28 +349,30 @@ impl Dataplane {
         &mut self,
         ips: impl IntoIterator<Item = Ipv4Addr>,
     ) -> Result<(), DataplaneError> {
-        for ip in ips {
-            let ifindexes: Vec<u32> = self
-                .links
-                .iter()
-                .filter(|(_, links)| links.ip == ip)
-                .map(|(&ifindex, _)| ifindex)
-                .collect();
-            for ifindex in ifindexes {
-                match self.endpoints.get(&ifindex, 0) {
-                    Ok(info) if info.roles & endpoint_roles::BACKEND == 0 => {
-                        let info = EndpointInfo {
-                            roles: info.roles | endpoint_roles::BACKEND,
-                            ..info
-                        };
-                        self.endpoints
-                            .insert(ifindex, info, 0)
-                            .map_err(DataplaneError::map(MAP_ENDPOINTS, "updating"))?;
-                    }
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(DataplaneError::map(MAP_ENDPOINTS, "looking up")(e)),
+        let ips: std::collections::HashSet<Ipv4Addr> = ips.into_iter().collect();
+        let unmarked: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(_, links)| !links.backend && ips.contains(&links.ip))
+            .map(|(&ifindex, _)| ifindex)
+            .collect();
+        for ifindex in unmarked {
+            match self.endpoints.get(&ifindex, 0) {
+                Ok(info) if info.roles & endpoint_roles::BACKEND == 0 => {
+                    let info = EndpointInfo {
+                        roles: info.roles | endpoint_roles::BACKEND,
+                        ..info
+                    };
+                    self.endpoints
+                        .insert(ifindex, info, 0)
+                        .map_err(DataplaneError::map(MAP_ENDPOINTS, "updating"))?;
                 }
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(DataplaneError::map(MAP_ENDPOINTS, "looking up")(e)),
+            }
+            if let Some(links) = self.links.get_mut(&ifindex) {
+                links.backend = true;
             }
         }
         Ok(())
