@@ -50,10 +50,11 @@ pub const MAP_SOCK_NETNS: &str = "HM_SOCK_NETNS";
 /// Socket load balancing: [`SockRevKey`] -> [`SockRevValue`], the VIP a translated socket
 /// asked for (LRU).
 pub const MAP_SOCK_REVNAT: &str = "HM_SOCK_REVNAT";
-/// Name of the ipcache (LPM trie): IPv4 prefix -> [`IpcacheValue`] (the peer's identity), for
-/// every container of the cluster (/32) and the node itself (identity [`identity::HOST`]).
-/// Key: `{ prefix_len: u32, data: u32 }` as in [`MAP_TUNNELS`] (address in network order). An
-/// address without a match is [`identity::WORLD`].
+/// Name of the ipcache (hash): IPv4 address (`u32`, network order) -> [`IpcacheValue`] (the
+/// peer's identity and, for an address on another node, that node's underlay address), for
+/// every container of the cluster and every node's gateway (identity [`identity::HOST`]). An
+/// exact-match hash, so that one lookup costs the same with 10 entries as with 100,000. An
+/// address without an entry is [`identity::WORLD`].
 pub const MAP_IPCACHE: &str = "HM_IPCACHE";
 /// Name of the identity policy map (hash): [`PolicyKey`] -> [`PolicyEntry`].
 pub const MAP_POLICY: &str = "HM_POLICY";
@@ -154,8 +155,9 @@ pub const MAX_BACKENDS: u32 = 65536;
 /// daemon's collector removes idle and closed connections, and each owner holds at most
 /// `CT_OWNER_BUDGET`.
 pub const MAX_CT_ENTRIES: u32 = 131072;
-/// Maximum number of `HM_IPCACHE` entries (containers of the whole cluster, plus the node).
-pub const MAX_IPCACHE_ENTRIES: u32 = 65536;
+/// Maximum number of `HM_IPCACHE` entries (containers of the whole cluster, plus a gateway per
+/// node).
+pub const MAX_IPCACHE_ENTRIES: u32 = 1 << 17;
 /// Maximum number of `HM_POLICY` entries (all endpoints of the node together).
 pub const MAX_POLICY_ENTRIES: u32 = 262144;
 /// Maximum number of `HM_POLICY_CIDR` entries (all endpoints of the node together).
@@ -367,8 +369,10 @@ pub mod endpoint_flags {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IpcacheValue {
     pub identity: u32,
-    /// Reserved; 0 today.
-    pub flags: u32,
+    /// The underlay IPv4 address (network byte order) of the node that holds the address, so
+    /// that the encapsulation decision is this one lookup, whatever the number of nodes. 0 for
+    /// an address of this node, or one the tunnels (`HM_TUNNELS`) must resolve.
+    pub tunnel_endpoint: u32,
 }
 const _: () = assert!(size_of::<IpcacheValue>() == 8);
 

@@ -44,10 +44,10 @@ use crate::{
     pkt::{self, Headers},
 };
 
-/// IPv4 prefix -> identity of every container of the cluster and of the node. Written by the
-/// daemon.
+/// IPv4 address -> identity (and the node holding it) of every container of the cluster and
+/// of every node's gateway. Written by the daemon.
 #[map(name = "HM_IPCACHE")]
-static HM_IPCACHE: LpmTrie<u32, IpcacheValue> = LpmTrie::with_max_entries(MAX_IPCACHE_ENTRIES, 0);
+static HM_IPCACHE: HashMap<u32, IpcacheValue> = HashMap::with_max_entries(MAX_IPCACHE_ENTRIES, 0);
 
 /// {endpoint, peer identity, direction, proto} -> allowed port ranges. Written by the daemon.
 #[map(name = "HM_POLICY")]
@@ -149,8 +149,8 @@ impl Tuple {
 /// The identity of `addr` from the ipcache: `WORLD` if unknown, `HOST` for the node gateway.
 #[inline(always)]
 pub(crate) fn identity_of(addr: u32) -> u32 {
-    if let Some(v) = HM_IPCACHE.get(Key::new(32, addr)) {
-        return v.identity;
+    if let Some(identity) = known_identity(addr) {
+        return identity;
     }
     match lb::node_config() {
         Some(config) if config.gateway != 0 && config.gateway == addr => identity::HOST,
@@ -161,7 +161,18 @@ pub(crate) fn identity_of(addr: u32) -> u32 {
 /// Whether the ipcache knows `addr` (its identity if so).
 #[inline(always)]
 pub(crate) fn known_identity(addr: u32) -> Option<u32> {
-    HM_IPCACHE.get(Key::new(32, addr)).map(|v| v.identity)
+    // SAFETY: a map value pointer, valid for the program's run; one field read at once.
+    HM_IPCACHE.get_ptr(&addr).map(|v| unsafe { (*v).identity })
+}
+
+/// The underlay address (network order) of the node the ipcache places `addr` on, 0 if none
+/// (this node, or an address it does not know).
+#[inline(always)]
+pub(crate) fn tunnel_endpoint(addr: u32) -> u32 {
+    // SAFETY: as in `known_identity`.
+    HM_IPCACHE
+        .get_ptr(&addr)
+        .map_or(0, |v| unsafe { (*v).tunnel_endpoint })
 }
 
 /// The egress check of `info`'s endpoint. `original`: the tuple before service DNAT, if the

@@ -5,8 +5,9 @@
 //!
 //! - From a container (`from_container`, after its egress policy and service NAT): a destination
 //!   in `HM_LXC` is a local container: its ingress policy and reverse NAT run here, then
-//!   `bpf_redirect_peer` puts the frame straight into its namespace. A destination in
-//!   `HM_TUNNELS` is on another node: the MACs and TTL are rewritten, the tunnel key set (VNI =
+//!   `bpf_redirect_peer` puts the frame straight into its namespace. A destination the ipcache
+//!   places on another node (`IpcacheValue::tunnel_endpoint`, one hash lookup whatever the
+//!   number of nodes) is sent there: the MACs and TTL are rewritten, the tunnel key set (VNI =
 //!   source identity, no outer UDP checksum) and the frame redirected to `hm-vxlan`'s transmit
 //!   (marked `mark::ENCAPSULATED` so that `hm_overlay_egress` does not key it again).
 //! - From the overlay (`from_overlay`, after the VNI checks and reverse NAT of `hm_overlay_ingress`):
@@ -39,8 +40,8 @@ use aya_ebpf::{
 };
 use hivemind_common::{
     DIR_SERVICE, DIR_TO_CONTAINER, DIR_TO_OVERLAY, EndpointInfo, MAX_ENDPOINTS, NodeConfig,
-    OVERLAY_MAC, OVERLAY_SRC_MAC, TunnelInfo, container_mac, identity, mark, node_flags, reason,
-    trace_program, vni,
+    OVERLAY_MAC, OVERLAY_SRC_MAC, container_mac, identity, mark, node_flags, reason, trace_program,
+    vni,
 };
 
 use crate::{
@@ -100,9 +101,12 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &Endpoi
             !switched,
         );
     }
-    let Some(tunnel) = tunnel::lookup(ip.daddr) else {
+    // The ipcache alone: an address it does not place on another node takes the kernel's
+    // path, where `hm_overlay_egress` also asks the tunnels.
+    let underlay = policy::tunnel_endpoint(ip.daddr);
+    if underlay == 0 {
         return TC_ACT_OK;
-    };
+    }
     if config.vxlan_ifindex == 0 || l2.ttl() <= 1 || too_big(ctx, &config) {
         return TC_ACT_OK;
     }
@@ -111,7 +115,7 @@ pub(crate) fn from_container(ctx: &TcContext, headers: &Headers, source: &Endpoi
     } else {
         tunnel::source_vni(ip.saddr)
     };
-    encapsulate(ctx, &config, &l2, &tunnel, vni)
+    encapsulate(ctx, &config, &l2, underlay, vni)
 }
 
 /// Underlay TC ingress: a packet a published port in `snat` mode translated. Its source is the
@@ -135,16 +139,16 @@ pub(crate) fn from_published(ctx: &TcContext) -> i32 {
     if let Some(ifindex) = local_endpoint(ip.daddr) {
         return deliver(ctx, &headers, &config, &l2, ifindex, identity::WORLD, true);
     }
-    let Some(tunnel) = tunnel::lookup(ip.daddr) else {
+    let Some(underlay) = tunnel::lookup(ip.daddr) else {
         return drop(reason::DROP_NO_TUNNEL);
     };
     if config.vxlan_ifindex == 0 || l2.ttl() <= 1 || too_big(ctx, &config) {
         return drop(reason::DROP_NO_TUNNEL);
     }
-    encapsulate(ctx, &config, &l2, &tunnel, identity::WORLD)
+    encapsulate(ctx, &config, &l2, underlay, identity::WORLD)
 }
 
-/// Sends the frame through the tunnel to the node of `tunnel` with `vni`: the tunnel key, the
+/// Sends the frame through the tunnel to the node at `underlay` (network order) with `vni`: the tunnel key, the
 /// overlay's MACs and TTL, the mark that tells `hm_overlay_egress` the key is set, and a
 /// redirect to `hm-vxlan`'s transmit.
 #[inline(always)]
@@ -152,11 +156,11 @@ fn encapsulate(
     ctx: &TcContext,
     config: &NodeConfig,
     l2: &L2Fields,
-    tunnel: &TunnelInfo,
+    underlay: u32,
     vni: u32,
 ) -> i32 {
     let bytes = u64::from(ctx.len());
-    let node = u32::from_be(tunnel.underlay_ip);
+    let node = u32::from_be(underlay);
     let drop = |why: u8| {
         metrics::count(node, DIR_TO_OVERLAY, why, bytes);
         TC_ACT_SHOT

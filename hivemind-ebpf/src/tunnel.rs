@@ -87,10 +87,18 @@ fn set_source_mac(ctx: &TcContext) -> Result<(), i64> {
     ctx.store(ETH_SOURCE, &OVERLAY_SRC_MAC, 0)
 }
 
-/// The tunnel to the node that holds `destination` (network order), if any.
+/// The underlay address (network order) of the node that holds `destination` (network
+/// order), if it is another node: the ipcache's tunnel endpoint, one hash lookup whatever the
+/// number of nodes; for an address the ipcache does not place (an app without an identity yet,
+/// an address of a remote subnet no container holds), the remote subnets of `HM_TUNNELS`.
 #[inline(always)]
-pub(crate) fn lookup(destination: u32) -> Option<TunnelInfo> {
-    HM_TUNNELS.get(Key::new(32, destination)).copied()
+pub(crate) fn lookup(destination: u32) -> Option<u32> {
+    match policy::tunnel_endpoint(destination) {
+        0 => HM_TUNNELS
+            .get(Key::new(32, destination))
+            .map(|t: &TunnelInfo| t.underlay_ip),
+        underlay => Some(underlay),
+    }
 }
 
 /// The VNI of a packet from `source` (network order): its identity when the ipcache knows it,
@@ -151,10 +159,10 @@ pub(crate) fn egress(ctx: &TcContext) -> Result<i32, i32> {
         Ok(Some(lb::NodeEgress::Local(verdict))) => return Ok(verdict),
         Err(why) => return Err(drop(0, why)),
     }
-    let Some(tunnel) = lookup(destination) else {
+    let Some(underlay) = lookup(destination) else {
         return Err(drop(0, reason::DROP_NO_TUNNEL));
     };
-    let node = u32::from_be(tunnel.underlay_ip);
+    let node = u32::from_be(underlay);
     // The VNI carries the source identity. (`TunnelInfo::vni` is not used any more.)
     set_key(ctx, source_vni(source), node, 0).map_err(|_| drop(node, reason::DROP_TUNNEL_KEY))?;
     // See OVERLAY_SRC_MAC: the receiving driver drops frames "from" its own MAC.

@@ -14,9 +14,9 @@ use std::{
 };
 
 use hivemind::dataplane::{
-    Counter, Dataplane, DataplaneError, PROG_FROM_CONTAINER, PROG_NAT_EGRESS, PROG_OVERLAY_EGRESS,
-    PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TC_UNDERLAY, PROG_TO_CONTAINER, PROG_XDP_PASS,
-    PROG_XDP_UNDERLAY, ServiceBackend,
+    Counter, Dataplane, DataplaneError, IpcacheEntry, PROG_FROM_CONTAINER, PROG_NAT_EGRESS,
+    PROG_OVERLAY_EGRESS, PROG_OVERLAY_INGRESS, PROG_TC_PASS, PROG_TC_UNDERLAY, PROG_TO_CONTAINER,
+    PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
 };
 use hivemind_common::{OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 use hivemind_tests::kernel::{
@@ -1286,14 +1286,15 @@ fn policy_verdicts_under_test_run() {
     dp.set_endpoint_identity(if_b, ID_B).expect("identity");
     dp.set_node_config(if_a, GATEWAY, 24).expect("node config");
     for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C), (GATEWAY, 1)] {
-        dp.set_ipcache(addr, 32, id).expect("ipcache");
+        dp.set_ipcache(addr, IpcacheEntry::local(id))
+            .expect("ipcache");
     }
     assert!(matches!(
-        dp.set_ipcache(POD_A, 24, 5),
-        Err(DataplaneError::InvalidSubnet { .. })
+        dp.set_ipcache(POD_A, IpcacheEntry::remote(5, Ipv4Addr::UNSPECIFIED)),
+        Err(DataplaneError::InvalidTunnelEndpoint { .. })
     ));
     assert!(matches!(
-        dp.set_ipcache(POD_A, 32, 0),
+        dp.set_ipcache(POD_A, IpcacheEntry::local(0)),
         Err(DataplaneError::InvalidIdentity { identity: 0 })
     ));
     assert_eq!(dp.ipcache().expect("ipcache").len(), 4);
@@ -1501,8 +1502,10 @@ fn policy_applies_to_the_service_backend_under_test_run() {
     let from = dp.program_fd_for_test(PROG_FROM_CONTAINER).expect("fd");
     let to = dp.program_fd_for_test(PROG_TO_CONTAINER).expect("fd");
     dp.attach_endpoint(if_a, EP_A, POD_A).expect("attach");
-    dp.set_ipcache(POD_B, 32, ID_B).expect("ipcache");
-    dp.set_ipcache(POD_C, 32, ID_C).expect("ipcache");
+    dp.set_ipcache(POD_B, IpcacheEntry::local(ID_B))
+        .expect("ipcache");
+    dp.set_ipcache(POD_C, IpcacheEntry::local(ID_C))
+        .expect("ipcache");
     let vip_b = VIP;
     let vip_c = Ipv4Addr::new(10, 96, 0, 11);
     let b = ServiceBackend {
@@ -1666,7 +1669,8 @@ fn policy_scale_thousands_of_rules_under_test_run() {
     eprintln!("5,000 policy entries written in {:?}", started.elapsed());
     for (i, id) in [10_000u32, 12_345, 14_999].into_iter().enumerate() {
         let peer = Ipv4Addr::new(10, 244, 3, 10 + i as u8);
-        dp.set_ipcache(peer, 32, id).expect("ipcache");
+        dp.set_ipcache(peer, IpcacheEntry::local(id))
+            .expect("ipcache");
         assert_eq!(
             test_run_ctx(to, &syn(peer, 50000, POD_B, port_of(id)), if_b, 0),
             TC_ACT_OK,
@@ -1731,18 +1735,28 @@ fn host_routing_redirects_and_rewrites_under_test_run() {
     dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
     dp.set_endpoint_identity(if_a, ID_A).expect("identity");
     dp.set_endpoint_identity(if_b, ID_B).expect("identity");
-    for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C)] {
-        dp.set_ipcache(addr, 32, id).expect("ipcache");
+    // POD_C is in the subnet the tunnel routes to 192.168.77.2, but the ipcache places it on
+    // 192.168.77.3: the encapsulation decision is the ipcache's (one lookup), the tunnels only
+    // answer for an address it does not place.
+    let (tunnel_node, pod_c_node) = (
+        Ipv4Addr::new(192, 168, 77, 2),
+        Ipv4Addr::new(192, 168, 77, 3),
+    );
+    for (addr, entry) in [
+        (POD_A, IpcacheEntry::local(ID_A)),
+        (POD_B, IpcacheEntry::local(ID_B)),
+        (POD_C, IpcacheEntry::remote(ID_C, pod_c_node)),
+    ] {
+        dp.set_ipcache(addr, entry).expect("ipcache");
     }
+    assert_eq!(
+        dp.ipcache().expect("ipcache")[2],
+        (POD_C, IpcacheEntry::remote(ID_C, pod_c_node))
+    );
     dp.set_node_config(ifindex("hm0"), GATEWAY, 24)
         .expect("node config");
-    dp.set_tunnel(
-        Ipv4Addr::new(10, 244, 2, 0),
-        24,
-        Ipv4Addr::new(192, 168, 77, 2),
-        vni::DEFAULT,
-    )
-    .expect("tunnel");
+    dp.set_tunnel(Ipv4Addr::new(10, 244, 2, 0), 24, tunnel_node, vni::DEFAULT)
+        .expect("tunnel");
     assert!(matches!(
         dp.set_host_routing(true),
         Err(DataplaneError::HostRoutingNeedsOverlay)
@@ -1777,16 +1791,27 @@ fn host_routing_redirects_and_rewrites_under_test_run() {
     assert!(ipv4_checksum_ok(&out));
     assert_eq!(&out[14 + 12..], &remote[14 + 12..]);
     assert_eq!(checked_tuple(&out), (POD_A, 40000, POD_C, 8080));
-    let sent = |dp: &Dataplane| {
+    let sent = |dp: &Dataplane, node: Ipv4Addr| {
         dp.overlay_counters()
             .expect("counters")
             .sent_by_node
-            .get(&Ipv4Addr::new(192, 168, 77, 2))
+            .get(&node)
             .map_or(0, |c| c.packets)
     };
-    assert_eq!(sent(&dp), 1);
+    assert_eq!((sent(&dp, pod_c_node), sent(&dp, tunnel_node)), (1, 0));
     assert_eq!(test_run_ctx(egress, &out, 0, mark::ENCAPSULATED), TC_ACT_OK);
-    assert_eq!(sent(&dp), 1, "keyed and counted once");
+    assert_eq!(sent(&dp, pod_c_node), 1, "keyed and counted once");
+    // An address of the remote subnet the ipcache does not place: the kernel's path, where
+    // hm-vxlan's program finds its node through the tunnels. The kernel path's own program
+    // asks the ipcache first too.
+    let unplaced = syn(POD_A, 40010, Ipv4Addr::new(10, 244, 2, 9), 8080);
+    assert_eq!(
+        test_run_out_ctx(from, &unplaced, if_a),
+        (TC_ACT_OK, unplaced.clone())
+    );
+    assert_eq!(test_run_ctx(egress, &unplaced, 0, 0), TC_ACT_OK);
+    assert_eq!(test_run_ctx(egress, &remote, 0, 0), TC_ACT_OK);
+    assert_eq!((sent(&dp, pod_c_node), sent(&dp, tunnel_node)), (2, 1));
 
     // Local, addressed to the gateway (routed): destination MAC of the container from its
     // address, source MAC of the bridge, TTL decremented.
@@ -2387,7 +2412,8 @@ fn policy_fragments_follow_their_first_under_test_run() {
     dp.set_endpoint_identity(idx[0], ID_A).expect("identity");
     dp.set_endpoint_identity(if_b, ID_B).expect("identity");
     for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B)] {
-        dp.set_ipcache(addr, 32, id).expect("ipcache");
+        dp.set_ipcache(addr, IpcacheEntry::local(id))
+            .expect("ipcache");
     }
     let rules = EndpointRules {
         ingress: Some([allow(PeerMatch::Identity(ID_A), Protocol::Udp, 53, 53)].into()),
@@ -2447,7 +2473,8 @@ fn policy_admits_icmp_errors_of_known_connections_under_test_run() {
     dp.attach_endpoint(if_b, EP_B, POD_B).expect("attach b");
     dp.set_endpoint_identity(if_b, ID_B).expect("identity");
     for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C)] {
-        dp.set_ipcache(addr, 32, id).expect("ipcache");
+        dp.set_ipcache(addr, IpcacheEntry::local(id))
+            .expect("ipcache");
     }
     let rules = EndpointRules {
         ingress: Some([allow(PeerMatch::Identity(ID_A), Protocol::Tcp, 80, 80)].into()),
@@ -2495,7 +2522,8 @@ fn monitor_traces_only_while_on_and_only_what_matches_under_test_run() {
     dp.set_endpoint_identity(if_a, ID_A).expect("identity");
     dp.set_endpoint_identity(if_b, ID_B).expect("identity");
     for (addr, id) in [(POD_A, ID_A), (POD_B, ID_B), (POD_C, ID_C)] {
-        dp.set_ipcache(addr, 32, id).expect("ipcache");
+        dp.set_ipcache(addr, IpcacheEntry::local(id))
+            .expect("ipcache");
     }
     // B admits A on TCP 80 only.
     dp.set_endpoint_policy(

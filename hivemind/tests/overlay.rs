@@ -24,7 +24,9 @@ use std::{
 };
 
 use common::{CLUSTER_CIDR, MTU, UNDERLAY, configure_node, forwarded_datagrams, link_underlay};
-use hivemind::dataplane::{Dataplane, OverlayCounters, UnderlayHook, UnderlayProgram};
+use hivemind::dataplane::{
+    Dataplane, IpcacheEntry, OverlayCounters, UnderlayHook, UnderlayProgram,
+};
 use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, OVERLAY_SRC_MAC, VXLAN_PORT, reason, vni};
 use hivemind_tests::kernel::{
     BPF_TCX_EGRESS, BPF_TCX_INGRESS, add_container_veth, can_run, ifindex, ip, tcx_prog_count,
@@ -39,6 +41,8 @@ struct Node {
     subnet: Ipv4Addr,
     gateway: Ipv4Addr,
     container_ip: Ipv4Addr,
+    /// The container's identity in the ipcache, which its packets carry as their VNI.
+    identity: u32,
     underlay_ip: Ipv4Addr,
 }
 
@@ -56,6 +60,7 @@ impl Node {
             subnet: Ipv4Addr::new(10, 244, index, 0),
             gateway: Ipv4Addr::new(10, 244, index, 1),
             container_ip: Ipv4Addr::new(10, 244, index, 2),
+            identity: 100 + u32::from(index),
             underlay_ip: Ipv4Addr::new(192, 168, 77, index),
         }
     }
@@ -77,8 +82,9 @@ impl Node {
     }
 
     /// Loads a data plane in the node's namespace, attaches the overlay (twice: the second
-    /// replaces the first) with the underlay validation where `program` says, and routes
-    /// `peer`'s subnet to it. With `host_routing`, also the container's endpoint and the node
+    /// replaces the first) with the underlay validation where `program` says, routes
+    /// `peer`'s subnet to it and writes the ipcache as the daemon does (both containers with
+    /// their identities, the peer's placed on the peer). With `host_routing`, also the container's endpoint and the node
     /// configuration, and host routing on.
     fn load_dataplane(
         &self,
@@ -88,6 +94,13 @@ impl Node {
     ) -> Dataplane {
         let (subnet, underlay) = (peer.subnet, peer.underlay_ip);
         let (gateway, container_ip) = (self.gateway, self.container_ip);
+        let ipcache = [
+            (container_ip, IpcacheEntry::local(self.identity)),
+            (
+                peer.container_ip,
+                IpcacheEntry::remote(peer.identity, underlay),
+            ),
+        ];
         self.ns
             .run(move || {
                 let vxlan = ifindex(OVERLAY_DEVICE);
@@ -105,6 +118,9 @@ impl Node {
                     dp.tunnels().expect("tunnels"),
                     vec![(subnet, 24, underlay, vni::DEFAULT)]
                 );
+                for (ip, entry) in ipcache {
+                    dp.set_ipcache(ip, entry).expect("ipcache");
+                }
                 if host_routing {
                     dp.set_node_config(ifindex("hm0"), gateway, 24)
                         .expect("node config");
@@ -343,13 +359,14 @@ fn overlay_scenario(host_routing: bool) {
         "underlay tx {tx_b0} -> {tx_b1}"
     );
 
-    // What crossed the wire: VXLAN on UDP 4789, VNI 1, between the underlay addresses, with
-    // the inner frame addressed to the overlay MAC and the container IPs intact.
+    // What crossed the wire: VXLAN on UDP 4789, VNI = the sending container's identity,
+    // between the underlay addresses, with the inner frame addressed to the overlay MAC and
+    // the container IPs intact.
     let frames = captured_vxlan(&cap);
     let a_to_b = VxlanFrame {
         outer_src: a.underlay_ip,
         outer_dst: b.underlay_ip,
-        vni: vni::DEFAULT,
+        vni: a.identity,
         inner_dst_mac: OVERLAY_MAC,
         inner_src_mac: OVERLAY_SRC_MAC,
         inner_src: a.container_ip,
@@ -359,6 +376,7 @@ fn overlay_scenario(host_routing: bool) {
     let b_to_a = VxlanFrame {
         outer_src: b.underlay_ip,
         outer_dst: a.underlay_ip,
+        vni: b.identity,
         inner_src: b.container_ip,
         inner_dst: a.container_ip,
         ..a_to_b
@@ -461,10 +479,16 @@ fn overlay_scenario(host_routing: bool) {
     let len = node_sock.recv(&mut buf).expect("reply reaches node-a");
     assert_eq!(&buf[..len], b"back");
 
-    // Without the tunnel route, node-a's egress drops the traffic and says why.
-    let before = dp_a.overlay_counters().expect("counters");
+    // Without the tunnel route, the ipcache still places b's container on node b: the
+    // encapsulation decision is its one lookup.
     dp_a.remove_tunnel(b.subnet, 24).expect("remove tunnel");
     assert!(dp_a.tunnels().expect("tunnels").is_empty());
+    udp_round_trips(&sock_a, &sock_b, 1);
+    // Without the placement either (what the daemon writes once node b has left), node-a's
+    // egress drops the traffic and says why.
+    let before = dp_a.overlay_counters().expect("counters");
+    dp_a.set_ipcache(b.container_ip, IpcacheEntry::local(b.identity))
+        .expect("ipcache");
     sock_b
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
@@ -487,7 +511,8 @@ fn overlay_scenario(host_routing: bool) {
         sent_to(&before, b.underlay_ip)
     );
 
-    // Back with the route; then detaching leaves no program behind.
+    // Back with the route (the ipcache still does not place b's container: the tunnels
+    // answer); then detaching leaves no program behind.
     dp_a.set_tunnel(b.subnet, 24, b.underlay_ip, vni::DEFAULT)
         .expect("set tunnel");
     sock_b

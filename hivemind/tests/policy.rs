@@ -630,16 +630,28 @@ fn debug_tables_and_traces_agree(
     assert!(
         ipcache
             .iter()
-            .any(|e| e["prefix"] == format!("{}/32", db.ip) && e["name"] == "db"),
+            .any(|e| e["address"] == db.ip.as_str() && e["name"] == "db"),
         "{ipcache:?}"
     );
     let tunnels = table("tunnels", "")?;
-    assert!(
-        tunnels
+    let node_2 = tunnels
+        .iter()
+        .find(|t| t["node"] == "node-2" && t["subnet"].is_string())
+        .with_context(|| format!("a tunnel to node-2: {tunnels:?}"))?;
+    // The ipcache places web's replica on node 2 there (the overlay's one lookup), and the
+    // one on node 1 nowhere.
+    let placed = |c: &Container| {
+        ipcache
             .iter()
-            .any(|t| t["node"] == "node-2" && t["subnet"].is_string()),
-        "a tunnel to node-2: {tunnels:?}"
+            .find(|e| e["address"] == c.ip.as_str())
+            .map(|e| e["tunnel_endpoint"].clone())
+    };
+    assert_eq!(
+        placed(&web[1]),
+        Some(node_2["underlay"].clone()),
+        "{ipcache:?}"
     );
+    assert_eq!(placed(&web[0]), Some(Value::Null), "{ipcache:?}");
     let backends = table("backends", "")?;
     assert!(backends.iter().any(|b| b["app"] == "web"), "{backends:?}");
     // Conntrack of web's first replica: a connection from client just allowed (kept 10 s after

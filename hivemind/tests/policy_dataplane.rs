@@ -95,13 +95,13 @@ fn policy_scenario(prefix: &str, host_routing: bool) {
     servers.start(&a1.ns, a1.name, BACKEND_PORT);
     servers.start(&b1.ns, b1.name, BACKEND_PORT);
 
-    // What the daemon does: every node knows every container's identity (and its own gateway
-    // as the host); each endpoint gets its own identity.
-    for (node, dp) in [(&a, &mut dp_a), (&b, &mut dp_b)] {
+    // What the daemon does: every node knows every container's identity and node (and the
+    // gateways as the host); each endpoint gets its own identity.
+    for (node, peer, dp) in [(&a, &b, &mut dp_a), (&b, &a, &mut dp_b)] {
         for (c, id) in [(client, ID_CLIENT), (a1, ID_A1), (b1, ID_B1)] {
-            dp.set_ipcache(c.ip, 32, id).expect("ipcache");
+            dp.set_ipcache(c.ip, node.ipcache_entry(peer, c.ip, id))
+                .expect("ipcache");
         }
-        dp.set_ipcache(node.gateway, 32, 1).expect("ipcache host");
         let on_node: Vec<(String, u32)> = node
             .containers
             .iter()

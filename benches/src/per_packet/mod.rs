@@ -15,8 +15,8 @@ use std::{io, net::Ipv4Addr, os::fd::RawFd};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use hivemind::dataplane::{
-    Dataplane, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS, PROG_TC_MONITOR_SWITCH, PROG_TC_PASS,
-    PROG_TC_UNDERLAY, PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
+    Dataplane, IpcacheEntry, PROG_FROM_CONTAINER, PROG_OVERLAY_EGRESS, PROG_TC_MONITOR_SWITCH,
+    PROG_TC_PASS, PROG_TC_UNDERLAY, PROG_XDP_PASS, PROG_XDP_UNDERLAY, ServiceBackend,
 };
 use hivemind_common::MAX_SERVICE_ENTRIES;
 
@@ -45,6 +45,8 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 /// Source of the established service flow: no new flow (from `CLIENT` upwards) shares it.
 const ESTABLISHED_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 200);
 const UNDERLAY_PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// Identity of the containers the benchmarks place in the ipcache (no policy reads it).
+const CONTAINER_IDENTITY: u32 = 1000;
 const TCP: u8 = 6;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -273,17 +275,29 @@ fn count(n: u32) -> String {
     out
 }
 
+/// Remote node `i` as the daemon writes it: the tunnel to its container subnet, and its
+/// container (`.2`) in the ipcache, placed on it.
 fn add_tunnel(dp: &mut Dataplane, i: u32) -> Result<()> {
     let subnet = Ipv4Addr::from(FIRST_REMOTE_SUBNET + (i << 8));
     dp.set_tunnel(subnet, 24, UNDERLAY_PEER, VNI)
         .with_context(|| format!("adding tunnel {i} ({subnet}/24)"))?;
+    let container = remote_container(i);
+    dp.set_ipcache(
+        container,
+        IpcacheEntry::remote(CONTAINER_IDENTITY, UNDERLAY_PEER),
+    )
+    .with_context(|| format!("placing {container} in the ipcache"))?;
     Ok(())
 }
 
-/// A frame to the last of `tunnels` remote subnets.
+/// The container of remote node `i`.
+fn remote_container(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(FIRST_REMOTE_SUBNET + (i << 8) + 2)
+}
+
+/// A frame to the container of the last of `tunnels` remote nodes.
 fn overlay_frame(tunnels: u32) -> Vec<u8> {
-    let last = FIRST_REMOTE_SUBNET + ((tunnels - 1) << 8);
-    udp_frame(CLIENT, 40000, Ipv4Addr::from(last + 2), 8080, PAYLOAD)
+    udp_frame(CLIENT, 40000, remote_container(tunnels - 1), 8080, PAYLOAD)
 }
 
 /// Every tier-1 figure, and notes on how they were taken.
@@ -321,7 +335,9 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     // Container egress and ingress need an endpoint: measured in `policy`, on one.
     let floor_name = "hm_tc_pass";
 
-    // Overlay egress (tunnel lookup, tunnel key, MAC rewrite) with a growing HM_TUNNELS.
+    // Overlay egress (the ipcache's placement of the destination, the source's identity, tunnel
+    // key, MAC rewrite) with a growing number of remote nodes.
+    dp.set_ipcache(CLIENT, IpcacheEntry::local(CONTAINER_IDENTITY))?;
     let Scaled { by_size, refused } =
         scale(&mut dp, &SIZES, add_tunnel, |dp: &mut Dataplane, n| {
             overlay_egress(dp, egress, n, cfg)
@@ -385,11 +401,13 @@ pub fn run(cfg: &Config, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         cfg.rounds
     ));
     notes.push(format!(
-        "hm_overlay_egress scaling: HM_TUNNELS (LPM trie) filled with {} tunnels, consecutive \
-         /24 subnets from 10.128.0.0/24 upwards, all to one remote node; each figure is timed as \
-         above with the frame going to the last subnet added.{}",
+        "hm_overlay_egress scaling: {} remote nodes as the daemon writes them, each a tunnel \
+         (HM_TUNNELS, LPM trie) to its /24 subnet (consecutive from 10.128.0.0/24 upwards) and \
+         its container (.2) in the ipcache (HM_IPCACHE, hash) placed on its underlay address, \
+         all on one underlay address; the source container is in the ipcache too. Each figure \
+         is timed as above with the frame going to the container of the last node added.{}",
         sizes_text(&by_size),
-        refusal_text(refused.as_ref(), "HM_TUNNELS", by_size.last())
+        refusal_text(refused.as_ref(), "HM_TUNNELS or HM_IPCACHE", by_size.last())
     ));
 
     rows.extend(service_paths(&mut dp, from, tc_pass, tc_floor, cfg, notes)?);

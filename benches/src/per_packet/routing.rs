@@ -11,13 +11,15 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result, ensure};
-use hivemind::dataplane::{Dataplane, PROG_FROM_CONTAINER, PROG_TC_PASS, UnderlayProgram};
+use hivemind::dataplane::{
+    Dataplane, IpcacheEntry, PROG_FROM_CONTAINER, PROG_TC_PASS, UnderlayProgram,
+};
 use hivemind_common::container_mac;
 use hivemind_tests::netns::{NetNs, run as run_cmd};
 
 use super::{
-    CLIENT, Config, MAX_FLOOR_RATIO, PAYLOAD, UNDERLAY_PEER, row, runs, time_repeat_on,
-    time_single_on,
+    CLIENT, CONTAINER_IDENTITY, Config, MAX_FLOOR_RATIO, PAYLOAD, UNDERLAY_PEER, row, runs,
+    time_repeat_on, time_single_on,
 };
 use crate::{
     bpf::TC_ACT_OK,
@@ -68,6 +70,17 @@ fn in_namespace(cfg: &Config) -> Result<(Vec<Row>, String)> {
     dp.set_node_config(ifindex("hm0")?, Ipv4Addr::new(10, 244, 1, 1), 24)?;
     dp.attach_overlay(ifindex("hm-vxlan")?, ifindex("hmhru")?, UnderlayProgram::Tc)?;
     dp.set_tunnel(Ipv4Addr::new(10, 244, 2, 0), 24, UNDERLAY_PEER, 1)?;
+    // The ipcache as the daemon writes it: the remote container placed on its node.
+    for (addr, entry) in [
+        (CLIENT, IpcacheEntry::local(CONTAINER_IDENTITY)),
+        (LOCAL_POD, IpcacheEntry::local(CONTAINER_IDENTITY)),
+        (
+            REMOTE_POD,
+            IpcacheEntry::remote(CONTAINER_IDENTITY, UNDERLAY_PEER),
+        ),
+    ] {
+        dp.set_ipcache(addr, entry)?;
+    }
     dp.set_host_routing(true)?;
 
     // Local delivery to the container's own MAC (same subnet): nothing rewritten.
@@ -120,7 +133,8 @@ fn in_namespace(cfg: &Config) -> Result<(Vec<Row>, String)> {
     ];
     let note = format!(
         "Host routing (hm_lxc_from_container with --host-routing on): two endpoint veths, a \
-         bridge, hm-vxlan and an underlay veth in a namespace of their own, one tunnel; every \
+         bridge, hm-vxlan and an underlay veth in a namespace of their own, one tunnel, the three \
+         containers in the ipcache (the remote one placed on its node); every \
          run carries the source veth's ifindex, the source and destination endpoints enforce \
          no policy. Local container: a 64-byte UDP frame addressed to the destination \
          container's MAC, so nothing is rewritten and every rerun takes the same path (repeat \

@@ -98,8 +98,11 @@ impl Dataplane {
     /// The identity the programs give `addr`: its ipcache entry, the node for the gateway,
     /// else the outside.
     pub fn identity_of(&self, addr: Ipv4Addr, gateway: Option<Ipv4Addr>) -> u32 {
-        let key = Key::new(32, u32::from_ne_bytes(addr.octets()));
-        match self.policy.ipcache.get(&key, 0) {
+        match self
+            .policy
+            .ipcache
+            .get(&u32::from_ne_bytes(addr.octets()), 0)
+        {
             Ok(value) => value.identity,
             Err(_) if gateway == Some(addr) => identity::HOST,
             Err(_) => identity::WORLD,

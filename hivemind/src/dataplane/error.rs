@@ -81,6 +81,8 @@ pub enum DataplaneError {
         subnet: std::net::Ipv4Addr,
         prefix: u8,
     },
+    #[error("invalid tunnel endpoint {addr}: a node's underlay address must be a unicast address")]
+    InvalidTunnelEndpoint { addr: std::net::Ipv4Addr },
     #[error("service vip {vip} is outside the service cidr {cidr}/{prefix}")]
     InvalidVip {
         vip: std::net::Ipv4Addr,

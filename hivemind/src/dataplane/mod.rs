@@ -55,7 +55,7 @@ pub use nat::{NatCounters, NatMapping, monotonic_now};
 pub use overlay::{UnderlayHook, UnderlayProgram};
 pub use pins::Pins;
 use pins::{HeldLink, PINNED_MAPS};
-pub use policy::{FlowEvent, FlowReason, entry_counts as policy_entry_counts};
+pub use policy::{FlowEvent, FlowReason, IpcacheEntry, entry_counts as policy_entry_counts};
 pub use pressure::MapPressure;
 pub use services::{ServiceBackend, affinity_slots, weighted_slots};
 pub use socket::{

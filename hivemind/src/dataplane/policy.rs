@@ -1,4 +1,5 @@
-//! Network policy in the kernel: the ipcache (`HM_IPCACHE`), each endpoint's identity and
+//! Network policy in the kernel: the ipcache (`HM_IPCACHE`, also where the overlay finds an
+//! address's node), each endpoint's identity and
 //! enforcement flags (`HM_ENDPOINTS`), its identity rules (`HM_POLICY`) and CIDR rules
 //! (`HM_POLICY_CIDR`), and the flow events the programs write (`HM_FLOWS`, `HM_FLOWS_LOST`).
 //!
@@ -87,6 +88,32 @@ impl FlowEvent {
     }
 }
 
+/// What the ipcache says of one address: its identity and, if it lives on another node, that
+/// node's underlay address (the tunnel endpoint the programs encapsulate to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct IpcacheEntry {
+    pub identity: u32,
+    pub tunnel_endpoint: Option<Ipv4Addr>,
+}
+
+impl IpcacheEntry {
+    /// An address of this node.
+    pub fn local(identity: u32) -> Self {
+        Self {
+            identity,
+            tunnel_endpoint: None,
+        }
+    }
+
+    /// An address of the node whose underlay address is `node`.
+    pub fn remote(identity: u32, node: Ipv4Addr) -> Self {
+        Self {
+            identity,
+            tunnel_endpoint: Some(node),
+        }
+    }
+}
+
 /// A CIDR rule key: the LPM prefix length (fixed bits + prefix) and the data.
 type CidrKey = (u32, PolicyCidrKey);
 
@@ -99,7 +126,7 @@ struct Written {
 
 /// The policy maps and what this process last wrote to them.
 pub(super) struct PolicyMaps {
-    pub(super) ipcache: LpmTrie<MapData, u32, IpcacheValue>,
+    pub(super) ipcache: HashMap<MapData, u32, IpcacheValue>,
     pub(super) rules: HashMap<MapData, PolicyKey, PolicyEntry>,
     pub(super) cidr: LpmTrie<MapData, PolicyCidrKey, PolicyEntry>,
     flows: RingBuf<MapData>,
@@ -116,7 +143,7 @@ impl PolicyMaps {
         let mut take =
             |map: &'static str| ebpf.take_map(map).ok_or(DataplaneError::MapMissing { map });
         Ok(Self {
-            ipcache: LpmTrie::try_from(take(MAP_IPCACHE)?)
+            ipcache: HashMap::try_from(take(MAP_IPCACHE)?)
                 .map_err(DataplaneError::map(MAP_IPCACHE, "opening"))?,
             rules: HashMap::try_from(take(MAP_POLICY)?)
                 .map_err(DataplaneError::map(MAP_POLICY, "opening"))?,
@@ -292,42 +319,53 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Adds or replaces the identity of `ip/prefix` (host bits must be zero; identity 1..=2^24-1).
-    pub fn set_ipcache(
-        &mut self,
-        ip: Ipv4Addr,
-        prefix: u8,
-        identity: u32,
-    ) -> Result<(), DataplaneError> {
-        let key = ipcache_key(ip, prefix)?;
+    /// Adds or replaces what the ipcache says of `ip`: its identity (1..=2^24-1) and the
+    /// underlay address of the node that holds it, if that is another node.
+    pub fn set_ipcache(&mut self, ip: Ipv4Addr, entry: IpcacheEntry) -> Result<(), DataplaneError> {
+        let IpcacheEntry {
+            identity,
+            tunnel_endpoint,
+        } = entry;
         if identity == identity::ANY || identity > identity::MAX {
             return Err(DataplaneError::InvalidIdentity { identity });
         }
-        let value = IpcacheValue { identity, flags: 0 };
+        let tunnel_endpoint = match tunnel_endpoint {
+            None => 0,
+            Some(addr) if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() => {
+                return Err(DataplaneError::InvalidTunnelEndpoint { addr });
+            }
+            Some(addr) => u32::from_ne_bytes(addr.octets()),
+        };
+        let value = IpcacheValue {
+            identity,
+            tunnel_endpoint,
+        };
         self.policy
             .ipcache
-            .insert(&key, value, 0)
+            .insert(u32::from_ne_bytes(ip.octets()), value, 0)
             .map_err(DataplaneError::map(MAP_IPCACHE, "inserting"))
     }
 
-    /// Removes the identity of `ip/prefix`; succeeds if it is already gone.
-    pub fn remove_ipcache(&mut self, ip: Ipv4Addr, prefix: u8) -> Result<(), DataplaneError> {
-        let key = ipcache_key(ip, prefix)?;
-        match self.policy.ipcache.remove(&key) {
+    /// Removes what the ipcache says of `ip`; succeeds if it is already gone.
+    pub fn remove_ipcache(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        match self.policy.ipcache.remove(&u32::from_ne_bytes(ip.octets())) {
             Err(e) if !is_not_found(&e) => Err(DataplaneError::map(MAP_IPCACHE, "removing")(e)),
             _ => Ok(()),
         }
     }
 
-    /// Every ipcache entry as (network, prefix, identity), sorted.
-    pub fn ipcache(&self) -> Result<Vec<(Ipv4Addr, u8, u32)>, DataplaneError> {
+    /// Every ipcache entry, sorted by address.
+    pub fn ipcache(&self) -> Result<Vec<(Ipv4Addr, IpcacheEntry)>, DataplaneError> {
         let mut out = Vec::new();
         for entry in self.policy.ipcache.iter() {
             match entry {
-                Ok((key, value)) => out.push((
-                    Ipv4Addr::from(key.data().to_ne_bytes()),
-                    key.prefix_len() as u8,
-                    value.identity,
+                Ok((addr, value)) => out.push((
+                    Ipv4Addr::from(addr.to_ne_bytes()),
+                    IpcacheEntry {
+                        identity: value.identity,
+                        tunnel_endpoint: (value.tunnel_endpoint != 0)
+                            .then(|| Ipv4Addr::from(value.tunnel_endpoint.to_ne_bytes())),
+                    },
                 )),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(DataplaneError::map(MAP_IPCACHE, "reading")(e)),
@@ -496,13 +534,6 @@ impl Dataplane {
                 .map_err(DataplaneError::map(MAP_ENDPOINTS, "inserting"))?;
         }
         Ok(())
-    }
-}
-
-fn ipcache_key(ip: Ipv4Addr, prefix: u8) -> Result<Key<u32>, DataplaneError> {
-    match network(ip, prefix) {
-        Some(net) if net == ip => Ok(Key::new(u32::from(prefix), u32::from_ne_bytes(ip.octets()))),
-        _ => Err(DataplaneError::InvalidSubnet { subnet: ip, prefix }),
     }
 }
 

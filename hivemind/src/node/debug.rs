@@ -159,10 +159,11 @@ impl Node {
                 "ipcache" => dp
                     .ipcache()?
                     .into_iter()
-                    .map(|(network, prefix, id)| {
+                    .map(|(addr, entry)| {
                         json!({
-                            "prefix": format!("{network}/{prefix}"), "identity": id,
-                            "identity_name": name_of(id), "name": address_name(network),
+                            "address": addr, "identity": entry.identity,
+                            "identity_name": name_of(entry.identity), "name": address_name(addr),
+                            "tunnel_endpoint": entry.tunnel_endpoint,
                         })
                     })
                     .collect(),

@@ -1,6 +1,6 @@
 //! Network policy on this node's data plane: identities of label sets, the
-//! ipcache of every container in the cluster, and each local endpoint's
-//! rules.
+//! ipcache of every container in the cluster (with the node each lives on,
+//! which the overlay encapsulates to), and each local endpoint's rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use super::apps::endpoint_id;
 use super::map_diff::diff;
 use super::{Node, NodeError};
+use crate::dataplane::IpcacheEntry;
 use crate::policy::{NetworkPolicy, endpoint_rules, identities};
 use crate::services::{ENDPOINTS, EndpointRecord};
 use crate::state::{AppRecord, ContainerStatus, NODES, NodeInfo, POLICIES};
@@ -35,14 +36,34 @@ impl Node {
             .collect();
         let policies: Vec<NetworkPolicy> = self.store.values(POLICIES)?;
 
-        let mut wanted: BTreeMap<(Ipv4Addr, u8), u32> = BTreeMap::new();
+        // Each address with the node that holds it when that is another node (the tunnel
+        // endpoint the overlay sends it to): the node whose subnet holds the address, as the
+        // tunnels route it.
+        let peers: BTreeMap<Ipv4Addr, NodeInfo> = self
+            .tunnel_peers()?
+            .into_iter()
+            .map(|info| (info.subnet.network, info))
+            .collect();
+        let tunnel_endpoint = |ip: Ipv4Addr| {
+            peers
+                .range(..=ip)
+                .next_back()
+                .filter(|(_, info)| info.subnet.contains(ip))
+                .map(|(_, info)| info.underlay)
+        };
+        let entry = |ip: Ipv4Addr, identity: u32| IpcacheEntry {
+            identity,
+            tunnel_endpoint: tunnel_endpoint(ip),
+        };
+        let mut wanted: BTreeMap<Ipv4Addr, IpcacheEntry> = BTreeMap::new();
         for endpoint in self.store.values::<EndpointRecord>(ENDPOINTS)? {
             if let Some((identity, _)) = app_identity.get(endpoint.app.as_str()) {
-                wanted.insert((endpoint.ip, 32), *identity);
+                wanted.insert(endpoint.ip, entry(endpoint.ip, *identity));
             }
         }
         for info in self.store.values::<NodeInfo>(NODES)? {
-            wanted.insert((info.subnet.gateway(), 32), HOST_IDENTITY);
+            let gateway = info.subnet.gateway();
+            wanted.insert(gateway, entry(gateway, HOST_IDENTITY));
         }
         let containers: Vec<_> = self
             .store
@@ -61,15 +82,11 @@ impl Node {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let current: BTreeMap<(Ipv4Addr, u8), u32> = dataplane
-            .ipcache()?
-            .into_iter()
-            .map(|(ip, prefix, identity)| ((ip, prefix), identity))
-            .collect();
+        let current: BTreeMap<Ipv4Addr, IpcacheEntry> = dataplane.ipcache()?.into_iter().collect();
         diff(&current, wanted).apply(
             &mut *dataplane,
-            |dp, (ip, prefix)| dp.remove_ipcache(ip, prefix),
-            |dp, (ip, prefix), identity| dp.set_ipcache(ip, prefix, identity),
+            |dp, ip| dp.remove_ipcache(ip),
+            |dp, ip, entry| dp.set_ipcache(ip, entry),
         )?;
         let mut cache = match self.policy_cache.lock() {
             Ok(guard) => guard,

@@ -50,6 +50,19 @@ impl Node {
         self.write(NODES, &self.id, Some(&info)).await
     }
 
+    /// Every other known node that has not left: the nodes the overlay
+    /// reaches through a tunnel.
+    pub(super) fn tunnel_peers(&self) -> Result<Vec<NodeInfo>, NodeError> {
+        Ok(self
+            .store
+            .values::<NodeInfo>(NODES)?
+            .into_iter()
+            .filter(|info| {
+                info.id != self.id && self.member_state(&info.id) != Some(MemberState::Left)
+            })
+            .collect())
+    }
+
     /// Points the data plane's tunnels at every other known node that has
     /// not left; removes the tunnels of nodes that left.
     pub async fn sync_tunnels(&self) -> Result<(), NodeError> {
@@ -57,10 +70,7 @@ impl Node {
             return Ok(());
         };
         let mut wanted: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, u32)> = BTreeMap::new();
-        for info in self.store.values::<NodeInfo>(NODES)? {
-            if info.id == self.id || self.member_state(&info.id) == Some(MemberState::Left) {
-                continue;
-            }
+        for info in self.tunnel_peers()? {
             wanted.insert(
                 (info.subnet.network, info.subnet.prefix),
                 (info.underlay, DEFAULT_VNI),

@@ -8,8 +8,8 @@
 
 use std::net::Ipv4Addr;
 
-use hivemind::dataplane::Dataplane;
-use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, VXLAN_PORT, vni};
+use hivemind::dataplane::{Dataplane, IpcacheEntry};
+use hivemind_common::{OVERLAY_DEVICE, OVERLAY_MAC, VXLAN_PORT, identity, vni};
 use hivemind_tests::kernel::{add_container_veth, ifindex, ip, link_veth, sysctl};
 use hivemind_tests::netns::NetNs;
 
@@ -88,6 +88,13 @@ pub struct Container {
     pub endpoint_id: u32,
 }
 
+impl Container {
+    /// The identity the tests' ipcache gives the container (see `Node::load_dataplane`).
+    pub fn identity(&self) -> u32 {
+        1000 + self.endpoint_id
+    }
+}
+
 /// A node with any number of containers, routing the cluster and the service CIDRs.
 pub struct Node {
     pub ns: NetNs,
@@ -159,14 +166,34 @@ impl Node {
         }
     }
 
+    /// The ipcache entry the daemon writes on this node for `ip` with `identity`: an address
+    /// of this node (one of its containers or its gateway), else one of `peer`, placed on
+    /// `peer`'s underlay address.
+    pub fn ipcache_entry(&self, peer: &Node, ip: Ipv4Addr, identity: u32) -> IpcacheEntry {
+        if ip == self.gateway || self.containers.iter().any(|c| c.ip == ip) {
+            IpcacheEntry::local(identity)
+        } else {
+            IpcacheEntry::remote(identity, peer.underlay_ip)
+        }
+    }
+
     /// Loads the data plane in the node's namespace: overlay, tunnel to `peer`, node config,
-    /// host routing on or off, every container's endpoint.
+    /// host routing on or off, every container's endpoint, and the ipcache the daemon writes
+    /// (every container of both nodes with an identity of its own, both gateways as the host).
     pub fn load_dataplane(&self, peer: &Node, host_routing: bool) -> Dataplane {
         let (subnet, underlay, gateway) = (peer.subnet, peer.underlay_ip, self.gateway);
         let endpoints: Vec<(String, u32, Ipv4Addr)> = self
             .containers
             .iter()
             .map(|c| (c.host_if.clone(), c.endpoint_id, c.ip))
+            .collect();
+        let ipcache: Vec<(Ipv4Addr, IpcacheEntry)> = self
+            .containers
+            .iter()
+            .chain(&peer.containers)
+            .map(|c| (c.ip, c.identity()))
+            .chain([self.gateway, peer.gateway].map(|g| (g, identity::HOST)))
+            .map(|(ip, id)| (ip, self.ipcache_entry(peer, ip, id)))
             .collect();
         self.ns
             .run(move || {
@@ -186,6 +213,9 @@ impl Node {
                 for (name, id, ip) in endpoints {
                     dp.attach_endpoint(ifindex(&name), id, ip)
                         .expect("attach endpoint");
+                }
+                for (ip, entry) in ipcache {
+                    dp.set_ipcache(ip, entry).expect("ipcache");
                 }
                 dp
             })
