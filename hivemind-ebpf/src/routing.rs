@@ -148,9 +148,9 @@ pub(crate) fn from_published(ctx: &TcContext) -> i32 {
     encapsulate(ctx, &config, &l2, underlay, identity::WORLD)
 }
 
-/// Sends the frame through the tunnel to the node at `underlay` (network order) with `vni`: the tunnel key, the
-/// overlay's MACs and TTL, the mark that tells `hm_overlay_egress` the key is set, and a
-/// redirect to `hm-vxlan`'s transmit.
+/// Sends the frame through the tunnel to the node at `underlay` (network order) with `vni`:
+/// the tunnel key, the overlay's MACs and TTL, the mark that tells `hm_overlay_egress` the key
+/// is set, and a redirect to `hm-vxlan`'s transmit.
 #[inline(always)]
 fn encapsulate(
     ctx: &TcContext,

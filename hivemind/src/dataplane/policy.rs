@@ -1,7 +1,7 @@
-//! Network policy in the kernel: the ipcache (`HM_IPCACHE`, also where the overlay finds an
-//! address's node), each endpoint's identity and
-//! enforcement flags (`HM_ENDPOINTS`), its identity rules (`HM_POLICY`) and CIDR rules
-//! (`HM_POLICY_CIDR`), and the flow events the programs write (`HM_FLOWS`, `HM_FLOWS_LOST`).
+//! Network policy in the kernel: the ipcache (`HM_IPCACHE`, also where the overlay finds the
+//! node of an address), each endpoint's identity and enforcement flags (`HM_ENDPOINTS`), its
+//! identity rules (`HM_POLICY`) and CIDR rules (`HM_POLICY_CIDR`), and the flow events the
+//! programs write (`HM_FLOWS`, `HM_FLOWS_LOST`).
 //!
 //! `set_endpoint_policy` replaces an endpoint's rules in an order the data path can read at any
 //! moment: the new entries first, then the enforcement flags, then the stale entries go. So a
