@@ -39,9 +39,10 @@ impl Node {
         // Each address with the node that holds it when that is another node (the tunnel
         // endpoint the overlay sends it to): the node whose subnet holds the address, as the
         // tunnels route it.
-        let peers: BTreeMap<Ipv4Addr, NodeInfo> = self
-            .tunnel_peers()?
-            .into_iter()
+        let nodes: Vec<NodeInfo> = self.store.values(NODES)?;
+        let peers: BTreeMap<Ipv4Addr, &NodeInfo> = nodes
+            .iter()
+            .filter(|info| self.is_tunnel_peer(info))
             .map(|info| (info.subnet.network, info))
             .collect();
         let tunnel_endpoint = |ip: Ipv4Addr| {
@@ -61,7 +62,7 @@ impl Node {
                 wanted.insert(endpoint.ip, entry(endpoint.ip, *identity));
             }
         }
-        for info in self.store.values::<NodeInfo>(NODES)? {
+        for info in &nodes {
             let gateway = info.subnet.gateway();
             wanted.insert(gateway, entry(gateway, HOST_IDENTITY));
         }

@@ -50,17 +50,10 @@ impl Node {
         self.write(NODES, &self.id, Some(&info)).await
     }
 
-    /// Every other known node that has not left: the nodes the overlay
-    /// reaches through a tunnel.
-    pub(super) fn tunnel_peers(&self) -> Result<Vec<NodeInfo>, NodeError> {
-        Ok(self
-            .store
-            .values::<NodeInfo>(NODES)?
-            .into_iter()
-            .filter(|info| {
-                info.id != self.id && self.member_state(&info.id) != Some(MemberState::Left)
-            })
-            .collect())
+    /// Whether the overlay reaches `info` through a tunnel: another node
+    /// that has not left.
+    pub(super) fn is_tunnel_peer(&self, info: &NodeInfo) -> bool {
+        info.id != self.id && self.member_state(&info.id) != Some(MemberState::Left)
     }
 
     /// Points the data plane's tunnels at every other known node that has
@@ -70,7 +63,8 @@ impl Node {
             return Ok(());
         };
         let mut wanted: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, u32)> = BTreeMap::new();
-        for info in self.tunnel_peers()? {
+        let nodes = self.store.values::<NodeInfo>(NODES)?;
+        for info in nodes.into_iter().filter(|info| self.is_tunnel_peer(info)) {
             wanted.insert(
                 (info.subnet.network, info.subnet.prefix),
                 (info.underlay, DEFAULT_VNI),
