@@ -777,8 +777,10 @@ fn failing_canary_through_the_ingress(testbed: &Testbed, image: &str, stable: u6
             "/ready",
             "--ready-interval",
             "1s",
+            // One slow probe on a loaded machine would count as readiness lost: a failure of
+            // the canary that has nothing to do with its 500s.
             "--ready-retries",
-            "1",
+            "3",
         ],
     )?;
     let canary = status(testbed, 1)?["generation"]
@@ -819,9 +821,13 @@ fn failing_canary_through_the_ingress(testbed: &Testbed, image: &str, stable: u6
     assert!(failed > 0 && failed + ok == during.len(), "{during:?}");
     let back = watch_until(testbed, "rolled-back", stable, Duration::from_secs(60))?;
     let message = back["message"].as_str().unwrap_or("");
+    // The 500s it answered through the ingress fail it; so may the TCP resets that come with
+    // them, and on a loaded machine those can cross their threshold at an earlier analysis
+    // pass than the ingress figures (the unit tests check each half on its own).
     assert!(
         message.contains("failed its analysis at 50%")
-            && message.contains("requests through the HTTP ingress failed"),
+            && (message.contains("requests through the HTTP ingress failed")
+                || message.contains("failures (TCP resets it sent")),
         "{back}"
     );
     eprintln!("{message}");

@@ -152,16 +152,20 @@ impl DeploymentStrategy for Canary {
             u64::from(observed.new_total.max(1)),
             u64::from(observed.old_total.max(1)),
         );
+        // Every signal that fails the canary is named, not only the first one checked: which
+        // of them crosses its threshold first is a matter of timing.
+        let mut why = Vec::new();
         if canary >= FAILURES_TO_FAIL && canary * n_old > 2 * stable * n_new {
-            return Step::Fail(format!(
-                "the canary failed its analysis at {}%: {canary} failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts) against {stable} of the stable version",
-                permille(share)
+            why.push(format!(
+                "{canary} failures (TCP resets it sent, SYNs it left unanswered, readiness lost, restarts) against {stable} of the stable version"
             ));
         }
-        if let Some(why) = http_verdict(observed) {
+        why.extend(http_verdict(observed));
+        if !why.is_empty() {
             return Step::Fail(format!(
-                "the canary failed its analysis at {}%: {why}",
-                permille(share)
+                "the canary failed its analysis at {}%: {}",
+                permille(share),
+                why.join("; ")
             ));
         }
         if share >= 1000 {

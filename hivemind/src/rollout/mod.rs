@@ -678,6 +678,16 @@ mod tests {
         );
         observed.http_new = figures(MIN_HTTP_REQUESTS - 1, 0, 2_000);
         assert_eq!(verdict(&observed), None, "too few requests to compare");
+        // Both halves failing at once: the reason names both.
+        observed.http_old = figures(400, 4, 5);
+        observed.http_new = figures(100, 30, 5);
+        observed.new_failures = 6;
+        let reason = verdict(&observed).expect("TCP and HTTP failures");
+        assert!(
+            reason.contains("6 failures (TCP resets")
+                && reason.contains("; 30 of 100 requests through the HTTP ingress failed"),
+            "{reason}"
+        );
     }
 
     /// Blue-green: green at full strength beside blue with no VIP traffic; after verification
