@@ -96,6 +96,22 @@ impl NetNs {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+
+    /// IPv4 datagrams this namespace's kernel forwarded (`Ip: ForwDatagrams` of its
+    /// `/proc/net/snmp`): host routing keeps container-to-container traffic out of it.
+    pub fn forwarded_datagrams(&self) -> Result<u64> {
+        let snmp = self.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+        let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (Some(names), Some(values)) = (ip_lines.next(), ip_lines.next()) else {
+            bail!("no Ip: lines in /proc/net/snmp of {}", self.name);
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(name, _)| *name == "ForwDatagrams")
+            .and_then(|(_, value)| value.parse().ok())
+            .with_context(|| format!("no ForwDatagrams in /proc/net/snmp of {}", self.name))
+    }
 }
 
 impl Drop for NetNs {

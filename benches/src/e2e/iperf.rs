@@ -183,11 +183,41 @@ pub(super) fn tx_stats(node: &NetNs) -> Result<(u64, u64)> {
     ))
 }
 
+/// What a profiled run measures: 64-byte UDP (its rate in packets per second) or one TCP
+/// stream (in Gbit/s).
+#[derive(Clone, Copy)]
+enum Load {
+    Udp,
+    Tcp,
+}
+
+impl Load {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Self::Udp => &["-u", "-l", "64", "-b", "0"],
+            Self::Tcp => &[],
+        }
+    }
+
+    /// The run's rate as the profile note gives it.
+    fn rate(self, json: &serde_json::Value) -> Result<String> {
+        Ok(match self {
+            Self::Udp => format!("{} kpps", number(udp_pps(json)? / 1e3)),
+            Self::Tcp => format!("{} Gbit/s", number(tcp_gbits(json)?)),
+        })
+    }
+}
+
 /// The symbols that took at least 0.7% of the samples of `perf record -a` (the whole machine;
 /// at most 14, the idle loop included)
-/// during one UDP run on Hivemind without policy (`hivemind`) or on the kernel overlay, with
-/// the rate the run reached. A run of its own, outside the figures: sampling costs time.
-fn perf_top(prefix: &str, seconds: u32, hivemind: bool) -> Result<(f64, Vec<String>)> {
+/// during one run of `load` on Hivemind without policy (`hivemind`) or on the kernel overlay,
+/// with the rate the run reached. A run of its own, outside the figures: sampling costs time.
+fn perf_top(
+    prefix: &str,
+    seconds: u32,
+    hivemind: bool,
+    load: Load,
+) -> Result<(String, Vec<String>)> {
     let topo = Topology::new(prefix)?;
     let _planes = if hivemind {
         topo.hivemind(0, UnderlayProgram::Auto, true)?
@@ -208,9 +238,9 @@ fn perf_top(prefix: &str, seconds: u32, hivemind: bool) -> Result<(f64, Vec<Stri
         .stderr(Stdio::null())
         .spawn()
         .context("perf record (apt install linux-perf)")?;
-    let json = iperf(&topo.ca, SERVER, seconds, &["-u", "-l", "64", "-b", "0"]);
+    let json = iperf(&topo.ca, SERVER, seconds, load.args());
     let recorded = record.wait();
-    let pps = udp_pps(&json?)?;
+    let rate = load.rate(&json?)?;
     if !recorded.context("perf record")?.success() {
         bail!("perf record failed");
     }
@@ -241,23 +271,31 @@ fn perf_top(prefix: &str, seconds: u32, hivemind: bool) -> Result<(f64, Vec<Stri
         })
         .take(14)
         .collect();
-    Ok((pps, top))
+    Ok((rate, top))
 }
 
-/// Where the CPU goes in a UDP run, Hivemind against the kernel overlay (perf, whole machine).
-pub(super) fn udp_perf(prefix: &str, seconds: u32) -> Result<String> {
-    let (kernel_pps, kernel) = perf_top(prefix, seconds, false)?;
-    let (hm_pps, hm) = perf_top(prefix, seconds, true)?;
+/// Where the CPU goes in a UDP run and in one TCP stream, Hivemind against the kernel overlay
+/// (perf, whole machine).
+pub(super) fn perf_profiles(prefix: &str, seconds: u32) -> Result<String> {
+    let mut parts = Vec::new();
+    for (load, what) in [
+        (Load::Udp, "`iperf3 -u -l 64 -b 0`"),
+        (Load::Tcp, "`iperf3` (one TCP stream)"),
+    ] {
+        let (kernel_rate, kernel) = perf_top(prefix, seconds, false, load)?;
+        let (hm_rate, hm) = perf_top(prefix, seconds, true, load)?;
+        parts.push(format!(
+            "{what}: kernel overlay ({kernel_rate}): {}. Hivemind without policy ({hm_rate}): {}.",
+            kernel.join(", "),
+            hm.join(", ")
+        ));
+    }
     Ok(format!(
-        "End to end, a CPU profile of UDP (separate {seconds} s runs of `iperf3 -u -l 64 -b 0` \
-         under `perf record -a`, whole machine, the symbols with the most samples, at least \
-         0.7%; not the figures above; in this VM perf samples on a timer, so interrupt-enable \
-         points such as _raw_spin_unlock_irqrestore collect samples that belong to the work \
-         done with interrupts off, and pv_native_safe_halt is idle time): kernel overlay ({} \
-         kpps): {}. Hivemind without policy ({} kpps): {}.",
-        number(kernel_pps / 1e3),
-        kernel.join(", "),
-        number(hm_pps / 1e3),
-        hm.join(", ")
+        "End to end, CPU profiles (separate {seconds} s runs under `perf record -a`, whole \
+         machine, the symbols with the most samples, at least 0.7%; not the figures above; in \
+         this VM perf samples on a timer, so interrupt-enable points such as \
+         _raw_spin_unlock_irqrestore collect samples that belong to the work done with \
+         interrupts off, and pv_native_safe_halt is idle time). {}",
+        parts.join(" ")
     ))
 }

@@ -10,10 +10,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use hivemind::{
-    dataplane::{Dataplane, ServiceBackend, UnderlayProgram},
+    dataplane::{Dataplane, IpcacheEntry, ServiceBackend, UnderlayProgram},
     policy::{Allow, EndpointRules, PeerMatch, Protocol},
 };
-use hivemind_common::{IPPROTO_TCP, IPPROTO_UDP, OVERLAY_DEVICE, OVERLAY_MAC, VXLAN_PORT, vni};
+use hivemind_common::{
+    IPPROTO_TCP, IPPROTO_UDP, OVERLAY_DEVICE, OVERLAY_MAC, VXLAN_PORT, identity, vni,
+};
 use hivemind_tests::netns::{NetNs, run as run_cmd};
 
 use super::{CLIENT, ENDPOINT_A, ENDPOINT_B, HOST_IF, MTU, PORT, SERVER};
@@ -30,9 +32,14 @@ fn ipn(ns: &NetNs, args: &[&str]) -> Result<()> {
     run_cmd(Command::new("ip").arg("-n").arg(&ns.name).args(args)).map(|_| ())
 }
 
+/// The address of node `node`'s one container.
+fn container_ip(node: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, node, 2)
+}
+
 /// The MAC of container 10.244.`node`.2, as the daemon derives it from the address.
 fn container_mac(node: u8) -> String {
-    hivemind_common::container_mac([10, 244, node, 2])
+    hivemind_common::container_mac(container_ip(node).octets())
         .map(|b| format!("{b:02x}"))
         .join(":")
 }
@@ -394,12 +401,25 @@ impl Topology {
                     Ipv4Addr::new(10, 244, me, 1),
                     24,
                 )?;
-                dp.attach_endpoint(
-                    crate::rate::ifindex(HOST_IF)?,
-                    endpoint,
-                    Ipv4Addr::new(10, 244, me, 2),
-                )?;
+                dp.attach_endpoint(crate::rate::ifindex(HOST_IF)?, endpoint, container_ip(me))?;
                 dp.set_host_routing(host_routing)?;
+                // The ipcache as the daemon writes it: each node's container with an identity
+                // of its own and its gateway as the host, placed on the node's underlay
+                // address when it is the peer's (host routing encapsulates on that alone).
+                for n in [me, peer] {
+                    let node = (n != me).then(|| Ipv4Addr::new(192, 168, 77, n));
+                    for (ip, id) in [
+                        (container_ip(n), identity::FIRST_ALLOCATED + u32::from(n)),
+                        (Ipv4Addr::new(10, 244, n, 1), identity::HOST),
+                    ] {
+                        let entry = IpcacheEntry {
+                            identity: id,
+                            tunnel_endpoint: node,
+                        };
+                        dp.set_ipcache(ip, entry)
+                            .with_context(|| format!("placing {ip} in the ipcache"))?;
+                    }
+                }
                 Ok(dp)
             })??;
             planes.push(dp);

@@ -230,23 +230,9 @@ impl Node {
     }
 }
 
-/// IPv4 datagrams the namespace's kernel forwarded (`Ip: ForwDatagrams` of its
-/// `/proc/net/snmp`): host routing keeps container-to-container traffic out of it.
+/// IPv4 datagrams the namespace's kernel forwarded (see `NetNs::forwarded_datagrams`).
 pub fn forwarded_datagrams(ns: &NetNs) -> u64 {
-    let snmp = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp"))
-        .expect("netns thread");
-    let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (names, values) = (
-        ip_lines.next().expect("Ip names"),
-        ip_lines.next().expect("Ip values"),
-    );
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "ForwDatagrams")
-        .and_then(|(_, value)| value.parse().ok())
-        .expect("ForwDatagrams")
+    ns.forwarded_datagrams().expect("ForwDatagrams")
 }
 
 /// The cluster of the service and policy tests, configured (namespaces `<prefix>-<pid>-...`):
